@@ -1,0 +1,39 @@
+# envoykit: `make up` runs the local mesh, `make test` runs lint, types and tests.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint typecheck pytest up demo bench clean wasm
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check envoykit tests bench examples
+	$(BIN)/ruff format --check envoykit tests bench examples
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+up: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/envoykit up examples/mesh.yaml
+
+demo: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/envoykit demo
+
+bench: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/run.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,55 @@
+"""The ``envoykit`` command. Thin: each sub-command lives in its room and is imported on first use."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+# command name → "module:attribute" of a click command in the room that owns it
+COMMANDS: dict[str, str] = {
+    "authz": "envoykit.authz.cli:authz",
+    "token": "envoykit.authz.cli:token",
+    "ratelimit": "envoykit.ratelimit.cli:ratelimit",
+    "extproc": "envoykit.extproc.cli:extproc",
+    "wasm": "envoykit.wasmhost.cli:wasm",
+    "control": "envoykit.control.cli:control",
+    "validate": "envoykit.control.cli:validate",
+    "bootstrap": "envoykit.control.cli:bootstrap",
+    "envoy": "envoykit.control.cli:envoy",
+    "ca": "envoykit.control.cli:ca",
+    "compose": "envoykit.mesh.cli:compose",
+    "up": "envoykit.mesh.cli:up",
+    "status": "envoykit.mesh.cli:status",
+    "logs": "envoykit.mesh.cli:logs",
+    "demo": "envoykit.mesh.cli:demo",
+}
+
+
+class _LazyGroup(click.Group):
+    """A click group whose sub-commands are imported only when invoked (fast ``--help`` and start)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        try:
+            cmd: Any = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise click.ClickException(f"'{cmd_name}' is not available: {exc}") from exc
+        return cmd  # type: ignore[no-any-return]
+
+
+@click.group(cls=_LazyGroup)
+@click.version_option(package_name="envoykit")
+def main() -> None:
+    """envoykit: extend Envoy in Python (authz, extproc, ratelimit, Wasm host, control plane, mesh)."""
+
+
+if __name__ == "__main__":
+    main()

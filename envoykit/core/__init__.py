@@ -1,0 +1,38 @@
+"""What every envoykit server shares: logging, metrics, the gRPC runner, watched config files and Envoy.
+
+Public names::
+
+    from envoykit.core import (
+        ConfigError, configure_logging, get_logger, start_metrics_server,
+        GrpcServer, serve_forever, WatchedConfig, load_yaml_file, yaml_error,
+        EnvoyProcess, envoy_binary, validate_envoy_config, free_port,
+    )
+"""
+
+from envoykit.core.envoy import EnvoyError, EnvoyProcess, envoy_binary, validate_envoy_config
+from envoykit.core.errors import ConfigError
+from envoykit.core.logs import configure_logging, get_logger
+from envoykit.core.metrics import start_metrics_server
+from envoykit.core.net import free_port, wait_for_port
+from envoykit.core.reload import WatchedConfig
+from envoykit.core.server import GrpcServer, serve_forever
+from envoykit.core.yamlfile import load_yaml_file, validation_error_to_config_error, yaml_error
+
+__all__ = [
+    "ConfigError",
+    "EnvoyError",
+    "EnvoyProcess",
+    "GrpcServer",
+    "WatchedConfig",
+    "configure_logging",
+    "envoy_binary",
+    "free_port",
+    "get_logger",
+    "load_yaml_file",
+    "serve_forever",
+    "start_metrics_server",
+    "validate_envoy_config",
+    "validation_error_to_config_error",
+    "wait_for_port",
+    "yaml_error",
+]
