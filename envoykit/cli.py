@@ -18,7 +18,7 @@ COMMANDS: dict[str, str] = {
     "validate": "envoykit.control.cli:validate",
     "bootstrap": "envoykit.control.cli:bootstrap",
     "envoy": "envoykit.control.cli:envoy",
-    "ca": "envoykit.control.cli:ca",
+    "ca": "envoykit.control.ca_cli:ca",
     "compose": "envoykit.mesh.cli:compose",
     "up": "envoykit.mesh.cli:up",
     "status": "envoykit.mesh.cli:status",
