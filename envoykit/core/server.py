@@ -62,6 +62,7 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._service_names: list[str] = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self._on_start: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def server(self) -> grpc.aio.Server:
@@ -76,6 +77,10 @@ class GrpcServer:
         """
         adder(servicer, self._server)
         self._service_names.append(full_name)
+
+    def on_start(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` once the server listens (start file watchers, background refreshes)."""
+        self._on_start.append(fn)
 
     def on_stop(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run ``fn`` after the server drained (close stores, stop watchers)."""
@@ -94,6 +99,8 @@ class GrpcServer:
             self._metrics_server, _, self.metrics_port = start_metrics_server(
                 self._metrics_port_req, self._metrics_host
             )
+        for fn in self._on_start:
+            await fn()
         host = self.address.rsplit(":", 1)[0]
         self._log.info("serving", address=f"{host}:{self.port}", metrics_port=self.metrics_port)
         return self.port
