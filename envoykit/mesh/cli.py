@@ -1,0 +1,151 @@
+"""``envoykit up``, ``status``, ``logs``, ``demo`` and ``compose``: the local mesh from the command line."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from envoykit.mesh.spec import Plan
+from envoykit.mesh.state import StateDir, default_state_dir, pid_alive
+
+_state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State directory (plan, status, logs). Default: $ENVOYKIT_STATE_DIR or .envoykit/mesh.",
+)
+
+
+def _state(state_dir: Path | None) -> StateDir:
+    return StateDir(state_dir or default_state_dir())
+
+
+def _read_plan(state: StateDir) -> Plan:
+    try:
+        return state.read_plan()
+    except FileNotFoundError:
+        raise click.ClickException(
+            f"no mesh has run from {state.root} (no plan.json); run `envoykit up`"
+        ) from None
+
+
+@click.command()
+@click.argument("mesh", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_state_dir_option
+@click.option(
+    "--run-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="How to start the apps and servers (default: apps/run.yaml beside MESH).",
+)
+@click.option("--free-ports", is_flag=True, help="Move every port of the mesh to a free one (for tests).")
+@click.option("--prometheus/--no-prometheus", default=True, help="Run Prometheus when it is installed.")
+@click.option("--prometheus-port", type=int, default=9090, show_default=True)
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Run a plan.json (from an earlier run's state directory) instead of planning MESH.",
+)
+@click.option("--grace", type=float, default=10.0, show_default=True, help="Seconds from SIGTERM to SIGKILL.")
+def up(
+    mesh: Path | None,
+    state_dir: Path | None,
+    run_config: Path | None,
+    free_ports: bool,
+    prometheus: bool,
+    prometheus_port: int,
+    plan_file: Path | None,
+    grace: float,
+) -> None:
+    """Run the local mesh described by MESH (mesh.yaml) until Ctrl-C or SIGTERM.
+
+    Starts the control plane, the extension servers, every app with its sidecar Envoy, the gateways and
+    Prometheus, each as its own process, in dependency order; restarts crashed ones with backoff; stops
+    everything on exit.
+    """
+    from envoykit.mesh.runner import AlreadyRunning, run_plan
+
+    console = Console(stderr=True)
+    state = _state(state_dir)
+    if plan_file is not None:
+        plan = Plan.read(plan_file)
+    elif mesh is not None:
+        from envoykit.mesh.planner import PlanOptions, plan_mesh
+
+        state.prepare()
+        opts = PlanOptions(
+            run_config=run_config,
+            free_ports=free_ports,
+            prometheus=prometheus,
+            prometheus_port=prometheus_port,
+        )
+        plan = plan_mesh(mesh, state, opts)
+    else:
+        raise click.UsageError("give MESH (a mesh.yaml) or --plan")
+    try:
+        code = run_plan(plan, state, cwd=Path.cwd(), console=console, grace_s=grace)
+    except AlreadyRunning as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
+
+@click.command()
+@_state_dir_option
+def status(state_dir: Path | None) -> None:
+    """Show the components of the running mesh, their addresses, state and live health.
+
+    Exits 0 when the runner is up and every component answers its probe, 1 otherwise.
+    """
+    from envoykit.mesh.runner import live_health
+    from envoykit.mesh.table import status_table
+
+    state = _state(state_dir)
+    plan = _read_plan(state)
+    try:
+        st = state.read_status()
+    except FileNotFoundError:
+        raise click.ClickException(f"no status in {state.root}") from None
+    console = Console()
+    running = pid_alive(st.runner_pid) and st.state not in ("stopped", "failed")
+    if not running:
+        st.state = st.state if st.state in ("stopped", "failed") else "stopped (runner gone)"
+    health = live_health(plan) if running else {c.name: False for c in plan.components}
+    console.print(status_table(plan, st, health))
+    if st.error:
+        console.print(f"[red]{st.error}[/]")
+    if running and plan.ingress:
+        console.print(f"ingress: {plan.ingress}")
+    sys.exit(0 if running and all(health.values()) else 1)
+
+
+@click.command()
+@click.argument("name")
+@_state_dir_option
+@click.option("-n", "--lines", type=int, default=50, show_default=True, help="How many last lines.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+def logs(name: str, state_dir: Path | None, lines: int, follow: bool) -> None:
+    """Print the log of component NAME (see `envoykit status` for the names)."""
+    state = _state(state_dir)
+    plan = _read_plan(state)
+    names = [c.name for c in plan.components]
+    if name not in names:
+        raise click.ClickException(f"no component {name!r}; components: {', '.join(names)}")
+    path = state.log_path(name)
+    if not path.exists():
+        raise click.ClickException(f"{name} has no log yet ({path})")
+    with open(path, "rb") as f:
+        tail = f.read().decode(errors="replace").splitlines()[-lines:] if lines > 0 else []
+        for line in tail:
+            click.echo(line)
+        while follow:
+            chunk = f.read()
+            if chunk:
+                click.echo(chunk.decode(errors="replace"), nl=False)
+            else:
+                time.sleep(0.2)

@@ -1,0 +1,51 @@
+"""The status table of a mesh (rich), shared by ``envoykit up`` and ``envoykit status``."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from envoykit.mesh.spec import Plan
+from envoykit.mesh.state import MeshStatus
+
+_STATE_STYLE = {
+    "ready": "green",
+    "starting": "yellow",
+    "restarting": "yellow",
+    "pending": "dim",
+    "failed": "red",
+    "stopped": "dim",
+}
+
+
+def status_table(plan: Plan, status: MeshStatus, health: dict[str, bool] | None = None) -> Table:
+    """A table with one row per component: name, kind, address, pid, state, restarts (and health).
+
+    Args:
+        plan: the components (their order is the table's).
+        status: the runner's view (state, pid, restarts).
+        health: live probe results by name; the column is left out when None.
+    """
+    title = f"mesh {status.state}"
+    if status.ready_s is not None:
+        title += f" (ready in {status.ready_s:.1f}s)"
+    table = Table(title=title, title_justify="left")
+    for col in ("component", "kind", "address", "pid", "state", "restarts"):
+        table.add_column(col, justify="right" if col in ("pid", "restarts") else "left", overflow="fold")
+    if health is not None:
+        table.add_column("health")
+    for level in plan.levels():
+        for c in level:
+            st = status.components.get(c.name)
+            state = st.state if st else "pending"
+            row = [
+                c.name,
+                c.kind,
+                c.address,
+                str(st.pid) if st and st.pid else "-",
+                f"[{_STATE_STYLE.get(state, '')}]{state}[/]",
+                str(st.restarts) if st else "0",
+            ]
+            if health is not None:
+                row.append("[green]ok[/]" if health.get(c.name) else "[red]down[/]")
+            table.add_row(*row)
+    return table
