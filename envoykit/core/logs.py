@@ -41,5 +41,9 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
 
 
 def get_logger(name: str, **bound: Any) -> Any:
-    """Return a structlog logger bound to ``component=name`` and any extra key/values."""
-    return structlog.get_logger().bind(component=name, **bound)
+    """Return a structlog logger bound to ``component=name`` and any extra key/values.
+
+    The logger stays lazy until first use, so module-level loggers pick up :func:`configure_logging`
+    even when it runs after the import.
+    """
+    return structlog.get_logger(component=name, **bound)
