@@ -1,0 +1,237 @@
+"""What the runner needs from the control plane's mesh model, in one small view (:class:`MeshView`).
+
+The runner plans processes; it does not translate. It reads the validated model through
+``envoykit.control`` (the loader, the node list, the bootstrap builder) and keeps here only what a
+process list needs: addresses, which servers are used, the Envoys and the apps.
+
+With ``free_ports`` the model is copied with every port moved to a free one (one new port per old port,
+so every reference stays consistent), its relative file paths made absolute, and the control plane's
+state directory moved under the runner's; the copy is written to ``<state>/work/mesh.yaml`` and that is
+the file the control plane serves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from envoykit.control.model import Mesh
+from envoykit.control.nodes import NodeInfo, mesh_nodes
+from envoykit.control.types import Address
+from envoykit.core import envoy_binary, free_port
+from envoykit.mesh.state import StateDir
+
+HostPort = Address
+
+
+@dataclass(frozen=True)
+class WorkloadView:
+    """An app process: ``name`` (workload), ``service``, ``version``, where it listens, its sidecar's
+    outbound listener (None without a sidecar)."""
+
+    name: str
+    service: str
+    version: str
+    address: Address
+    outbound: Address | None
+
+
+@dataclass(frozen=True)
+class EnvoyView:
+    """An Envoy: ``name`` (workload or gateway), ``kind`` (sidecar/ingress/egress), node id, admin address,
+    the workload it fronts (sidecars) and the address shown in the status table."""
+
+    name: str
+    kind: str
+    node_id: str
+    admin: Address
+    workload: str | None
+    address: str
+    info: NodeInfo
+
+
+@dataclass
+class MeshView:
+    """The runner's view of a validated mesh (see the module docstring)."""
+
+    path: Path
+    model: Mesh
+    xds: Address
+    authz: Address
+    ratelimit: Address
+    telemetry: Address
+    processors: dict[str, Address]
+    used_servers: set[str]
+    workloads: list[WorkloadView]
+    envoys: list[EnvoyView]
+    ingress: str
+    metrics_port: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def remap_ports(model: BaseModel, mapping: dict[int, int] | None = None) -> Any:
+    """A copy of ``model`` with the port of every :class:`Address` inside it replaced by a free one.
+
+    Equal ports map to the same new port (``mapping`` records old → new and may be passed in to share
+    it), so two fields naming one address still agree after the move.
+    """
+    mapping = {} if mapping is None else mapping
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, Address):
+            if value.port not in mapping:
+                mapping[value.port] = free_port()
+            return value.model_copy(update={"port": mapping[value.port]})
+        if isinstance(value, BaseModel):
+            changes = {name: walk(getattr(value, name)) for name in type(value).model_fields}
+            return value.model_copy(update=changes)
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        return value
+
+    return walk(model)
+
+
+def _absolute_paths(mesh: Mesh, base: Path) -> Mesh:
+    """Make the files mesh.yaml names (Wasm modules, gateway certificates) absolute against ``base``."""
+
+    def absolute(p: str) -> str:
+        return str(p if Path(p).is_absolute() else (base / p).resolve())
+
+    wasm = [w.model_copy(update={"file": absolute(w.file)}) for w in mesh.extensions.wasm]
+    gateways = [
+        g.model_copy(
+            update={
+                "tls": g.tls.model_copy(
+                    update={"cert_file": absolute(g.tls.cert_file), "key_file": absolute(g.tls.key_file)}
+                )
+            }
+        )
+        if g.tls
+        else g
+        for g in mesh.gateways
+    ]
+    return mesh.model_copy(
+        update={"extensions": mesh.extensions.model_copy(update={"wasm": wasm}), "gateways": gateways}
+    )
+
+
+def load_model(path: Path) -> Mesh:
+    """Load and validate mesh.yaml with the control plane's loader.
+
+    Raises:
+        ConfigError: the file is invalid (names file, line and field).
+    """
+    from envoykit.control.loader import load_mesh
+
+    mesh: Mesh = load_mesh(path)
+    return mesh
+
+
+def load(path: Path, state: StateDir, *, free_ports: bool = False) -> MeshView:
+    """Load ``path`` into a :class:`MeshView`; with ``free_ports``, serve a port-remapped copy instead."""
+    mesh = load_model(path)
+    if free_ports:
+        mesh = _absolute_paths(remap_ports(mesh), path.parent)
+        control_state = state.work / "control"
+        mesh = mesh.model_copy(
+            update={"control_plane": mesh.control_plane.model_copy(update={"state_dir": str(control_state)})}
+        )
+        path = state.work / "mesh.yaml"
+        path.write_text(yaml.safe_dump(mesh.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
+        mesh = load_model(path)  # the copy must pass the same validation as the original
+    return view(mesh, path)
+
+
+def view(mesh: Mesh, path: Path) -> MeshView:
+    """Build the runner's view of a validated ``mesh`` read from ``path``."""
+    used: set[str] = set()
+    exts = [svc.extensions for svc in mesh.services] + [g.extensions for g in mesh.gateways]
+    for e in exts:
+        if e.authz is not None:
+            used.add("authz")
+        if e.ratelimit is not None:
+            used.add("ratelimit")
+        if e.telemetry:
+            used.add("telemetry")
+        used.update(e.processors)
+    workloads = [
+        WorkloadView(
+            name=wl.name,
+            service=svc.name,
+            version=wl.version,
+            address=wl.address,
+            outbound=wl.sidecar.outbound if wl.sidecar else None,
+        )
+        for svc, wl in mesh.workloads()
+    ]
+    envoys = []
+    for info in mesh_nodes(mesh).values():
+        if info.kind == "sidecar" and info.workload is not None and info.workload.sidecar is not None:
+            shown = f"inbound {info.workload.sidecar.inbound}, outbound {info.workload.sidecar.outbound}"
+        elif info.gateway is not None:
+            shown = f"http://{info.gateway.address}"
+        else:
+            shown = ""
+        envoys.append(
+            EnvoyView(
+                name=info.name,
+                kind=info.kind,
+                node_id=info.id,
+                admin=info.admin,
+                workload=info.workload.name if info.workload else None,
+                address=shown,
+                info=info,
+            )
+        )
+    ingress = next((g for g in mesh.gateways if g.kind == "ingress"), None)
+    scheme = "https" if ingress is not None and ingress.tls else "http"
+    return MeshView(
+        path=path,
+        model=mesh,
+        xds=mesh.control_plane.xds,
+        authz=mesh.extensions.authz.address,
+        ratelimit=mesh.extensions.ratelimit.address,
+        telemetry=mesh.extensions.telemetry.address,
+        processors={p.name: p.address for p in mesh.extensions.processors},
+        used_servers=used,
+        workloads=workloads,
+        envoys=envoys,
+        ingress=f"{scheme}://{ingress.address}" if ingress else "",
+    )
+
+
+def serve_args(mesh: MeshView) -> list[str]:
+    """Arguments of ``envoykit`` that run the control plane for ``mesh``."""
+    return ["control", "serve", str(mesh.path)]
+
+
+def write_bootstrap(mesh: MeshView, envoy: EnvoyView, directory: Path) -> Path:
+    """Write the bootstrap of ``envoy`` (node, ADS cluster, node token) to ``directory/<name>.json``."""
+    from envoykit.control.bootstrap import bootstrap_for_node
+    from envoykit.core.envoy import write_config
+
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_config(bootstrap_for_node(mesh.model, envoy.node_id), directory / f"{envoy.name}.json")
+
+
+def envoy_command(bootstrap: Path, log_level: str) -> list[str]:
+    """The Envoy command line for a mesh proxy (one worker thread: the machine is small)."""
+    return [
+        envoy_binary(),
+        "-c",
+        str(bootstrap),
+        "--disable-hot-restart",
+        "--concurrency",
+        "1",
+        "-l",
+        log_level,
+        "--drain-time-s",
+        "1",
+    ]

@@ -1,0 +1,183 @@
+"""Plan a mesh: turn mesh.yaml (+ the run config) into the processes ``envoykit up`` runs.
+
+Start order (each level waits for the readiness of the previous ones)::
+
+    control-plane (gRPC health on the xDS port)
+    authz, ratelimit, telemetry, processors (gRPC health)   apps (GET /healthz)
+    one sidecar Envoy per workload (admin /ready: its listeners, clusters and certificates arrived)
+    gateways (admin /ready)
+    prometheus (/-/ready)
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from envoykit.core import ConfigError
+from envoykit.mesh import controlplane as cp
+from envoykit.mesh.prometheus import prometheus_binary, prometheus_component
+from envoykit.mesh.runconfig import RunConfig, ServerRun, expand, load_run_config
+from envoykit.mesh.spec import Component, Plan, Probe
+from envoykit.mesh.state import StateDir
+
+CONTROL = "control-plane"
+
+
+@dataclass
+class PlanOptions:
+    """Choices of ``envoykit up``.
+
+    Attributes:
+        run_config: the run config file (default ``apps/run.yaml`` beside mesh.yaml).
+        free_ports: move every port of the mesh (and of the servers' metrics) to a free one.
+        prometheus: run Prometheus when it is installed.
+        prometheus_port: its web port (ignored with ``free_ports``: a free one is taken).
+        envoy_log_level: Envoy's ``-l``.
+        python: the Python that runs envoykit and the apps.
+    """
+
+    run_config: Path | None = None
+    free_ports: bool = False
+    prometheus: bool = True
+    prometheus_port: int = 9090
+    envoy_log_level: str = "info"
+    python: str = sys.executable
+
+
+def _envoykit(python: str, *args: str) -> list[str]:
+    return [python, "-m", "envoykit.cli", *args]
+
+
+def _port(wanted: int, free: bool) -> int:
+    from envoykit.core import free_port
+
+    return free_port() if free or wanted == 0 else wanted
+
+
+def _server(
+    name: str, sub: str, address: cp.HostPort, run: ServerRun, values: dict[str, str], opts: PlanOptions
+) -> Component:
+    metrics = _port(run.metrics_port, opts.free_ports)
+    args = expand(run.args, values, f"servers.{name}.args")
+    return Component(
+        name=name,
+        kind="server",
+        command=_envoykit(
+            opts.python, sub, "serve", "--address", str(address), "--metrics-port", str(metrics), *args
+        ),
+        probe=Probe("grpc", address.port, timeout_s=60),
+        depends_on=(),
+        address=f"grpc://{address}",
+        metrics=f"127.0.0.1:{metrics}/metrics",
+    )
+
+
+def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None) -> Plan:
+    """Plan ``mesh_path``: load and validate it, write the Envoy bootstraps, list every process.
+
+    Args:
+        mesh_path: mesh.yaml.
+        state: where generated files go (``work/``); must be prepared.
+        opts: see :class:`PlanOptions`.
+
+    Raises:
+        ConfigError: mesh.yaml or the run config is invalid, or a service has no command.
+    """
+    opts = opts or PlanOptions()
+    mesh_path = mesh_path.absolute()
+    rc_path = (opts.run_config or mesh_path.parent / "apps" / "run.yaml").absolute()
+    rc = load_run_config(rc_path) if rc_path.exists() else RunConfig()
+    mesh = cp.load(mesh_path, state, free_ports=opts.free_ports)
+    values = {"python": opts.python, "dir": str(rc_path.parent), "mesh_dir": str(mesh_path.parent)}
+
+    control = Component(
+        name=CONTROL,
+        kind="control-plane",
+        command=_envoykit(
+            opts.python, *cp.serve_args(mesh), *expand(rc.control_plane.args, values, "control_plane.args")
+        ),
+        probe=Probe("grpc", mesh.xds.port, timeout_s=60),
+        address=f"grpc://{mesh.xds}",
+        metrics=f"127.0.0.1:{mesh.metrics_port}/metrics" if mesh.metrics_port else "",
+    )
+    servers: list[Component] = []
+    used = mesh.used_servers
+    if "authz" in used:
+        servers.append(_server("authz", "authz", mesh.authz, rc.servers.authz, values, opts))
+    if "ratelimit" in used:
+        servers.append(_server("ratelimit", "ratelimit", mesh.ratelimit, rc.servers.ratelimit, values, opts))
+    if "telemetry" in used:
+        servers.append(_server("telemetry", "extproc", mesh.telemetry, rc.servers.telemetry, values, opts))
+    for pname, paddr in mesh.processors.items():
+        if pname in used:
+            run = rc.servers.processors.get(pname)
+            if run is None:
+                raise ConfigError(
+                    f"no entry for processor {pname!r}", file=str(rc_path), field="servers.processors"
+                )
+            servers.append(_server(f"processor-{pname}", "extproc", paddr, run, values, opts))
+
+    apps: list[Component] = []
+    for wl in mesh.workloads:
+        app = rc.apps.get(wl.service)
+        if app is None:
+            raise ConfigError(
+                f"no command for service {wl.service!r} (workload {wl.name}); add apps.{wl.service}.command",
+                file=str(rc_path),
+                field="apps",
+            )
+        wl_values = {
+            **values,
+            "port": str(wl.address.port),
+            "host": wl.address.host,
+            "version": wl.version,
+            "workload": wl.name,
+            "service": wl.service,
+            "outbound": str(wl.outbound) if wl.outbound else "",
+        }
+        apps.append(
+            Component(
+                name=wl.name,
+                kind="app",
+                command=expand(app.command, wl_values, f"apps.{wl.service}.command"),
+                probe=Probe("tcp", wl.address.port, timeout_s=60),
+                address=f"http://{wl.address}",
+            )
+        )
+
+    server_names = tuple(s.name for s in servers)
+    envoys: list[Component] = []
+    for node in mesh.envoys:
+        bootstrap = cp.write_bootstrap(mesh, node, state.work / "envoy")
+        after = (CONTROL, *server_names, *((node.workload,) if node.workload else ()))
+        if node.kind != "sidecar":  # gateways come last: every sidecar they route to is up
+            after = (*after, *(e.name for e in envoys if e.kind == "sidecar"))
+        envoys.append(
+            Component(
+                name=node.name if node.kind != "sidecar" else f"{node.name}-sidecar",
+                kind="sidecar" if node.kind == "sidecar" else "gateway",
+                command=cp.envoy_command(bootstrap, opts.envoy_log_level),
+                probe=Probe("envoy", node.admin.port, timeout_s=90),
+                depends_on=after,
+                address=node.address,
+                metrics=f"{node.admin}/stats/prometheus",
+            )
+        )
+
+    components = [control, *servers, *apps, *envoys]
+    info: dict[str, Any] = {
+        "mesh_file": str(mesh.path),
+        "nodes": {e.name: {"admin": f"http://{n.admin}"} for e, n in zip(envoys, mesh.envoys, strict=True)},
+        "servers": {s.name: {"address": s.address, "metrics": f"http://{s.metrics}"} for s in servers},
+    }
+    prom = prometheus_binary() if opts.prometheus else None
+    if prom is not None:
+        port = _port(opts.prometheus_port, opts.free_ports)
+        components.append(
+            prometheus_component(prom, components, state.work, port, tuple(c.name for c in components))
+        )
+        info["prometheus"] = f"http://127.0.0.1:{port}"
+    return Plan(components=components, ingress=mesh.ingress, info=info)
