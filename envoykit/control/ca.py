@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -238,6 +238,25 @@ class CertificateAuthority:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._generations.append(self._make_generation(1, self.clock(), root_cert_pem, root_key_pem))
             self._save()
+
+    @classmethod
+    def load(cls, state_dir: str | Path, **kwargs: Any) -> CertificateAuthority:
+        """Open the CA already in ``state_dir`` (its trust domain read from ``state.json``).
+
+        Args:
+            kwargs: as for the constructor (``clock``, ``key_type``...).
+
+        Raises:
+            CAError: there is no CA in ``state_dir``, or it cannot be read.
+        """
+        path = Path(state_dir) / "ca" / "state.json"
+        try:
+            trust_domain = json.loads(path.read_text())["trust_domain"]
+        except FileNotFoundError:
+            raise CAError(f"no CA in {state_dir} (create one with `envoykit ca init`)") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CAError(f"{path}: unreadable CA state ({exc})") from None
+        return cls(state_dir, str(trust_domain), **kwargs)
 
     def __repr__(self) -> str:
         return f"CertificateAuthority({self.trust_domain!r}, {str(self.dir)!r}, generation={self.generation})"
