@@ -1,0 +1,129 @@
+"""Counter keys, hits and descriptor statuses: envoyproxy/ratelimit's ``base_limiter``, in Python.
+
+For each descriptor with a limit, the limiter builds the counter key, asks the store to apply the
+hits of the whole request at once, and turns each :class:`~envoykit.ratelimit.algorithms.Count` into a
+``DescriptorStatus`` while counting the rule's stats:
+
+- over limit when ``after > requests_per_unit``; ``limit_remaining`` is ``requests_per_unit - after``
+  (0 when over); ``duration_until_reset`` is the time to the window's end (GCRA: until the bucket is
+  full);
+- near limit is the share of hits above ``floor(requests_per_unit * near_limit_ratio)`` (0.8);
+  over limit counts only the hits past the limit, as in the reference;
+- a shadow-mode rule that is over limit answers OK and counts ``shadow_mode``.
+
+Counter keys are ``ekrl:{<domain>|<k1>=<v1>|...}|<algorithm><window seconds>``; ``\\ | = { }`` in
+names and values are escaped, so keys never collide across domains, entries, units or algorithms,
+and the braces keep all of one counter's keys in one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import TypeAlias
+
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
+from envoy.service.ratelimit.v3 import rls_pb2
+from google.protobuf.duration_pb2 import Duration
+
+from envoykit.ratelimit.algorithms import Algorithm, Count, Hit
+from envoykit.ratelimit.config import Match
+
+OK = rls_pb2.RateLimitResponse.OK
+OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
+DescriptorStatus: TypeAlias = rls_pb2.RateLimitResponse.DescriptorStatus
+
+_SPECIAL = re.compile(r"[\\|={}]")
+_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\p", "=": "\\e", "{": "\\o", "}": "\\c"})
+_ALGO_TAG = {Algorithm.FIXED_WINDOW: "f", Algorithm.SLIDING_WINDOW: "s", Algorithm.GCRA: "g"}
+
+
+def escape(text: str) -> str:
+    """Escape the key separators in a domain, descriptor key or value."""
+    return text.translate(_ESCAPES) if _SPECIAL.search(text) else text
+
+
+def counter_key(domain: str, descriptor: ratelimit_pb2.RateLimitDescriptor, match: Match, prefix: str) -> str:
+    """The counter's base key for ``descriptor`` under ``match`` (share_threshold patterns applied)."""
+    patterns = match.share_patterns
+    parts = [prefix, "{", escape(domain)]
+    for i, e in enumerate(descriptor.entries):
+        value = patterns[i] if patterns is not None and patterns[i] else e.value
+        parts.append(f"|{escape(e.key)}={escape(value)}")
+    limit = match.limit
+    parts.append(f"}}|{_ALGO_TAG[limit.algorithm]}{limit.window_ms // 1000}")
+    return "".join(parts)
+
+
+def hits_addend(request_addend: int, descriptor: ratelimit_pb2.RateLimitDescriptor) -> int:
+    """The descriptor's ``hits_addend`` when set (0 allowed), else the request's (at least 1)."""
+    if descriptor.HasField("hits_addend"):
+        return int(descriptor.hits_addend.value)
+    return request_addend if request_addend > 0 else 1
+
+
+def status_for(match: Match, count: Count, addend: int, near_limit_ratio: float) -> DescriptorStatus:
+    """The DescriptorStatus for one counted hit, updating the rule's stats (reference semantics)."""
+    limit = match.limit
+    stats = match.stats
+    over_thr = limit.requests_per_unit
+    near_thr = math.floor(over_thr * near_limit_ratio)
+    before, after = count.before, count.after
+    reset = Duration(seconds=max(0, -(-count.reset_ms // 1000)))
+    if after > over_thr:
+        if before >= over_thr:
+            stats.over_limit += addend
+        else:
+            stats.over_limit += after - over_thr
+            stats.near_limit += over_thr - max(near_thr, before)
+        stats.total_hits += addend
+        if limit.shadow_mode:
+            stats.shadow_mode += addend
+            code = OK
+        else:
+            code = OVER_LIMIT
+        return DescriptorStatus(
+            code=code, current_limit=limit.current_limit, limit_remaining=0, duration_until_reset=reset
+        )
+    if after > near_thr:
+        stats.near_limit += addend if before >= near_thr else after - near_thr
+    stats.within_limit += addend
+    stats.total_hits += addend
+    return DescriptorStatus(
+        code=OK,
+        current_limit=limit.current_limit,
+        limit_remaining=over_thr - after,
+        duration_until_reset=reset,
+    )
+
+
+def build_hits(
+    domain: str,
+    descriptors: Sequence[ratelimit_pb2.RateLimitDescriptor],
+    matches: Sequence[Match | None],
+    request_addend: int,
+    prefix: str,
+) -> tuple[list[Hit], list[int], list[int]]:
+    """Hits for every descriptor with a limit: ``(hits, their descriptor indices, addends)``."""
+    hits: list[Hit] = []
+    index: list[int] = []
+    addends: list[int] = []
+    for i, match in enumerate(matches):
+        if match is None:
+            continue
+        d = descriptors[i]
+        addend = hits_addend(request_addend, d)
+        limit = match.limit
+        hits.append(
+            Hit(
+                counter_key(domain, d, match, prefix),
+                addend,
+                limit.requests_per_unit,
+                limit.window_ms,
+                limit.algorithm,
+            )
+        )
+        index.append(i)
+        addends.append(addend)
+    return hits, index, addends

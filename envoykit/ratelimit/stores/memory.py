@@ -1,0 +1,115 @@
+"""In-memory counters: the embedded default for one ratelimit process.
+
+Runs on the server's event loop, so each :meth:`MemoryStore.apply` is atomic without locks. Every
+counter carries its expiry (end of its window, or when a GCRA bucket is full again); expired ones
+are swept at most once a second, and the number of counters is bounded (``max_keys``): past it the
+counters created first are evicted (those counters restart at zero, a documented trade-off).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envoykit.ratelimit.algorithms import (
+    Algorithm,
+    Count,
+    Hit,
+    fixed_window,
+    gcra,
+    sliding_window,
+    window_start,
+)
+
+_SWEEP_EVERY_MS = 1000
+
+
+class MemoryStore:
+    """Counters in a dict: ``key → [value, expires_at_ms]``.
+
+    Args:
+        max_keys: the most counters kept (each is a few hundred bytes).
+    """
+
+    name = "memory"
+
+    def __init__(self, max_keys: int = 1_000_000) -> None:
+        self.max_keys = max_keys
+        self._data: dict[str, list[float]] = {}
+        self._next_sweep = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def _get(self, key: str, now_ms: int) -> float:
+        cell = self._data.get(key)
+        if cell is None or cell[1] <= now_ms:
+            return 0
+        return cell[0]
+
+    def _add(self, key: str, addend: int, expires_at: int, now_ms: int) -> None:
+        cell = self._data.get(key)
+        if cell is None or cell[1] <= now_ms:
+            self._data[key] = [addend, expires_at]
+        else:
+            cell[0] += addend
+
+    def _sweep(self, now_ms: int) -> None:
+        self._next_sweep = now_ms + _SWEEP_EVERY_MS
+        dead = [k for k, cell in self._data.items() if cell[1] <= now_ms]
+        for k in dead:
+            del self._data[k]
+        excess = len(self._data) - self.max_keys
+        if excess > 0:
+            for k in list(self._data)[: excess + self.max_keys // 10]:
+                del self._data[k]
+
+    def apply_now(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
+        """:meth:`apply` without the coroutine (the service calls this directly on its hot path)."""
+        if now_ms >= self._next_sweep or len(self._data) > self.max_keys:
+            self._sweep(now_ms)
+        counts: list[Count] = []
+        writes: list[tuple[str, float, int, bool]] = []  # key, value, expires_at, absolute
+        any_over = False
+        for hit in hits:
+            win = hit.window_ms
+            if hit.algorithm == Algorithm.FIXED_WINDOW:
+                ws = window_start(now_ms, win)
+                key = f"{hit.key}|{ws}"
+                c = fixed_window(int(self._get(key, now_ms)), hit, now_ms)
+                writes.append((key, hit.addend, ws + win, False))
+            elif hit.algorithm == Algorithm.SLIDING_WINDOW:
+                ws = window_start(now_ms, win)
+                cur = f"{hit.key}|{ws}"
+                prev = int(self._get(f"{hit.key}|{ws - win}", now_ms))
+                c = sliding_window(prev, int(self._get(cur, now_ms)), hit, now_ms)
+                if c.after <= hit.limit:  # only admitted hits count
+                    writes.append((cur, hit.addend, ws + 2 * win, False))
+            else:
+                key = f"{hit.key}|g"
+                c, new_tat = gcra(self._get(key, now_ms), hit, now_ms)
+                if c.after <= hit.limit:
+                    writes.append((key, new_tat, int(new_tat) + 1, True))
+            if c.after > hit.limit:
+                any_over = True
+            counts.append(c)
+            if not stop_when_over:  # write now, so a later hit on the same counter sees this one
+                self._write(writes, now_ms)
+                writes.clear()
+        if not any_over:
+            self._write(writes, now_ms)
+        return counts
+
+    def _write(self, writes: list[tuple[str, float, int, bool]], now_ms: int) -> None:
+        for key, value, expires_at, absolute in writes:
+            if absolute:
+                self._data[key] = [value, expires_at]
+            elif value:
+                self._add(key, int(value), expires_at, now_ms)
+
+    async def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
+        """Apply ``hits`` at ``now_ms`` (see :class:`~envoykit.ratelimit.stores.base.Store`)."""
+        return self.apply_now(hits, now_ms, stop_when_over)
+
+    async def close(self) -> None:
+        """Drop every counter."""
+        self._data.clear()

@@ -1,0 +1,237 @@
+"""Redis and Redis Cluster counters (redis-py asyncio), one round trip per request.
+
+All hits of a request go to Redis as one Lua script call (EVALSHA), which runs the same arithmetic
+as :mod:`envoykit.ratelimit.algorithms` atomically; the caller's clock is passed in, so every
+ratelimit process sharing a Redis uses the same windows (keep clocks in sync, as with the
+reference). Every key gets a TTL inside the same script, so counters always expire.
+
+On Redis Cluster the hits are grouped by hash slot (each counter's keys share one slot through the
+``{...}`` tag of its key) and the groups run concurrently, one script call per slot; the
+``stop_when_over`` option then holds per slot group, not across groups.
+
+Failure: connect and socket timeouts, a bounded connection pool (waiting for a free connection is
+bounded too) and an overall deadline per call; any failure raises
+:class:`~envoykit.ratelimit.stores.base.StoreError` within ``timeout_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import RedisError
+
+from envoykit.ratelimit.algorithms import Algorithm, Count, Hit, window_start
+from envoykit.ratelimit.stores.base import StoreError
+
+# KEYS: per hit, fixed: [base|window_start]; sliding: [base|window_start, base|previous_start];
+# gcra: [base|g]. ARGV: now_ms, stop_when_over (0/1), then per hit: algorithm, addend, limit, window_ms.
+# Returns per hit: before, after, reset_ms.
+LUA = """
+local now = tonumber(ARGV[1])
+local stop = ARGV[2] == '1'
+local n = (#ARGV - 2) / 4
+local out = {}
+local writes = {}
+local any_over = false
+local ki = 1
+for i = 1, n do
+  local b = 2 + (i - 1) * 4
+  local algo = tonumber(ARGV[b + 1])
+  local add = tonumber(ARGV[b + 2])
+  local lim = tonumber(ARGV[b + 3])
+  local win = tonumber(ARGV[b + 4])
+  local before, after, reset
+  if algo == 0 then
+    local k = KEYS[ki]
+    ki = ki + 1
+    reset = win - now % win
+    if stop or add == 0 then
+      before = tonumber(redis.call('GET', k) or '0')
+      after = before + add
+      if add > 0 then writes[#writes + 1] = {k, add, win} end
+    else
+      after = redis.call('INCRBY', k, add)
+      if after == add then redis.call('PEXPIRE', k, win) end
+      before = after - add
+    end
+  elseif algo == 1 then
+    local cur = KEYS[ki]
+    local prev = KEYS[ki + 1]
+    ki = ki + 2
+    local elapsed = now % win
+    local p = tonumber(redis.call('GET', prev) or '0')
+    local c = tonumber(redis.call('GET', cur) or '0')
+    before = math.floor(p * (win - elapsed) / win) + c
+    after = before + add
+    reset = win - elapsed
+    if after <= lim and add > 0 then writes[#writes + 1] = {cur, add, 2 * win} end
+  else
+    local k = KEYS[ki]
+    ki = ki + 1
+    if lim <= 0 then
+      before = 0
+      after = add
+      reset = win
+    else
+      local interval = win / lim
+      local tat = tonumber(redis.call('GET', k) or '0')
+      if tat < now then tat = now end
+      before = math.ceil((tat - now) / interval - 1e-9)
+      if before < 0 then before = 0 end
+      after = before + add
+      reset = math.ceil(tat - now)
+      if after <= lim and add > 0 then
+        local nt = tat + add * interval
+        writes[#writes + 1] = {k, nt, -1, math.ceil(nt - now) + 1}
+      end
+    end
+  end
+  if after > lim then any_over = true end
+  out[#out + 1] = before
+  out[#out + 1] = after
+  out[#out + 1] = reset
+end
+if not (stop and any_over) then
+  for _, w in ipairs(writes) do
+    if w[3] == -1 then
+      redis.call('SET', w[1], string.format('%.3f', w[2]), 'PX', w[4])
+    else
+      local v = redis.call('INCRBY', w[1], w[2])
+      if v == w[2] then redis.call('PEXPIRE', w[1], w[3]) end
+    end
+  end
+end
+return out
+"""
+
+
+def encode(hits: Sequence[Hit], now_ms: int, stop_when_over: bool) -> tuple[list[str], list[int]]:
+    """The script's KEYS and ARGV for ``hits`` at ``now_ms``."""
+    keys: list[str] = []
+    argv: list[int] = [now_ms, 1 if stop_when_over else 0]
+    for h in hits:
+        win = h.window_ms
+        if h.algorithm == Algorithm.FIXED_WINDOW:
+            keys.append(f"{h.key}|{window_start(now_ms, win)}")
+        elif h.algorithm == Algorithm.SLIDING_WINDOW:
+            ws = window_start(now_ms, win)
+            keys.append(f"{h.key}|{ws}")
+            keys.append(f"{h.key}|{ws - win}")
+        else:
+            keys.append(f"{h.key}|g")
+        argv.extend((int(h.algorithm), h.addend, h.limit, win))
+    return keys, argv
+
+
+def decode(flat: Sequence[Any]) -> list[Count]:
+    """The script's reply as one Count per hit."""
+    return [Count(int(flat[i]), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
+
+
+class RedisStore:
+    """Counters in one Redis (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://`` paths).
+
+    Args:
+        url: the Redis URL.
+        max_connections: the pool's bound; calls wait (within ``timeout_s``) for a free connection.
+        timeout_s: connect, socket and per-call deadline, in seconds.
+    """
+
+    name = "redis"
+
+    def __init__(self, url: str, *, max_connections: int = 16, timeout_s: float = 0.5) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self.client = Redis(connection_pool=pool)
+        self._script = self.client.register_script(LUA)
+
+    async def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
+        """Apply ``hits`` in one script call (see :class:`~envoykit.ratelimit.stores.base.Store`)."""
+        keys, argv = encode(hits, now_ms, stop_when_over)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                flat = await self._script(keys=keys, args=argv)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+        return decode(flat)
+
+    async def ping(self) -> bool:
+        """True when Redis answers PING within the timeout."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return bool(await self.client.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        """Close the pool's connections."""
+        await self.client.aclose()
+
+
+class RedisClusterStore:
+    """Counters in a Redis Cluster (``redis://host:port`` of any node; the rest are discovered).
+
+    Args:
+        url: a node's URL.
+        max_connections: the bound per node.
+        timeout_s: connect, socket and per-call deadline, in seconds.
+    """
+
+    name = "redis_cluster"
+
+    def __init__(self, url: str, *, max_connections: int = 16, timeout_s: float = 0.5) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.client = RedisCluster.from_url(
+            url,
+            max_connections=max_connections,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            cluster_error_retry_attempts=1,
+        )
+        self._script = self.client.register_script(LUA)
+
+    async def _group(self, hits: Sequence[Hit], now_ms: int, stop: bool) -> list[Count]:
+        keys, argv = encode(hits, now_ms, stop)
+        return decode(await self._script(keys=keys, args=argv))
+
+    async def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
+        """Apply ``hits``: one script call per hash slot, concurrently."""
+        groups: dict[int, list[int]] = {}
+        for i, h in enumerate(hits):
+            groups.setdefault(key_slot(h.key.encode()), []).append(i)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if len(groups) == 1:
+                    return await self._group(hits, now_ms, stop_when_over)
+                order = list(groups.values())
+                results = await asyncio.gather(
+                    *(self._group([hits[i] for i in idx], now_ms, stop_when_over) for idx in order)
+                )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+        counts: list[Count | None] = [None] * len(hits)
+        for idx, res in zip(order, results, strict=True):
+            for i, c in zip(idx, res, strict=True):
+                counts[i] = c
+        return [c for c in counts if c is not None]
+
+    async def close(self) -> None:
+        """Close every node's connections."""
+        await self.client.aclose()
