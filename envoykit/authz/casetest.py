@@ -1,0 +1,167 @@
+"""``envoykit authz test POLICY_DIR CASES.yaml``: request fixtures → expected decisions (like ``opa test``).
+
+Cases file::
+
+    cases:
+      - name: frontend may read
+        request:
+          method: GET
+          path: /api/items?page=2
+          host: backend
+          headers: {x-user: alice}
+          source_principal: spiffe://cluster.local/ns/default/sa/frontend
+          source_address: 127.0.0.1
+          claims: {iss: https://issuer, sub: alice}     # stands for an already-verified JWT
+        expect:
+          result: allow                # allow | deny
+          status: 403                  # for deny
+          rule: frontend_only          # the deciding rule (optional)
+          headers: {x-caller: frontend}  # upstream headers an allow must set (optional)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from envoykit.authz.decisions import Allow, Deny
+from envoykit.authz.engine import Engine, EngineSettings
+from envoykit.authz.loader import load_policy
+from envoykit.authz.request import Request
+from envoykit.core.yamlfile import load_yaml_file, validation_error_to_config_error
+
+
+class CaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    method: str = "GET"
+    path: str = "/"
+    host: str = "localhost"
+    headers: dict[str, str | list[str]] = Field(default_factory=dict)
+    source_principal: str = ""
+    destination_principal: str = ""
+    source_address: str = "127.0.0.1"
+    sni: str = ""
+    context_extensions: dict[str, str] = Field(default_factory=dict)
+    body: str = ""
+    claims: dict[str, Any] | None = None
+
+
+class CaseExpect(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    result: Literal["allow", "deny"]
+    status: int | None = None
+    rule: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    body_contains: str | None = None
+
+
+class Case(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    request: CaseRequest
+    expect: CaseExpect
+
+
+class CaseFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cases: list[Case]
+
+
+@dataclass
+class CaseResult:
+    """One case's outcome; ``problems`` is empty when it passed."""
+
+    name: str
+    problems: list[str]
+    rule: str
+
+
+def _request(c: CaseRequest) -> Request:
+    from envoykit.authz.request import Headers
+
+    pairs: list[tuple[str, str]] = []
+    for k, v in c.headers.items():
+        pairs.extend((k, x) for x in (v if isinstance(v, list) else [v]))
+    req = Request(
+        method=c.method,
+        path=c.path,
+        host=c.host,
+        headers=Headers.from_pairs(pairs),
+        source_address=c.source_address,
+        source_principal=c.source_principal,
+        destination_principal=c.destination_principal,
+        sni=c.sni,
+        context_extensions=c.context_extensions,
+        body=c.body.encode(),
+    )
+    return req
+
+
+async def _run_case(engine: Engine, policy: Any, case: Case) -> CaseResult:
+    req = _request(case.request)
+    if case.request.claims is not None:
+        # The case stands for a token that already verified: skip the authenticator for it.
+        claims = case.request.claims
+        req.identity.claims = claims
+        req.identity.request_principal = f"{claims.get('iss')}/{claims.get('sub')}"
+        policy = type(policy)(
+            rules=policy.rules, authenticator=_NoTokens(policy.authenticator), files=policy.files
+        )
+    verdict = await engine.check(policy, req)
+    d = verdict.decision
+    exp = case.expect
+    problems: list[str] = []
+    got = "deny" if isinstance(d, Deny) else "allow"
+    if got != exp.result:
+        why = f" ({d.status} {d.body!r})" if isinstance(d, Deny) else ""
+        problems.append(f"expected {exp.result}, got {got}{why} by rule {verdict.rule}")
+    if exp.rule is not None and verdict.rule != exp.rule:
+        problems.append(f"expected rule {exp.rule}, decided by {verdict.rule}")
+    if isinstance(d, Deny):
+        if exp.status is not None and d.status != exp.status:
+            problems.append(f"expected status {exp.status}, got {d.status}")
+        if exp.body_contains is not None and exp.body_contains not in d.body:
+            problems.append(f"expected body to contain {exp.body_contains!r}, got {d.body!r}")
+    if isinstance(d, Allow):
+        for k, v in exp.headers.items():
+            if d.headers.get(k.lower()) != v:
+                problems.append(f"expected upstream header {k}: {v!r}, got {d.headers.get(k.lower())!r}")
+    return CaseResult(case.name, problems, verdict.rule)
+
+
+class _NoTokens:
+    """An authenticator stand-in for cases that give claims directly (API keys still checked)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.config = inner.config
+
+    def extract_token(self, headers: Any, cookie: Any) -> None:
+        return None
+
+    def api_key_name(self, headers: Any) -> str | None:
+        return self._inner.api_key_name(headers)  # type: ignore[no-any-return]
+
+
+def run_cases(policy_dir: str | Path, cases_file: str | Path) -> list[CaseResult]:
+    """Load the policy and the cases, evaluate every case, return results in file order.
+
+    Raises:
+        ConfigError: the policy or the cases file is invalid (file, line, field).
+    """
+    policy = load_policy(policy_dir)
+    doc = load_yaml_file(cases_file)
+    try:
+        cases = CaseFile.model_validate(doc.data)
+    except ValidationError as exc:
+        raise validation_error_to_config_error(exc, doc) from exc
+    engine = Engine(EngineSettings())
+
+    async def go() -> list[CaseResult]:
+        return [await _run_case(engine, policy, c) for c in cases.cases]
+
+    return asyncio.run(go())

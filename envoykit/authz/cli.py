@@ -1,0 +1,137 @@
+"""``envoykit authz serve|test`` and ``envoykit token``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from envoykit.core.errors import ConfigError
+
+DEMO_ISSUER = "https://demo-issuer.envoykit.local"
+DEMO_KEY = Path("examples/demo-issuer/key.pem")
+
+
+@click.group()
+def authz() -> None:
+    """The ext_authz server: identity policy written in Python."""
+
+
+@authz.command()
+@click.option(
+    "--policy-dir", type=click.Path(path_type=Path), required=True, help="rules (*.py, *.yaml, authn.yaml)"
+)
+@click.option("--address", default="127.0.0.1:9191", show_default=True, help="gRPC listen address")
+@click.option("--metrics-port", type=int, default=None, help="Prometheus /metrics port (0: any free port)")
+@click.option("--rule-budget-ms", type=float, default=50.0, show_default=True, help="time one rule may take")
+@click.option("--failure-status", type=int, default=403, show_default=True, help="status when a rule fails")
+@click.option("--dry-run", is_flag=True, help="decide and log, never deny")
+@click.option("--decision-log", default=None, help="append one JSON line per decision here ('-' = stdout)")
+@click.option(
+    "--decision-log-sample-allow",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="fraction of allows logged",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    policy_dir: Path,
+    address: str,
+    metrics_port: int | None,
+    rule_budget_ms: float,
+    failure_status: int,
+    dry_run: bool,
+    decision_log: str | None,
+    decision_log_sample_allow: float,
+    log_level: str,
+) -> None:
+    """Serve envoy.service.auth.v3.Authorization/Check until SIGTERM."""
+    from envoykit.authz.engine import EngineSettings
+    from envoykit.authz.server import ServerOptions, run
+    from envoykit.core.logs import configure_logging
+
+    configure_logging(log_level)
+    opts = ServerOptions(
+        policy_dir=policy_dir,
+        address=address,
+        metrics_port=metrics_port,
+        settings=EngineSettings(
+            rule_budget_ms=rule_budget_ms, failure_status=failure_status, dry_run=dry_run
+        ),
+        decision_log=decision_log,
+        decision_log_sample_allow=decision_log_sample_allow,
+    )
+    try:
+        asyncio.run(run(opts))
+    except ConfigError as exc:
+        raise click.ClickException(f"policy refused: {exc}") from exc
+
+
+@authz.command("test")
+@click.argument("policy_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("cases", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def test_cmd(policy_dir: Path, cases: Path) -> None:
+    """Run request fixtures in CASES against the policy in POLICY_DIR; exit 1 on any failure."""
+    from envoykit.authz.casetest import run_cases
+
+    console = Console(highlight=False)
+    try:
+        results = run_cases(policy_dir, cases)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    failed = [r for r in results if r.problems]
+    for r in results:
+        mark = "[red]FAIL[/]" if r.problems else "[green]PASS[/]"
+        console.print(f"{mark} {r.name}  [dim](rule: {r.rule})[/]")
+        for p in r.problems:
+            console.print(f"     {p}")
+    console.print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
+    sys.exit(1 if failed else 0)
+
+
+@click.command()
+@click.option("--key", "key_path", type=click.Path(path_type=Path), default=DEMO_KEY, show_default=True)
+@click.option("--kid", default="demo", show_default=True)
+@click.option("--issuer", default=DEMO_ISSUER, show_default=True)
+@click.option("--subject", "--sub", default="demo-user", show_default=True)
+@click.option("--audience", "--aud", multiple=True, default=["envoykit-mesh"], show_default=True)
+@click.option("--ttl", "ttl_s", type=int, default=3600, show_default=True, help="seconds until exp")
+@click.option("--claim", multiple=True, help="extra claim NAME=VALUE (VALUE parsed as JSON when it can be)")
+def token(
+    key_path: Path,
+    kid: str,
+    issuer: str,
+    subject: str,
+    audience: tuple[str, ...],
+    ttl_s: int,
+    claim: tuple[str, ...],
+) -> None:
+    """Mint a signed JWT for tests and the demo mesh (the demo issuer's key by default)."""
+    from envoykit.authz.tokens import load_key, mint
+
+    if not key_path.exists():
+        raise click.ClickException(f"{key_path}: no such key (run from the repo root, or pass --key)")
+    extra = {}
+    for c in claim:
+        name, _, raw = c.partition("=")
+        try:
+            extra[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            extra[name] = raw
+    aud: str | list[str] = audience[0] if len(audience) == 1 else list(audience)
+    click.echo(
+        mint(
+            load_key(key_path),
+            issuer=issuer,
+            subject=subject,
+            audience=aud,
+            ttl_s=ttl_s,
+            kid=kid,
+            claims=extra,
+        )
+    )

@@ -1,0 +1,205 @@
+"""Decide one request: authenticate, run the rules in Istio's order, apply dry-run.
+
+Order (https://istio.io/latest/docs/concepts/security/#implicit-enablement):
+
+1. A credential that is present but does not verify (bad JWT, unknown API key) → 401.
+2. Any DENY rule that applies and matches → deny.
+3. If ALLOW rules apply and none matches → deny (403).
+4. Otherwise → allow (with the mutations of the matching ALLOW rule, if any).
+
+A rule that raises, returns something that is not a decision, or overruns its budget denies the request
+with ``failure_status`` and is logged with its name; the server lives on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from envoykit.authz.decisions import Allow, Deny
+from envoykit.authz.jwt_verify import TokenError
+from envoykit.authz.loader import Policy
+from envoykit.authz.request import Request
+from envoykit.authz.rules import Rule
+from envoykit.authz.watchdog import RuleTimeout, Watchdog
+from envoykit.core.logs import get_logger
+
+log = get_logger("authz")
+
+ALLOWED = Allow()
+DEFAULT_DENY_BODY = "RBAC: access denied"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Server-wide behaviour.
+
+    Attributes:
+        rule_budget_ms: time one rule may take before the request is denied (ms).
+        failure_status: HTTP status sent when a rule fails or overruns (403 by default).
+        deny_status: HTTP status when no ALLOW rule matched or a DENY rule returned ``True``.
+        dry_run: decide and log everything, enforce nothing (every request is allowed).
+    """
+
+    rule_budget_ms: float = 50.0
+    failure_status: int = 403
+    deny_status: int = 403
+    dry_run: bool = False
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The outcome of one check.
+
+    Attributes:
+        decision: what Envoy is told (after global dry-run).
+        rule: name of the deciding rule; ``<authn>`` for a bad credential, ``<no-allow-match>`` when ALLOW
+            rules applied and none matched, ``<default>`` when nothing applied.
+        reason: short words for the decision log.
+        would_deny: the decision that dry-run turned into an allow, if any.
+        shadow: ``(rule, outcome)`` of dry-run rules.
+        error: set when a rule failed.
+    """
+
+    decision: Allow | Deny
+    rule: str
+    reason: str = ""
+    would_deny: Deny | None = None
+    shadow: list[tuple[str, str]] = field(default_factory=list)
+    error: str | None = None
+
+
+class RuleFailure(Exception):
+    def __init__(self, rule: Rule, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class Engine:
+    """Evaluates a :class:`~envoykit.authz.loader.Policy` for a :class:`Request`."""
+
+    def __init__(self, settings: EngineSettings | None = None) -> None:
+        self.settings = settings or EngineSettings()
+        self._budget_s = self.settings.rule_budget_ms / 1000
+        self._watchdog = Watchdog(self._budget_s)
+
+    def authenticate(self, policy: Policy, req: Request) -> Deny | None:
+        """Fill ``req.identity`` from the JWT and API key; return a 401 Deny for a bad credential."""
+        authn = policy.authenticator
+        token = authn.extract_token(req.headers, req.cookie)
+        if token is not None:
+            try:
+                claims, iss = authn.verify(token)
+            except TokenError as exc:
+                return Deny(
+                    401, f"invalid token: {exc}", {"www-authenticate": 'Bearer error="invalid_token"'}
+                )
+            ident = req.identity
+            ident.claims = claims
+            ident.issuer = iss.issuer
+            ident.request_principal = f"{claims.get('iss')}/{claims.get('sub')}"
+        if authn.config.api_keys is not None and authn.config.api_keys.header in req.headers:
+            name = authn.api_key_name(req.headers)
+            if name is None:
+                return Deny(401, "unknown API key")
+            req.identity.api_key = name
+        return None
+
+    async def _run(self, rule: Rule, req: Request) -> Any:
+        if rule.is_async:
+            try:
+                return await asyncio.wait_for(rule.fn(req), self._budget_s)
+            except TimeoutError:
+                raise RuleFailure(rule, f"overran its budget of {self.settings.rule_budget_ms} ms") from None
+        start = time.perf_counter()
+        self._watchdog.enter()
+        try:
+            result = rule.fn(req)
+        except RuleTimeout:
+            raise RuleFailure(rule, f"overran its budget of {self.settings.rule_budget_ms} ms") from None
+        finally:
+            self._watchdog.leave()
+        if time.perf_counter() - start > self._budget_s:
+            raise RuleFailure(rule, f"overran its budget of {self.settings.rule_budget_ms} ms")
+        return result
+
+    async def check(self, policy: Policy, req: Request) -> Verdict:
+        """Decide ``req``. Never raises for a rule's fault: failures become denies."""
+        try:
+            verdict = await self._evaluate(policy, req)
+        except RuleFailure as exc:
+            log.error(
+                "rule failed, request denied", rule=exc.rule.name, source=exc.rule.source, error=str(exc)
+            )
+            verdict = Verdict(
+                Deny(self.settings.failure_status, f"authorization rule {exc.rule.name} failed"),
+                exc.rule.name,
+                "rule failed",
+                error=str(exc),
+            )
+        except RuleTimeout:  # a late watchdog shot: the rule did overrun
+            verdict = Verdict(
+                Deny(self.settings.failure_status, "authorization rule overran"), "<timeout>", "overran"
+            )
+        if self.settings.dry_run and isinstance(verdict.decision, Deny):
+            verdict.would_deny = verdict.decision
+            verdict.decision = ALLOWED
+            verdict.reason = f"dry-run: {verdict.reason}"
+        return verdict
+
+    async def _call(self, rule: Rule, req: Request) -> Any:
+        try:
+            return await self._run(rule, req)
+        except RuleFailure:
+            raise
+        except Exception as exc:
+            raise RuleFailure(rule, f"{type(exc).__name__}: {exc}") from exc
+
+    async def _evaluate(self, policy: Policy, req: Request) -> Verdict:
+        bad = self.authenticate(policy, req)
+        if bad is not None:
+            return Verdict(bad, "<authn>", bad.body)
+        shadow: list[tuple[str, str]] = []
+        for rule in policy.deny_rules:
+            if not rule.applies(req):
+                continue
+            result = await self._call(rule, req)
+            if not result:
+                continue
+            if isinstance(result, Deny):
+                deny = result
+            elif result is True or not isinstance(result, Allow):
+                deny = Deny(self.settings.deny_status, DEFAULT_DENY_BODY)
+            else:
+                raise RuleFailure(
+                    rule, "a DENY rule returned allow(); return True/deny() to match, falsy not to"
+                )
+            if rule.dry_run:
+                shadow.append((rule.name, f"would deny {deny.status}"))
+                continue
+            return Verdict(deny, rule.name, "deny rule matched", shadow=shadow)
+        applied = False
+        for rule in policy.allow_rules:
+            if not rule.applies(req):
+                continue
+            result = await self._call(rule, req)
+            if rule.dry_run:
+                shadow.append((rule.name, "would match" if result else "would not match"))
+                continue
+            applied = True
+            if not result:
+                continue
+            if isinstance(result, Deny):
+                return Verdict(result, rule.name, "allow rule denied", shadow=shadow)
+            return Verdict(
+                result if isinstance(result, Allow) else ALLOWED,
+                rule.name,
+                "allow rule matched",
+                shadow=shadow,
+            )
+        if applied:
+            deny = Deny(self.settings.deny_status, DEFAULT_DENY_BODY)
+            return Verdict(deny, "<no-allow-match>", "allow rules applied, none matched", shadow=shadow)
+        return Verdict(ALLOWED, "<default>", "no rule applied", shadow=shadow)

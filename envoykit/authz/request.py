@@ -1,0 +1,234 @@
+"""The typed view of one ``envoy.service.auth.v3.CheckRequest`` that rules read.
+
+Envoy facts this view honours (from the ext_authz filter docs and ``attribute_context.proto``):
+
+* ``attributes.request.http.path`` is the raw request target *including* the query string; the
+  ``query`` field stays empty. :attr:`Request.path` is the decoded, normalised path and
+  :attr:`Request.query` the decoded query parameters, computed separately.
+* ``http.headers`` joins repeated headers with ``,``; when the filter sets ``encode_raw_headers``
+  Envoy sends ``header_map`` with each occurrence, which this view prefers so repeated values survive.
+* ``source.principal`` is the first URI SAN of the peer certificate, whatever its scheme;
+  :attr:`Request.source_spiffe` is set only when it is a well-formed SPIFFE ID.
+
+Everything is computed on first access and cached, so a rule pays only for what it reads.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from envoykit.authz.spiffe import SpiffeId, parse_spiffe_id
+
+
+class Headers(Mapping[str, str]):
+    """Request headers with lower-case names; ``h[name]`` is the first value, :meth:`getall` all of them."""
+
+    __slots__ = ("_multi",)
+
+    def __init__(self, multi: dict[str, list[str]]) -> None:
+        self._multi = multi
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterator[tuple[str, str]] | list[tuple[str, str]]) -> Headers:
+        multi: dict[str, list[str]] = {}
+        for k, v in pairs:
+            multi.setdefault(k.lower(), []).append(v)
+        return cls(multi)
+
+    def __getitem__(self, name: str) -> str:
+        return self._multi[name.lower()][0]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._multi
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._multi)
+
+    def __len__(self) -> int:
+        return len(self._multi)
+
+    def getall(self, name: str) -> list[str]:
+        """Every value of ``name`` in arrival order (``[]`` when absent)."""
+        return list(self._multi.get(name.lower(), ()))
+
+    def __repr__(self) -> str:
+        return f"Headers({self._multi!r})"
+
+
+def normalize_path(raw: str) -> str:
+    """Percent-decode ``raw`` (a path without query) and resolve ``.``/``..`` segments and ``//``.
+
+    The result is what a rule should match against: ``/a/%2e%2e/admin`` and ``/a/../admin`` both give
+    ``/admin``. A trailing slash is kept (``/api/`` stays ``/api/``). Decoding happens once, before
+    resolution, so an encoded ``..`` cannot slip past a prefix rule.
+    """
+    decoded = unquote(raw, errors="replace")
+    if not decoded.startswith("/"):
+        decoded = "/" + decoded
+    trailing = decoded.endswith("/") and len(decoded) > 1
+    norm = posixpath.normpath(decoded)
+    if norm.startswith("//"):  # normpath keeps a leading '//' (POSIX), paths don't need it
+        norm = "/" + norm.lstrip("/")
+    if trailing and norm != "/":
+        norm += "/"
+    return norm
+
+
+class Request:
+    """What a rule sees of one request (built from a CheckRequest, or directly in tests).
+
+    Attributes (all read-only):
+        method: HTTP method, upper case (``GET``).
+        raw_path: the request target as sent, without the query (``/a/%2e%2e/b``).
+        path: decoded and normalised path (see :func:`normalize_path`).
+        query: decoded query parameters, name → list of values.
+        host: the ``:authority`` lower-cased (``api.example.com:8080``); :attr:`hostname` without port.
+        headers: :class:`Headers`.
+        source_address / source_port: the downstream peer address.
+        source_principal / destination_principal: URI SAN strings as Envoy sends them.
+        source_spiffe / destination_spiffe: :class:`SpiffeId` or ``None``.
+        sni, scheme, protocol, request_id: TLS and HTTP facts.
+        context_extensions: the route's ``context_extensions`` map.
+        body: request body bytes when Envoy sends it (``with_request_body``), else ``b""``.
+        identity: the verified caller identity (filled by the server before rules run).
+    """
+
+    def __init__(
+        self,
+        *,
+        method: str = "GET",
+        path: str = "/",
+        host: str = "",
+        headers: Headers | Mapping[str, str] | None = None,
+        scheme: str = "http",
+        protocol: str = "HTTP/1.1",
+        source_address: str = "",
+        source_port: int = 0,
+        source_principal: str = "",
+        destination_principal: str = "",
+        source_certificate: str = "",
+        sni: str = "",
+        context_extensions: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        request_id: str = "",
+    ) -> None:
+        self.method = method.upper()
+        self.target = path
+        self.host = host.lower()
+        if headers is None:
+            headers = Headers({})
+        elif not isinstance(headers, Headers):
+            headers = Headers.from_pairs(list(headers.items()))
+        self.headers: Headers = headers
+        self.scheme = scheme
+        self.protocol = protocol
+        self.source_address = source_address
+        self.source_port = source_port
+        self.source_principal = source_principal
+        self.destination_principal = destination_principal
+        self.source_certificate = source_certificate
+        self.sni = sni
+        self.context_extensions: Mapping[str, str] = context_extensions or {}
+        self.body = body
+        self.request_id = request_id
+        from envoykit.authz.identity import Identity  # local: identity imports this module
+
+        self.identity: Identity = Identity.anonymous(self)
+
+    @classmethod
+    def from_check_request(cls, req: Any) -> Request:
+        """Build the view from an ``envoy.service.auth.v3.CheckRequest`` message."""
+        attrs = req.attributes
+        http = attrs.request.http
+        header_map = http.header_map.headers
+        if header_map:
+            headers = Headers.from_pairs(
+                [
+                    (h.key, h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
+                    for h in header_map
+                ]
+            )
+        else:
+            headers = Headers({k: [v] for k, v in http.headers.items()})
+        src = attrs.source
+        sock = src.address.socket_address
+        return cls(
+            method=http.method,
+            path=http.path,
+            host=http.host,
+            headers=headers,
+            scheme=http.scheme,
+            protocol=http.protocol,
+            source_address=sock.address,
+            source_port=sock.port_value,
+            source_principal=src.principal,
+            destination_principal=attrs.destination.principal,
+            source_certificate=src.certificate,
+            sni=attrs.tls_session.sni,
+            context_extensions=attrs.context_extensions,
+            body=http.raw_body or http.body.encode(),
+            request_id=http.id,
+        )
+
+    @cached_property
+    def raw_path(self) -> str:
+        """The request target without ``?query`` and ``#fragment``, not decoded."""
+        return self.target.split("?", 1)[0].split("#", 1)[0]
+
+    @cached_property
+    def path(self) -> str:
+        """Decoded, dot-segment-free path (see :func:`normalize_path`)."""
+        return normalize_path(self.raw_path)
+
+    @cached_property
+    def raw_query(self) -> str:
+        """The query string as sent, without ``?``."""
+        q = self.target.split("#", 1)[0]
+        return q.split("?", 1)[1] if "?" in q else ""
+
+    @cached_property
+    def query(self) -> dict[str, list[str]]:
+        """Decoded query parameters: name → values in order (blank values kept)."""
+        out: dict[str, list[str]] = {}
+        for k, v in parse_qsl(self.raw_query, keep_blank_values=True):
+            out.setdefault(k, []).append(v)
+        return out
+
+    @cached_property
+    def hostname(self) -> str:
+        """:attr:`host` without the port (``[::1]:80`` → ``[::1]``)."""
+        h = self.host
+        if h.startswith("["):
+            return h.split("]", 1)[0] + "]"
+        return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+    @cached_property
+    def source_spiffe(self) -> SpiffeId | None:
+        """The peer's SPIFFE ID when ``source_principal`` is one, else ``None``."""
+        return parse_spiffe_id(self.source_principal) if self.source_principal else None
+
+    @cached_property
+    def destination_spiffe(self) -> SpiffeId | None:
+        """This side's SPIFFE ID when ``destination_principal`` is one, else ``None``."""
+        return parse_spiffe_id(self.destination_principal) if self.destination_principal else None
+
+    @property
+    def mtls(self) -> bool:
+        """True when the peer presented a certificate with a URI SAN (mutual TLS)."""
+        return bool(self.source_principal)
+
+    def cookie(self, name: str) -> str | None:
+        """Value of cookie ``name`` from the ``cookie`` header(s), or ``None``."""
+        for header in self.headers.getall("cookie"):
+            for part in header.split(";"):
+                k, _, v = part.strip().partition("=")
+                if k == name:
+                    return v
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.host}{self.target} principal={self.source_principal!r}>"
