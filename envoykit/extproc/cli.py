@@ -1,0 +1,58 @@
+"""``envoykit extproc``: run the ext_proc server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from envoykit.core import ConfigError, configure_logging, get_logger
+from envoykit.extproc.server import DEFAULT_ADDRESS
+
+
+@click.group()
+def extproc() -> None:
+    """External processing (Envoy ext_proc): telemetry and Python processors."""
+
+
+@extproc.command()
+@click.option("--address", default=DEFAULT_ADDRESS, show_default=True, help="gRPC host:port (port 0: any).")
+@click.option(
+    "--metrics-port", type=int, default=0, show_default=True, help="Prometheus /metrics port (0: any)."
+)
+@click.option(
+    "--processor",
+    "processors",
+    multiple=True,
+    metavar="MODULE:OBJECT",
+    help="Load processors from a module path; repeat for a chain (runs in the order given).",
+)
+@click.option("--telemetry/--no-telemetry", default=True, show_default=True, help="Istio-standard metrics.")
+@click.option("--grace", type=float, default=5.0, show_default=True, help="Drain time on SIGTERM, seconds.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def serve(
+    address: str,
+    metrics_port: int,
+    processors: tuple[str, ...],
+    telemetry: bool,
+    grace: float,
+    log_level: str,
+) -> None:
+    """Serve envoy.service.ext_proc.v3.ExternalProcessor with health, reflection and /metrics."""
+    from envoykit.extproc.server import serve as run
+
+    configure_logging(log_level)
+    sys.path.insert(0, ".")  # processors named relative to the working directory
+    try:
+        asyncio.run(
+            run(address, processors=processors, telemetry=telemetry, metrics_port=metrics_port, grace=grace)
+        )
+    except ConfigError as exc:
+        get_logger("extproc").error("cannot start", error=str(exc))
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,312 @@
+"""The built-in telemetry processor: Istio's standard HTTP metrics from ext_proc messages.
+
+Metrics (names, labels and meaning follow https://istio.io/latest/docs/reference/config/metrics/):
+
+* ``istio_requests_total`` (counter),
+* ``istio_request_duration_milliseconds`` (histogram, ms),
+* ``istio_request_bytes`` / ``istio_response_bytes`` (histograms, bytes: headers + body, like
+  Envoy's ``request.total_size`` / ``response.total_size`` attributes),
+
+all with Envoy's default histogram buckets (0.5 ms … 3 600 000) and the labels in :data:`LABELS`.
+
+It is meant for an ext_proc filter in ``observability_mode`` (Envoy never waits for it) with
+``request_header_mode: SKIP``, ``response_header_mode: SEND`` and :data:`RESPONSE_ATTRIBUTES` as
+``response_attributes``: one message per exchange carries everything. Where each value comes from:
+
+* the reporting Envoy's labels: its node metadata (``xds.node.metadata.<key>``);
+* ``reporter``: ``xds.listener_direction`` (INBOUND → destination, OUTBOUND → source), else the
+  gRPC metadata ``x-envoykit-reporter`` of the filter's ``grpc_service``, else ``unknown``;
+* the peer: the ``x-envoykit-peer`` header (request header inbound, response header outbound,
+  see :mod:`envoykit.extproc.peer`); the peer's principal from its certificate
+  (``connection.uri_san_peer_certificate`` inbound, ``upstream.uri_san_peer_certificate`` outbound);
+* sizes: ``request.total_size``; response header bytes + ``content-length`` (or the counted body
+  when ``response_body_mode`` is STREAMED);
+* duration: from ``request.time`` to when the response headers (or, when streamed, the last body
+  chunk) reached this processor. It includes the hop to the processor (sub-millisecond on loopback).
+
+Label values are bounded: each label keeps at most ``max_values`` distinct values, later new ones
+collapse to ``unknown``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from envoykit.extproc.exchange import BodyMode, Exchange
+from envoykit.extproc.peer import PEER_HEADER, parse_peer, spiffe_parts
+from envoykit.extproc.processor import Processor
+
+# Envoy's default histogram buckets (source/common/stats/histogram_impl.h, supported_buckets).
+ENVOY_BUCKETS = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000,
+    1800000, 3600000,
+)  # fmt: skip
+
+LABELS = (
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "connection_security_policy",
+)
+
+NODE_KEYS = ("workload", "app", "version", "namespace", "service_account", "principal", "mesh_id")
+
+#: The ``response_attributes`` the telemetry processor reads (CEL expressions, Envoy attributes).
+RESPONSE_ATTRIBUTES = (
+    *(f"xds.node.metadata.{k}" for k in NODE_KEYS),
+    "xds.listener_direction",
+    "xds.cluster_name",
+    "request.host",
+    "request.protocol",
+    "request.time",
+    "request.total_size",
+    "request.headers['content-type']",
+    f"request.headers['{PEER_HEADER}']",
+    "response.code",
+    "response.grpc_status",
+    "connection.mtls",
+    "connection.uri_san_peer_certificate",
+    "upstream.uri_san_peer_certificate",
+)
+
+REPORTER_METADATA = "x-envoykit-reporter"
+UNKNOWN = "unknown"
+_DIRECTION = {1.0: "destination", 2.0: "source"}  # envoy.config.core.v3.TrafficDirection
+_DONE = "envoykit.telemetry.done"
+
+
+class _Guard:
+    """Keeps each label to at most ``max_values`` distinct values; newcomers beyond become ``unknown``."""
+
+    def __init__(self, max_values: int) -> None:
+        self.max_values = max_values
+        self.seen: dict[int, set[str]] = {}
+
+    def __call__(self, index: int, value: str) -> str:
+        if not value:
+            return UNKNOWN
+        seen = self.seen.setdefault(index, set())
+        if value in seen:
+            return value
+        if len(seen) >= self.max_values or len(value) > 256:
+            return UNKNOWN
+        seen.add(value)
+        return value
+
+
+_METRICS: dict[int, tuple[Counter, Histogram, Histogram, Histogram]] = {}
+
+
+def _metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram, Histogram, Histogram]:
+    # One set per registry: prometheus-client refuses to register a name twice.
+    key = id(registry)
+    if key not in _METRICS:
+        _METRICS[key] = (
+            Counter("istio_requests", "Requests seen by the reporting proxy.", LABELS, registry=registry),
+            Histogram(
+                "istio_request_duration_milliseconds",
+                "Request duration in milliseconds.",
+                LABELS,
+                buckets=ENVOY_BUCKETS,
+                registry=registry,
+            ),
+            Histogram(
+                "istio_request_bytes",
+                "Request size (headers and body) in bytes.",
+                LABELS,
+                buckets=ENVOY_BUCKETS,
+                registry=registry,
+            ),
+            Histogram(
+                "istio_response_bytes",
+                "Response size (headers and body) in bytes.",
+                LABELS,
+                buckets=ENVOY_BUCKETS,
+                registry=registry,
+            ),
+        )
+    return _METRICS[key]
+
+
+class Telemetry(Processor):
+    """Counts, times and sizes every exchange as Istio's standard metrics.
+
+    Args:
+        registry: where the metrics live (the process-wide default registry by default).
+        max_values: the most distinct values one label may take before new ones become ``unknown``.
+    """
+
+    name = "telemetry"
+    observer = True
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY, max_values: int = 200) -> None:
+        self.requests, self.duration, self.request_bytes, self.response_bytes = _metrics(registry)
+        self._guard = _Guard(max_values)
+        self._children: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
+
+    # -- phases --------------------------------------------------------------------------------
+
+    def on_response_headers(self, ex: Exchange) -> None:
+        """Record now, unless the body is streamed to us (then wait for its end)."""
+        h = ex.headers
+        assert h is not None
+        st = ex.state
+        st["t_headers"] = time.time()
+        st["resp_header_bytes"] = h.byte_size()
+        if ex.end_of_stream:
+            self._record(ex, 0)
+        elif ex.response_body_mode is BodyMode.NONE:
+            length = h.get("content-length")
+            self._record(ex, int(length) if length and length.isdigit() else 0)
+        else:
+            st["resp_body_bytes"] = 0
+
+    def on_response_body(self, ex: Exchange) -> None:
+        """Count streamed body bytes; record at the end of the body."""
+        st = ex.state
+        if _DONE in st or "resp_body_bytes" not in st:
+            return
+        st["resp_body_bytes"] += len(ex.body)
+        if ex.end_of_stream:
+            st["t_headers"] = time.time()
+            self._record(ex, st["resp_body_bytes"])
+
+    def on_response_trailers(self, ex: Exchange) -> None:
+        """Trailers end the response."""
+        st = ex.state
+        if _DONE not in st and "resp_body_bytes" in st:
+            st["t_headers"] = time.time()
+            self._record(ex, st["resp_body_bytes"])
+
+    def on_stream_end(self, ex: Exchange) -> None:
+        """A streamed response cut short is still counted, with the bytes seen."""
+        st = ex.state
+        if _DONE not in st and "resp_body_bytes" in st:
+            self._record(ex, st["resp_body_bytes"])
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def _record(self, ex: Exchange, body_bytes: int) -> None:
+        st = ex.state
+        st[_DONE] = True
+        a = ex.attributes
+        labels = self.labels(ex)
+        children = self._children.get(labels)
+        if children is None:
+            children = (
+                self.requests.labels(*labels),
+                self.duration.labels(*labels),
+                self.request_bytes.labels(*labels),
+                self.response_bytes.labels(*labels),
+            )
+            self._children[labels] = children
+        children[0].inc()
+        started = a.get("request.time")
+        if isinstance(started, str):
+            try:
+                ms = (st["t_headers"] - datetime.fromisoformat(started).timestamp()) * 1000.0
+                children[1].observe(max(ms, 0.0))
+            except ValueError:
+                pass
+        req_size = a.get("request.total_size")
+        if isinstance(req_size, float):
+            children[2].observe(req_size)
+        children[3].observe(st.get("resp_header_bytes", 0) + body_bytes)
+
+    def labels(self, ex: Exchange) -> tuple[str, ...]:
+        """The label values (in :data:`LABELS` order) for one exchange."""
+        a = ex.attributes
+        g = self._guard
+        me = {k: a.get(f"xds.node.metadata.{k}") or "" for k in NODE_KEYS}
+        reporter = _DIRECTION.get(a.get("xds.listener_direction", 0.0), "")
+        if not reporter:
+            reporter = ex.grpc_metadata.get(REPORTER_METADATA, "")
+            if reporter not in ("source", "destination"):
+                reporter = UNKNOWN
+        code = a.get("response.code")
+        if code is None and ex.response_headers is not None:
+            status = ex.response_headers.get(":status")
+            code = float(status) if status and status.isdigit() else None
+        ctype = a.get("request.headers['content-type']") or ""
+        is_grpc = isinstance(ctype, str) and ctype.startswith("application/grpc")
+        grpc_status = ""
+        if is_grpc:
+            gs = a.get("response.grpc_status")
+            grpc_status = str(int(gs)) if isinstance(gs, float) else UNKNOWN
+        if reporter == "source":
+            src = me
+            peer = parse_peer(_s(ex.response_headers.get(PEER_HEADER) if ex.response_headers else None))
+            dst_principal = _s(a.get("upstream.uri_san_peer_certificate")) or peer.get("principal", "")
+            dst = {**peer, "principal": dst_principal}
+            src_principal = me["principal"]
+            security = UNKNOWN  # what Istio reports on the client side
+            dest_service = peer.get("app") or _s(a.get("xds.cluster_name")) or _host(a.get("request.host"))
+        else:
+            dst = me
+            peer = parse_peer(_s(a.get(f"request.headers['{PEER_HEADER}']")))
+            mtls = a.get("connection.mtls") is True
+            # a principal is only believed from a verified peer certificate
+            src_principal = _s(a.get("connection.uri_san_peer_certificate")) if mtls else ""
+            src = peer
+            dst_principal = me["principal"]
+            security = "mutual_tls" if mtls else "none"
+            dest_service = me["app"] or _host(a.get("request.host"))
+        src_ns = src.get("namespace") or spiffe_parts(src_principal)[0]
+        dst_ns = dst.get("namespace") or spiffe_parts(dst_principal)[0]
+        values = (
+            reporter,
+            src.get("workload", ""),
+            src_ns,
+            src_principal,
+            src.get("app", ""),
+            src.get("version", ""),
+            dst.get("workload", ""),
+            dst_ns,
+            dst_principal,
+            dst.get("app", ""),
+            dst.get("version", ""),
+            dest_service,
+            dest_service,
+            dst_ns,
+            "grpc" if is_grpc else _protocol(a.get("request.protocol")),
+            str(int(code)) if isinstance(code, float) else UNKNOWN,
+            grpc_status,
+            security,
+        )
+        return tuple(v if i in _FIXED else g(i, v) for i, v in enumerate(values))
+
+
+# label positions whose values are already from a small fixed set
+_FIXED = frozenset({0, 14, 16, 17})
+
+
+def _s(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _host(v: Any) -> str:
+    if not isinstance(v, str):
+        return ""
+    return v.rsplit(":", 1)[0] if v.count(":") == 1 else v
+
+
+def _protocol(v: Any) -> str:
+    return "http" if isinstance(v, str) and v.startswith("HTTP") else UNKNOWN

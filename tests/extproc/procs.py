@@ -1,0 +1,56 @@
+"""Processors used by the extproc tests (loaded by module path, as users load theirs)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from envoykit.extproc import Exchange, Processor, processor
+
+add_header = processor("add-header")
+
+
+@add_header.on_request_headers
+def _add(ex: Exchange) -> None:
+    ex.set_header("x-processed-by", "envoykit")
+    ex.set_header("x-seen-path", ex.headers.get(":path", "") if ex.headers else "")
+    ex.state["path"] = ex.headers.get(":path") if ex.headers else None
+
+
+@add_header.on_response_headers
+async def _resp(ex: Exchange) -> None:
+    await asyncio.sleep(0)
+    ex.set_header("x-request-path", ex.state.get("path") or "none")
+
+
+class Gate(Processor):
+    """Answers 403 to /deny, and raises on /boom (tests both failure modes)."""
+
+    name = "gate"
+
+    def on_request_headers(self, ex: Exchange) -> None:
+        path = ex.headers.get(":path", "") if ex.headers else ""
+        if path.startswith("/deny"):
+            ex.respond(403, "denied by gate\n", {"x-denied": "1"})
+        ex.set_header("x-gate", "passed")
+        if path.startswith("/boom"):
+            raise RuntimeError("gate exploded")
+
+
+class StrictGate(Gate):
+    name = "strict-gate"
+    failure_mode = "reject"
+
+
+class Upper(Processor):
+    """Upper-cases request bodies chunk by chunk (length-preserving) and doubles response bodies."""
+
+    name = "upper"
+
+    def on_request_body(self, ex: Exchange) -> None:
+        ex.set_body(ex.body.upper() + b"!" if ex.end_of_stream else ex.body.upper())
+
+    def on_response_body(self, ex: Exchange) -> None:
+        ex.set_body(ex.body * 2)
+
+
+chain = [add_header, Gate]
