@@ -54,3 +54,14 @@ class Upper(Processor):
 
 
 chain = [add_header, Gate]
+
+
+class Slow(Processor):
+    """Holds request headers for ``x-hold-ms`` milliseconds (to kill the server mid-stream)."""
+
+    name = "slow"
+
+    async def on_request_headers(self, ex: Exchange) -> None:
+        hold = ex.headers.get("x-hold-ms") if ex.headers else None
+        if hold:
+            await asyncio.sleep(int(hold) / 1000)
