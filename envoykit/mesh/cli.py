@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,15 @@ def _read_plan(state: StateDir) -> Plan:
     help="Run a plan.json (from an earlier run's state directory) instead of planning MESH.",
 )
 @click.option("--grace", type=float, default=10.0, show_default=True, help="Seconds from SIGTERM to SIGKILL.")
+@click.option(
+    "--only",
+    default=None,
+    metavar="NAME",
+    help="Plan the mesh, then become component NAME alone (how each container of compose/ starts).",
+)
+@click.option(
+    "--public-ingress", is_flag=True, help="Serve the ingress gateway on 0.0.0.0 (inside a container)."
+)
 def up(
     mesh: Path | None,
     state_dir: Path | None,
@@ -62,6 +72,8 @@ def up(
     prometheus_port: int,
     plan_file: Path | None,
     grace: float,
+    only: str | None,
+    public_ingress: bool,
 ) -> None:
     """Run the local mesh described by MESH (mesh.yaml) until Ctrl-C or SIGTERM.
 
@@ -82,17 +94,32 @@ def up(
         opts = PlanOptions(
             run_config=run_config,
             free_ports=free_ports,
-            prometheus=prometheus,
+            prometheus=prometheus and only is None,
             prometheus_port=prometheus_port,
+            public_ingress=public_ingress,
         )
         plan = plan_mesh(mesh, state, opts)
     else:
         raise click.UsageError("give MESH (a mesh.yaml) or --plan")
+    if only is not None:
+        _become(plan, only)
     try:
         code = run_plan(plan, state, cwd=Path.cwd(), console=console, grace_s=grace)
     except AlreadyRunning as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)
+
+
+def _become(plan: Plan, name: str) -> None:
+    """Replace this process with component ``name`` of ``plan`` (never returns)."""
+    try:
+        comp = plan.get(name)
+    except KeyError:
+        names = ", ".join(c.name for c in plan.components)
+        raise click.ClickException(f"no component {name!r}; components: {names}") from None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(comp.command[0], comp.command, {**os.environ, **comp.env, "PYTHONUNBUFFERED": "1"})
 
 
 @click.command()
@@ -149,3 +176,79 @@ def logs(name: str, state_dir: Path | None, lines: int, follow: bool) -> None:
                 click.echo(chunk.decode(errors="replace"), nl=False)
             else:
                 time.sleep(0.2)
+
+
+@click.command()
+@click.argument("mesh", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("compose/docker-compose.yml"),
+    show_default=True,
+)
+@click.option(
+    "--check", is_flag=True, help="Write nothing; exit 1 when OUTPUT differs from the generated file."
+)
+def compose(mesh: Path, output: Path, check: bool) -> None:
+    """Generate docker-compose.yml for MESH (run from the repository root: the image holds the repository)."""
+    import tempfile
+    from urllib.parse import urlsplit
+
+    from envoykit.mesh.compose import relative_mesh_path, render_compose
+    from envoykit.mesh.planner import PlanOptions, plan_mesh
+
+    try:
+        rel = relative_mesh_path(mesh, Path.cwd())
+    except ValueError:
+        raise click.ClickException(
+            f"{mesh} is not inside the current directory (the repository root)"
+        ) from None
+    with tempfile.TemporaryDirectory(prefix="envoykit-compose-") as tmp:
+        state = StateDir(tmp)
+        state.prepare()
+        plan = plan_mesh(mesh, state, PlanOptions(prometheus=False))
+    text = render_compose(plan, rel, urlsplit(plan.ingress).port or 8080)
+    if check:
+        current = output.read_text() if output.exists() else ""
+        if current != text:
+            raise click.ClickException(
+                f"{output} is not what `envoykit compose {rel}` generates; regenerate it"
+            )
+        click.echo(f"{output} is up to date")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    click.echo(f"wrote {output} ({len(plan.components)} components)")
+
+
+@click.command()
+@_state_dir_option
+def demo(state_dir: Path | None) -> None:
+    """Send real traffic through the running mesh's ingress and report what happened.
+
+    Allowed and denied requests with reasons, 429s from the rate limit, the canary split measured, the
+    Wasm header, and per-service request counts and latency percentiles read back from the telemetry.
+    Exits 1 when a check does not hold.
+    """
+    from envoykit.mesh.demo import SCENARIOS, DemoTarget, wait_for_ingress
+    from envoykit.mesh.report import checks_table, telemetry_table
+
+    state = _state(state_dir)
+    plan = _read_plan(state)
+    try:
+        target = DemoTarget.from_plan(plan)
+        wait_for_ingress(target, timeout_s=5)
+    except (KeyError, TimeoutError) as exc:
+        raise click.ClickException(f"{exc}; is `envoykit up` running from {state.root}?") from None
+    console = Console()
+    checks = []
+    with console.status("sending traffic ...") as spinner:
+        for scenario in SCENARIOS:
+            spinner.update(f"{scenario.__name__} ...")
+            checks.append(scenario(target))
+    console.print(checks_table(checks))
+    tele = next((c for c in checks if c.name == "telemetry" and c.figures), None)
+    if tele is not None:
+        console.print(telemetry_table(tele.figures))
+    sys.exit(0 if all(c.ok for c in checks) else 1)

@@ -130,19 +130,33 @@ def load_model(path: Path) -> Mesh:
     """
     from envoykit.control.loader import load_mesh
 
-    mesh: Mesh = load_mesh(path)
-    return mesh
+    return load_mesh(path).mesh
 
 
-def load(path: Path, state: StateDir, *, free_ports: bool = False) -> MeshView:
-    """Load ``path`` into a :class:`MeshView`; with ``free_ports``, serve a port-remapped copy instead."""
+def load(path: Path, state: StateDir, *, free_ports: bool = False, public_ingress: bool = False) -> MeshView:
+    """Load ``path`` into a :class:`MeshView`.
+
+    With ``free_ports`` (a port-remapped copy with its own control-plane state) or ``public_ingress``
+    (the ingress gateway on 0.0.0.0), a copy is written to ``<state>/work/mesh.yaml`` and served instead.
+    """
     mesh = load_model(path)
+    if free_ports or public_ingress:
+        mesh = _absolute_paths(mesh, path.parent)
     if free_ports:
-        mesh = _absolute_paths(remap_ports(mesh), path.parent)
+        mesh = remap_ports(mesh)
         control_state = state.work / "control"
         mesh = mesh.model_copy(
             update={"control_plane": mesh.control_plane.model_copy(update={"state_dir": str(control_state)})}
         )
+    if public_ingress:
+        gateways = [
+            g.model_copy(update={"address": g.address.model_copy(update={"host": "0.0.0.0"})})
+            if g.kind == "ingress"
+            else g
+            for g in mesh.gateways
+        ]
+        mesh = mesh.model_copy(update={"gateways": gateways})
+    if free_ports or public_ingress:
         path = state.work / "mesh.yaml"
         path.write_text(yaml.safe_dump(mesh.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
         mesh = load_model(path)  # the copy must pass the same validation as the original
@@ -214,11 +228,20 @@ def serve_args(mesh: MeshView) -> list[str]:
 
 def write_bootstrap(mesh: MeshView, envoy: EnvoyView, directory: Path) -> Path:
     """Write the bootstrap of ``envoy`` (node, ADS cluster, node token) to ``directory/<name>.json``."""
-    from envoykit.control.bootstrap import bootstrap_for_node
+    from envoykit.control.bootstrap import bootstrap
+    from envoykit.control.identity import NodeTokens
     from envoykit.core.envoy import write_config
 
     directory.mkdir(parents=True, exist_ok=True)
-    return write_config(bootstrap_for_node(mesh.model, envoy.node_id), directory / f"{envoy.name}.json")
+    token = NodeTokens(control_state_dir(mesh)).token_for(envoy.node_id)
+    return write_config(bootstrap(envoy.info, mesh.xds, token), directory / f"{envoy.name}.json")
+
+
+def control_state_dir(mesh: MeshView) -> Path:
+    """The control plane's state directory (CA, node-token key), resolved as the control plane does:
+    relative paths against mesh.yaml's folder."""
+    sd = Path(mesh.model.control_plane.state_dir)
+    return sd if sd.is_absolute() else mesh.path.absolute().parent / sd
 
 
 def envoy_command(bootstrap: Path, log_level: str) -> list[str]:

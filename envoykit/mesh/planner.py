@@ -18,6 +18,7 @@ from typing import Any
 
 from envoykit.core import ConfigError
 from envoykit.mesh import controlplane as cp
+from envoykit.mesh.facts import demo_facts
 from envoykit.mesh.prometheus import prometheus_binary, prometheus_component
 from envoykit.mesh.runconfig import RunConfig, ServerRun, expand, load_run_config
 from envoykit.mesh.spec import Component, Plan, Probe
@@ -37,6 +38,7 @@ class PlanOptions:
         prometheus_port: its web port (ignored with ``free_ports``: a free one is taken).
         envoy_log_level: Envoy's ``-l``.
         python: the Python that runs envoykit and the apps.
+        public_ingress: serve the ingress gateway on 0.0.0.0 (in a container, for published ports).
     """
 
     run_config: Path | None = None
@@ -45,6 +47,7 @@ class PlanOptions:
     prometheus_port: int = 9090
     envoy_log_level: str = "info"
     python: str = sys.executable
+    public_ingress: bool = False
 
 
 def _envoykit(python: str, *args: str) -> list[str]:
@@ -75,6 +78,18 @@ def _server(
     )
 
 
+def _arg_value(components: list[Component], name: str, flag: str) -> Path | None:
+    """The value after ``flag`` in the command of component ``name`` (None if absent)."""
+    for c in components:
+        if c.name == name and flag in c.command[:-1]:
+            return Path(c.command[c.command.index(flag) + 1])
+    return None
+
+
+def _metrics_url(components: list[Component], name: str) -> str:
+    return next((f"http://{c.metrics}" for c in components if c.name == name and c.metrics), "")
+
+
 def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None) -> Plan:
     """Plan ``mesh_path``: load and validate it, write the Envoy bootstraps, list every process.
 
@@ -90,7 +105,7 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
     mesh_path = mesh_path.absolute()
     rc_path = (opts.run_config or mesh_path.parent / "apps" / "run.yaml").absolute()
     rc = load_run_config(rc_path) if rc_path.exists() else RunConfig()
-    mesh = cp.load(mesh_path, state, free_ports=opts.free_ports)
+    mesh = cp.load(mesh_path, state, free_ports=opts.free_ports, public_ingress=opts.public_ingress)
     values = {"python": opts.python, "dir": str(rc_path.parent), "mesh_dir": str(mesh_path.parent)}
 
     control = Component(
@@ -173,6 +188,9 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
         "nodes": {e.name: {"admin": f"http://{n.admin}"} for e, n in zip(envoys, mesh.envoys, strict=True)},
         "servers": {s.name: {"address": s.address, "metrics": f"http://{s.metrics}"} for s in servers},
     }
+    info["demo"] = demo_facts(
+        mesh, _arg_value(servers, "ratelimit", "--config-dir"), _metrics_url(servers, "telemetry")
+    )
     prom = prometheus_binary() if opts.prometheus else None
     if prom is not None:
         port = _port(opts.prometheus_port, opts.free_ports)

@@ -1,0 +1,82 @@
+"""Facts about a planned mesh that ``envoykit demo`` and the tests check against.
+
+They are read from the model (canary weights, the Wasm header) and from the rate-limit config (the
+per-client limit), so the demo checks what the configuration says rather than numbers written twice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from envoykit.mesh.controlplane import MeshView
+
+CLIENT_KEY = "client_id"
+
+
+def canary_weights(view: MeshView, service: str) -> dict[str, int]:
+    """Version → weight (%) of the weighted route to ``service`` on the sidecars (``gateways: [mesh]``).
+
+    Subsets are mapped to versions by their DestinationRule labels (``version``), else by name.
+    """
+    model = view.model
+    versions: dict[str, str] = {}
+    rule = model.destination_rule(service)
+    if rule is not None:
+        versions = {s.name: s.labels.get("version", s.name) for s in rule.subsets}
+    for vs in model.virtual_services:
+        if "mesh" not in vs.gateways or model.service(vs.hosts[0]) is not model.service(service):
+            continue
+        for route in vs.http:
+            if len(route.route) > 1:
+                return {
+                    versions.get(d.destination.subset or "", d.destination.subset or "?"): d.weight or 0
+                    for d in route.route
+                }
+    return {}
+
+
+def wasm_header(view: MeshView) -> tuple[str, str]:
+    """(name, value) of the response header the first Wasm plugin adds, from its configuration
+    (``{"header": NAME, "value": VALUE}``, as a mapping or JSON text); ``("", "")`` without one."""
+    for plugin in view.model.extensions.wasm:
+        conf: Any = plugin.configuration
+        if isinstance(conf, str):
+            try:
+                conf = json.loads(conf) if conf else {}
+            except ValueError:
+                continue
+        if isinstance(conf, dict) and conf.get("header"):
+            return str(conf["header"]), str(conf.get("value", ""))
+    return "", ""
+
+
+def per_client_limit(config_dir: Path) -> int:
+    """``requests_per_unit`` of the key-only ``client_id`` descriptor in ``config_dir`` (0: none)."""
+    for path in sorted(config_dir.glob("*.y*ml")):
+        doc = yaml.safe_load(path.read_text()) or {}
+        for d in doc.get("descriptors", []):
+            if d.get("key") == CLIENT_KEY and "value" not in d and "rate_limit" in d:
+                return int(d["rate_limit"]["requests_per_unit"])
+    return 0
+
+
+def demo_facts(view: MeshView, ratelimit_dir: Path | None, telemetry_metrics: str) -> dict[str, Any]:
+    """Everything :class:`envoykit.mesh.demo.DemoTarget` reads, as JSON values."""
+    backend_inbound = [
+        str(wl.sidecar.inbound)
+        for svc, wl in view.model.workloads()
+        if svc.name == "backend" and wl.sidecar is not None
+    ]
+    header, value = wasm_header(view)
+    return {
+        "telemetry_metrics": telemetry_metrics,
+        "backend_inbound": backend_inbound,
+        "canary_weights": canary_weights(view, "backend"),
+        "wasm_header": header,
+        "wasm_value": value,
+        "ratelimit_per_client": per_client_limit(ratelimit_dir) if ratelimit_dir else 0,
+    }

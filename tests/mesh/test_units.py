@@ -1,0 +1,88 @@
+"""Pure parts of the runner: run-config errors, placeholders, metrics read-back, port remapping."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from envoykit.core import ConfigError
+from envoykit.mesh import metrics as pm
+from envoykit.mesh.prometheus import scrape_config
+from envoykit.mesh.runconfig import expand, load_run_config
+from envoykit.mesh.spec import Component
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_run_config_loads() -> None:
+    rc = load_run_config(REPO / "examples" / "apps" / "run.yaml")
+    assert set(rc.apps) == {"frontend", "backend"}
+    assert "{outbound}" in " ".join(rc.apps["frontend"].command)
+
+
+def test_run_config_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "run.yaml"
+    bad.write_text("apps:\n  web:\n    command: []\nservers:\n  authz:\n    metrics_port: 70000\n")
+    with pytest.raises(ConfigError) as err:
+        load_run_config(bad)
+    assert err.value.file == str(bad) and err.value.line == 3 and err.value.field == "apps.web.command"
+    assert "servers.authz.metrics_port" in str(err.value)
+
+
+def test_expand_fills_placeholders_and_names_unknown_ones() -> None:
+    assert expand(["{python}", "--port", "{port}"], {"python": "py", "port": "80"}, "x") == [
+        "py",
+        "--port",
+        "80",
+    ]
+    with pytest.raises(ConfigError, match=r"apps.web.command: unknown placeholder in '\{prot\}'"):
+        expand(["{prot}"], {"port": "80"}, "apps.web.command")
+
+
+EXPOSITION = """\
+# TYPE istio_requests_total counter
+istio_requests_total{destination_service_name="backend",response_code="200"} 90
+istio_requests_total{destination_service_name="backend",response_code="503"} 10
+istio_requests_total{destination_service_name="frontend",response_code="200"} 7
+# TYPE istio_request_duration_milliseconds histogram
+istio_request_duration_milliseconds_bucket{destination_service_name="backend",le="1.0"} 50
+istio_request_duration_milliseconds_bucket{destination_service_name="backend",le="5.0"} 90
+istio_request_duration_milliseconds_bucket{destination_service_name="backend",le="10.0"} 100
+istio_request_duration_milliseconds_bucket{destination_service_name="backend",le="+Inf"} 100
+istio_request_duration_milliseconds_count{destination_service_name="backend"} 100
+istio_request_duration_milliseconds_sum{destination_service_name="backend"} 230
+"""
+
+
+def test_metrics_totals_groups_and_quantiles() -> None:
+    samples = pm.parse(EXPOSITION)
+    assert pm.total(samples, "istio_requests_total", destination_service_name="backend") == 100
+    assert pm.sum_by(samples, "istio_requests_total", ("destination_service_name",)) == {
+        ("backend",): 100,
+        ("frontend",): 7,
+    }
+    # 50 of 100 at or below 1 ms: the median is the bucket's upper bound
+    assert pm.quantile(samples, "istio_request_duration_milliseconds", 0.5) == pytest.approx(1.0)
+    # rank 90 is the top of the (1, 5] bucket; rank 95 halfway through (5, 10]
+    assert pm.quantile(samples, "istio_request_duration_milliseconds", 0.9) == pytest.approx(5.0)
+    assert pm.quantile(samples, "istio_request_duration_milliseconds", 0.95) == pytest.approx(7.5)
+    assert math.isnan(
+        pm.quantile(samples, "istio_request_duration_milliseconds", 0.5, destination_service_name="x")
+    )
+
+
+def test_scrape_config_has_one_job_per_component_with_metrics() -> None:
+    comps = [
+        Component("authz", "server", ["x"], metrics="127.0.0.1:9101/metrics"),
+        Component("web-sidecar", "sidecar", ["x"], metrics="127.0.0.1:15001/stats/prometheus"),
+        Component("web", "app", ["x"]),
+    ]
+    cfg = scrape_config(comps)
+    assert [
+        (j["job_name"], j["metrics_path"], j["static_configs"][0]["targets"]) for j in cfg["scrape_configs"]
+    ] == [
+        ("authz", "/metrics", ["127.0.0.1:9101"]),
+        ("web-sidecar", "/stats/prometheus", ["127.0.0.1:15001"]),
+    ]
