@@ -1,0 +1,266 @@
+"""The ADS server: ``envoy.service.discovery.v3.AggregatedDiscoveryService`` on grpc.aio, SotW.
+
+Protocol, per stream and per type (Envoy docs, "xDS REST and gRPC protocol"):
+
+* the first request names the node; when node tokens are on, the stream's ``x-envoykit-node-token``
+  metadata must verify for that node id, otherwise the stream ends with PERMISSION_DENIED;
+* a request whose ``response_nonce`` is not the last nonce sent for its type is stale and ignored;
+* a request with ``error_detail`` is a NACK: recorded (node, type, version, message), logged, counted in
+  ``envoykit_xds_nacks_total``; that version is never sent again to this stream (no loop) and Envoy
+  keeps the last version it accepted;
+* a response is sent when Envoy waits for one (after its request) and the snapshot version or the
+  requested names differ from what it has; only requested names that exist are sent (all for the
+  wildcard types CDS and LDS);
+* pushes go in make-before-break order CDS → EDS → LDS → RDS → SDS, and clusters that a change
+  removes stay in CDS until Envoy has acknowledged the listeners and routes that stop using them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import any_pb2
+from prometheus_client import Counter, Gauge
+
+from envoykit.control.identity import NODE_TOKEN_HEADER, NodeTokens
+from envoykit.control.pb import CLUSTER, LISTENER, ROUTE, SHORT, TYPE_ORDER
+from envoykit.control.snapshot import Snapshot, SnapshotCache
+from envoykit.core.logs import get_logger
+
+PUSHES = Counter("envoykit_xds_pushes", "xDS responses sent, by type.", ["type"])
+NACKS = Counter("envoykit_xds_nacks", "xDS responses refused by Envoy (NACK), by type.", ["type"])
+CONNECTED = Gauge("envoykit_xds_connected_streams", "Open ADS streams.")
+WILDCARD_TYPES = {CLUSTER, LISTENER}
+_WAKE = object()
+_END = object()
+
+
+@dataclass
+class NackRecord:
+    """A refused push: which node, type and version, Envoy's message, when (unix seconds)."""
+
+    node_id: str
+    type_url: str
+    version: str
+    message: str
+    at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (for ``status``)."""
+        return {
+            "node": self.node_id,
+            "type": SHORT.get(self.type_url, self.type_url),
+            "version": self.version,
+            "message": self.message,
+            "at": self.at,
+        }
+
+
+@dataclass
+class _Watch:
+    names: set[str] | None = None  # None: wildcard
+    waiting: bool = False  # Envoy sent a request we have not answered
+    sent_version: str | None = None
+    sent_nonce: str = ""
+    sent_names: frozenset[str] | None = None
+    sent_resources: dict[str, any_pb2.Any] = field(default_factory=dict)
+    acked_version: str = ""
+    nacked_version: str | None = None
+
+
+@dataclass
+class StreamState:
+    """One open ADS stream: its node and, per type, what was sent and acknowledged."""
+
+    node_id: str
+    peer: str
+    watches: dict[str, _Watch] = field(default_factory=dict)
+
+    def acked(self) -> dict[str, str]:
+        """Acknowledged version per short type name (CDS, EDS, ...)."""
+        return {SHORT.get(t, t): w.acked_version for t, w in self.watches.items()}
+
+
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+    """Serves each node its snapshot from ``cache`` over ADS (SotW).
+
+    Args:
+        cache: the snapshots per node.
+        tokens: when given, every stream must carry the node's token (see :mod:`identity`).
+        on_stream: called with the node id when a stream for it opens (the control plane uses it to
+            add the node's secrets to its snapshot before the first response).
+    """
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        tokens: NodeTokens | None = None,
+        on_stream: Any = None,
+    ) -> None:
+        self.cache = cache
+        self.tokens = tokens
+        self.on_stream = on_stream
+        self.nacks: dict[tuple[str, str], NackRecord] = {}
+        self.streams: dict[int, StreamState] = {}
+        self._nonce = itertools.count(1)
+        self._log = get_logger("control.ads")
+
+    def status(self) -> dict[str, Any]:
+        """Connected nodes with their acknowledged versions, and outstanding NACKs."""
+        return {
+            "streams": [
+                {"node": s.node_id, "peer": s.peer, "acked": s.acked()} for s in self.streams.values()
+            ],
+            "nacks": [n.as_dict() for n in self.nacks.values()],
+        }
+
+    async def StreamAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        """The SotW ADS stream (see the module docstring for the protocol)."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for req in request_iterator:
+                    queue.put_nowait(req)
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                pass
+            finally:
+                queue.put_nowait(_END)
+
+        reader = asyncio.create_task(read())
+        first = await queue.get()
+        if first is _END:
+            return
+        node_id = first.node.id
+        if not node_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id")
+        if self.tokens is not None:
+            meta = {k: v for k, v in (context.invocation_metadata() or ())}
+            token = meta.get(NODE_TOKEN_HEADER)
+            if not self.tokens.verify(node_id, token if isinstance(token, str) else None):
+                self._log.warning("stream refused: bad node token", node=node_id, peer=context.peer())
+                reader.cancel()
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED, f"node token does not verify for {node_id}"
+                )
+        state = StreamState(node_id=node_id, peer=context.peer())
+        key = id(state)
+        self.streams[key] = state
+        CONNECTED.inc()
+        cancel = self.cache.watch(node_id, lambda: queue.put_nowait(_WAKE))
+        self._log.info("stream opened", node=node_id, peer=state.peer)
+        try:
+            if self.on_stream is not None:
+                self.on_stream(node_id)
+            item: Any = first
+            while item is not _END:
+                snap = self.cache.get(node_id)
+                if item is not _WAKE:
+                    self._on_request(state, item)
+                for resp in self._responses(state, snap):
+                    yield resp
+                item = await queue.get()
+        finally:
+            cancel()
+            reader.cancel()
+            del self.streams[key]
+            CONNECTED.dec()
+            self._log.info("stream closed", node=node_id)
+
+    async def DeltaAggregatedResources(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        """Incremental xDS is not served: UNIMPLEMENTED (Envoy's bootstrap uses ``api_type: GRPC``)."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "envoykit serves State-of-the-World ADS only")
+        yield  # pragma: no cover  (makes this an async generator)
+
+    # -- protocol --
+
+    def _on_request(self, st: StreamState, req: discovery_pb2.DiscoveryRequest) -> None:
+        t = req.type_url
+        w = st.watches.get(t)
+        if w is None:
+            w = st.watches[t] = _Watch()
+        elif req.response_nonce and req.response_nonce != w.sent_nonce:
+            return  # stale: Envoy has not seen our latest response of this type yet
+        if req.response_nonce and req.response_nonce == w.sent_nonce:
+            if req.HasField("error_detail"):
+                self._nack(st, t, w, req.error_detail.message)
+            else:
+                w.acked_version = req.version_info
+                self.nacks.pop((st.node_id, t), None)
+        elif req.version_info:
+            w.acked_version = req.version_info  # a reconnecting Envoy tells what it runs
+        names = set(req.resource_names)
+        w.names = None if t in WILDCARD_TYPES and (not names or "*" in names) else names
+        w.waiting = True
+
+    def _nack(self, st: StreamState, t: str, w: _Watch, message: str) -> None:
+        w.nacked_version = w.sent_version
+        rec = NackRecord(st.node_id, t, w.sent_version or "", message)
+        self.nacks[(st.node_id, t)] = rec
+        NACKS.labels(SHORT.get(t, t)).inc()
+        self._log.error(
+            "envoy refused config (NACK)",
+            node=st.node_id,
+            type=SHORT.get(t, t),
+            version=rec.version,
+            error=message,
+        )
+
+    def _routes_current(self, st: StreamState, snap: Snapshot) -> bool:
+        for t in (LISTENER, ROUTE):
+            w = st.watches.get(t)
+            if w is not None and w.acked_version != snap.get(t).version:
+                return False
+        return True
+
+    def _payload(
+        self, st: StreamState, t: str, w: _Watch, snap: Snapshot
+    ) -> tuple[str, dict[str, any_pb2.Any]]:
+        ts = snap.get(t)
+        if w.names is None:
+            items = {n: a for p in ts.parts for n, a in p.items.items()}
+        else:
+            items = {n: a for p in ts.parts for n, a in p.items.items() if n in w.names}
+        version = ts.version
+        if t == CLUSTER and w.sent_version is not None:
+            removed = set(w.sent_resources) - set(items)
+            if removed and not self._routes_current(st, snap):
+                # make before break: keep removed clusters while listeners/routes may still use them
+                items.update({n: w.sent_resources[n] for n in removed})
+                version = f"{ts.version}+keep{len(removed)}"
+        return version, items
+
+    def _responses(self, st: StreamState, snap: Snapshot) -> list[discovery_pb2.DiscoveryResponse]:
+        out = []
+        for t in [*TYPE_ORDER, *(t for t in st.watches if t not in TYPE_ORDER)]:
+            w = st.watches.get(t)
+            if w is None or not w.waiting:
+                continue
+            version, items = self._payload(st, t, w, snap)
+            names = frozenset(items)
+            unchanged = w.sent_version is not None and names == w.sent_names
+            if unchanged and version in (w.sent_version, w.nacked_version):
+                continue
+            nonce = str(next(self._nonce))
+            out.append(
+                discovery_pb2.DiscoveryResponse(
+                    version_info=version, type_url=t, nonce=nonce, resources=list(items.values())
+                )
+            )
+            w.sent_version, w.sent_nonce, w.sent_names, w.sent_resources = version, nonce, names, items
+            w.waiting = False
+            PUSHES.labels(SHORT.get(t, t)).inc()
+        return out

@@ -1,0 +1,63 @@
+"""The minimal bootstrap of a mesh Envoy: its node, its admin address and ADS towards the control plane.
+
+Everything else (listeners, clusters, routes, endpoints, secrets) arrives over ADS. The ADS gRPC
+service carries the node's token as ``initial_metadata`` (header ``x-envoykit-node-token``), which the
+control plane checks on every stream. Source: Envoy ``envoy.config.bootstrap.v3.Bootstrap``
+(``node``, ``dynamic_resources.ads_config``, ``static_resources.clusters``).
+"""
+
+from __future__ import annotations
+
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
+from google.protobuf import struct_pb2
+
+from envoykit.control.clusters import static_cluster
+from envoykit.control.identity import NODE_TOKEN_HEADER
+from envoykit.control.nodes import NodeInfo
+from envoykit.control.pb import ads_source, socket_address
+from envoykit.control.types import Address
+
+XDS_CLUSTER = "xds_cluster"
+
+
+def node_message(node: NodeInfo) -> base_pb2.Node:
+    """Envoy ``Node``: id, cluster and the metadata contract (see :mod:`envoykit.control.nodes`)."""
+    meta = struct_pb2.Struct()
+    meta.update(node.metadata())
+    return base_pb2.Node(id=node.id, cluster=node.cluster, metadata=meta)
+
+
+def bootstrap(node: NodeInfo, xds: Address, token: str | None = None) -> bootstrap_pb2.Bootstrap:
+    """The bootstrap for ``node`` talking ADS (SotW, v3) to the control plane at ``xds``.
+
+    Args:
+        node: the node (from :func:`envoykit.control.nodes.mesh_nodes`).
+        xds: the control plane's gRPC address.
+        token: the node's ADS credential (``NodeTokens.token_for(node.id)``); omitted when None.
+    """
+    grpc = grpc_service_pb2.GrpcService(
+        envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=XDS_CLUSTER)
+    )
+    if token is not None:
+        grpc.initial_metadata.append(base_pb2.HeaderValue(key=NODE_TOKEN_HEADER, value=token))
+    xds_cluster = static_cluster(XDS_CLUSTER, [xds], http2=True)
+    xds_cluster.type = cluster_pb2.Cluster.STATIC
+    # keep the ADS connection alive through idle periods and notice a dead control plane
+    xds_cluster.upstream_connection_options.tcp_keepalive.keepalive_time.value = 30
+    return bootstrap_pb2.Bootstrap(
+        node=node_message(node),
+        admin=bootstrap_pb2.Admin(address=socket_address(node.admin)),
+        dynamic_resources=bootstrap_pb2.Bootstrap.DynamicResources(
+            ads_config=config_source_pb2.ApiConfigSource(
+                api_type=config_source_pb2.ApiConfigSource.GRPC,
+                transport_api_version=config_source_pb2.V3,
+                grpc_services=[grpc],
+                set_node_on_first_message_only=True,
+            ),
+            cds_config=ads_source(),
+            lds_config=ads_source(),
+        ),
+        static_resources=bootstrap_pb2.Bootstrap.StaticResources(clusters=[xds_cluster]),
+    )

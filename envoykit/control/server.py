@@ -1,0 +1,245 @@
+"""The control plane process: watch mesh.yaml → validate → translate → snapshots → ADS (+ SDS).
+
+A change travels: file event → :func:`load_mesh` (schema, semantics) → :func:`translate` →
+(optionally ``envoy --mode validate`` for one node per kind) → snapshots → pushed to every connected
+Envoy. Any failure refuses the change whole (logged with file, line and field; counted in
+``envoykit_config_reloads_total{component="control",result="error"}``) and the mesh keeps running its
+last good config. Status (nodes, acknowledged versions, NACKs, last refused change) is written to
+``<state_dir>/control-status.json`` once a second, for ``envoykit status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc
+from google.protobuf.message import Message
+
+from envoykit.control.ads import AdsServer
+from envoykit.control.identity import NodeTokens
+from envoykit.control.loader import LoadedMesh, load_mesh
+from envoykit.control.pb import SECRET
+from envoykit.control.snapshot import Part, PartCache, Snapshot, SnapshotCache, TypeSet
+from envoykit.control.translate import MeshTls, Translation, translate
+from envoykit.core.logs import get_logger
+from envoykit.core.reload import WatchedConfig
+from envoykit.core.server import GrpcServer
+
+
+class SecretSource(Protocol):
+    """Where node secrets come from (the CA's SDS provider): ``default`` and ``ROOTCA`` per node."""
+
+    def secrets_for_node(self, node_id: str, spiffe_id: str) -> list[Message]:
+        """The ``envoy.extensions.transport_sockets.tls.v3.Secret`` messages of ``node_id``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """One accepted version of the mesh: the loaded model, its translation and packed snapshots."""
+
+    loaded: LoadedMesh
+    translation: Translation
+    snapshots: dict[str, Snapshot]
+    at: float
+
+
+def build_snapshots(translation: Translation) -> dict[str, Snapshot]:
+    """Pack a translation into one :class:`Snapshot` per node (shared groups are packed once)."""
+    parts = PartCache()
+    return {
+        nid: Snapshot({t: TypeSet(parts.part(g) for g in groups) for t, groups in cfg.groups.items()})
+        for nid, cfg in translation.nodes.items()
+    }
+
+
+class ControlPlane:
+    """Serves a mesh file to its Envoys over ADS, reloading it on change with keep-last-good.
+
+    Args:
+        mesh_path: the mesh.yaml.
+        address: gRPC ``host:port`` to listen on (default: the model's ``control_plane.xds``; port 0
+            picks a free one, see :attr:`port`).
+        state_dir: where node tokens, CA files and the status file live (default: the model's
+            ``control_plane.state_dir``, relative to mesh.yaml).
+        require_tokens: check each stream's node token (see :mod:`envoykit.control.identity`).
+        tls: builds mTLS transport sockets (from the CA); without it only ``mtls: DISABLE`` works.
+        secrets: SDS source of each node's ``default`` and ``ROOTCA`` secrets.
+        envoy_validate: run ``envoy --mode validate`` on one node per kind for every change (layer 3).
+        metrics_port: serve Prometheus ``/metrics`` there (None: not at all).
+
+    Raises:
+        ConfigError: the first load of the mesh fails (a control plane never starts without a good config).
+    """
+
+    def __init__(
+        self,
+        mesh_path: str | Path,
+        *,
+        address: str | None = None,
+        state_dir: str | Path | None = None,
+        require_tokens: bool = True,
+        tls: MeshTls | None = None,
+        secrets: SecretSource | None = None,
+        envoy_validate: bool = False,
+        metrics_port: int | None = None,
+    ) -> None:
+        self._log = get_logger("control")
+        self.tls = tls
+        self.secrets = secrets
+        self.envoy_validate = envoy_validate
+        self.cache = SnapshotCache()
+        self._secret_sets: dict[str, TypeSet] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_apply: list[Callable[[Compiled], None]] = []
+        self.config = WatchedConfig("control", mesh_path, self._compile, on_change=self._changed)
+        mesh = self.current.loaded.mesh
+        base = self.current.loaded.base_dir
+        sd = Path(state_dir) if state_dir is not None else Path(mesh.control_plane.state_dir)
+        self.state_dir = sd if sd.is_absolute() else base / sd
+        self.tokens = NodeTokens(self.state_dir) if require_tokens else None
+        self.ads = AdsServer(self.cache, self.tokens, on_stream=self._stream_opened)
+        self.address = address or str(mesh.control_plane.xds)
+        self.server = GrpcServer("control", self.address, metrics_port=metrics_port)
+        self.server.add_service(
+            ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server,
+            self.ads,
+            ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._apply(self.current)
+
+    @property
+    def current(self) -> Compiled:
+        """The version being served."""
+        return self.config.current
+
+    @property
+    def port(self) -> int:
+        """The bound gRPC port (after :meth:`start`)."""
+        return self.server.port
+
+    def on_apply(self, fn: Callable[[Compiled], None]) -> None:
+        """Call ``fn`` (on the event loop) after each accepted version is pushed to the cache."""
+        self._on_apply.append(fn)
+
+    # -- load / apply --
+
+    def _compile(self, path: Path) -> Compiled:
+        loaded = load_mesh(path)
+        translation = translate(loaded.mesh, loaded.base_dir, self.tls)
+        if self.envoy_validate:
+            from envoykit.control.validate import validate_translation
+
+            validate_translation(translation, str(path))
+        return Compiled(loaded, translation, build_snapshots(translation), time.time())
+
+    def _changed(self, compiled: Compiled) -> None:
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._apply, compiled)
+        else:
+            self._apply(compiled)
+
+    def _apply(self, compiled: Compiled) -> None:
+        snaps = {nid: self._with_secrets(nid, s) for nid, s in compiled.snapshots.items()}
+        self.cache.set_all(snaps)
+        self._log.info("mesh applied", nodes=len(snaps), generation=self.config.generation)
+        for fn in self._on_apply:
+            fn(compiled)
+
+    def _with_secrets(self, node_id: str, snap: Snapshot) -> Snapshot:
+        ts = self._secret_sets.get(node_id)
+        return snap.with_type(SECRET, ts) if ts is not None else snap
+
+    def refresh_secrets(self, node_id: str) -> None:
+        """Fetch ``node_id``'s secrets from the SDS source again and push them (after a rotation).
+
+        Call on the event loop (``loop.call_soon_threadsafe`` from another thread).
+        """
+        node = self.current.translation.nodes.get(node_id)
+        if self.secrets is None or node is None:
+            return
+        secrets = self.secrets.secrets_for_node(node_id, node.node.principal)
+        named = {getattr(s, "name", ""): s for s in secrets}
+        self._secret_sets[node_id] = TypeSet([Part(named)])
+        base = self.current.snapshots.get(node_id)
+        if base is not None:
+            self.cache.set(node_id, self._with_secrets(node_id, base))
+
+    def _stream_opened(self, node_id: str) -> None:
+        if self.secrets is not None and node_id not in self._secret_sets:
+            self.refresh_secrets(node_id)
+
+    # -- status --
+
+    def status(self) -> dict[str, Any]:
+        """Nodes of the mesh, open streams with acknowledged versions, NACKs, the last refused change."""
+        cur = self.current
+        return {
+            "mesh": str(cur.loaded.path),
+            "generation": self.config.generation,
+            "applied_at": cur.at,
+            "last_error": self.config.last_error,
+            "nodes": sorted(cur.snapshots),
+            "address": f"{self.address.rsplit(':', 1)[0]}:{self.port}",
+            **self.ads.status(),
+        }
+
+    def write_status(self) -> None:
+        """Write :meth:`status` to ``<state_dir>/control-status.json`` (atomically)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / "control-status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status(), indent=1))
+        os.replace(tmp, path)
+
+    async def _status_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.to_thread(self.write_status)
+            except OSError as exc:
+                self._log.warning("cannot write status", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 1.0)
+
+    async def _watch_files(self) -> None:
+        from watchfiles import awatch
+
+        while not self._stop.is_set():
+            files = [f for f in self.current.loaded.files if f.exists()]
+            if not files:
+                await self._stop.wait()
+                return
+            async for _ in awatch(*files, stop_event=self._stop, debounce=100):
+                await asyncio.to_thread(self.config.reload)
+                break  # the referenced set may have changed
+
+    # -- lifecycle --
+
+    async def start(self) -> int:
+        """Start serving ADS and watching the files; return the bound port."""
+        self._loop = asyncio.get_running_loop()
+        port = await self.server.start()
+        self._tasks = [
+            asyncio.create_task(self.config.watch(self._stop)),
+            asyncio.create_task(self._watch_files()),
+            asyncio.create_task(self._status_loop()),
+        ]
+        return port
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Stop watching, drain the gRPC server for ``grace`` seconds."""
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.server.stop(grace)
