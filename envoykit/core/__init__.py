@@ -15,7 +15,7 @@ from envoykit.core.logs import configure_logging, get_logger
 from envoykit.core.metrics import start_metrics_server
 from envoykit.core.net import free_port, wait_for_port
 from envoykit.core.reload import WatchedConfig
-from envoykit.core.server import GrpcServer, serve_forever
+from envoykit.core.server import GrpcServer, SyncGrpcServer, serve_forever, serve_sync_forever
 from envoykit.core.yamlfile import load_yaml_file, validation_error_to_config_error, yaml_error
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "EnvoyError",
     "EnvoyProcess",
     "GrpcServer",
+    "SyncGrpcServer",
     "WatchedConfig",
     "configure_logging",
     "envoy_binary",
@@ -30,6 +31,7 @@ __all__ = [
     "get_logger",
     "load_yaml_file",
     "serve_forever",
+    "serve_sync_forever",
     "start_metrics_server",
     "validate_envoy_config",
     "validation_error_to_config_error",

@@ -99,8 +99,6 @@ def validation_error_to_config_error(
     loc = [*prefix, *[x for x in first["loc"] if not isinstance(x, str) or not x.startswith("function-")]]
     message = first["msg"]
     if len(errors) > 1:
-        rest = "; ".join(
-            f"{'.'.join(str(x) for x in (*prefix, *e['loc']))}: {e['msg']}" for e in errors[1:4]
-        )
+        rest = "; ".join(f"{'.'.join(str(x) for x in (*prefix, *e['loc']))}: {e['msg']}" for e in errors[1:4])
         message += f" (and {len(errors) - 1} more: {rest})"
     return yaml_error(doc, loc, message)
