@@ -98,7 +98,7 @@ def remap_ports(model: BaseModel, mapping: dict[int, int] | None = None) -> Any:
     return walk(model)
 
 
-def _absolute_paths(mesh: Mesh, base: Path) -> Mesh:
+def absolute_paths(mesh: Mesh, base: Path) -> Mesh:
     """Make the files mesh.yaml names (Wasm modules, gateway certificates) absolute against ``base``."""
 
     def absolute(p: str) -> str:
@@ -141,7 +141,7 @@ def load(path: Path, state: StateDir, *, free_ports: bool = False, public_ingres
     """
     mesh = load_model(path)
     if free_ports or public_ingress:
-        mesh = _absolute_paths(mesh, path.parent)
+        mesh = absolute_paths(mesh, path.parent)
     if free_ports:
         mesh = remap_ports(mesh)
         control_state = state.work / "control"
