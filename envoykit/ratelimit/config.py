@@ -162,33 +162,27 @@ class _Builder:
     def _rate_limit(self, spec: FileSpec, d: DescriptorSpec, domain: str, full_key: str) -> RateLimit:
         rl = d.rate_limit
         assert rl is not None
+
+        def err(message: str, sub: str) -> RateLimitConfigError:
+            return RateLimitConfigError(
+                message, file=spec.name, line=rl.line, field=f"{d.path}.rate_limit.{sub}"
+            )
+
         unit = UNIT_BY_NAME.get(rl.unit.upper(), 0)
         if rl.unlimited:
             if unit:
-                raise self._err(
-                    spec, d, "should not specify rate limit unit when unlimited", ".rate_limit.unit"
-                )
+                raise err("should not specify rate limit unit when unlimited", "unit")
         elif not unit:
-            raise self._err(spec, d, f"invalid rate limit unit '{rl.unit}'", ".rate_limit.unit")
+            raise err(f"invalid rate limit unit '{rl.unit}'", "unit")
         for i, rep in enumerate(rl.replaces):
             if rep.name == "":
-                raise self._err(
-                    spec, d, "should not have an empty replaces entry", f".rate_limit.replaces.{i}"
-                )
+                raise err("should not have an empty replaces entry", f"replaces.{i}")
             if rep.name == rl.name:
-                raise self._err(
-                    spec,
-                    d,
-                    "replaces should not contain name of same descriptor",
-                    f".rate_limit.replaces.{i}",
-                )
+                raise err("replaces should not contain name of same descriptor", f"replaces.{i}")
         algorithm = ALGORITHM_BY_NAME.get(rl.algorithm)
         if algorithm is None:
-            raise self._err(
-                spec,
-                d,
-                f"invalid algorithm '{rl.algorithm}' (fixed_window, sliding_window or gcra)",
-                ".rate_limit.algorithm",
+            raise err(
+                f"invalid algorithm '{rl.algorithm}' (fixed_window, sliding_window or gcra)", "algorithm"
             )
         stats_key = full_key[len(domain) + 1 :]
         return RateLimit(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def build(opts: ServerOptions) -> tuple[GrpcServer, WatchedConfig[RateLimitConfi
 async def run(opts: ServerOptions) -> None:
     """Serve until SIGTERM/SIGINT, reloading the config on change; then drain and close the store."""
     server, watched, store = build(opts)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # its per-change info lines are not JSON
     stop = asyncio.Event()
     watcher = asyncio.create_task(watched.watch(stop))
 

@@ -35,7 +35,9 @@ def descriptor(
     return d
 
 
-def request(domain: str, *descs: ratelimit_pb2.RateLimitDescriptor, hits_addend: int = 0) -> rls_pb2.RateLimitRequest:
+def request(
+    domain: str, *descs: ratelimit_pb2.RateLimitDescriptor, hits_addend: int = 0
+) -> rls_pb2.RateLimitRequest:
     return rls_pb2.RateLimitRequest(domain=domain, descriptors=list(descs), hits_addend=hits_addend)
 
 

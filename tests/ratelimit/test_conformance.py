@@ -38,7 +38,11 @@ ERRORS = [
         "merge_domain_key1.yaml: duplicate descriptor composite key 'test-domain.key1_value1'",
     ),
     (("bad_limit_unit.yaml",), False, "bad_limit_unit.yaml: invalid rate limit unit 'foo'"),
-    (("replaces_self.yaml",), False, "replaces_self.yaml: replaces should not contain name of same descriptor"),
+    (
+        ("replaces_self.yaml",),
+        False,
+        "replaces_self.yaml: replaces should not contain name of same descriptor",
+    ),
     (("replaces_empty.yaml",), False, "replaces_empty.yaml: should not have an empty replaces entry"),
     (
         ("bad_yaml.yaml",),
@@ -74,10 +78,10 @@ def test_loader_error(names: tuple[str, ...], merge: bool, expected: str) -> Non
 def test_errors_name_line_and_field() -> None:
     with pytest.raises(RateLimitConfigError) as info:
         _load("bad_limit_unit.yaml")
-    assert info.value.line == 3
+    assert info.value.line == 6
     assert info.value.field == "descriptors.0.rate_limit.unit"
     assert str(info.value) == (
-        "bad_limit_unit.yaml:3: descriptors.0.rate_limit.unit: invalid rate limit unit 'foo'"
+        "bad_limit_unit.yaml:6: descriptors.0.rate_limit.unit: invalid rate limit unit 'foo'"
     )
     with pytest.raises(RateLimitConfigError) as info:
         _load("misspelled_key2.yaml")
@@ -107,9 +111,17 @@ def test_basic_config() -> None:
     assert (m.limit.requests_per_unit, m.limit.unit) == (10, Unit.SECOND)
     assert m.limit.full_key == "test-domain.key1_value1.subkey1_subvalue1"
     m = _limit(cfg, ("key2", "something"))
-    assert (m.limit.requests_per_unit, m.limit.unit, m.limit.full_key) == (20, Unit.MINUTE, "test-domain.key2")
+    assert (m.limit.requests_per_unit, m.limit.unit, m.limit.full_key) == (
+        20,
+        Unit.MINUTE,
+        "test-domain.key2",
+    )
     m = _limit(cfg, ("key2", "value2"))
-    assert (m.limit.requests_per_unit, m.limit.unit, m.limit.full_key) == (30, Unit.MINUTE, "test-domain.key2_value2")
+    assert (m.limit.requests_per_unit, m.limit.unit, m.limit.full_key) == (
+        30,
+        Unit.MINUTE,
+        "test-domain.key2_value2",
+    )
     assert _limit(cfg, ("key2", "value3")) is None
     m = _limit(cfg, ("key3", "foo"))
     assert (m.limit.requests_per_unit, m.limit.unit, m.limit.name) == (1, Unit.HOUR, "")
@@ -131,10 +143,14 @@ def test_limit_override() -> None:
     assert (m.limit.requests_per_unit, m.limit.unit) == (10, Unit.DAY)
     assert m.limit.full_key == "test-domain.key1_value1.subkey1_something"
     assert not m.limit.shadow_mode
-    m2 = lk.get_limit("test-domain", descriptor(("key1", "value1"), ("subkey1", "something"), limit=(42, Unit.HOUR)))
+    m2 = lk.get_limit(
+        "test-domain", descriptor(("key1", "value1"), ("subkey1", "something"), limit=(42, Unit.HOUR))
+    )
     assert (m2.limit.requests_per_unit, m2.limit.unit) == (42, Unit.HOUR)
     assert m2.stats is m.stats
-    m3 = lk.get_limit("test-domain", descriptor(("key1", "value1"), ("subkey1", "something_else"), limit=(1, 1)))
+    m3 = lk.get_limit(
+        "test-domain", descriptor(("key1", "value1"), ("subkey1", "something_else"), limit=(1, 1))
+    )
     assert m3.stats is not m.stats and m3.stats_key == "key1_value1.subkey1_something_else"
     assert lk.get_limit("foo_domain", d) is None
 
@@ -145,7 +161,9 @@ def test_domain_merge() -> None:
     assert _limit(cfg, ("key2", "value2")).limit.requests_per_unit == 20
     with pytest.raises(RateLimitConfigError) as info:
         _load("merge_domain_key1.yaml", "merge_domain_key2.yaml")
-    assert info.value.reference_text == "merge_domain_key2.yaml: duplicate domain 'test-domain' in config file"
+    assert (
+        info.value.reference_text == "merge_domain_key2.yaml: duplicate domain 'test-domain' in config file"
+    )
 
 
 def test_shadow_mode_config() -> None:
@@ -224,22 +242,34 @@ def test_metadata() -> None:
     m = _limit(cfg, ("key1", "value1"), ("subkey1", "something"))
     assert m.limit.requests_per_unit == 5 and m.limit.metadata == {"name": "service_1"}
     m = _limit(cfg, ("key2", "something"))
-    assert m.limit.requests_per_unit == 20 and m.limit.metadata == {"service_with_quota": {"name": "service_2"}}
+    assert m.limit.requests_per_unit == 20 and m.limit.metadata == {
+        "service_with_quota": {"name": "service_2"}
+    }
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1.5}\n",
-         "error checking config"),
-        ("domain: d\ndescriptors:\n  - key: k\n    value: v\n    share_threshold: true\n",
-         "share_threshold can only be used with wildcard values (containing '*'), but found key 'k_v'"),
-        ("domain: d\ndescriptors:\n  - key: a\n    value: b_c\n  - key: a_b\n    value: c\n",
-         "duplicate descriptor composite key 'd.a_b_c'"),
-        ("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: abc}\n",
-         "error loading config file: line 4: cannot unmarshal !!str `abc` into uint32"),
-        ("domain: d\ndescriptors:\n  - key: k\n    metadata: [1, 2]\n",
-         "error parsing metadata: metadata must be a map"),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1.5}\n",
+            "error checking config",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    value: v\n    share_threshold: true\n",
+            "share_threshold can only be used with wildcard values (containing '*'), but found key 'k_v'",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: a\n    value: b_c\n  - key: a_b\n    value: c\n",
+            "duplicate descriptor composite key 'd.a_b_c'",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: abc}\n",
+            "error loading config file: line 4: cannot unmarshal !!str `abc` into uint32",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    metadata: [1, 2]\n",
+            "error parsing metadata: metadata must be a map",
+        ),
     ],
 )
 def test_rules_without_fixture(text: str, message: str) -> None:

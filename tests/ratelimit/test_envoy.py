@@ -1,0 +1,161 @@
+"""Through a real Envoy: 429 with headers, shadow mode, live config edits, the ready envoy/ratelimit.yaml."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from envoykit.core import free_port, validate_envoy_config
+from tests.ratelimit.rlproc import RateLimitProcess, envoy_config
+
+pytestmark = pytest.mark.envoy
+
+REPO = Path(__file__).resolve().parents[2]
+
+LIMITS = """
+domain: web
+descriptors:
+  - key: client
+    rate_limit: {unit: hour, requests_per_unit: 3}
+  - key: client
+    value: vip
+    rate_limit: {unlimited: true}
+"""
+
+StartRL = Callable[..., RateLimitProcess]
+
+
+@pytest.fixture
+def ratelimit(tmp_path: Path) -> Iterator[StartRL]:
+    """Start ``envoykit ratelimit serve`` processes: ``ratelimit(config_dir, *args)``; SIGTERM at teardown."""
+    started: list[RateLimitProcess] = []
+
+    def start(config_dir: Path, *args: str) -> RateLimitProcess:
+        p = RateLimitProcess(config_dir, tmp_path, *args).start()
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        code = p.stop()
+        assert code == 0, f"ratelimit exited {code} on SIGTERM:\n{p.log()[-3000:]}"
+
+
+def _config_dir(tmp_path: Path, text: str = LIMITS) -> Path:
+    d = tmp_path / "limits"
+    d.mkdir(exist_ok=True)
+    (d / "web.yaml").write_text(text)
+    return d
+
+
+def _get(port: int, client: str) -> httpx.Response:
+    return httpx.get(f"http://127.0.0.1:{port}/x", headers={"x-client": client}, timeout=10)
+
+
+def _same_hour(fn: Callable[[], None]) -> None:
+    """Run ``fn``; run it once more if an hour boundary (a new window) fell inside it."""
+    for _ in range(2):
+        hour = int(time.time()) // 3600
+        try:
+            fn()
+            return
+        except AssertionError:
+            if int(time.time()) // 3600 == hour:
+                raise
+
+
+def test_nth_plus_one_request_gets_429_with_headers(tmp_path: Path, envoy, echo, ratelimit) -> None:  # type: ignore[no-untyped-def]
+    rl = ratelimit(_config_dir(tmp_path), "--response-headers")
+    port = free_port()
+    envoy(envoy_config([(port, False)], [rl.port], echo.port))
+
+    def run() -> None:
+        client = f"c{time.monotonic_ns()}"
+        got = [_get(port, client) for _ in range(4)]
+        assert [r.status_code for r in got] == [200, 200, 200, 429]
+        assert [r.headers["ratelimit-remaining"] for r in got] == ["2", "1", "0", "0"]
+        assert all(r.headers["ratelimit-limit"] == "3" for r in got)
+        reset = int(got[3].headers["ratelimit-reset"])
+        assert 0 < reset <= 3600
+        assert got[3].headers.get("x-envoy-ratelimited") == "true"
+
+    _same_hour(run)
+    assert [_get(port, "vip").status_code for _ in range(5)] == [200] * 5  # unlimited
+    assert _get(port, "other").status_code == 200  # its own counter
+    metrics = rl.metrics()
+    assert 'envoykit_ratelimit_over_limit_total{domain="web",key="client"}' in metrics
+
+
+def test_shadow_mode_never_429s(tmp_path: Path, envoy, echo, ratelimit) -> None:  # type: ignore[no-untyped-def]
+    rl = ratelimit(_config_dir(tmp_path), "--shadow-mode")
+    port = free_port()
+    envoy(envoy_config([(port, True)], [rl.port], echo.port))
+    assert [_get(port, "s").status_code for _ in range(6)] == [200] * 6
+    assert "envoykit_ratelimit_global_shadow_mode_total 3.0" in rl.metrics()
+
+
+def test_config_edit_applies_without_restart(tmp_path: Path, envoy, echo, ratelimit) -> None:  # type: ignore[no-untyped-def]
+    cfg_dir = _config_dir(tmp_path)
+    rl = ratelimit(cfg_dir)
+    port = free_port()
+    envoy(envoy_config([(port, False)], [rl.port], echo.port))
+    assert _get(port, "vip").status_code == 200
+
+    def wait_for(pred: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}\n{rl.log()[-3000:]}")
+
+    # tighten: vip loses its exemption and gets 1 per hour
+    (cfg_dir / "web.yaml").write_text(LIMITS.replace("{unlimited: true}", "{unit: hour, requests_per_unit: 1}"))
+    wait_for(lambda: _get(port, "vip").status_code == 429, "the edited limit to apply")
+    # a broken file is refused; the last good config keeps serving
+    (cfg_dir / "web.yaml").write_text("domain: web\ndescriptors:\n  - key: client\n    rate_limit: {unit: fortnight}\n")
+    wait_for(lambda: "config refused" in rl.log(), "the bad file to be refused")
+    assert "web.yaml:4: descriptors.0.rate_limit.unit: invalid rate limit unit 'fortnight'" in rl.log()
+    assert _get(port, "vip").status_code == 429
+    assert 'envoykit_config_last_load_ok{component="ratelimit"} 0.0' in rl.metrics()
+
+
+def test_bad_config_stops_startup(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.ratelimit.rlproc import ENVOYKIT
+
+    d = _config_dir(tmp_path, "domain: web\ndescriptors:\n  - value: x\n")
+    out = subprocess.run(
+        [ENVOYKIT, "ratelimit", "serve", "--config-dir", str(d), "--address", f"127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "web.yaml:3: descriptors.0: descriptor has empty key" in out.stderr
+
+
+def test_check_command_prints_tree(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from envoykit.ratelimit.cli import ratelimit as group
+
+    res = CliRunner().invoke(group, ["check", str(_config_dir(tmp_path))])
+    assert res.exit_code == 0, res.output
+    assert "web.client: unit=HOUR requests_per_unit=3" in res.output
+    assert "web.client_vip: unit=UNKNOWN requests_per_unit=0 unlimited" in res.output
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "b.yaml").write_text("domain: d\ndescriptors:\n  - key: k\n    ratelimit: {}\n")
+    res = CliRunner().invoke(group, ["check", str(bad)])
+    assert res.exit_code == 1
+    assert "b.yaml:4: descriptors.0.ratelimit: config error, unknown key 'ratelimit'" in res.output
+
+
+def test_ready_envoy_config_validates() -> None:
+    assert "OK" in validate_envoy_config(REPO / "envoy" / "ratelimit.yaml")
