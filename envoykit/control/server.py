@@ -24,9 +24,12 @@ from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc
 from google.protobuf.message import Message
 
 from envoykit.control.ads import AdsServer
+from envoykit.control.ca import CertificateAuthority
 from envoykit.control.identity import NodeTokens
 from envoykit.control.loader import LoadedMesh, load_mesh
+from envoykit.control.mtls import SpiffeMeshTls
 from envoykit.control.pb import SECRET
+from envoykit.control.sds import SecretProvider
 from envoykit.control.snapshot import Part, PartCache, Snapshot, SnapshotCache, TypeSet
 from envoykit.control.translate import MeshTls, Translation, translate
 from envoykit.core.logs import get_logger
@@ -71,8 +74,9 @@ class ControlPlane:
         state_dir: where node tokens, CA files and the status file live (default: the model's
             ``control_plane.state_dir``, relative to mesh.yaml).
         require_tokens: check each stream's node token (see :mod:`envoykit.control.identity`).
-        tls: builds mTLS transport sockets (from the CA); without it only ``mtls: DISABLE`` works.
-        secrets: SDS source of each node's ``default`` and ``ROOTCA`` secrets.
+        mtls: run the mesh CA (``<state_dir>/ca``) and serve each node's certificate over SDS; without
+            it only services with ``mtls: DISABLE`` can be translated.
+        tls, secrets: replace the CA-based mTLS builders / SDS source (tests).
         envoy_validate: run ``envoy --mode validate`` on one node per kind for every change (layer 3).
         metrics_port: serve Prometheus ``/metrics`` there (None: not at all).
 
@@ -87,13 +91,14 @@ class ControlPlane:
         address: str | None = None,
         state_dir: str | Path | None = None,
         require_tokens: bool = True,
+        mtls: bool = True,
         tls: MeshTls | None = None,
         secrets: SecretSource | None = None,
         envoy_validate: bool = False,
         metrics_port: int | None = None,
     ) -> None:
         self._log = get_logger("control")
-        self.tls = tls
+        self.tls = tls if tls is not None or not mtls else SpiffeMeshTls()
         self.secrets = secrets
         self.envoy_validate = envoy_validate
         self.cache = SnapshotCache()
@@ -106,6 +111,11 @@ class ControlPlane:
         sd = Path(state_dir) if state_dir is not None else Path(mesh.control_plane.state_dir)
         self.state_dir = sd if sd.is_absolute() else base / sd
         self.tokens = NodeTokens(self.state_dir) if require_tokens else None
+        self._provider: SecretProvider | None = None
+        if mtls and secrets is None:
+            ca = CertificateAuthority(self.state_dir, mesh.trust_domain)
+            self._provider = SecretProvider(ca, on_change=self._secrets_changed)
+            self.secrets = self._provider
         self.ads = AdsServer(self.cache, self.tokens, on_stream=self._stream_opened)
         self.address = address or str(mesh.control_plane.xds)
         self.server = GrpcServer("control", self.address, metrics_port=metrics_port)
@@ -175,6 +185,10 @@ class ControlPlane:
         if base is not None:
             self.cache.set(node_id, self._with_secrets(node_id, base))
 
+    def _secrets_changed(self, node_id: str) -> None:
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self.refresh_secrets, node_id)
+
     def _stream_opened(self, node_id: str) -> None:
         if self.secrets is not None and node_id not in self._secret_sets:
             self.refresh_secrets(node_id)
@@ -234,6 +248,8 @@ class ControlPlane:
             asyncio.create_task(self._watch_files()),
             asyncio.create_task(self._status_loop()),
         ]
+        if self._provider is not None:
+            self._tasks.append(asyncio.create_task(self._provider.run()))
         return port
 
     async def stop(self, grace: float = 1.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.control.meshkit import addr, control_plane, get, start_nodes, workload, write_mesh
@@ -71,3 +72,29 @@ def test_ingress_to_sidecar_to_app(envoy: Any, tmp_path: Path) -> None:
                 "sidecar~frontend-v1",
             }
             assert status["nacks"] == []
+
+
+def test_mtls_strict_between_sidecars(envoy: Any, tmp_path: Path) -> None:
+    """frontend's sidecar → backend's sidecar over mTLS with SDS certificates from the mesh CA; backend's
+    app sees frontend's SPIFFE ID; a plaintext client is refused by backend's STRICT inbound."""
+    with EchoServer("backend-v1") as backend, EchoServer("frontend-v1") as frontend:
+        mesh = basic_mesh(backend, frontend)
+        for svc in mesh["services"]:
+            svc["mtls"] = "STRICT"
+        path = write_mesh(tmp_path / "mesh.yaml", mesh)
+        with control_plane(path) as cpt:
+            start_nodes(envoy, cpt, "ingress~ingress", "sidecar~backend-v1", "sidecar~frontend-v1")
+            out = mesh["services"][1]["workloads"][0]["sidecar"]["outbound"]
+            r = get(f"http://{out}/who", host="backend")
+            assert r.status_code == 200, r.text
+            xfcc = r.json()["headers"]["x-forwarded-client-cert"]
+            assert "URI=spiffe://test.local/ns/default/sa/frontend" in xfcc
+            # the ingress gateway is a mesh client too (its own identity)
+            ingress = mesh["gateways"][0]["address"]
+            r = get(f"http://{ingress}/backend/x")
+            assert r.status_code == 200
+            assert "sa/ingress" in r.json()["headers"]["x-forwarded-client-cert"]
+            # outside the mesh: plaintext straight to backend's inbound port fails the handshake
+            inbound = mesh["services"][0]["workloads"][0]["sidecar"]["inbound"]
+            with pytest.raises(httpx.HTTPError):
+                get(f"http://{inbound}/x")
