@@ -9,6 +9,7 @@ for any byte sequence. Header names are lower case (HTTP/2 style, including pseu
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import overload
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -43,6 +44,10 @@ class Headers:
             self._items = out
         return self._items
 
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str) -> str: ...
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name`` (case-insensitive), or ``default``."""
         name = name.lower()
