@@ -6,7 +6,6 @@ per-client limit), so the demo checks what the configuration says rather than nu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +39,17 @@ def canary_weights(view: MeshView, service: str) -> dict[str, int]:
 
 
 def wasm_header(view: MeshView) -> tuple[str, str]:
-    """(name, value) of the response header the first Wasm plugin adds, from its configuration
-    (``{"header": NAME, "value": VALUE}``, as a mapping or JSON text); ``("", "")`` without one."""
+    """(name, value) of the first response header the Wasm plugins add; ``("", "")`` without one.
+
+    The demo filter (examples/wasm/c/add_header.c) takes one ``name: value`` line per header as its
+    configuration.
+    """
     for plugin in view.model.extensions.wasm:
-        conf: Any = plugin.configuration
-        if isinstance(conf, str):
-            try:
-                conf = json.loads(conf) if conf else {}
-            except ValueError:
-                continue
-        if isinstance(conf, dict) and conf.get("header"):
-            return str(conf["header"]), str(conf.get("value", ""))
+        conf = plugin.configuration
+        for line in conf.splitlines() if isinstance(conf, str) else []:
+            name, sep, value = line.partition(":")
+            if sep and name.strip():
+                return name.strip().lower(), value.strip()
     return "", ""
 
 

@@ -23,6 +23,7 @@ from envoykit.mesh.prometheus import prometheus_binary, prometheus_component
 from envoykit.mesh.runconfig import RunConfig, ServerRun, expand, load_run_config
 from envoykit.mesh.spec import Component, Plan, Probe
 from envoykit.mesh.state import StateDir
+from envoykit.mesh.wasm import ensure_wasm_modules
 
 CONTROL = "control-plane"
 
@@ -98,13 +99,17 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
         state: where generated files go (``work/``); must be prepared.
         opts: see :class:`PlanOptions`.
 
+    Wasm modules mesh.yaml names are built first when missing (see :mod:`envoykit.mesh.wasm`).
+
     Raises:
-        ConfigError: mesh.yaml or the run config is invalid, or a service has no command.
+        ConfigError: mesh.yaml or the run config is invalid, a service has no command, or a Wasm
+            module cannot be built.
     """
     opts = opts or PlanOptions()
     mesh_path = mesh_path.absolute()
     rc_path = (opts.run_config or mesh_path.parent / "apps" / "run.yaml").absolute()
     rc = load_run_config(rc_path) if rc_path.exists() else RunConfig()
+    ensure_wasm_modules(mesh_path)
     mesh = cp.load(mesh_path, state, free_ports=opts.free_ports, public_ingress=opts.public_ingress)
     values = {"python": opts.python, "dir": str(rc_path.parent), "mesh_dir": str(mesh_path.parent)}
 
