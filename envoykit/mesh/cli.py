@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from envoykit.core import ConfigError
 from envoykit.mesh.spec import Plan
 from envoykit.mesh.state import StateDir, default_state_dir, pid_alive
 
@@ -98,7 +99,10 @@ def up(
             prometheus_port=prometheus_port,
             public_ingress=public_ingress,
         )
-        plan = plan_mesh(mesh, state, opts)
+        try:
+            plan = plan_mesh(mesh, state, opts)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
     else:
         raise click.UsageError("give MESH (a mesh.yaml) or --plan")
     if only is not None:
@@ -207,8 +211,11 @@ def compose(mesh: Path, output: Path, check: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="envoykit-compose-") as tmp:
         state = StateDir(tmp)
         state.prepare()
-        plan = plan_mesh(mesh, state, PlanOptions(prometheus=False))
-    text = render_compose(plan, rel, urlsplit(plan.ingress).port or 8080)
+        try:
+            plan = plan_mesh(mesh, state, PlanOptions(prometheus=False))
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+    text = render_compose(plan, rel, urlsplit(plan.ingress).port or 8080, plan.info["control_state_dir"])
     if check:
         current = output.read_text() if output.exists() else ""
         if current != text:

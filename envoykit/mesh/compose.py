@@ -32,17 +32,22 @@ HEADER = (
 )
 
 
-def compose_document(plan: Plan, mesh: str, ingress_port: int, grafana_port: int = 3000) -> dict[str, Any]:
+def compose_document(
+    plan: Plan, mesh: str, ingress_port: int, state_dir: str = ".envoykit", grafana_port: int = 3000
+) -> dict[str, Any]:
     """The compose document (as a dict) for ``plan``.
 
     Args:
         plan: the local plan of the mesh (Prometheus, if in it, is replaced by the official image).
         mesh: mesh.yaml's path relative to the repository root (``examples/mesh.yaml``).
         ingress_port: the ingress gateway's port, published by ``net``.
+        state_dir: the model's ``control_plane.state_dir`` (shared by every container as a volume).
         grafana_port: Grafana's published port.
     """
     mesh_path = str(PurePosixPath(mesh))
-    state = [f"control-state:{APP_DIR}/.envoykit"]
+    # the control plane's state_dir (CA, node-token key) resolves against mesh.yaml's folder
+    control_state = PurePosixPath(APP_DIR) / PurePosixPath(mesh_path).parent / state_dir
+    state = [f"control-state:{control_state}"]
     services: dict[str, Any] = {
         "net": {
             "image": IMAGE,
@@ -86,9 +91,25 @@ def compose_document(plan: Plan, mesh: str, ingress_port: int, grafana_port: int
     return {"version": "2.4", "services": services, "volumes": {"control-state": {}}}
 
 
-def render_compose(plan: Plan, mesh: str, ingress_port: int) -> str:
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML for people: no anchors, and lists of scalars (commands, ports) on one line."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.SequenceNode:
+    flow = all(isinstance(x, str | int) for x in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def render_compose(plan: Plan, mesh: str, ingress_port: int, state_dir: str = ".envoykit") -> str:
     """The text of ``docker-compose.yml`` for ``plan`` (deterministic: same plan, same bytes)."""
-    body = yaml.safe_dump(compose_document(plan, mesh, ingress_port), sort_keys=False, width=200)
+    doc = compose_document(plan, mesh, ingress_port, state_dir)
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=200)
     return HEADER.format(mesh=mesh) + body
 
 
