@@ -34,7 +34,9 @@ class RedisServer:
             "--dir", str(self.workdir), "--protected-mode", "no",
         ]  # fmt: skip
         if self.cluster:
+            # the default bus port (port + 10000) may be taken or out of range: choose one
             args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
+            args += ["--cluster-port", str(free_port())]
         self.proc = subprocess.Popen(
             args, stdout=open(self.workdir / "redis.log", "ab"), stderr=subprocess.STDOUT
         )

@@ -114,10 +114,14 @@ def test_config_edit_applies_without_restart(tmp_path: Path, envoy, echo, rateli
         raise AssertionError(f"timed out waiting for {what}\n{rl.log()[-3000:]}")
 
     # tighten: vip loses its exemption and gets 1 per hour
-    (cfg_dir / "web.yaml").write_text(LIMITS.replace("{unlimited: true}", "{unit: hour, requests_per_unit: 1}"))
+    (cfg_dir / "web.yaml").write_text(
+        LIMITS.replace("{unlimited: true}", "{unit: hour, requests_per_unit: 1}")
+    )
     wait_for(lambda: _get(port, "vip").status_code == 429, "the edited limit to apply")
     # a broken file is refused; the last good config keeps serving
-    (cfg_dir / "web.yaml").write_text("domain: web\ndescriptors:\n  - key: client\n    rate_limit: {unit: fortnight}\n")
+    (cfg_dir / "web.yaml").write_text(
+        "domain: web\ndescriptors:\n  - key: client\n    rate_limit: {unit: fortnight}\n"
+    )
     wait_for(lambda: "config refused" in rl.log(), "the bad file to be refused")
     assert "web.yaml:4: descriptors.0.rate_limit.unit: invalid rate limit unit 'fortnight'" in rl.log()
     assert _get(port, "vip").status_code == 429

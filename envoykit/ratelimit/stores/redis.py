@@ -203,9 +203,10 @@ class RedisClusterStore:
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
-            cluster_error_retry_attempts=1,
         )
         self._script = self.client.register_script(LUA)
+        self._initialized = False
+        self._init_lock = asyncio.Lock()
 
     async def _group(self, hits: Sequence[Hit], now_ms: int, stop: bool) -> list[Count]:
         keys, argv = encode(hits, now_ms, stop)
@@ -218,6 +219,11 @@ class RedisClusterStore:
             groups.setdefault(key_slot(h.key.encode()), []).append(i)
         try:
             async with asyncio.timeout(self.timeout_s):
+                if not self._initialized:  # concurrent first calls would each discover the slots
+                    async with self._init_lock:
+                        if not self._initialized:
+                            await self.client.initialize()
+                            self._initialized = True
                 if len(groups) == 1:
                     return await self._group(hits, now_ms, stop_when_over)
                 order = list(groups.values())
