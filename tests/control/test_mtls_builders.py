@@ -109,3 +109,45 @@ def test_envoy_accepts_the_built_listener(mode: str) -> None:
         },
     }
     assert "OK" in validate_envoy_config(cfg)
+
+
+def test_spiffe_mesh_tls_follows_the_mesh_model() -> None:
+    from envoykit.control.model import Mesh
+    from envoykit.control.tls import SpiffeMeshTls
+
+    mesh = Mesh.model_validate(
+        {
+            "trust_domain": "corp.example",
+            "namespace": "shop",
+            "services": [
+                {
+                    "name": "orders",
+                    "protocol": "grpc",
+                    "service_account": "orders-sa",
+                    "workloads": [{"name": "orders-v1", "address": "127.0.0.1:1"}],
+                },
+                {"name": "web", "workloads": [{"name": "web-v1", "address": "127.0.0.1:2"}]},
+            ],
+        }
+    )
+    orders, web = mesh.services
+    tls = SpiffeMeshTls()
+
+    def unpack(socket: Any, cls: Any) -> dict[str, Any]:
+        msg = cls()
+        assert socket.typed_config.Unpack(msg)
+        return as_dict(msg)
+
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    up = unpack(tls.upstream(mesh, orders), tls_pb2.UpstreamTlsContext)["common_tls_context"]
+    assert up["alpn_protocols"] == ["h2"]
+    assert up["combined_validation_context"]["default_validation_context"][
+        "match_typed_subject_alt_names"
+    ] == [{"san_type": "URI", "matcher": {"exact": "spiffe://corp.example/ns/shop/sa/orders-sa"}}]
+    up_web = unpack(tls.upstream(mesh, web), tls_pb2.UpstreamTlsContext)["common_tls_context"]
+    assert up_web["alpn_protocols"] == ["http/1.1"]
+    assert "spiffe://corp.example/ns/shop/sa/web" in str(up_web)
+    down = unpack(tls.downstream(mesh, web), tls_pb2.DownstreamTlsContext)
+    assert down["require_client_certificate"] is True
+    assert "spiffe://corp.example/" in str(down["common_tls_context"]["combined_validation_context"])
