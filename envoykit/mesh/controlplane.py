@@ -12,7 +12,7 @@ the file the control plane serves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,6 @@ class MeshView:
     workloads: list[WorkloadView]
     envoys: list[EnvoyView]
     ingress: str
-    metrics_port: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def remap_ports(model: BaseModel, mapping: dict[int, int] | None = None) -> Any:

@@ -113,15 +113,20 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
     mesh = cp.load(mesh_path, state, free_ports=opts.free_ports, public_ingress=opts.public_ingress)
     values = {"python": opts.python, "dir": str(rc_path.parent), "mesh_dir": str(mesh_path.parent)}
 
+    cp_metrics = _port(rc.control_plane.metrics_port, opts.free_ports)
     control = Component(
         name=CONTROL,
         kind="control-plane",
         command=_envoykit(
-            opts.python, *cp.serve_args(mesh), *expand(rc.control_plane.args, values, "control_plane.args")
+            opts.python,
+            *cp.serve_args(mesh),
+            "--metrics-port",
+            str(cp_metrics),
+            *expand(rc.control_plane.args, values, "control_plane.args"),
         ),
         probe=Probe("grpc", mesh.xds.port, timeout_s=60),
         address=f"grpc://{mesh.xds}",
-        metrics=f"127.0.0.1:{mesh.metrics_port}/metrics" if mesh.metrics_port else "",
+        metrics=f"127.0.0.1:{cp_metrics}/metrics",
     )
     servers: list[Component] = []
     used = mesh.used_servers

@@ -12,7 +12,7 @@ serves a workload, nor where the policies and rate limits live. The run config (
       ratelimit: {args: ["--config-dir", "{mesh_dir}/ratelimit"], metrics_port: 9102}
       telemetry: {args: ["--telemetry"], metrics_port: 9103}
       processors: {}             # user processor name -> {args, metrics_port}
-    control_plane: {args: []}
+    control_plane: {args: [], metrics_port: 9100}
 
 Placeholders in commands and args: ``{python}`` (this Python), ``{dir}`` (the run config's folder),
 ``{mesh_dir}`` (mesh.yaml's folder), and for apps ``{port}``, ``{host}``, ``{version}``, ``{workload}``,
@@ -59,7 +59,7 @@ class RunConfig(_Strict):
 
     apps: dict[str, AppCommand] = {}
     servers: Servers = Servers()
-    control_plane: ServerRun = ServerRun()
+    control_plane: ServerRun = ServerRun(metrics_port=9100)
 
 
 def load_run_config(path: str | Path) -> RunConfig:
