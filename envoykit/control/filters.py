@@ -39,7 +39,7 @@ from envoykit.control.clusters import (
     processor_cluster_name,
 )
 from envoykit.control.model import Mesh, ProcessorServer, ProxyExtensions, WasmPlugin
-from envoykit.control.pb import envoy_grpc, pack
+from envoykit.control.pb import duration, envoy_grpc, pack
 
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 RATELIMIT = "envoy.filters.http.ratelimit"
@@ -95,44 +95,62 @@ def ratelimit_filter(mesh: Mesh, domain: str, failure_mode_deny: bool) -> hcm.Ht
     )
 
 
-def telemetry_filter(mesh: Mesh) -> hcm.HttpFilter:
-    """The telemetry ext_proc in observability mode: headers of both directions, never blocks.
+#: Attributes the telemetry processor reads with the response headers (docs/extproc.md): the node
+#: metadata contract, the listener direction (INBOUND: reporter=destination) and the request facts.
+TELEMETRY_ATTRIBUTES = (
+    *(f"xds.node.metadata.{k}" for k in ("workload", "app", "version", "namespace", "service_account")),
+    "xds.node.metadata.principal",
+    "xds.node.metadata.mesh_id",
+    "xds.listener_direction",
+    "xds.cluster_name",
+    "request.host",
+    "request.protocol",
+    "request.time",
+    "request.total_size",
+    "request.headers['content-type']",
+    "request.headers['x-envoykit-peer']",
+    "response.code",
+    "response.grpc_status",
+    "connection.mtls",
+    "connection.uri_san_peer_certificate",
+    "upstream.uri_san_peer_certificate",
+)
+PROCESSORS_HEADER = "x-envoykit-processors"
 
-    The processor reads the node metadata contract (``xds.node`` attribute) and the peer principal.
-    """
+
+def telemetry_filter(mesh: Mesh) -> hcm.HttpFilter:
+    """The telemetry ext_proc in observability mode (as envoy/extproc.yaml): only response headers are
+    sent, with :data:`TELEMETRY_ATTRIBUTES`; Envoy never waits for it and passes when it is down."""
     srv = mesh.extensions.telemetry
-    return http_filter(
-        TELEMETRY_FILTER,
-        ext_proc_pb2.ExternalProcessor(
-            grpc_service=envoy_grpc(TELEMETRY_CLUSTER, srv.timeout),
-            observability_mode=True,
-            failure_mode_allow=True,
-            stat_prefix="telemetry",
-            processing_mode=processing_mode_pb2.ProcessingMode(
-                request_header_mode=_HEADER_MODE.SEND,
-                response_header_mode=_HEADER_MODE.SEND,
-                request_body_mode=_BODY_MODE.NONE,
-                response_body_mode=_BODY_MODE.NONE,
-                request_trailer_mode=_HEADER_MODE.SKIP,
-                response_trailer_mode=_HEADER_MODE.SKIP,
-            ),
-            request_attributes=[
-                "xds.node",
-                "source.address",
-                "connection.uri_san_peer_certificate",
-                "request.time",
-            ],
-            response_attributes=["response.code", "response.code_details"],
+    grpc = envoy_grpc(TELEMETRY_CLUSTER)
+    grpc.initial_metadata.append(base_pb2.HeaderValue(key=PROCESSORS_HEADER, value="telemetry"))
+    conf = ext_proc_pb2.ExternalProcessor(
+        grpc_service=grpc,
+        observability_mode=True,
+        failure_mode_allow=True,
+        stat_prefix="telemetry",
+        deferred_close_timeout=duration(max(srv.timeout, 1.0)),
+        processing_mode=processing_mode_pb2.ProcessingMode(
+            request_header_mode=_HEADER_MODE.SKIP,
+            response_header_mode=_HEADER_MODE.SEND,
+            request_body_mode=_BODY_MODE.NONE,
+            response_body_mode=_BODY_MODE.NONE,
+            request_trailer_mode=_HEADER_MODE.SKIP,
+            response_trailer_mode=_HEADER_MODE.SKIP,
         ),
+        response_attributes=list(TELEMETRY_ATTRIBUTES),
     )
+    return http_filter(TELEMETRY_FILTER, conf)
 
 
 def processor_filter(proc: ProcessorServer) -> hcm.HttpFilter:
     """A user ext_proc processor with its processing modes."""
+    grpc = envoy_grpc(processor_cluster_name(proc.name), proc.timeout)
+    grpc.initial_metadata.append(base_pb2.HeaderValue(key=PROCESSORS_HEADER, value=proc.name))
     return http_filter(
         f"envoykit.processor.{proc.name}",
         ext_proc_pb2.ExternalProcessor(
-            grpc_service=envoy_grpc(processor_cluster_name(proc.name), proc.timeout),
+            grpc_service=grpc,
             failure_mode_allow=proc.failure_mode_allow,
             stat_prefix=proc.name,
             processing_mode=processing_mode_pb2.ProcessingMode(

@@ -69,9 +69,19 @@ def tcp_proxy(stat_prefix: str, cluster: str) -> lc.Filter:
     )
 
 
-def listener(name: str, address: Address, chains: list[lc.FilterChain]) -> listener_pb2.Listener:
-    """A listener on ``address`` with ``chains`` (a tls_inspector is added when a chain matches on TLS)."""
-    out = listener_pb2.Listener(name=name, address=socket_address(address), filter_chains=chains)
+def listener(
+    name: str, address: Address, chains: list[lc.FilterChain], *, inbound: bool = False
+) -> listener_pb2.Listener:
+    """A listener on ``address`` with ``chains`` (a tls_inspector is added when a chain matches on TLS).
+
+    ``traffic_direction`` is INBOUND for a sidecar's inbound side, else OUTBOUND (telemetry's reporter).
+    """
+    out = listener_pb2.Listener(
+        name=name,
+        address=socket_address(address),
+        filter_chains=chains,
+        traffic_direction=base_pb2.INBOUND if inbound else base_pb2.OUTBOUND,
+    )
     if any(c.filter_chain_match.transport_protocol for c in chains):
         out.listener_filters.append(
             lc.ListenerFilter(

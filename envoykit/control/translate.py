@@ -175,7 +175,7 @@ def _sidecar(
         )
     downstream = (lambda s: tls.downstream(mesh, s)) if tls is not None else None
     chains = ls.mtls_chains(svc.mtls, inbound_filter, svc, downstream)
-    inbound = ls.listener("inbound", wl.sidecar.inbound, chains)
+    inbound = ls.listener("inbound", wl.sidecar.inbound, chains, inbound=True)
     outbound = ls.listener(
         "outbound",
         wl.sidecar.outbound,

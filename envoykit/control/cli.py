@@ -1,0 +1,213 @@
+"""The control plane's commands: ``envoykit control serve|nodes|status``, ``envoykit validate``,
+``envoykit bootstrap`` and ``envoykit envoy inject``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from envoykit.core.errors import ConfigError
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@click.group()
+def control() -> None:
+    """The xDS control plane: serve a mesh.yaml to its Envoys over ADS (with SDS and the CA)."""
+
+
+@control.command("serve")
+@click.argument("mesh", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--address", default=None, help="gRPC host:port (default: control_plane.xds of the mesh).")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help="CA, node tokens, status.")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics on this port.")
+@click.option("--envoy-validate/--no-envoy-validate", default=True, help="Check each change with envoy.")
+@click.option("--no-tokens", is_flag=True, help="Do not check node tokens (development only).")
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    mesh: Path,
+    address: str | None,
+    state_dir: Path | None,
+    metrics_port: int | None,
+    envoy_validate: bool,
+    no_tokens: bool,
+    log_level: str,
+) -> None:
+    """Serve MESH over ADS until SIGTERM; reload it (keep-last-good) when it or its files change."""
+    from envoykit.control.server import ControlPlane
+    from envoykit.core.logs import configure_logging
+
+    configure_logging(log_level)
+    try:
+        cp = ControlPlane(
+            mesh,
+            address=address,
+            state_dir=state_dir,
+            require_tokens=not no_tokens,
+            envoy_validate=envoy_validate,
+            metrics_port=metrics_port,
+        )
+    except ConfigError as exc:
+        raise _fail(exc) from exc
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await cp.start()
+        await stopping.wait()
+        await cp.stop(2.0)
+
+    asyncio.run(run())
+
+
+@control.command("nodes")
+@click.argument("mesh", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def nodes(mesh: Path) -> None:
+    """List the Envoys (node ids) of MESH with their identity."""
+    from envoykit.control.loader import load_mesh
+    from envoykit.control.nodes import mesh_nodes
+
+    try:
+        loaded = load_mesh(mesh)
+    except ConfigError as exc:
+        raise _fail(exc) from exc
+    for nid, node in mesh_nodes(loaded.mesh).items():
+        click.echo(f"{nid}\t{node.principal}\tadmin {node.admin}")
+
+
+@control.command("status")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".envoykit"), show_default=True)
+def status(state_dir: Path) -> None:
+    """Print the running control plane's status (nodes, acknowledged versions, NACKs, refused changes)."""
+    path = state_dir / "control-status.json"
+    try:
+        click.echo(path.read_text())
+    except OSError as exc:
+        raise click.ClickException(f"{path}: {exc.strerror} (is the control plane running?)") from exc
+
+
+@click.command("validate")
+@click.argument("mesh", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--node", "nodes_", multiple=True, help="Check these node ids with envoy (default: one per kind)."
+)
+@click.option("--no-envoy", is_flag=True, help="Skip layer 3 (envoy --mode validate).")
+def validate(mesh: Path, nodes_: tuple[str, ...], no_envoy: bool) -> None:
+    """Validate MESH: schema, references and semantics, and the generated Envoy config."""
+    from envoykit.control.loader import load_mesh
+    from envoykit.control.mtls import SpiffeMeshTls
+    from envoykit.control.translate import translate
+    from envoykit.control.validate import validate_translation
+
+    try:
+        loaded = load_mesh(mesh)
+        click.echo(f"{mesh}: schema ok, references ok")
+        translation = translate(loaded.mesh, loaded.base_dir, SpiffeMeshTls())
+        click.echo(f"{mesh}: translated for {len(translation.nodes)} nodes")
+        if not no_envoy:
+            checked = validate_translation(translation, str(mesh), nodes_ or None)
+            click.echo(f"{mesh}: envoy --mode validate ok for {', '.join(checked)}")
+    except (ConfigError, ValueError) as exc:
+        raise _fail(exc) from exc
+
+
+@click.command("bootstrap")
+@click.option("--node", "node", required=True, help="Node id (sidecar~backend-v1) or workload/gateway name.")
+@click.argument("mesh", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--xds", default=None, help="Control plane host:port (default: control_plane.xds).")
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path), default=None, help="Where the node-token key is."
+)
+@click.option("--no-token", is_flag=True, help="Leave the node token out.")
+def bootstrap_cmd(
+    node: str, mesh: Path, output: Path | None, xds: str | None, state_dir: Path | None, no_token: bool
+) -> None:
+    """Write the bootstrap of one Envoy of MESH (JSON, which Envoy reads as YAML)."""
+    from google.protobuf.json_format import MessageToJson
+
+    from envoykit.control.bootstrap import bootstrap
+    from envoykit.control.identity import NodeTokens
+    from envoykit.control.loader import load_mesh
+    from envoykit.control.nodes import mesh_nodes
+    from envoykit.control.types import Address
+
+    try:
+        loaded = load_mesh(mesh)
+    except ConfigError as exc:
+        raise _fail(exc) from exc
+    all_nodes = mesh_nodes(loaded.mesh)
+    info = all_nodes.get(node) or next((n for n in all_nodes.values() if n.name == node), None)
+    if info is None:
+        raise click.ClickException(f"no node {node!r} in {mesh}; known: {', '.join(all_nodes)}")
+    sd = state_dir or Path(loaded.mesh.control_plane.state_dir)
+    if not sd.is_absolute() and state_dir is None:
+        sd = loaded.base_dir / sd
+    token = None if no_token else NodeTokens(sd).token_for(info.id)
+    address = Address.model_validate(xds) if xds else loaded.mesh.control_plane.xds
+    text = MessageToJson(bootstrap(info, address, token), preserving_proto_field_name=True, indent=1)
+    if output is None:
+        sys.stdout.write(text + "\n")
+    else:
+        output.write_text(text + "\n")
+        click.echo(f"wrote {output} for {info.id}", err=True)
+
+
+bootstrap = bootstrap_cmd
+
+
+@click.group()
+def envoy() -> None:
+    """Work with Envoy configs you run yourself."""
+
+
+@envoy.command("inject")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--authz", default=None, help="ext_authz gRPC server host:port.")
+@click.option("--ratelimit", default=None, help="Rate-limit service host:port.")
+@click.option("--ratelimit-domain", default="envoykit", show_default=True)
+@click.option(
+    "--descriptor",
+    "descriptors",
+    multiple=True,
+    help="Rate-limit descriptor per virtual host: remote_address | header:NAME=KEY | generic:KEY=VALUE.",
+)
+@click.option("--extproc", default=None, help="Telemetry ext_proc server host:port.")
+@click.option("--wasm", "wasm", multiple=True, help="FILE.wasm[:ROOT_ID[:CONFIGURATION]] (repeatable).")
+@click.option("--no-validate", is_flag=True, help="Do not run envoy --mode validate on the result.")
+def inject(
+    config: Path,
+    output: Path | None,
+    authz: str | None,
+    ratelimit: str | None,
+    ratelimit_domain: str,
+    descriptors: tuple[str, ...],
+    extproc: str | None,
+    wasm: tuple[str, ...],
+    no_validate: bool,
+) -> None:
+    """Add envoykit's filters and clusters to the static Envoy CONFIG and validate the result."""
+    from envoykit.control.inject import InjectOptions, inject_file
+
+    opts = InjectOptions(
+        authz=authz,
+        ratelimit=ratelimit,
+        ratelimit_domain=ratelimit_domain,
+        descriptors=list(descriptors),
+        extproc=extproc,
+        wasm=list(wasm),
+    )
+    try:
+        out = inject_file(config, opts, output, validate=not no_validate)
+    except (ConfigError, ValueError) as exc:
+        raise _fail(exc) from exc
+    click.echo(f"wrote {out}" + ("" if no_validate else " (envoy --mode validate: ok)"), err=True)
