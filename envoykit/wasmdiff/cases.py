@@ -1,0 +1,176 @@
+"""The cases file of ``envoykit wasm diff``: one filter configuration and a list of requests.
+
+Shape (YAML)::
+
+    root_id: add_header                 # config.root_id
+    configuration: "x-hello: world"     # plugin configuration (string)
+    vm_configuration: ""                # VM configuration (string)
+    log_level: info                     # the ``wasm`` logger level on both sides
+    upstream:                           # default upstream answer
+      status: 200
+      headers: {content-type: text/plain}
+      body: "hello"
+    clusters:                           # callout targets: cluster name -> answer
+      auth: {status: 200, headers: {x-auth: ok}, body: ""}
+    cases:
+      - name: plain GET
+        request: {method: GET, path: /, headers: {x-a: "1"}, body: ""}
+        upstream: {status: 404}         # optional override of the default answer
+
+Headers may be a mapping or a list of ``[name, value]`` pairs (to repeat a name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from envoykit.wasmhost.abi import LogLevel
+from envoykit.wasmhost.exchange import HttpRequest, HttpResponse
+
+
+class CasesError(ValueError):
+    """The cases file is unusable; the message names the file and the field."""
+
+
+@dataclass
+class Case:
+    """One request to send, with the upstream answer for it."""
+
+    name: str
+    request: HttpRequest
+    upstream: HttpResponse
+
+
+@dataclass
+class CaseFile:
+    """A validated cases file."""
+
+    root_id: str = ""
+    configuration: str = ""
+    vm_configuration: str = ""
+    vm_id: str = "envoykit"
+    name: str = "envoykit_wasm"
+    log_level: LogLevel = LogLevel.INFO
+    clusters: dict[str, HttpResponse] = field(default_factory=dict)
+    cases: list[Case] = field(default_factory=list)
+
+
+_LEVELS = {"trace": 0, "debug": 1, "info": 2, "warn": 3, "warning": 3, "error": 4, "critical": 5}
+
+
+def _headers(value: Any, where: str) -> list[tuple[str, str]]:
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [(str(k).lower(), str(v)) for k, v in value.items()]
+    if isinstance(value, list) and all(isinstance(p, list | tuple) and len(p) == 2 for p in value):
+        return [(str(k).lower(), str(v)) for k, v in value]
+    raise CasesError(f"{where}: headers must be a mapping or a list of [name, value] pairs")
+
+
+def _body(value: Any, where: str) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode()
+    raise CasesError(f"{where}: body must be a string")
+
+
+def _response(value: Any, where: str) -> HttpResponse:
+    if not isinstance(value, dict):
+        raise CasesError(f"{where}: expected a mapping with status, headers, body")
+    unknown = set(value) - {"status", "headers", "body"}
+    if unknown:
+        raise CasesError(f"{where}: unknown field(s) {sorted(unknown)}")
+    status = value.get("status", 200)
+    if not isinstance(status, int) or not 100 <= status <= 599:
+        raise CasesError(f"{where}.status: must be an HTTP status 100..599, got {status!r}")
+    return HttpResponse(
+        status, _headers(value.get("headers"), f"{where}.headers"), _body(value.get("body"), where)
+    )
+
+
+def _request(value: Any, where: str) -> HttpRequest:
+    if not isinstance(value, dict):
+        raise CasesError(f"{where}: expected a mapping with method, path, headers, body")
+    unknown = set(value) - {"method", "path", "authority", "headers", "body"}
+    if unknown:
+        raise CasesError(f"{where}: unknown field(s) {sorted(unknown)}")
+    path = str(value.get("path", "/"))
+    if not path.startswith("/"):
+        raise CasesError(f"{where}.path: must start with '/', got {path!r}")
+    return HttpRequest(
+        method=str(value.get("method", "GET")).upper(),
+        path=path,
+        authority=str(value.get("authority", "example.com")),
+        headers=_headers(value.get("headers"), f"{where}.headers"),
+        body=_body(value.get("body"), where),
+    )
+
+
+def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
+    """Validate a parsed cases document.
+
+    Raises:
+        CasesError: a missing or malformed field (the message names ``source`` and the field path).
+    """
+    if not isinstance(doc, dict):
+        raise CasesError(f"{source}: the document must be a mapping")
+    known = {"root_id", "configuration", "vm_configuration", "vm_id", "name", "log_level", "upstream",
+             "clusters", "cases"}  # fmt: skip
+    unknown = set(doc) - known
+    if unknown:
+        raise CasesError(f"{source}: unknown field(s) {sorted(unknown)}")
+    level = str(doc.get("log_level", "info")).lower()
+    if level not in _LEVELS:
+        raise CasesError(f"{source}: log_level: one of {sorted(_LEVELS)}, got {level!r}")
+    default_up = _response(doc.get("upstream", {}), f"{source}: upstream")
+    clusters_doc = doc.get("clusters") or {}
+    if not isinstance(clusters_doc, dict):
+        raise CasesError(f"{source}: clusters: expected a mapping of cluster name to answer")
+    out = CaseFile(
+        root_id=str(doc.get("root_id", "")),
+        configuration=str(doc.get("configuration", "")),
+        vm_configuration=str(doc.get("vm_configuration", "")),
+        vm_id=str(doc.get("vm_id", "envoykit")),
+        name=str(doc.get("name", "envoykit_wasm")),
+        log_level=LogLevel(_LEVELS[level]),
+        clusters={str(k): _response(v, f"{source}: clusters.{k}") for k, v in clusters_doc.items()},
+    )
+    cases = doc.get("cases")
+    if not isinstance(cases, list) or not cases:
+        raise CasesError(f"{source}: cases: expected a non-empty list")
+    for i, item in enumerate(cases):
+        where = f"{source}: cases.{i}"
+        if not isinstance(item, dict):
+            raise CasesError(f"{where}: expected a mapping with name, request, upstream")
+        extra = set(item) - {"name", "request", "upstream"}
+        if extra:
+            raise CasesError(f"{where}: unknown field(s) {sorted(extra)}")
+        up = _response(item["upstream"], f"{where}.upstream") if "upstream" in item else default_up
+        out.cases.append(
+            Case(
+                str(item.get("name", f"case {i}")), _request(item.get("request", {}), f"{where}.request"), up
+            )
+        )
+    return out
+
+
+def load_cases(path: str | Path) -> CaseFile:
+    """Read and validate a cases YAML file.
+
+    Raises:
+        CasesError: unreadable file, bad YAML, or a malformed field.
+    """
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise CasesError(f"{p}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise CasesError(f"{p}: invalid YAML: {exc}") from exc
+    return parse_cases(doc, str(p))

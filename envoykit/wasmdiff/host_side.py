@@ -1,0 +1,49 @@
+"""Run the cases in :mod:`envoykit.wasmhost` and observe each one like the Envoy side does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from envoykit.wasmdiff.cases import Case, CaseFile
+from envoykit.wasmdiff.observe import CLIENT_IGNORED, LEVEL_NAMES, Observation
+from envoykit.wasmhost.exchange import Outcome, run_exchange
+from envoykit.wasmhost.host import Host
+from envoykit.wasmhost.module import WasmModule, load_module
+from envoykit.wasmhost.plugin import Plugin
+
+
+def start_plugin(wasm: Path | WasmModule, cases: CaseFile) -> Plugin:
+    """Load the filter into a fresh host configured as the Envoy side is."""
+    host = Host(log_level=cases.log_level, clusters=set(cases.clusters))
+    module = wasm if isinstance(wasm, WasmModule) else load_module(wasm)
+    return host.load(
+        module,
+        configuration=cases.configuration,
+        vm_configuration=cases.vm_configuration,
+        root_id=cases.root_id,
+        vm_id=cases.vm_id,
+        name=cases.name,
+    )
+
+
+def observe(outcome: Outcome) -> Observation:
+    """The client's and upstream's view of one exchange, plus the filter's logs."""
+    obs = Observation(
+        status=outcome.status,
+        headers=[
+            (k, v) for k, v in outcome.headers.items() if not k.startswith(":") and k not in CLIENT_IGNORED
+        ],
+        body=outcome.body,
+        logs=[(LEVEL_NAMES[int(r.level)], r.message) for r in outcome.logs],
+    )
+    if outcome.upstream_headers is not None:
+        h = outcome.upstream_headers
+        headers = [("host", h.get(":authority") or "")]
+        headers += [(k, v) for k, v in h.items() if not k.startswith(":")]
+        obs.upstream = (h.get(":method") or "", h.get(":path") or "", headers, outcome.upstream_body or b"")
+    return obs
+
+
+def run_case(plugin: Plugin, case: Case, cases: CaseFile) -> Observation:
+    """One case through the filter in the host."""
+    return observe(run_exchange(plugin, case.request, case.upstream, callouts=dict(cases.clusters)))

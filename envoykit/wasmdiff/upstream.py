@@ -1,0 +1,68 @@
+"""A scripted HTTP/1.1 upstream for the differential check: answers exactly what it is told.
+
+It adds no ``Date`` or ``Server`` header and sends ``content-length`` last, so the response Envoy
+hands to the filter is the one the host builds (:meth:`HttpResponse.envoy_headers`).
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from envoykit.wasmhost.exchange import HttpResponse
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ScriptedUpstream
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.server.requests.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": [(k.lower(), v) for k, v in self.headers.items()],
+                "body": body,
+            }
+        )
+        answer = self.server.answer
+        self.send_response_only(answer.status)
+        for k, v in answer.headers:
+            if k != "content-length":
+                self.send_header(k, v)
+        self.send_header("content-length", str(len(answer.body)))
+        self.end_headers()
+        self.wfile.write(answer.body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+
+class ScriptedUpstream(ThreadingHTTPServer):
+    """Serves ``answer`` to every request on a free loopback port; records what it received."""
+
+    daemon_threads = True
+
+    def __init__(self, answer: HttpResponse | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.answer = answer or HttpResponse()
+        self.requests: list[dict[str, Any]] = []
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return int(self.server_address[1])
+
+    def __enter__(self) -> ScriptedUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()

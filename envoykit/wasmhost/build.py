@@ -1,0 +1,169 @@
+"""Build the example filters in ``examples/wasm/`` into a cache directory, only when sources change.
+
+- ``c/<name>.c`` with clang (``--target=wasm32-wasi -mexec-model=reactor``, wasi-libc);
+- ``assemblyscript/assembly/<name>.ts`` with the pinned ``assemblyscript`` and
+  ``@solo-io/proxy-runtime`` (``npm install`` into ``assemblyscript/node_modules`` on first use);
+- ``wat/<name>.wat`` converted to binary (Envoy loads only binary modules).
+
+Example names are the file stems; AssemblyScript ones are prefixed ``as_`` and WAT ones ``wat_``
+(``build_example("as_add_header")``). For the local mesh::
+
+    from envoykit.wasmhost.build import build_example
+    path = build_example("add_header")   # C filter, root_id "add_header", config "name: value" lines
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import wasmtime
+
+from envoykit.wasmhost.errors import WasmHostError
+
+AS_PREFIX = "as_"
+WAT_PREFIX = "wat_"
+
+
+class BuildError(WasmHostError):
+    """A compiler is missing or failed; ``output`` holds its messages."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(f"{message}\n{output[-3000:]}" if output else message)
+        self.output = output
+
+
+def examples_dir() -> Path:
+    """``$ENVOYKIT_WASM_EXAMPLES`` or the repository's ``examples/wasm``."""
+    env = os.environ.get("ENVOYKIT_WASM_EXAMPLES")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "examples" / "wasm"
+
+
+def build_dir() -> Path:
+    """``$ENVOYKIT_WASM_BUILD`` or ``<repo>/.envoykit/build/wasm`` (gitignored)."""
+    env = os.environ.get("ENVOYKIT_WASM_BUILD")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / ".envoykit" / "build" / "wasm"
+
+
+def list_examples() -> list[str]:
+    """Every example name that :func:`build_example` accepts."""
+    root = examples_dir()
+    names = [p.stem for p in sorted((root / "c").glob("*.c"))]
+    names += [AS_PREFIX + p.stem for p in sorted((root / "assemblyscript" / "assembly").glob("*.ts"))]
+    names += [WAT_PREFIX + p.stem for p in sorted((root / "wat").glob("*.wat"))]
+    return names
+
+
+def _digest(paths: list[Path], extra: str) -> str:
+    h = hashlib.sha256(extra.encode())
+    for p in paths:
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_example(name: str, *, out_dir: str | Path | None = None) -> Path:
+    """Build example ``name`` (if its sources changed) and return the ``.wasm`` path.
+
+    Raises:
+        BuildError: unknown example, compiler missing, compile failure, or npm unreachable.
+    """
+    root = examples_dir()
+    out = Path(out_dir) if out_dir is not None else build_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    if name.startswith(AS_PREFIX):
+        src = root / "assemblyscript" / "assembly" / f"{name[len(AS_PREFIX) :]}.ts"
+        deps = [src, root / "assemblyscript" / "package.json", *sorted(src.parent.glob("_*.ts"))]
+        builder = _build_assemblyscript
+    elif name.startswith(WAT_PREFIX):
+        src = root / "wat" / f"{name[len(WAT_PREFIX) :]}.wat"
+        deps = [src]
+        builder = _build_wat
+    else:
+        src = root / "c" / f"{name}.c"
+        deps = [src, *sorted(src.parent.glob("*.h"))]
+        builder = _build_c
+    if not src.exists():
+        raise BuildError(f"no example {name!r} (known: {', '.join(list_examples())})")
+    target = out / f"{name}-{_digest(deps, name)}.wasm"
+    if target.exists():
+        return target
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    builder(src, tmp)
+    os.replace(tmp, target)  # atomic: concurrent builders agree on the result
+    for stale in out.glob(f"{name}-*.wasm"):
+        if stale != target:
+            stale.unlink(missing_ok=True)
+    return target
+
+
+def _run(cmd: list[str], cwd: Path | None = None, timeout: float = 300) -> None:
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as exc:
+        raise BuildError(f"{cmd[0]} is not installed") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise BuildError(f"{' '.join(cmd[:3])} timed out after {timeout}s") from exc
+    if proc.returncode != 0:
+        raise BuildError(f"{' '.join(cmd[:3])}... failed ({proc.returncode})", proc.stdout + proc.stderr)
+
+
+def _build_c(src: Path, target: Path) -> None:
+    clang = os.environ.get("CLANG", "clang")
+    _run(
+        [
+            clang,
+            "--target=wasm32-wasi",
+            "-mexec-model=reactor",
+            "-O2",
+            f"-I{src.parent}",
+            "-Wl,--export=malloc",
+            "-Wl,--export=free",
+            "-o",
+            str(target),
+            str(src),
+        ]
+    )
+
+
+def _build_wat(src: Path, target: Path) -> None:
+    try:
+        target.write_bytes(wasmtime.wat2wasm(src.read_text()))
+    except wasmtime.WasmtimeError as exc:
+        raise BuildError(f"{src.name} is not valid WAT", str(exc)) from exc
+
+
+def npm_install(project: Path | None = None) -> float:
+    """``npm install`` the pinned AssemblyScript toolchain if missing; returns seconds spent (0 if present).
+
+    Raises:
+        BuildError: npm missing, or the registry unreachable.
+    """
+    project = project or examples_dir() / "assemblyscript"
+    if (project / "node_modules" / "assemblyscript" / "bin" / "asc").exists() and (
+        project / "node_modules" / "@solo-io" / "proxy-runtime"
+    ).exists():
+        return 0.0
+    npm = shutil.which("npm")
+    if npm is None:
+        raise BuildError("npm is not installed (needed for the AssemblyScript examples)")
+    start = time.monotonic()
+    _run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=project, timeout=600)
+    return time.monotonic() - start
+
+
+def _build_assemblyscript(src: Path, target: Path) -> None:
+    project = src.parent.parent
+    npm_install(project)
+    node = shutil.which("node")
+    if node is None:
+        raise BuildError("node is not installed (needed for the AssemblyScript examples)")
+    asc = project / "node_modules" / "assemblyscript" / "bin" / "asc"
+    rel = src.relative_to(project)
+    _run(
+        [node, str(asc), str(rel), "-b", str(target.resolve()), "--use", "abort=abort_proc_exit", "-O3"],
+        cwd=project,
+    )

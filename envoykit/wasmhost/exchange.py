@@ -1,0 +1,145 @@
+"""One whole request/response through the filter, the way an HTTP/1.1 client and Envoy make it.
+
+:func:`run_exchange` is what ``envoykit wasm run`` prints and what ``envoykit wasm diff`` compares
+with real Envoy. The request headers get what Envoy's connection manager adds before filters
+(``:scheme``, ``x-forwarded-proto: http``; no ``x-request-id`` since the diff turns it off), the
+upstream answer is given by the case, and callouts are answered from a table by cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from envoykit.wasmhost.callouts import HttpCall
+from envoykit.wasmhost.headermap import HeaderMap
+from envoykit.wasmhost.http import HttpStream, LocalResponse
+from envoykit.wasmhost.plugin import LogRecord, Plugin
+
+
+@dataclass
+class HttpRequest:
+    """A client request. ``headers`` are the client's own (no pseudo-headers)."""
+
+    method: str = "GET"
+    path: str = "/"
+    authority: str = "example.com"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    def envoy_headers(self) -> HeaderMap:
+        """The request headers as the first filter sees them behind Envoy's HTTP/1 codec and HCM."""
+        hmap = HeaderMap([(":authority", self.authority), (":path", self.path), (":method", self.method)])
+        for k, v in self.headers:
+            hmap.add(k, v)
+        if self.body:
+            hmap.replace("content-length", str(len(self.body)))
+        hmap.add(":scheme", "http")
+        hmap.add("x-forwarded-proto", "http")
+        return hmap
+
+
+@dataclass
+class HttpResponse:
+    """An upstream (or callout) answer."""
+
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    def envoy_headers(self) -> HeaderMap:
+        """The response headers as the filter sees them from an HTTP/1.1 upstream."""
+        hmap = HeaderMap([(":status", str(self.status))])
+        for k, v in self.headers:
+            hmap.add(k, v)
+        hmap.replace("content-length", str(len(self.body)))
+        return hmap
+
+
+@dataclass
+class Outcome:
+    """What the client and the upstream saw, and what the filter logged.
+
+    Attributes:
+        status: status the client got (0 if the stream was reset or stalled).
+        headers: response headers the client got (before Envoy's own ``date``/``server``).
+        body: response body the client got.
+        upstream_headers / upstream_body: the request as it reached the upstream (``None`` if
+            it never did).
+        local_response: the filter's local reply, if any.
+        reset: the stream was reset by ``proxy_close_stream``.
+        stalled: the filter paused and nothing continued it (Envoy would time out).
+        logs: the filter's log lines during this exchange.
+    """
+
+    status: int = 0
+    headers: HeaderMap = field(default_factory=HeaderMap)
+    body: bytes = b""
+    upstream_headers: HeaderMap | None = None
+    upstream_body: bytes | None = None
+    local_response: LocalResponse | None = None
+    reset: bool = False
+    stalled: bool = False
+    logs: list[LogRecord] = field(default_factory=list)
+
+
+CalloutAnswer = HttpResponse | Callable[[HttpCall], HttpResponse | None] | None
+
+
+def _answer_callouts(plugin: Plugin, callouts: Mapping[str, CalloutAnswer]) -> None:
+    while plugin.http_calls:
+        call = plugin.http_calls[0]
+        answer = callouts.get(call.cluster)
+        resp = answer(call) if callable(answer) else answer
+        if resp is None:
+            call.fail()
+        else:
+            call.respond(resp.status, resp.headers, resp.body)
+
+
+def run_exchange(
+    plugin: Plugin,
+    request: HttpRequest,
+    upstream: HttpResponse,
+    *,
+    callouts: Mapping[str, CalloutAnswer] | None = None,
+    properties: dict[str, object] | None = None,
+) -> Outcome:
+    """Send ``request`` through the filter, answer with ``upstream``, and end the stream.
+
+    Callouts the filter makes are answered right away from ``callouts`` (cluster → response, a
+    function of the call, or ``None`` for a reset); an unlisted cluster fails as a reset.
+
+    Raises:
+        FilterFailure: a callback trapped, looped or ran out of memory.
+    """
+    table = callouts or {}
+    first_log = len(plugin.logs)
+    stream: HttpStream = plugin.http_stream(**(properties or {}))
+    body = request.body
+    stream.send_request_headers(request.envoy_headers(), end_of_stream=not body)
+    _answer_callouts(plugin, table)
+    if body and stream.local_response is None and stream.reset is None:
+        stream.send_request_body(body, end_of_stream=True)
+        _answer_callouts(plugin, table)
+    out = Outcome()
+    if stream.request_complete:
+        out.upstream_headers = HeaderMap(stream.request_headers)
+        out.upstream_body = stream.request_body
+        resp_body = upstream.body
+        stream.send_response_headers(upstream.envoy_headers(), end_of_stream=not resp_body)
+        _answer_callouts(plugin, table)
+        if resp_body and stream.reset is None and stream.local_response is None:
+            stream.send_response_body(resp_body, end_of_stream=True)
+            _answer_callouts(plugin, table)
+    out.local_response = stream.local_response
+    out.reset = stream.reset is not None
+    if stream.response_complete and not out.reset:
+        out.status = int(stream.response_headers.get(":status") or 0)
+        out.headers = HeaderMap(stream.response_headers)
+        out.body = stream.response_body
+    elif not out.reset:
+        out.stalled = True
+    stream.complete()
+    out.logs = plugin.logs[first_log:]
+    return out

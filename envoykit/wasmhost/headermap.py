@@ -1,0 +1,139 @@
+"""A header map with Envoy's semantics (``Http::HeaderMapImpl`` as driven by Envoy's Wasm ``Context``).
+
+- keys are lowercased on every operation (``Http::LowerCaseString``);
+- pseudo-headers (``:path``...) stay in front of regular ones (``HeaderList`` keeps them first);
+- ``get`` gives the first value (Envoy ``getHeaderMapValue`` returns ``entry[0]``);
+- ``replace`` removes every entry of the key and appends one (``setCopy``);
+- ``byte_size`` sums key and value lengths (``byteSize()``, what ``proxy_get_header_map_size`` returns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Union
+
+from envoykit.wasmhost.pairs import Pairs
+
+HeadersLike = Union[Mapping[str, str], Iterable[tuple[str | bytes, str | bytes]], "HeaderMap", None]
+
+
+def _b(s: str | bytes) -> bytes:
+    return s if isinstance(s, bytes) else s.encode()
+
+
+class HeaderMap:
+    """An ordered multi-map of header names to values, stored as bytes, read as text.
+
+    Build from a dict, a list of pairs (repeat a name by repeating the pair) or another map.
+    ``m["x-a"]`` is the first value (``KeyError`` when absent), ``m.get_all("x-a")`` every value.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, headers: HeadersLike = None) -> None:
+        self._entries: Pairs = []
+        if headers is None:
+            return
+        items: Iterable[tuple[str | bytes, str | bytes]]
+        if isinstance(headers, HeaderMap):
+            items = headers.pairs()
+        elif isinstance(headers, Mapping):
+            items = headers.items()
+        else:
+            items = headers
+        for k, v in items:
+            self.add(k, v)
+
+    # -- Envoy operations (bytes) -------------------------------------------------------------
+    def add(self, key: str | bytes, value: str | bytes) -> None:
+        """``addCopy``: append (pseudo-headers after the last pseudo-header)."""
+        k = _b(key).lower()
+        entry = (k, _b(value))
+        if k.startswith(b":"):
+            i = 0
+            while i < len(self._entries) and self._entries[i][0].startswith(b":"):
+                i += 1
+            self._entries.insert(i, entry)
+        else:
+            self._entries.append(entry)
+
+    def get_bytes(self, key: str | bytes) -> bytes | None:
+        """The first value of ``key`` or ``None``."""
+        k = _b(key).lower()
+        for ek, ev in self._entries:
+            if ek == k:
+                return ev
+        return None
+
+    def remove(self, key: str | bytes) -> None:
+        """Remove every entry of ``key``."""
+        k = _b(key).lower()
+        self._entries = [e for e in self._entries if e[0] != k]
+
+    def replace(self, key: str | bytes, value: str | bytes) -> None:
+        """``setCopy``: remove every entry of ``key``, then add one."""
+        self.remove(key)
+        self.add(key, value)
+
+    def set_pairs(self, pairs: Pairs) -> None:
+        """Envoy ``setHeaderMapPairs``: drop every entry, then add ``pairs`` in order."""
+        self._entries = []
+        for k, v in pairs:
+            self.add(k, v)
+
+    def pairs(self) -> Pairs:
+        """A copy of the entries as (key, value) bytes, in map order."""
+        return list(self._entries)
+
+    def byte_size(self) -> int:
+        """Sum of key and value lengths (Envoy ``HeaderMap::byteSize``)."""
+        return sum(len(k) + len(v) for k, v in self._entries)
+
+    # -- convenience (text) -------------------------------------------------------------------
+    def __getitem__(self, key: str) -> str:
+        v = self.get_bytes(key)
+        if v is None:
+            raise KeyError(key)
+        return v.decode(errors="replace")
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """The first value as text, or ``default``."""
+        v = self.get_bytes(key)
+        return default if v is None else v.decode(errors="replace")
+
+    def get_all(self, key: str) -> list[str]:
+        """Every value of ``key``, in order."""
+        k = _b(key).lower()
+        return [v.decode(errors="replace") for ek, v in self._entries if ek == k]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str | bytes) and self.get_bytes(key) is not None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k.decode(errors="replace") for k, _ in self._entries)
+
+    def items(self) -> list[tuple[str, str]]:
+        """(name, value) text pairs in order, repeated names included."""
+        return [(k.decode(errors="replace"), v.decode(errors="replace")) for k, v in self._entries]
+
+    def to_dict(self) -> dict[str, str]:
+        """Name → values joined by ``,`` (for printing and comparing)."""
+        out: dict[str, str] = {}
+        for k, v in self.items():
+            out[k] = f"{out[k]},{v}" if k in out else v
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, HeaderMap):
+            return self._entries == other._entries
+        if isinstance(other, Mapping):
+            return self.to_dict() == {str(k).lower(): str(v) for k, v in other.items()}
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a list
+
+    def __repr__(self) -> str:
+        return f"HeaderMap({self.items()!r})"

@@ -1,0 +1,111 @@
+"""Buffers: ``proxy_get_buffer_bytes``, ``proxy_get_buffer_status``, ``proxy_set_buffer_bytes``
+(and 0.1.0's ``proxy_get_configuration``).
+
+Availability follows Envoy ``Context::getBuffer``: bodies and TCP data while their callback (or a
+buffering pause) holds them; the VM configuration always; the plugin configuration only during
+``proxy_on_configure`` / ``proxy_validate_configuration``; the HTTP-call response body and gRPC
+message only inside the matching callback; call data inside a foreign function. Writes follow
+Envoy ``Buffer::copyFrom``: ``start == 0`` with ``size == 0`` prepends, ``start == 0`` with
+``size >= length`` replaces, ``start >= length`` appends, anything else is BAD_ARGUMENT; the
+read-only buffers refuse writes with BAD_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoykit.wasmhost.abi import BufferType, Status
+from envoykit.wasmhost.hostcalls import Table
+
+_MUTABLE = {
+    BufferType.HTTP_REQUEST_BODY,
+    BufferType.HTTP_RESPONSE_BODY,
+    BufferType.DOWNSTREAM_DATA,
+    BufferType.UPSTREAM_DATA,
+}
+
+
+def _buffer(vm: Any, kind: int) -> bytes | bytearray | None:
+    plugin = vm.plugin
+    ctx = plugin.effective
+    if kind in (BufferType.HTTP_REQUEST_BODY, BufferType.HTTP_RESPONSE_BODY):
+        return ctx.bodies.get(kind) if ctx.bodies.get(kind) is not None else bytearray()
+    if kind in (BufferType.DOWNSTREAM_DATA, BufferType.UPSTREAM_DATA):
+        return ctx.bodies.get(kind) if ctx.bodies.get(kind) is not None else bytearray()
+    if kind == BufferType.VM_CONFIGURATION:
+        return plugin.vm_configuration
+    if kind == BufferType.PLUGIN_CONFIGURATION:
+        return plugin.configuration if plugin.configuring else None
+    if kind == BufferType.HTTP_CALL_RESPONSE_BODY:
+        resp = plugin.http_call_response
+        return resp.body if resp is not None else None
+    if kind == BufferType.GRPC_RECEIVE_BUFFER:
+        return plugin.grpc_receive_buffer
+    if kind == BufferType.CALL_DATA:
+        return plugin.call_data
+    return None
+
+
+def proxy_get_buffer_bytes(vm: Any, kind: int, start: int, max_size: int, ptr_ptr: int, size_ptr: int) -> int:
+    if kind > BufferType.CALL_DATA:
+        return Status.BAD_ARGUMENT
+    buf = _buffer(vm, kind)
+    if buf is None:
+        return Status.NOT_FOUND
+    if start > 0xFFFFFFFF - max_size:  # cpp-host: overflow of start + length
+        return Status.BAD_ARGUMENT
+    chunk = bytes(buf[start : start + max_size])
+    vm.return_bytes(chunk, ptr_ptr, size_ptr)
+    return Status.OK
+
+
+def proxy_get_buffer_status(vm: Any, kind: int, size_ptr: int, flags_ptr: int) -> int:
+    if kind > BufferType.CALL_DATA:
+        return Status.BAD_ARGUMENT
+    buf = _buffer(vm, kind)
+    if buf is None:
+        return Status.NOT_FOUND
+    vm.write_u32(size_ptr, len(buf))
+    vm.write_u32(flags_ptr, 0)
+    return Status.OK
+
+
+def proxy_set_buffer_bytes(vm: Any, kind: int, start: int, size: int, data_ptr: int, data_size: int) -> int:
+    if kind > BufferType.CALL_DATA:
+        return Status.BAD_ARGUMENT
+    data = vm.read(data_ptr, data_size)
+    if kind not in _MUTABLE:
+        return Status.BAD_ARGUMENT if _buffer(vm, kind) is not None else Status.NOT_FOUND
+    ctx = vm.plugin.effective
+    buf = ctx.bodies.get(kind)
+    if buf is None:
+        return Status.NOT_FOUND
+    if start == 0:
+        if size == 0:
+            buf[0:0] = data
+        elif size >= len(buf):
+            buf[:] = data
+        else:
+            return Status.BAD_ARGUMENT
+    elif start >= len(buf):
+        buf += data
+    else:
+        return Status.BAD_ARGUMENT
+    return Status.OK
+
+
+def proxy_get_configuration(vm: Any, ptr_ptr: int, size_ptr: int) -> int:
+    # 0.1.0: the plugin configuration inside on_configure, the VM configuration otherwise
+    # (Envoy Context::getConfiguration).
+    plugin = vm.plugin
+    data = plugin.configuration if plugin.configuring else plugin.vm_configuration
+    vm.return_bytes(bytes(data), ptr_ptr, size_ptr)
+    return Status.OK
+
+
+FUNCTIONS: Table = {
+    "proxy_get_buffer_bytes": ("iiiii>i", proxy_get_buffer_bytes),
+    "proxy_get_buffer_status": ("iii>i", proxy_get_buffer_status),
+    "proxy_set_buffer_bytes": ("iiiii>i", proxy_set_buffer_bytes),
+}
+ABI_0_1_0: Table = {"proxy_get_configuration": ("ii>i", proxy_get_configuration)}

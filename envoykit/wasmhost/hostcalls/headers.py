@@ -1,0 +1,133 @@
+"""Header, trailer and metadata maps: the seven ``proxy_*_header_map_*`` functions.
+
+Availability is Envoy's (``Context::getMap`` / ``getConstMap``): request headers while
+``on_request_headers`` runs or its pause holds them, and so on; the HTTP-call response maps only
+inside ``on_http_call_response``, the gRPC metadata maps inside their callbacks. Envoy's answers
+for a map that is not there: ``get_header_map_value`` BAD_ARGUMENT (NOT_FOUND in the access-log
+phase), ``get_header_map_pairs`` OK and empty, the writers and ``get_header_map_size`` BAD_ARGUMENT.
+A missing key is NOT_FOUND, except ABI 0.1.0 which gets OK and an empty value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoykit.wasmhost.abi import AbiVersion, MapType, Status
+from envoykit.wasmhost.headermap import HeaderMap
+from envoykit.wasmhost.hostcalls import Table
+from envoykit.wasmhost.pairs import decode_pairs, encode_pairs
+
+_WRITABLE = {
+    MapType.HTTP_REQUEST_HEADERS,
+    MapType.HTTP_REQUEST_TRAILERS,
+    MapType.HTTP_RESPONSE_HEADERS,
+    MapType.HTTP_RESPONSE_TRAILERS,
+}
+
+
+def _map(vm: Any, kind: int) -> HeaderMap | None:
+    plugin = vm.plugin
+    if kind in _WRITABLE:
+        return plugin.effective.maps.get(MapType(kind))
+    if kind in (MapType.HTTP_CALL_RESPONSE_HEADERS, MapType.HTTP_CALL_RESPONSE_TRAILERS):
+        resp = plugin.http_call_response
+        if resp is None:
+            return None
+        return resp.headers if kind == MapType.HTTP_CALL_RESPONSE_HEADERS else resp.trailers
+    if kind == MapType.GRPC_RECEIVE_INITIAL_METADATA:
+        return plugin.grpc_initial_metadata
+    if kind == MapType.GRPC_RECEIVE_TRAILING_METADATA:
+        return plugin.grpc_trailing_metadata
+    return None
+
+
+def _writable(vm: Any, kind: int) -> HeaderMap | None:
+    # Envoy getMap: in the access-log phase the maps are const (getConstMap only).
+    if kind not in _WRITABLE or vm.plugin.effective.access_log_phase:
+        return None
+    return _map(vm, kind)
+
+
+def proxy_get_header_map_value(
+    vm: Any, kind: int, key_ptr: int, key_size: int, ptr_ptr: int, size_ptr: int
+) -> int:
+    key = vm.read(key_ptr, key_size)
+    hmap = _map(vm, kind)
+    old_abi = vm.module.abi_version is AbiVersion.V0_1_0
+    if hmap is None:
+        if vm.plugin.effective.access_log_phase:
+            if old_abi:
+                vm.return_bytes(b"", ptr_ptr, size_ptr)
+                return Status.OK
+            return Status.NOT_FOUND
+        return Status.BAD_ARGUMENT
+    value = hmap.get_bytes(key)
+    if value is None:
+        if old_abi:
+            vm.return_bytes(b"", ptr_ptr, size_ptr)
+            return Status.OK
+        return Status.NOT_FOUND
+    vm.return_bytes(value, ptr_ptr, size_ptr)
+    return Status.OK
+
+
+def proxy_get_header_map_pairs(vm: Any, kind: int, ptr_ptr: int, size_ptr: int) -> int:
+    hmap = _map(vm, kind)
+    vm.return_bytes(encode_pairs(hmap.pairs()) if hmap is not None else b"", ptr_ptr, size_ptr)
+    return Status.OK
+
+
+def proxy_get_header_map_size(vm: Any, kind: int, size_ptr: int) -> int:
+    hmap = _writable(vm, kind)
+    if hmap is None:
+        return Status.BAD_ARGUMENT
+    vm.write_u32(size_ptr, hmap.byte_size())
+    return Status.OK
+
+
+def proxy_set_header_map_pairs(vm: Any, kind: int, ptr: int, size: int) -> int:
+    data = vm.read(ptr, size)
+    hmap = _writable(vm, kind)
+    if hmap is None:
+        return Status.BAD_ARGUMENT
+    pairs = decode_pairs(data)
+    hmap.set_pairs(pairs or [])  # cpp-host: a malformed buffer reads as an empty map
+    return Status.OK
+
+
+def proxy_add_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int, vs: int) -> int:
+    key, value = vm.read(kp, ks), vm.read(vp, vs)
+    hmap = _writable(vm, kind)
+    if hmap is None:
+        return Status.BAD_ARGUMENT
+    hmap.add(key, value)
+    return Status.OK
+
+
+def proxy_replace_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int, vs: int) -> int:
+    key, value = vm.read(kp, ks), vm.read(vp, vs)
+    hmap = _writable(vm, kind)
+    if hmap is None:
+        return Status.BAD_ARGUMENT
+    hmap.replace(key, value)
+    return Status.OK
+
+
+def proxy_remove_header_map_value(vm: Any, kind: int, kp: int, ks: int) -> int:
+    key = vm.read(kp, ks)
+    hmap = _writable(vm, kind)
+    if hmap is None:
+        return Status.BAD_ARGUMENT
+    hmap.remove(key)
+    return Status.OK
+
+
+FUNCTIONS: Table = {
+    "proxy_get_header_map_value": ("iiiii>i", proxy_get_header_map_value),
+    "proxy_get_header_map_pairs": ("iii>i", proxy_get_header_map_pairs),
+    "proxy_get_header_map_size": ("ii>i", proxy_get_header_map_size),
+    "proxy_set_header_map_pairs": ("iii>i", proxy_set_header_map_pairs),
+    "proxy_add_header_map_value": ("iiiii>i", proxy_add_header_map_value),
+    "proxy_replace_header_map_value": ("iiiii>i", proxy_replace_header_map_value),
+    "proxy_remove_header_map_value": ("iii>i", proxy_remove_header_map_value),
+}

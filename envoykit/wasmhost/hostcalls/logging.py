@@ -1,0 +1,45 @@
+"""Logging and time: ``proxy_log``, ``proxy_get_log_level``, ``proxy_get_current_time_nanoseconds``,
+``proxy_set_tick_period_milliseconds``.
+
+Envoy ``Context::log`` maps the level straight to spdlog and drops what is below the ``wasm``
+logger's level; ``getLogLevel`` returns that level. A level above CRITICAL (5) is refused with
+BAD_ARGUMENT (cpp-host ``exports.cc`` ``log``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoykit.wasmhost.abi import LogLevel, Status
+from envoykit.wasmhost.hostcalls import Table
+
+
+def proxy_log(vm: Any, level: int, ptr: int, size: int) -> int:
+    if level < 0 or level > LogLevel.CRITICAL:
+        return Status.BAD_ARGUMENT
+    vm.plugin.record_log(LogLevel(level), vm.read(ptr, size))
+    return Status.OK
+
+
+def proxy_get_log_level(vm: Any, ret_ptr: int) -> int:
+    vm.write_u32(ret_ptr, int(vm.plugin.host.log_level))
+    return Status.OK
+
+
+def proxy_get_current_time_nanoseconds(vm: Any, ret_ptr: int) -> int:
+    vm.write_u64(ret_ptr, vm.plugin.host.clock.wall_ns)
+    return Status.OK
+
+
+def proxy_set_tick_period_milliseconds(vm: Any, period_ms: int) -> int:
+    # Envoy: the tick belongs to the root context of the calling context; 0 stops it.
+    vm.plugin.set_tick_period(period_ms)
+    return Status.OK
+
+
+FUNCTIONS: Table = {
+    "proxy_log": ("iii>i", proxy_log),
+    "proxy_get_current_time_nanoseconds": ("i>i", proxy_get_current_time_nanoseconds),
+    "proxy_set_tick_period_milliseconds": ("i>i", proxy_set_tick_period_milliseconds),
+}
+ABI_0_2_1: Table = {"proxy_get_log_level": ("i>i", proxy_get_log_level)}

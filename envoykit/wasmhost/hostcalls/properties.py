@@ -1,0 +1,38 @@
+"""Properties: ``proxy_get_property`` / ``proxy_set_property``.
+
+Paths are segments joined by ``\\0`` (Envoy ``Context::getProperty``). Values are what
+:mod:`envoykit.wasmhost.properties` builds with Envoy's encodings. ``set_property`` stores the
+value under the path for the stream (Envoy keeps it as filter state ``wasm.<path>``; reading it
+back returns the bytes); without a stream it is NOT_FOUND, like Envoy without stream info.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoykit.wasmhost.abi import Status
+from envoykit.wasmhost.hostcalls import Table
+
+
+def proxy_get_property(vm: Any, pp: int, ps: int, ptr_ptr: int, size_ptr: int) -> int:
+    path = vm.read(pp, ps)
+    value = vm.plugin.lookup_property(path.rstrip(b"\0").split(b"\0"))
+    if value is None:
+        return Status.NOT_FOUND
+    vm.return_bytes(value, ptr_ptr, size_ptr)
+    return Status.OK
+
+
+def proxy_set_property(vm: Any, pp: int, ps: int, vp: int, vs: int) -> int:
+    path, value = vm.read(pp, ps), vm.read(vp, vs)
+    ctx = vm.plugin.effective
+    if ctx.kind == "root":
+        return Status.NOT_FOUND
+    ctx.filter_state[path.rstrip(b"\0").replace(b"\0", b".").decode(errors="replace")] = value
+    return Status.OK
+
+
+FUNCTIONS: Table = {
+    "proxy_get_property": ("iiii>i", proxy_get_property),
+    "proxy_set_property": ("iiii>i", proxy_set_property),
+}

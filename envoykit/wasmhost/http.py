@@ -1,0 +1,395 @@
+"""An HTTP stream through the filter, driven like Envoy's filter manager drives ``Context``.
+
+Envoy behaviour kept here (``source/extensions/common/wasm/context.cc`` and the HTTP filter
+manager):
+
+- the stream context is created on the first event (``onCreate`` in ``decodeHeaders``);
+- a header map is reachable only in its callback, or while that callback's pause holds it;
+- PAUSE (or any non-zero) from a header callback stops the stream: body chunks are held, not
+  delivered, until ``continue_stream``; then the held data arrives in one body callback;
+- PAUSE from a body callback buffers: the next callback sees the whole buffered body;
+- no body callback when the headers ended the stream;
+- ``send_local_response`` is applied after the callback returns; the reply then runs through
+  the filter's response callbacks (``:status``, the filter's headers, ``content-length`` and
+  ``content-type: text/plain`` for a non-empty body), and the request goes no further;
+- the end of the stream runs ``proxy_on_log`` (maps read-only), ``proxy_on_done``, ``proxy_on_delete``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from envoykit.wasmhost.abi import AbiVersion, Action, BufferType, MapType, StreamType
+from envoykit.wasmhost.errors import StreamStateError
+from envoykit.wasmhost.headermap import HeaderMap, HeadersLike
+
+if TYPE_CHECKING:
+    from envoykit.wasmhost.plugin import Plugin
+
+
+@dataclass
+class LocalResponse:
+    """A response the filter asked Envoy to send (``proxy_send_local_response``).
+
+    Attributes:
+        status: HTTP status code.
+        body: response body bytes.
+        headers: extra headers (lowercased names) in the order given.
+        details: response code details (whitespace replaced by ``_``, as Envoy does).
+        grpc_status: gRPC status, or ``None`` (values outside 0..16 mean none).
+    """
+
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    details: str = ""
+    grpc_status: int | None = None
+
+    def header_map(self) -> HeaderMap:
+        """The reply's headers as Envoy's ``sendLocalReply`` builds them (before other filters)."""
+        hmap = HeaderMap([(":status", str(self.status))])
+        for k, v in self.headers:
+            hmap.add(k, v)
+        if self.body:
+            hmap.replace("content-length", str(len(self.body)))
+            if "content-type" not in hmap:
+                hmap.add("content-type", "text/plain")
+        return hmap
+
+
+@dataclass
+class _Direction:
+    """One direction (request or response) of the stream."""
+
+    headers_cb: str
+    body_cb: str
+    trailers_cb: str
+    headers_map: MapType
+    trailers_map: MapType
+    body_buffer: BufferType
+    stream_type: StreamType
+    headers: HeaderMap | None = None
+    trailers: HeaderMap | None = None
+    forwarded_body: bytearray = field(default_factory=bytearray)
+    headers_forwarded: bool = False
+    headers_paused: bool = False
+    buffering: bool = False
+    buffer: bytearray = field(default_factory=bytearray)
+    held: bytearray = field(default_factory=bytearray)
+    held_any: bool = False
+    held_eos: bool = False
+    held_trailers: HeaderMap | None = None
+    eos_seen: bool = False
+    complete: bool = False  # everything forwarded
+    stopped: bool = False  # a local reply or reset ended this direction
+
+
+def _request() -> _Direction:
+    return _Direction("proxy_on_request_headers", "proxy_on_request_body", "proxy_on_request_trailers",
+                      MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_REQUEST_TRAILERS,
+                      BufferType.HTTP_REQUEST_BODY, StreamType.HTTP_REQUEST)  # fmt: skip
+
+
+def _response() -> _Direction:
+    return _Direction("proxy_on_response_headers", "proxy_on_response_body", "proxy_on_response_trailers",
+                      MapType.HTTP_RESPONSE_HEADERS, MapType.HTTP_RESPONSE_TRAILERS,
+                      BufferType.HTTP_RESPONSE_BODY, StreamType.HTTP_RESPONSE)  # fmt: skip
+
+
+class HttpStream:
+    """One HTTP request/response through the filter. Get one from :meth:`Plugin.http_stream`.
+
+    Feed it with :meth:`send_request_headers`, :meth:`send_request_body`,
+    :meth:`send_request_trailers`, then the ``send_response_*`` methods, and :meth:`complete`.
+    Each returns the :class:`~envoykit.wasmhost.Action` of the callback (``None`` when no
+    callback ran: held by a pause, or the stream ended). Read the results from
+    :attr:`request_headers` / :attr:`request_body` (what went upstream), :attr:`response_headers` /
+    :attr:`response_body` (what went downstream), :attr:`local_response`, :attr:`reset`.
+    """
+
+    def __init__(self, plugin: Plugin, properties: dict[str, Any] | None = None) -> None:
+        self.plugin = plugin
+        self.ctx = plugin.new_context("http", self)
+        self.ctx.properties.update(properties or {})
+        self.req = _request()
+        self.resp = _response()
+        self.local_response: LocalResponse | None = None
+        self.reset: StreamType | None = None
+        self.actions: list[tuple[str, Action | int]] = []
+        self.done = False
+
+    # -- read-outs ---------------------------------------------------------------------------------
+    @property
+    def id(self) -> int:
+        """The stream's context id."""
+        return self.ctx.id
+
+    @property
+    def request_headers(self) -> HeaderMap:
+        """Request headers as the filter left them (empty before any were sent)."""
+        return self.req.headers if self.req.headers is not None else HeaderMap()
+
+    @property
+    def request_body(self) -> bytes:
+        """Request body forwarded upstream so far."""
+        return bytes(self.req.forwarded_body)
+
+    @property
+    def request_trailers(self) -> HeaderMap:
+        """Request trailers as the filter left them."""
+        return self.req.trailers if self.req.trailers is not None else HeaderMap()
+
+    @property
+    def response_headers(self) -> HeaderMap:
+        """Response headers as the filter left them (a local reply's, if one was sent)."""
+        return self.resp.headers if self.resp.headers is not None else HeaderMap()
+
+    @property
+    def response_body(self) -> bytes:
+        """Response body forwarded downstream so far."""
+        return bytes(self.resp.forwarded_body)
+
+    @property
+    def response_trailers(self) -> HeaderMap:
+        """Response trailers as the filter left them."""
+        return self.resp.trailers if self.resp.trailers is not None else HeaderMap()
+
+    @property
+    def request_complete(self) -> bool:
+        """True once headers, body and trailers all went upstream (the upstream may answer)."""
+        return self.req.complete and self.local_response is None and self.reset is None
+
+    @property
+    def request_paused(self) -> bool:
+        """True while the filter holds the request (waiting for ``continue_stream``)."""
+        return (self.req.headers_paused or self.req.buffering) and not self.req.stopped
+
+    @property
+    def response_complete(self) -> bool:
+        """True once the whole response went downstream."""
+        return self.resp.complete
+
+    # -- request side --------------------------------------------------------------------------------
+    def send_request_headers(self, headers: HeadersLike, end_of_stream: bool = False) -> Action | int | None:
+        """Run ``proxy_on_request_headers`` (``decodeHeaders``)."""
+        return self._headers(self.req, HeaderMap(headers), end_of_stream)
+
+    def send_request_body(self, data: bytes | str, end_of_stream: bool = False) -> Action | int | None:
+        """Run ``proxy_on_request_body`` for one chunk (``decodeData``)."""
+        return self._body(self.req, data.encode() if isinstance(data, str) else data, end_of_stream)
+
+    def send_request_trailers(self, trailers: HeadersLike) -> Action | int | None:
+        """Run ``proxy_on_request_trailers`` (``decodeTrailers``); ends the request."""
+        return self._trailers(self.req, HeaderMap(trailers))
+
+    # -- response side -------------------------------------------------------------------------------
+    def send_response_headers(self, headers: HeadersLike, end_of_stream: bool = False) -> Action | int | None:
+        """Run ``proxy_on_response_headers`` (``encodeHeaders``)."""
+        if self.local_response is not None:
+            raise StreamStateError(
+                "a local response was sent: the upstream response never reaches the filter"
+            )
+        return self._headers(self.resp, HeaderMap(headers), end_of_stream)
+
+    def send_response_body(self, data: bytes | str, end_of_stream: bool = False) -> Action | int | None:
+        """Run ``proxy_on_response_body`` for one chunk (``encodeData``)."""
+        return self._body(self.resp, data.encode() if isinstance(data, str) else data, end_of_stream)
+
+    def send_response_trailers(self, trailers: HeadersLike) -> Action | int | None:
+        """Run ``proxy_on_response_trailers`` (``encodeTrailers``)."""
+        return self._trailers(self.resp, HeaderMap(trailers))
+
+    # -- end -----------------------------------------------------------------------------------------
+    def complete(self) -> None:
+        """End the stream as Envoy does: ``proxy_on_log``, then ``proxy_on_done`` and ``proxy_on_delete``.
+
+        Envoy runs the access-log hook (``on_log``, with request and response headers readable
+        but not writable) before destroying the filter (``onDestroy``: ``on_done``, ``on_delete``).
+        """
+        if self.done:
+            return
+        self.done = True
+        plugin, ctx = self.plugin, self.ctx
+        plugin.create_context(ctx)  # Envoy Context::log creates a context that never saw headers
+        ctx.maps.clear()
+        ctx.bodies.clear()
+        ctx.access_log_phase = True
+        if self.req.headers is not None:
+            ctx.maps[MapType.HTTP_REQUEST_HEADERS] = self.req.headers
+        if self.resp.headers is not None:
+            ctx.maps[MapType.HTTP_RESPONSE_HEADERS] = self.resp.headers
+        if self.resp.trailers is not None:
+            ctx.maps[MapType.HTTP_RESPONSE_TRAILERS] = self.resp.trailers
+        try:
+            plugin.call(ctx, "proxy_on_log", ctx.id)
+        finally:
+            ctx.access_log_phase = False
+            ctx.maps.clear()
+        plugin.call(ctx, "proxy_on_done", ctx.id)
+        plugin.call(ctx, "proxy_on_delete", ctx.id)
+        plugin.delete_context(ctx)
+
+    # -- the filter manager --------------------------------------------------------------------------
+    def _check_open(self, d: _Direction) -> bool:
+        if self.done:
+            raise StreamStateError("the stream is complete")
+        return not d.stopped and self.reset is None
+
+    def _call(self, d: _Direction, name: str, *args: int) -> Action | int:
+        result = self.plugin.call(self.ctx, name, self.ctx.id, *args, default=0)
+        action = Action.of(int(result))
+        self.actions.append((name, action))
+        return action
+
+    def _headers(self, d: _Direction, headers: HeaderMap, eos: bool) -> Action | int | None:
+        if d.headers is not None:
+            raise StreamStateError(f"{d.headers_cb}: headers were sent already")
+        if not self._check_open(d):
+            return None
+        self.plugin.create_context(self.ctx)
+        d.headers = headers
+        d.eos_seen = eos
+        self.ctx.maps[d.headers_map] = headers
+        if d is self.req:
+            self.ctx.request_headers_seen = headers
+        else:
+            self.ctx.response_headers_seen = headers
+        args = (
+            (len(headers),)
+            if self.plugin.module.abi_version is AbiVersion.V0_1_0
+            else (len(headers), int(eos))
+        )
+        action = self._call(d, d.headers_cb, *args)
+        if d.stopped or self.reset is not None:
+            return action
+        if action == Action.CONTINUE:
+            self._forward_headers(d)
+        else:
+            d.headers_paused = True
+        return action
+
+    def _forward_headers(self, d: _Direction) -> None:
+        d.headers_paused = False
+        d.headers_forwarded = True
+        self.ctx.maps.pop(d.headers_map, None)
+        if d.eos_seen and not d.held_any:
+            d.complete = True
+
+    def _body(self, d: _Direction, data: bytes, eos: bool) -> Action | int | None:
+        if d.headers is None or d.eos_seen:
+            raise StreamStateError(f"{d.body_cb}: no headers yet, or the stream already ended")
+        if not self._check_open(d):
+            return None
+        d.eos_seen = eos
+        if d.headers_paused:
+            d.held += data
+            d.held_any = True
+            d.held_eos = eos
+            return None
+        return self._deliver_body(d, data, eos)
+
+    def _deliver_body(self, d: _Direction, data: bytes, eos: bool) -> Action | int | None:
+        if d.buffering:
+            d.buffer += data
+        else:
+            d.buffer = bytearray(data)
+        self.ctx.set_body(d.body_buffer, d.buffer)
+        action = self._call(d, d.body_cb, len(d.buffer), int(eos))
+        if d.stopped or self.reset is not None:
+            return action
+        if action == Action.CONTINUE:
+            self._forward_body(d, eos)
+        else:
+            d.buffering = True
+        return action
+
+    def _forward_body(self, d: _Direction, eos: bool) -> None:
+        d.forwarded_body += d.buffer
+        d.buffer = bytearray()
+        d.buffering = False
+        self.ctx.set_body(d.body_buffer, None)
+        if eos:
+            d.complete = True
+
+    def _trailers(self, d: _Direction, trailers: HeaderMap) -> Action | int | None:
+        if d.headers is None or d.eos_seen:
+            raise StreamStateError(f"{d.trailers_cb}: no headers yet, or the stream already ended")
+        if not self._check_open(d):
+            return None
+        d.eos_seen = True
+        d.trailers = trailers
+        if d.headers_paused:
+            d.held_trailers = trailers
+            d.held_any = True
+            return None
+        return self._deliver_trailers(d)
+
+    def _deliver_trailers(self, d: _Direction) -> Action | int | None:
+        assert d.trailers is not None
+        self.ctx.maps[d.trailers_map] = d.trailers
+        action = self._call(d, d.trailers_cb, len(d.trailers))
+        if d.stopped or self.reset is not None:
+            return action
+        if action == Action.CONTINUE:
+            self.ctx.maps.pop(d.trailers_map, None)
+            if d.buffering:
+                self._forward_body(d, False)
+            d.complete = True
+        else:
+            d.headers_paused = True  # held until continue_stream
+        return action
+
+    def _resume(self, d: _Direction) -> None:
+        """``continue_stream``: forward what the pause held, delivering held data to the filter."""
+        if d.stopped or self.reset is not None:
+            return
+        if d.headers_paused and not d.headers_forwarded:
+            self._forward_headers(d)
+            if d.held_any:
+                data, eos = bytes(d.held), d.held_eos
+                d.held = bytearray()
+                if data or (eos and d.held_trailers is None):
+                    self._deliver_body(d, data, eos and d.held_trailers is None)
+                if d.held_trailers is not None and not d.stopped:
+                    d.held_any = False
+                    self._deliver_trailers(d)
+                d.held_any = False
+                if eos and not d.buffering and not d.headers_paused:
+                    d.complete = True
+        elif d.headers_paused and d.trailers is not None:  # paused from the trailers callback
+            d.headers_paused = False
+            if d.buffering:
+                self._forward_body(d, False)
+            self.ctx.maps.pop(d.trailers_map, None)
+            d.complete = True
+        elif d.buffering:
+            self._forward_body(d, d.eos_seen and d.trailers is None)
+
+    # -- deferred actions from host calls ------------------------------------------------------------
+    def apply_deferred(self, actions: list[tuple[str, Any]]) -> None:
+        """Apply what host calls recorded during the last call into the module (Envoy's
+        after-VM-call actions), in order."""
+        for kind, value in actions:
+            if kind == "local_response" and self.local_response is None and not self.resp.headers_forwarded:
+                self._send_local_reply(value)
+            elif kind == "continue":
+                # Envoy continueStream forgets the request maps and body whichever way continues.
+                for key in (MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_REQUEST_TRAILERS):
+                    if not self.req.headers_paused:
+                        self.ctx.maps.pop(key, None)
+                self._resume(self.req if value == StreamType.HTTP_REQUEST else self.resp)
+            elif kind == "close":
+                self.reset = value
+                self.req.stopped = self.resp.stopped = True
+
+    def _send_local_reply(self, reply: LocalResponse) -> None:
+        self.local_response = reply
+        self.req.stopped = True
+        self.ctx.maps.pop(MapType.HTTP_REQUEST_HEADERS, None)
+        self.ctx.set_body(BufferType.HTTP_REQUEST_BODY, None)
+        # The reply replaces any upstream response and runs through this filter's encoder side.
+        self.resp = _response()
+        self._headers(self.resp, reply.header_map(), not reply.body)
+        if reply.body and not self.resp.stopped and self.reset is None:
+            self._body(self.resp, reply.body, True)

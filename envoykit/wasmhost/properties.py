@@ -1,0 +1,140 @@
+"""Properties (Envoy's attributes) and their byte encodings.
+
+Encodings are Envoy's ``serializeValue`` (``source/extensions/common/wasm/context.cc``): strings
+and bytes raw; integers as 8 bytes little-endian (int64/uint64); floats as 8-byte doubles; bools
+1 byte; maps and lists in the header-pairs format (lists with empty values). Timestamps and
+durations are int64 nanoseconds.
+
+Built-in attributes (names from Envoy's ``docs/root/intro/arch_overview/advanced/attributes.rst``):
+``plugin_name``, ``plugin_root_id``, ``plugin_vm_id``, ``request.{path,url_path,host,scheme,method,
+headers,referer,useragent,id,protocol,query}``, ``response.{code,headers}``, and ``source.*`` /
+``destination.*`` / ``node`` / ``cluster_name`` ... when set by the test. Tests set or override any
+attribute with a dotted path: ``Host(properties={"node.id": "sidecar~1"})`` or
+``stream.properties["source.address"] = "10.0.0.1:5000"``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from envoykit.wasmhost.pairs import encode_pairs
+
+if TYPE_CHECKING:
+    from envoykit.wasmhost.context import ContextState
+    from envoykit.wasmhost.plugin import Plugin
+
+PropertyValue = str | bytes | int | float | bool | Mapping[str, Any] | Sequence[Any]
+
+
+def encode_value(value: Any) -> bytes:
+    """Envoy's byte form of ``value`` (see module docstring).
+
+    Raises:
+        TypeError: a type Envoy has no encoding for.
+    """
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bool):
+        return b"\x01" if value else b"\x00"
+    if isinstance(value, int):
+        return struct.pack("<q", value) if value < 0 else struct.pack("<Q", value)
+    if isinstance(value, float):
+        return struct.pack("<d", value)
+    if isinstance(value, Mapping):
+        return encode_pairs([(encode_value(k), encode_value(v)) for k, v in value.items()])
+    if isinstance(value, Sequence):
+        return encode_pairs([(encode_value(v), b"") for v in value])
+    raise TypeError(f"no Envoy encoding for a property of type {type(value).__name__}")
+
+
+def _walk(value: Any, rest: list[str]) -> Any:
+    for part in rest:
+        if isinstance(value, Mapping):
+            if part not in value:
+                return None
+            value = value[part]
+        elif isinstance(value, Sequence) and not isinstance(value, str | bytes):
+            if not part.isdigit() or int(part) >= len(value):
+                return None
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"node.id": x}`` → ``{"node": {"id": x}}`` so paths can be walked segment by segment."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[p] = nxt
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def builtins(plugin: Plugin, ctx: ContextState | None) -> dict[str, Any]:
+    """The attributes the host computes for ``ctx`` (a stream context, or ``None`` for the root)."""
+    attrs: dict[str, Any] = {
+        "plugin_name": plugin.name,
+        "plugin_root_id": plugin.root_id,
+        "plugin_vm_id": plugin.vm_id,
+    }
+    if ctx is None or ctx.kind == "root":
+        return attrs
+    req = ctx.request_headers_seen
+    if req is not None:
+        path = req.get(":path") or ""
+        request: dict[str, Any] = {
+            "path": path,
+            "url_path": path.split("?", 1)[0],
+            "query": path.split("?", 1)[1] if "?" in path else "",
+            "host": req.get(":authority") or "",
+            "scheme": req.get(":scheme") or "",
+            "method": req.get(":method") or "",
+            "headers": {k: v for k, v in reversed(req.items())},
+            "protocol": "HTTP/1.1",
+        }
+        for name, header in (("referer", "referer"), ("useragent", "user-agent"), ("id", "x-request-id")):
+            if header in req:
+                request[name] = req[header]
+        attrs["request"] = request
+    resp = ctx.response_headers_seen
+    if resp is not None:
+        status = resp.get(":status")
+        response: dict[str, Any] = {"headers": {k: v for k, v in reversed(resp.items())}}
+        if status and status.isdigit():
+            response["code"] = int(status)
+        attrs["response"] = response
+    if ctx.connection_id is not None:
+        attrs["connection_id"] = ctx.connection_id
+    return attrs
+
+
+def lookup(plugin: Plugin, ctx: ContextState | None, segments: list[bytes]) -> bytes | None:
+    """Resolve a property path: filter state set by the module, then test overrides, then built-ins."""
+    names = [s.decode(errors="replace") for s in segments]
+    if not names or not names[0]:
+        return None
+    if ctx is not None:
+        state = ctx.filter_state.get(".".join(names))
+        if state is not None:
+            return state
+    for source in (
+        _nest(ctx.properties) if ctx is not None else {},
+        _nest(plugin.host.properties),
+        builtins(plugin, ctx),
+    ):
+        value = _walk(source, names)
+        if value is not None:
+            return encode_value(value)
+    return None

@@ -1,0 +1,135 @@
+"""A TCP connection through a network filter, as Envoy's Wasm network filter drives it.
+
+Envoy (``Context::onNewConnection`` / ``onData`` / ``onWrite`` / ``onEvent``): the context is
+created on the new connection; downstream data goes to ``proxy_on_downstream_data``, upstream
+data to ``proxy_on_upstream_data`` (end of stream there also counts as the upstream closing);
+closing runs ``proxy_on_downstream_connection_close`` (peer type) and, once both sides closed,
+``proxy_on_done``, ``proxy_on_log``, ``proxy_on_delete`` (``onCloseTCP``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+from envoykit.wasmhost.abi import Action, BufferType, PeerType, StreamType
+from envoykit.wasmhost.errors import StreamStateError
+
+if TYPE_CHECKING:
+    from envoykit.wasmhost.plugin import Plugin
+
+_connection_ids = itertools.count(1)
+
+
+class TcpStream:
+    """One downstream connection through the network filter (see :meth:`Plugin.tcp_stream`).
+
+    Attributes:
+        upstream_data: bytes the filter let through towards the upstream.
+        downstream_data: bytes the filter let through towards the client.
+        closed: which side the filter closed with ``proxy_close_stream``, if any.
+    """
+
+    def __init__(self, plugin: Plugin, properties: dict[str, Any] | None = None) -> None:
+        self.plugin = plugin
+        self.ctx = plugin.new_context("tcp", self)
+        self.ctx.properties.update(properties or {})
+        self.ctx.connection_id = next(_connection_ids)
+        self.upstream_data = bytearray()
+        self.downstream_data = bytearray()
+        self._held = {BufferType.DOWNSTREAM_DATA: bytearray(), BufferType.UPSTREAM_DATA: bytearray()}
+        self.paused = False
+        self.closed: StreamType | None = None
+        self.actions: list[tuple[str, Action | int]] = []
+        self._downstream_closed = False
+        self._upstream_closed = False
+        self.done = False
+
+    @property
+    def id(self) -> int:
+        """The connection's context id."""
+        return self.ctx.id
+
+    def _call(self, name: str, *args: int) -> Action | int:
+        result = self.plugin.call(self.ctx, name, self.ctx.id, *args, default=0)
+        action = Action.of(int(result)) if result is not None else Action.CONTINUE
+        self.actions.append((name, action))
+        return action
+
+    def connect(self) -> Action | int:
+        """A new connection: create the context and run ``proxy_on_new_connection``."""
+        if self.ctx.created:
+            raise StreamStateError("the connection is already open")
+        self.plugin.create_context(self.ctx)
+        return self._call("proxy_on_new_connection")
+
+    def _data(self, kind: BufferType, cb: str, data: bytes, eos: bool, out: bytearray) -> Action | int:
+        if not self.ctx.created:
+            self.connect()
+        if self.done:
+            raise StreamStateError("the connection is closed")
+        buf = self._held[kind]
+        buf += data
+        self.ctx.set_body(kind, buf)
+        try:
+            action = self._call(cb, len(buf), int(eos))
+        finally:
+            self.ctx.set_body(kind, None)
+        if action == Action.CONTINUE:
+            out += buf
+            buf.clear()
+        return action
+
+    def send_downstream_data(self, data: bytes | str, end_of_stream: bool = False) -> Action | int:
+        """Client → upstream bytes (``proxy_on_downstream_data``); held while the filter pauses."""
+        raw = data.encode() if isinstance(data, str) else data
+        return self._data(BufferType.DOWNSTREAM_DATA, "proxy_on_downstream_data", raw, end_of_stream,
+                          self.upstream_data)  # fmt: skip
+
+    def send_upstream_data(self, data: bytes | str, end_of_stream: bool = False) -> Action | int:
+        """Upstream → client bytes (``proxy_on_upstream_data``); ``end_of_stream`` closes the upstream."""
+        raw = data.encode() if isinstance(data, str) else data
+        action = self._data(BufferType.UPSTREAM_DATA, "proxy_on_upstream_data", raw, end_of_stream,
+                            self.downstream_data)  # fmt: skip
+        if end_of_stream:
+            self.close_upstream(PeerType.UNKNOWN)
+        return action
+
+    def close_downstream(self, peer: PeerType = PeerType.REMOTE) -> None:
+        """The client side closed: ``proxy_on_downstream_connection_close``; ends the stream if the
+        upstream side closed too."""
+        if self._downstream_closed or self.done:
+            return
+        self._downstream_closed = True
+        self._call_close("proxy_on_downstream_connection_close", peer)
+        self._finish()
+
+    def close_upstream(self, peer: PeerType = PeerType.UNKNOWN) -> None:
+        """The upstream side closed: ``proxy_on_upstream_connection_close``."""
+        if self._upstream_closed or self.done:
+            return
+        self._upstream_closed = True
+        self._call_close("proxy_on_upstream_connection_close", peer)
+        if self._downstream_closed:
+            self._finish()
+
+    def _call_close(self, name: str, peer: PeerType) -> None:
+        self.plugin.call(self.ctx, name, self.ctx.id, int(peer))
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        for name in ("proxy_on_done", "proxy_on_log", "proxy_on_delete"):
+            self.plugin.call(self.ctx, name, self.ctx.id)
+        self.plugin.delete_context(self.ctx)
+
+    def apply_deferred(self, actions: list[tuple[str, Any]]) -> None:
+        """Continue (re-deliver held downstream data) or close, after the module returns."""
+        for kind, value in actions:
+            if kind == "close":
+                self.closed = value
+            elif kind == "continue" and value == StreamType.DOWNSTREAM:
+                held = self._held[BufferType.DOWNSTREAM_DATA]
+                self.upstream_data += held
+                held.clear()

@@ -1,0 +1,234 @@
+"""One wasmtime instance of a Proxy-Wasm module: linking, guest memory, guarded calls into it.
+
+The VM knows nothing of HTTP: :class:`~envoykit.wasmhost.Plugin` drives it. Host functions are
+linked only for the imports the module declares, from the families in
+:mod:`envoykit.wasmhost.hostcalls`, with the set of names cpp-host registers for the module's ABI
+version (``src/wasm.cc`` ``registerCallbacks``); any other import fails the load like Envoy's
+"Failed to load Wasm module due to a missing import".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import wasmtime
+
+from envoykit.wasmhost.errors import FilterFailure, ModuleLoadError
+from envoykit.wasmhost.module import WasmModule, engine
+
+if TYPE_CHECKING:
+    from envoykit.wasmhost.plugin import Plugin
+
+WASM_PAGE = 65536
+
+
+class OutOfBounds(Exception):
+    """A pointer/size pair from the module falls outside its memory (→ ``INVALID_MEMORY_ACCESS``)."""
+
+
+class VM:
+    """A module instance with its own store, fuel budget and memory limit.
+
+    Args:
+        module: the compiled module.
+        plugin: the plugin whose state host functions read and write.
+        fuel: instruction budget of each top-level call into the module (a loop guard).
+        memory_limit: bytes the module's memory may grow to; growth past it fails (``memory.grow``
+            returns -1) and a trap after it is reported as a memory failure.
+
+    Raises:
+        ModuleLoadError: an import the host does not provide for this ABI version, or a module
+            without exported ``memory``.
+    """
+
+    def __init__(self, module: WasmModule, plugin: Plugin, *, fuel: int, memory_limit: int) -> None:
+        from envoykit.wasmhost.hostcalls import host_functions
+
+        self.module = module
+        self.plugin = plugin
+        self.fuel = fuel
+        self.memory_limit = memory_limit
+        self.store = wasmtime.Store(engine())
+        self.store.set_limits(memory_size=memory_limit)
+        self.depth = 0  # nesting of calls into the module (malloc inside a host call...)
+        self.restricted = False  # only start-up-safe host calls during _initialize/_start
+        linker = wasmtime.Linker(engine())
+        table = host_functions(module.abi_version)
+        for imp in module.module.imports:
+            key = (imp.module, imp.name or "")
+            entry = table.get(key)
+            if entry is None or not isinstance(imp.type, wasmtime.FuncType):
+                raise ModuleLoadError(
+                    f"{module.name}: Failed to load Wasm module due to a missing import: "
+                    f"{imp.module}.{imp.name} (not provided for ABI {module.abi_version.value})"
+                )
+            linker.define_func(imp.module, imp.name or "", entry.functype, self._bind(key, entry.fn))
+        self.store.set_fuel(fuel)
+        try:
+            self.instance = linker.instantiate(self.store, module.module)
+        except wasmtime.WasmtimeError as exc:  # signature mismatch of an import, start trap...
+            raise ModuleLoadError(f"{module.name}: cannot instantiate: {exc}") from exc
+        exports = self.instance.exports(self.store)
+        mem = exports.get("memory")
+        if not isinstance(mem, wasmtime.Memory):
+            raise ModuleLoadError(f"{module.name}: the module exports no memory")
+        self.memory = mem
+        self.funcs: dict[str, wasmtime.Func] = {}
+        for name in module.exports:
+            f = exports.get(name)
+            if isinstance(f, wasmtime.Func):
+                self.funcs[name] = f
+        # cpp-host getFunctions: malloc first, proxy_on_memory_allocate only without it.
+        self.malloc = self.funcs.get("malloc") or self.funcs.get("proxy_on_memory_allocate")
+        if self.malloc is None:
+            raise ModuleLoadError(f"{module.name}: Wasm module is missing malloc function.")
+
+    def _bind(self, key: tuple[str, str], fn: Callable[..., Any]) -> Callable[..., Any]:
+        allowed = key in _STARTUP_ALLOWED
+        name = f"{key[0]}.{key[1]}"
+
+        def call(*args: Any) -> Any:
+            if self.restricted and not allowed:
+                # cpp-host setRestrictedCallback: the VM fails on any other call during start-up.
+                raise _HostTrap(f"Function: {name} is not allowed during VM start-up (_initialize/_start)")
+            return fn(self, *args)
+
+        return call
+
+    # -- memory -----------------------------------------------------------------------------------
+    def _base(self) -> tuple[int, int]:
+        ptr = self.memory.data_ptr(self.store)
+        return ctypes.cast(ptr, ctypes.c_void_p).value or 0, self.memory.data_len(self.store)
+
+    def read(self, ptr: int, size: int) -> bytes:
+        """``size`` bytes at ``ptr``. Raises :class:`OutOfBounds`."""
+        base, length = self._base()
+        if ptr < 0 or size < 0 or ptr + size > length:
+            raise OutOfBounds
+        return ctypes.string_at(base + ptr, size) if size else b""
+
+    def write(self, ptr: int, data: bytes) -> None:
+        """Copy ``data`` to ``ptr``. Raises :class:`OutOfBounds`."""
+        base, length = self._base()
+        if ptr < 0 or ptr + len(data) > length:
+            raise OutOfBounds
+        if data:
+            ctypes.memmove(base + ptr, data, len(data))
+
+    def write_u32(self, ptr: int, value: int) -> None:
+        """Little-endian u32 at ``ptr`` (out-parameters)."""
+        self.write(ptr, struct.pack("<I", value & 0xFFFFFFFF))
+
+    def write_u64(self, ptr: int, value: int) -> None:
+        """Little-endian u64 at ``ptr``."""
+        self.write(ptr, struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
+
+    def read_u32(self, ptr: int) -> int:
+        """Little-endian u32 at ``ptr``."""
+        return int(struct.unpack("<I", self.read(ptr, 4))[0])
+
+    def return_bytes(self, data: bytes, ptr_ptr: int, size_ptr: int) -> None:
+        """Hand ``data`` to the module: allocate with its malloc, copy, write ptr and size.
+
+        Zero-length data is returned as ptr 0, size 0 without allocating (cpp-host
+        ``BufferBase::copyTo`` / ``get_header_map_pairs``). Raises :class:`OutOfBounds` when the
+        allocator fails (returns 0) or the out-pointers are bad.
+        """
+        if not data:
+            self.write_u32(ptr_ptr, 0)
+            self.write_u32(size_ptr, 0)
+            return
+        assert self.malloc is not None
+        self.depth += 1
+        try:
+            addr = self.malloc(self.store, len(data))
+        finally:
+            self.depth -= 1
+        if not isinstance(addr, int) or addr == 0:
+            raise OutOfBounds
+        self.write(addr, data)
+        self.write_u32(ptr_ptr, addr)
+        self.write_u32(size_ptr, len(data))
+
+    # -- calls into the module --------------------------------------------------------------------
+    def has(self, name: str) -> bool:
+        """Whether the module exports callback ``name``."""
+        return name in self.funcs
+
+    def call(self, name: str, *args: int, context_id: int = 0) -> Any:
+        """Call export ``name`` with a fresh fuel budget; turn traps into :class:`FilterFailure`.
+
+        Raises:
+            FilterFailure: the call trapped, ran out of fuel, or died after hitting the memory limit.
+        """
+        func = self.funcs[name]
+        self.store.set_fuel(self.fuel)
+        self.depth += 1
+        try:
+            return func(self.store, *args)
+        except wasmtime.Trap as exc:
+            raise self._failure(name, context_id, exc) from exc
+        except _HostTrap as exc:
+            raise FilterFailure(
+                f"{name} (context {context_id}) failed: {exc}",
+                callback=name,
+                context_id=context_id,
+                reason="trap",
+            ) from exc
+        except wasmtime.WasmtimeError as exc:
+            raise FilterFailure(
+                f"{name} (context {context_id}) failed: {exc}",
+                callback=name,
+                context_id=context_id,
+                reason="trap",
+            ) from exc
+        finally:
+            self.depth -= 1
+
+    def _failure(self, name: str, context_id: int, exc: wasmtime.Trap) -> FilterFailure:
+        code = exc.trap_code
+        message = (exc.message or "").strip().splitlines()
+        cause = message[-1].strip() if message else str(code)
+        size = self.memory.data_len(self.store)
+        if code == wasmtime.TrapCode.OUT_OF_FUEL:
+            reason = "fuel"
+            text = f"exceeded its budget of {self.fuel} fuel units (an endless loop?)"
+        elif size + WASM_PAGE > self.memory_limit:
+            reason = "memory"
+            text = f"trapped at the memory limit of {self.memory_limit} bytes ({size} in use): {cause}"
+        else:
+            reason = "trap"
+            text = f"trapped: {cause}"
+        return FilterFailure(
+            f"{name} (context {context_id}) {text}", callback=name, context_id=context_id, reason=reason
+        )
+
+
+class _HostTrap(Exception):
+    """Raised inside a host function to fail the running callback (a trap in Envoy's terms)."""
+
+
+# cpp-host WasmBase::startVm: the only host calls allowed while _initialize / _start run.
+_STARTUP_ALLOWED: frozenset[tuple[str, str]] = frozenset(
+    [("env", "proxy_log")]
+    + [
+        (m, n)
+        for m in ("wasi_unstable", "wasi_snapshot_preview1")
+        for n in (
+            "fd_write",
+            "args_sizes_get",
+            "args_get",
+            "environ_sizes_get",
+            "environ_get",
+            "fd_prestat_get",
+            "fd_prestat_dir_name",
+            "clock_time_get",
+            "random_get",
+        )
+    ]
+)
+
+HostTrap = _HostTrap
