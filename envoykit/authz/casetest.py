@@ -21,7 +21,6 @@ Cases file::
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -101,7 +100,7 @@ def _request(c: CaseRequest) -> Request:
     return req
 
 
-async def _run_case(engine: Engine, policy: Any, case: Case) -> CaseResult:
+def _run_case(engine: Engine, policy: Any, case: Case) -> CaseResult:
     req = _request(case.request)
     if case.request.claims is not None:
         # The case stands for a token that already verified: skip the authenticator for it.
@@ -111,7 +110,7 @@ async def _run_case(engine: Engine, policy: Any, case: Case) -> CaseResult:
         policy = type(policy)(
             rules=policy.rules, authenticator=_NoTokens(policy.authenticator), files=policy.files
         )
-    verdict = await engine.check(policy, req)
+    verdict = engine.check(policy, req)
     d = verdict.decision
     exp = case.expect
     problems: list[str] = []
@@ -160,8 +159,4 @@ def run_cases(policy_dir: str | Path, cases_file: str | Path) -> list[CaseResult
     except ValidationError as exc:
         raise validation_error_to_config_error(exc, doc) from exc
     engine = Engine(EngineSettings())
-
-    async def go() -> list[CaseResult]:
-        return [await _run_case(engine, policy, c) for c in cases.cases]
-
-    return asyncio.run(go())
+    return [_run_case(engine, policy, c) for c in cases.cases]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -38,6 +37,8 @@ def authz() -> None:
     show_default=True,
     help="fraction of allows logged",
 )
+@click.option("--threads", type=int, default=4, show_default=True, help="handler threads per worker")
+@click.option("--workers", type=int, default=1, show_default=True, help="server processes on the same port")
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     policy_dir: Path,
@@ -48,6 +49,8 @@ def serve(
     dry_run: bool,
     decision_log: str | None,
     decision_log_sample_allow: float,
+    threads: int,
+    workers: int,
     log_level: str,
 ) -> None:
     """Serve envoy.service.auth.v3.Authorization/Check until SIGTERM."""
@@ -65,9 +68,11 @@ def serve(
         ),
         decision_log=decision_log,
         decision_log_sample_allow=decision_log_sample_allow,
+        threads=threads,
+        workers=workers,
     )
     try:
-        asyncio.run(run(opts))
+        run(opts)
     except ConfigError as exc:
         raise click.ClickException(f"policy refused: {exc}") from exc
 

@@ -13,7 +13,6 @@ with ``failure_status`` and is logged with its name; the server lives on.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,12 +106,7 @@ class Engine:
             req.identity.api_key = name
         return None
 
-    async def _run(self, rule: Rule, req: Request) -> Any:
-        if rule.is_async:
-            try:
-                return await asyncio.wait_for(rule.fn(req), self._budget_s)
-            except TimeoutError:
-                raise RuleFailure(rule, f"overran its budget of {self.settings.rule_budget_ms} ms") from None
+    def _run(self, rule: Rule, req: Request) -> Any:
         start = time.perf_counter()
         self._watchdog.enter()
         try:
@@ -125,10 +119,10 @@ class Engine:
             raise RuleFailure(rule, f"overran its budget of {self.settings.rule_budget_ms} ms")
         return result
 
-    async def check(self, policy: Policy, req: Request) -> Verdict:
+    def check(self, policy: Policy, req: Request) -> Verdict:
         """Decide ``req``. Never raises for a rule's fault: failures become denies."""
         try:
-            verdict = await self._evaluate(policy, req)
+            verdict = self._evaluate(policy, req)
         except RuleFailure as exc:
             log.error(
                 "rule failed, request denied", rule=exc.rule.name, source=exc.rule.source, error=str(exc)
@@ -149,15 +143,15 @@ class Engine:
             verdict.reason = f"dry-run: {verdict.reason}"
         return verdict
 
-    async def _call(self, rule: Rule, req: Request) -> Any:
+    def _call(self, rule: Rule, req: Request) -> Any:
         try:
-            return await self._run(rule, req)
+            return self._run(rule, req)
         except RuleFailure:
             raise
         except Exception as exc:
             raise RuleFailure(rule, f"{type(exc).__name__}: {exc}") from exc
 
-    async def _evaluate(self, policy: Policy, req: Request) -> Verdict:
+    def _evaluate(self, policy: Policy, req: Request) -> Verdict:
         bad = self.authenticate(policy, req)
         if bad is not None:
             return Verdict(bad, "<authn>", bad.body)
@@ -165,7 +159,7 @@ class Engine:
         for rule in policy.deny_rules:
             if not rule.applies(req):
                 continue
-            result = await self._call(rule, req)
+            result = self._call(rule, req)
             if not result:
                 continue
             if isinstance(result, Deny):
@@ -184,7 +178,7 @@ class Engine:
         for rule in policy.allow_rules:
             if not rule.applies(req):
                 continue
-            result = await self._call(rule, req)
+            result = self._call(rule, req)
             if rule.dry_run:
                 shadow.append((rule.name, "would match" if result else "would not match"))
                 continue

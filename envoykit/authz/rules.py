@@ -54,7 +54,6 @@ class Rule:
         hosts / paths / methods: pre-match globs (``None``: any); hosts match with or without port.
         dry_run: decide and log, but never enforce this rule.
         source: ``file:line`` of the definition, for errors and the decision log.
-        is_async: ``fn`` is a coroutine function (awaited with the time budget).
     """
 
     name: str
@@ -65,7 +64,6 @@ class Rule:
     methods: tuple[str, ...] | None = None
     dry_run: bool = False
     source: str = ""
-    is_async: bool = False
     _host_re: list[re.Pattern[str]] = field(default_factory=list, repr=False)
     _path_re: list[re.Pattern[str]] = field(default_factory=list, repr=False)
     _methods: frozenset[str] = field(default_factory=frozenset, repr=False)
@@ -74,7 +72,6 @@ class Rule:
         self._host_re = [glob_to_regex(h, case_insensitive=True) for h in self.hosts or ()]
         self._path_re = [glob_to_regex(p) for p in self.paths or ()]
         self._methods = frozenset(m.upper() for m in self.methods or ())
-        self.is_async = inspect.iscoroutinefunction(self.fn)
 
     def applies(self, req: Request) -> bool:
         """True when every given pre-match (method, host, path) matches ``req``."""
@@ -100,6 +97,10 @@ def _decorator(
     dry_run: bool,
 ) -> Callable[[RuleFn], RuleFn]:
     def wrap(fn: RuleFn) -> RuleFn:
+        if inspect.iscoroutinefunction(fn):
+            # The check path is synchronous (the sync gRPC server measured faster); a rule must not
+            # wait on I/O while Envoy waits on it.
+            raise TypeError(f"rule {fn.__qualname__} must be a plain function (def), not async def")
         try:
             inspect.signature(fn).bind(None)
         except TypeError:
@@ -133,7 +134,7 @@ def allow_rule(
     """Declare an ALLOW rule (see the module docstring for matching and order).
 
     Raises:
-        TypeError: the function does not take exactly one argument.
+        TypeError: the function does not take exactly one argument, or is ``async def``.
     """
     return _decorator("ALLOW", hosts, paths, methods, name, dry_run)
 
@@ -149,6 +150,6 @@ def deny_rule(
     """Declare a DENY rule (see the module docstring for matching and order).
 
     Raises:
-        TypeError: the function does not take exactly one argument.
+        TypeError: the function does not take exactly one argument, or is ``async def``.
     """
     return _decorator("DENY", hosts, paths, methods, name, dry_run)

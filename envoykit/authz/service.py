@@ -44,11 +44,11 @@ class AuthorizationService(ea_grpc.AuthorizationServicer):  # type: ignore[misc]
         self._decision_log = decision_log
         self._failure = Deny(engine.settings.failure_status, "authorization error")
 
-    async def Check(self, request: ea.CheckRequest, context: Any) -> ea.CheckResponse:
+    def Check(self, request: ea.CheckRequest, context: Any) -> ea.CheckResponse:
         start = time.perf_counter()
         try:
             req = Request.from_check_request(request)
-            verdict = await self._engine.check(self._policy.current, req)
+            verdict = self._engine.check(self._policy.current, req)
             resp = response_for(verdict.decision)
         except Exception:
             log.exception("check failed inside the server; answered deny")

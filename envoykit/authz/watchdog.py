@@ -31,32 +31,30 @@ class Watchdog:
     def __init__(self, budget_s: float) -> None:
         self.budget_s = budget_s
         self._lock = threading.Lock()
-        self._running: tuple[int, float, int] | None = None
-        self._seq = 0
+        self._running: dict[int, float] = {}  # thread id -> deadline (monotonic s)
         self.fired = 0
         self._interval = max(budget_s / 4, 0.005)
         self._thread = threading.Thread(target=self._loop, daemon=True, name="authz-watchdog")
         self._thread.start()
 
-    def enter(self) -> int:
-        """Mark the start of a rule in the calling thread; returns a token for :meth:`leave`."""
-        self._seq += 1
-        self._running = (self._seq, time.monotonic() + self.budget_s, threading.get_ident())
-        return self._seq
+    def enter(self) -> None:
+        """Mark the start of a rule in the calling thread."""
+        self._running[threading.get_ident()] = time.monotonic() + self.budget_s
 
     def leave(self) -> None:
-        """Mark the end of the rule; after this returns no timeout can be raised for it."""
+        """Mark the end of the calling thread's rule; after this no timeout is raised for it."""
         with self._lock:
-            self._running = None
+            self._running.pop(threading.get_ident(), None)
 
     def _loop(self) -> None:
         while True:
             time.sleep(self._interval)
+            now = time.monotonic()
             with self._lock:
-                r = self._running
-                if r is not None and time.monotonic() > r[1]:
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(r[2]), ctypes.py_object(RuleTimeout)
-                    )
-                    self._running = None
-                    self.fired += 1
+                for tid, deadline in list(self._running.items()):
+                    if now > deadline:
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                            ctypes.c_ulong(tid), ctypes.py_object(RuleTimeout)
+                        )
+                        del self._running[tid]
+                        self.fired += 1

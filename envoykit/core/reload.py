@@ -102,6 +102,24 @@ class WatchedConfig(Generic[T]):
         self._log.error("config refused, keeping last good version", error=error)
         return False
 
+    def watch_in_thread(self, stop: threading.Event, debounce_ms: int = 100) -> threading.Thread:
+        """Reload on every change under ``path`` from a daemon thread until ``stop`` is set."""
+        from watchfiles import watch
+
+        target = self.path if self.path.is_dir() else self.path.parent
+
+        def loop() -> None:
+            for changes in watch(
+                target, stop_event=stop, debounce=debounce_ms, recursive=True, rust_timeout=500
+            ):
+                if self.path.is_file() and not any(Path(p) == self.path for _, p in changes):
+                    continue
+                self.reload()
+
+        t = threading.Thread(target=loop, daemon=True, name=f"{self.component}-watch")
+        t.start()
+        return t
+
     async def watch(self, stop: asyncio.Event | None = None, debounce_ms: int = 100) -> None:
         """Reload on every change under ``path`` until ``stop`` is set (uses watchfiles)."""
         from watchfiles import awatch

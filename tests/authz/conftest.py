@@ -46,7 +46,8 @@ class AuthzProcess:
 
     def start(self, timeout: float = 20) -> AuthzProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"), env=env)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=log, env=env)
         deadline = time.monotonic() + timeout
         with grpc.insecure_channel(f"127.0.0.1:{self.port}") as ch:
             stub = health_pb2_grpc.HealthStub(ch)

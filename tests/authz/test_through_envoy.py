@@ -13,7 +13,7 @@ from envoykit.authz.tokens import generate_key, mint, public_jwk
 from envoykit.core import free_port
 from tests.authz.conftest import authz_envoy_config
 
-POLICY = '''
+POLICY = """
 from envoykit.authz import allow, allow_rule, deny, deny_rule
 
 @deny_rule(paths=["/blocked/*"])
@@ -34,7 +34,7 @@ def api_callers(req):
 @deny_rule(paths=["/boom"])
 def boom(req):
     raise RuntimeError("rule bug")
-'''
+"""
 
 
 def write_policy(d: Path, jwks: dict | None = None) -> Path:
@@ -55,11 +55,21 @@ def stack(tmp_path, envoy, echo, authz_server):
     srv = authz_server(policy)
     port = free_port()
     e = envoy(authz_envoy_config(port, echo.port, srv.port))
-    return {"url": f"http://127.0.0.1:{port}", "echo": echo, "srv": srv, "key": key, "policy": policy, "envoy": e}
+    return {
+        "url": f"http://127.0.0.1:{port}",
+        "echo": echo,
+        "srv": srv,
+        "key": key,
+        "policy": policy,
+        "envoy": e,
+    }
 
 
 def test_allow_injects_and_removes_headers(stack) -> None:
-    r = httpx.get(stack["url"] + "/api/items?x=1", headers={"x-user": "alice", "x-secret": "s3", "x-authz-user": "mallory"})
+    r = httpx.get(
+        stack["url"] + "/api/items?x=1",
+        headers={"x-user": "alice", "x-secret": "s3", "x-authz-user": "mallory"},
+    )
     assert r.status_code == 200, r.text
     seen = r.json()["headers"]
     assert seen["x-authz-user"] == "alice"  # overwrote the client's forged value

@@ -1,0 +1,104 @@
+"""The Request view: paths, queries, headers, SPIFFE principals, built from a real CheckRequest."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2 as ea
+
+from envoykit.authz import Request, normalize_path, parse_spiffe_id
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ("/a/b", "/a/b"),
+        ("/a/./b/../c", "/a/c"),
+        ("/a/%2e%2e/admin", "/admin"),
+        ("/a%2F..%2Fadmin", "/admin"),
+        ("//a//b", "/a/b"),
+        ("/api/", "/api/"),
+        ("/../../etc", "/etc"),
+        ("/caf%C3%A9", "/café"),
+        ("/a%20b", "/a b"),
+    ],
+)
+def test_normalize_path(raw: str, want: str) -> None:
+    assert normalize_path(raw) == want
+
+
+def test_path_and_query_are_separate() -> None:
+    r = Request(path="/s%2fx/../y?q=a%20b&q=c&empty=&flag#frag")
+    assert r.raw_path == "/s%2fx/../y"
+    assert r.path == "/s/y"
+    assert r.query == {"q": ["a b", "c"], "empty": [""], "flag": [""]}
+    assert r.raw_query == "q=a%20b&q=c&empty=&flag"
+
+
+def _check_request() -> ea.CheckRequest:
+    cr = ea.CheckRequest()
+    h = cr.attributes.request.http
+    h.method = "post"
+    h.path = "/v1/items?id=7"
+    h.host = "API.Example.com:8443"
+    h.id = "rid-1"
+    h.headers["x-multi"] = "a,b"  # Envoy joins repeated headers in `headers`
+    for k, v in [("X-Multi", "a"), ("x-multi", "b"), ("Cookie", "sid=abc; theme=dark")]:
+        hv = h.header_map.headers.add()
+        hv.key = k
+        hv.raw_value = v.encode()
+    cr.attributes.source.principal = "spiffe://cluster.local/ns/shop/sa/frontend"
+    cr.attributes.source.address.socket_address.address = "10.1.2.3"
+    cr.attributes.source.address.socket_address.port_value = 5555
+    cr.attributes.destination.principal = "spiffe://cluster.local/ns/shop/sa/backend"
+    cr.attributes.context_extensions["route"] = "items"
+    cr.attributes.tls_session.sni = "backend.shop"
+    h.raw_body = b'{"a":1}'
+    return cr
+
+
+def test_from_check_request() -> None:
+    r = Request.from_check_request(_check_request())
+    assert r.method == "POST" and r.path == "/v1/items" and r.query == {"id": ["7"]}
+    assert r.host == "api.example.com:8443" and r.hostname == "api.example.com"
+    assert r.headers.getall("x-multi") == ["a", "b"] and r.headers["X-MULTI"] == "a"
+    assert r.cookie("theme") == "dark" and r.cookie("nope") is None
+    assert r.source_spiffe is not None and r.source_spiffe.service_account == "frontend"
+    assert r.source_spiffe.namespace == "shop"
+    assert r.identity.principal == "spiffe://cluster.local/ns/shop/sa/frontend"
+    assert r.destination_spiffe is not None and r.destination_spiffe.service_account == "backend"
+    assert (r.source_address, r.source_port, r.sni, r.request_id) == (
+        "10.1.2.3",
+        5555,
+        "backend.shop",
+        "rid-1",
+    )
+    assert r.context_extensions["route"] == "items" and r.body == b'{"a":1}'
+
+
+def test_joined_headers_without_header_map() -> None:
+    cr = _check_request()
+    cr.attributes.request.http.ClearField("header_map")
+    r = Request.from_check_request(cr)
+    assert r.headers.getall("x-multi") == ["a,b"]
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("spiffe://cluster.local/ns/a/sa/b", True),
+        ("spiffe://example.org", True),
+        ("https://cluster.local/ns/a/sa/b", False),  # another scheme: Envoy still sends it as principal
+        ("spiffe://Cluster.Local/ns/a/sa/b", False),  # trust domain must be lower case
+        ("spiffe://td/ns/../sa/b", False),
+        ("spiffe://td/ns/a/sa/b?x=1", False),
+        ("spiffe:///ns/a", False),
+    ],
+)
+def test_spiffe_parsing(value: str, ok: bool) -> None:
+    assert (parse_spiffe_id(value) is not None) is ok
+
+
+def test_non_spiffe_principal_is_not_a_spiffe_identity() -> None:
+    r = Request(source_principal="https://evil.example/ns/default/sa/frontend")
+    assert r.source_spiffe is None and r.identity.spiffe is None
+    assert r.identity.principal.startswith("https://")
