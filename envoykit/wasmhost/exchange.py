@@ -4,6 +4,10 @@
 with real Envoy. The request headers get what Envoy's connection manager adds before filters
 (``:scheme``, ``x-forwarded-proto: http``; no ``x-request-id`` since the diff turns it off), the
 upstream answer is given by the case, and callouts are answered from a table by cluster.
+
+Envoy's HTTP/1 codec hands a body with a known length to the filters as one data frame without
+end of stream, then an empty frame with end of stream; a 204 response loses its
+``content-length``. Both are reproduced here (checked by the differential tests).
 """
 
 from __future__ import annotations
@@ -52,7 +56,10 @@ class HttpResponse:
         hmap = HeaderMap([(":status", str(self.status))])
         for k, v in self.headers:
             hmap.add(k, v)
-        hmap.replace("content-length", str(len(self.body)))
+        if self.status == 204:
+            hmap.remove("content-length")  # Envoy's HTTP/1 codec drops it (RFC 9110 section 8.6)
+        else:
+            hmap.replace("content-length", str(len(self.body)))
         return hmap
 
 
@@ -119,19 +126,21 @@ def run_exchange(
     body = request.body
     stream.send_request_headers(request.envoy_headers(), end_of_stream=not body)
     _answer_callouts(plugin, table)
-    if body and stream.local_response is None and stream.reset is None:
-        stream.send_request_body(body, end_of_stream=True)
-        _answer_callouts(plugin, table)
+    for chunk, eos in ((body, False), (b"", True)) if body else ():
+        if stream.local_response is None and stream.reset is None:
+            stream.send_request_body(chunk, end_of_stream=eos)
+            _answer_callouts(plugin, table)
     out = Outcome()
     if stream.request_complete:
         out.upstream_headers = HeaderMap(stream.request_headers)
         out.upstream_body = stream.request_body
-        resp_body = upstream.body
+        resp_body = upstream.body if upstream.status != 204 else b""
         stream.send_response_headers(upstream.envoy_headers(), end_of_stream=not resp_body)
         _answer_callouts(plugin, table)
-        if resp_body and stream.reset is None and stream.local_response is None:
-            stream.send_response_body(resp_body, end_of_stream=True)
-            _answer_callouts(plugin, table)
+        for chunk, eos in ((resp_body, False), (b"", True)) if resp_body else ():
+            if stream.reset is None and stream.local_response is None:
+                stream.send_response_body(chunk, end_of_stream=eos)
+                _answer_callouts(plugin, table)
     out.local_response = stream.local_response
     out.reset = stream.reset is not None
     if stream.response_complete and not out.reset:

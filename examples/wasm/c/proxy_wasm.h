@@ -65,3 +65,35 @@ static inline char *read_buffer(uint32_t type, size_t size, size_t *out_len) {
   if (out_len) *out_len = len;
   return s;
 }
+
+/* Serialize n header pairs (Proxy-Wasm pairs format) into a malloc'd buffer; *len gets its size. */
+static inline char *pairs(const char **kv, int n, size_t *len) {
+  size_t size = 4 + 8 * n;
+  for (int i = 0; i < 2 * n; i++) size += strlen(kv[i]) + 1;
+  char *buf = malloc(size), *p = buf + 4 + 8 * n;
+  uint32_t *head = (uint32_t *)buf;
+  head[0] = n;
+  for (int i = 0; i < n; i++) {
+    size_t k = strlen(kv[2 * i]), v = strlen(kv[2 * i + 1]);
+    head[1 + 2 * i] = k;
+    head[2 + 2 * i] = v;
+    memcpy(p, kv[2 * i], k + 1);
+    p += k + 1;
+    memcpy(p, kv[2 * i + 1], v + 1);
+    p += v + 1;
+  }
+  *len = size;
+  return buf;
+}
+
+/* The first value of a header as a NUL-terminated malloc'd string, or NULL if absent. */
+static inline char *get_header(uint32_t map, const char *name) {
+  char *ptr = NULL;
+  size_t len = 0;
+  if (proxy_get_header_map_value(map, name, strlen(name), &ptr, &len) != OK) return NULL;
+  char *s = malloc(len + 1);
+  if (len) memcpy(s, ptr, len);
+  s[len] = 0;
+  free(ptr);
+  return s;
+}
