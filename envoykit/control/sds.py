@@ -168,7 +168,10 @@ class SecretProvider:
 
     async def run(self, max_interval: float = 5.0) -> None:
         """Call :meth:`refresh` whenever something is due, and at least every ``max_interval`` seconds
-        (to notice a rotation made by ``envoykit ca rotate`` in another process). Runs until cancelled."""
+        (to notice a rotation made by ``envoykit ca rotate`` in another process). Runs until cancelled.
+
+        ``refresh`` runs in a worker thread (``asyncio.to_thread``), so ``on_change`` is called there:
+        hand the push to the event loop with ``loop.call_soon_threadsafe``."""
         while True:
             await asyncio.to_thread(self.refresh)
             wait = max_interval
