@@ -83,8 +83,10 @@ def serve(
 def test_cmd(policy_dir: Path, cases: Path) -> None:
     """Run request fixtures in CASES against the policy in POLICY_DIR; exit 1 on any failure."""
     from envoykit.authz.casetest import run_cases
+    from envoykit.core.logs import configure_logging
 
-    console = Console(highlight=False)
+    configure_logging("warning")
+    console = Console(highlight=False, soft_wrap=True)
     try:
         results = run_cases(policy_dir, cases)
     except ConfigError as exc:

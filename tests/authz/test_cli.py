@@ -75,3 +75,10 @@ def test_token_command(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     claims = jwt.decode(r.stdout.strip(), key.public_key(), algorithms=["RS256"], audience="envoykit-mesh")
     assert claims["sub"] == "ann" and claims["groups"] == ["a"] and claims["exp"] - claims["iat"] == 60
+
+
+def test_example_policy_cases_pass() -> None:
+    root = Path(__file__).resolve().parents[2]
+    r = run("authz", "test", str(root / "examples/policies"), str(root / "examples/authz-cases.yaml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert " 0 failed" in r.stdout
