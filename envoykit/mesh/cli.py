@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
 import time
@@ -20,6 +22,15 @@ _state_dir_option = click.option(
     default=None,
     help="State directory (plan, status, logs). Default: $ENVOYKIT_STATE_DIR or .envoykit/mesh.",
 )
+
+
+def _console(stderr: bool = False) -> Console:
+    """A rich console; when output is not a terminal (a log, a pipe) it is 160 columns wide so the
+    tables stay on one line per row."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=160)
+    return console
 
 
 def _state(state_dir: Path | None) -> StateDir:
@@ -84,7 +95,7 @@ def up(
     """
     from envoykit.mesh.runner import AlreadyRunning, run_plan
 
-    console = Console(stderr=True)
+    console = _console(stderr=True)
     state = _state(state_dir)
     if plan_file is not None:
         plan = Plan.read(plan_file)
@@ -134,7 +145,7 @@ def status(state_dir: Path | None) -> None:
     Exits 0 when the runner is up and every component answers its probe, 1 otherwise.
     """
     from envoykit.mesh.runner import live_health
-    from envoykit.mesh.table import status_table
+    from envoykit.mesh.table import control_summary, status_table
 
     state = _state(state_dir)
     plan = _read_plan(state)
@@ -142,7 +153,7 @@ def status(state_dir: Path | None) -> None:
         st = state.read_status()
     except FileNotFoundError:
         raise click.ClickException(f"no status in {state.root}") from None
-    console = Console()
+    console = _console()
     running = pid_alive(st.runner_pid) and st.state not in ("stopped", "failed")
     if not running:
         st.state = st.state if st.state in ("stopped", "failed") else "stopped (runner gone)"
@@ -150,6 +161,11 @@ def status(state_dir: Path | None) -> None:
     console.print(status_table(plan, st, health))
     if st.error:
         console.print(f"[red]{st.error}[/]")
+    control_status = Path(plan.info.get("control_status", ""))
+    if running and control_status.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            for line in control_summary(json.loads(control_status.read_text())):
+                console.print(line)
     if running and plan.ingress:
         console.print(f"ingress: {plan.ingress}")
     sys.exit(0 if running and all(health.values()) else 1)
@@ -248,7 +264,7 @@ def demo(state_dir: Path | None) -> None:
         wait_for_ingress(target, timeout_s=5)
     except (KeyError, TimeoutError) as exc:
         raise click.ClickException(f"{exc}; is `envoykit up` running from {state.root}?") from None
-    console = Console()
+    console = _console()
     checks = []
     with console.status("sending traffic ...") as spinner:
         for scenario in SCENARIOS:

@@ -13,6 +13,7 @@ images with the provisioning files in ``compose/`` (``prometheus.yml``, ``grafan
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -46,7 +47,7 @@ def compose_document(
     """
     mesh_path = str(PurePosixPath(mesh))
     # the control plane's state_dir (CA, node-token key) resolves against mesh.yaml's folder
-    control_state = PurePosixPath(APP_DIR) / PurePosixPath(mesh_path).parent / state_dir
+    control_state = posixpath.normpath(PurePosixPath(APP_DIR) / PurePosixPath(mesh_path).parent / state_dir)
     state = [f"control-state:{control_state}"]
     services: dict[str, Any] = {
         "net": {

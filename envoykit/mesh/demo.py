@@ -221,12 +221,15 @@ def wasm(target: DemoTarget) -> Check:
 
 
 def telemetry(target: DemoTarget) -> Check:
-    """Requests and p50/p90/p99 latency per destination service, as the telemetry server counted them."""
+    """Requests and p50/p90/p99 latency per destination service, as the telemetry server counted them
+    (``reporter="destination"``: each request once, as the receiving sidecar saw it)."""
     try:
         samples = pm.scrape(target.telemetry_metrics)
     except OSError as exc:
         return Check("telemetry", False, f"cannot read {target.telemetry_metrics}: {exc}")
-    counts = pm.sum_by(samples, "istio_requests_total", ("destination_service_name", "response_code"))
+    counts = pm.sum_by(
+        samples, "istio_requests_total", ("destination_service_name", "response_code"), reporter="destination"
+    )
     per_service: dict[str, dict[str, Any]] = {}
     for (svc, code), n in sorted(counts.items()):
         entry = per_service.setdefault(svc, {"requests": 0, "codes": {}})
@@ -234,7 +237,13 @@ def telemetry(target: DemoTarget) -> Check:
         entry["codes"][code] = int(n)
     for svc, entry in per_service.items():
         for q in (0.5, 0.9, 0.99):
-            v = pm.quantile(samples, "istio_request_duration_milliseconds", q, destination_service_name=svc)
+            v = pm.quantile(
+                samples,
+                "istio_request_duration_milliseconds",
+                q,
+                destination_service_name=svc,
+                reporter="destination",
+            )
             entry[f"p{int(q * 100)}_ms"] = None if math.isnan(v) else round(v, 2)
     return Check(
         "telemetry",

@@ -196,6 +196,7 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
     info: dict[str, Any] = {
         "mesh_file": str(mesh.path),
         "control_state_dir": mesh.model.control_plane.state_dir,
+        "control_status": str(cp.control_state_dir(mesh) / "control-status.json"),
         "nodes": {e.name: {"admin": f"http://{n.admin}"} for e, n in zip(envoys, mesh.envoys, strict=True)},
         "servers": {s.name: {"address": s.address, "metrics": f"http://{s.metrics}"} for s in servers},
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,11 +46,23 @@ def kill_group(pgid: int, grace_s: float, reap: Callable[[], object] | None = No
         return
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the runner dies, even by SIGKILL (Linux only)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class ManagedProcess:
     """A running :class:`Component`: started with :meth:`start`, stopped with :meth:`stop`.
 
     The process leads a new session (``setsid``), so its process group holds it and every child it
-    forks; :meth:`stop` signals the whole group and a crash leaves no orphan behind.
+    forks; :meth:`stop` signals the whole group and a crash leaves no orphan behind. It also gets
+    SIGTERM if the runner itself dies without stopping it (``PR_SET_PDEATHSIG``).
 
     Args:
         component: what to run.
@@ -88,6 +101,8 @@ class ManagedProcess:
                 cwd=self.cwd,
                 env=env,
                 start_new_session=True,
+                # fires when the forking *thread* ends: the supervisor starts processes from one thread
+                preexec_fn=_die_with_parent,
             )
         self.started_at = time.monotonic()
 

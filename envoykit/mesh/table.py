@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.table import Table
 
 from envoykit.mesh.spec import Plan
@@ -49,3 +51,17 @@ def status_table(plan: Plan, status: MeshStatus, health: dict[str, bool] | None 
                 row.append("[green]ok[/]" if health.get(c.name) else "[red]down[/]")
             table.add_row(*row)
     return table
+
+
+def control_summary(status: dict[str, Any]) -> list[str]:
+    """Lines about the control plane from its ``control-status.json``: config generation, connected
+    Envoys with acknowledged versions, NACKs and the last refused change of mesh.yaml."""
+    lines = [
+        f"control plane: mesh generation {status.get('generation', '?')}, "
+        f"{len(status.get('streams', []))} of {len(status.get('nodes', []))} Envoys connected"
+    ]
+    for nack in status.get("nacks", []):
+        lines.append(f"[red]NACK[/] {nack['node']} {nack['type']} v{nack['version']}: {nack['message']}")
+    if status.get("last_error"):
+        lines.append(f"[red]last change refused:[/] {status['last_error']}")
+    return lines
