@@ -78,7 +78,7 @@ class Exchange:
     Change (all apply to the current phase; ignored by Envoy in observability mode):
         :meth:`set_header`, :meth:`append_header`, :meth:`remove_header`, :meth:`set_body`,
         :meth:`respond`, :meth:`set_metadata`, :meth:`clear_route_cache`, :meth:`override_mode`,
-        :meth:`extend_timeout`.
+        :meth:`extend_timeout`. :meth:`finish` says a processor needs no more messages.
     """
 
     def __init__(self, invocation_metadata: dict[str, str] | None = None) -> None:
@@ -97,6 +97,7 @@ class Exchange:
         self.request_body_mode = BodyMode.NONE
         self.response_body_mode = BodyMode.NONE
         self.state: dict[str, Any] = {}
+        self.finished: set[str] = set()
         # edits of the current phase, reset by begin_phase()
         self.header_edits = HeaderEdits()
         self.new_body: bytes | None = None
@@ -201,6 +202,12 @@ class Exchange:
         """Ask Envoy to wait up to ``ms`` milliseconds for this answer (``override_message_timeout``);
         bounded by the filter's ``max_message_timeout``."""
         self.timeout_ms = int(ms)
+
+    def finish(self, processor_name: str) -> None:
+        """Say ``processor_name`` needs no more messages of this exchange. When every processor of
+        the stream has finished, the server closes the stream early (Envoy allows this in
+        observability mode), instead of holding it until Envoy's ``deferred_close_timeout``."""
+        self.finished.add(processor_name)
 
     @property
     def has_edits(self) -> bool:

@@ -7,7 +7,9 @@ Which processors run on a stream:
 * otherwise streams in ``observability_mode`` run the *observer* processors (telemetry) and
   blocking streams run the others.
 
-The first message of the stream decides; the choice holds for the whole stream.
+The first message of the stream decides; the choice holds for the whole stream. In observability
+mode the stream is closed as soon as every processor called ``Exchange.finish`` (Envoy would
+otherwise hold it open for ``deferred_close_timeout`` after the exchange ends).
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class ExternalProcessorService(pb_grpc.ExternalProcessorServicer):
                 resp = await machine.handle(req)
                 if resp is not None:
                     await context.write(resp)
+                elif req.observability_mode and len(ex.finished) >= len(machine.chain):
+                    break  # every processor has what it needs: close now, not after deferred_close
         finally:
             if machine is not None:
                 machine.end()

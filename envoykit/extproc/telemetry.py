@@ -207,6 +207,7 @@ class Telemetry(Processor):
     def _record(self, ex: Exchange, body_bytes: int) -> None:
         st = ex.state
         st[_DONE] = True
+        ex.finish(self.name)
         a = ex.attributes
         labels = self.labels(ex)
         children = self._children.get(labels)
