@@ -8,13 +8,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.control.apps import Echo
 from tests.control.meshkit import addr, control_plane, get, start_nodes, workload, write_mesh
-from tests.upstream import EchoServer
 
 pytestmark = pytest.mark.envoy
 
 
-def basic_mesh(backend: EchoServer, frontend: EchoServer) -> dict[str, Any]:
+def basic_mesh(backend: Echo, frontend: Echo) -> dict[str, Any]:
     return {
         "api_version": "envoykit/v1",
         "mesh_id": "test",
@@ -46,7 +46,7 @@ def basic_mesh(backend: EchoServer, frontend: EchoServer) -> dict[str, Any]:
 
 
 def test_ingress_to_sidecar_to_app(envoy: Any, tmp_path: Path) -> None:
-    with EchoServer("backend-v1") as backend, EchoServer("frontend-v1") as frontend:
+    with Echo("backend-v1") as backend, Echo("frontend-v1") as frontend:
         mesh = basic_mesh(backend, frontend)
         path = write_mesh(tmp_path / "mesh.yaml", mesh)
         with control_plane(path) as cpt:
@@ -77,7 +77,7 @@ def test_ingress_to_sidecar_to_app(envoy: Any, tmp_path: Path) -> None:
 def test_mtls_strict_between_sidecars(envoy: Any, tmp_path: Path) -> None:
     """frontend's sidecar → backend's sidecar over mTLS with SDS certificates from the mesh CA; backend's
     app sees frontend's SPIFFE ID; a plaintext client is refused by backend's STRICT inbound."""
-    with EchoServer("backend-v1") as backend, EchoServer("frontend-v1") as frontend:
+    with Echo("backend-v1") as backend, Echo("frontend-v1") as frontend:
         mesh = basic_mesh(backend, frontend)
         for svc in mesh["services"]:
             svc["mtls"] = "STRICT"
