@@ -27,6 +27,9 @@ changes: the new root joins the trust bundle at once, the new authority starts s
 later (time for every Envoy to receive the new bundle), and the old root stays in the bundle until
 ``overlap`` after rotation (time for certificates it signed to be renewed).
 
+X.509 construction lives in :mod:`envoykit.control.ca_x509`; ``CAError``, ``BACKDATE`` and ``fingerprint``
+are re-exported here.
+
 Every time is taken from ``clock`` (a callable returning an aware UTC ``datetime``), so tests drive
 renewal and rotation with :class:`ManualClock`.
 """
@@ -40,30 +43,35 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from envoykit.control.ca_x509 import (
+    BACKDATE,
+    CAError,
+    KeyType,
+    PrivateKey,
+    ca_certificate,
+    ca_name,
+    cert_pem,
+    check_user_root,
+    fingerprint,
+    key_pem,
+    load_cert,
+    load_key,
+    new_key,
+    workload_certificate,
+)
 from envoykit.control.identity import parse_spiffe_id, read_private, validate_trust_domain, write_private
 
 Clock = Callable[[], datetime]
-KeyType = Literal["ec-p256", "ec-p384", "rsa-2048"]
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 DEFAULT_WORKLOAD_TTL = timedelta(hours=24)
 DEFAULT_ROOT_TTL = timedelta(days=3650)
 DEFAULT_INTERMEDIATE_TTL = timedelta(days=365)
 DEFAULT_OVERLAP = timedelta(hours=24)
 DEFAULT_ACTIVATE_AFTER = timedelta(seconds=30)
-#: not_before is set this far in the past so peers with a slightly slow clock accept a fresh certificate.
-BACKDATE = timedelta(minutes=1)
-
-
-class CAError(RuntimeError):
-    """The CA cannot do what was asked: bad root given, state directory of another trust domain, etc."""
 
 
 def utc_now() -> datetime:
@@ -88,48 +96,6 @@ class ManualClock:
         """Move forward by ``seconds`` (and/or ``hours=``, ``minutes=``...); return the new time."""
         self.now += timedelta(seconds=seconds, **delta)
         return self.now
-
-
-def _new_key(key_type: KeyType) -> PrivateKey:
-    if key_type == "ec-p256":
-        return ec.generate_private_key(ec.SECP256R1())
-    if key_type == "ec-p384":
-        return ec.generate_private_key(ec.SECP384R1())
-    if key_type == "rsa-2048":
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    raise CAError(f"unknown key type {key_type!r}: use ec-p256, ec-p384 or rsa-2048")
-
-
-def _key_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _load_key(pem: bytes, where: str) -> PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise CAError(f"{where}: not an unencrypted PEM private key ({exc})") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise CAError(f"{where}: only EC and RSA keys can sign")
-    return key
-
-
-def _load_cert(pem: bytes, where: str) -> x509.Certificate:
-    try:
-        return x509.load_pem_x509_certificate(pem)
-    except ValueError as exc:
-        raise CAError(f"{where}: not a PEM certificate ({exc})") from None
-
-
-def fingerprint(cert: x509.Certificate) -> str:
-    """SHA-256 fingerprint of a certificate's DER, hex."""
-    return cert.fingerprint(hashes.SHA256()).hex()
 
 
 @dataclass(frozen=True)
@@ -229,7 +195,7 @@ class CertificateAuthority:
         if (self.dir / "state.json").exists():
             self._load()
             if root_cert_pem is not None:
-                given = _load_cert(root_cert_pem, "root certificate")
+                given = load_cert(root_cert_pem, "root certificate")
                 if all(g.root != given for g in self._generations):
                     raise CAError(f"{self.dir} already holds a CA with another root; use rotate_root")
         else:
@@ -263,48 +229,6 @@ class CertificateAuthority:
 
     # ---- creation and persistence
 
-    def _ca_name(self, what: str, gen: int) -> x509.Name:
-        return x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.trust_domain),
-                x509.NameAttribute(NameOID.COMMON_NAME, f"envoykit {what} {gen}"),
-            ]
-        )
-
-    def _ca_builder(
-        self, subject: x509.Name, issuer: x509.Name, key: PrivateKey, now: datetime
-    ) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.UniformResourceIdentifier(f"spiffe://{self.trust_domain}")]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        )
-
     def _make_generation(
         self,
         gen: int,
@@ -314,57 +238,40 @@ class CertificateAuthority:
         signing_from: datetime | None = None,
     ) -> _Generation:
         signing_from = signing_from or now
-        key = _new_key(self.key_type)
+        key = new_key(self.key_type)
         if root_cert_pem is None or root_key_pem is None:
-            name = self._ca_name("root", gen)
-            root = (
-                self._ca_builder(name, name, key, now)
-                .not_valid_after(now + self.root_ttl)
-                .sign(key, hashes.SHA256())
+            root = ca_certificate(
+                trust_domain=self.trust_domain,
+                subject=ca_name(self.trust_domain, "root", gen),
+                key=key,
+                issuer=None,
+                issuer_key=key,
+                now=now,
+                not_after=now + self.root_ttl,
             )
             return _Generation(gen, root, root, key, signing_from, None)
-        root = _load_cert(root_cert_pem, "root certificate")
-        root_key = _load_key(root_key_pem, "root key")
-        self._check_user_root(root, root_key, now)
-        not_after = min(now + self.intermediate_ttl, root.not_valid_after_utc)
-        inter = (
-            self._ca_builder(self._ca_name("intermediate", gen), root.subject, key, now)
-            .not_valid_after(not_after)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False
-            )
-            .sign(root_key, hashes.SHA256())
+        root = load_cert(root_cert_pem, "root certificate")
+        root_key = load_key(root_key_pem, "root key")
+        check_user_root(root, root_key, now)
+        inter = ca_certificate(
+            trust_domain=self.trust_domain,
+            subject=ca_name(self.trust_domain, "intermediate", gen),
+            key=key,
+            issuer=root,
+            issuer_key=root_key,
+            now=now,
+            not_after=min(now + self.intermediate_ttl, root.not_valid_after_utc),
         )
         return _Generation(gen, root, inter, key, signing_from, None)
-
-    @staticmethod
-    def _check_user_root(root: x509.Certificate, key: PrivateKey, now: datetime) -> None:
-        try:
-            bc = root.extensions.get_extension_for_class(x509.BasicConstraints).value
-        except x509.ExtensionNotFound:
-            raise CAError("root certificate has no basicConstraints: it is not a CA") from None
-        if not bc.ca:
-            raise CAError("root certificate has cA=false: it cannot sign")
-        if key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ) != root.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ):
-            raise CAError("root key does not belong to the root certificate")
-        if not root.not_valid_before_utc <= now < root.not_valid_after_utc:
-            raise CAError(
-                f"root certificate is not valid now "
-                f"(valid {root.not_valid_before_utc} to {root.not_valid_after_utc})"
-            )
 
     def _save(self) -> None:
         for g in self._generations:
             gdir = self.dir / f"gen-{g.id}"
             if not (gdir / "signer-key.pem").exists():
                 gdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-                write_private(gdir / "signer-key.pem", _key_pem(g.signer_key))
-                (gdir / "root-cert.pem").write_bytes(_cert_pem(g.root))
-                (gdir / "signer-cert.pem").write_bytes(_cert_pem(g.signer))
+                write_private(gdir / "signer-key.pem", key_pem(g.signer_key))
+                (gdir / "root-cert.pem").write_bytes(cert_pem(g.root))
+                (gdir / "signer-cert.pem").write_bytes(cert_pem(g.signer))
         state = {
             "trust_domain": self.trust_domain,
             "generations": [
@@ -394,9 +301,9 @@ class CertificateAuthority:
                 gens.append(
                     _Generation(
                         int(g["id"]),
-                        _load_cert((gdir / "root-cert.pem").read_bytes(), str(gdir / "root-cert.pem")),
-                        _load_cert((gdir / "signer-cert.pem").read_bytes(), str(gdir / "signer-cert.pem")),
-                        _load_key(read_private(gdir / "signer-key.pem"), str(gdir / "signer-key.pem")),
+                        load_cert((gdir / "root-cert.pem").read_bytes(), str(gdir / "root-cert.pem")),
+                        load_cert((gdir / "signer-cert.pem").read_bytes(), str(gdir / "signer-cert.pem")),
+                        load_key(read_private(gdir / "signer-key.pem"), str(gdir / "signer-key.pem")),
                         datetime.fromisoformat(g["signing_from"]),
                         datetime.fromisoformat(g["trusted_until"]) if g["trusted_until"] else None,
                     )
@@ -457,7 +364,7 @@ class CertificateAuthority:
 
     def trust_bundle_pem(self) -> bytes:
         """The trust bundle: PEM of :meth:`trusted_roots` concatenated (Envoy's ``trusted_ca``)."""
-        return b"".join(_cert_pem(c) for c in self.trusted_roots())
+        return b"".join(cert_pem(c) for c in self.trusted_roots())
 
     def trust_bundle_version(self) -> str:
         """A short hash of the trust bundle: changes exactly when the bundle changes."""
@@ -499,52 +406,23 @@ class CertificateAuthority:
         not_after = min(now + ttl, gen.signer.not_valid_after_utc)
         if not_after <= now:
             raise CAError(f"the signing certificate of generation {gen.id} has expired; rotate the root")
-        key = _new_key(self.key_type)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([]))  # identity is in the SAN only (X.509-SVID 2), so the SAN is critical
-            .issuer_name(gen.signer.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(not_after)
-            .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(sid.uri)]), critical=True
-            )
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=isinstance(key, rsa.RSAPrivateKey),
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(gen.signer_key.public_key()),
-                critical=False,
-            )
-            .sign(gen.signer_key, hashes.SHA256())
+        key = new_key(self.key_type)
+        cert = workload_certificate(
+            spiffe_uri=sid.uri,
+            key=key,
+            signer=gen.signer,
+            signer_key=gen.signer_key,
+            now=now,
+            not_after=not_after,
         )
         lifetime = not_after - now
         factor = 0.5 + self._rng.uniform(-self.renew_jitter, self.renew_jitter)
-        leaf = _cert_pem(cert)
+        leaf = cert_pem(cert)
         return IssuedCertificate(
             spiffe_id=sid.uri,
             cert_pem=leaf,
-            chain_pem=leaf + b"".join(_cert_pem(c) for c in gen.intermediates),
-            key_pem=_key_pem(key),
+            chain_pem=leaf + b"".join(cert_pem(c) for c in gen.intermediates),
+            key_pem=key_pem(key),
             not_before=now - BACKDATE,
             not_after=not_after,
             renew_at=now + lifetime * factor,
@@ -603,3 +481,16 @@ class CertificateAuthority:
         self._generations = keep
         self._save()
         return new.root
+
+
+__all__ = [
+    "BACKDATE",
+    "CAError",
+    "CertificateAuthority",
+    "Clock",
+    "IssuedCertificate",
+    "KeyType",
+    "ManualClock",
+    "fingerprint",
+    "utc_now",
+]
