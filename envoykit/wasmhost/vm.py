@@ -190,8 +190,12 @@ class VM:
 
     def _failure(self, name: str, context_id: int, exc: wasmtime.Trap) -> FilterFailure:
         code = exc.trap_code
-        message = (exc.message or "").strip().splitlines()
-        cause = message[-1].strip() if message else str(code)
+        lines = [ln.strip() for ln in (exc.message or "").splitlines() if ln.strip()]
+        cause = next((ln.split("wasm trap:", 1)[1].strip() for ln in lines if "wasm trap:" in ln), "")
+        cause = cause or (lines[-1] if lines else str(code))
+        named = [f.func_name for f in (exc.frames or []) if f.func_name]
+        if named:
+            cause += f" (in {' <- '.join(named[:4])})"
         size = self.memory.data_len(self.store)
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
             reason = "fuel"
