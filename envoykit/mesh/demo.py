@@ -8,6 +8,7 @@ Scenarios (paths and headers are those of the demo mesh, examples/mesh.yaml):
 * ``mesh_path``: ``GET /`` reaches backend through frontend and both sidecars; backend saw frontend's
   SPIFFE identity (from the client certificate its sidecar verified).
 * ``outside_refused``: a plain client calling backend's sidecar directly (no mesh certificate) is refused.
+* ``wrong_identity``: a client with a mesh certificate of another service account is refused by authz.
 * ``jwt``: ``/admin`` without a token is refused (401/403); with a token from ``envoykit token``, 200.
 * ``rate_limit``: one client id sending past its limit gets 429s; requests before it pass.
 * ``canary``: the share of backend v1/v2 over many requests, against the configured weights.
@@ -21,6 +22,7 @@ import math
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -55,6 +57,9 @@ class DemoTarget:
     canary_weights: dict[str, int]
     wasm_header: str
     ratelimit_per_client: int
+    token_key: str = ""
+    ca_state_dir: str = ""
+    trust_domain: str = ""
 
     @classmethod
     def from_plan(cls, plan: Plan) -> DemoTarget:
@@ -73,6 +78,9 @@ class DemoTarget:
             canary_weights=demo.get("canary_weights", {}),
             wasm_header=demo.get("wasm_header", ""),
             ratelimit_per_client=int(demo.get("ratelimit_per_client", 0)),
+            token_key=demo.get("token_key", ""),
+            ca_state_dir=demo.get("ca_state_dir", ""),
+            trust_domain=demo.get("trust_domain", ""),
         )
 
 
@@ -128,15 +136,44 @@ def outside_refused(target: DemoTarget) -> Check:
     return Check("outside_refused", ok, "; ".join(f"{k}: {v}" for k, v in outcomes.items()), outcomes)
 
 
-def mint_token(subject: str = "demo-user", **claims: str) -> str:
+def wrong_identity(target: DemoTarget) -> Check:
+    """A client with a valid mesh certificate for another service account (``intruder``) calls
+    backend's sidecar: mTLS accepts it, the authz policy refuses it (only frontend may call backend)."""
+    identity = f"spiffe://{target.trust_domain}/ns/default/sa/intruder"
+    with tempfile.TemporaryDirectory(prefix="envoykit-demo-") as tmp:
+        issue = ["ca", "issue", identity, "--state-dir", target.ca_state_dir, "--out-dir", tmp]
+        out = subprocess.run(
+            [sys.executable, "-m", "envoykit.cli", *issue],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if out.returncode != 0:
+            return Check("wrong_identity", False, f"envoykit ca issue failed: {out.stderr.strip()}")
+        cert = (f"{tmp}/cert-chain.pem", f"{tmp}/key.pem")
+        outcomes = {}
+        for addr in target.backend_inbound:
+            # the server's certificate names a SPIFFE ID, not a DNS name: the client checks no hostname
+            with httpx.Client(cert=cert, verify=False, timeout=5) as c:
+                try:
+                    r = c.get(f"https://{addr}/", headers={"host": "backend"})
+                    outcomes[addr] = f"{r.status_code} {r.text.strip()[:70]}"
+                except httpx.HTTPError as exc:
+                    outcomes[addr] = f"error {type(exc).__name__}"
+    ok = bool(outcomes) and all(v.startswith("403") for v in outcomes.values())
+    return Check("wrong_identity", ok, f"as {identity}: " + "; ".join(outcomes.values()), outcomes)
+
+
+def mint_token(key: str = "", subject: str = "demo-user") -> str:
     """A JWT from the demo issuer, minted by ``envoykit token`` (a separate process, as a user would).
+
+    Args:
+        key: the issuer's private key file (``envoykit token``'s default when empty).
 
     Raises:
         RuntimeError: the command failed.
     """
-    cmd = [sys.executable, "-m", "envoykit.cli", "token", "--sub", subject]
-    for k, v in claims.items():
-        cmd += ["--claim", f"{k}={v}"]
+    cmd = [sys.executable, "-m", "envoykit.cli", "token", "--sub", subject, *(["--key", key] if key else [])]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         raise RuntimeError(f"envoykit token failed: {out.stderr.strip()}")
@@ -145,7 +182,7 @@ def mint_token(subject: str = "demo-user", **claims: str) -> str:
 
 def jwt(target: DemoTarget) -> Check:
     """``/admin`` without a token, with a garbage token, and with a valid one."""
-    token = mint_token()
+    token = mint_token(target.token_key)
     with _client(target) as c:
         none = c.get("/admin")
         bad = c.get("/admin", headers={"authorization": "Bearer not.a.jwt"})
@@ -271,7 +308,7 @@ def wait_for_ingress(target: DemoTarget, timeout_s: float = 30.0) -> None:
             time.sleep(0.2)
 
 
-SCENARIOS = (mesh_path, outside_refused, jwt, rate_limit, canary, wasm, telemetry)
+SCENARIOS = (mesh_path, outside_refused, wrong_identity, jwt, rate_limit, canary, wasm, telemetry)
 
 
 def run_demo(target: DemoTarget) -> list[Check]:

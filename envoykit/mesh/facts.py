@@ -71,7 +71,13 @@ def demo_facts(view: MeshView, ratelimit_dir: Path | None, telemetry_metrics: st
         if svc.name == "backend" and wl.sidecar is not None
     ]
     header, value = wasm_header(view)
+    key = view.path.absolute().parent / "demo-issuer" / "key.pem"
+    from envoykit.mesh.controlplane import control_state_dir
+
     return {
+        "token_key": str(key) if key.exists() else "",
+        "ca_state_dir": str(control_state_dir(view)),
+        "trust_domain": view.model.trust_domain,
         "telemetry_metrics": telemetry_metrics,
         "backend_inbound": backend_inbound,
         "canary_weights": canary_weights(view, "backend"),

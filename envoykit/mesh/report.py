@@ -12,6 +12,7 @@ from envoykit.mesh.demo import Check
 WHAT = {
     "mesh_path": "ingress -> frontend -> backend over mTLS",
     "outside_refused": "backend called from outside the mesh",
+    "wrong_identity": "backend called by another identity",
     "jwt": "JWT required for /admin (authz)",
     "rate_limit": "rate limit per client at the ingress",
     "canary": "canary split of backend",
