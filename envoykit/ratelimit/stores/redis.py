@@ -30,81 +30,86 @@ from redis.exceptions import RedisError
 from envoykit.ratelimit.algorithms import Algorithm, Count, Hit, window_start
 from envoykit.ratelimit.stores.base import StoreError
 
-# KEYS: per hit, fixed: [base|window_start]; sliding: [base|window_start, base|previous_start];
-# gcra: [base|g]. ARGV: now_ms, stop_when_over (0/1), then per hit: algorithm, addend, limit, window_ms.
-# Returns per hit: before, after, reset_ms.
+# One call carries the hits of one or more requests (concurrent requests are batched).
+# KEYS, per hit: fixed [base|window_start]; sliding [base|window_start, base|previous_start]; gcra [base|g].
+# ARGV, per request: hit count, stop_when_over (0/1), now_ms, then per hit: algorithm, addend,
+# limit, window_ms. Returns per hit, in order: before, after, reset_ms.
 LUA = """
-local now = tonumber(ARGV[1])
-local stop = ARGV[2] == '1'
-local n = (#ARGV - 2) / 4
 local out = {}
-local writes = {}
-local any_over = false
+local ai = 1
 local ki = 1
-for i = 1, n do
-  local b = 2 + (i - 1) * 4
-  local algo = tonumber(ARGV[b + 1])
-  local add = tonumber(ARGV[b + 2])
-  local lim = tonumber(ARGV[b + 3])
-  local win = tonumber(ARGV[b + 4])
-  local before, after, reset
-  if algo == 0 then
-    local k = KEYS[ki]
-    ki = ki + 1
-    reset = win - now % win
-    if stop or add == 0 then
-      before = tonumber(redis.call('GET', k) or '0')
+while ai <= #ARGV do
+  local n = tonumber(ARGV[ai])
+  local stop = ARGV[ai + 1] == '1'
+  local now = tonumber(ARGV[ai + 2])
+  ai = ai + 3
+  local writes = {}
+  local any_over = false
+  for i = 1, n do
+    local algo = tonumber(ARGV[ai])
+    local add = tonumber(ARGV[ai + 1])
+    local lim = tonumber(ARGV[ai + 2])
+    local win = tonumber(ARGV[ai + 3])
+    ai = ai + 4
+    local before, after, reset
+    if algo == 0 then
+      local k = KEYS[ki]
+      ki = ki + 1
+      reset = win - now % win
+      if stop or add == 0 then
+        before = tonumber(redis.call('GET', k) or '0')
+        after = before + add
+        if add > 0 then writes[#writes + 1] = {k, add, win} end
+      else
+        after = redis.call('INCRBY', k, add)
+        if after == add then redis.call('PEXPIRE', k, win) end
+        before = after - add
+      end
+    elseif algo == 1 then
+      local cur = KEYS[ki]
+      local prev = KEYS[ki + 1]
+      ki = ki + 2
+      local elapsed = now % win
+      local p = tonumber(redis.call('GET', prev) or '0')
+      local c = tonumber(redis.call('GET', cur) or '0')
+      before = math.floor(p * (win - elapsed) / win) + c
       after = before + add
-      if add > 0 then writes[#writes + 1] = {k, add, win} end
+      reset = win - elapsed
+      if after <= lim and add > 0 then writes[#writes + 1] = {cur, add, 2 * win} end
     else
-      after = redis.call('INCRBY', k, add)
-      if after == add then redis.call('PEXPIRE', k, win) end
-      before = after - add
-    end
-  elseif algo == 1 then
-    local cur = KEYS[ki]
-    local prev = KEYS[ki + 1]
-    ki = ki + 2
-    local elapsed = now % win
-    local p = tonumber(redis.call('GET', prev) or '0')
-    local c = tonumber(redis.call('GET', cur) or '0')
-    before = math.floor(p * (win - elapsed) / win) + c
-    after = before + add
-    reset = win - elapsed
-    if after <= lim and add > 0 then writes[#writes + 1] = {cur, add, 2 * win} end
-  else
-    local k = KEYS[ki]
-    ki = ki + 1
-    if lim <= 0 then
-      before = 0
-      after = add
-      reset = win
-    else
-      local interval = win / lim
-      local tat = tonumber(redis.call('GET', k) or '0')
-      if tat < now then tat = now end
-      before = math.ceil((tat - now) / interval - 1e-9)
-      if before < 0 then before = 0 end
-      after = before + add
-      reset = math.ceil(tat - now)
-      if after <= lim and add > 0 then
-        local nt = tat + add * interval
-        writes[#writes + 1] = {k, nt, -1, math.ceil(nt - now) + 1}
+      local k = KEYS[ki]
+      ki = ki + 1
+      if lim <= 0 then
+        before = 0
+        after = add
+        reset = win
+      else
+        local interval = win / lim
+        local tat = tonumber(redis.call('GET', k) or '0')
+        if tat < now then tat = now end
+        before = math.ceil((tat - now) / interval - 1e-9)
+        if before < 0 then before = 0 end
+        after = before + add
+        reset = math.ceil(tat - now)
+        if after <= lim and add > 0 then
+          local nt = tat + add * interval
+          writes[#writes + 1] = {k, nt, -1, math.ceil(nt - now) + 1}
+        end
       end
     end
+    if after > lim then any_over = true end
+    out[#out + 1] = before
+    out[#out + 1] = after
+    out[#out + 1] = reset
   end
-  if after > lim then any_over = true end
-  out[#out + 1] = before
-  out[#out + 1] = after
-  out[#out + 1] = reset
-end
-if not (stop and any_over) then
-  for _, w in ipairs(writes) do
-    if w[3] == -1 then
-      redis.call('SET', w[1], string.format('%.3f', w[2]), 'PX', w[4])
-    else
-      local v = redis.call('INCRBY', w[1], w[2])
-      if v == w[2] then redis.call('PEXPIRE', w[1], w[3]) end
+  if not (stop and any_over) then
+    for _, w in ipairs(writes) do
+      if w[3] == -1 then
+        redis.call('SET', w[1], string.format('%.3f', w[2]), 'PX', w[4])
+      else
+        local v = redis.call('INCRBY', w[1], w[2])
+        if v == w[2] then redis.call('PEXPIRE', w[1], w[3]) end
+      end
     end
   end
 end
@@ -112,10 +117,13 @@ return out
 """
 
 
-def encode(hits: Sequence[Hit], now_ms: int, stop_when_over: bool) -> tuple[list[str], list[int]]:
-    """The script's KEYS and ARGV for ``hits`` at ``now_ms``."""
-    keys: list[str] = []
-    argv: list[int] = [now_ms, 1 if stop_when_over else 0]
+def encode_into(
+    keys: list[str], argv: list[int], hits: Sequence[Hit], now_ms: int, stop_when_over: bool
+) -> None:
+    """Append one request's KEYS and ARGV for ``hits``."""
+    argv.append(len(hits))
+    argv.append(1 if stop_when_over else 0)
+    argv.append(now_ms)
     for h in hits:
         win = h.window_ms
         if h.algorithm == Algorithm.FIXED_WINDOW:
@@ -127,6 +135,13 @@ def encode(hits: Sequence[Hit], now_ms: int, stop_when_over: bool) -> tuple[list
         else:
             keys.append(f"{h.key}|g")
         argv.extend((int(h.algorithm), h.addend, h.limit, win))
+
+
+def encode(hits: Sequence[Hit], now_ms: int, stop_when_over: bool) -> tuple[list[str], list[int]]:
+    """The script's KEYS and ARGV for one request's ``hits`` at ``now_ms``."""
+    keys: list[str] = []
+    argv: list[int] = []
+    encode_into(keys, argv, hits, now_ms, stop_when_over)
     return keys, argv
 
 
@@ -135,20 +150,35 @@ def decode(flat: Sequence[Any]) -> list[Count]:
     return [Count(int(flat[i]), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
 
 
+def _store_error(exc: BaseException) -> StoreError:
+    return StoreError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+
+_Pending = tuple[Sequence[Hit], int, bool, "asyncio.Future[list[Count]]"]
+
+
 class RedisStore:
     """Counters in one Redis (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://`` paths).
+
+    Requests that arrive in the same event-loop turn are sent together as one script call (at most
+    ``max_batch`` requests each), like the reference's implicit pipelining (REDIS_PIPELINE_WINDOW):
+    one round trip carries one or more requests, never more than one per request.
 
     Args:
         url: the Redis URL.
         max_connections: the pool's bound; calls wait (within ``timeout_s``) for a free connection.
         timeout_s: connect, socket and per-call deadline, in seconds.
+        max_batch: the most requests in one script call.
     """
 
     name = "redis"
 
-    def __init__(self, url: str, *, max_connections: int = 16, timeout_s: float = 0.5) -> None:
+    def __init__(
+        self, url: str, *, max_connections: int = 16, timeout_s: float = 0.5, max_batch: int = 64
+    ) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.max_batch = max_batch
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -159,16 +189,53 @@ class RedisStore:
         )
         self.client = Redis(connection_pool=pool)
         self._script = self.client.register_script(LUA)
+        self._pending: list[_Pending] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
-        """Apply ``hits`` in one script call (see :class:`~envoykit.ratelimit.stores.base.Store`)."""
-        keys, argv = encode(hits, now_ms, stop_when_over)
+        """Apply ``hits`` (see :class:`~envoykit.ratelimit.stores.base.Store`), batched with concurrent calls."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Count]] = loop.create_future()
+        self._pending.append((hits, now_ms, stop_when_over, fut))
+        if len(self._pending) >= self.max_batch:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await fut
+        except TimeoutError as exc:
+            raise StoreError(f"no answer from Redis within {self.timeout_s * 1000:.0f} ms") from exc
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        keys: list[str] = []
+        argv: list[int] = []
+        for hits, now_ms, stop, _ in batch:
+            encode_into(keys, argv, hits, now_ms, stop)
         try:
             async with asyncio.timeout(self.timeout_s):
                 flat = await self._script(keys=keys, args=argv)
         except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
-        return decode(flat)
+            for *_, fut in batch:
+                if not fut.done():
+                    fut.set_exception(_store_error(exc))
+            return
+        counts = decode(flat)
+        i = 0
+        for hits, _, _, fut in batch:
+            if not fut.done():
+                fut.set_result(counts[i : i + len(hits)])
+            i += len(hits)
 
     async def ping(self) -> bool:
         """True when Redis answers PING within the timeout."""
@@ -179,7 +246,9 @@ class RedisStore:
             return False
 
     async def close(self) -> None:
-        """Close the pool's connections."""
+        """Wait for batches in flight, then close the pool's connections."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.aclose()
 
 
@@ -231,7 +300,7 @@ class RedisClusterStore:
                     *(self._group([hits[i] for i in idx], now_ms, stop_when_over) for idx in order)
                 )
         except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+            raise _store_error(exc) from exc
         counts: list[Count | None] = [None] * len(hits)
         for idx, res in zip(order, results, strict=True):
             for i, c in zip(idx, res, strict=True):

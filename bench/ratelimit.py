@@ -1,0 +1,315 @@
+"""Benchmark: envoykit.ratelimit through one Envoy (``--concurrency 1``), in one run.
+
+Scenarios, each on its own listener of the same Envoy, all proxying to a direct-response listener of
+that Envoy (so the upstream costs the same everywhere):
+
+  (a) no rate limit
+  (b) global rate limit, envoykit ratelimit with the memory store
+  (c) global rate limit, envoykit ratelimit with a Redis store (a local redis-server)
+  (d) Envoy's native local_ratelimit filter (token bucket)
+
+Every request carries one descriptor (``client=bench``) whose limit is never reached, so the figures
+show the cost of asking. Printed: requests/s (wrk, closed loop), p50/p99, the ratios b/a, c/a, d/a;
+p50/p99 at half of each scenario's maximum rate (hey, fixed rate); and an over-admission check:
+a burst against a tight limit (``requests_per_unit`` per minute) must admit exactly that many.
+
+    PATH=.venv/bin:$PATH .venv/bin/python bench/ratelimit.py [--seconds 6] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from envoykit.core import EnvoyProcess, free_port, wait_for_port  # noqa: E402
+
+LIMITS = """
+domain: bench
+descriptors:
+  - key: client
+    rate_limit: {unit: second, requests_per_unit: 1000000000}
+  - key: tight
+    rate_limit: {unit: minute, requests_per_unit: %(tight)d}
+"""
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non2xx: int
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    assert m, text
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def wrk(name: str, url: str, seconds: int, connections: int, header: str) -> Result:
+    out = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-H", header, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return Result(
+        name,
+        float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        _ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        _ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        int(non2xx.group(1)) if non2xx else 0,
+    )
+
+
+def hey(name: str, url: str, rate: float, seconds: int, header: str) -> Result:
+    workers = 8
+    per_worker = max(1, int(rate / workers))
+    out = subprocess.run(
+        ["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(per_worker), "-H", header, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    codes = {c: int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    return Result(
+        name,
+        float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        float(re.search(r"50%+ in ([\d.]+) secs", out).group(1)) * 1000,  # type: ignore[union-attr]
+        float(re.search(r"99%+ in ([\d.]+) secs", out).group(1)) * 1000,  # type: ignore[union-attr]
+        sum(codes.values()),
+        sum(n for c, n in codes.items() if not c.startswith("2")),
+    )
+
+
+def _sock(port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+
+def _cluster(name: str, port: int, http2: bool = False) -> dict[str, Any]:
+    c: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _sock(port)}}]}],
+        },
+    }
+    if http2:
+        c["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return c
+
+
+def _listener(
+    name: str, port: int, routes: list[dict[str, Any]], filters: list[dict[str, Any]]
+) -> dict[str, Any]:
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": name,
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+        "http_filters": [*filters, router],
+    }
+    return {
+        "name": name,
+        "address": _sock(port),
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
+
+
+def _rl_filter(cluster: str) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+            "domain": "bench",
+            "timeout": "1s",
+            "failure_mode_deny": True,
+            "rate_limit_service": {
+                "transport_api_version": "V3",
+                "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
+            },
+        },
+    }
+
+
+LOCAL_RL = {
+    "name": "envoy.filters.http.local_ratelimit",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "local",
+        "token_bucket": {"max_tokens": 1000000000, "tokens_per_fill": 1000000000, "fill_interval": "1s"},
+        "filter_enabled": {"default_value": {"numerator": 100}, "runtime_key": "le"},
+        "filter_enforced": {"default_value": {"numerator": 100}, "runtime_key": "lf"},
+    },
+}
+
+
+def _limited_routes() -> list[dict[str, Any]]:
+    actions = [
+        {"match": {"prefix": "/tight"}, "route": {"cluster": "backend", "rate_limits": [{"actions": [{"generic_key": {"descriptor_key": "tight", "descriptor_value": "t"}}]}]}},
+        {"match": {"prefix": "/"}, "route": {"cluster": "backend", "rate_limits": [{"actions": [{"request_headers": {"header_name": "x-client", "descriptor_key": "client"}}]}]}},
+    ]  # fmt: skip
+    return actions
+
+
+class Proc:
+    def __init__(self, cmd: list[str], port: int, log: Path) -> None:
+        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("ab"), env={**os.environ})
+        wait_for_port(port, timeout=30)
+
+    def stop(self) -> None:
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=6)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument(
+        "--tight", type=int, default=2000, help="tight limit per minute for the over-admission check"
+    )
+    ap.add_argument("--only", default="abcd", help="scenarios to run (letters), e.g. ab")
+    args = ap.parse_args()
+    for tool in ("wrk", "hey", "redis-server"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed")
+    tmp = Path(tempfile.mkdtemp(prefix="envoykit-bench-rl-"))
+    (tmp / "limits").mkdir()
+    (tmp / "limits" / "bench.yaml").write_text(LIMITS % {"tight": args.tight})
+    envoykit = str(Path(sys.executable).parent / "envoykit")
+    redis_port, mem_port, redis_rl_port = free_port(), free_port(), free_port()
+    procs: list[Proc] = []
+    try:
+        procs.append(
+            Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)], redis_port, tmp / "redis.log")
+        )  # fmt: skip
+        base = [envoykit, "ratelimit", "serve", "--config-dir", str(tmp / "limits"), "--log-level", "warning"]
+        procs.append(Proc([*base, "--address", f"127.0.0.1:{mem_port}"], mem_port, tmp / "rl-mem.log"))
+        procs.append(
+            Proc(
+                [
+                    *base,
+                    "--address",
+                    f"127.0.0.1:{redis_rl_port}",
+                    "--redis-url",
+                    f"redis://127.0.0.1:{redis_port}/0",
+                ],
+                redis_rl_port,
+                tmp / "rl-redis.log",
+            )
+        )
+        backend, pa, pb, pc, pd = (free_port() for _ in range(5))
+        backend_route = [
+            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}
+        ]
+        to_backend = [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]
+        config = {
+            "static_resources": {
+                "listeners": [
+                    _listener("backend", backend, backend_route, []),
+                    _listener("a_none", pa, to_backend, []),
+                    _listener("b_memory", pb, _limited_routes(), [_rl_filter("rl_memory")]),
+                    _listener("c_redis", pc, _limited_routes(), [_rl_filter("rl_redis")]),
+                    _listener("d_local", pd, to_backend, [LOCAL_RL]),
+                ],
+                "clusters": [
+                    _cluster("backend", backend),
+                    _cluster("rl_memory", mem_port, http2=True),
+                    _cluster("rl_redis", redis_rl_port, http2=True),
+                ],
+            }
+        }
+        with EnvoyProcess(config, workdir=tmp / "envoy", concurrency=1, log_level="warning") as envoy:
+            del envoy
+            header = "x-client: bench"
+            scen = [
+                ("(a) no rate limit", pa),
+                ("(b) global rate limit, memory store", pb),
+                ("(c) global rate limit, Redis store", pc),
+                ("(d) Envoy local_ratelimit", pd),
+            ]
+            scen = [s for s in scen if s[0][1] in args.only]
+            for _, port in scen:  # warm connections and caches
+                wrk("warm", f"http://127.0.0.1:{port}/", 1, args.connections, header)
+            full = [wrk(n, f"http://127.0.0.1:{p}/", args.seconds, args.connections, header) for n, p in scen]
+            half = [
+                hey(n, f"http://127.0.0.1:{p}/", r.rps / 2, max(3, args.seconds // 2), header)
+                for (n, p), r in zip(scen, full, strict=True)
+            ]
+            admission = []
+            for name, port in [s for s in scen if s[0][1] in "bc"]:
+                while time.time() % 60 > 60 - (args.seconds // 2 + 3):  # keep the burst inside one minute
+                    time.sleep(0.5)
+                minute = int(time.time() // 60)
+                r = wrk(
+                    name,
+                    f"http://127.0.0.1:{port}/tight",
+                    max(2, args.seconds // 2),
+                    args.connections,
+                    header,
+                )
+                same = int(time.time() // 60) == minute
+                admission.append((name, r.requests, r.requests - r.non2xx, same))
+        a = full[0]
+        print(
+            f"envoykit.ratelimit benchmark — Envoy --concurrency 1, wrk -t1 -c{args.connections}, {args.seconds}s each"
+        )
+        print(f"{'scenario':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'x/a':>6}")
+        for r in full:
+            print(
+                f"{r.name:<40} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.non2xx:>8} {r.rps / a.rps:>6.2f}"
+            )
+        print("\nat half of each scenario's maximum rate (hey, fixed rate)")
+        print(f"{'scenario':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        for r in half:
+            print(f"{r.name:<40} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.non2xx:>8}")
+        print("\nratios: " + "  ".join(f"{r.name[1]}/a={r.rps / a.rps:.2f}" for r in full[1:]))
+        print(f"\nover-admission check: limit {args.tight} per minute, one burst inside one minute")
+        for name, total, admitted, same in admission:
+            verdict = (
+                "OK" if admitted == min(args.tight, total) else ("OVER" if admitted > args.tight else "UNDER")
+            )
+            note = "" if same else " (crossed a minute: bound doubles)"
+            print(f"  {name:<40} sent {total:>7}  admitted {admitted:>6}  {verdict}{note}")
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
