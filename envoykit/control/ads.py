@@ -30,7 +30,7 @@ from google.protobuf import any_pb2
 from prometheus_client import Counter, Gauge
 
 from envoykit.control.identity import NODE_TOKEN_HEADER, NodeTokens
-from envoykit.control.pb import CLUSTER, LISTENER, ROUTE, SHORT, TYPE_ORDER
+from envoykit.control.pb import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT, TYPE_ORDER
 from envoykit.control.snapshot import Snapshot, SnapshotCache
 from envoykit.core.logs import get_logger
 
@@ -226,6 +226,27 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 return False
         return True
 
+    def _clusters_ready(self, st: StreamState, snap: Snapshot) -> bool:
+        """True when Envoy has accepted every cluster of ``snap`` and the endpoints of each (so they are
+        warm): only then may listeners and routes that use them be pushed."""
+        cds = st.watches.get(CLUSTER)
+        names = snap.get(CLUSTER).names()
+        if names and (
+            cds is None or cds.acked_version != cds.sent_version or not names <= (cds.sent_names or set())
+        ):
+            return False
+        eds_ts = snap.get(ENDPOINT)
+        eds_names = eds_ts.names()
+        if not eds_names:
+            return True
+        eds = st.watches.get(ENDPOINT)
+        return (
+            eds is not None
+            and eds.sent_version == eds_ts.version
+            and eds.acked_version == eds.sent_version
+            and eds_names <= (eds.sent_names or set())
+        )
+
     def _payload(
         self, st: StreamState, t: str, w: _Watch, snap: Snapshot
     ) -> tuple[str, dict[str, any_pb2.Any]]:
@@ -249,6 +270,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             w = st.watches.get(t)
             if w is None or not w.waiting:
                 continue
+            if t in (LISTENER, ROUTE) and not self._clusters_ready(st, snap):
+                continue  # make before break: wait until the clusters they use are warm
             version, items = self._payload(st, t, w, snap)
             names = frozenset(items)
             unchanged = w.sent_version is not None and names == w.sent_names
