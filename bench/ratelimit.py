@@ -184,7 +184,8 @@ def _limited_routes() -> list[dict[str, Any]]:
 
 class Proc:
     def __init__(self, cmd: list[str], port: int, log: Path) -> None:
-        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("ab"), env={**os.environ})
+        with log.open("ab") as err:  # the child keeps its own copy
+            self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ})
         wait_for_port(port, timeout=30)
 
     def stop(self) -> None:

@@ -37,9 +37,8 @@ class RedisServer:
             # the default bus port (port + 10000) may be taken or out of range: choose one
             args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
             args += ["--cluster-port", str(free_port())]
-        self.proc = subprocess.Popen(
-            args, stdout=open(self.workdir / "redis.log", "ab"), stderr=subprocess.STDOUT
-        )
+        with open(self.workdir / "redis.log", "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, timeout=10)
         return self
 

@@ -32,9 +32,8 @@ class RateLimitProcess:
             "--address", f"127.0.0.1:{self.port}", "--metrics-port", str(self.metrics_port), *self.args,
         ]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"), env=env
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
         try:
             wait_for_port(self.port, timeout=timeout)
         except TimeoutError:

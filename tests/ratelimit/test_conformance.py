@@ -296,3 +296,20 @@ def test_loader_rules_that_load() -> None:
 
 def test_fixture_dir_is_beside_repo() -> None:
     assert Path(LOADER).is_dir()
+
+
+def test_value_to_metric_and_detailed_metric_stats_keys() -> None:
+    text = (
+        "domain: d\ndescriptors:\n"
+        "  - key: route\n    value_to_metric: true\n    descriptors:\n"
+        "      - key: method\n        rate_limit: {unit: second, requests_per_unit: 1}\n"
+        "  - key: wild\n    value: api*\n    value_to_metric: true\n"
+        "    rate_limit: {unit: second, requests_per_unit: 1}\n"
+        "  - key: plain\n    rate_limit: {unit: second, requests_per_unit: 1}\n"
+    )
+    cfg = load_texts([("d.yaml", text)], stats=StatsRegistry())
+    m = _limit(cfg, ("route", "/users"), ("method", "GET"), domain="d")
+    assert m.stats_key == "route_/users.method" and m.limit.full_key == "d.route.method"
+    assert _limit(cfg, ("wild", "api/v2"), domain="d").stats_key == "wild_api/v2"
+    m = _limit(cfg, ("plain", "x"), domain="d")
+    assert m.stats_key == "plain" and m.stats is cfg.stats.get("d", "plain")
