@@ -44,7 +44,9 @@ def serve(
     from envoykit.core.logs import configure_logging
 
     configure_logging(log_level)
-    try:
+
+    async def run() -> None:
+        # built inside the running loop: grpc.aio binds its server to the loop current at creation
         cp = ControlPlane(
             mesh,
             address=address,
@@ -53,10 +55,6 @@ def serve(
             envoy_validate=envoy_validate,
             metrics_port=metrics_port,
         )
-    except ConfigError as exc:
-        raise _fail(exc) from exc
-
-    async def run() -> None:
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -65,7 +63,10 @@ def serve(
         await stopping.wait()
         await cp.stop(2.0)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except ConfigError as exc:
+        raise _fail(exc) from exc
 
 
 @control.command("nodes")
