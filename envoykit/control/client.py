@@ -38,18 +38,34 @@ class AdsClient:
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None
         self._first = True
+        self._in: asyncio.Queue[discovery_pb2.DiscoveryResponse | BaseException] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> AdsClient:
         self._channel = grpc.aio.insecure_channel(self.address)
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
         metadata = ((NODE_TOKEN_HEADER, self.token),) if self.token else None
         self._call = stub.StreamAggregatedResources(self._requests(), metadata=metadata)
+        self._reader = asyncio.create_task(self._read())
         return self
+
+    async def _read(self) -> None:
+        # reads on its own task: cancelling a pending read would cancel the whole RPC
+        try:
+            async for resp in self._call:
+                self._in.put_nowait(resp)
+            self._in.put_nowait(EOFError("the server closed the stream"))
+        except grpc.aio.AioRpcError as exc:
+            self._in.put_nowait(exc)
+        except asyncio.CancelledError:
+            pass
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._out.put_nowait(None)
+        if self._reader is not None:
+            self._reader.cancel()
         if self._call is not None:
             self._call.cancel()
         if self._channel is not None:
@@ -88,11 +104,13 @@ class AdsClient:
         Raises:
             TimeoutError: none within ``timeout`` seconds.
             grpc.aio.AioRpcError: the server ended the stream (e.g. PERMISSION_DENIED).
+            EOFError: the stream ended without an error.
         """
-        resp = await asyncio.wait_for(self._call.read(), timeout)
-        if resp is grpc.aio.EOF:
-            raise EOFError("the server closed the stream")
-        return resp  # type: ignore[no-any-return]
+        item = await asyncio.wait_for(self._in.get(), timeout)
+        if isinstance(item, BaseException):
+            self._in.put_nowait(item)  # stays ended
+            raise item
+        return item
 
     async def ack(self, resp: discovery_pb2.DiscoveryResponse, names: Iterable[str] = ()) -> None:
         """Accept ``resp`` (keep subscribing to ``names``)."""
