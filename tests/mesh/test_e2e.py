@@ -71,7 +71,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"envoykit up exited with {proc.returncode}:\n{out.read_text()[-6000:]}")
-            if state.status_path.exists() and state.read_status().state == "running":
+            # running in status.json, and the runner printed its table and the ready line
+            if (
+                state.status_path.exists()
+                and state.read_status().state == "running"
+                and b"mesh ready in" in (out.read_bytes())
+            ):
                 break
             time.sleep(0.2)
         else:
