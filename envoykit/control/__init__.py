@@ -1,0 +1,78 @@
+"""envoykit's control plane: one mesh model, validated, translated and served to every Envoy over ADS.
+
+Public names::
+
+    from envoykit.control import (
+        Mesh, load_mesh, parse_mesh, check_mesh,          # the model, layer 1 and 2 validation
+        translate, validate_translation,                  # resources per node, layer 3 (envoy)
+        mesh_nodes, node_id, parse_node_id, bootstrap,    # the Envoys of a mesh and their bootstraps
+        ControlPlane, AdsClient, remap_ports,
+    )
+
+The CA (``CertificateAuthority``), SDS (``SecretProvider``) and identity helpers live in
+``envoykit.control.ca``, ``.sds``, ``.identity`` and ``.tls``. See docs/control.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from envoykit.control.bootstrap import bootstrap
+    from envoykit.control.client import AdsClient
+    from envoykit.control.loader import LoadedMesh, load_mesh, parse_mesh
+    from envoykit.control.model import Mesh
+    from envoykit.control.nodes import NodeInfo, mesh_nodes, node_id, parse_node_id
+    from envoykit.control.ports import remap_ports
+    from envoykit.control.semantics import check_mesh
+    from envoykit.control.server import ControlPlane
+    from envoykit.control.translate import Translation, translate
+    from envoykit.control.validate import validate_translation
+
+# imported on first use, so `envoykit ca ...` and the CA modules do not load the whole control plane
+_WHERE = {
+    "bootstrap": "bootstrap",
+    "AdsClient": "client",
+    "LoadedMesh": "loader",
+    "load_mesh": "loader",
+    "parse_mesh": "loader",
+    "Mesh": "model",
+    "NodeInfo": "nodes",
+    "mesh_nodes": "nodes",
+    "node_id": "nodes",
+    "parse_node_id": "nodes",
+    "remap_ports": "ports",
+    "check_mesh": "semantics",
+    "ControlPlane": "server",
+    "Translation": "translate",
+    "translate": "translate",
+    "validate_translation": "validate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'envoykit.control' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"envoykit.control.{module}"), name)
+
+
+__all__ = [
+    "AdsClient",
+    "ControlPlane",
+    "LoadedMesh",
+    "Mesh",
+    "NodeInfo",
+    "Translation",
+    "bootstrap",
+    "check_mesh",
+    "load_mesh",
+    "mesh_nodes",
+    "node_id",
+    "parse_mesh",
+    "parse_node_id",
+    "remap_ports",
+    "translate",
+    "validate_translation",
+]
