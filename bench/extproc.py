@@ -1,0 +1,118 @@
+"""Benchmark: ext_proc telemetry (observability mode) and a blocking header processor vs. no ext_proc.
+
+Through one Envoy (``--concurrency 1``) to a direct-response route, in one run:
+(a) no ext_proc; (b) the telemetry processor in ``observability_mode`` (Envoy does not wait);
+(c) a blocking request-header processor (``envoykit.extproc.examples:stamp``: one round trip).
+Each server is a real ``envoykit extproc serve`` process. Prints requests/s and p50/p99 at maximum
+throughput (wrk, closed loop), latency at a fixed moderate rate (hey), the ratios b/a and c/a, and
+how many requests telemetry counted.
+
+Run: ``.venv/bin/python bench/extproc.py [--seconds 6] [--rate 500]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import LoadResult, hey_rate, table, wrk
+
+from envoykit.core import EnvoyProcess, free_port
+from envoykit.extproc import RESPONSE_ATTRIBUTES
+from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
+from tests.extproc.helpers import ext_proc_filter
+from tests.extproc.proc import ServerProcess
+from tests.extproc.test_telemetry_envoy import total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, in seconds (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=int, default=6)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--rate", type=float, default=200, help="fixed rate for the latency runs, req/s")
+    args = ap.parse_args()
+    telemetry = ext_proc_filter(
+        observability_mode=True,
+        failure_mode_allow=True,
+        processing_mode={"request_header_mode": "SKIP", "response_header_mode": "SEND"},
+        response_attributes=list(RESPONSE_ATTRIBUTES),
+        deferred_close_timeout="1s",
+    )
+    blocking = ext_proc_filter(
+        processing_mode={"request_header_mode": "SEND", "response_header_mode": "SKIP"}
+    )
+    blocking["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = "extproc_blocking"
+    with (
+        ServerProcess() as tele_srv,
+        ServerProcess("--no-telemetry", "--processor", "envoykit.extproc.examples:stamp") as block_srv,
+    ):
+        ports = {"a": free_port(), "b": free_port(), "c": free_port()}
+        ok = [direct_response(200, "ok")]
+        cfg = bootstrap(
+            [
+                http_listener(ports["a"], ok, name="plain"),
+                http_listener(ports["b"], ok, [telemetry], name="telemetry"),
+                http_listener(ports["c"], ok, [blocking], name="blocking"),
+            ],
+            [
+                cluster("extproc", tele_srv.port, http2=True),
+                cluster("extproc_blocking", block_srv.port, http2=True),
+            ],
+        )
+        names = {
+            "a": "(a) no ext_proc",
+            "b": "(b) telemetry, observability_mode",
+            "c": "(c) blocking header processor",
+        }
+        with EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench") as env:
+            assert env.proc is not None and tele_srv.proc is not None and block_srv.proc is not None
+            pids = {"envoy": env.proc.pid, "b": tele_srv.proc.pid, "c": block_srv.proc.pid}
+            cpu_us: dict[str, tuple[float, float]] = {}
+            url = {k: f"http://127.0.0.1:{p}/x" for k, p in ports.items()}
+            for k in "abc":
+                wrk("warm-up", url[k], seconds=1, connections=args.connections)
+            counted_before = total(tele_srv.metrics(), "istio_requests_total")
+            top: dict[str, LoadResult] = {}
+            for k in "abc":
+                before = {n: cpu_seconds(p) for n, p in pids.items()}
+                top[k] = wrk(names[k], url[k], seconds=args.seconds, connections=args.connections)
+                time.sleep(1.2)  # let the telemetry server finish its backlog before reading CPU
+                used = {n: cpu_seconds(p) - before[n] for n, p in pids.items()}
+                per = 1e6 / max(top[k].requests, 1)
+                cpu_us[k] = (used["envoy"] * per, used[k] * per if k in used else 0.0)
+            time.sleep(1.5)
+            counted = total(tele_srv.metrics(), "istio_requests_total") - counted_before
+            fixed: dict[str, LoadResult] = {}
+            for k in "abc":
+                fixed[k] = hey_rate(
+                    f"{names[k]} @ {args.rate:.0f}/s", url[k], args.rate, seconds=args.seconds
+                )
+        a, b, c = top["a"], top["b"], top["c"]
+        print(f"maximum throughput (wrk, closed loop, {args.connections} connections):")
+        print(table([a, b, c], a))
+        print(f"\nfixed rate (hey, {args.rate:.0f} req/s):")
+        print(table([fixed["a"], fixed["b"], fixed["c"]], fixed["a"]))
+        print(f"\nb/a = {b.rps / a.rps:.3f} (target >= 0.7); c/a = {c.rps / a.rps:.3f}")
+        print(
+            f"p50 b-a at max = {b.p50_ms - a.p50_ms:+.3f} ms; at {args.rate:.0f}/s = "
+            f"{fixed['b'].p50_ms - fixed['a'].p50_ms:+.3f} ms (target within 0.3 ms)"
+        )
+        print(f"telemetry counted {counted:.0f} of {b.requests} requests of run (b)")
+        print("\nCPU per request at max throughput (µs): envoy / ext_proc server")
+        for k in "abc":
+            print(f"  {names[k]:<40} {cpu_us[k][0]:8.1f} / {cpu_us[k][1]:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
