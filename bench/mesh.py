@@ -53,12 +53,16 @@ def without_extensions(mesh: Mesh) -> Mesh:
     )
 
 
-def measure(name: str, mesh_file: Path, work: Path, seconds: int, connections: int) -> LoadResult:
+def measure(
+    name: str, mesh_file: Path, run_config: Path, work: Path, seconds: int, connections: int
+) -> LoadResult:
     """Start the mesh of ``mesh_file`` on free ports, load its ingress with wrk, stop it."""
     state = StateDir(work / name.split()[0])
     state.prepare()
     plan = plan_mesh(
-        mesh_file, state, PlanOptions(free_ports=True, prometheus=False, envoy_log_level="warning")
+        mesh_file,
+        state,
+        PlanOptions(run_config=run_config, free_ports=True, prometheus=False, envoy_log_level="warning"),
     )
     sup = Supervisor(plan, state, console=Console(file=io.StringIO()), grace_s=5)
     ready_s = sup.start()
@@ -84,8 +88,11 @@ def main() -> None:
         bare.write_text(
             yaml.safe_dump(stripped.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
         )
-        base = measure("a: mesh, extensions off", bare, work, args.seconds, args.connections)
-        full = measure("b: mesh, every extension on", args.mesh, work, args.seconds, args.connections)
+        run_config = args.mesh.parent / "apps" / "run.yaml"  # the bare copy lives elsewhere
+        base = measure("a: mesh, extensions off", bare, run_config, work, args.seconds, args.connections)
+        full = measure(
+            "b: mesh, every extension on", args.mesh, run_config, work, args.seconds, args.connections
+        )
     print(table([base, full], base))
     print(f"ratio b/a (requests/s): {full.rps / base.rps:.2f}")
 
