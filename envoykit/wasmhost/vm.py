@@ -37,7 +37,8 @@ class VM:
         plugin: the plugin whose state host functions read and write.
         fuel: instruction budget of each top-level call into the module (a loop guard).
         memory_limit: bytes the module's memory may grow to; growth past it fails (``memory.grow``
-            returns -1) and a trap after it is reported as a memory failure.
+            returns -1, allocators return NULL) and a trap with more than 3/4 of it in use is
+            reported as a memory failure.
 
     Raises:
         ModuleLoadError: an import the host does not provide for this ABI version, or a module
@@ -200,9 +201,11 @@ class VM:
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
             reason = "fuel"
             text = f"exceeded its budget of {self.fuel} fuel units (an endless loop?)"
-        elif size + WASM_PAGE > self.memory_limit:
+        elif size * 4 > self.memory_limit * 3:
+            # wasmtime-py has no hook on refused growth: a trap with memory over 3/4 of the limit
+            # is reported as the memory bomb it almost always is.
             reason = "memory"
-            text = f"trapped at the memory limit of {self.memory_limit} bytes ({size} in use): {cause}"
+            text = f"trapped near its memory limit of {self.memory_limit} bytes ({size} in use): {cause}"
         else:
             reason = "trap"
             text = f"trapped: {cause}"

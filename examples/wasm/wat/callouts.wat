@@ -1,0 +1,76 @@
+;; Callouts: an HTTP call from on_request_headers (PAUSE until it is answered), its response
+;; read in on_http_call_response on the root context, and a gRPC call with its callbacks.
+(module
+  (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_call" (func $grpc_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_bytes" (func $get_buffer (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get_header (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_status" (func $get_status (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))
+  (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 32768))
+  (global $stream (mut i32) (i32.const 0))
+  (func (export "malloc") (param $n i32) (result i32) (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+  (func $r (param $i i32) (param $v i32)
+    (i32.store (i32.add (i32.const 256) (i32.shl (local.get $i) (i32.const 2))) (local.get $v)))
+  (data (i32.const 2048) "backend")      ;; 7
+  (data (i32.const 2056) "ping")         ;; 4
+  ;; pairs {":method": "POST", ":path": "/check", ":authority": "backend"}
+  ;; 4 + 24 + (7+1+4+1) + (5+1+6+1) + (10+1+7+1) = 73
+  (data (i32.const 2080) "\03\00\00\00\07\00\00\00\04\00\00\00\05\00\00\00\06\00\00\00\0a\00\00\00\07\00\00\00:method\00POST\00:path\00/check\00:authority\00backend\00")
+  ;; pairs {":method": "GET"} only (no :path, no :authority): 4 + 8 + 8 + 4 = 24
+  (data (i32.const 2176) "\01\00\00\00\07\00\00\00\03\00\00\00:method\00GET\00")
+  (data (i32.const 2208) ":status")      ;; 7
+  (data (i32.const 2224) "grpc_backend") ;; 12
+  (data (i32.const 2240) "pkg.Svc")      ;; 7
+  (data (i32.const 2248) "Call")         ;; 4
+  (data (i32.const 2256) "nope")         ;; 4
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+    (global.set $stream (local.get $ctx))
+    (call $r (i32.const 0) (call $http_call (i32.const 2048) (i32.const 7) (i32.const 2080) (i32.const 73)
+      (i32.const 2056) (i32.const 4) (i32.const 0) (i32.const 0) (i32.const 500) (i32.const 1024)))
+    (call $r (i32.const 1) (i32.load (i32.const 1024)))
+    ;; headers without :path/:authority → BAD_ARGUMENT; unknown cluster → BAD_ARGUMENT
+    (call $r (i32.const 2) (call $http_call (i32.const 2048) (i32.const 7) (i32.const 2176) (i32.const 24)
+      (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 500) (i32.const 1024)))
+    (call $r (i32.const 3) (call $http_call (i32.const 2256) (i32.const 4) (i32.const 2080) (i32.const 73)
+      (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 500) (i32.const 1024)))
+    (call $r (i32.const 4) (call $grpc_call (i32.const 2224) (i32.const 12) (i32.const 2240) (i32.const 7)
+      (i32.const 2248) (i32.const 4) (i32.const 0) (i32.const 0) (i32.const 2056) (i32.const 4) (i32.const 1000)
+      (i32.const 1028)))
+    (call $r (i32.const 5) (i32.load (i32.const 1028)))
+    (i32.const 1))
+  (func (export "proxy_on_http_call_response") (param $root i32) (param $token i32) (param $nh i32) (param $body i32) (param $nt i32)
+    (call $r (i32.const 6) (local.get $root))
+    (call $r (i32.const 7) (local.get $token))
+    (call $r (i32.const 8) (local.get $nh))
+    (call $r (i32.const 9) (local.get $body))
+    (call $r (i32.const 10) (call $get_buffer (i32.const 4) (i32.const 0) (local.get $body) (i32.const 1032) (i32.const 1036)))
+    (call $r (i32.const 11) (i32.load (i32.const 1032)))
+    (call $r (i32.const 12) (i32.load (i32.const 1036)))
+    (call $r (i32.const 13) (call $get_header (i32.const 6) (i32.const 2208) (i32.const 7) (i32.const 1040) (i32.const 1044)))
+    (call $r (i32.const 14) (i32.load (i32.const 1040)))
+    (call $r (i32.const 15) (i32.load (i32.const 1044)))
+    (call $r (i32.const 16) (call $get_status (i32.const 1048) (i32.const 1052) (i32.const 1056)))
+    (call $r (i32.const 17) (i32.load (i32.const 1048)))
+    (call $r (i32.const 18) (call $effective (global.get $stream)))
+    (call $r (i32.const 19) (call $continue (i32.const 0))))
+  (func (export "proxy_on_grpc_receive_initial_metadata") (param $root i32) (param $token i32) (param $n i32)
+    (call $r (i32.const 20) (local.get $n)))
+  (func (export "proxy_on_grpc_receive") (param $root i32) (param $token i32) (param $size i32)
+    (call $r (i32.const 21) (local.get $token))
+    (call $r (i32.const 22) (call $get_buffer (i32.const 5) (i32.const 0) (local.get $size) (i32.const 1060) (i32.const 1064)))
+    (call $r (i32.const 23) (i32.load (i32.const 1060)))
+    (call $r (i32.const 24) (i32.load (i32.const 1064))))
+  (func (export "proxy_on_grpc_receive_trailing_metadata") (param $root i32) (param $token i32) (param $n i32)
+    (call $r (i32.const 25) (local.get $n)))
+  (func (export "proxy_on_grpc_close") (param $root i32) (param $token i32) (param $code i32)
+    (call $r (i32.const 26) (local.get $code))
+    (drop (call $get_status (i32.const 1068) (i32.const 1072) (i32.const 1076)))
+    (call $r (i32.const 27) (i32.load (i32.const 1068)))))

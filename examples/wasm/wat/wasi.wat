@@ -1,0 +1,43 @@
+;; WASI (under wasi_unstable, as old SDKs import it): stdout/stderr as logs, a bad descriptor,
+;; clocks, random bytes, environment variables, and proc_exit in a callback.
+(module
+  (import "wasi_unstable" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_unstable" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (import "wasi_unstable" "random_get" (func $random (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $env_sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $env_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 32768))
+  (func (export "malloc") (param $n i32) (result i32) (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+  (func $r (param $i i32) (param $v i32)
+    (i32.store (i32.add (i32.const 256) (i32.shl (local.get $i) (i32.const 2))) (local.get $v)))
+  (data (i32.const 2048) "to stdout\n")   ;; 10
+  (data (i32.const 2064) "to stderr")     ;; 9
+  ;; iovecs: (ptr, len) pairs at 2100 and 2108
+  (data (i32.const 2100) "\00\08\00\00\0a\00\00\00")
+  (data (i32.const 2108) "\10\08\00\00\09\00\00\00")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "_initialize")
+    ;; allowed during start-up
+    (call $r (i32.const 0) (call $fd_write (i32.const 1) (i32.const 2100) (i32.const 1) (i32.const 1024))))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+    (call $r (i32.const 1) (i32.load (i32.const 1024)))
+    (call $r (i32.const 2) (call $fd_write (i32.const 2) (i32.const 2108) (i32.const 1) (i32.const 1024)))
+    (call $r (i32.const 3) (call $fd_write (i32.const 5) (i32.const 2108) (i32.const 1) (i32.const 1024)))
+    (call $r (i32.const 4) (call $clock (i32.const 0) (i64.const 1) (i32.const 1040)))
+    (call $r (i32.const 5) (i32.load (i32.const 1044)))
+    (call $r (i32.const 6) (call $clock (i32.const 7) (i64.const 1) (i32.const 1040)))
+    (call $r (i32.const 7) (call $random (i32.const 1100) (i32.const 16)))
+    (call $r (i32.const 8) (call $env_sizes (i32.const 1028) (i32.const 1032)))
+    (call $r (i32.const 9) (i32.load (i32.const 1028)))
+    (call $r (i32.const 10) (i32.load (i32.const 1032)))
+    (call $r (i32.const 11) (call $env_get (i32.const 1200) (i32.const 1300)))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (call $exit (i32.const 3))
+    (i32.const 0)))

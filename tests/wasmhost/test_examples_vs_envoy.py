@@ -1,0 +1,142 @@
+"""Every example filter, in the host and through a real Envoy (V8), with identical outcomes.
+
+Each C and AssemblyScript example runs its cases file (tests/wasmhost/cases/) through
+``envoykit.wasmdiff``: status, headers, body, the request the upstream got, the filter's logs and
+its metrics must match Envoy's exactly. Host-side assertions pin what the outcome *is*, so two
+identical wrong answers would still fail.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from envoykit.core.envoy import EnvoyError, EnvoyProcess
+from envoykit.wasmdiff.cases import load_cases
+from envoykit.wasmdiff.envoy_side import bootstrap
+from envoykit.wasmhost import (
+    Action,
+    FilterFailure,
+    HttpRequest,
+    HttpResponse,
+    ModuleLoadError,
+    load_plugin,
+    run_exchange,
+)
+from tests.wasmhost.conftest import CASES
+
+pytestmark = pytest.mark.envoy
+
+DIFFS = [
+    ("add_header", "add_header"),
+    ("as_add_header", "add_header"),
+    ("deny", "deny"),
+    ("as_deny", "deny"),
+    ("counter", "counter"),
+    ("as_counter", "counter"),
+    ("callout", "callout"),
+    ("as_callout", "callout"),
+    ("callout", "callout_denied"),
+    ("as_callout", "callout_denied"),
+    ("shared_state", "shared_state"),
+    ("as_shared_state", "shared_state"),
+    ("inspect", "inspect"),
+]
+
+
+@pytest.mark.parametrize(("example", "cases"), DIFFS, ids=[f"{e}-{c}" for e, c in DIFFS])
+def test_host_matches_envoy(wasm_example, wasm_diff, example, cases):
+    report = wasm_diff(wasm_example(example), CASES / f"{cases}.yaml")
+    assert report.ok, report.summary()
+    assert len(report.cases) == len(load_cases(CASES / f"{cases}.yaml").cases)
+
+
+@pytest.mark.parametrize("example", ["add_header", "as_add_header"])
+def test_add_header_outcome(wasm_example, example):
+    plugin = load_plugin(wasm_example(example), root_id="add_header", configuration="x-a: 1\nx-b:  two ")
+    out = run_exchange(
+        plugin, HttpRequest(path="/"), HttpResponse(200, [("content-type", "text/plain")], b"hi")
+    )
+    assert out.status == 200 and out.body == b"hi"
+    assert (out.headers["x-a"], out.headers["x-b"]) == ("1", "two")
+    assert plugin.log_messages() == ["add_header: 2 header(s)"]
+
+
+@pytest.mark.parametrize("example", ["deny", "as_deny"])
+def test_deny_outcome(wasm_example, example):
+    plugin = load_plugin(wasm_example(example), root_id="deny", configuration="x-deny")
+    stream = plugin.http_stream()
+    assert (
+        stream.send_request_headers({":path": "/s", ":method": "GET", "x-deny": "1"}, end_of_stream=True)
+        == Action.PAUSE
+    )
+    assert stream.local_response is not None and stream.local_response.status == 403
+    assert stream.response_headers["x-denied-by"] == "wasm"
+    assert stream.response_body == b"denied by wasm\n"
+    assert not stream.request_complete
+    ok = run_exchange(plugin, HttpRequest(path="/open"), HttpResponse(body=b"fine"))
+    assert (ok.status, ok.body, ok.upstream_headers is not None) == (200, b"fine", True)
+
+
+@pytest.mark.parametrize("example", ["counter", "as_counter"])
+def test_counter_outcome(wasm_example, example):
+    plugin = load_plugin(wasm_example(example), root_id="counter", configuration="count")
+    for n in range(1, 4):
+        out = run_exchange(plugin, HttpRequest(), HttpResponse())
+        assert out.headers["x-request-count"] == str(n)
+    assert plugin.metric("requests_total") == 3
+
+
+@pytest.mark.parametrize("example", ["callout", "as_callout"])
+def test_callout_outcome(wasm_example, example):
+    plugin = load_plugin(wasm_example(example), root_id="callout", configuration="auth", clusters={"auth"})
+    stream = plugin.http_stream()
+    assert (
+        stream.send_request_headers({":path": "/", ":method": "GET", "x-user": "bob"}, end_of_stream=True)
+        == 1
+    )
+    [call] = plugin.http_calls
+    assert (call.cluster, call.path, call.headers["x-user"]) == ("auth", "/check", "bob")
+    assert stream.request_paused
+    call.respond(200, body="bob-token")
+    assert stream.request_complete and stream.request_headers["x-auth"] == "bob-token"
+    denied = plugin.http_stream()
+    denied.send_request_headers({":path": "/", ":method": "GET"}, end_of_stream=True)
+    plugin.http_calls[0].fail()
+    assert denied.local_response is not None and denied.local_response.status == 503
+
+
+@pytest.mark.parametrize("example", ["shared_state", "as_shared_state"])
+def test_shared_state_outcome(wasm_example, example):
+    plugin = load_plugin(wasm_example(example), root_id="shared_state", configuration="hits")
+    other = plugin.host.load(wasm_example(example), root_id="shared_state", configuration="hits")
+    run_exchange(plugin, HttpRequest(), HttpResponse())
+    out = run_exchange(other, HttpRequest(), HttpResponse())  # another VM, same vm_id: shared
+    assert out.headers["x-hits"] == "2"
+    assert plugin.host.shared_data.items() == {"hits": b"2"}
+
+
+def test_assemblyscript_empty_configuration_traps_in_both(wasm_example, tmp_path):
+    """The SDK's known bug: an empty plugin configuration traps in onConfigure, in Envoy too."""
+    wasm = wasm_example("as_counter")
+    with pytest.raises(FilterFailure, match="out of bounds memory access") as err:
+        load_plugin(wasm, root_id="counter")
+    assert err.value.callback == "proxy_on_configure"
+    cases = load_cases(CASES / "counter.yaml")
+    cases.configuration = ""
+    envoy = EnvoyProcess(bootstrap(wasm, cases, 0, 1, {}, 0), workdir=tmp_path, log_level="error",
+                         component_log_level="wasm:info")  # fmt: skip
+    with pytest.raises(EnvoyError):
+        envoy.start(timeout=30)
+    assert "Function: proxy_on_configure failed" in envoy.log()
+
+
+def test_bad_signature_refused_by_both(wasm_example, tmp_path):
+    wasm = wasm_example("wat_bad_signature")
+    with pytest.raises(ModuleLoadError, match="Bad function signature for: proxy_on_request_headers"):
+        load_plugin(wasm)
+    cases = load_cases(CASES / "add_header.yaml")
+    envoy = EnvoyProcess(bootstrap(wasm, cases, 0, 1, {}, 0), workdir=tmp_path, log_level="error",
+                         component_log_level="wasm:info")  # fmt: skip
+    with pytest.raises(EnvoyError):
+        envoy.start(timeout=30)
+    assert "Bad function signature for: proxy_on_request_headers" in envoy.log()
