@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from envoykit.core import free_port
 from envoykit.extproc import RESPONSE_ATTRIBUTES
 from envoykit.extproc.peer import format_peer
+from tests.certs import Pair, TestCA
 from tests.envoycfg import bootstrap, cluster, http_listener, route_to
 from tests.extproc.helpers import ext_proc_filter
 from tests.extproc.proc import ServerProcess
@@ -190,3 +192,68 @@ def test_counts_labels_sizes_and_buckets_are_exact(envoy, echo, server, tmp_path
         assert total(text, "istio_request_bytes_sum", reporter=reporter) == sum(logged)
     assert total(text, "istio_requests_total", reporter="source", connection_security_policy="unknown") == n
     assert total(text, "istio_requests_total", reporter="destination", connection_security_policy="none") == n
+
+
+def tls_socket(kind: str, ca: Path, pair: Pair) -> dict[str, Any]:
+    common = {
+        "tls_certificates": [
+            {"certificate_chain": {"filename": str(pair.cert)}, "private_key": {"filename": str(pair.key)}}
+        ],
+        "validation_context": {"trusted_ca": {"filename": str(ca)}},
+    }
+    if kind == "downstream":
+        ctx = {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": True,
+            "common_tls_context": common,
+        }
+    else:
+        ctx = {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": common,
+        }
+    return {"name": "envoy.transport_sockets.tls", "typed_config": ctx}
+
+
+def test_mtls_principals_come_from_the_certificates(envoy, echo, server, tmp_path) -> None:
+    ca = TestCA(tmp_path / "pki")
+    front = ca.issue("frontend", uris=[FRONTEND["principal"]])
+    back = ca.issue("backend", uris=[BACKEND["principal"]], server=True)
+    client_cfg, server_cfg, port = sidecars(echo.port, server.port)
+    for cfg in (server_cfg, client_cfg):
+        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["access_log"] = []
+    server_cfg["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = tls_socket(
+        "downstream", ca.path, back
+    )
+    client_cfg["static_resources"]["clusters"][0]["transport_socket"] = tls_socket("upstream", ca.path, front)
+    # peer headers without principals: those must come from the certificates
+    for cfg, key, meta in (
+        (server_cfg, "response_headers_to_add", BACKEND),
+        (client_cfg, "request_headers_to_add", FRONTEND),
+    ):
+        vhost = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        vhost = vhost["route_config"]["virtual_hosts"][0]
+        no_principal = {k: v for k, v in meta.items() if k != "principal"}
+        vhost[key] = [{"header": {"key": "x-envoykit-peer", "value": format_peer(no_principal)}}]
+    envoy(server_cfg, name="backend-sidecar")
+    envoy(client_cfg, name="frontend-sidecar")
+    for _ in range(3):
+        assert httpx.get(f"http://127.0.0.1:{port}/secure").status_code == 200
+    text = wait_count(server, 6)
+    assert total(text, "istio_requests_total") == 6
+    inbound = {
+        "reporter": "destination",
+        "source_principal": FRONTEND["principal"],
+        "destination_principal": BACKEND["principal"],
+        "connection_security_policy": "mutual_tls",
+        "source_workload": "frontend-v1",
+    }
+    assert total(text, "istio_requests_total", **inbound) == 3
+    outbound = {
+        "reporter": "source",
+        "source_principal": FRONTEND["principal"],
+        "destination_principal": BACKEND["principal"],  # from the upstream certificate
+        "destination_workload": "backend-v2",
+    }
+    assert total(text, "istio_requests_total", **outbound) == 3
