@@ -139,7 +139,7 @@ class Sidecar(Strict):
 
 class Workload(Strict):
     """One running instance of a service: the app at ``address``, fronted by ``sidecar`` (or reached
-    directly when ``sidecar`` is null: then the service's ``mtls`` must be DISABLE)."""
+    directly when ``sidecar`` is null: then the service cannot be STRICT)."""
 
     name: Name
     version: str = "v1"

@@ -9,7 +9,7 @@ file and line. Checks:
   processors and Wasm plugins named by a proxy's ``extensions``;
 * weights of a split sum to 100; duplicate routes (same match twice on one host and gateway);
 * ports: no address is used twice (listeners, admin ports, apps, the control plane, extension servers);
-* mTLS STRICT/PERMISSIVE needs sidecars on every workload; ``rewrite.uri`` needs a prefix or exact match;
+* mTLS STRICT needs sidecars on every workload (PERMISSIVE ones are then called in plaintext); ``rewrite.uri`` needs a prefix or exact match;
 * SPIFFE-valid trust domain, namespaces and service accounts.
 """
 
@@ -132,10 +132,8 @@ def check_mesh(mesh: Mesh) -> list[Problem]:
 
     for si, svc in enumerate(mesh.services):
         loc: Loc = ("services", si)
-        if svc.mtls != "DISABLE" and any(w.sidecar is None for w in svc.workloads):
-            out.append(
-                Problem((*loc, "mtls"), f"mtls {svc.mtls} needs a sidecar on every workload; use DISABLE")
-            )
+        if svc.mtls == "STRICT" and any(w.sidecar is None for w in svc.workloads):
+            out.append(Problem((*loc, "mtls"), "mtls STRICT needs a sidecar on every workload"))
         _check_extensions(mesh, svc.extensions, (*loc, "extensions"), out)
         if svc.protocol == "tcp" and (
             svc.extensions.authz or svc.extensions.ratelimit or svc.extensions.wasm

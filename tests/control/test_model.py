@@ -126,7 +126,7 @@ def test_more_semantic_checks(tmp_path: Path) -> None:
     strict_without_sidecar = BASE.replace(
         "        sidecar: {inbound: 127.0.0.1:9101, outbound: 127.0.0.1:9201, admin: 127.0.0.1:9301}\n", "", 1
     ).replace("  - name: backend\n", "  - name: backend\n    mtls: STRICT\n", 1)
-    assert "needs a sidecar on every workload" in str(error_of(strict_without_sidecar, tmp_path))
+    assert "mtls STRICT needs a sidecar on every workload" in str(error_of(strict_without_sidecar, tmp_path))
     dup = (
         BASE
         + "  - name: backend\n    hosts: [backend]\n    http: [{route: [{destination: {host: backend}}]}]\n"

@@ -1,0 +1,238 @@
+"""Translation unit tests: each model feature lands in the Envoy proto field it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
+from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from google.protobuf import wrappers_pb2
+
+from envoykit.control.bootstrap import bootstrap
+from envoykit.control.loader import load_mesh, parse_mesh
+from envoykit.control.mtls import SpiffeMeshTls
+from envoykit.control.nodes import mesh_nodes, parse_node_id
+from envoykit.control.pb import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from envoykit.control.server import build_snapshots
+from envoykit.control.translate import Translation, translate
+from envoykit.control.types import Address
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def demo() -> Translation:
+    loaded = load_mesh(REPO / "examples" / "mesh.yaml")
+    return translate(loaded.mesh, loaded.base_dir, SpiffeMeshTls())
+
+
+def hcm_of(lst: listener_pb2.Listener, chain: int = 0) -> hcm.HttpConnectionManager:
+    out = hcm.HttpConnectionManager()
+    lst.filter_chains[chain].filters[0].typed_config.Unpack(out)
+    return out
+
+
+def test_nodes_and_metadata_contract() -> None:
+    t = demo()
+    assert sorted(t.nodes) == [
+        "egress~egress",
+        "ingress~ingress",
+        "sidecar~backend-v1",
+        "sidecar~backend-v2",
+        "sidecar~frontend-v1",
+    ]
+    node = mesh_nodes(t.mesh)["sidecar~backend-v2"]
+    assert node.metadata() == {
+        "workload": "backend-v2",
+        "app": "backend",
+        "version": "v2",
+        "namespace": "default",
+        "service_account": "backend",
+        "principal": "spiffe://envoykit.local/ns/default/sa/backend",
+        "mesh_id": "envoykit",
+        "kind": "sidecar",
+    }
+    assert parse_node_id("ingress~ingress") == ("ingress", "ingress")
+    b = bootstrap(node, Address(port=15010), "tok")
+    assert b.node.id == "sidecar~backend-v2" and b.node.cluster == "backend"
+    assert b.node.metadata.fields["principal"].string_value.endswith("/sa/backend")
+    grpc = b.dynamic_resources.ads_config.grpc_services[0]
+    assert (grpc.initial_metadata[0].key, grpc.initial_metadata[0].value) == ("x-envoykit-node-token", "tok")
+    assert b.admin.address.socket_address.port_value == 15003
+
+
+def test_sidecar_resources_canary_and_policies() -> None:
+    t = demo()
+    cfg = t.nodes["sidecar~frontend-v1"]
+    clusters = cfg.resources(CLUSTER)
+    assert {"outbound|80||backend.default", "outbound|80|v1|backend.default", "inbound|80||"} <= set(clusters)
+    v1 = clusters["outbound|80|v1|backend.default"]
+    assert isinstance(v1, cluster_pb2.Cluster)
+    assert v1.type == cluster_pb2.Cluster.EDS and v1.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
+    assert v1.circuit_breakers.thresholds[0].max_pending_requests.value == 100
+    assert v1.outlier_detection.consecutive_5xx.value == 5
+    assert v1.transport_socket.name == "envoy.transport_sockets.tls"  # mTLS towards backend
+    cla = cfg.resources(ENDPOINT)["outbound|80|v2|backend.default"]
+    ports = [e.endpoint.address.socket_address.port_value for e in cla.endpoints[0].lb_endpoints]
+    assert ports == [16003]  # backend-v2's sidecar inbound
+    outbound = cfg.resources(ROUTE)["outbound"]
+    assert isinstance(outbound, route_pb2.RouteConfiguration)
+    vh = next(v for v in outbound.virtual_hosts if v.name == "backend.default")
+    assert "backend" in vh.domains and "backend.default.svc" in vh.domains
+    action = vh.routes[0].route
+    assert [(c.name, c.weight.value) for c in action.weighted_clusters.clusters] == [
+        ("outbound|80|v1|backend.default", 90),
+        ("outbound|80|v2|backend.default", 10),
+    ]
+    assert action.timeout.seconds == 3 and action.retry_policy.num_retries.value == 2
+    assert action.retry_policy.per_try_timeout.seconds == 1
+    egress = next(v for v in outbound.virtual_hosts if v.name == "egress|example.com")
+    assert egress.routes[0].route.cluster == "outbound|8090||egress.default"
+    assert outbound.virtual_hosts[-1].domains == ["*"]
+    assert outbound.virtual_hosts[-1].routes[0].direct_response.status == 502
+
+
+def test_inbound_listener_mtls_and_filter_order() -> None:
+    t = demo()
+    lst = t.nodes["sidecar~backend-v1"].resources(LISTENER)["inbound"]
+    assert isinstance(lst, listener_pb2.Listener)
+    assert len(lst.filter_chains) == 1 and lst.filter_chains[0].transport_socket.name  # STRICT
+    conf = hcm_of(lst)
+    assert [f.name for f in conf.http_filters] == [
+        "envoykit.telemetry",
+        "envoy.filters.http.ext_authz",
+        "envoy.filters.http.router",
+    ]
+    authz = ext_authz_pb2.ExtAuthz()
+    conf.http_filters[1].typed_config.Unpack(authz)
+    assert authz.include_peer_certificate and not authz.failure_mode_allow
+    assert authz.grpc_service.envoy_grpc.cluster_name == "ext_authz"
+    assert conf.forward_client_cert_details == hcm.HttpConnectionManager.SANITIZE_SET
+    routes = t.nodes["sidecar~backend-v1"].resources(ROUTE)["inbound|backend-v1"]
+    skip = routes.virtual_hosts[0].routes[0]
+    per_route = ext_authz_pb2.ExtAuthzPerRoute()
+    skip.typed_per_filter_config["envoy.filters.http.ext_authz"].Unpack(per_route)
+    assert skip.match.prefix == "/healthz" and per_route.disabled
+
+
+def test_permissive_uses_tls_inspector_and_two_chains() -> None:
+    text = (REPO / "examples" / "mesh.yaml").read_text().replace("mtls: STRICT", "mtls: PERMISSIVE")
+    t = translate(parse_mesh(text), REPO / "examples", SpiffeMeshTls())
+    lst = t.nodes["sidecar~backend-v1"].resources(LISTENER)["inbound"]
+    assert [c.filter_chain_match.transport_protocol for c in lst.filter_chains] == ["tls", "raw_buffer"]
+    assert lst.listener_filters[0].name == "envoy.filters.listener.tls_inspector"
+
+
+def test_ingress_extensions_rate_limits_and_wasm() -> None:
+    t = demo()
+    cfg = t.nodes["ingress~ingress"]
+    lst = cfg.resources(LISTENER)["ingress|ingress"]
+    conf = hcm_of(lst)
+    names = [f.name for f in conf.http_filters]
+    assert names == [
+        "envoykit.telemetry",
+        "envoy.filters.http.ext_authz",
+        "envoy.filters.http.ratelimit",
+        "envoy.filters.http.fault",
+        "envoykit.wasm.add-header",
+        "envoy.filters.http.router",
+    ]
+    assert conf.use_remote_address.value
+    rl = rate_limit_pb2.RateLimit()
+    conf.http_filters[2].typed_config.Unpack(rl)
+    assert rl.domain == "envoykit" and not rl.failure_mode_deny
+    assert rl.rate_limit_service.grpc_service.envoy_grpc.cluster_name == "rate_limit_service"
+    wasm = wasm_pb2.Wasm()
+    conf.http_filters[4].typed_config.Unpack(wasm)
+    assert wasm.config.root_id == "add_header"
+    assert wasm.config.vm_config.runtime == "envoy.wasm.runtime.v8"
+    assert wasm.config.vm_config.code.local.filename == str(REPO / "examples" / "wasm" / "add_header.wasm")
+    conf_value = wrappers_pb2.StringValue()
+    wasm.config.configuration.Unpack(conf_value)
+    assert conf_value.value == "x-envoykit-wasm: add_header"
+    routes = cfg.resources(ROUTE)["gateway|ingress"]
+    health, front = routes.virtual_hosts[0].routes
+    assert health.match.path == "/healthz" and health.direct_response.status == 200
+    action = front.route.rate_limits[0].actions[0].request_headers
+    assert (action.header_name, action.descriptor_key, action.skip_if_absent) == (
+        "x-client-id",
+        "client_id",
+        True,
+    )
+    assert {"ext_authz", "rate_limit_service", "ext_proc_telemetry"} <= set(cfg.resources(CLUSTER))
+
+
+def test_fault_mirror_hash_and_egress() -> None:
+    mesh = parse_mesh(
+        """
+services:
+  - name: api
+    workloads: [{name: api-v1, address: 127.0.0.1:9001}, {name: api-v2, version: v2, address: 127.0.0.1:9002}]
+gateways:
+  - {name: in, kind: ingress, address: 127.0.0.1:8080, admin: 127.0.0.1:15000}
+  - name: out
+    kind: egress
+    address: 127.0.0.1:8090
+    admin: 127.0.0.1:15001
+    allow: [{host: api.example.com, port: 443, tls: true}, {host: 10.1.2.3, port: 8080}]
+destination_rules:
+  - {name: api, host: api, traffic_policy: {load_balancer: {consistent_hash: {http_cookie: {name: sid, ttl: 1h}}}}}
+virtual_services:
+  - name: in
+    hosts: ["*"]
+    gateways: [in]
+    http:
+      - route: [{destination: {host: api, subset: v1}}]
+        fault: {delay: {fixed_delay: 100ms, percentage: 12.5}, abort: {http_status: 503, percentage: 0.1}}
+        mirror: {host: api, subset: v2}
+        mirror_percentage: 25
+"""
+    )
+    t = translate(mesh)
+    route = t.nodes["ingress~in"].resources(ROUTE)["gateway|in"].virtual_hosts[0].routes[0]
+    fault = fault_pb2.HTTPFault()
+    route.typed_per_filter_config["envoy.filters.http.fault"].Unpack(fault)
+    assert fault.delay.percentage.numerator == 125_000 and fault.abort.percentage.numerator == 1_000
+    assert fault.delay.fixed_delay.nanos == 100_000_000
+    mirror = route.route.request_mirror_policies[0]
+    assert mirror.cluster == "outbound|80|v2|api.default"
+    assert mirror.runtime_fraction.default_value.numerator == 250_000
+    assert (
+        route.route.hash_policy[0].cookie.name == "sid"
+        and route.route.hash_policy[0].cookie.ttl.seconds == 3600
+    )
+    clusters = t.nodes["ingress~in"].resources(CLUSTER)
+    assert clusters["outbound|80||api.default"].lb_policy == cluster_pb2.Cluster.RING_HASH
+    egress = t.nodes["egress~out"]
+    ext = egress.resources(CLUSTER)
+    assert ext["external|443||api.example.com"].type == cluster_pb2.Cluster.LOGICAL_DNS
+    assert ext["external|8080||10.1.2.3"].type == cluster_pb2.Cluster.STATIC
+    vhosts = egress.resources(ROUTE)["egress|out"].virtual_hosts
+    assert vhosts[-1].routes[0].direct_response.status == 403
+
+
+def test_shared_groups_are_packed_once_and_versions_track_content() -> None:
+    t = demo()
+    snaps = build_snapshots(t)
+    a = snaps["sidecar~backend-v1"].get(CLUSTER).parts[0]
+    b = snaps["sidecar~frontend-v1"].get(CLUSTER).parts[0]
+    assert a is b  # mesh clusters shared between sidecars
+    again = build_snapshots(demo())
+    assert {n: s.get(ROUTE).version for n, s in again.items()} == {
+        n: s.get(ROUTE).version for n, s in snaps.items()
+    }
+    text = (
+        (REPO / "examples" / "mesh.yaml")
+        .read_text()
+        .replace("weight: 90", "weight: 80")
+        .replace("weight: 10", "weight: 20")
+    )
+    changed = build_snapshots(translate(parse_mesh(text), REPO / "examples", SpiffeMeshTls()))
+    node = "sidecar~frontend-v1"
+    assert changed[node].get(ROUTE).version != snaps[node].get(ROUTE).version
+    assert changed[node].get(CLUSTER).version == snaps[node].get(CLUSTER).version
