@@ -22,7 +22,7 @@ def slot(plugin: Plugin, i: int) -> int:
 
 
 @pytest.fixture
-def wat(wasm_load: Callable[..., Plugin]) -> Callable[..., Plugin]:
+def wat(wasm_load: Callable[..., Plugin]) -> Callable[..., Plugin]:  # noqa: F811 (the imported fixture)
     """Load ``examples/wasm/wat/<name>.wat`` into the test's host."""
 
     def load(name: str, **kwargs: object) -> Plugin:

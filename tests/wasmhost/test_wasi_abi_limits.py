@@ -61,13 +61,13 @@ def test_unknown_abi_and_unknown_import_are_refused():
 
     with pytest.raises(ModuleLoadError, match="Missing or unknown Proxy-Wasm ABI version"):
         load_module(b'(module (memory (export "memory") 1) (func (export "proxy_abi_version_0_3_0")))')
-    with pytest.raises(ModuleLoadError, match="missing import: env.proxy_frobnicate"):
+    with pytest.raises(ModuleLoadError, match=r"missing import: env\.proxy_frobnicate"):
         load_plugin(
             b'(module (import "env" "proxy_frobnicate" (func)) (memory (export "memory") 1)'
             b' (func (export "malloc") (param i32) (result i32) (i32.const 0)) (func (export "proxy_abi_version_0_2_1")))'
         )
     # 0.2.0 modules do not get 0.2.1's proxy_get_log_level
-    with pytest.raises(ModuleLoadError, match="missing import: env.proxy_get_log_level"):
+    with pytest.raises(ModuleLoadError, match=r"missing import: env\.proxy_get_log_level"):
         load_plugin(
             b'(module (import "env" "proxy_get_log_level" (func (param i32) (result i32)))'
             b' (memory (export "memory") 1) (func (export "malloc") (param i32) (result i32) (i32.const 0))'
