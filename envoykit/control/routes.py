@@ -21,6 +21,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
@@ -385,3 +386,20 @@ def egress_route_config(gw: Gateway) -> route_pb2.RouteConfiguration:
         vhosts.append(rc.VirtualHost(name=f"{ext.host}:{ext.port}", domains=domains, routes=[route]))
     vhosts.append(_not_found("block_all", 403, "envoykit egress: host not allowed (REGISTRY_ONLY)\n"))
     return route_pb2.RouteConfiguration(name=gateway_routes_name(gw), virtual_hosts=vhosts)
+
+
+def add_authz_context(config: route_pb2.RouteConfiguration, context: dict[str, str]) -> None:
+    """Give every route of ``config`` the proxy-wide ext_authz ``context`` (a route's own keys win;
+    routes with ext_authz disabled stay disabled)."""
+    if not context:
+        return
+    for vh in config.virtual_hosts:
+        for route in vh.routes:
+            per_route = ext_authz_pb2.ExtAuthzPerRoute()
+            packed = route.typed_per_filter_config.get(EXT_AUTHZ)
+            if packed is not None:
+                packed.Unpack(per_route)
+                if per_route.disabled:
+                    continue
+            merged = {**context, **dict(per_route.check_settings.context_extensions)}
+            route.typed_per_filter_config[EXT_AUTHZ].CopyFrom(pack(authz_per_route(False, merged)))

@@ -141,6 +141,13 @@ def check_mesh(mesh: Mesh) -> list[Problem]:
             out.append(Problem((*loc, "extensions"), "HTTP extensions cannot run on a tcp service"))
     for gi, gw in enumerate(mesh.gateways):
         _check_extensions(mesh, gw.extensions, ("gateways", gi, "extensions"), out)
+        if gw.extensions.authz is not None and gw.extensions.authz.skip_paths:
+            out.append(
+                Problem(
+                    ("gateways", gi, "extensions", "authz", "skip_paths"),
+                    "skip_paths is for sidecars; on a gateway set authz: {disabled: true} on the route",
+                )
+            )
 
     gateways = {g.name for g in mesh.gateways if g.kind == "ingress"}
     for vi, vs in enumerate(mesh.virtual_services):

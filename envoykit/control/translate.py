@@ -211,6 +211,8 @@ def _gateway(shared: _Shared, node: NodeInfo, gw: Gateway, base_dir: Path) -> No
         tls = None
     for g in shared.extension_clusters(gw.extensions):
         out.add(CLUSTER, g)
+    if gw.extensions.authz is not None:
+        rt.add_authz_context(routes, gw.extensions.authz.context_extensions)
     hcm = ls.http_connection_manager(
         gw.name,
         routes.name,
