@@ -25,8 +25,6 @@ from envoykit.control.types import Address
 from envoykit.core import envoy_binary, free_port
 from envoykit.mesh.state import StateDir
 
-HostPort = Address
-
 
 @dataclass(frozen=True)
 class WorkloadView:

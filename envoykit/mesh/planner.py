@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from envoykit.control.types import Address
 from envoykit.core import ConfigError
 from envoykit.mesh import controlplane as cp
 from envoykit.mesh.facts import demo_facts
@@ -62,7 +63,7 @@ def _port(wanted: int, free: bool) -> int:
 
 
 def _server(
-    name: str, sub: str, address: cp.HostPort, run: ServerRun, values: dict[str, str], opts: PlanOptions
+    name: str, sub: str, address: Address, run: ServerRun, values: dict[str, str], opts: PlanOptions
 ) -> Component:
     metrics = _port(run.metrics_port, opts.free_ports)
     args = expand(run.args, values, f"servers.{name}.args")
@@ -73,7 +74,6 @@ def _server(
             opts.python, sub, "serve", "--address", str(address), "--metrics-port", str(metrics), *args
         ),
         probe=Probe("grpc", address.port, timeout_s=60),
-        depends_on=(),
         address=f"grpc://{address}",
         metrics=f"127.0.0.1:{metrics}/metrics",
     )
