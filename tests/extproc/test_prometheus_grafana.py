@@ -118,6 +118,15 @@ def test_dashboard_queries_work_on_real_prometheus(envoy, echo, prometheus) -> N
         t = threading.Thread(target=traffic, daemon=True)
         try:
             wait_for_port(prom_port, timeout=30)
+            ready_by = time.monotonic() + 30
+            while time.monotonic() < ready_by:  # the port opens before the query API is ready
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/-/ready", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.2)
             t.start()
             deadline = time.monotonic() + 40
             main = 'sum by (destination_service) (rate(istio_requests_total{reporter="destination"}[30s]))'
