@@ -101,6 +101,26 @@ def test_cmd(policy_dir: Path, cases: Path) -> None:
     sys.exit(1 if failed else 0)
 
 
+@authz.command("compile")
+@click.argument("policy_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def compile_cmd(policy_dir: Path) -> None:
+    """Print Envoy RBAC http_filters (YAML) enforcing POLICY_DIR's AuthorizationPolicies natively."""
+    import yaml
+    from google.protobuf.json_format import MessageToDict
+
+    from envoykit.authz.loader import load_policy
+    from envoykit.authz.rbac import compile_policy_dir
+    from envoykit.core.logs import configure_logging
+
+    configure_logging("warning")
+    try:
+        filters = compile_policy_dir(load_policy(policy_dir))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    dicts = [json.loads(json.dumps(MessageToDict(f, preserving_proto_field_name=True))) for f in filters]
+    click.echo(yaml.safe_dump({"http_filters": dicts}, sort_keys=False), nl=False)
+
+
 @click.command()
 @click.option("--key", "key_path", type=click.Path(path_type=Path), default=DEMO_KEY, show_default=True)
 @click.option("--kid", default="demo", show_default=True)

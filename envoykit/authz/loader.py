@@ -40,11 +40,13 @@ class Policy:
         deny_rules / allow_rules: the same split by action.
         authenticator: verifies JWTs and API keys (an empty one when there is no ``authn.yaml``).
         files: the files this policy was loaded from.
+        yaml_policies: the AuthorizationPolicy documents with their ``file:line`` (for RBAC compilation).
     """
 
     rules: list[Rule]
     authenticator: Authenticator
     files: list[str] = field(default_factory=list)
+    yaml_policies: list[tuple[AuthorizationPolicy, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.deny_rules = [r for r in self.rules if r.action == "DENY"]
@@ -76,7 +78,7 @@ def _load_module(path: Path) -> list[Rule]:
     return rules
 
 
-def _load_yaml_policies(path: Path) -> list[Rule]:
+def _load_yaml_policies(path: Path) -> list[tuple[AuthorizationPolicy, str]]:
     try:
         text = path.read_text(encoding="utf-8")
         docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
@@ -95,7 +97,7 @@ def _load_yaml_policies(path: Path) -> list[Rule]:
             pol = AuthorizationPolicy.model_validate(data)
         except ValidationError as exc:
             raise validation_error_to_config_error(exc, doc) from exc
-        rules.append(compile_policy(pol, f"{path}:{node.start_mark.line + 1}"))
+        rules.append((pol, f"{path}:{node.start_mark.line + 1}"))
     return rules
 
 
@@ -126,13 +128,16 @@ def load_policy(directory: str | Path, previous: Policy | None = None) -> Policy
         raise ConfigError("policy directory does not exist", file=str(d))
     rules: list[Rule] = []
     files: list[str] = []
+    yaml_policies: list[tuple[AuthorizationPolicy, str]] = []
     for path in sorted(d.iterdir()):
         if path.name.startswith(("_", ".")) or not path.is_file():
             continue
         if path.suffix == ".py":
             rules.extend(_load_module(path))
         elif path.suffix in (".yaml", ".yml") and path.name != AUTHN_FILE:
-            rules.extend(_load_yaml_policies(path))
+            docs = _load_yaml_policies(path)
+            yaml_policies.extend(docs)
+            rules.extend(compile_policy(pol, source) for pol, source in docs)
         else:
             continue
         files.append(str(path))
@@ -146,4 +151,4 @@ def load_policy(directory: str | Path, previous: Policy | None = None) -> Policy
             )
         seen[r.name] = r
     authn = load_authn(d / AUTHN_FILE, previous.authenticator if previous else None)
-    return Policy(rules=rules, authenticator=authn, files=files)
+    return Policy(rules=rules, authenticator=authn, files=files, yaml_policies=yaml_policies)
