@@ -1,0 +1,36 @@
+"""``envoykit extproc serve`` as the mesh runner starts it: health, structured logs, SIGTERM drain."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.extproc.proc import ROOT, ServerProcess
+
+
+def test_health_logs_and_sigterm_drain() -> None:
+    with ServerProcess("--processor", "tests.extproc.procs:chain", "--log-level", "info") as srv:
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            for service in ("", "envoy.service.ext_proc.v3.ExternalProcessor"):
+                resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        assert "envoykit_extproc_streams" in srv.metrics()  # /metrics answers with our families
+        code, err = srv.terminate()
+    assert code == 0
+    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+    assert events[-3:] == ["serving", "draining", "stopped"]
+
+
+def test_bad_processor_is_refused_with_a_clear_message() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "envoykit.cli", "extproc", "serve", "--address", "127.0.0.1:0",
+         "--processor", "tests.extproc.procs:nothing_here"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "processor" in out.stderr and "nothing_here" in out.stderr
