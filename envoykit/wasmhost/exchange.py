@@ -77,6 +77,7 @@ class Outcome:
         reset: the stream was reset by ``proxy_close_stream``.
         stalled: the filter paused and nothing continued it (Envoy would time out).
         logs: the filter's log lines during this exchange.
+        actions: (callback, returned action) for each stream callback that ran.
     """
 
     status: int = 0
@@ -88,6 +89,7 @@ class Outcome:
     reset: bool = False
     stalled: bool = False
     logs: list[LogRecord] = field(default_factory=list)
+    actions: list[tuple[str, int]] = field(default_factory=list)
 
 
 CalloutAnswer = HttpResponse | Callable[[HttpCall], HttpResponse | None] | None
@@ -151,4 +153,5 @@ def run_exchange(
         out.stalled = True
     stream.complete()
     out.logs = plugin.logs[first_log:]
+    out.actions = [(name, int(action)) for name, action in stream.actions]
     return out

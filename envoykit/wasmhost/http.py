@@ -237,9 +237,11 @@ class HttpStream:
         return not d.stopped and self.reset is None
 
     def _call(self, d: _Direction, name: str, *args: int) -> Action | int:
+        index = len(self.actions)
+        self.actions.append((name, Action.CONTINUE))  # placeholder: keeps call order under nesting
         result = self.plugin.call(self.ctx, name, self.ctx.id, *args, default=0)
         action = Action.of(int(result))
-        self.actions.append((name, action))
+        self.actions[index] = (name, action)
         return action
 
     def _headers(self, d: _Direction, headers: HeaderMap, eos: bool) -> Action | int | None:

@@ -3,8 +3,9 @@
 Envoy (``Context::onNewConnection`` / ``onData`` / ``onWrite`` / ``onEvent``): the context is
 created on the new connection; downstream data goes to ``proxy_on_downstream_data``, upstream
 data to ``proxy_on_upstream_data`` (end of stream there also counts as the upstream closing);
-closing runs ``proxy_on_downstream_connection_close`` (peer type) and, once both sides closed,
-``proxy_on_done``, ``proxy_on_log``, ``proxy_on_delete`` (``onCloseTCP``).
+the client closing runs ``proxy_on_downstream_connection_close`` (peer type) and then ends the
+context: ``proxy_on_done``, ``proxy_on_log``, ``proxy_on_delete`` (``onCloseTCP``); the upstream
+closing first only runs ``proxy_on_upstream_connection_close``.
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ class TcpStream:
         return action
 
     def close_downstream(self, peer: PeerType = PeerType.REMOTE) -> None:
-        """The client side closed: ``proxy_on_downstream_connection_close``; ends the stream if the
-        upstream side closed too."""
+        """The client side closed: ``proxy_on_downstream_connection_close``, then the end of the
+        context (Envoy ``onDownstreamConnectionClose`` calls ``onCloseTCP`` unconditionally)."""
         if self._downstream_closed or self.done:
             return
         self._downstream_closed = True
@@ -105,7 +106,8 @@ class TcpStream:
         self._finish()
 
     def close_upstream(self, peer: PeerType = PeerType.UNKNOWN) -> None:
-        """The upstream side closed: ``proxy_on_upstream_connection_close``."""
+        """The upstream side closed: ``proxy_on_upstream_connection_close`` (ends the context only
+        if the client side had closed)."""
         if self._upstream_closed or self.done:
             return
         self._upstream_closed = True
