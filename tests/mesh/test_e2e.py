@@ -190,6 +190,10 @@ def test_authz_killed_fails_closed_then_heals(mesh: RunningMesh) -> None:
                 break
             time.sleep(0.2)
     assert healed is not None, "requests did not succeed again after the authz server was restarted"
+    # the runner notices readiness on its next probe, a moment after traffic already flows again
+    deadline = time.monotonic() + 15
+    while mesh.state.read_status().components["authz"].state != "ready" and time.monotonic() < deadline:
+        time.sleep(0.1)
     st = mesh.state.read_status().components["authz"]
     assert st.restarts == restarts + 1 and st.state == "ready"
     assert "exited" in mesh.output() and "authz" in mesh.output()
