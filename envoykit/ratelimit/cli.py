@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
@@ -47,6 +46,7 @@ def ratelimit() -> None:
 )
 @click.option("--cache-key-prefix", default="ekrl:", show_default=True, help="Prefix of every counter key.")
 @click.option("--max-stats-keys", default=10_000, show_default=True, help="Bound on distinct stats keys.")
+@click.option("--threads", default=4, show_default=True, help="gRPC worker threads.")
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning or error.")
 def serve(
     config_dir: Path,
@@ -65,6 +65,7 @@ def serve(
     near_limit_ratio: float,
     cache_key_prefix: str,
     max_stats_keys: int,
+    threads: int,
     log_level: str,
 ) -> None:
     """Serve envoy.service.ratelimit.v3.RateLimitService with health, reflection and metrics."""
@@ -79,7 +80,6 @@ def serve(
         stop_when_over=stop_when_over_limit,
         near_limit_ratio=near_limit_ratio,
         cache_key_prefix=cache_key_prefix,
-        store_timeout_s=store_timeout_ms / 1000,
     )
     opts = ServerOptions(
         config_dir=config_dir,
@@ -91,10 +91,11 @@ def serve(
         store_timeout_s=store_timeout_ms / 1000,
         merge_domains=merge_domains,
         max_stats_keys=max_stats_keys,
+        threads=threads,
         settings=settings,
     )
     try:
-        asyncio.run(run(opts))
+        run(opts)
     except (ConfigError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

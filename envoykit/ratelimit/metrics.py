@@ -87,9 +87,10 @@ class StatsRegistry:
 
     def domain_not_found(self, domain: str) -> None:
         """Count a request for a domain no config file defines."""
-        if domain not in self._not_found and len(self._not_found) >= 1000:
-            domain = OVERFLOW_KEY
-        self._not_found[domain] = self._not_found.get(domain, 0) + 1
+        with self._lock:
+            if domain not in self._not_found and len(self._not_found) >= 1000:
+                domain = OVERFLOW_KEY
+            self._not_found[domain] = self._not_found.get(domain, 0) + 1
 
     def get(self, domain: str, key: str) -> RuleStats | None:
         """The stats of a key if it was ever used (for tests and ``check``)."""

@@ -1,15 +1,30 @@
-"""The ratelimit process: config watcher, store, servicer and the shared gRPC runner, wired together."""
+"""The ratelimit process: config watcher, store, servicer and a threaded gRPC server, wired together.
+
+Why not envoykit.core's grpc.aio runner: measured through Envoy on the 2-core dev machine, a grpc
+server with a small thread pool answers ShouldRateLimit 30-100 % faster than grpc.aio (per-call CPU
+in grpc.aio's poller/event-loop hand-off dominates a ~17 µs decision), and blocking Redis calls run
+in parallel threads. The process keeps the house rules of the core runner: grpc health and
+reflection, Prometheus ``/metrics``, structured logs, keep-last-good reload (``WatchedConfig``), and
+a drain on SIGTERM/SIGINT (health NOT_SERVING, refuse new calls, ``grace_s`` for calls in flight).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
-from envoykit.core import GrpcServer, WatchedConfig, get_logger, serve_forever
+from envoykit.core import WatchedConfig, get_logger, start_metrics_server
+from envoykit.core.server import DEFAULT_OPTIONS
 from envoykit.ratelimit.config import RateLimitConfig, dump, load_config_dir
 from envoykit.ratelimit.metrics import StatsRegistry
 from envoykit.ratelimit.service import RateLimitService, ServiceSettings
@@ -29,9 +44,10 @@ class ServerOptions:
         metrics_port: Prometheus ``/metrics`` port (0: any free port; None: off).
         redis_url / redis_cluster_url: use Redis / Redis Cluster instead of memory (at most one).
         redis_pool_size: bound of the Redis connection pool (per node on a cluster).
-        store_timeout_s: connect/socket/call deadline of the store, in seconds.
+        store_timeout_s: connect and socket timeout of the store, in seconds.
         merge_domains: let several files add to one domain (MERGE_DOMAIN_CONFIG).
         max_stats_keys: bound on distinct stats keys (see :mod:`envoykit.ratelimit.metrics`).
+        threads: gRPC worker threads.
         grace_s: drain time on SIGTERM, in seconds.
     """
 
@@ -44,12 +60,17 @@ class ServerOptions:
     store_timeout_s: float = 0.5
     merge_domains: bool = False
     max_stats_keys: int = 10_000
+    threads: int = 4
     grace_s: float = 5.0
     settings: ServiceSettings = field(default_factory=ServiceSettings)
 
 
 def make_store(opts: ServerOptions) -> Store:
-    """The store the options ask for (memory by default)."""
+    """The store the options ask for (memory by default).
+
+    Raises:
+        ValueError: both Redis URLs given.
+    """
     if opts.redis_url and opts.redis_cluster_url:
         raise ValueError("give --redis-url or --redis-cluster-url, not both")
     if opts.redis_url:
@@ -67,41 +88,97 @@ def make_store(opts: ServerOptions) -> Store:
     return MemoryStore()
 
 
-def build(opts: ServerOptions) -> tuple[GrpcServer, WatchedConfig[RateLimitConfig], Store]:
-    """Load the config (raising ConfigError if it is bad), make the store, the servicer and the server."""
-    log = get_logger("ratelimit")
-    stats = StatsRegistry(opts.max_stats_keys)
+class RateLimitServer:
+    """The whole process, startable in a test: ``start()`` → ``port``; ``stop()`` drains.
 
-    def loader(path: Path) -> RateLimitConfig:
-        return load_config_dir(path, merge_domains=opts.merge_domains, stats=stats)
+    Raises (from the constructor):
+        ConfigError: the config directory does not load; the server must not start without one.
+    """
 
-    def on_change(cfg: RateLimitConfig) -> None:
-        log.info("rate limits loaded", domains=sorted(cfg.domains), rules=len(dump(cfg)))
+    def __init__(self, opts: ServerOptions) -> None:
+        self.opts = opts
+        self._log = get_logger("ratelimit")
+        stats = StatsRegistry(opts.max_stats_keys)
 
-    watched = WatchedConfig("ratelimit", opts.config_dir, loader, on_change=on_change)
-    on_change(watched.current)
-    store = make_store(opts)
-    service = RateLimitService(lambda: watched.current, store, opts.settings)
-    server = GrpcServer("ratelimit", opts.address, metrics_port=opts.metrics_port)
-    server.add_service(rls_pb2_grpc.add_RateLimitServiceServicer_to_server, service, SERVICE_NAME)
-    return server, watched, store
+        def loader(path: Path) -> RateLimitConfig:
+            return load_config_dir(path, merge_domains=opts.merge_domains, stats=stats)
+
+        self.watched = WatchedConfig("ratelimit", opts.config_dir, loader, on_change=self._loaded)
+        self._loaded(self.watched.current)
+        self.store = make_store(opts)
+        self.service = RateLimitService(lambda: self.watched.current, self.store, opts.settings)
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=opts.threads), options=list(DEFAULT_OPTIONS)
+        )
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(self.service, self._server)
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health_name, reflection.SERVICE_NAME], self._server
+        )
+        self._stop_watch = threading.Event()
+        self._metrics: Any = None
+        self.port = 0
+        self.metrics_port: int | None = None
+
+    def _loaded(self, cfg: RateLimitConfig) -> None:
+        self._log.info("rate limits loaded", domains=sorted(cfg.domains), rules=len(dump(cfg)))
+
+    def start(self) -> int:
+        """Bind, serve, mark SERVING, start metrics and the config watcher; return the gRPC port.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        self.port = self._server.add_insecure_port(self.opts.address)
+        if self.port == 0:
+            raise OSError(f"ratelimit: cannot listen on {self.opts.address}")
+        self._server.start()
+        for svc in ("", SERVICE_NAME):
+            self._health.set(svc, health_pb2.HealthCheckResponse.SERVING)
+        if self.opts.metrics_port is not None:
+            self._metrics, _, self.metrics_port = start_metrics_server(self.opts.metrics_port)
+        threading.Thread(target=self._watch, name="ratelimit-config-watch", daemon=True).start()
+        host = self.opts.address.rsplit(":", 1)[0]
+        self._log.info(
+            "serving",
+            address=f"{host}:{self.port}",
+            metrics_port=self.metrics_port,
+            store=self.store.name,
+            threads=self.opts.threads,
+            shadow_mode=self.opts.settings.shadow_mode,
+        )
+        return self.port
+
+    def _watch(self) -> None:
+        from watchfiles import watch
+
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)  # its per-change lines are not JSON
+        path = self.watched.path
+        target = path if path.is_dir() else path.parent
+        for _ in watch(target, stop_event=self._stop_watch, debounce=100, recursive=True):
+            self.watched.reload()
+
+    def stop(self) -> None:
+        """Drain: NOT_SERVING, refuse new calls, wait ``grace_s`` for calls in flight; close the store."""
+        self._health.enter_graceful_shutdown()
+        self._log.info("draining", grace_s=self.opts.grace_s)
+        self._server.stop(self.opts.grace_s).wait()
+        self._stop_watch.set()
+        self.store.close()
+        if self._metrics is not None:
+            self._metrics.shutdown()
+        self._log.info("stopped")
 
 
-async def run(opts: ServerOptions) -> None:
-    """Serve until SIGTERM/SIGINT, reloading the config on change; then drain and close the store."""
-    server, watched, store = build(opts)
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # its per-change info lines are not JSON
-    stop = asyncio.Event()
-    watcher = asyncio.create_task(watched.watch(stop))
-
-    async def shutdown() -> None:
-        stop.set()
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        await store.close()
-
-    server.on_stop(shutdown)
-    get_logger("ratelimit").info(
-        "starting", store=store.name, config_dir=str(opts.config_dir), shadow_mode=opts.settings.shadow_mode
-    )
-    await serve_forever(server, grace=opts.grace_s)
+def run(opts: ServerOptions) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and return."""
+    server = RateLimitServer(opts)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    while not stop.wait(1.0):  # a timed wait lets the signal handler run promptly
+        pass
+    server.stop()

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,7 +52,6 @@ class ServiceSettings:
             (STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT).
         near_limit_ratio: share of the limit above which hits count as near limit (NEAR_LIMIT_RATIO).
         cache_key_prefix: prepended to every counter key (CACHE_KEY_PREFIX).
-        store_timeout_s: the longest a store call may take, in seconds.
     """
 
     shadow_mode: bool = False
@@ -62,7 +62,6 @@ class ServiceSettings:
     stop_when_over: bool = False
     near_limit_ratio: float = 0.8
     cache_key_prefix: str = "ekrl:"
-    store_timeout_s: float = 1.0
 
 
 def _quota_group(descriptor: ratelimit_pb2.RateLimitDescriptor) -> str:
@@ -106,12 +105,12 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
     ) -> None:
         self._config = config
         self._store = store
-        self._apply_now = getattr(store, "apply_now", None)
         self.settings = settings or ServiceSettings()
         self._clock = clock
         self._lookup: Lookup | None = None
         self._log = get_logger("ratelimit")
         self._store_errors = STORE_ERRORS.labels(store.name)
+        self._stats_lock = threading.Lock()
 
     def lookup(self) -> Lookup:
         """The lookup for the current config (rebuilt when the config object changes)."""
@@ -121,25 +120,25 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
             lk = self._lookup = Lookup(cfg)
         return lk
 
-    async def ShouldRateLimit(
-        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+    def ShouldRateLimit(
+        self, request: rls_pb2.RateLimitRequest, context: grpc.ServicerContext
     ) -> rls_pb2.RateLimitResponse:
         """Answer one RateLimitRequest (see the module docstring for the steps)."""
         start = time.perf_counter()
         try:
-            return await self.should_rate_limit(request)
+            return self.should_rate_limit(request)
         except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except StoreError as exc:
             self._store_errors.inc()
             self._log.warning("store failed", store=self._store.name, error=str(exc))
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"rate limit store {self._store.name}: {exc}")
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"rate limit store {self._store.name}: {exc}")
         finally:
             CALL_SECONDS.observe(time.perf_counter() - start)
         raise AssertionError("unreachable")  # context.abort raises
 
-    async def should_rate_limit(self, request: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
-        """The decision without gRPC plumbing.
+    def should_rate_limit(self, request: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
+        """The decision without gRPC plumbing (thread-safe).
 
         Raises:
             ValueError: empty domain or no descriptors.
@@ -170,10 +169,10 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
             for i, m in enumerate(matches):
                 if m is not None and m.limit.name and m.limit.name in replacing:
                     matches[i] = None
-        statuses = await self._do_limit(domain, descriptors, matches, request.hits_addend)
+        statuses = self._do_limit(domain, descriptors, matches, request.hits_addend)
         return self._respond(request, matches, statuses, unlimited)
 
-    async def _do_limit(
+    def _do_limit(
         self,
         domain: str,
         descriptors: Sequence[ratelimit_pb2.RateLimitDescriptor],
@@ -185,15 +184,12 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         statuses = [_NO_LIMIT] * len(matches)
         if not hits:
             return statuses
-        now_ms = int(self._clock() * 1000)
-        if self._apply_now is not None:
-            counts = self._apply_now(hits, now_ms, s.stop_when_over)
-        else:
-            counts = await self._store.apply(hits, now_ms, s.stop_when_over)
-        for j, i in enumerate(index):
-            m = matches[i]
-            assert m is not None
-            statuses[i] = status_for(m, counts[j], addends[j], s.near_limit_ratio)
+        counts = self._store.apply(hits, int(self._clock() * 1000), s.stop_when_over)
+        with self._stats_lock:  # stats are plain ints shared by the worker threads
+            for j, i in enumerate(index):
+                m = matches[i]
+                assert m is not None
+                statuses[i] = status_for(m, counts[j], addends[j], s.near_limit_ratio)
         return statuses
 
     def _respond(
@@ -245,7 +241,8 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
             )
         if code == OVER_LIMIT and s.shadow_mode:
             code = OK
-            self.lookup().config.stats.global_shadow_mode += 1
+            with self._stats_lock:
+                self.lookup().config.stats.global_shadow_mode += 1
         if s.response_dynamic_metadata:
             if quota_groups:
                 passed = [i for i in passed if not quota_groups.get(group_of.get(i, ""), False)]

@@ -117,7 +117,7 @@ def cluster(redis_cluster: RedisCluster) -> RedisCluster:
     return redis_cluster
 
 
-async def test_cluster_store_spreads_slots_in_one_request(cluster: RedisCluster) -> None:
+def test_cluster_store_spreads_slots_in_one_request(cluster: RedisCluster) -> None:
     from envoykit.ratelimit.stores.redis import RedisClusterStore
 
     st = RedisClusterStore(cluster.url)
@@ -131,12 +131,12 @@ async def test_cluster_store_spreads_slots_in_one_request(cluster: RedisCluster)
 
         assert len({key_slot(h.key.encode()) for h in hits}) > 1
         for expected in (1, 2, 3, 4):
-            counts = await st.apply(hits, now)
+            counts = st.apply(hits, now)
             assert [c.after for c in counts] == [expected] * 8
         sliding = [Hit(f"ekrl:{{s{time.monotonic_ns()}}}|s1", 1, 2, 1000, Algorithm.SLIDING_WINDOW)]
-        assert [(await st.apply(sliding, now))[0].after for _ in range(3)] == [1, 2, 3]
+        assert [st.apply(sliding, now)[0].after for _ in range(3)] == [1, 2, 3]
     finally:
-        await st.close()
+        st.close()
 
 
 def test_cluster_through_envoy(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -54,7 +54,7 @@ descriptors:
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
     if request.param == "memory":
         yield MemoryStore()
         return
@@ -63,7 +63,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     srv = request.getfixturevalue("redis_server")
     st = RedisStore(srv.url)
     yield st
-    await st.close()
+    st.close()
 
 
 def make(store: Store, clock: Clock, **settings: object) -> RateLimitService:
@@ -71,22 +71,22 @@ def make(store: Store, clock: Clock, **settings: object) -> RateLimitService:
     return RateLimitService(lambda: cfg, store, ServiceSettings(**settings), clock=clock)  # type: ignore[arg-type]
 
 
-async def test_fixed_window_admits_limit_then_over(store: Store) -> None:
+def test_fixed_window_admits_limit_then_over(store: Store) -> None:
     clock = Clock(1_699_999_980.0 + 40)  # 40 s into a minute
     svc = make(store, clock)
     codes = []
     for _ in range(7):
-        r = await svc.should_rate_limit(request("web", descriptor(("client", "c1"))))
+        r = svc.should_rate_limit(request("web", descriptor(("client", "c1"))))
         codes.append(r.overall_code)
     assert codes == [OK] * 5 + [OVER_LIMIT] * 2
     st = r.statuses[0]
     assert (st.code, st.limit_remaining, st.current_limit.requests_per_unit) == (OVER_LIMIT, 0, 5)
     assert st.current_limit.unit == Unit.MINUTE and st.duration_until_reset.seconds == 20
     # another client has its own counter
-    r = await svc.should_rate_limit(request("web", descriptor(("client", "c2"))))
+    r = svc.should_rate_limit(request("web", descriptor(("client", "c2"))))
     assert (r.overall_code, r.statuses[0].limit_remaining) == (OK, 4)
     clock.advance(20)  # next window
-    r = await svc.should_rate_limit(request("web", descriptor(("client", "c1"))))
+    r = svc.should_rate_limit(request("web", descriptor(("client", "c1"))))
     assert (r.overall_code, r.statuses[0].limit_remaining, r.statuses[0].duration_until_reset.seconds) == (
         OK,
         4,
@@ -98,145 +98,137 @@ async def test_fixed_window_admits_limit_then_over(store: Store) -> None:
     assert (stats.total_hits, stats.within_limit, stats.over_limit, stats.near_limit) == (9, 7, 2, 1)
 
 
-async def test_hits_addend(store: Store) -> None:
+def test_hits_addend(store: Store) -> None:
     svc = make(store, Clock(1_700_000_000.0))
-    r = await svc.should_rate_limit(request("web", descriptor(("client", "x")), hits_addend=3))
+    r = svc.should_rate_limit(request("web", descriptor(("client", "x")), hits_addend=3))
     assert r.statuses[0].limit_remaining == 2
-    r = await svc.should_rate_limit(request("web", descriptor(("client", "x"), hits_addend=0), hits_addend=3))
+    r = svc.should_rate_limit(request("web", descriptor(("client", "x"), hits_addend=0), hits_addend=3))
     assert (r.overall_code, r.statuses[0].limit_remaining) == (OK, 2)  # per-descriptor 0: look, do not count
-    r = await svc.should_rate_limit(request("web", descriptor(("client", "x"), hits_addend=3)))
+    r = svc.should_rate_limit(request("web", descriptor(("client", "x"), hits_addend=3)))
     assert (r.overall_code, r.statuses[0].limit_remaining) == (OVER_LIMIT, 0)
     stats = svc.lookup().config.stats.get("web", "client")
     # 3 within (near: 0); then 3 with 3 before: over 1, near 4-3=1... reference: near += 5 - max(4, 3) = 1
     assert (stats.over_limit, stats.near_limit, stats.within_limit) == (1, 1, 3)
 
 
-async def test_shadow_unlimited_replaces_and_unknown(store: Store) -> None:
+def test_shadow_unlimited_replaces_and_unknown(store: Store) -> None:
     svc = make(store, Clock(1_700_000_000.0))
     for _ in range(3):
-        r = await svc.should_rate_limit(request("web", descriptor(("shadow", "s"))))
+        r = svc.should_rate_limit(request("web", descriptor(("shadow", "s"))))
     assert (r.overall_code, r.statuses[0].code, r.statuses[0].limit_remaining) == (OK, OK, 0)
     assert svc.lookup().config.stats.get("web", "shadow").shadow_mode == 2
-    r = await svc.should_rate_limit(request("web", descriptor(("vip", "v"))))
+    r = svc.should_rate_limit(request("web", descriptor(("vip", "v"))))
     assert (r.overall_code, r.statuses[0].limit_remaining) == (OK, 2**32 - 1)
     assert not r.statuses[0].HasField("current_limit")
     # gold replaces basic: basic (1/min) is not counted when both match
     for _ in range(3):
-        r = await svc.should_rate_limit(
-            request("web", descriptor(("plan", "basic")), descriptor(("plan", "gold")))
-        )
+        r = svc.should_rate_limit(request("web", descriptor(("plan", "basic")), descriptor(("plan", "gold"))))
     assert r.overall_code == OK and not r.statuses[0].HasField("current_limit")
     assert r.statuses[1].limit_remaining == 97
-    r = await svc.should_rate_limit(request("nope", descriptor(("client", "c"))))
+    r = svc.should_rate_limit(request("nope", descriptor(("client", "c"))))
     assert r.overall_code == OK and not r.statuses[0].HasField("current_limit")
     with pytest.raises(ValueError, match="domain must not be empty"):
-        await svc.should_rate_limit(request("", descriptor(("client", "c"))))
+        svc.should_rate_limit(request("", descriptor(("client", "c"))))
     with pytest.raises(ValueError, match="descriptor list must not be empty"):
-        await svc.should_rate_limit(request("web"))
+        svc.should_rate_limit(request("web"))
 
 
-async def test_global_shadow_mode_and_headers(store: Store) -> None:
+def test_global_shadow_mode_and_headers(store: Store) -> None:
     svc = make(store, Clock(1_699_999_980.0 + 30), shadow_mode=True, response_headers=True)
     for _ in range(6):
-        r = await svc.should_rate_limit(request("web", descriptor(("client", "h")), descriptor(("ten", "t"))))
+        r = svc.should_rate_limit(request("web", descriptor(("client", "h")), descriptor(("ten", "t"))))
     assert r.overall_code == OK and r.statuses[0].code == OVER_LIMIT
     headers = {h.key: h.value for h in r.response_headers_to_add}
     assert headers == {"RateLimit-Limit": "5", "RateLimit-Remaining": "0", "RateLimit-Reset": "30"}
     assert svc.lookup().config.stats.global_shadow_mode == 1
     svc2 = make(store, Clock(1_699_999_980.0 + 30), response_headers=True)
-    r = await svc2.should_rate_limit(request("web", descriptor(("ten", "t2")), descriptor(("client", "h2"))))
+    r = svc2.should_rate_limit(request("web", descriptor(("ten", "t2")), descriptor(("client", "h2"))))
     headers = {h.key: h.value for h in r.response_headers_to_add}
     assert (
         headers["RateLimit-Limit"] == "5" and headers["RateLimit-Remaining"] == "4"
     )  # the closest to its limit
 
 
-async def test_wildcard_and_share_threshold_counters(store: Store) -> None:
+def test_wildcard_and_share_threshold_counters(store: Store) -> None:
     svc = make(store, Clock(1_700_000_000.0))
     for v in ("a1", "a2"):  # separate counters without share_threshold
-        r = await svc.should_rate_limit(request("web", descriptor(("wild", v))))
+        r = svc.should_rate_limit(request("web", descriptor(("wild", v))))
         assert r.statuses[0].limit_remaining == 1
     codes = []
     for v in ("a1", "a2", "a3"):  # one shared counter
-        r = await svc.should_rate_limit(request("web", descriptor(("shared", v))))
+        r = svc.should_rate_limit(request("web", descriptor(("shared", v))))
         codes.append(r.overall_code)
     assert codes == [OK, OK, OVER_LIMIT]
 
 
-async def test_override_from_envoy(store: Store) -> None:
+def test_override_from_envoy(store: Store) -> None:
     svc = make(store, Clock(1_700_000_000.0))
     d = descriptor(("client", "o"), limit=(2, Unit.HOUR))
-    codes = [(await svc.should_rate_limit(request("web", d))).overall_code for _ in range(3)]
+    codes = [(svc.should_rate_limit(request("web", d))).overall_code for _ in range(3)]
     assert codes == [OK, OK, OVER_LIMIT]
-    r = await svc.should_rate_limit(request("web", descriptor(("client", "o"))))  # config limit: own counter
+    r = svc.should_rate_limit(request("web", descriptor(("client", "o"))))  # config limit: own counter
     assert r.statuses[0].limit_remaining == 4
 
 
-async def test_quota_mode_and_dynamic_metadata(store: Store) -> None:
+def test_quota_mode_and_dynamic_metadata(store: Store) -> None:
     svc = make(store, Clock(1_700_000_000.0), response_dynamic_metadata=True)
     both = request("web", descriptor(("backend_name", "b1")), descriptor(("backend_name", "b2")))
-    r = await svc.should_rate_limit(both)
+    r = svc.should_rate_limit(both)
     assert r.overall_code == OK
     md = r.dynamic_metadata
     assert md["domain"] == "web" and list(md["descriptors"][0]["entries"]) == ["backend_name=b1"]
     assert dict(md["metadata"]) == {"pool": "b1"} or set(md["metadata"].keys()) == {"pool"}
-    r = await svc.should_rate_limit(both)  # b1 over (quota), b2 still has room → OK, b2 advertised
+    r = svc.should_rate_limit(both)  # b1 over (quota), b2 still has room → OK, b2 advertised
     assert r.overall_code == OK and r.statuses[0].code == OVER_LIMIT
     assert [dict(b) for b in r.dynamic_metadata["passedBackends"]] == [
         {"backend_name": "b2", "model_name_override": ""}
     ]
     assert r.dynamic_metadata["metadata"]["pool"] == "b2"
-    r = await svc.should_rate_limit(both)  # every quota group over → OVER_LIMIT
+    r = svc.should_rate_limit(both)  # every quota group over → OVER_LIMIT
     assert r.overall_code == OVER_LIMIT
 
 
-async def test_stop_when_over_limit(store: Store) -> None:
+def test_stop_when_over_limit(store: Store) -> None:
     svc = make(store, Clock(1_700_000_000.0), stop_when_over=True)
-    await svc.should_rate_limit(request("web", descriptor(("shadow", "z"))))  # shadow: 1/min, now used
+    svc.should_rate_limit(request("web", descriptor(("shadow", "z"))))  # shadow: 1/min, now used
     both = request("web", descriptor(("client", "s")), descriptor(("plan", "basic")))
-    await svc.should_rate_limit(both)  # basic 1/min used, client 1 used
+    svc.should_rate_limit(both)  # basic 1/min used, client 1 used
     for _ in range(3):
-        r = await svc.should_rate_limit(both)
+        r = svc.should_rate_limit(both)
         assert r.overall_code == OVER_LIMIT
-    r = await svc.should_rate_limit(request("web", descriptor(("client", "s"))))
+    r = svc.should_rate_limit(request("web", descriptor(("client", "s"))))
     assert r.statuses[0].limit_remaining == 3  # the over-limit calls did not count against client
 
 
-async def test_sliding_window_has_no_double_burst(store: Store) -> None:
+def test_sliding_window_has_no_double_burst(store: Store) -> None:
     clock = Clock(1_700_000_000.9)  # 900 ms into a second
     svc = make(store, clock)
     admitted = 0
     for _ in range(10):
-        admitted += (
-            await svc.should_rate_limit(request("web", descriptor(("sliding", "s"))))
-        ).overall_code == OK
+        admitted += (svc.should_rate_limit(request("web", descriptor(("sliding", "s"))))).overall_code == OK
     clock.advance(0.2)  # 100 ms into the next second: 90% of the previous window still counts
     for _ in range(10):
-        admitted += (
-            await svc.should_rate_limit(request("web", descriptor(("sliding", "s"))))
-        ).overall_code == OK
+        admitted += (svc.should_rate_limit(request("web", descriptor(("sliding", "s"))))).overall_code == OK
     assert admitted == 11  # fixed window would admit 20 here
     clock.advance(1.0)
-    r = await svc.should_rate_limit(request("web", descriptor(("sliding", "s"))))
+    r = svc.should_rate_limit(request("web", descriptor(("sliding", "s"))))
     assert r.overall_code == OK
 
 
-async def test_gcra_spreads_admissions(store: Store) -> None:
+def test_gcra_spreads_admissions(store: Store) -> None:
     clock = Clock(1_700_000_000.0)
     svc = make(store, clock)
     codes = [
-        (await svc.should_rate_limit(request("web", descriptor(("gcra", "g"))))).overall_code
-        for _ in range(11)
+        (svc.should_rate_limit(request("web", descriptor(("gcra", "g"))))).overall_code for _ in range(11)
     ]
     assert codes == [OK] * 10 + [OVER_LIMIT]  # a full bucket is the burst
     clock.advance(0.1)  # one token per 100 ms
     codes = [
-        (await svc.should_rate_limit(request("web", descriptor(("gcra", "g"))))).overall_code
-        for _ in range(2)
+        (svc.should_rate_limit(request("web", descriptor(("gcra", "g"))))).overall_code for _ in range(2)
     ]
     assert codes == [OK, OVER_LIMIT]
     clock.advance(1.0)
-    r = await svc.should_rate_limit(request("web", descriptor(("gcra", "g"))))
+    r = svc.should_rate_limit(request("web", descriptor(("gcra", "g"))))
     assert (r.overall_code, r.statuses[0].limit_remaining) == (OK, 9)
 
 
@@ -261,10 +253,10 @@ def test_memory_store_sweeps_expired_counters() -> None:
     st = MemoryStore(max_keys=100)
     now = 1_700_000_000_000
     for i in range(50):
-        st.apply_now([Hit(f"k{i}", 1, 10, 1000, Algorithm.FIXED_WINDOW)], now)
+        st.apply([Hit(f"k{i}", 1, 10, 1000, Algorithm.FIXED_WINDOW)], now)
     assert len(st) == 50
-    st.apply_now([Hit("other", 1, 10, 1000, Algorithm.FIXED_WINDOW)], now + 5000)
+    st.apply([Hit("other", 1, 10, 1000, Algorithm.FIXED_WINDOW)], now + 5000)
     assert len(st) == 1
     for i in range(300):
-        st.apply_now([Hit(f"x{i}", 1, 10, 60_000, Algorithm.FIXED_WINDOW)], now + 6000)
+        st.apply([Hit(f"x{i}", 1, 10, 60_000, Algorithm.FIXED_WINDOW)], now + 6000)
     assert len(st) <= 101

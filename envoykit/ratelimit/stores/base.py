@@ -19,7 +19,8 @@ class Store(Protocol):
     :class:`Count` per hit, in order. The hits of one call are applied atomically where the store
     allows it (memory, one Redis); with ``stop_when_over`` no counter is incremented when any hit
     would go over its limit (envoyproxy/ratelimit's STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT).
-    Counters expire on their own (window end, or a full GCRA bucket).
+    Counters expire on their own (window end, or a full GCRA bucket). Stores are called from the
+    server's worker threads and must be thread-safe.
 
     Raises:
         StoreError: the store failed or did not answer within its timeout.
@@ -27,6 +28,6 @@ class Store(Protocol):
 
     name: str
 
-    async def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]: ...
+    def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]: ...
 
-    async def close(self) -> None: ...
+    def close(self) -> None: ...

@@ -1,6 +1,6 @@
 """In-memory counters: the embedded default for one ratelimit process.
 
-Runs on the server's event loop, so each :meth:`MemoryStore.apply` is atomic without locks. Every
+One lock makes each :meth:`MemoryStore.apply` atomic across the server's worker threads. Every
 counter carries its expiry (end of its window, or when a GCRA bucket is full again); expired ones
 are swept at most once a second, and the number of counters is bounded (``max_keys``): past it the
 counters created first are evicted (those counters restart at zero, a documented trade-off).
@@ -8,6 +8,7 @@ counters created first are evicted (those counters restart at zero, a documented
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from envoykit.ratelimit.algorithms import (
@@ -36,6 +37,7 @@ class MemoryStore:
         self.max_keys = max_keys
         self._data: dict[str, list[float]] = {}
         self._next_sweep = 0
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._data)
@@ -63,8 +65,12 @@ class MemoryStore:
             for k in list(self._data)[: excess + self.max_keys // 10]:
                 del self._data[k]
 
-    def apply_now(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
-        """:meth:`apply` without the coroutine (the service calls this directly on its hot path)."""
+    def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
+        """Apply ``hits`` at ``now_ms`` (see :class:`~envoykit.ratelimit.stores.base.Store`)."""
+        with self._lock:
+            return self._apply(hits, now_ms, stop_when_over)
+
+    def _apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool) -> list[Count]:
         if now_ms >= self._next_sweep or len(self._data) > self.max_keys:
             self._sweep(now_ms)
         counts: list[Count] = []
@@ -106,10 +112,7 @@ class MemoryStore:
             elif value:
                 self._add(key, int(value), expires_at, now_ms)
 
-    async def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
-        """Apply ``hits`` at ``now_ms`` (see :class:`~envoykit.ratelimit.stores.base.Store`)."""
-        return self.apply_now(hits, now_ms, stop_when_over)
-
-    async def close(self) -> None:
+    def close(self) -> None:
         """Drop every counter."""
-        self._data.clear()
+        with self._lock:
+            self._data.clear()

@@ -1,4 +1,4 @@
-"""Redis and Redis Cluster counters (redis-py asyncio), one round trip per request.
+"""Redis and Redis Cluster counters (redis-py), one round trip per request.
 
 All hits of a request go to Redis as one Lua script call (EVALSHA), which runs the same arithmetic
 as :mod:`envoykit.ratelimit.algorithms` atomically; the caller's clock is passed in, so every
@@ -6,26 +6,24 @@ ratelimit process sharing a Redis uses the same windows (keep clocks in sync, as
 reference). Every key gets a TTL inside the same script, so counters always expire.
 
 On Redis Cluster the hits are grouped by hash slot (each counter's keys share one slot through the
-``{...}`` tag of its key) and the groups run concurrently, one script call per slot; the
-``stop_when_over`` option then holds per slot group, not across groups.
+``{...}`` tag of its key), one script call per slot; ``stop_when_over`` then holds per slot group.
 
-Failure: connect and socket timeouts, a bounded connection pool (waiting for a free connection is
-bounded too) and an overall deadline per call; any failure raises
-:class:`~envoykit.ratelimit.stores.base.StoreError` within ``timeout_s`` seconds.
+Failure: connect and socket timeouts (``timeout_s``), a bounded connection pool where waiting for a
+free connection is bounded too, and no retries; any failure raises
+:class:`~envoykit.ratelimit.stores.base.StoreError`, within about ``2 * timeout_s`` at worst.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
+from redis import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from envoykit.ratelimit.algorithms import Algorithm, Count, Hit, window_start
 from envoykit.ratelimit.stores.base import StoreError
@@ -154,31 +152,20 @@ def _store_error(exc: BaseException) -> StoreError:
     return StoreError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
-_Pending = tuple[Sequence[Hit], int, bool, "asyncio.Future[list[Count]]"]
-
-
 class RedisStore:
     """Counters in one Redis (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://`` paths).
 
-    Requests that arrive in the same event-loop turn are sent together as one script call (at most
-    ``max_batch`` requests each), like the reference's implicit pipelining (REDIS_PIPELINE_WINDOW):
-    one round trip carries one or more requests, never more than one per request.
-
     Args:
         url: the Redis URL.
-        max_connections: the pool's bound; calls wait (within ``timeout_s``) for a free connection.
-        timeout_s: connect, socket and per-call deadline, in seconds.
-        max_batch: the most requests in one script call.
+        max_connections: the pool's bound; a call waits at most ``timeout_s`` for a free connection.
+        timeout_s: connect and socket timeout, in seconds.
     """
 
     name = "redis"
 
-    def __init__(
-        self, url: str, *, max_connections: int = 16, timeout_s: float = 0.5, max_batch: int = 64
-    ) -> None:
+    def __init__(self, url: str, *, max_connections: int = 16, timeout_s: float = 0.5) -> None:
         self.url = url
         self.timeout_s = timeout_s
-        self.max_batch = max_batch
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -189,67 +176,26 @@ class RedisStore:
         )
         self.client = Redis(connection_pool=pool)
         self._script = self.client.register_script(LUA)
-        self._pending: list[_Pending] = []
-        self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
-        """Apply ``hits`` (see :class:`~envoykit.ratelimit.stores.base.Store`), batched with concurrent calls."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[Count]] = loop.create_future()
-        self._pending.append((hits, now_ms, stop_when_over, fut))
-        if len(self._pending) >= self.max_batch:
-            self._flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
+    def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
+        """Apply ``hits`` in one script call (see :class:`~envoykit.ratelimit.stores.base.Store`)."""
+        keys, argv = encode(hits, now_ms, stop_when_over)
         try:
-            async with asyncio.timeout(self.timeout_s):
-                return await fut
-        except TimeoutError as exc:
-            raise StoreError(f"no answer from Redis within {self.timeout_s * 1000:.0f} ms") from exc
+            flat = self._script(keys=keys, args=argv)
+        except (RedisError, OSError) as exc:
+            raise _store_error(exc) from exc
+        return decode(flat)
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list[_Pending]) -> None:
-        keys: list[str] = []
-        argv: list[int] = []
-        for hits, now_ms, stop, _ in batch:
-            encode_into(keys, argv, hits, now_ms, stop)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                flat = await self._script(keys=keys, args=argv)
-        except (RedisError, OSError, TimeoutError) as exc:
-            for *_, fut in batch:
-                if not fut.done():
-                    fut.set_exception(_store_error(exc))
-            return
-        counts = decode(flat)
-        i = 0
-        for hits, _, _, fut in batch:
-            if not fut.done():
-                fut.set_result(counts[i : i + len(hits)])
-            i += len(hits)
-
-    async def ping(self) -> bool:
+    def ping(self) -> bool:
         """True when Redis answers PING within the timeout."""
         try:
-            async with asyncio.timeout(self.timeout_s):
-                return bool(await self.client.ping())
-        except (RedisError, OSError, TimeoutError):
+            return bool(self.client.ping())
+        except (RedisError, OSError):
             return False
 
-    async def close(self) -> None:
-        """Wait for batches in flight, then close the pool's connections."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.client.aclose()
+    def close(self) -> None:
+        """Close the pool's connections."""
+        self.client.close()
 
 
 class RedisClusterStore:
@@ -258,7 +204,7 @@ class RedisClusterStore:
     Args:
         url: a node's URL.
         max_connections: the bound per node.
-        timeout_s: connect, socket and per-call deadline, in seconds.
+        timeout_s: connect and socket timeout, in seconds.
     """
 
     name = "redis_cluster"
@@ -274,39 +220,23 @@ class RedisClusterStore:
             retry=Retry(NoBackoff(), 0),
         )
         self._script = self.client.register_script(LUA)
-        self._initialized = False
-        self._init_lock = asyncio.Lock()
 
-    async def _group(self, hits: Sequence[Hit], now_ms: int, stop: bool) -> list[Count]:
-        keys, argv = encode(hits, now_ms, stop)
-        return decode(await self._script(keys=keys, args=argv))
-
-    async def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
-        """Apply ``hits``: one script call per hash slot, concurrently."""
+    def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
+        """Apply ``hits``: one script call per hash slot."""
         groups: dict[int, list[int]] = {}
         for i, h in enumerate(hits):
             groups.setdefault(key_slot(h.key.encode()), []).append(i)
+        counts: list[Count] = [Count(0, 0, 0)] * len(hits)
         try:
-            async with asyncio.timeout(self.timeout_s):
-                if not self._initialized:  # concurrent first calls would each discover the slots
-                    async with self._init_lock:
-                        if not self._initialized:
-                            await self.client.initialize()
-                            self._initialized = True
-                if len(groups) == 1:
-                    return await self._group(hits, now_ms, stop_when_over)
-                order = list(groups.values())
-                results = await asyncio.gather(
-                    *(self._group([hits[i] for i in idx], now_ms, stop_when_over) for idx in order)
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
+            for idx in groups.values():
+                part = [hits[i] for i in idx]
+                keys, argv = encode(part, now_ms, stop_when_over)
+                for i, c in zip(idx, decode(self._script(keys=keys, args=argv)), strict=True):
+                    counts[i] = c
+        except (RedisError, OSError) as exc:
             raise _store_error(exc) from exc
-        counts: list[Count | None] = [None] * len(hits)
-        for idx, res in zip(order, results, strict=True):
-            for i, c in zip(idx, res, strict=True):
-                counts[i] = c
-        return [c for c in counts if c is not None]
+        return counts
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Close every node's connections."""
-        await self.client.aclose()
+        self.client.close()
