@@ -1,8 +1,10 @@
 """Benchmark: ext_authz with a 10-rule Python policy vs. the same Envoy without it.
 
 Through one Envoy (``--concurrency 1``) to a direct-response route: (a) no ext_authz; (b) ext_authz
-calling ``envoykit authz serve`` with ten rules. Prints requests/s and p50/p99 of each (wrk, closed
-loop), the ratio b/a, and p50/p99 of (b) at half its maximum rate (hey, fixed rate).
+calling ``envoykit authz serve`` with ten Python rules; (b2) the same server deciding ten declarative
+AuthorizationPolicies; (c) those ten policies compiled to Envoy's native RBAC filter (no call out).
+Prints requests/s and p50/p99 of each (wrk, closed loop), the ratios, and p50/p99 of (b) at half its
+maximum rate (hey, fixed rate).
 
 Run: ``make bench`` or ``.venv/bin/python bench/authz.py [--seconds 8]``.
 """
@@ -18,7 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import hey_rate, table, wrk
+from google.protobuf.json_format import MessageToDict
 
+from envoykit.authz import load_policy
+from envoykit.authz.rbac import compile_policy_dir
 from envoykit.core import EnvoyProcess, free_port
 from tests.authz.conftest import AuthzProcess, ext_authz_filter
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
@@ -69,6 +74,49 @@ def api_query(req):
 """
 
 
+YAML_POLICY = """
+kind: AuthorizationPolicy
+metadata: {name: api-users}
+spec:
+  rules:
+    - to: [{operation: {paths: ["/api/*"], methods: [GET, POST]}}]
+      when: [{key: "request.headers[x-user]", values: [alice, bob]}]
+---
+kind: AuthorizationPolicy
+metadata: {name: api-service}
+spec:
+  rules: [{from: [{source: {principals: ["*/sa/frontend"]}}], to: [{operation: {paths: ["/api/*"]}}]}]
+---
+kind: AuthorizationPolicy
+metadata: {name: public}
+spec:
+  rules: [{to: [{operation: {paths: ["/public/*"]}}]}]
+---
+kind: AuthorizationPolicy
+metadata: {name: ops}
+spec:
+  rules: [{from: [{source: {namespaces: [ops]}}], to: [{operation: {paths: [/metrics]}}]}]
+""" + "".join(
+    f"""---
+kind: AuthorizationPolicy
+metadata: {{name: deny-{i}}}
+spec:
+  action: DENY
+  rules: [{{to: [{{operation: {{paths: ["{p}"], methods: [{m}]}}}}]}}]
+"""
+    for i, (p, m) in enumerate(
+        [
+            ("/admin/*", "GET"),
+            ("/internal/*", "GET"),
+            ("*", "DELETE"),
+            ("/debug*", "GET"),
+            ("/x/*", "PUT"),
+            ("/y", "GET"),
+        ]
+    )
+)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=8)
@@ -81,12 +129,25 @@ def main() -> None:
         policy = Path(tmp) / "policy"
         policy.mkdir()
         (policy / "rules.py").write_text(POLICY)
+        yaml_dir = Path(tmp) / "yaml-policy"
+        yaml_dir.mkdir()
+        (yaml_dir / "policy.yaml").write_text(YAML_POLICY)
+        rbac = [
+            MessageToDict(f, preserving_proto_field_name=True)
+            for f in compile_policy_dir(load_policy(yaml_dir))
+        ]
         srv = AuthzProcess(
             policy, Path(tmp) / "authz.log", "--workers", str(args.workers), "--threads", str(args.threads)
         )
         srv.args.remove("--decision-log")
         srv.args.remove(str(srv.decision_log))
         srv.start()
+        srv2 = AuthzProcess(
+            yaml_dir, Path(tmp) / "authz2.log", "--workers", str(args.workers), "--threads", str(args.threads)
+        )
+        srv2.args.remove("--decision-log")
+        srv2.args.remove(str(srv2.decision_log))
+        srv2.start()
         authz_cluster = cluster("authz", srv.port, http2=True)
         if args.workers > 1:
             # Envoy spreads calls over processes only across connections: cap streams per connection.
@@ -94,19 +155,33 @@ def main() -> None:
             opts["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"] = {
                 "http2_protocol_options": {"max_concurrent_streams": args.streams}
             }
-        plain, authz = free_port(), free_port()
+        plain, authz, authz_yaml, native = free_port(), free_port(), free_port(), free_port()
         cfg = bootstrap(
             [
                 http_listener(plain, [direct_response(200, "ok")], name="plain"),
                 http_listener(authz, [direct_response(200, "ok")], [ext_authz_filter()], name="authz"),
+                http_listener(
+                    authz_yaml,
+                    [direct_response(200, "ok")],
+                    [ext_authz_filter("authz_yaml")],
+                    name="authz_yaml",
+                ),
+                http_listener(native, [direct_response(200, "ok")], rbac, name="native"),
             ],
-            [authz_cluster],
+            [
+                authz_cluster,
+                {
+                    **authz_cluster,
+                    "name": "authz_yaml",
+                    "load_assignment": cluster("authz_yaml", srv2.port)["load_assignment"],
+                },
+            ],
         )
         env = EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench")
         try:
             env.start()
             hdrs = {"x-user": "alice"}
-            for url in (f"http://127.0.0.1:{plain}/api/x", f"http://127.0.0.1:{authz}/api/x"):
+            for url in (f"http://127.0.0.1:{p}/api/x" for p in (plain, authz, authz_yaml, native)):
                 wrk("warm-up", url, seconds=2, connections=args.connections, headers=hdrs)
             a = wrk(
                 "(a) no ext_authz",
@@ -124,6 +199,22 @@ def main() -> None:
                 headers=hdrs,
             )
             time.sleep(1)
+            b2 = wrk(
+                "(b2) ext_authz, 10 YAML policies",
+                f"http://127.0.0.1:{authz_yaml}/api/x",
+                seconds=args.seconds,
+                connections=args.connections,
+                headers=hdrs,
+            )
+            time.sleep(1)
+            c = wrk(
+                "(c) native RBAC compiled from (b2)",
+                f"http://127.0.0.1:{native}/api/x",
+                seconds=args.seconds,
+                connections=args.connections,
+                headers=hdrs,
+            )
+            time.sleep(1)
             half = hey_rate(
                 "(b) at half of its max rate",
                 f"http://127.0.0.1:{authz}/api/x",
@@ -131,7 +222,7 @@ def main() -> None:
                 seconds=args.seconds,
                 headers=hdrs,
             )
-            print(table([a, b, half], a))
+            print(table([a, b, b2, c, half], a))
             print(
                 f"\nb/a = {b.rps / a.rps:.3f} (target >= 0.25); p99 at half load = {half.p99_ms:.2f} ms (target < 2 ms)"
             )
@@ -140,6 +231,7 @@ def main() -> None:
         finally:
             env.cleanup()
             srv.stop()
+            srv2.stop()
 
 
 if __name__ == "__main__":
