@@ -171,6 +171,22 @@ def test_telemetry_counts_what_was_sent(mesh: RunningMesh) -> None:
     assert _settled(mesh) - before == n
 
 
+def test_prometheus_scrapes_every_component(mesh: RunningMesh) -> None:
+    prom = mesh.plan.info.get("prometheus")
+    if not prom:
+        pytest.skip("prometheus is not installed: the runner runs none")
+    wanted = {c.name for c in mesh.plan.components if c.metrics and c.kind != "prometheus"}
+    health: dict[str, str] = {}
+    deadline = time.monotonic() + 30  # the first scrape comes within one 5 s interval
+    while time.monotonic() < deadline:
+        targets = httpx.get(f"{prom}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        if set(health) == wanted and all(h == "up" for h in health.values()):
+            break
+        time.sleep(1)
+    assert health == dict.fromkeys(wanted, "up")
+
+
 def test_authz_killed_fails_closed_then_heals(mesh: RunningMesh) -> None:
     authz = mesh.state.read_status().components["authz"]
     restarts = authz.restarts
