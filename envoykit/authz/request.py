@@ -21,6 +21,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from envoykit.authz.identity import Identity
 from envoykit.authz.spiffe import SpiffeId, parse_spiffe_id
 
 
@@ -135,8 +136,6 @@ class Request:
         self.context_extensions: Mapping[str, str] = context_extensions or {}
         self.body = body
         self.request_id = request_id
-        from envoykit.authz.identity import Identity  # local: identity imports this module
-
         self.identity: Identity = Identity.anonymous(self)
 
     @classmethod

@@ -25,6 +25,8 @@ def test_direct_response_and_validate() -> None:
 
 def test_validate_names_the_problem() -> None:
     cfg = bootstrap([http_listener(free_port(), [route_to("missing")])], [])
-    cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["codec_type"] = "NOPE"
+    cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "codec_type"
+    ] = "NOPE"
     with pytest.raises(EnvoyError, match="NOPE"):
         validate_envoy_config(cfg)

@@ -1,0 +1,112 @@
+"""core: keep-last-good reload and YAML errors that name file, line and field."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from envoykit.core import ConfigError, WatchedConfig, load_yaml_file, validation_error_to_config_error
+
+
+class Limits(BaseModel):
+    name: str
+    rate: int
+
+
+def load(path: Path) -> Limits:
+    doc = load_yaml_file(path)
+    try:
+        return Limits.model_validate(doc.data)
+    except ValidationError as exc:
+        raise validation_error_to_config_error(exc, doc) from exc
+
+
+def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
+    f = tmp_path / "a.yaml"
+    f.write_text("name: x\nrate: [1,\n")
+    with pytest.raises(ConfigError) as e:
+        load(f)
+    assert e.value.file == str(f) and e.value.line == 3 and "invalid YAML" in str(e.value)
+
+
+def test_validation_error_has_line_and_field(tmp_path: Path) -> None:
+    f = tmp_path / "a.yaml"
+    f.write_text("name: x\n\nrate: lots\n")
+    with pytest.raises(ConfigError) as e:
+        load(f)
+    assert (e.value.line, e.value.field) == (3, "rate")
+    assert str(e.value).startswith(f"{f}:3: rate: ")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "nope.yaml")
+
+
+def test_reload_keeps_last_good(tmp_path: Path) -> None:
+    f = tmp_path / "a.yaml"
+    f.write_text("name: x\nrate: 1\n")
+    seen: list[Limits] = []
+    w = WatchedConfig("test", f, load, on_change=seen.append)
+    assert w.current.rate == 1
+    f.write_text("name: x\nrate: 2\n")
+    assert w.reload() and w.current.rate == 2 and seen[-1].rate == 2
+    f.write_text("name: x\nrate: nope\n")
+    assert not w.reload()
+    assert w.current.rate == 2 and w.last_error is not None and "a.yaml:2: rate" in w.last_error
+
+
+def test_first_load_must_succeed(tmp_path: Path) -> None:
+    f = tmp_path / "a.yaml"
+    f.write_text("rate: 1\n")
+    with pytest.raises(ConfigError, match="name"):
+        WatchedConfig("test", f, load)
+
+
+def _wait(cond, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_watch_in_thread_reloads_on_change(tmp_path: Path) -> None:
+    f = tmp_path / "a.yaml"
+    f.write_text("name: x\nrate: 1\n")
+    w = WatchedConfig("test", f, load)
+    stop = threading.Event()
+    t = w.watch_in_thread(stop)
+    try:
+        time.sleep(0.3)
+        f.write_text("name: x\nrate: 5\n")
+        assert _wait(lambda: w.current.rate == 5)
+        f.write_text("name: x\nrate: bad\n")
+        assert _wait(lambda: w.last_error is not None)
+        assert w.current.rate == 5
+    finally:
+        stop.set()
+        t.join(5)
+
+
+async def test_async_watch_reloads_on_change(tmp_path: Path) -> None:
+    f = tmp_path / "a.yaml"
+    f.write_text("name: x\nrate: 1\n")
+    w = WatchedConfig("test", f, load)
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.watch(stop))
+    await asyncio.sleep(0.3)
+    f.write_text("name: x\nrate: 7\n")
+    for _ in range(100):
+        if w.current.rate == 7:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert w.current.rate == 7
