@@ -197,6 +197,7 @@ class EnvoyRunner:
         )
         self._offset = 0
         self._markers = 0
+        self.startup_logs: list[tuple[str, str]] = []
 
     def __enter__(self) -> EnvoyRunner:
         try:
@@ -204,18 +205,15 @@ class EnvoyRunner:
         except BaseException:
             self._stack.close()
             raise
-        self._offset = self._log_size()
+        self._offset = 0
+        # Envoy starts the VM several times (base VM, then one per thread): those start-up lines
+        # are drained up to a first marker so they never land in the first case.
+        self.startup_logs = self._wait_stream_end()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.envoy.cleanup()
         self._stack.close()
-
-    def _log_size(self) -> int:
-        try:
-            return self.envoy.log_path.stat().st_size
-        except OSError:
-            return 0
 
     def _read_new(self) -> str:
         with open(self.envoy.log_path, "rb") as f:

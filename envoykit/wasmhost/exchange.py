@@ -134,7 +134,7 @@ def run_exchange(
             _answer_callouts(plugin, table)
     out = Outcome()
     if stream.request_complete:
-        out.upstream_headers = HeaderMap(stream.request_headers)
+        out.upstream_headers = stream.request_headers
         out.upstream_body = stream.request_body
         resp_body = upstream.body if upstream.status != 204 else b""
         stream.send_response_headers(upstream.envoy_headers(), end_of_stream=not resp_body)
@@ -147,7 +147,7 @@ def run_exchange(
     out.reset = stream.reset is not None
     if stream.response_complete and not out.reset:
         out.status = int(stream.response_headers.get(":status") or 0)
-        out.headers = HeaderMap(stream.response_headers)
+        out.headers = stream.response_headers
         out.body = stream.response_body
     elif not out.reset:
         out.stalled = True

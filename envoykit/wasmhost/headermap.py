@@ -34,22 +34,20 @@ class HeaderMap:
         self._entries: Pairs = []
         if headers is None:
             return
-        items: Iterable[tuple[str | bytes, str | bytes]]
         if isinstance(headers, HeaderMap):
-            items = headers.pairs()
-        elif isinstance(headers, Mapping):
-            items = headers.items()
-        else:
-            items = headers
+            self._entries = list(headers._entries)  # already normalised
+            return
+        items: Iterable[tuple[str | bytes, str | bytes]]
+        items = headers.items() if isinstance(headers, Mapping) else headers
         for k, v in items:
             self.add(k, v)
 
     # -- Envoy operations (bytes) -------------------------------------------------------------
     def add(self, key: str | bytes, value: str | bytes) -> None:
         """``addCopy``: append (pseudo-headers after the last pseudo-header)."""
-        k = _b(key).lower()
-        entry = (k, _b(value))
-        if k.startswith(b":"):
+        k = (key if isinstance(key, bytes) else key.encode()).lower()
+        entry = (k, value if isinstance(value, bytes) else value.encode())
+        if k[:1] == b":":
             i = 0
             while i < len(self._entries) and self._entries[i][0].startswith(b":"):
                 i += 1

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
+from envoykit.wasmhost import fastcall
 from envoykit.wasmhost.errors import FilterFailure, ModuleLoadError
 from envoykit.wasmhost.module import WasmModule, engine
 
@@ -66,7 +67,9 @@ class VM:
                     f"{module.name}: Failed to load Wasm module due to a missing import: "
                     f"{imp.module}.{imp.name} (not provided for ABI {module.abi_version.value})"
                 )
-            linker.define_func(imp.module, imp.name or "", entry.functype, self._bind(key, entry.fn))
+            fastcall.define(
+                linker, imp.module, imp.name or "", entry.functype, entry.sig, self._bind(key, entry.fn)
+            )
         self.store.set_fuel(fuel)
         try:
             self.instance = linker.instantiate(self.store, module.module)
@@ -77,11 +80,12 @@ class VM:
         if not isinstance(mem, wasmtime.Memory):
             raise ModuleLoadError(f"{module.name}: the module exports no memory")
         self.memory = mem
-        self.funcs: dict[str, wasmtime.Func] = {}
+        self.funcs: dict[str, fastcall.Caller] = {}
         for name in module.exports:
             f = exports.get(name)
             if isinstance(f, wasmtime.Func):
-                self.funcs[name] = f
+                ty = f.type(self.store)
+                self.funcs[name] = fastcall.caller(f, len(ty.params), len(ty.results))
         # cpp-host getFunctions: malloc first, proxy_on_memory_allocate only without it.
         self.malloc = self.funcs.get("malloc") or self.funcs.get("proxy_on_memory_allocate")
         if self.malloc is None:
@@ -110,6 +114,11 @@ class VM:
         if ptr < 0 or size < 0 or ptr + size > length:
             raise OutOfBounds
         return ctypes.string_at(base + ptr, size) if size else b""
+
+    def check(self, ptr: int, size: int) -> None:
+        """Raise :class:`OutOfBounds` unless ``[ptr, ptr + size)`` is inside memory (no copy)."""
+        if ptr < 0 or size < 0 or ptr + size > self.memory.data_len(self.store):
+            raise OutOfBounds
 
     def write(self, ptr: int, data: bytes) -> None:
         """Copy ``data`` to ``ptr``. Raises :class:`OutOfBounds`."""

@@ -22,10 +22,11 @@ Table = dict[str, tuple[str, HostFn]]
 
 @dataclass(frozen=True)
 class Entry:
-    """A host function ready to link: its wasm type and the implementation."""
+    """A host function ready to link: its wasm type, signature string and the implementation."""
 
     functype: wasmtime.FuncType
     fn: HostFn
+    sig: str
 
 
 def _functype(sig: str) -> wasmtime.FuncType:
@@ -82,11 +83,11 @@ def host_functions(version: AbiVersion) -> dict[tuple[str, str], Entry]:
             table.update(logging.ABI_0_2_1)
     out: dict[tuple[str, str], Entry] = {}
     for name, (sig, fn) in table.items():
-        out[("env", name)] = Entry(_functype(sig), _guard(fn, int(Status.INVALID_MEMORY_ACCESS)))
+        out[("env", name)] = Entry(_functype(sig), _guard(fn, int(Status.INVALID_MEMORY_ACCESS)), sig)
     for name, (sig, extra) in context.ENV_EXTRAS.items():
-        out[("env", name)] = Entry(_functype(sig), extra)
+        out[("env", name)] = Entry(_functype(sig), extra, sig)
     for name, (sig, wasi_fn) in wasi.FUNCTIONS.items():
-        entry = Entry(_functype(sig), _guard(wasi_fn, wasi.EFAULT))
+        entry = Entry(_functype(sig), _guard(wasi_fn, wasi.EFAULT), sig)
         out[("wasi_snapshot_preview1", name)] = entry
         out[("wasi_unstable", name)] = entry
     return out

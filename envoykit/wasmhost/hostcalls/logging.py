@@ -17,6 +17,9 @@ from envoykit.wasmhost.hostcalls import Table
 def proxy_log(vm: Any, level: int, ptr: int, size: int) -> int:
     if level < 0 or level > LogLevel.CRITICAL:
         return Status.BAD_ARGUMENT
+    if level < vm.plugin.host.log_level:
+        vm.check(ptr, size)  # cpp-host reads the message before Envoy's logger drops it
+        return Status.OK
     vm.plugin.record_log(LogLevel(level), vm.read(ptr, size))
     return Status.OK
 

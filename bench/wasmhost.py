@@ -1,0 +1,126 @@
+"""Benchmark of the Proxy-Wasm host (``envoykit.wasmhost``). Prints:
+
+1. per-request cost of a full HTTP lifecycle (request headers, response headers and body, on_log,
+   on_done, on_delete) in the host for the add-header filter (C and AssemblyScript), in µs;
+2. module load: compile from scratch, from the on-disk compiled cache, from the in-process cache,
+   and starting a plugin (instantiate, on_vm_start, on_configure), in ms;
+3. a 1,000-case suite run in the host against the same cases through a real Envoy (one request
+   per case on its own connection, as a test would; and with the differential check's log
+   collection), and the ratios.
+
+Usage: ``PATH=.venv/bin:$PATH .venv/bin/python bench/wasmhost.py [--cases 1000] [--requests 3000]``.
+Numbers depend on the machine and its load; run it on a quiet one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from envoykit.wasmdiff import run_diff
+from envoykit.wasmdiff.cases import Case, CaseFile
+from envoykit.wasmdiff.envoy_side import EnvoyRunner, _send
+from envoykit.wasmhost import HttpRequest, HttpResponse, load_module, load_plugin, run_exchange
+from envoykit.wasmhost.build import build_example
+from envoykit.wasmhost.module import clear_memory_cache
+
+CONFIG = "x-hello: world"
+
+
+def lifecycle(example: str, n: int) -> float:
+    """Median-of-3 µs per full request lifecycle through ``example``."""
+    plugin = load_plugin(build_example(example), root_id="add_header", configuration=CONFIG)
+    req = HttpRequest(path="/bench", headers=[("user-agent", "bench")])
+    up = HttpResponse(200, [("content-type", "text/plain")], b"hello")
+    runs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            run_exchange(plugin, req, up)
+        runs.append((time.perf_counter() - t0) / n * 1e6)
+    assert run_exchange(plugin, req, up).headers["x-hello"] == "world"
+    return statistics.median(runs)
+
+
+def module_load(example: str) -> dict[str, float]:
+    """ms to get a compiled module: no cache, disk cache, memory cache; and to start a plugin."""
+    wasm = build_example(example)
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as cache:
+        t0 = time.perf_counter()
+        load_module(wasm, use_cache=False)
+        out["compile (no cache)"] = (time.perf_counter() - t0) * 1000
+        clear_memory_cache()
+        load_module(wasm, cache_dir=cache)  # fills the disk cache
+        clear_memory_cache()
+        t0 = time.perf_counter()
+        module = load_module(wasm, cache_dir=cache)
+        out["disk cache"] = (time.perf_counter() - t0) * 1000
+        assert module.from_cache == "disk"
+        t0 = time.perf_counter()
+        module = load_module(wasm, cache_dir=cache)
+        out["memory cache"] = (time.perf_counter() - t0) * 1000
+        assert module.from_cache == "memory"
+        t0 = time.perf_counter()
+        load_plugin(module, root_id="add_header", configuration=CONFIG)
+        out["start plugin"] = (time.perf_counter() - t0) * 1000
+    return out
+
+
+def suite(n_cases: int) -> None:
+    """The same ``n_cases`` in the host and through Envoy."""
+    wasm = build_example("add_header")
+    cases = CaseFile(root_id="add_header", configuration=CONFIG)
+    for i in range(n_cases):
+        method = ("GET", "POST", "PUT")[i % 3]
+        body = b"" if method == "GET" else f"body {i}".encode()
+        req = HttpRequest(method, f"/case/{i}", headers=[("x-case", str(i))], body=body)
+        cases.cases.append(Case(f"case {i}", req, HttpResponse(200 + (i % 2), [("x-up", "1")], b"ok")))
+
+    plugin = load_plugin(wasm, root_id="add_header", configuration=CONFIG)
+    t0 = time.perf_counter()
+    for case in cases.cases:
+        run_exchange(plugin, case.request, case.upstream)
+    host_s = time.perf_counter() - t0
+
+    with tempfile.TemporaryDirectory() as work, EnvoyRunner(wasm, cases, workdir=Path(work)) as envoy:
+        t0 = time.perf_counter()
+        for case in cases.cases:
+            envoy.upstream.answer = case.upstream
+            status, _, _ = _send(envoy.port, case.request, 10)
+            assert status == case.upstream.status
+        envoy_s = time.perf_counter() - t0
+
+    print(f"\n{n_cases}-case suite (add_header, one connection per case):")
+    print(f"  host:  {host_s:8.3f} s  ({host_s / n_cases * 1e6:8.1f} µs/case)")
+    print(f"  envoy: {envoy_s:8.3f} s  ({envoy_s / n_cases * 1e6:8.1f} µs/case, Envoy start-up excluded)")
+    print(f"  ratio: host is {envoy_s / host_s:.1f}x faster")
+
+    with tempfile.TemporaryDirectory() as work:
+        report = run_diff(wasm, cases, workdir=work)
+    assert report.ok, report.summary()
+    print(f"  differential check of the same {n_cases} cases: all identical = {report.ok}; envoy side with")
+    print(f"  log collection {report.envoy_seconds:.2f} s vs host {report.host_seconds:.3f} s "
+          f"({report.envoy_seconds / report.host_seconds:.0f}x)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=3000)
+    args = parser.parse_args()
+    print("full HTTP lifecycle per request in the host (median of 3 runs):")
+    for example in ("add_header", "as_add_header"):
+        print(f"  {example:14} {lifecycle(example, args.requests):8.1f} µs")
+    for example in ("add_header", "as_add_header"):
+        print(f"\nmodule load, {example}:")
+        for name, ms in module_load(example).items():
+            print(f"  {name:20} {ms:8.2f} ms")
+    suite(args.cases)
+
+
+if __name__ == "__main__":
+    main()
