@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from envoykit.control.model import Mesh
@@ -39,6 +40,25 @@ class LoadedMesh:
     path: Path
     base_dir: Path
     files: tuple[Path, ...]
+
+
+# libyaml when present: a 1,000-service mesh.yaml parses several times faster
+_FastLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _read(path: Path) -> YamlDocument:
+    """Parse once (nodes with line marks, then values from the same nodes); on any problem let core's
+    reader produce its error, which names the file and line."""
+    try:
+        loader = _FastLoader(path.read_text(encoding="utf-8"))
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return load_yaml_file(path)
+    return YamlDocument(path=str(path), data=data, root=root)
 
 
 def _validate(doc: YamlDocument) -> Mesh:
@@ -76,7 +96,7 @@ def load_mesh(path: str | Path) -> LoadedMesh:
         ConfigError: unreadable, not YAML, schema or semantic error (file, line, field path, reason).
     """
     p = Path(path)
-    doc = load_yaml_file(p)
+    doc = _read(p)
     mesh = _validate(doc)
     base = p.resolve().parent
     return LoadedMesh(mesh=mesh, path=p, base_dir=base, files=_referenced(mesh, base))

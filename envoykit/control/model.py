@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from envoykit.control.traffic import DestinationRule, RouteRateLimit, VirtualService
 from envoykit.control.types import Address, Duration, Name, Strict
@@ -223,14 +223,29 @@ class Mesh(Strict):
     virtual_services: list[VirtualService] = []
     destination_rules: list[DestinationRule] = []
 
+    # Lookup indexes, built on first use. They remember the list they index, so a copy made with
+    # model_copy(update={"services": ...}) (a new list) gets fresh ones.
+    _svc_index: Any = PrivateAttr(default=None)
+    _dr_index: Any = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every field is equal (the lookup indexes do not count)."""
+        if not isinstance(other, Mesh):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
     # -- lookups used by translation (the model is immutable once validated) --
 
     def service(self, name: str) -> Service | None:
-        """The service named ``name`` (also accepts ``name.namespace``)."""
+        """The service named ``name`` (also accepts ``name.namespace`` and ``name.namespace.svc``)."""
+        if self._svc_index is None or self._svc_index[0] is not self.services:
+            self._svc_index = (self.services, {s.name: s for s in self.services})
         base = name.split(".", 1)[0]
-        for svc in self.services:
-            if svc.name == base and (base == name or name.startswith(f"{base}.{self.ns(svc)}")):
-                return svc
+        svc: Service | None = self._svc_index[1].get(base)
+        if svc is None or base == name or name.startswith(f"{base}.{self.ns(svc)}"):
+            return svc
         return None
 
     def ns(self, item: Service | Gateway) -> str:
@@ -254,7 +269,18 @@ class Mesh(Strict):
     def destination_rule(self, host: str) -> DestinationRule | None:
         """The DestinationRule for service ``host``, if any."""
         svc = self.service(host)
-        return next((d for d in self.destination_rules if svc and self.service(d.host) is svc), None)
+        if svc is None:
+            return None
+        idx = self._dr_index
+        if idx is None or idx[0] is not self.destination_rules or idx[1] is not self.services:
+            rules: dict[str, DestinationRule] = {}
+            for d in self.destination_rules:
+                target = self.service(d.host)
+                if target is not None:
+                    rules.setdefault(target.name, d)
+            idx = self._dr_index = (self.destination_rules, self.services, rules)
+        rule: DestinationRule | None = idx[2].get(svc.name)
+        return rule
 
     def processor(self, name: str) -> ProcessorServer | None:
         """The user processor named ``name``."""

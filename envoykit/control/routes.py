@@ -41,6 +41,7 @@ from envoykit.control.traffic import (
     HTTPRoute,
     RouteRateLimit,
     StringMatch,
+    VirtualService,
 )
 
 OUTBOUND_ROUTES = "outbound"
@@ -269,10 +270,9 @@ def _vs_routes(mesh: Mesh, gateway: str, host_matches: str) -> list[rc.Route] | 
     return routes if found else None
 
 
-def _mesh_routes(mesh: Mesh, svc: Service) -> list[rc.Route]:
-    for vs in mesh.virtual_services:
-        if "mesh" in vs.gateways and any(mesh.service(h) is svc for h in vs.hosts):
-            return [route for r in vs.http for route in http_routes(mesh, r)]
+def _mesh_routes(mesh: Mesh, svc: Service, vs: VirtualService | None) -> list[rc.Route]:
+    if vs is not None:
+        return [route for r in vs.http for route in http_routes(mesh, r)]
     return [
         rc.Route(
             match=rc.RouteMatch(prefix="/"), route=rc.RouteAction(cluster=outbound_cluster_name(mesh, svc))
@@ -297,6 +297,13 @@ def _not_found(name: str, status: int, body: str) -> rc.VirtualHost:
 
 def outbound_route_config(mesh: Mesh) -> route_pb2.RouteConfiguration:
     """``outbound``: every mesh HTTP service, the egress allow-list, and a 502 catch-all."""
+    by_service: dict[str, VirtualService] = {}
+    for vs in mesh.virtual_services:
+        if "mesh" in vs.gateways:
+            for h in vs.hosts:
+                target = mesh.service(h)
+                if target is not None:
+                    by_service.setdefault(target.name, vs)
     vhosts = []
     for svc in mesh.services:
         if svc.protocol == "tcp":
@@ -305,7 +312,7 @@ def outbound_route_config(mesh: Mesh) -> route_pb2.RouteConfiguration:
             rc.VirtualHost(
                 name=service_host(mesh, svc),
                 domains=service_domains(mesh, svc),
-                routes=_mesh_routes(mesh, svc),
+                routes=_mesh_routes(mesh, svc, by_service.get(svc.name)),
             )
         )
     for gw in mesh.gateways:

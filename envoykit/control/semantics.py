@@ -78,19 +78,19 @@ def _check_extensions(mesh: Mesh, ext: ProxyExtensions, loc: Loc, out: list[Prob
 
 
 def _check_addresses(mesh: Mesh, out: list[Problem]) -> None:
-    used: dict[tuple[str, int], Loc] = {}
+    by_port: dict[int, dict[str, Loc]] = {}  # port → host → who uses it
 
     def claim(addr: Address, loc: Loc) -> None:
-        key = (addr.host, addr.port)
-        # 0.0.0.0 / :: collide with every host on the same port
-        clash = used.get(key) or next(
-            (v for (h, p), v in used.items() if p == addr.port and "0.0.0.0" in (h, addr.host)), None
-        )
+        hosts = by_port.setdefault(addr.port, {})
+        # 0.0.0.0 collides with every host on the same port
+        clash = hosts.get(addr.host) or hosts.get("0.0.0.0")
+        if clash is None and addr.host == "0.0.0.0" and hosts:
+            clash = next(iter(hosts.values()))
         if clash is not None:
             where = ".".join(str(x) for x in clash)
             out.append(Problem(loc, f"address {addr} is already used by {where}"))
         else:
-            used[key] = loc
+            hosts[addr.host] = loc
 
     claim(mesh.control_plane.xds, ("control_plane", "xds"))
     claim(mesh.extensions.authz.address, ("extensions", "authz", "address"))

@@ -78,6 +78,7 @@ class ControlPlane:
             it only services with ``mtls: DISABLE`` can be translated.
         tls, secrets: replace the CA-based mTLS builders / SDS source (tests).
         envoy_validate: run ``envoy --mode validate`` on one node per kind for every change (layer 3).
+        watch: reload when mesh.yaml or the files it names change (else only on :meth:`reload`).
         metrics_port: serve Prometheus ``/metrics`` there (None: not at all).
 
     Raises:
@@ -95,12 +96,14 @@ class ControlPlane:
         tls: MeshTls | None = None,
         secrets: SecretSource | None = None,
         envoy_validate: bool = False,
+        watch: bool = True,
         metrics_port: int | None = None,
     ) -> None:
         self._log = get_logger("control")
         self.tls = tls if tls is not None or not mtls else SpiffeMeshTls()
         self.secrets = secrets
         self.envoy_validate = envoy_validate
+        self.watch = watch
         self.cache = SnapshotCache()
         self._secret_sets: dict[str, TypeSet] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,6 +135,10 @@ class ControlPlane:
     def current(self) -> Compiled:
         """The version being served."""
         return self.config.current
+
+    def reload(self) -> bool:
+        """Load mesh.yaml again now (blocking; call from a thread); True when the new version was accepted."""
+        return self.config.reload()
 
     @property
     def port(self) -> int:
@@ -243,11 +250,10 @@ class ControlPlane:
         """Start serving ADS and watching the files; return the bound port."""
         self._loop = asyncio.get_running_loop()
         port = await self.server.start()
-        self._tasks = [
-            asyncio.create_task(self.config.watch(self._stop)),
-            asyncio.create_task(self._watch_files()),
-            asyncio.create_task(self._status_loop()),
-        ]
+        self._tasks = [asyncio.create_task(self._status_loop())]
+        if self.watch:
+            self._tasks.append(asyncio.create_task(self.config.watch(self._stop)))
+            self._tasks.append(asyncio.create_task(self._watch_files()))
         if self._provider is not None:
             self._tasks.append(asyncio.create_task(self._provider.run()))
         return port

@@ -1,0 +1,331 @@
+"""Control-plane benchmark: a generated mesh of 1,000 services, served to 100 simulated xDS clients.
+
+Prints:
+  * validate (schema + semantics) and translate (every node, packed into snapshots) times;
+  * convergence: from the moment a change is accepted until all clients hold it, for a route change
+    (RDS) and an endpoint change (CDS/EDS, then RDS), measured by clients in a separate process that
+    speak the real ADS gRPC API (SotW, ACK every response, subscribe to every EDS/RDS name they need);
+  * resident memory of the control plane process.
+Targets (issue 6): translation < 2 s, convergence of 100 clients < 1 s, memory < 300 MB.
+
+Run: ``.venv/bin/python bench/control.py [--services 1000] [--clients 100]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from envoykit.control.client import AdsClient  # noqa: E402
+from envoykit.control.loader import load_mesh  # noqa: E402
+from envoykit.control.mtls import SpiffeMeshTls  # noqa: E402
+from envoykit.control.pb import CLUSTER, ENDPOINT, LISTENER, ROUTE  # noqa: E402
+from envoykit.control.server import ControlPlane, build_snapshots  # noqa: E402
+from envoykit.control.translate import translate  # noqa: E402
+from envoykit.core.net import free_port  # noqa: E402
+
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def generate(services: int, canary_every: int = 10) -> dict[str, Any]:
+    """A mesh of ``services`` services (one sidecar'd workload each; every ``canary_every``-th also has
+    a v2 and a 90/10 VirtualService with retries, and a DestinationRule), plus an ingress gateway."""
+    port = iter(range(20000, 65000))
+
+    def a() -> str:
+        return f"127.0.0.1:{next(port)}"
+
+    def wl(name: str, version: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "version": version,
+            "address": a(),
+            "sidecar": {"inbound": a(), "outbound": a(), "admin": a()},
+        }
+
+    svcs, vss, drs, ingress_routes = [], [], [], []
+    for i in range(services):
+        name = f"svc-{i:04d}"
+        workloads = [wl(f"{name}-v1", "v1")]
+        if i % canary_every == 0:
+            workloads.append(wl(f"{name}-v2", "v2"))
+            vss.append(
+                {
+                    "name": name,
+                    "hosts": [name],
+                    "http": [
+                        {
+                            "route": [
+                                {"destination": {"host": name, "subset": "v1"}, "weight": 90},
+                                {"destination": {"host": name, "subset": "v2"}, "weight": 10},
+                            ],
+                            "timeout": "2s",
+                            "retries": {"attempts": 2, "per_try_timeout": "500ms"},
+                        }
+                    ],
+                }
+            )
+            drs.append(
+                {
+                    "name": name,
+                    "host": name,
+                    "traffic_policy": {"outlier_detection": {"consecutive_5xx_errors": 5}},
+                }
+            )
+        svcs.append({"name": name, "mtls": "STRICT", "workloads": workloads})
+        if i < 100:
+            ingress_routes.append(
+                {"match": [{"uri": {"prefix": f"/{name}/"}}], "route": [{"destination": {"host": name}}]}
+            )
+    vss.append({"name": "ingress", "hosts": ["*"], "gateways": ["ingress"], "http": ingress_routes})
+    return {
+        "mesh_id": "bench",
+        "trust_domain": "bench.local",
+        "control_plane": {"xds": a()},
+        "extensions": {
+            "authz": {"address": a()},
+            "ratelimit": {"address": a()},
+            "telemetry": {"address": a()},
+        },
+        "services": svcs,
+        "gateways": [{"name": "ingress", "kind": "ingress", "address": a(), "admin": a()}],
+        "virtual_services": vss,
+        "destination_rules": drs,
+    }
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process in MB."""
+    current = 0.0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            current = int(line.split()[1]) / 1024
+    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- clients (run in a child process) --
+
+
+async def client(address: str, node: str, token: str, ready: asyncio.Event, out: list[str]) -> None:
+    async with AdsClient(address, node, token) as ads:
+        eds_names: list[str] = []
+        rds_names = ["outbound", f"inbound|{node.split('~', 1)[1]}"]
+        await ads.send(CLUSTER)
+        synced: set[str] = set()
+        while True:
+            resp = await ads.recv(timeout=600)
+            t = resp.type_url
+            if t == CLUSTER:
+                eds_names = sorted({r.value and _cluster_eds_name(r) for r in resp.resources} - {""})
+                await ads.ack(resp)
+                await ads.send(ENDPOINT, eds_names, nonce="") if ENDPOINT not in synced else await ads.send(
+                    ENDPOINT, eds_names, version="", nonce=""
+                )
+            elif t == ENDPOINT:
+                await ads.ack(resp, eds_names)
+                if LISTENER not in synced:
+                    await ads.send(LISTENER)
+            elif t == LISTENER:
+                await ads.ack(resp)
+                if ROUTE not in synced:
+                    await ads.send(ROUTE, rds_names)
+            elif t == ROUTE:
+                await ads.ack(resp, rds_names)
+            if t in synced and ready.is_set():
+                out.append(f"GOT {node} {t.rsplit('.', 1)[1]} {resp.version_info} {time.time():.6f}")
+            synced.add(t)
+            if len(synced) == 4:
+                ready.set()
+
+
+def _cluster_eds_name(any_msg: Any) -> str:
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    c = cluster_pb2.Cluster()
+    any_msg.Unpack(c)
+    return c.eds_cluster_config.service_name if c.type == cluster_pb2.Cluster.EDS else ""
+
+
+async def run_clients(address: str, state_dir: str, nodes: list[str]) -> None:
+    from envoykit.control.identity import NodeTokens
+
+    tokens = NodeTokens(state_dir)
+    readies = [asyncio.Event() for _ in nodes]
+    out: list[str] = []
+    tasks = [
+        asyncio.create_task(client(address, n, tokens.token_for(n), r, out))
+        for n, r in zip(nodes, readies, strict=True)
+    ]
+    await asyncio.gather(*(r.wait() for r in readies))
+    print("READY", flush=True)
+    while True:
+        await asyncio.sleep(0.01)
+        while out:
+            print(out.pop(0), flush=True)
+        if any(t.done() for t in tasks):
+            for t in tasks:
+                if t.done() and t.exception():
+                    raise t.exception()  # type: ignore[misc]
+
+
+# -- the control plane side --
+
+
+async def converge(
+    cp: ControlPlane, proc: subprocess.Popen[str], edit: Any, want: str, n: int
+) -> tuple[float, float]:
+    """Apply ``edit`` to the mesh file, reload; return (reload seconds, seconds until ``n`` clients got a
+    new ``want`` response after the change was applied)."""
+    doc = yaml.load(cp.config.path.read_text(), Loader=_YAML_LOADER)
+    edit(doc)
+    cp.config.path.write_text(yaml.dump(doc, Dumper=_YAML_DUMPER, sort_keys=False))
+    t0 = time.perf_counter()
+    applied: list[float] = []
+    cp.on_apply(lambda _: applied.append(time.time()))  # when the new snapshots are in the cache
+    ok = await asyncio.to_thread(cp.reload)
+    assert ok, cp.config.last_error
+    reload_s = time.perf_counter() - t0
+    while not applied:
+        await asyncio.sleep(0.001)
+    applied_wall = applied[-1]
+    cp._on_apply.clear()
+    got: dict[str, float] = {}
+    assert proc.stdout is not None
+    loop = asyncio.get_running_loop()
+    while len(got) < n:
+        line = await loop.run_in_executor(None, proc.stdout.readline)
+        if not line:
+            raise RuntimeError("clients exited")
+        parts = line.split()
+        if parts[0] == "GOT" and parts[2] == want:
+            got.setdefault(parts[1], float(parts[4]))
+    return reload_s, max(got.values()) - applied_wall
+
+
+async def main_async(services: int, clients: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="envoykit-bench-") as tmp:
+        doc = generate(services)
+        path = Path(tmp) / "mesh.yaml"
+        path.write_text(yaml.dump(doc, Dumper=_YAML_DUMPER, sort_keys=False))
+        t0 = time.perf_counter()
+        loaded = load_mesh(path)
+        t1 = time.perf_counter()
+        translation = translate(loaded.mesh, loaded.base_dir, SpiffeMeshTls())
+        t2 = time.perf_counter()
+        build_snapshots(translation)
+        t3 = time.perf_counter()
+        del translation
+        figures: dict[str, Any] = {
+            "services": services,
+            "nodes": len(loaded.mesh.services)
+            + sum(len(s.workloads) for s in loaded.mesh.services)
+            - services
+            + 1,
+            "validate_s": round(t1 - t0, 3),
+            "translate_s": round(t2 - t1, 3),
+            "snapshots_s": round(t3 - t2, 3),
+        }
+        state = Path(tmp) / "state"
+        cp = ControlPlane(path, address=f"127.0.0.1:{free_port()}", state_dir=state, watch=False)
+        await cp.start()
+        nodes = [f"sidecar~svc-{i:04d}-v1" for i in range(clients)]
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--client-mode", cp.address, str(state), *nodes],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            t4 = time.perf_counter()
+            line = await asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline)
+            assert line.strip() == "READY", line
+            figures["initial_sync_s"] = round(time.perf_counter() - t4, 3)
+
+            def route_change(d: dict[str, Any]) -> None:
+                d["virtual_services"][0]["http"][0]["route"][0]["weight"] = 80
+                d["virtual_services"][0]["http"][0]["route"][1]["weight"] = 20
+
+            def endpoint_change(d: dict[str, Any]) -> None:
+                d["services"][1]["workloads"][0]["address"] = "127.0.0.1:64999"  # an app moved
+                d["services"][1]["workloads"][0]["sidecar"]["inbound"] = "127.0.0.1:64998"
+
+            reload_s, conv = await converge(cp, proc, route_change, "RouteConfiguration", clients)
+            figures["route_change_reload_s"] = round(reload_s, 3)
+            figures["route_change_convergence_s"] = round(conv, 3)
+            reload_s, conv = await converge(cp, proc, endpoint_change, "ClusterLoadAssignment", clients)
+            figures["endpoint_change_reload_s"] = round(reload_s, 3)
+            figures["endpoint_change_convergence_s"] = round(conv, 3)
+        finally:
+            proc.kill()
+            proc.wait()
+            await cp.stop(0.1)
+        current, peak = rss_mb()
+        figures["rss_mb"] = round(current, 1)
+        figures["peak_rss_mb"] = round(peak, 1)
+        return figures
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--client-mode":
+        asyncio.run(run_clients(sys.argv[2], sys.argv[3], sys.argv[4:]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = ap.parse_args()
+    figures = asyncio.run(main_async(args.services, args.clients))
+    if args.json:
+        print(json.dumps(figures, indent=1))
+        return
+    print(
+        f"control plane: {figures['services']} services, {figures['nodes']} nodes, {args.clients} xDS clients"
+    )
+    rows = [
+        ("validate (schema + semantics)", f"{figures['validate_s']:.3f} s", ""),
+        ("translate (every node)", f"{figures['translate_s']:.3f} s", ""),
+        ("pack snapshots", f"{figures['snapshots_s']:.3f} s", ""),
+        (
+            "validate + translate + pack",
+            f"{figures['validate_s'] + figures['translate_s'] + figures['snapshots_s']:.3f} s",
+            "target < 2 s",
+        ),
+        ("initial sync of all clients", f"{figures['initial_sync_s']:.3f} s", ""),
+        ("route change: reload", f"{figures['route_change_reload_s']:.3f} s", ""),
+        (
+            "route change: all clients have it",
+            f"{figures['route_change_convergence_s']:.3f} s",
+            "target < 1 s",
+        ),
+        ("endpoint change: reload", f"{figures['endpoint_change_reload_s']:.3f} s", ""),
+        (
+            "endpoint change: all clients have it",
+            f"{figures['endpoint_change_convergence_s']:.3f} s",
+            "target < 1 s",
+        ),
+        (
+            "resident memory (now / peak)",
+            f"{figures['rss_mb']:.0f} / {figures['peak_rss_mb']:.0f} MB",
+            "target < 300 MB",
+        ),
+    ]
+    for name, value, target in rows:
+        print(f"  {name:<40} {value:>16}  {target}")
+
+
+if __name__ == "__main__":
+    main()
