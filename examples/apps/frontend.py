@@ -2,16 +2,17 @@
 
 Run: ``python examples/apps/frontend.py --port 9000 --backend http://127.0.0.1:15001 --backend-host backend``.
 The frontend speaks plain HTTP to its sidecar's outbound listener (``--backend``) with the ``Host`` of
-the backend service; the sidecars add mTLS, authz, telemetry and the canary split. It forwards the path
-and the tracing and ``authorization`` headers, and answers with the backend's status and JSON.
+the backend service; the sidecars add mTLS, authz, telemetry and the canary split. It forwards the
+method, path, body and tracing headers, and answers with the backend's status and JSON.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import sys
-import urllib.error
-import urllib.request
+import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,38 @@ PROPAGATE = ("x-request-id", "traceparent", "tracestate", "x-b3-traceid", "x-b3-
 
 
 def make_handler(backend: str, backend_host: str, timeout_s: float) -> Any:
-    """The request handler of a frontend that calls ``backend`` (base URL) with ``Host: backend_host``."""
+    """The request handler of a frontend that calls ``backend`` (base URL) with ``Host: backend_host``.
+
+    Each server thread keeps one kept-alive connection to the sidecar (a connection per call would
+    cost a TCP handshake each time).
+    """
+    url = urllib.parse.urlsplit(backend)
+    local = threading.local()
+
+    def call(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, str]:
+        # a kept-alive connection the sidecar closed meanwhile fails at once: retry idempotent calls once
+        attempts = (1, 2) if method in ("GET", "HEAD", "PUT", "DELETE") else (2,)
+        for attempt in attempts:
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout_s)
+            try:
+                conn.request(method, path, body=body or None, headers=headers)
+                r = conn.getresponse()
+                return r.status, r.read(), r.getheader("x-backend-version", "")
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                local.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         out_headers = {k: v for k, v in headers.items() if k in PROPAGATE}
         out_headers["host"] = backend_host
-        req = urllib.request.Request(backend + path, data=body or None, method=method, headers=out_headers)
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as r:
-                status, raw, version = r.status, r.read(), r.headers.get("x-backend-version", "")
-        except urllib.error.HTTPError as err:
-            status, raw, version = err.code, err.read(), err.headers.get("x-backend-version", "")
-        except OSError as err:
+            status, raw, version = call(method, url.path + path, out_headers, body)
+        except (http.client.HTTPException, OSError) as err:
             return 502, {}, {"service": "frontend", "error": f"backend unreachable: {err}"}
         try:
             answer: Any = json.loads(raw)
