@@ -8,6 +8,7 @@ object in every phase, so ``ex.state`` carries data from the request to the resp
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,8 @@ class Exchange:
         self.response_body_mode = BodyMode.NONE
         self.state: dict[str, Any] = {}
         self.finished: set[str] = set()
+        # writes a message on the stream at once (set by the servicer; None in unit use)
+        self.send: Callable[[Any], Awaitable[None]] | None = None
         # edits of the current phase, reset by begin_phase()
         self.header_edits = HeaderEdits()
         self.new_body: bytes | None = None
@@ -198,10 +201,20 @@ class Exchange:
                 out[field] = int(value)
         self.mode_override = out
 
-    def extend_timeout(self, ms: int) -> None:
-        """Ask Envoy to wait up to ``ms`` milliseconds for this answer (``override_message_timeout``);
-        bounded by the filter's ``max_message_timeout``."""
+    async def extend_timeout(self, ms: int) -> None:
+        """Ask Envoy now to wait up to ``ms`` milliseconds for this phase's answer.
+
+        Sends a ProcessingResponse carrying only ``override_message_timeout`` at once, as the proto
+        asks, so call it (awaited) before the slow work. Envoy honours it up to the filter's
+        ``max_message_timeout``. Does nothing in observability mode.
+        """
         self.timeout_ms = int(ms)
+        if self.send is not None and not self.observability_mode:
+            from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+            msg = pb.ProcessingResponse()
+            msg.override_message_timeout.FromMilliseconds(int(ms))
+            await self.send(msg)
 
     def finish(self, processor_name: str) -> None:
         """Say ``processor_name`` needs no more messages of this exchange. When every processor of
@@ -219,7 +232,6 @@ class Exchange:
             or self.dynamic_metadata
             or self.route_cache_cleared
             or self.mode_override is not None
-            or self.timeout_ms is not None
         )
 
 

@@ -82,6 +82,7 @@ class ExternalProcessorService(pb_grpc.ExternalProcessorServicer):
                     grpc_md[item.key] = item.value
             selection = grpc_md.get(SELECT_HEADER)
         ex = Exchange(grpc_md)
+        ex.send = context.write
         machine: StreamMachine | None = None
         try:
             while True:

@@ -10,7 +10,8 @@ It follows envoy/service/ext_proc/v3/external_processor.proto and the ext_proc f
   known (BUFFERED), removed on the headers answer when chunks may change (STREAMED,
   FULL_DUPLEX_STREAMED, BUFFERED_PARTIAL) so Envoy falls back to chunked encoding / HTTP/2 framing;
 * in FULL_DUPLEX_STREAMED mode every chunk is sent back as a ``streamed_response``;
-* ``mode_override`` and ``override_message_timeout`` are passed through when a processor asks.
+* ``mode_override`` is passed through when a processor asks; ``override_message_timeout`` goes out
+  at once, alone in its own message (``Exchange.extend_timeout``).
 """
 
 from __future__ import annotations
@@ -167,8 +168,11 @@ class StreamMachine:
             resp.dynamic_metadata.CopyFrom(_to_struct(ex.dynamic_metadata))
         if ex.mode_override is not None:
             resp.mode_override.CopyFrom(processing_mode_pb2.ProcessingMode(**ex.mode_override))
-        if ex.timeout_ms is not None:
-            resp.override_message_timeout.FromMilliseconds(ex.timeout_ms)
+            # later phases follow the new body modes (content-length handling depends on them)
+            if "request_body_mode" in ex.mode_override:
+                ex.request_body_mode = BodyMode(ex.mode_override["request_body_mode"])
+            if "response_body_mode" in ex.mode_override:
+                ex.response_body_mode = BodyMode(ex.mode_override["response_body_mode"])
         return resp
 
     def _immediate(self, resp: pb.ProcessingResponse) -> None:

@@ -65,3 +65,22 @@ class Slow(Processor):
         hold = ex.headers.get("x-hold-ms") if ex.headers else None
         if hold:
             await asyncio.sleep(int(hold) / 1000)
+
+
+class Steer(Processor):
+    """Uses the rest of the ext_proc protocol: mode_override, override_message_timeout, metadata."""
+
+    name = "steer"
+
+    async def on_request_headers(self, ex: Exchange) -> None:
+        ex.set_metadata("envoykit", "user", "alice")
+        if ex.headers is not None and ex.headers.get("x-buffer-response"):
+            ex.override_mode(response_body_mode="BUFFERED")
+        hold = ex.headers.get("x-hold-ms") if ex.headers else None
+        if hold:
+            if ex.headers is not None and ex.headers.get("x-extend"):
+                await ex.extend_timeout(3000)
+            await asyncio.sleep(int(hold) / 1000)
+
+    def on_response_body(self, ex: Exchange) -> None:
+        ex.set_body(b"[" + ex.body + b"]")

@@ -150,7 +150,6 @@ async def test_metadata_mode_override_timeout_route_cache() -> None:
     def _(ex: Exchange) -> None:
         ex.set_metadata("envoykit", "user", "alice")
         ex.override_mode(response_header_mode="SKIP", response_body_mode="BUFFERED")
-        ex.extend_timeout(1500)
         ex.clear_route_cache()
 
     resp = await machine(p).handle(req_headers(**PATH))
@@ -158,8 +157,18 @@ async def test_metadata_mode_override_timeout_route_cache() -> None:
     assert resp.dynamic_metadata.fields["envoykit"].struct_value.fields["user"].string_value == "alice"
     assert resp.mode_override.response_header_mode == 2  # SKIP
     assert resp.mode_override.response_body_mode == 2  # BUFFERED
-    assert resp.override_message_timeout.ToMilliseconds() == 1500
+    assert not resp.HasField("override_message_timeout")
     assert resp.request_headers.response.clear_route_cache
+    sent: list[pb.ProcessingResponse] = []
+    ex = Exchange()
+
+    async def send(msg: pb.ProcessingResponse) -> None:
+        sent.append(msg)
+
+    ex.send = send
+    await ex.extend_timeout(1500)  # goes out at once, alone
+    assert [m.override_message_timeout.ToMilliseconds() for m in sent] == [1500]
+    assert sent[0].WhichOneof("response") is None
     with pytest.raises(ValueError, match="no value"):
         Exchange().override_mode(response_body_mode="SOMETIMES")
 
