@@ -41,8 +41,9 @@ def ratelimit(tmp_path: Path) -> Iterator[StartRL]:
 
     yield start
     for p in started:
-        code = p.stop()
-        assert code == 0, f"ratelimit exited {code} on SIGTERM:\n{p.log()[-3000:]}"
+        if p.proc is not None:
+            code = p.stop()
+            assert code == 0, f"ratelimit exited {code} on SIGTERM:\n{p.log()[-3000:]}"
 
 
 def _config_dir(tmp_path: Path, text: str = LIMITS) -> Path:
@@ -163,3 +164,18 @@ def test_check_command_prints_tree(tmp_path: Path) -> None:
 
 def test_ready_envoy_config_validates() -> None:
     assert "OK" in validate_envoy_config(REPO / "envoy" / "ratelimit.yaml")
+
+
+def test_health_reflection_and_drain(tmp_path: Path, ratelimit) -> None:  # type: ignore[no-untyped-def]
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    rl = ratelimit(_config_dir(tmp_path))
+    with grpc.insecure_channel(f"127.0.0.1:{rl.port}") as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        for name in ("", "envoy.service.ratelimit.v3.RateLimitService"):
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+    assert rl.stop() == 0  # SIGTERM: drained and exited cleanly
+    log = rl.log()
+    assert '"event": "draining"' in log and '"event": "stopped"' in log
