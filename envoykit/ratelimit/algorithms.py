@@ -112,4 +112,6 @@ def gcra(tat_ms: float, hit: Hit, now_ms: int) -> tuple[Count, float]:
     tat = max(tat_ms, float(now_ms))
     used = max(0, math.ceil((tat - now_ms) / interval - 1e-9))
     new_tat = tat + hit.addend * interval
-    return Count(used, used + hit.addend, math.ceil(tat - now_ms)), new_tat
+    # reset: until the bucket is full again (after this hit when it is admitted)
+    full_at = new_tat if used + hit.addend <= hit.limit else tat
+    return Count(used, used + hit.addend, math.ceil(full_at - now_ms)), new_tat

@@ -230,6 +230,7 @@ def test_gcra_spreads_admissions(store: Store) -> None:
     clock.advance(1.0)
     r = svc.should_rate_limit(request("web", descriptor(("gcra", "g"))))
     assert (r.overall_code, r.statuses[0].limit_remaining) == (OK, 9)
+    assert r.statuses[0].duration_until_reset.seconds == 1  # 100 ms until the bucket is full again
 
 
 def test_stats_keys_are_bounded() -> None:

@@ -28,7 +28,7 @@ from redis.retry import Retry
 from envoykit.ratelimit.algorithms import Algorithm, Count, Hit, window_start
 from envoykit.ratelimit.stores.base import StoreError
 
-# One call carries the hits of one or more requests (concurrent requests are batched).
+# One call carries the hits of one or more requests (the format allows batching requests).
 # KEYS, per hit: fixed [base|window_start]; sliding [base|window_start, base|previous_start]; gcra [base|g].
 # ARGV, per request: hit count, stop_when_over (0/1), now_ms, then per hit: algorithm, addend,
 # limit, window_ms. Returns per hit, in order: before, after, reset_ms.
@@ -89,9 +89,10 @@ while ai <= #ARGV do
         if before < 0 then before = 0 end
         after = before + add
         reset = math.ceil(tat - now)
-        if after <= lim and add > 0 then
+        if after <= lim then
           local nt = tat + add * interval
-          writes[#writes + 1] = {k, nt, -1, math.ceil(nt - now) + 1}
+          reset = math.ceil(nt - now)
+          if add > 0 then writes[#writes + 1] = {k, nt, -1, math.ceil(nt - now) + 1} end
         end
       end
     end
