@@ -116,7 +116,7 @@ def mtls_chains(
 def ingress_tls_socket(cert_file: str, key_file: str) -> base_pb2.TransportSocket:
     """TLS termination with a certificate chain and key read by Envoy from files."""
     ctx = tls_pb2.DownstreamTlsContext(
-        common_tls_context=common_pb2.CommonTlsContext(
+        common_tls_context=tls_pb2.CommonTlsContext(
             tls_certificates=[
                 common_pb2.TlsCertificate(
                     certificate_chain=base_pb2.DataSource(filename=cert_file),

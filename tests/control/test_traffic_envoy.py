@@ -233,3 +233,100 @@ def test_outlier_detection_ejects_a_failing_endpoint(envoy: Any, tmp_path: Path)
             )
             after = Counter(c.get(f"{url}/x").headers["x-upstream"] for _ in range(20))
             assert after == {"good": 20}
+
+
+def test_mirror_consistent_hash_and_active_health_check(envoy: Any, tmp_path: Path) -> None:
+    with (
+        Echo("a") as a,
+        Echo("b") as b,
+        Echo("shadow") as shadow,
+        FlakyServer("sick", always_fail=True) as sick,
+    ):
+        mesh = gateway_mesh(
+            [
+                ("api-a", "v1", a.port),
+                ("api-b", "v1", b.port),
+                ("api-sick", "v1", sick.port),
+                ("api-shadow", "v2", shadow.port),
+            ],
+            [
+                {
+                    "match": [{"uri": {"prefix": "/mirror"}}],
+                    "route": [to(subset="v1")],
+                    "mirror": {"host": "backend", "subset": "v2"},
+                    "mirror_percentage": 100,
+                },
+                {"route": [to(subset="v1")]},
+            ],
+            dr={
+                "traffic_policy": {
+                    "load_balancer": {"consistent_hash": {"http_header_name": "x-user"}},
+                    "health_check": {
+                        "path": "/healthz",
+                        "interval": "200ms",
+                        "timeout": "500ms",
+                        "unhealthy_threshold": 1,
+                    },
+                }
+            },
+        )
+        with gateway(envoy, tmp_path, mesh) as (_, url, _), client() as c:
+            # the sick endpoint fails its health check and gets no traffic
+            wait_until(lambda: sick.seen[""] >= 2)
+            users = {
+                f"user-{i}": {
+                    c.get(f"{url}/x", headers={"x-user": f"user-{i}"}).headers["x-upstream"] for _ in range(5)
+                }
+                for i in range(20)
+            }
+            assert all(len(seen) == 1 for seen in users.values()), users  # one upstream per user
+            assert {u for seen in users.values() for u in seen} <= {"a", "b"}
+            assert len({u for seen in users.values() for u in seen}) == 2  # users spread over both
+            before = len(shadow.requests)
+            assert c.get(f"{url}/mirror/1").status_code == 200
+            wait_until(lambda: len(shadow.requests) == before + 1)
+            assert shadow.requests[-1]["path"] == "/mirror/1"
+            assert shadow.requests[-1]["headers"]["host"].endswith("-shadow")  # Envoy marks mirrored requests
+
+
+def test_ingress_terminates_tls_with_a_given_certificate(envoy: Any, tmp_path: Path) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "demo.local")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("demo.local")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "tls.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    with Echo("v1") as v1:
+        mesh = gateway_mesh([("backend-v1", "v1", v1.port)], [{"route": [to()]}])
+        mesh["gateways"][0]["tls"] = {
+            "cert_file": str(tmp_path / "tls.crt"),
+            "key_file": str(tmp_path / "tls.key"),
+        }
+        with gateway(envoy, tmp_path, mesh) as (_, url, _):
+            https = url.replace("http://", "https://")
+            with httpx.Client(verify=False, trust_env=False, timeout=10) as c:
+                r = c.get(f"{https}/secure")
+            assert r.status_code == 200 and r.headers["x-upstream"] == "v1"
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(f"{url}/plain", trust_env=False, timeout=5)  # plaintext is not served
