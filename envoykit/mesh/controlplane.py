@@ -22,7 +22,8 @@ from pydantic import BaseModel
 from envoykit.control.model import Mesh
 from envoykit.control.nodes import NodeInfo, mesh_nodes
 from envoykit.control.types import Address
-from envoykit.core import envoy_binary, free_port
+from envoykit.core import envoy_binary
+from envoykit.mesh.ports import FreePorts
 from envoykit.mesh.state import StateDir
 
 
@@ -69,18 +70,18 @@ class MeshView:
     ingress: str
 
 
-def remap_ports(model: BaseModel, mapping: dict[int, int] | None = None) -> Any:
+def remap_ports(model: BaseModel, ports: FreePorts) -> Any:
     """A copy of ``model`` with the port of every :class:`Address` inside it replaced by a free one.
 
-    Equal ports map to the same new port (``mapping`` records old → new and may be passed in to share
-    it), so two fields naming one address still agree after the move.
+    Equal ports map to the same new port, so two fields naming one address still agree after the
+    move; different ports get different new ones (``ports`` never repeats itself).
     """
-    mapping = {} if mapping is None else mapping
+    mapping: dict[int, int] = {}
 
     def walk(value: Any) -> Any:
         if isinstance(value, Address):
             if value.port not in mapping:
-                mapping[value.port] = free_port()
+                mapping[value.port] = ports.take()
             return value.model_copy(update={"port": mapping[value.port]})
         if isinstance(value, BaseModel):
             changes = {name: walk(getattr(value, name)) for name in type(value).model_fields}
@@ -129,17 +130,19 @@ def load_model(path: Path) -> Mesh:
     return load_mesh(path).mesh
 
 
-def load(path: Path, state: StateDir, *, free_ports: bool = False, public_ingress: bool = False) -> MeshView:
+def load(
+    path: Path, state: StateDir, *, free_ports: FreePorts | None = None, public_ingress: bool = False
+) -> MeshView:
     """Load ``path`` into a :class:`MeshView`.
 
-    With ``free_ports`` (a port-remapped copy with its own control-plane state) or ``public_ingress``
+    With ``free_ports`` (a copy on ports from that allocator, with its own control-plane state) or ``public_ingress``
     (the ingress gateway on 0.0.0.0), a copy is written to ``<state>/work/mesh.yaml`` and served instead.
     """
     mesh = load_model(path)
     if free_ports or public_ingress:
         mesh = absolute_paths(mesh, path.parent)
     if free_ports:
-        mesh = remap_ports(mesh)
+        mesh = remap_ports(mesh, free_ports)
         control_state = state.work / "control"
         mesh = mesh.model_copy(
             update={"control_plane": mesh.control_plane.model_copy(update={"state_dir": str(control_state)})}

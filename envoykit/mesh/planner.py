@@ -20,6 +20,7 @@ from envoykit.control.types import Address
 from envoykit.core import ConfigError
 from envoykit.mesh import controlplane as cp
 from envoykit.mesh.facts import demo_facts
+from envoykit.mesh.ports import FreePorts
 from envoykit.mesh.prometheus import prometheus_binary, prometheus_component
 from envoykit.mesh.runconfig import RunConfig, ServerRun, expand, load_run_config
 from envoykit.mesh.spec import Component, Plan, Probe
@@ -56,22 +57,23 @@ def _envoykit(python: str, *args: str) -> list[str]:
     return [python, "-m", "envoykit.cli", *args]
 
 
-def _port(wanted: int, free: bool) -> int:
-    from envoykit.core import free_port
-
-    return free_port() if free or wanted == 0 else wanted
+def _port(wanted: int, ports: FreePorts | None) -> int:
+    """``wanted``, or a free port when the mesh runs on free ports (or ``wanted`` is 0)."""
+    if ports is None and wanted:
+        return wanted
+    return (ports or FreePorts()).take()
 
 
 def _server(
-    name: str, sub: str, address: Address, run: ServerRun, values: dict[str, str], opts: PlanOptions
+    name: str, sub: str, address: Address, run: ServerRun, values: dict[str, str], ports: FreePorts | None
 ) -> Component:
-    metrics = _port(run.metrics_port, opts.free_ports)
+    metrics = _port(run.metrics_port, ports)
     args = expand(run.args, values, f"servers.{name}.args")
     return Component(
         name=name,
         kind="server",
         command=_envoykit(
-            opts.python, sub, "serve", "--address", str(address), "--metrics-port", str(metrics), *args
+            values["python"], sub, "serve", "--address", str(address), "--metrics-port", str(metrics), *args
         ),
         probe=Probe("grpc", address.port, timeout_s=60),
         address=f"grpc://{address}",
@@ -110,10 +112,11 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
     rc_path = (opts.run_config or mesh_path.parent / "apps" / "run.yaml").absolute()
     rc = load_run_config(rc_path) if rc_path.exists() else RunConfig()
     ensure_wasm_modules(mesh_path)
-    mesh = cp.load(mesh_path, state, free_ports=opts.free_ports, public_ingress=opts.public_ingress)
+    ports = FreePorts() if opts.free_ports else None
+    mesh = cp.load(mesh_path, state, free_ports=ports, public_ingress=opts.public_ingress)
     values = {"python": opts.python, "dir": str(rc_path.parent), "mesh_dir": str(mesh_path.parent)}
 
-    cp_metrics = _port(rc.control_plane.metrics_port, opts.free_ports)
+    cp_metrics = _port(rc.control_plane.metrics_port, ports)
     control = Component(
         name=CONTROL,
         kind="control-plane",
@@ -131,11 +134,11 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
     servers: list[Component] = []
     used = mesh.used_servers
     if "authz" in used:
-        servers.append(_server("authz", "authz", mesh.authz, rc.servers.authz, values, opts))
+        servers.append(_server("authz", "authz", mesh.authz, rc.servers.authz, values, ports))
     if "ratelimit" in used:
-        servers.append(_server("ratelimit", "ratelimit", mesh.ratelimit, rc.servers.ratelimit, values, opts))
+        servers.append(_server("ratelimit", "ratelimit", mesh.ratelimit, rc.servers.ratelimit, values, ports))
     if "telemetry" in used:
-        servers.append(_server("telemetry", "extproc", mesh.telemetry, rc.servers.telemetry, values, opts))
+        servers.append(_server("telemetry", "extproc", mesh.telemetry, rc.servers.telemetry, values, ports))
     for pname, paddr in mesh.processors.items():
         if pname in used:
             run = rc.servers.processors.get(pname)
@@ -143,7 +146,7 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
                 raise ConfigError(
                     f"no entry for processor {pname!r}", file=str(rc_path), field="servers.processors"
                 )
-            servers.append(_server(f"processor-{pname}", "extproc", paddr, run, values, opts))
+            servers.append(_server(f"processor-{pname}", "extproc", paddr, run, values, ports))
 
     apps: list[Component] = []
     for wl in mesh.workloads:
@@ -205,7 +208,7 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
     )
     prom = prometheus_binary() if opts.prometheus else None
     if prom is not None:
-        port = _port(opts.prometheus_port, opts.free_ports)
+        port = _port(opts.prometheus_port, ports)
         components.append(
             prometheus_component(prom, components, state.work, port, tuple(c.name for c in components))
         )

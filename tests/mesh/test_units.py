@@ -6,9 +6,12 @@ import math
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from envoykit.core import ConfigError
 from envoykit.mesh import metrics as pm
+from envoykit.mesh.controlplane import remap_ports
+from envoykit.mesh.ports import FreePorts
 from envoykit.mesh.prometheus import scrape_config
 from envoykit.mesh.runconfig import expand, load_run_config
 from envoykit.mesh.spec import Component
@@ -86,3 +89,46 @@ def test_scrape_config_has_one_job_per_component_with_metrics() -> None:
         ("authz", "/metrics", ["127.0.0.1:9101"]),
         ("web-sidecar", "/stats/prometheus", ["127.0.0.1:15001"]),
     ]
+
+
+def test_free_ports_never_repeat() -> None:
+    ports = FreePorts()
+    taken = [ports.take() for _ in range(200)]
+    assert len(set(taken)) == 200
+
+
+def test_remap_moves_every_address_and_keeps_shared_ones_equal() -> None:
+    from envoykit.control.loader import load_mesh
+    from envoykit.control.model import Address, Mesh
+
+    mesh = load_mesh(REPO / "examples" / "mesh.yaml").mesh
+    # two fields naming one address must still name one address after the move
+    shared = Mesh.model_validate(
+        {**mesh.model_dump(mode="json"), "control_plane": {"xds": str(mesh.extensions.authz.address)}}
+    )
+    moved = remap_ports(shared, FreePorts())
+
+    def addresses(m: Mesh) -> list[Address]:
+        found: list[Address] = []
+
+        def walk(v: object) -> None:
+            if isinstance(v, Address):
+                found.append(v)
+            elif isinstance(v, BaseModel):
+                for name in type(v).model_fields:
+                    walk(getattr(v, name))
+            elif isinstance(v, list | tuple):
+                for x in v:
+                    walk(x)
+
+        walk(m)
+        return found
+
+    before, after = addresses(shared), addresses(moved)
+    assert len(before) == len(after) >= 10  # xds, servers, workloads and sidecars, gateways
+    old_to_new = {}
+    for a, b in zip(before, after, strict=True):
+        assert b.port != a.port and b.host == a.host
+        assert old_to_new.setdefault(a.port, b.port) == b.port  # one old port, one new port
+    assert len(set(old_to_new.values())) == len(old_to_new)  # distinct old ports stay distinct
+    assert moved.control_plane.xds == moved.extensions.authz.address
