@@ -9,9 +9,10 @@ manager):
   delivered, until ``continue_stream``; then the held data arrives in one body callback;
 - PAUSE from a body callback buffers: the next callback sees the whole buffered body;
 - no body callback when the headers ended the stream;
-- ``send_local_response`` is applied after the callback returns; the reply then runs through
-  the filter's response callbacks (``:status``, the filter's headers, ``content-length`` and
-  ``content-type: text/plain`` for a non-empty body), and the request goes no further;
+- ``send_local_response`` is applied after the callback returns; sent from the request side, the
+  reply then runs through the filter's response callbacks (``:status``, the filter's headers,
+  ``content-length`` and ``content-type: text/plain`` for a non-empty body) and the request goes
+  no further; sent from the response side, it replaces the response without more callbacks;
 - the end of the stream runs ``proxy_on_log`` (maps read-only), ``proxy_on_done``, ``proxy_on_delete``.
 """
 
@@ -390,7 +391,17 @@ class HttpStream:
         self.req.stopped = True
         self.ctx.maps.pop(MapType.HTTP_REQUEST_HEADERS, None)
         self.ctx.set_body(BufferType.HTTP_REQUEST_BODY, None)
-        # The reply replaces any upstream response and runs through this filter's encoder side.
+        if self.resp.headers is not None:
+            # Sent from the response side: the reply replaces the response on its way to the
+            # client without running this filter's callbacks again (checked against Envoy).
+            self.resp = _response()
+            self.resp.headers = reply.header_map()
+            self.resp.forwarded_body = bytearray(reply.body)
+            self.resp.headers_forwarded = self.resp.complete = self.resp.stopped = True
+            self.ctx.maps.pop(MapType.HTTP_RESPONSE_HEADERS, None)
+            self.ctx.set_body(BufferType.HTTP_RESPONSE_BODY, None)
+            return
+        # Sent from the request side: the reply runs through this filter's encoder side.
         self.resp = _response()
         self._headers(self.resp, reply.header_map(), not reply.body)
         if reply.body and not self.resp.stopped and self.reset is None:

@@ -3,7 +3,8 @@
  * root_id "deny". Configuration: the header name to deny on (default "x-deny"). A request with
  * it gets 403, body "denied by wasm\n", header "x-denied-by: wasm", details "denied by header";
  * the filter logs "deny: <path>" at WARN. Others pass untouched. Every response, the local
- * reply included, is logged at INFO as "deny: response <status> n=<headers> eos=<0/1>". */
+ * reply included, is logged at INFO as "deny: response <status> n=<headers> eos=<0/1>"; an
+ * upstream response carrying the header is replaced by a local 502 "upstream denied\n". */
 #include "proxy_wasm.h"
 
 PROXY_ABI_VERSION_0_2_1
@@ -38,7 +39,8 @@ uint32_t proxy_on_request_headers(uint32_t id, uint32_t n, uint32_t end_of_strea
   return PAUSE;
 }
 
-/* The local reply runs through this filter's response side too (Envoy's filter manager). */
+/* The local reply runs through this filter's response side too (Envoy's filter manager). An
+ * upstream response carrying the configured header is replaced by a local 502. */
 EXPORT(proxy_on_response_headers)
 uint32_t proxy_on_response_headers(uint32_t id, uint32_t n, uint32_t end_of_stream) {
   char *status = get_header(RESPONSE_HEADERS, ":status");
@@ -46,5 +48,10 @@ uint32_t proxy_on_response_headers(uint32_t id, uint32_t n, uint32_t end_of_stre
   snprintf(msg, sizeof msg, "deny: response %s n=%u eos=%u", status ? status : "-", n, end_of_stream);
   log_str(LOG_INFO, msg);
   free(status);
-  return CONTINUE;
+  char *value = get_header(RESPONSE_HEADERS, header_name);
+  if (!value) return CONTINUE;
+  free(value);
+  const char *body = "upstream denied\n";
+  proxy_send_local_response(502, "upstream denied", 15, body, strlen(body), NULL, 0, -1);
+  return PAUSE;
 }
