@@ -160,11 +160,12 @@ def wrong_identity(target: DemoTarget) -> Check:
             with httpx.Client(verify=ctx, timeout=5) as c:
                 try:
                     r = c.get(f"https://{addr}/", headers={"host": "backend"})
-                    outcomes[addr] = f"{r.status_code} {r.text.strip()[:70]}"
+                    outcomes[addr] = f"{r.status_code} {r.text.strip()[:120]}"
                 except httpx.HTTPError as exc:
                     outcomes[addr] = f"error {type(exc).__name__}"
     ok = bool(outcomes) and all(v.startswith("403") for v in outcomes.values())
-    return Check("wrong_identity", ok, f"as {identity}: " + "; ".join(outcomes.values()), outcomes)
+    seen = sorted(set(outcomes.values()))
+    return Check("wrong_identity", ok, f"{len(outcomes)} backend sidecars: " + "; ".join(seen), outcomes)
 
 
 def mint_token(key: str = "", subject: str = "demo-user") -> str:
