@@ -96,7 +96,8 @@ def remap_ports(model: BaseModel, ports: FreePorts) -> Any:
 
 
 def absolute_paths(mesh: Mesh, base: Path) -> Mesh:
-    """Make the files mesh.yaml names (Wasm modules, gateway certificates) absolute against ``base``."""
+    """Make the paths mesh.yaml names (Wasm modules, gateway certificates, the control plane's state
+    directory) absolute against ``base``, so a copy written elsewhere means the same files."""
 
     def absolute(p: str) -> str:
         return str(p if Path(p).is_absolute() else (base / p).resolve())
@@ -114,8 +115,13 @@ def absolute_paths(mesh: Mesh, base: Path) -> Mesh:
         else g
         for g in mesh.gateways
     ]
+    control = mesh.control_plane.model_copy(update={"state_dir": absolute(mesh.control_plane.state_dir)})
     return mesh.model_copy(
-        update={"extensions": mesh.extensions.model_copy(update={"wasm": wasm}), "gateways": gateways}
+        update={
+            "extensions": mesh.extensions.model_copy(update={"wasm": wasm}),
+            "gateways": gateways,
+            "control_plane": control,
+        }
     )
 
 

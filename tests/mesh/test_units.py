@@ -15,6 +15,7 @@ from envoykit.mesh.ports import FreePorts
 from envoykit.mesh.prometheus import scrape_config
 from envoykit.mesh.runconfig import expand, load_run_config
 from envoykit.mesh.spec import Component
+from envoykit.mesh.state import StateDir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,3 +133,22 @@ def test_remap_moves_every_address_and_keeps_shared_ones_equal() -> None:
         assert old_to_new.setdefault(a.port, b.port) == b.port  # one old port, one new port
     assert len(set(old_to_new.values())) == len(old_to_new)  # distinct old ports stay distinct
     assert moved.control_plane.xds == moved.extensions.authz.address
+
+
+def test_public_ingress_copy_keeps_the_shared_state_and_files(tmp_path: Path) -> None:
+    """What each compose container plans: the control plane serves a copy whose ingress listens on
+    0.0.0.0 and whose state directory and Wasm file are still those of the original mesh.yaml."""
+    from envoykit.mesh.controlplane import control_state_dir, load
+
+    state = StateDir(tmp_path)
+    state.prepare()
+    original = load(REPO / "examples" / "mesh.yaml", state)
+    copy = load(REPO / "examples" / "mesh.yaml", state, public_ingress=True)
+    assert copy.path == state.work / "mesh.yaml"
+    assert control_state_dir(copy) == control_state_dir(original).resolve()
+    assert [g.address.host for g in copy.model.gateways if g.kind == "ingress"] == ["0.0.0.0"]
+    assert copy.ingress.endswith(f":{original.model.gateways[0].address.port}")
+    wasm_dir = REPO / "examples" / "wasm"
+    assert all(
+        Path(w.file).is_absolute() and Path(w.file).parent == wasm_dir for w in copy.model.extensions.wasm
+    )
