@@ -45,7 +45,11 @@ def main() -> None:
     telemetry = ext_proc_filter(
         observability_mode=True,
         failure_mode_allow=True,
-        processing_mode={"request_header_mode": "SKIP", "response_header_mode": "SEND"},
+        processing_mode={
+            "request_header_mode": "SKIP",
+            "response_header_mode": "SEND",
+            "response_trailer_mode": "SEND",
+        },
         response_attributes=list(RESPONSE_ATTRIBUTES),
         deferred_close_timeout="1s",
     )

@@ -10,8 +10,9 @@ Metrics (names, labels and meaning follow https://istio.io/latest/docs/reference
 all with Envoy's default histogram buckets (0.5 ms … 3 600 000) and the labels in :data:`LABELS`.
 
 It is meant for an ext_proc filter in ``observability_mode`` (Envoy never waits for it) with
-``request_header_mode: SKIP``, ``response_header_mode: SEND`` and :data:`RESPONSE_ATTRIBUTES` as
-``response_attributes``: one message per exchange carries everything. Where each value comes from:
+``request_header_mode: SKIP``, ``response_header_mode: SEND``, ``response_trailer_mode: SEND`` and
+:data:`RESPONSE_ATTRIBUTES` as ``response_attributes``: one message per exchange carries everything
+(two for responses with trailers, such as gRPC). Where each value comes from:
 
 * the reporting Envoy's labels: its node metadata (``xds.node.metadata.<key>``);
 * ``reporter``: ``xds.listener_direction`` (INBOUND → destination, OUTBOUND → source), else the
@@ -21,6 +22,8 @@ It is meant for an ext_proc filter in ``observability_mode`` (Envoy never waits 
   (``connection.uri_san_peer_certificate`` inbound, ``upstream.uri_san_peer_certificate`` outbound);
 * sizes: ``request.total_size``; response header bytes + ``content-length`` (or the counted body
   when ``response_body_mode`` is STREAMED);
+* ``grpc_response_status``: the ``grpc-status`` of a trailers-only response, else of the response
+  trailers (``response_trailer_mode: SEND``; gRPC exchanges are recorded when they arrive);
 * duration: from ``request.time`` to when the response headers (or, when streamed, the last body
   chunk) reached this processor. It includes the hop to the processor (sub-millisecond on loopback).
 
@@ -81,7 +84,6 @@ RESPONSE_ATTRIBUTES = (
     "request.headers['content-type']",
     f"request.headers['{PEER_HEADER}']",
     "response.code",
-    "response.grpc_status",
     "connection.mtls",
     "connection.uri_san_peer_certificate",
     "upstream.uri_san_peer_certificate",
@@ -165,46 +167,53 @@ class Telemetry(Processor):
     # -- phases --------------------------------------------------------------------------------
 
     def on_response_headers(self, ex: Exchange) -> None:
-        """Record now, unless the body is streamed to us (then wait for its end)."""
+        """Record now, unless the body is streamed to us or a gRPC status is still to come in the
+        trailers (then record at the end of the body, at the trailers, or when the stream ends)."""
         h = ex.headers
         assert h is not None
         st = ex.state
-        st["t_headers"] = time.time()
+        st["t_end"] = time.time()
         st["resp_header_bytes"] = h.byte_size()
+        length = h.get("content-length")
+        st["resp_body_bytes"] = int(length) if length and length.isdigit() else 0
         if ex.end_of_stream:
-            self._record(ex, 0)
-        elif ex.response_body_mode is BodyMode.NONE:
-            length = h.get("content-length")
-            self._record(ex, int(length) if length and length.isdigit() else 0)
-        else:
+            self._record(ex)
+            return
+        if ex.response_body_mode is not BodyMode.NONE:
             st["resp_body_bytes"] = 0
+            st["counting"] = True
+        if _is_grpc(ex.attributes):
+            st["await_trailers"] = True  # grpc-status comes in the trailers
+        elif "counting" not in st:
+            self._record(ex)
 
     def on_response_body(self, ex: Exchange) -> None:
-        """Count streamed body bytes; record at the end of the body."""
+        """Count streamed body bytes; record at the end of the body (gRPC: at the trailers)."""
         st = ex.state
-        if _DONE in st or "resp_body_bytes" not in st:
+        if _DONE in st or "counting" not in st:
             return
         st["resp_body_bytes"] += len(ex.body)
-        if ex.end_of_stream:
-            st["t_headers"] = time.time()
-            self._record(ex, st["resp_body_bytes"])
+        if ex.end_of_stream and "await_trailers" not in st:
+            st["t_end"] = time.time()
+            self._record(ex)
 
     def on_response_trailers(self, ex: Exchange) -> None:
-        """Trailers end the response."""
+        """Trailers end the response (and carry ``grpc-status``)."""
         st = ex.state
-        if _DONE not in st and "resp_body_bytes" in st:
-            st["t_headers"] = time.time()
-            self._record(ex, st["resp_body_bytes"])
+        if _DONE not in st and "t_end" in st:
+            if "counting" in st:
+                st["t_end"] = time.time()
+            self._record(ex)
 
     def on_stream_end(self, ex: Exchange) -> None:
-        """A streamed response cut short is still counted, with the bytes seen."""
+        """A response cut short (or trailers not sent to us) is still counted, with what was seen."""
         st = ex.state
-        if _DONE not in st and "resp_body_bytes" in st:
-            self._record(ex, st["resp_body_bytes"])
+        if _DONE not in st and "t_end" in st:
+            self._record(ex)
 
     # -- recording -----------------------------------------------------------------------------
 
-    def _record(self, ex: Exchange, body_bytes: int) -> None:
+    def _record(self, ex: Exchange) -> None:
         st = ex.state
         st[_DONE] = True
         ex.finish(self.name)
@@ -223,14 +232,14 @@ class Telemetry(Processor):
         started = a.get("request.time")
         if isinstance(started, str):
             try:
-                ms = (st["t_headers"] - datetime.fromisoformat(started).timestamp()) * 1000.0
+                ms = (st["t_end"] - datetime.fromisoformat(started).timestamp()) * 1000.0
                 children[1].observe(max(ms, 0.0))
             except ValueError:
                 pass
         req_size = a.get("request.total_size")
         if isinstance(req_size, float):
             children[2].observe(req_size)
-        children[3].observe(st.get("resp_header_bytes", 0) + body_bytes)
+        children[3].observe(st["resp_header_bytes"] + st["resp_body_bytes"])
 
     def labels(self, ex: Exchange) -> tuple[str, ...]:
         """The label values (in :data:`LABELS` order) for one exchange."""
@@ -246,12 +255,16 @@ class Telemetry(Processor):
         if code is None and ex.response_headers is not None:
             status = ex.response_headers.get(":status")
             code = float(status) if status and status.isdigit() else None
-        ctype = a.get("request.headers['content-type']") or ""
-        is_grpc = isinstance(ctype, str) and ctype.startswith("application/grpc")
+        is_grpc = _is_grpc(a)
         grpc_status = ""
         if is_grpc:
-            gs = a.get("response.grpc_status")
-            grpc_status = str(int(gs)) if isinstance(gs, float) else UNKNOWN
+            # Envoy's response.grpc_status attribute is not final at response headers (it says 2,
+            # UNKNOWN): read grpc-status from a trailers-only response, else from the trailers.
+            grpc_status = UNKNOWN
+            for hm in (ex.response_headers, ex.response_trailers):
+                value = hm.get("grpc-status") if hm is not None else None
+                if value is not None and value.isdigit():
+                    grpc_status = value
         if reporter == "source":
             src = me
             peer = parse_peer(_s(ex.response_headers.get(PEER_HEADER) if ex.response_headers else None))
@@ -297,6 +310,11 @@ class Telemetry(Processor):
 
 # label positions whose values are already from a small fixed set
 _FIXED = frozenset({0, 14, 16, 17})
+
+
+def _is_grpc(a: dict[str, Any]) -> bool:
+    ctype = a.get("request.headers['content-type']")
+    return isinstance(ctype, str) and ctype.startswith("application/grpc")
 
 
 def _s(v: Any) -> str:

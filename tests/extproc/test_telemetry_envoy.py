@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from envoykit.core import free_port
+from envoykit.core import GrpcServer, free_port
 from envoykit.extproc import RESPONSE_ATTRIBUTES
 from envoykit.extproc.peer import format_peer
 from tests.certs import Pair, TestCA
@@ -41,7 +45,11 @@ BACKEND = {
 
 TELEMETRY_FILTER = ext_proc_filter(
     observability_mode=True,
-    processing_mode={"request_header_mode": "SKIP", "response_header_mode": "SEND"},
+    processing_mode={
+        "request_header_mode": "SKIP",
+        "response_header_mode": "SEND",
+        "response_trailer_mode": "SEND",
+    },
     response_attributes=list(RESPONSE_ATTRIBUTES),
     deferred_close_timeout="1s",
 )
@@ -257,3 +265,39 @@ def test_mtls_principals_come_from_the_certificates(envoy, echo, server, tmp_pat
         "destination_workload": "backend-v2",
     }
     assert total(text, "istio_requests_total", **outbound) == 3
+
+
+def test_grpc_requests_get_protocol_and_status_from_the_trailers(envoy, server) -> None:
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def start_upstream() -> tuple[GrpcServer, int]:
+        srv = GrpcServer("grpc-upstream", "127.0.0.1:0")  # serves grpc.health.v1.Health
+        return srv, await srv.start()
+
+    upstream, up_port = asyncio.run_coroutine_threadsafe(start_upstream(), loop).result(10)
+    try:
+        port = free_port()
+        lst = http_listener(port, [route_to("app")], [TELEMETRY_FILTER], name="inbound")
+        lst["traffic_direction"] = "INBOUND"
+        cfg = bootstrap(
+            [lst], [cluster("app", up_port, http2=True), cluster("extproc", server.port, http2=True)]
+        )
+        cfg["node"] = {"id": "backend-v2", "cluster": "backend", "metadata": BACKEND}
+        envoy(cfg)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            for _ in range(4):
+                stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            for _ in range(3):
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
+                assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        text = wait_count(server, 7)
+    finally:
+        asyncio.run_coroutine_threadsafe(upstream.stop(0.1), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    assert total(text, "istio_requests_total") == 7
+    grpc_labels = {"reporter": "destination", "request_protocol": "grpc", "response_code": "200"}
+    assert total(text, "istio_requests_total", grpc_response_status="0", **grpc_labels) == 4
+    assert total(text, "istio_requests_total", grpc_response_status="5", **grpc_labels) == 3

@@ -36,11 +36,11 @@ def test_inbound_mtls_takes_principal_from_certificate_and_peer_from_header() ->
             "connection.uri_san_peer_certificate": "spiffe://td/ns/web/sa/fe",
             "request.headers['x-envoykit-peer']": peer,
             "request.headers['content-type']": "application/grpc",
-            "response.grpc_status": 7.0,
             "response.code": 200.0,
             "request.protocol": "HTTP/2",
         }
     )
+    ex.response_trailers = Headers.of([("grpc-status", "7")])
     got = labels(t, ex)
     assert got["reporter"] == "destination"
     assert got["source_principal"] == "spiffe://td/ns/web/sa/fe"  # never the header's claim
