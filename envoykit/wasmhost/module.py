@@ -116,9 +116,11 @@ def load_module(
     artifact = disk / f"{_cache_key(digest)}.cwasm"
     if use_cache and artifact.exists():
         try:
-            module = wasmtime.Module.deserialize_file(eng, str(artifact))
+            # Read, not mmap (deserialize_file): a file rewritten in place under a mapping would
+            # crash the process with SIGBUS.
+            module = wasmtime.Module.deserialize(eng, artifact.read_bytes())
             origin = "disk"
-        except wasmtime.WasmtimeError:
+        except (wasmtime.WasmtimeError, OSError):
             module = None  # stale or corrupt artifact: recompile below
     if module is None:
         try:

@@ -101,7 +101,7 @@ def builtins(plugin: Plugin, ctx: ContextState | None) -> dict[str, Any]:
             "host": req.get(":authority") or "",
             "scheme": req.get(":scheme") or "",
             "method": req.get(":method") or "",
-            "headers": {k: v for k, v in reversed(req.items())},
+            "headers": req.to_dict(),  # repeated names joined with "," (Envoy's CEL header map)
             "protocol": "HTTP/1.1",
         }
         for name, header in (("referer", "referer"), ("useragent", "user-agent"), ("id", "x-request-id")):
@@ -111,7 +111,7 @@ def builtins(plugin: Plugin, ctx: ContextState | None) -> dict[str, Any]:
     resp = ctx.response_headers_seen
     if resp is not None:
         status = resp.get(":status")
-        response: dict[str, Any] = {"headers": {k: v for k, v in reversed(resp.items())}}
+        response: dict[str, Any] = {"headers": resp.to_dict()}
         if status and status.isdigit():
             response["code"] = int(status)
         attrs["response"] = response

@@ -94,3 +94,25 @@ def test_grpc_stream_send_close_cancel():
     assert plugin.vm.read_u32(276) == 6
     call.close(14, "unavailable")
     assert plugin.vm.read_u32(280) == 14 and plugin.grpc_calls == []
+
+
+def test_start_runs_for_wasi_commands():
+    wasm = module(b'(func (export "_start") (i32.store (i32.const 256) (i32.const 42)))')
+    assert load_plugin(wasm).vm.read_u32(256) == 42
+
+
+def test_compiled_module_cache(tmp_path):
+    from envoykit.wasmhost import load_module
+    from envoykit.wasmhost.module import clear_memory_cache
+
+    wasm = module(b'(func (export "proxy_on_tick") (param i32))')
+    first = load_module(wasm, cache_dir=tmp_path)
+    assert first.from_cache in ("", "memory")
+    clear_memory_cache()
+    again = load_module(wasm, cache_dir=tmp_path)
+    assert again.from_cache == "disk" and list(tmp_path.glob("*.cwasm"))
+    assert load_module(wasm, cache_dir=tmp_path).from_cache == "memory"
+    assert load_module(wasm, use_cache=False).from_cache == ""
+    (next(tmp_path.glob("*.cwasm"))).write_bytes(b"corrupt")
+    clear_memory_cache()
+    assert load_module(wasm, cache_dir=tmp_path).from_cache == ""  # recompiled, not trusted

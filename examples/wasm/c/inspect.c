@@ -54,6 +54,18 @@ static void log_property(const char *path, size_t path_len, const char *label) {
   free(v);
 }
 
+/* Binary properties (integers are 8 bytes little-endian in Envoy): log them as hex. */
+static void log_property_hex(const char *path, size_t path_len, const char *label) {
+  char *v = NULL;
+  size_t vs = 0;
+  uint32_t rc = proxy_get_property(path, path_len, &v, &vs);
+  char line[256];
+  int n = snprintf(line, sizeof line, "property %s rc=%u size=%zu hex=", label, rc, vs);
+  for (size_t i = 0; i < vs && n < (int)sizeof line - 3; i++) n += snprintf(line + n, sizeof line - n, "%02x", (unsigned char)v[i]);
+  log_str(LOG_INFO, line);
+  free(v);
+}
+
 EXPORT(proxy_on_context_create) void proxy_on_context_create(uint32_t id, uint32_t parent) {
   char line[64];
   snprintf(line, sizeof line, "create %u parent %u", id, parent);
@@ -67,7 +79,18 @@ uint32_t proxy_on_request_headers(uint32_t id, uint32_t n, uint32_t eos) {
   log_str(LOG_INFO, line);
   log_map(REQUEST_HEADERS, "req");
   log_property("plugin_root_id", 14, "plugin_root_id");
+  log_property("plugin_name", 11, "plugin_name");
+  log_property("plugin_vm_id", 12, "plugin_vm_id");
   log_property("request\0path", 12, "request.path");
+  log_property("request\0url_path", 16, "request.url_path");
+  log_property("request\0query", 13, "request.query");
+  log_property("request\0method", 14, "request.method");
+  log_property("request\0host", 12, "request.host");
+  log_property("request\0scheme", 14, "request.scheme");
+  log_property("request\0useragent", 17, "request.useragent");
+  log_property("request\0protocol", 16, "request.protocol");
+  log_property("request\0headers\0x-r", 19, "request.headers.x-r");
+  log_property("no_such_attribute", 17, "no_such_attribute");
   return CONTINUE;
 }
 
@@ -92,6 +115,7 @@ uint32_t proxy_on_response_headers(uint32_t id, uint32_t n, uint32_t eos) {
   snprintf(line, sizeof line, "response headers n=%u eos=%u", n, eos);
   log_str(LOG_INFO, line);
   log_map(RESPONSE_HEADERS, "resp");
+  log_property_hex("response\0code", 13, "response.code");
   /* Request headers are gone once the request went upstream (Envoy getMap returns null). */
   uint32_t size = 0;
   snprintf(line, sizeof line, "request headers now rc=%u", proxy_get_header_map_size(REQUEST_HEADERS, &size));
