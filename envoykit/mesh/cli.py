@@ -93,10 +93,16 @@ def up(
     Prometheus, each as its own process, in dependency order; restarts crashed ones with backoff; stops
     everything on exit.
     """
-    from envoykit.mesh.runner import AlreadyRunning, run_plan
+    from envoykit.mesh.runner import AlreadyRunning, check_not_running, run_plan
 
     console = _console(stderr=True)
     state = _state(state_dir)
+    try:
+        # before planning: a plan rewrites files (bootstraps, a mesh copy) a running mesh is using
+        if only is None:
+            check_not_running(state)
+    except AlreadyRunning as exc:
+        raise click.ClickException(str(exc)) from exc
     if plan_file is not None:
         plan = Plan.read(plan_file)
     elif mesh is not None:
