@@ -24,8 +24,8 @@ It is meant for an ext_proc filter in ``observability_mode`` (Envoy never waits 
   when ``response_body_mode`` is STREAMED);
 * ``grpc_response_status``: the ``grpc-status`` of a trailers-only response, else of the response
   trailers (``response_trailer_mode: SEND``; gRPC exchanges are recorded when they arrive);
-* duration: from ``request.time`` to when the response headers (or, when streamed, the last body
-  chunk) reached this processor. It includes the hop to the processor (sub-millisecond on loopback).
+* duration: from ``request.time`` to when the response headers (or the response trailers, or, when
+  streamed, the last body chunk) reached this processor. It includes the hop to the processor (sub-millisecond on loopback).
 
 Label values are bounded: each label keeps at most ``max_values`` distinct values, later new ones
 collapse to ``unknown``.
@@ -201,8 +201,7 @@ class Telemetry(Processor):
         """Trailers end the response (and carry ``grpc-status``)."""
         st = ex.state
         if _DONE not in st and "t_end" in st:
-            if "counting" in st:
-                st["t_end"] = time.time()
+            st["t_end"] = time.time()
             self._record(ex)
 
     def on_stream_end(self, ex: Exchange) -> None:
