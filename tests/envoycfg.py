@@ -36,11 +36,18 @@ def cluster(name: str, port: int, *, http2: bool = False, timeout_s: float = 1.0
 
 
 def route_to(cluster_name: str, prefix: str = "/", **extra: Any) -> dict[str, Any]:
-    return {"match": {"prefix": prefix}, "route": {"cluster": cluster_name, **extra.pop("route", {})}, **extra}
+    return {
+        "match": {"prefix": prefix},
+        "route": {"cluster": cluster_name, **extra.pop("route", {})},
+        **extra,
+    }
 
 
 def direct_response(status: int = 200, body: str = "ok", prefix: str = "/") -> dict[str, Any]:
-    return {"match": {"prefix": prefix}, "direct_response": {"status": status, "body": {"inline_string": body}}}
+    return {
+        "match": {"prefix": prefix},
+        "direct_response": {"status": status, "body": {"inline_string": body}},
+    }
 
 
 def http_listener(
