@@ -301,3 +301,23 @@ def test_grpc_requests_get_protocol_and_status_from_the_trailers(envoy, server) 
     grpc_labels = {"reporter": "destination", "request_protocol": "grpc", "response_code": "200"}
     assert total(text, "istio_requests_total", grpc_response_status="0", **grpc_labels) == 4
     assert total(text, "istio_requests_total", grpc_response_status="5", **grpc_labels) == 3
+
+
+def test_streamed_response_bodies_are_counted_chunk_by_chunk(envoy, echo, server) -> None:
+    port = free_port()
+    streamed = copy.deepcopy(TELEMETRY_FILTER)
+    streamed["typed_config"]["processing_mode"]["response_body_mode"] = "STREAMED"
+    lst = http_listener(port, [route_to("app")], [streamed], name="inbound")
+    lst["traffic_direction"] = "INBOUND"
+    cfg = bootstrap([lst], [cluster("app", echo.port), cluster("extproc", server.port, http2=True)])
+    cfg["node"] = {"id": "backend-v2", "cluster": "backend", "metadata": BACKEND}
+    envoy(cfg)
+    for size in (5000, 5000, 200000):
+        r = httpx.get(f"http://127.0.0.1:{port}/", headers={"x-echo-body-size": str(size)})
+        assert len(r.content) == size
+    text = wait_count(server, 3)
+    assert total(text, "istio_requests_total") == 3
+    assert total(text, "istio_response_bytes_bucket", le="5000.0") == 0  # body + headers > 5000
+    assert total(text, "istio_response_bytes_bucket", le="10000.0") == 2
+    assert total(text, "istio_response_bytes_bucket", le="300000.0") == 3
+    assert 210000 < total(text, "istio_response_bytes_sum") < 210000 + 3 * 400
