@@ -113,8 +113,15 @@ def test_authz_ratelimit_and_telemetry_wiring(envoy: Any, tmp_path: Path) -> Non
             assert authz.requests[-1].attributes.source.principal.endswith("/sa/ingress")
             # telemetry: the sidecar's ext_proc got the response headers with the node metadata contract
             wait_until(lambda: any(r.HasField("response_headers") for r in extproc.requests))
-            seen = str(extproc.requests)
-            assert "frontend-v1" in seen and "spiffe://test.local/ns/default/sa/frontend" in seen
+            resp = next(r for r in extproc.requests if r.HasField("response_headers"))
+            attrs = resp.attributes["envoy.filters.http.ext_proc"].fields  # where the telemetry server reads
+            assert attrs["xds.node.metadata.workload"].string_value == "frontend-v1"
+            assert (
+                attrs["xds.node.metadata.principal"].string_value
+                == "spiffe://test.local/ns/default/sa/frontend"
+            )
+            assert attrs["xds.listener_direction"].number_value == 1  # INBOUND: reporter=destination
+            assert attrs["connection.uri_san_peer_certificate"].string_value.endswith("/sa/ingress")
             # ext_authz fails closed when its server is down
             authz.server.stop(0)
             assert get(f"{url}/hello").status_code == 403
