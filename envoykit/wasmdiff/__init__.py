@@ -74,19 +74,25 @@ def run_diff(
     """
     from envoykit.wasmdiff.envoy_side import EnvoyRunner
     from envoykit.wasmdiff.host_side import run_case, start_plugin
+    from envoykit.wasmdiff.tcp_side import TcpEnvoyRunner, run_tcp_case
 
     case_file = cases if isinstance(cases, CaseFile) else load_cases(cases)
+    tcp = case_file.protocol == "tcp"
     report = DiffReport()
     plugin = start_plugin(Path(wasm), case_file)
     host_obs = []
     t0 = time.perf_counter()
     for case in case_file.cases:
-        host_obs.append(run_case(plugin, case, case_file))
+        host_obs.append(run_tcp_case(plugin, case.messages) if tcp else run_case(plugin, case, case_file))
     report.host_seconds = time.perf_counter() - t0
-    with EnvoyRunner(Path(wasm), case_file, workdir=Path(workdir) if workdir else None) as envoy:
+    runner = TcpEnvoyRunner if tcp else EnvoyRunner
+    with runner(Path(wasm), case_file, workdir=Path(workdir) if workdir else None) as envoy:
         t0 = time.perf_counter()
         for case, hobs in zip(case_file.cases, host_obs, strict=True):
-            eobs = envoy.run(case.request, case.upstream)
+            if isinstance(envoy, TcpEnvoyRunner):
+                eobs = envoy.run_tcp(case.messages)
+            else:
+                eobs = envoy.run(case.request, case.upstream)
             report.cases.append(CaseResult(case.name, hobs, eobs, differences(hobs, eobs)))
         report.envoy_seconds = time.perf_counter() - t0
         stats = envoy.envoy.stats("wasmcustom.")

@@ -18,6 +18,15 @@ Shape (YAML)::
         upstream: {status: 404}         # optional override of the default answer
 
 Headers may be a mapping or a list of ``[name, value]`` pairs (to repeat a name).
+
+A network (TCP) filter is checked with ``protocol: tcp``; each case is one connection to an echo
+upstream through ``tcp_proxy``, sending ``messages`` one by one (each waits for its echo), then
+closing::
+
+    protocol: tcp
+    root_id: tcp_inspect
+    cases:
+      - {name: one line, messages: ["hello\n"]}
 """
 
 from __future__ import annotations
@@ -38,17 +47,19 @@ class CasesError(ValueError):
 
 @dataclass
 class Case:
-    """One request to send, with the upstream answer for it."""
+    """One request to send with the upstream answer for it (HTTP), or messages to send (TCP)."""
 
     name: str
     request: HttpRequest
     upstream: HttpResponse
+    messages: list[bytes] = field(default_factory=list)
 
 
 @dataclass
 class CaseFile:
     """A validated cases file."""
 
+    protocol: str = "http"
     root_id: str = ""
     configuration: str = ""
     vm_configuration: str = ""
@@ -120,7 +131,7 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
     """
     if not isinstance(doc, dict):
         raise CasesError(f"{source}: the document must be a mapping")
-    known = {"root_id", "configuration", "vm_configuration", "vm_id", "name", "log_level", "upstream",
+    known = {"protocol", "root_id", "configuration", "vm_configuration", "vm_id", "name", "log_level", "upstream",
              "clusters", "cases"}  # fmt: skip
     unknown = set(doc) - known
     if unknown:
@@ -132,7 +143,11 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
     clusters_doc = doc.get("clusters") or {}
     if not isinstance(clusters_doc, dict):
         raise CasesError(f"{source}: clusters: expected a mapping of cluster name to answer")
+    protocol = str(doc.get("protocol", "http"))
+    if protocol not in ("http", "tcp"):
+        raise CasesError(f"{source}: protocol: 'http' or 'tcp', got {protocol!r}")
     out = CaseFile(
+        protocol=protocol,
         root_id=str(doc.get("root_id", "")),
         configuration=str(doc.get("configuration", "")),
         vm_configuration=str(doc.get("vm_configuration", "")),
@@ -148,6 +163,9 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
         where = f"{source}: cases.{i}"
         if not isinstance(item, dict):
             raise CasesError(f"{where}: expected a mapping with name, request, upstream")
+        if protocol == "tcp":
+            out.cases.append(_tcp_case(item, i, where))
+            continue
         extra = set(item) - {"name", "request", "upstream"}
         if extra:
             raise CasesError(f"{where}: unknown field(s) {sorted(extra)}")
@@ -158,6 +176,18 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
             )
         )
     return out
+
+
+def _tcp_case(item: dict[str, Any], i: int, where: str) -> Case:
+    extra = set(item) - {"name", "messages"}
+    if extra:
+        raise CasesError(f"{where}: unknown field(s) {sorted(extra)} (a tcp case has name and messages)")
+    messages = item.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, str) and m for m in messages):
+        raise CasesError(f"{where}.messages: expected a non-empty list of non-empty strings")
+    return Case(
+        str(item.get("name", f"case {i}")), HttpRequest(), HttpResponse(), [m.encode() for m in messages]
+    )
 
 
 def load_cases(path: str | Path) -> CaseFile:

@@ -11,13 +11,14 @@ closing first only runs ``proxy_on_upstream_connection_close``.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from envoykit.wasmhost.abi import Action, BufferType, PeerType, StreamType
 from envoykit.wasmhost.errors import StreamStateError
 
 if TYPE_CHECKING:
-    from envoykit.wasmhost.plugin import Plugin
+    from envoykit.wasmhost.plugin import LogRecord, Plugin
 
 _connection_ids = itertools.count(1)
 
@@ -135,3 +136,47 @@ class TcpStream:
                 held = self._held[BufferType.DOWNSTREAM_DATA]
                 self.upstream_data += held
                 held.clear()
+
+
+@dataclass
+class TcpOutcome:
+    """What one TCP connection through the filter produced.
+
+    Attributes:
+        upstream_received: bytes the upstream got.
+        client_received: bytes the client got back.
+        logs: the filter's log lines during the connection.
+    """
+
+    upstream_received: bytes = b""
+    client_received: bytes = b""
+    logs: list[LogRecord] = field(default_factory=list)
+
+
+def run_tcp_exchange(plugin: Plugin, messages: list[bytes]) -> TcpOutcome:
+    """One connection through Envoy's ``tcp_proxy`` to an echo upstream, as Envoy sequences it.
+
+    The client sends each message and waits for its echo, then closes. Observed in Envoy 1.40
+    (and pinned by the differential tests): each message goes through ``on_downstream_data``,
+    its echo through ``on_upstream_data``; the client's close arrives as empty downstream data
+    with end of stream, the upstream's as empty upstream data with end of stream (then
+    ``on_upstream_connection_close`` with peer UNKNOWN); Envoy then closes the client connection
+    itself (``on_downstream_connection_close`` with peer LOCAL) and the context ends.
+    """
+    first_log = len(plugin.logs)
+    conn = plugin.tcp_stream()
+    conn.connect()
+    sent = 0
+    for message in messages:
+        conn.send_downstream_data(message)
+        reply = bytes(conn.upstream_data[sent:])  # the echo upstream returns what it received
+        sent = len(conn.upstream_data)
+        if reply:
+            conn.send_upstream_data(reply)
+    conn.send_downstream_data(b"", end_of_stream=True)
+    tail = bytes(conn.upstream_data[sent:])
+    if tail:
+        conn.send_upstream_data(tail)
+    conn.send_upstream_data(b"", end_of_stream=True)
+    conn.close_downstream(PeerType.LOCAL)
+    return TcpOutcome(bytes(conn.upstream_data), bytes(conn.downstream_data), plugin.logs[first_log:])

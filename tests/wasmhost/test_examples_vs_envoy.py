@@ -40,6 +40,7 @@ DIFFS = [
     ("shared_state", "shared_state"),
     ("as_shared_state", "shared_state"),
     ("inspect", "inspect"),
+    ("tcp_inspect", "tcp_inspect"),
 ]
 
 
@@ -140,3 +141,12 @@ def test_bad_signature_refused_by_both(wasm_example, tmp_path):
     with pytest.raises(EnvoyError):
         envoy.start(timeout=30)
     assert "Bad function signature for: proxy_on_request_headers" in envoy.log()
+
+
+def test_tcp_inspect_outcome(wasm_example):
+    from envoykit.wasmhost.tcp import run_tcp_exchange
+
+    plugin = load_plugin(wasm_example("tcp_inspect"), root_id="tcp_inspect")
+    out = run_tcp_exchange(plugin, [b"ping\n"])
+    assert (out.upstream_received, out.client_received) == (b"PING\n", b"PING\n")
+    assert [r.message for r in out.logs][-4:] == ["downstream close peer=1", "done", "log", "delete"]
