@@ -22,7 +22,7 @@ from pathlib import Path
 
 from envoykit.wasmdiff import run_diff
 from envoykit.wasmdiff.cases import Case, CaseFile
-from envoykit.wasmdiff.envoy_side import EnvoyRunner, _send
+from envoykit.wasmdiff.envoy_side import EnvoyRunner, send_request
 from envoykit.wasmhost import HttpRequest, HttpResponse, load_module, load_plugin, run_exchange
 from envoykit.wasmhost.build import build_example
 from envoykit.wasmhost.module import clear_memory_cache
@@ -93,7 +93,7 @@ def suite(n_cases: int) -> None:
         t0 = time.perf_counter()
         for case in cases.cases:
             envoy.upstream.answer = case.upstream
-            status, _, _ = _send(envoy.port, case.request, 10)
+            status, _, _ = send_request(envoy.port, case.request, 10)
             assert status == case.upstream.status
         envoy_s = time.perf_counter() - t0
         envoy.__exit__(None, None, None)

@@ -33,18 +33,20 @@ HCM_TYPE = (
 _STRING = "type.googleapis.com/google.protobuf.StringValue"
 
 
-def _addr(port: int) -> dict[str, Any]:
+def socket_address(port: int) -> dict[str, Any]:
+    """A loopback ``Address`` for ``port``."""
     return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
 
 
-def _cluster(name: str, port: int) -> dict[str, Any]:
+def static_cluster(name: str, port: int) -> dict[str, Any]:
+    """A STATIC cluster ``name`` with one loopback endpoint on ``port``."""
     return {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "2s",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _addr(port)}}]}],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(port)}}]}],
         },
     }
 
@@ -70,7 +72,8 @@ def wasm_filter(wasm: Path, cases: CaseFile) -> dict[str, Any]:
     }
 
 
-def _marker_listener(port: int) -> dict[str, Any]:
+def marker_listener(port: int) -> dict[str, Any]:
+    """An HTTP listener without the filter that answers 204: end-of-case markers go there."""
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": "marker",
@@ -93,7 +96,7 @@ def _marker_listener(port: int) -> dict[str, Any]:
         ],
     }
     chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
-    return {"name": "marker", "address": _addr(port), "filter_chains": [chain]}
+    return {"name": "marker", "address": socket_address(port), "filter_chains": [chain]}
 
 
 def bootstrap(
@@ -131,19 +134,22 @@ def bootstrap(
     }
     listener = {
         "name": "wasmdiff",
-        "address": _addr(listen_port),
+        "address": socket_address(listen_port),
         "filter_chains": [
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
         ],
     }
-    clusters = [_cluster("upstream", upstream_port)] + [_cluster(n, p) for n, p in callouts.items()]
+    clusters = [static_cluster("upstream", upstream_port)] + [
+        static_cluster(n, p) for n, p in callouts.items()
+    ]
     return {
-        "admin": {"address": _addr(0)},
-        "static_resources": {"listeners": [listener, _marker_listener(marker_port)], "clusters": clusters},
+        "admin": {"address": socket_address(0)},
+        "static_resources": {"listeners": [listener, marker_listener(marker_port)], "clusters": clusters},
     }
 
 
-def _send(port: int, req: HttpRequest, timeout: float) -> tuple[int, list[tuple[str, str]], bytes]:
+def send_request(port: int, req: HttpRequest, timeout: float) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Send ``req`` over a new HTTP/1.1 connection; (status, headers, body), status 0 on failure."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.putrequest(req.method, req.path, skip_host=True, skip_accept_encoding=True)
@@ -227,7 +233,7 @@ class EnvoyRunner:
         """Send one request (the upstream answers ``answer``) and observe it."""
         self.upstream.answer = answer
         seen = len(self.upstream.requests)
-        status, headers, body = _send(self.port, request, self.timeout)
+        status, headers, body = send_request(self.port, request, self.timeout)
         obs = Observation(status=status, headers=headers, body=body)
         if len(self.upstream.requests) > seen:
             r = self.upstream.requests[-1]
@@ -239,7 +245,7 @@ class EnvoyRunner:
     def _wait_stream_end(self) -> list[tuple[str, str]]:
         self._markers += 1
         marker = f"{MARKER_PATH}{self._markers}"
-        _send(self.marker_port, HttpRequest(path=marker), self.timeout)
+        send_request(self.marker_port, HttpRequest(path=marker), self.timeout)
         logs: list[tuple[str, str]] = []
         deadline = time.monotonic() + self.timeout
         while True:

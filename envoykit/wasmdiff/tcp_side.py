@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from envoykit.wasmdiff.cases import CaseFile
-from envoykit.wasmdiff.envoy_side import HCM_TYPE, EnvoyRunner, _addr, _cluster, _marker_listener
+from envoykit.wasmdiff.envoy_side import EnvoyRunner, marker_listener, socket_address, static_cluster
 from envoykit.wasmdiff.observe import LEVEL_NAMES, Observation
 from envoykit.wasmhost.plugin import Plugin
 from envoykit.wasmhost.tcp import run_tcp_exchange
-
-assert HCM_TYPE  # the HTTP marker listener is shared with the HTTP side
 
 
 class EchoUpstream:
@@ -95,14 +93,14 @@ def tcp_bootstrap(
     ]
     listener = {
         "name": "wasmdiff_tcp",
-        "address": _addr(listen_port),
+        "address": socket_address(listen_port),
         "filter_chains": [{"filters": filters}],
     }
     return {
-        "admin": {"address": _addr(0)},
+        "admin": {"address": socket_address(0)},
         "static_resources": {
-            "listeners": [listener, _marker_listener(marker_port)],
-            "clusters": [_cluster("upstream", upstream_port)],
+            "listeners": [listener, marker_listener(marker_port)],
+            "clusters": [static_cluster("upstream", upstream_port)],
         },
     }
 
