@@ -90,7 +90,6 @@ def ratelimit_filter(mesh: Mesh, domain: str, failure_mode_deny: bool) -> hcm.Ht
             rate_limit_service=rls_pb2.RateLimitServiceConfig(
                 grpc_service=envoy_grpc(RATELIMIT_CLUSTER), transport_api_version=config_source_pb2.V3
             ),
-            enable_x_ratelimit_headers=rate_limit_pb2.RateLimit.DRAFT_VERSION_03,
         ),
     )
 
