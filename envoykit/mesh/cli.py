@@ -261,7 +261,7 @@ def demo(state_dir: Path | None) -> None:
     Exits 1 when a check does not hold.
     """
     from envoykit.mesh.demo import SCENARIOS, DemoTarget, wait_for_ingress
-    from envoykit.mesh.report import checks_table, telemetry_table
+    from envoykit.mesh.report import checks_table, decisions_table, telemetry_table
 
     state = _state(state_dir)
     plan = _read_plan(state)
@@ -277,7 +277,9 @@ def demo(state_dir: Path | None) -> None:
             spinner.update(f"{scenario.__name__} ...")
             checks.append(scenario(target))
     console.print(checks_table(checks))
-    tele = next((c for c in checks if c.name == "telemetry" and c.figures), None)
-    if tele is not None:
-        console.print(telemetry_table(tele.figures))
+    figures = {c.name: c.figures for c in checks if c.figures}
+    if "telemetry" in figures:
+        console.print(telemetry_table(figures["telemetry"]))
+    if "decisions" in figures:
+        console.print(decisions_table(figures["decisions"]))
     sys.exit(0 if all(c.ok for c in checks) else 1)

@@ -14,6 +14,7 @@ Scenarios (paths and headers are those of the demo mesh, examples/mesh.yaml):
 * ``canary``: the share of backend v1/v2 over many requests, against the configured weights.
 * ``wasm``: the header the Wasm filter adds is on the response.
 * ``telemetry``: per-service request counts and latency percentiles from the telemetry server.
+* ``decisions``: allows and denies per authz rule, hits and over-limit per rate-limit rule.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class DemoTarget:
     wasm_header: str
     ratelimit_per_client: int
     token_key: str = ""
+    authz_metrics: str = ""
+    ratelimit_metrics: str = ""
     ca_state_dir: str = ""
     trust_domain: str = ""
 
@@ -80,6 +83,8 @@ class DemoTarget:
             wasm_header=demo.get("wasm_header", ""),
             ratelimit_per_client=int(demo.get("ratelimit_per_client", 0)),
             token_key=demo.get("token_key", ""),
+            authz_metrics=demo.get("authz_metrics", ""),
+            ratelimit_metrics=demo.get("ratelimit_metrics", ""),
             ca_state_dir=demo.get("ca_state_dir", ""),
             trust_domain=demo.get("trust_domain", ""),
         )
@@ -295,6 +300,34 @@ def telemetry(target: DemoTarget) -> Check:
     )
 
 
+def decisions(target: DemoTarget) -> Check:
+    """What the authz and rate-limit servers decided, by rule, from their own ``/metrics``."""
+    try:
+        authz = pm.scrape(target.authz_metrics)
+        limits = pm.scrape(target.ratelimit_metrics)
+    except (OSError, ValueError) as exc:
+        return Check("decisions", False, f"cannot read the servers' metrics: {exc}")
+    by_rule = pm.sum_by(authz, "envoykit_authz_decisions_total", ("result", "rule"))
+    rules = {f"{result} by {rule}": int(n) for (result, rule), n in sorted(by_rule.items()) if n}
+    hits = pm.sum_by(limits, "envoykit_ratelimit_total_hits_total", ("key",))
+    over = pm.sum_by(limits, "envoykit_ratelimit_over_limit_total", ("key",))
+    keys = {
+        key: {"hits": int(n), "over_limit": int(over.get((key,), 0))}
+        for (key,), n in sorted(hits.items())
+        if n
+    }
+    denied = sum(n for k, n in rules.items() if k.startswith("deny"))
+    allowed = sum(n for k, n in rules.items() if k.startswith("allow"))
+    limited = sum(v["over_limit"] for v in keys.values())
+    return Check(
+        "decisions",
+        denied > 0 and allowed > 0 and limited > 0,
+        f"authz: {allowed} allowed, {denied} denied; ratelimit: "
+        + ", ".join(f"{k} {v['hits']} hits, {v['over_limit']} over limit" for k, v in keys.items()),
+        {"authz": rules, "ratelimit": keys},
+    )
+
+
 def wait_for_ingress(target: DemoTarget, timeout_s: float = 30.0) -> None:
     """Block until the ingress accepts TCP connections.
 
@@ -313,10 +346,10 @@ def wait_for_ingress(target: DemoTarget, timeout_s: float = 30.0) -> None:
             time.sleep(0.2)
 
 
-SCENARIOS = (mesh_path, outside_refused, wrong_identity, jwt, rate_limit, canary, wasm, telemetry)
+SCENARIOS = (mesh_path, outside_refused, wrong_identity, jwt, rate_limit, canary, wasm, telemetry, decisions)
 
 
 def run_demo(target: DemoTarget) -> list[Check]:
-    """Run every scenario in order (telemetry last: it counts what the others sent)."""
+    """Run every scenario in order (telemetry and decisions last: they count what the others sent)."""
     wait_for_ingress(target)
     return [scenario(target) for scenario in SCENARIOS]

@@ -63,8 +63,12 @@ def per_client_limit(config_dir: Path) -> int:
     return 0
 
 
-def demo_facts(view: MeshView, ratelimit_dir: Path | None, telemetry_metrics: str) -> dict[str, Any]:
-    """Everything :class:`envoykit.mesh.demo.DemoTarget` reads, as JSON values."""
+def demo_facts(view: MeshView, ratelimit_dir: Path | None, metrics: dict[str, str]) -> dict[str, Any]:
+    """Everything :class:`envoykit.mesh.demo.DemoTarget` reads, as JSON values.
+
+    Args:
+        metrics: server name (``authz``, ``ratelimit``, ``telemetry``) → its ``/metrics`` URL.
+    """
     backend_inbound = [
         str(wl.sidecar.inbound)
         for svc, wl in view.model.workloads()
@@ -78,7 +82,9 @@ def demo_facts(view: MeshView, ratelimit_dir: Path | None, telemetry_metrics: st
         "token_key": str(key) if key.exists() else "",
         "ca_state_dir": str(control_state_dir(view)),
         "trust_domain": view.model.trust_domain,
-        "telemetry_metrics": telemetry_metrics,
+        "telemetry_metrics": metrics.get("telemetry", ""),
+        "authz_metrics": metrics.get("authz", ""),
+        "ratelimit_metrics": metrics.get("ratelimit", ""),
         "backend_inbound": backend_inbound,
         "canary_weights": canary_weights(view, "backend"),
         "wasm_header": header,

@@ -89,10 +89,6 @@ def _arg_value(components: list[Component], name: str, flag: str) -> Path | None
     return None
 
 
-def _metrics_url(components: list[Component], name: str) -> str:
-    return next((f"http://{c.metrics}" for c in components if c.name == name and c.metrics), "")
-
-
 def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None) -> Plan:
     """Plan ``mesh_path``: load and validate it, write the Envoy bootstraps, list every process.
 
@@ -203,9 +199,8 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
         "nodes": {e.name: {"admin": f"http://{n.admin}"} for e, n in zip(envoys, mesh.envoys, strict=True)},
         "servers": {s.name: {"address": s.address, "metrics": f"http://{s.metrics}"} for s in servers},
     }
-    info["demo"] = demo_facts(
-        mesh, _arg_value(servers, "ratelimit", "--config-dir"), _metrics_url(servers, "telemetry")
-    )
+    metrics_urls = {s.name: f"http://{s.metrics}" for s in servers if s.metrics}
+    info["demo"] = demo_facts(mesh, _arg_value(servers, "ratelimit", "--config-dir"), metrics_urls)
     prom = prometheus_binary() if opts.prometheus else None
     if prom is not None:
         port = _port(opts.prometheus_port, ports)

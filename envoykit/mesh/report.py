@@ -18,6 +18,7 @@ WHAT = {
     "canary": "canary split of backend",
     "wasm": "header added by the Wasm filter",
     "telemetry": "telemetry (istio_requests_total)",
+    "decisions": "what authz and ratelimit decided",
 }
 
 
@@ -50,3 +51,16 @@ def telemetry_table(per_service: Mapping[str, Mapping[str, Any]]) -> Table:
 
 def _ms(v: Any) -> str:
     return "-" if v is None else f"{v:.2f}"
+
+
+def decisions_table(figures: Mapping[str, Any]) -> Table:
+    """Authz decisions per rule and rate-limit hits per rule, from the servers' metrics."""
+    table = Table(title="decisions, from the servers' /metrics", title_justify="left")
+    table.add_column("server")
+    table.add_column("rule")
+    table.add_column("count", justify="right")
+    for what, n in figures.get("authz", {}).items():
+        table.add_row("authz", what, str(n))
+    for key, v in figures.get("ratelimit", {}).items():
+        table.add_row("ratelimit", f"{key}: hits / over limit", f"{v['hits']} / {v['over_limit']}")
+    return table

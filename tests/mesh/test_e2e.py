@@ -171,6 +171,14 @@ def test_telemetry_counts_what_was_sent(mesh: RunningMesh) -> None:
     assert _settled(mesh) - before == n
 
 
+def test_servers_count_their_decisions(mesh: RunningMesh) -> None:
+    # after the scenarios above: denies (token, identity) and allows from authz, 429s from ratelimit
+    check = demo.decisions(mesh.target)
+    _check(check)
+    assert check.figures["authz"].get("deny by only_frontend_calls_backend", 0) >= 1
+    assert check.figures["ratelimit"]["client_id"]["over_limit"] >= 1
+
+
 def test_prometheus_scrapes_every_component(mesh: RunningMesh) -> None:
     prom = mesh.plan.info.get("prometheus")
     if not prom:
