@@ -161,8 +161,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         cancel = self.cache.watch(node_id, lambda: queue.put_nowait(_WAKE))
         self._log.info("stream opened", node=node_id, peer=state.peer)
         try:
+            if node_id not in self.cache.node_ids():
+                self._log.warning("node is not in the mesh; it gets no resources", node=node_id)
             if self.on_stream is not None:
-                self.on_stream(node_id)
+                try:
+                    self.on_stream(node_id)
+                except Exception as exc:  # e.g. the CA cannot issue: serve the rest, say why
+                    self._log.error("cannot prepare the node's secrets", node=node_id, error=str(exc))
             item: Any = first
             while item is not _END:
                 snap = self.cache.get(node_id)
