@@ -35,5 +35,8 @@ demo: venv
 bench: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/run.py
 
+wasm: venv
+	$(BIN)/envoykit wasm build
+
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,9 @@
 
 Public names::
 
-    from envoykit.wasmdiff import run_diff, DiffReport, CaseResult, load_cases, parse_cases, CasesError
+    from envoykit.wasmdiff import (
+        run_diff, DiffReport, CaseResult, load_cases, parse_cases, CasesError, EnvoyError, envoy_missing,
+    )
 
 Each case is observed from outside the filter on both sides: the status, headers and body the
 client got, the request that reached the upstream, and the filter's log lines (see
@@ -16,8 +18,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from envoykit.core.envoy import EnvoyError, envoy_binary
 from envoykit.wasmdiff.cases import CaseFile, CasesError, load_cases, parse_cases
 from envoykit.wasmdiff.observe import Observation, differences
+
+
+def envoy_missing() -> str | None:
+    """Why no Envoy can run here (no binary), or ``None`` when one can."""
+    try:
+        envoy_binary()
+    except EnvoyError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass
@@ -107,4 +119,13 @@ def run_diff(
     return report
 
 
-__all__ = ["CaseResult", "CasesError", "DiffReport", "load_cases", "parse_cases", "run_diff"]
+__all__ = [
+    "CaseResult",
+    "CasesError",
+    "DiffReport",
+    "EnvoyError",
+    "envoy_missing",
+    "load_cases",
+    "parse_cases",
+    "run_diff",
+]

@@ -68,13 +68,11 @@ def wasm_example() -> Callable[[str], Path]:
 @pytest.fixture
 def wasm_diff(tmp_path: Path) -> Callable[..., Any]:
     """Run a cases file in the host and in a real Envoy; returns the report."""
-    from envoykit.core.envoy import EnvoyError, envoy_binary
-    from envoykit.wasmdiff import run_diff
+    from envoykit.wasmdiff import envoy_missing, run_diff
 
-    try:
-        envoy_binary()
-    except EnvoyError as exc:
-        pytest.skip(str(exc))
+    reason = envoy_missing()
+    if reason:
+        pytest.skip(reason)
 
     def diff(wasm: str | Path, cases: Any) -> Any:
         return run_diff(wasm, cases, workdir=tmp_path / "envoy")
