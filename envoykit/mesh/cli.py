@@ -234,7 +234,7 @@ def compose(mesh: Path, output: Path, check: bool) -> None:
         state = StateDir(tmp)
         state.prepare()
         try:
-            plan = plan_mesh(mesh, state, PlanOptions(prometheus=False))
+            plan = plan_mesh(mesh, state, PlanOptions(prometheus=False, build_wasm=False))
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from exc
     text = render_compose(plan, rel, urlsplit(plan.ingress).port or 8080, plan.info["control_state_dir"])

@@ -42,6 +42,7 @@ class PlanOptions:
         envoy_log_level: Envoy's ``-l``.
         python: the Python that runs envoykit and the apps.
         public_ingress: serve the ingress gateway on 0.0.0.0 (in a container, for published ports).
+        build_wasm: build missing example Wasm modules (not needed to only list the processes).
     """
 
     run_config: Path | None = None
@@ -51,6 +52,7 @@ class PlanOptions:
     envoy_log_level: str = "info"
     python: str = sys.executable
     public_ingress: bool = False
+    build_wasm: bool = True
 
 
 def _envoykit(python: str, *args: str) -> list[str]:
@@ -107,7 +109,8 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
     mesh_path = mesh_path.absolute()
     rc_path = (opts.run_config or mesh_path.parent / "apps" / "run.yaml").absolute()
     rc = load_run_config(rc_path) if rc_path.exists() else RunConfig()
-    ensure_wasm_modules(mesh_path)
+    if opts.build_wasm:
+        ensure_wasm_modules(mesh_path)
     ports = FreePorts() if opts.free_ports else None
     mesh = cp.load(mesh_path, state, free_ports=ports, public_ingress=opts.public_ingress)
     values = {"python": opts.python, "dir": str(rc_path.parent), "mesh_dir": str(mesh_path.parent)}

@@ -8,6 +8,7 @@ runner builds the example from source and puts the module at that path, so a fre
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -50,7 +51,10 @@ def ensure_wasm_modules(mesh_path: Path) -> list[Path]:
                 f"building {name}: {exc}", file=str(mesh_path), field=f"extensions.wasm.{i}.file"
             ) from exc
         path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(module, path)
+        # copy then rename: a runner starting beside this one never reads half a module
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(module, tmp)
+        os.replace(tmp, path)
         _log.info("built wasm module", example=name, path=str(path))
         built.append(path)
     return built

@@ -103,7 +103,7 @@ def demo_facts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """What the demo checks against, from a local plan of the same mesh.yaml."""
     state = StateDir(tmp_path_factory.mktemp("plan"))
     state.prepare()
-    return plan_mesh(MESH, state, PlanOptions(prometheus=False)).info["demo"]
+    return plan_mesh(MESH, state, PlanOptions(prometheus=False, build_wasm=False)).info["demo"]
 
 
 def _answers(url: str) -> bool:
