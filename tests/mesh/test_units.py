@@ -16,6 +16,7 @@ from envoykit.mesh.prometheus import scrape_config
 from envoykit.mesh.runconfig import expand, load_run_config
 from envoykit.mesh.spec import Component
 from envoykit.mesh.state import StateDir
+from envoykit.mesh.wasm import ensure_wasm_modules
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -152,3 +153,20 @@ def test_public_ingress_copy_keeps_the_shared_state_and_files(tmp_path: Path) ->
     assert all(
         Path(w.file).is_absolute() and Path(w.file).parent == wasm_dir for w in copy.model.extensions.wasm
     )
+
+
+def test_missing_wasm_module_is_built_from_its_example(tmp_path: Path) -> None:
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("extensions:\n  wasm:\n    - name: hdr\n      file: out/add_header.wasm\n")
+    assert ensure_wasm_modules(mesh) == [tmp_path / "out" / "add_header.wasm"]
+    assert (tmp_path / "out" / "add_header.wasm").read_bytes()[:4] == b"\0asm"
+    assert ensure_wasm_modules(mesh) == []  # present now: nothing to do
+
+
+def test_missing_wasm_module_that_is_no_example_names_the_field(tmp_path: Path) -> None:
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("api_version: envoykit/v1\nextensions:\n  wasm:\n    - name: x\n      file: nope.wasm\n")
+    with pytest.raises(ConfigError) as err:
+        ensure_wasm_modules(mesh)
+    assert (err.value.line, err.value.field) == (5, "extensions.wasm.0.file")
+    assert "nope.wasm does not exist and is not an example filter" in str(err.value)
