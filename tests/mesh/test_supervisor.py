@@ -106,7 +106,7 @@ def test_crash_is_restarted_with_doubling_backoff(tmp_path: Path) -> None:
             _wait(lambda: (sup.tick(), sup.status.components["backend"].state == "restarting")[1])
             assert sup.status.components["backend"].last_exit == -signal.SIGKILL
             restart_in = sup.slots["backend"].restart_at - time.monotonic()
-            assert expect_delay - 0.15 < restart_in <= expect_delay  # doubled after each crash
+            assert expect_delay - 0.25 < restart_in <= expect_delay  # doubled after each crash
             _wait(lambda: (sup.tick(), sup.status.components["backend"].state == "ready")[1])
             assert sup.status.components["backend"].restarts == n
             assert sup.slots["backend"].proc.pid != pid
