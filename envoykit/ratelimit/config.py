@@ -238,9 +238,9 @@ def load_config_dir(
         RateLimitConfigError: a file cannot be read or fails a check (file, line, field, message).
     """
     root = Path(config_dir)
-    paths = [root] if root.is_file() else config_files(root)
     if not root.exists():
         raise RateLimitConfigError("no such file or directory", file=str(root))
+    paths = [root] if root.is_file() else config_files(root)
     texts = []
     for p in paths:
         try:

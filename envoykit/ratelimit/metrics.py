@@ -7,8 +7,8 @@ Per rule (the reference's ``ratelimit.service.rate_limit.<domain>.<key>.*``), la
 of ShouldRateLimit latency), ``..._stats_keys_dropped_total``. Config loads are counted by
 ``envoykit_config_reloads_total{component="ratelimit"}`` (envoykit.core).
 
-Counters on the request path are plain integers on a :class:`RuleStats` (no lock, no label lookup);
-a collector turns them into Prometheus samples at scrape time. The number of label sets is bounded
+Counters on the request path are plain integers on a :class:`RuleStats` (the service updates them
+under one short lock; no label lookup); a collector turns them into Prometheus samples at scrape time. The number of label sets is bounded
 (``max_keys``): keys made from request values (``detailed_metric``, ``value_to_metric``, limit
 overrides, unknown domains) beyond the bound are counted under ``key="_overflow"``.
 """
