@@ -65,11 +65,15 @@ class HttpCall:
         headers: HeadersLike = None,
         body: bytes | str = b"",
         trailers: HeadersLike = None,
+        *,
+        upstream_service_time_ms: int | None = 0,
     ) -> None:
         """Answer the call: runs ``proxy_on_http_call_response`` on the root context.
 
-        ``:status`` is put first; a non-empty body gets ``content-length`` as Envoy's async
-        client delivers it.
+        The headers are built as Envoy's async client delivers them: ``:status`` first, the given
+        headers, ``content-length`` for a non-empty body, then the router's
+        ``x-envoy-upstream-service-time`` (milliseconds; ``None`` leaves it out), which Envoy adds
+        to callout responses (checked by the differential tests).
 
         Raises:
             StreamStateError: the call was answered already.
@@ -81,6 +85,8 @@ class HttpCall:
         data = body.encode() if isinstance(body, str) else body
         if data and "content-length" not in hdrs:
             hdrs.add("content-length", str(len(data)))
+        if upstream_service_time_ms is not None:
+            hdrs.add("x-envoy-upstream-service-time", str(upstream_service_time_ms))
         self.plugin.deliver_http_response(self, CalloutResponse(hdrs, data, HeaderMap(trailers)))
 
     def fail(self) -> None:
