@@ -13,6 +13,7 @@ Scenarios (paths and headers are those of the demo mesh, examples/mesh.yaml):
 * ``rate_limit``: one client id sending past its limit gets 429s; requests before it pass.
 * ``canary``: the share of backend v1/v2 over many requests, against the configured weights.
 * ``wasm``: the header the Wasm filter adds is on the response.
+* ``egress_refused``: a host outside the egress gateway's allow-list gets 403.
 * ``telemetry``: per-service request counts and latency percentiles from the telemetry server.
 * ``decisions``: allows and denies per authz rule, hits and over-limit per rate-limit rule.
 """
@@ -60,6 +61,7 @@ class DemoTarget:
     wasm_header: str
     ratelimit_per_client: int
     token_key: str = ""
+    egress: str = ""
     authz_metrics: str = ""
     ratelimit_metrics: str = ""
     ca_state_dir: str = ""
@@ -83,6 +85,7 @@ class DemoTarget:
             wasm_header=demo.get("wasm_header", ""),
             ratelimit_per_client=int(demo.get("ratelimit_per_client", 0)),
             token_key=demo.get("token_key", ""),
+            egress=demo.get("egress", ""),
             authz_metrics=demo.get("authz_metrics", ""),
             ratelimit_metrics=demo.get("ratelimit_metrics", ""),
             ca_state_dir=demo.get("ca_state_dir", ""),
@@ -267,6 +270,20 @@ def wasm(target: DemoTarget) -> Check:
     )
 
 
+def egress_refused(target: DemoTarget) -> Check:
+    """A host outside the egress gateway's allow-list is refused (REGISTRY_ONLY); nothing leaves."""
+    if not target.egress:
+        return Check("egress_refused", False, "the mesh has no egress gateway")
+    host = "not-allowed.example.org"
+    r = httpx.get(f"http://{target.egress}/", headers={"host": host}, timeout=10)
+    return Check(
+        "egress_refused",
+        r.status_code == 403,
+        f"{host} through egress: {r.status_code} {_reason(r)}",
+        {"status": r.status_code},
+    )
+
+
 def telemetry(target: DemoTarget) -> Check:
     """Requests and p50/p90/p99 latency per destination service, as the telemetry server counted them
     (``reporter="destination"``: each request once, as the receiving sidecar saw it)."""
@@ -346,7 +363,18 @@ def wait_for_ingress(target: DemoTarget, timeout_s: float = 30.0) -> None:
             time.sleep(0.2)
 
 
-SCENARIOS = (mesh_path, outside_refused, wrong_identity, jwt, rate_limit, canary, wasm, telemetry, decisions)
+SCENARIOS = (
+    mesh_path,
+    outside_refused,
+    wrong_identity,
+    jwt,
+    rate_limit,
+    canary,
+    wasm,
+    egress_refused,
+    telemetry,
+    decisions,
+)
 
 
 def run_demo(target: DemoTarget) -> list[Check]:

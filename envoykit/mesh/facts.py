@@ -78,7 +78,10 @@ def demo_facts(view: MeshView, ratelimit_dir: Path | None, metrics: dict[str, st
     key = view.path.absolute().parent / "demo-issuer" / "key.pem"
     from envoykit.mesh.controlplane import control_state_dir
 
+    egress = next((g for g in view.model.gateways if g.kind == "egress"), None)
     return {
+        "egress": str(egress.address) if egress else "",
+        "egress_allowed": [a.host for a in egress.allow] if egress else [],
         "token_key": str(key) if key.exists() else "",
         "ca_state_dir": str(control_state_dir(view)),
         "trust_domain": view.model.trust_domain,

@@ -17,6 +17,7 @@ WHAT = {
     "rate_limit": "rate limit per client at the ingress",
     "canary": "canary split of backend",
     "wasm": "header added by the Wasm filter",
+    "egress_refused": "egress to a host not allowed",
     "telemetry": "telemetry (istio_requests_total)",
     "decisions": "what authz and ratelimit decided",
 }

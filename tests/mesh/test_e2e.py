@@ -138,6 +138,10 @@ def test_wasm_filter_adds_its_header(mesh: RunningMesh) -> None:
     assert check.figures["value"] == mesh.plan.info["demo"]["wasm_value"]
 
 
+def test_egress_refuses_hosts_not_allowed(mesh: RunningMesh) -> None:
+    _check(demo.egress_refused(mesh.target))
+
+
 def _backend_requests(mesh: RunningMesh) -> float:
     samples = pm.scrape(mesh.target.telemetry_metrics)
     return pm.total(
