@@ -179,3 +179,35 @@ def test_health_reflection_and_drain(tmp_path: Path, ratelimit) -> None:  # type
     assert rl.stop() == 0  # SIGTERM: drained and exited cleanly
     log = rl.log()
     assert '"event": "draining"' in log and '"event": "stopped"' in log
+
+
+def test_response_dynamic_metadata_reaches_envoy(tmp_path: Path, envoy, echo, ratelimit) -> None:  # type: ignore[no-untyped-def]
+    rl = ratelimit(_config_dir(tmp_path), "--response-dynamic-metadata")
+    port = free_port()
+    cfg = envoy_config([(port, False)], [rl.port], echo.port)
+    log = tmp_path / "access.log"
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["access_log"] = [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": str(log),
+                "log_format": {
+                    "text_format_source": {
+                        "inline_string": "%DYNAMIC_METADATA(envoy.filters.http.ratelimit)%\n"
+                    }
+                },
+            },
+        }
+    ]
+    envoy(cfg)
+    assert _get(port, "meta").status_code == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (log.exists() and log.read_text().strip()):
+        time.sleep(0.1)
+    import json
+
+    meta = json.loads(log.read_text().strip().splitlines()[-1])
+    assert meta["domain"] == "web"
+    assert meta["descriptors"] == [{"entries": ["client=meta"]}]
