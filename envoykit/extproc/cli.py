@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 import click
@@ -31,6 +32,13 @@ def extproc() -> None:
 @click.option("--telemetry/--no-telemetry", default=True, show_default=True, help="Istio-standard metrics.")
 @click.option("--grace", type=float, default=5.0, show_default=True, help="Drain time on SIGTERM, seconds.")
 @click.option(
+    "--nice",
+    type=click.IntRange(0, 19),
+    default=0,
+    show_default=True,
+    help="Lower the CPU priority of the whole server (0-19): telemetry yields the CPU to Envoy.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -42,9 +50,12 @@ def serve(
     processors: tuple[str, ...],
     telemetry: bool,
     grace: float,
+    nice: int,
     log_level: str,
 ) -> None:
     """Serve envoy.service.ext_proc.v3.ExternalProcessor with health, reflection and /metrics."""
+    if nice:
+        os.nice(nice)  # before gRPC starts its threads, so every thread inherits it
     from envoykit.extproc.server import serve as run
 
     configure_logging(log_level)
