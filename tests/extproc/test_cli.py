@@ -34,3 +34,13 @@ def test_bad_processor_is_refused_with_a_clear_message() -> None:
     )  # fmt: skip
     assert out.returncode != 0
     assert "processor" in out.stderr and "nothing_here" in out.stderr
+
+
+def test_nice_applies_to_every_thread() -> None:
+    from pathlib import Path
+
+    with ServerProcess("--nice", "7") as srv:
+        assert srv.proc is not None
+        tasks = list(Path(f"/proc/{srv.proc.pid}/task").iterdir())
+        nices = {int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks}
+    assert len(tasks) > 1 and nices == {7}
