@@ -92,18 +92,22 @@ class StateDir:
 
     @property
     def plan_path(self) -> Path:
+        """``<root>/plan.json``."""
         return self.root / "plan.json"
 
     @property
     def status_path(self) -> Path:
+        """``<root>/status.json``."""
         return self.root / "status.json"
 
     @property
     def logs(self) -> Path:
+        """``<root>/logs``: one ``<name>.log`` per component."""
         return self.root / "logs"
 
     @property
     def work(self) -> Path:
+        """``<root>/work``: generated files (bootstraps, Prometheus config, a copied mesh.yaml)."""
         return self.root / "work"
 
     def log_path(self, name: str) -> Path:
