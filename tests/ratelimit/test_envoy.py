@@ -211,3 +211,36 @@ def test_response_dynamic_metadata_reaches_envoy(tmp_path: Path, envoy, echo, ra
     meta = json.loads(log.read_text().strip().splitlines()[-1])
     assert meta["domain"] == "web"
     assert meta["descriptors"] == [{"entries": ["client=meta"]}]
+
+
+def test_ready_envoy_config_limits_for_real(tmp_path: Path, envoy, echo, ratelimit) -> None:  # type: ignore[no-untyped-def]
+    """envoy/ratelimit.yaml as shipped, with its fixed ports swapped for free ones."""
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "envoy" / "ratelimit.yaml").read_text())
+    limits = _config_dir(
+        tmp_path,
+        "domain: web\ndescriptors:\n  - key: remote_address\n    rate_limit: {unit: hour, requests_per_unit: 2}\n"
+        "  - key: generic_key\n    value: login\n    rate_limit: {unit: hour, requests_per_unit: 1}\n",
+    )
+    rl = ratelimit(limits)
+    port = free_port()
+    cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
+    ports = {"app": echo.port, "ratelimit": rl.port}
+    for c in cfg["static_resources"]["clusters"]:
+        ep = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        ep["address"]["socket_address"]["port_value"] = ports[c["name"]]
+    cfg["admin"]["address"]["socket_address"]["port_value"] = 0
+    envoy(cfg)
+
+    def run() -> None:
+        rl.stop()  # a fresh server: fresh memory counters for 127.0.0.1
+        rl.start()
+        codes = [httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        login = [httpx.post(f"http://127.0.0.1:{port}/login", timeout=10).status_code for _ in range(2)]
+        assert login == [200, 429]  # its own budget (generic_key=login), 1 per hour
+
+    _same_hour(run)
+    r = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+    assert r.headers.get("x-ratelimit-limit", "").startswith("2")  # Envoy's own draft-03 headers
