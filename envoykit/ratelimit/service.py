@@ -111,6 +111,8 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         self._log = get_logger("ratelimit")
         self._store_errors = STORE_ERRORS.labels(store.name)
         self._stats_lock = threading.Lock()
+        self._last_error_log = 0.0
+        self._errors_since_log = 0
 
     def lookup(self) -> Lookup:
         """The lookup for the current config (rebuilt when the config object changes)."""
@@ -131,11 +133,22 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except StoreError as exc:
             self._store_errors.inc()
-            self._log.warning("store failed", store=self._store.name, error=str(exc))
+            self._log_store_error(exc)
             context.abort(grpc.StatusCode.UNAVAILABLE, f"rate limit store {self._store.name}: {exc}")
         finally:
             CALL_SECONDS.observe(time.perf_counter() - start)
         raise AssertionError("unreachable")  # context.abort raises
+
+    def _log_store_error(self, exc: StoreError) -> None:
+        # an outage under load would log every call: one line per second, with the count
+        self._errors_since_log += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 1.0:
+            self._log.warning(
+                "store failed", store=self._store.name, error=str(exc), calls=self._errors_since_log
+            )
+            self._last_error_log = now
+            self._errors_since_log = 0
 
     def should_rate_limit(self, request: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
         """The decision without gRPC plumbing (thread-safe).
