@@ -2,8 +2,9 @@
 
 One lock makes each :meth:`MemoryStore.apply` atomic across the server's worker threads. Every
 counter carries its expiry (end of its window, or when a GCRA bucket is full again); expired ones
-are swept at most once a second (less often for large tables), and the number of counters is bounded (``max_keys``): past it the
-counters created first are evicted (those counters restart at zero, a documented trade-off).
+are swept at most once a second (less often for large tables), and the number of counters is
+bounded (``max_keys``): past it the counters created first are evicted (those counters restart at
+zero, a documented trade-off).
 """
 
 from __future__ import annotations
