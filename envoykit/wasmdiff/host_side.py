@@ -36,6 +36,9 @@ def observe(outcome: Outcome) -> Observation:
         body=outcome.body,
         logs=[(LEVEL_NAMES[int(r.level)], r.message) for r in outcome.logs],
     )
+    # A request stopped after its headers went upstream: whether the upstream saw them depends on
+    # Envoy having a pooled connection ready at that instant, so that part is not compared.
+    obs.upstream_cut = outcome.upstream_headers is not None and not outcome.upstream_complete
     if outcome.upstream_headers is not None:
         h = outcome.upstream_headers
         headers = [("host", h.get(":authority") or "")]

@@ -38,8 +38,11 @@ class _Handler(BaseHTTPRequestHandler):
             if k != "content-length":
                 self.send_header(k, v)
         self.send_header("content-length", str(len(answer.body)))
-        self.end_headers()
-        self.wfile.write(answer.body)
+        try:
+            self.end_headers()
+            self.wfile.write(answer.body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # Envoy reset the request (e.g. the filter sent a local reply): nobody reads this
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 

@@ -72,7 +72,9 @@ class Outcome:
         headers: response headers the client got (before Envoy's own ``date``/``server``).
         body: response body the client got.
         upstream_headers / upstream_body: the request as it reached the upstream (``None`` if
-            it never did).
+            its headers never left; a request stopped after its headers went upstream shows
+            the headers and the body forwarded so far).
+        upstream_complete: the whole request reached the upstream, which answered.
         local_response: the filter's local reply, if any.
         reset: the stream was reset by ``proxy_close_stream``.
         stalled: the filter paused and nothing continued it (Envoy would time out).
@@ -85,6 +87,7 @@ class Outcome:
     body: bytes = b""
     upstream_headers: HeaderMap | None = None
     upstream_body: bytes | None = None
+    upstream_complete: bool = False
     local_response: LocalResponse | None = None
     reset: bool = False
     stalled: bool = False
@@ -134,6 +137,7 @@ def run_exchange(
             _answer_callouts(plugin, table)
     out = Outcome()
     if stream.request_complete:
+        out.upstream_complete = True
         out.upstream_headers = stream.request_headers
         out.upstream_body = stream.request_body
         resp_body = upstream.body if upstream.status != 204 else b""
@@ -143,6 +147,10 @@ def run_exchange(
             if stream.reset is None and stream.local_response is None:
                 stream.send_response_body(chunk, end_of_stream=eos)
                 _answer_callouts(plugin, table)
+    elif stream.request_headers_sent:
+        # The router started the upstream request at the headers; the rest never came.
+        out.upstream_headers = stream.request_headers
+        out.upstream_body = stream.request_body
     out.local_response = stream.local_response
     out.reset = stream.reset is not None
     if stream.response_complete and not out.reset:

@@ -162,6 +162,12 @@ class HttpStream:
         return self.req.complete and self.local_response is None and self.reset is None
 
     @property
+    def request_headers_sent(self) -> bool:
+        """True once the request headers went upstream (the router starts the upstream request
+        then, before the body: a later local reply or reset cuts that request short)."""
+        return self.req.headers_forwarded
+
+    @property
     def request_paused(self) -> bool:
         """True while the filter holds the request (waiting for ``continue_stream``)."""
         return (self.req.headers_paused or self.req.buffering) and not self.req.stopped

@@ -40,6 +40,7 @@ DIFFS = [
     ("shared_state", "shared_state"),
     ("as_shared_state", "shared_state"),
     ("inspect", "inspect"),
+    ("body_limit", "body_limit"),
     ("tcp_inspect", "tcp_inspect"),
 ]
 
@@ -150,3 +151,13 @@ def test_tcp_inspect_outcome(wasm_example):
     out = run_tcp_exchange(plugin, [b"ping\n"])
     assert (out.upstream_received, out.client_received) == (b"PING\n", b"PING\n")
     assert [r.message for r in out.logs][-4:] == ["downstream close peer=1", "done", "log", "delete"]
+
+
+def test_body_limit_outcome(wasm_example):
+    plugin = load_plugin(wasm_example("body_limit"), root_id="body_limit", configuration="8")
+    big = run_exchange(plugin, HttpRequest("POST", "/", body=b"0123456789"), HttpResponse(body=b"ok"))
+    assert (big.status, big.body) == (413, b"payload too large\n")
+    assert big.upstream_headers is not None and big.upstream_body == b"" and not big.upstream_complete
+    assert [r.message for r in big.logs] == ["body_limit: too large", "body_limit: response 413"]  # no DEBUG
+    small = run_exchange(plugin, HttpRequest("POST", "/", body=b"0123"), HttpResponse(body=b"ok"))
+    assert (small.status, small.upstream_body, small.upstream_complete) == (200, b"0123", True)
