@@ -119,6 +119,7 @@ class Exchange:
         if self.header_edits:
             self.header_edits = HeaderEdits()
         self.new_body = None
+        self.immediate = None
         self.route_cache_cleared = False
         self.mode_override = None
         self.timeout_ms = None

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from prometheus_client import Counter
 
@@ -108,4 +107,4 @@ def add_to_server(server: Any, service: ExternalProcessorService) -> None:
     server.add_service(pb_grpc.add_ExternalProcessorServicer_to_server, service, SERVICE_NAME)
 
 
-__all__ = ["SERVICE_NAME", "ExternalProcessorService", "add_to_server", "pb"]
+__all__ = ["SERVICE_NAME", "ExternalProcessorService", "add_to_server"]
