@@ -1,4 +1,5 @@
-"""The ADS server: ``envoy.service.discovery.v3.AggregatedDiscoveryService`` on grpc.aio, SotW.
+"""The ADS server: ``envoy.service.discovery.v3.AggregatedDiscoveryService`` on grpc.aio, State of the
+World (this module) and incremental (:mod:`envoykit.control.delta`).
 
 Protocol, per stream and per type (Envoy docs, "xDS REST and gRPC protocol"):
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 from prometheus_client import Counter, Gauge
 
+from envoykit.control.delta import DeltaProtocol, DeltaState
 from envoykit.control.identity import NODE_TOKEN_HEADER, NodeTokens
 from envoykit.control.pb import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT, TYPE_ORDER
 from envoykit.control.snapshot import Snapshot, SnapshotCache
@@ -82,10 +84,21 @@ class StreamState:
     node_id: str
     peer: str
     watches: dict[str, _Watch] = field(default_factory=dict)
+    delta: DeltaState | None = None
 
     def acked(self) -> dict[str, str]:
-        """Acknowledged version per short type name (CDS, EDS, ...)."""
+        """Acknowledged version per short type name (CDS, EDS, ...); for a delta stream, the number of
+        resources the client holds."""
+        if self.delta is not None:
+            return {SHORT.get(t, t): str(len(w.known)) for t, w in self.delta.watches.items()}
         return {SHORT.get(t, t): w.acked_version for t, w in self.watches.items()}
+
+
+@dataclass
+class _Session:
+    state: StreamState
+    on_request: Callable[[Any], None]
+    responses: Callable[[Snapshot], list[Any]]
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
@@ -108,6 +121,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self.tokens = tokens
         self.on_stream = on_stream
         self.nacks: dict[tuple[str, str], NackRecord] = {}
+        self._delta = DeltaProtocol()
         self.streams: dict[int, StreamState] = {}
         self._nonce = itertools.count(1)
         self._log = get_logger("control.ads")
@@ -116,7 +130,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         """Connected nodes with their acknowledged versions, and outstanding NACKs."""
         return {
             "streams": [
-                {"node": s.node_id, "peer": s.peer, "acked": s.acked()} for s in self.streams.values()
+                {"node": s.node_id, "peer": s.peer, "delta": s.delta is not None, "acked": s.acked()}
+                for s in self.streams.values()
             ],
             "nacks": [n.as_dict() for n in self.nacks.values()],
         }
@@ -127,6 +142,43 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         """The SotW ADS stream (see the module docstring for the protocol)."""
+
+        def make(node_id: str, peer: str) -> _Session:
+            state = StreamState(node_id=node_id, peer=peer)
+            return _Session(state, lambda r: self._on_request(state, r), lambda s: self._responses(state, s))
+
+        async for resp in self._serve(request_iterator, context, make):
+            yield resp
+
+    async def DeltaAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        """The incremental ADS stream (see :mod:`envoykit.control.delta`)."""
+
+        def make(node_id: str, peer: str) -> _Session:
+            state = StreamState(node_id=node_id, peer=peer, delta=DeltaState(node_id))
+            assert state.delta is not None
+            delta = state.delta
+
+            def on_request(req: discovery_pb2.DeltaDiscoveryRequest) -> None:
+                error = self._delta.on_request(delta, req)
+                if error is not None:
+                    self._record_nack(node_id, req.type_url, req.response_nonce, error)
+                elif req.response_nonce:
+                    self.nacks.pop((node_id, req.type_url), None)
+
+            return _Session(state, on_request, lambda s: self._delta.responses(delta, s))
+
+        async for resp in self._serve(request_iterator, context, make):
+            yield resp
+
+    async def _serve(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext, make: Any
+    ) -> AsyncIterator[Any]:
+        """Shared stream plumbing: read requests on a task, check the node token, wake on snapshot
+        changes, hand requests and snapshots to the protocol, write its responses."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         async def read() -> None:
@@ -144,6 +196,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             return
         node_id = first.node.id
         if not node_id:
+            reader.cancel()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id")
         if self.tokens is not None:
             meta = {k: v for k, v in (context.invocation_metadata() or ())}
@@ -154,12 +207,14 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 await context.abort(
                     grpc.StatusCode.PERMISSION_DENIED, f"node token does not verify for {node_id}"
                 )
-        state = StreamState(node_id=node_id, peer=context.peer())
-        key = id(state)
-        self.streams[key] = state
+        session: _Session = make(node_id, context.peer())
+        key = id(session)
+        self.streams[key] = session.state
         CONNECTED.inc()
         cancel = self.cache.watch(node_id, lambda: queue.put_nowait(_WAKE))
-        self._log.info("stream opened", node=node_id, peer=state.peer)
+        self._log.info(
+            "stream opened", node=node_id, peer=session.state.peer, delta=session.state.delta is not None
+        )
         try:
             if node_id not in self.cache.node_ids():
                 self._log.warning("node is not in the mesh; it gets no resources", node=node_id)
@@ -172,8 +227,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             while item is not _END:
                 snap = self.cache.get(node_id)
                 if item is not _WAKE:
-                    self._on_request(state, item)
-                for resp in self._responses(state, snap):
+                    session.on_request(item)
+                for resp in session.responses(snap):
+                    PUSHES.labels(SHORT.get(resp.type_url, resp.type_url)).inc()
                     yield resp
                 item = await queue.get()
         finally:
@@ -182,13 +238,6 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             del self.streams[key]
             CONNECTED.dec()
             self._log.info("stream closed", node=node_id)
-
-    async def DeltaAggregatedResources(
-        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
-        """Incremental xDS is not served: UNIMPLEMENTED (Envoy's bootstrap uses ``api_type: GRPC``)."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "envoykit serves State-of-the-World ADS only")
-        yield  # pragma: no cover  (makes this an async generator)
 
     # -- protocol --
 
@@ -213,12 +262,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     def _nack(self, st: StreamState, t: str, w: _Watch, message: str) -> None:
         w.nacked_version = w.sent_version
-        rec = NackRecord(st.node_id, t, w.sent_version or "", message)
-        self.nacks[(st.node_id, t)] = rec
+        self._record_nack(st.node_id, t, w.sent_version or "", message)
+
+    def _record_nack(self, node_id: str, t: str, version: str, message: str) -> None:
+        rec = NackRecord(node_id, t, version, message)
+        self.nacks[(node_id, t)] = rec
         NACKS.labels(SHORT.get(t, t)).inc()
         self._log.error(
             "envoy refused config (NACK)",
-            node=st.node_id,
+            node=node_id,
             type=SHORT.get(t, t),
             version=rec.version,
             error=message,
@@ -290,5 +342,4 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             )
             w.sent_version, w.sent_nonce, w.sent_names, w.sent_resources = version, nonce, names, items
             w.waiting = False
-            PUSHES.labels(SHORT.get(t, t)).inc()
         return out

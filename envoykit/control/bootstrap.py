@@ -29,13 +29,16 @@ def node_message(node: NodeInfo) -> base_pb2.Node:
     return base_pb2.Node(id=node.id, cluster=node.cluster, metadata=meta)
 
 
-def bootstrap(node: NodeInfo, xds: Address, token: str | None = None) -> bootstrap_pb2.Bootstrap:
-    """The bootstrap for ``node`` talking ADS (SotW, v3) to the control plane at ``xds``.
+def bootstrap(
+    node: NodeInfo, xds: Address, token: str | None = None, *, delta: bool = False
+) -> bootstrap_pb2.Bootstrap:
+    """The bootstrap for ``node`` talking ADS (v3) to the control plane at ``xds``.
 
     Args:
         node: the node (from :func:`envoykit.control.nodes.mesh_nodes`).
         xds: the control plane's gRPC address.
         token: the node's ADS credential (``NodeTokens.token_for(node.id)``); omitted when None.
+        delta: incremental xDS (``api_type: DELTA_GRPC``) instead of State of the World.
     """
     grpc = grpc_service_pb2.GrpcService(
         envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=XDS_CLUSTER)
@@ -51,7 +54,11 @@ def bootstrap(node: NodeInfo, xds: Address, token: str | None = None) -> bootstr
         admin=bootstrap_pb2.Admin(address=socket_address(node.admin)),
         dynamic_resources=bootstrap_pb2.Bootstrap.DynamicResources(
             ads_config=config_source_pb2.ApiConfigSource(
-                api_type=config_source_pb2.ApiConfigSource.GRPC,
+                api_type=(
+                    config_source_pb2.ApiConfigSource.DELTA_GRPC
+                    if delta
+                    else config_source_pb2.ApiConfigSource.GRPC
+                ),
                 transport_api_version=config_source_pb2.V3,
                 grpc_services=[grpc],
                 set_node_on_first_message_only=True,

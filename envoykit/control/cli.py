@@ -129,8 +129,15 @@ def validate(mesh: Path, nodes_: tuple[str, ...], no_envoy: bool) -> None:
     "--state-dir", type=click.Path(path_type=Path), default=None, help="Where the node-token key is."
 )
 @click.option("--no-token", is_flag=True, help="Leave the node token out.")
+@click.option("--delta", is_flag=True, help="Incremental xDS (DELTA_GRPC) instead of State of the World.")
 def bootstrap_cmd(
-    node: str, mesh: Path, output: Path | None, xds: str | None, state_dir: Path | None, no_token: bool
+    node: str,
+    mesh: Path,
+    output: Path | None,
+    xds: str | None,
+    state_dir: Path | None,
+    no_token: bool,
+    delta: bool,
 ) -> None:
     """Write the bootstrap of one Envoy of MESH (JSON, which Envoy reads as YAML)."""
     from google.protobuf.json_format import MessageToJson
@@ -154,7 +161,8 @@ def bootstrap_cmd(
         sd = loaded.base_dir / sd
     token = None if no_token else NodeTokens(sd).token_for(info.id)
     address = Address.model_validate(xds) if xds else loaded.mesh.control_plane.xds
-    text = MessageToJson(bootstrap(info, address, token), preserving_proto_field_name=True, indent=1)
+    boot = bootstrap(info, address, token, delta=delta)
+    text = MessageToJson(boot, preserving_proto_field_name=True, indent=1)
     if output is None:
         sys.stdout.write(text + "\n")
     else:

@@ -20,21 +20,25 @@ from envoykit.control.pb import pack
 
 
 class Part:
-    """An immutable group of packed resources with a content digest."""
+    """An immutable group of packed resources with a content digest and a version per resource
+    (the latter for incremental xDS)."""
 
-    __slots__ = ("digest", "items")
+    __slots__ = ("digest", "items", "versions")
 
     def __init__(self, messages: Mapping[str, Message] | Mapping[str, any_pb2.Any]) -> None:
         items: dict[str, any_pb2.Any] = {}
+        versions: dict[str, str] = {}
         h = hashlib.blake2b(digest_size=16)
         for name in sorted(messages):
             msg = messages[name]
             packed = msg if isinstance(msg, any_pb2.Any) else pack(msg)
             items[name] = packed
+            versions[name] = hashlib.blake2b(packed.value, digest_size=8).hexdigest()
             h.update(name.encode())
             h.update(b"\0")
             h.update(packed.value)
         self.items = items
+        self.versions = versions
         self.digest = h.digest()
 
 
@@ -53,6 +57,10 @@ class TypeSet:
     def names(self) -> set[str]:
         """Every resource name."""
         return {n for p in self.parts for n in p.items}
+
+    def entries(self) -> dict[str, tuple[str, any_pb2.Any]]:
+        """Every resource: name → (its own version, packed message)."""
+        return {n: (p.versions[n], a) for p in self.parts for n, a in p.items.items()}
 
     def select(self, names: set[str] | None) -> list[any_pb2.Any]:
         """The resources named ``names`` that exist (all of them for ``None``, a wildcard)."""

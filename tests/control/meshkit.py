@@ -101,18 +101,19 @@ def control_plane(mesh_path: Path, **kw: Any) -> Iterator[ControlPlaneThread]:
         cpt.stop()
 
 
-def node_bootstrap(cpt: ControlPlaneThread, node_id: str) -> dict[str, Any]:
+def node_bootstrap(cpt: ControlPlaneThread, node_id: str, *, delta: bool = False) -> dict[str, Any]:
     """The bootstrap `envoykit bootstrap` would write for ``node_id``, pointing at ``cpt``."""
     node = mesh_nodes(cpt.cp.current.loaded.mesh)[node_id]
     token = cpt.cp.tokens.token_for(node_id) if cpt.cp.tokens else None
-    return MessageToDict(bootstrap(node, cpt.xds, token), preserving_proto_field_name=True)
+    return MessageToDict(bootstrap(node, cpt.xds, token, delta=delta), preserving_proto_field_name=True)
 
 
 def start_nodes(
-    envoy: Callable[..., EnvoyProcess], cpt: ControlPlaneThread, *node_ids: str
+    envoy: Callable[..., EnvoyProcess], cpt: ControlPlaneThread, *node_ids: str, delta: bool = False
 ) -> list[EnvoyProcess]:
-    """Start a real Envoy per node id, fed by ``cpt``; each is ready (listeners warmed) on return."""
-    return [envoy(node_bootstrap(cpt, nid), name=nid.replace("~", "-")) for nid in node_ids]
+    """Start a real Envoy per node id, fed by ``cpt`` (incremental xDS with ``delta``); each is ready
+    (listeners warmed) on return."""
+    return [envoy(node_bootstrap(cpt, nid, delta=delta), name=nid.replace("~", "-")) for nid in node_ids]
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 20.0, interval: float = 0.1) -> None:

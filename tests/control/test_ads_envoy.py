@@ -45,12 +45,15 @@ def basic_mesh(backend: Echo, frontend: Echo) -> dict[str, Any]:
     }
 
 
-def test_ingress_to_sidecar_to_app(envoy: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_ingress_to_sidecar_to_app(envoy: Any, tmp_path: Path, delta: bool) -> None:
     with Echo("backend-v1") as backend, Echo("frontend-v1") as frontend:
         mesh = basic_mesh(backend, frontend)
         path = write_mesh(tmp_path / "mesh.yaml", mesh)
         with control_plane(path) as cpt:
-            start_nodes(envoy, cpt, "ingress~ingress", "sidecar~backend-v1", "sidecar~frontend-v1")
+            start_nodes(
+                envoy, cpt, "ingress~ingress", "sidecar~backend-v1", "sidecar~frontend-v1", delta=delta
+            )
             ingress = f"http://{mesh['gateways'][0]['address']}"
             r = get(f"{ingress}/backend/x")
             assert r.status_code == 200, r.text
@@ -66,6 +69,7 @@ def test_ingress_to_sidecar_to_app(envoy: Any, tmp_path: Path) -> None:
             r = get(f"http://{out}/hello", host="nope.example.com")
             assert r.status_code == 502
             status = cpt.cp.status()
+            assert {s["delta"] for s in status["streams"]} == {delta}
             assert {s["node"] for s in status["streams"]} == {
                 "ingress~ingress",
                 "sidecar~backend-v1",
@@ -74,7 +78,8 @@ def test_ingress_to_sidecar_to_app(envoy: Any, tmp_path: Path) -> None:
             assert status["nacks"] == []
 
 
-def test_mtls_strict_between_sidecars(envoy: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_mtls_strict_between_sidecars(envoy: Any, tmp_path: Path, delta: bool) -> None:
     """frontend's sidecar → backend's sidecar over mTLS with SDS certificates from the mesh CA; backend's
     app sees frontend's SPIFFE ID; a plaintext client is refused by backend's STRICT inbound."""
     with Echo("backend-v1") as backend, Echo("frontend-v1") as frontend:
@@ -83,7 +88,9 @@ def test_mtls_strict_between_sidecars(envoy: Any, tmp_path: Path) -> None:
             svc["mtls"] = "STRICT"
         path = write_mesh(tmp_path / "mesh.yaml", mesh)
         with control_plane(path) as cpt:
-            start_nodes(envoy, cpt, "ingress~ingress", "sidecar~backend-v1", "sidecar~frontend-v1")
+            start_nodes(
+                envoy, cpt, "ingress~ingress", "sidecar~backend-v1", "sidecar~frontend-v1", delta=delta
+            )
             out = mesh["services"][1]["workloads"][0]["sidecar"]["outbound"]
             r = get(f"http://{out}/who", host="backend")
             assert r.status_code == 200, r.text

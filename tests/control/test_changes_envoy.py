@@ -49,7 +49,8 @@ class Hammer:
         return [u for _, u in self.results[-n:]]
 
 
-def test_edit_takes_effect_live_without_a_failed_request(envoy: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_edit_takes_effect_live_without_a_failed_request(envoy: Any, tmp_path: Path, delta: bool) -> None:
     """Switching the route from subset v1 to v2 adds cluster v2 and removes cluster v1: make before break."""
     with Echo("v1") as v1, Echo("v2") as v2:
         mesh = gateway_mesh(
@@ -57,7 +58,7 @@ def test_edit_takes_effect_live_without_a_failed_request(envoy: Any, tmp_path: P
         )
         path = write_mesh(tmp_path / "mesh.yaml", mesh)
         with control_plane(path) as cpt:
-            (proc,) = start_nodes(envoy, cpt, "ingress~ingress")
+            (proc,) = start_nodes(envoy, cpt, "ingress~ingress", delta=delta)
             url = f"http://{mesh['gateways'][0]['address']}/live"
             with Hammer(url) as h:
                 wait_until(lambda: len(h.results) > 20)
@@ -105,7 +106,8 @@ def _pushes(kind: str) -> float:
     return float(PUSHES.labels(kind)._value.get())
 
 
-def test_nack_is_reported_and_not_resent(envoy: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_nack_is_reported_and_not_resent(envoy: Any, tmp_path: Path, delta: bool) -> None:
     """A regex Python accepts but Envoy's RE2 refuses passes layers 1-2; with layer 3 off the push is
     NACKed: recorded with node, type and Envoy's message, not resent, and the old routes keep serving."""
     with Echo("v1") as v1, Echo("v2") as v2:
@@ -114,7 +116,7 @@ def test_nack_is_reported_and_not_resent(envoy: Any, tmp_path: Path) -> None:
         )
         path = write_mesh(tmp_path / "mesh.yaml", mesh)
         with control_plane(path, envoy_validate=False) as cpt:
-            start_nodes(envoy, cpt, "ingress~ingress")
+            start_nodes(envoy, cpt, "ingress~ingress", delta=delta)
             url = f"http://{mesh['gateways'][0]['address']}/x"
             mesh["virtual_services"][0]["http"] = [
                 {"match": [{"uri": {"regex": "/(?<=a)b"}}], "route": [to(subset="v2")]},
@@ -153,7 +155,10 @@ def test_layer3_refuses_what_envoy_would_nack(tmp_path: Path) -> None:
         validate_translation(translate(loaded.mesh, loaded.base_dir), str(path))
 
 
-def test_control_plane_restart_envoys_keep_serving_and_resync(envoy: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_control_plane_restart_envoys_keep_serving_and_resync(
+    envoy: Any, tmp_path: Path, delta: bool
+) -> None:
     from envoykit.core.net import free_port
 
     with Echo("v1") as v1, Echo("v2") as v2:
@@ -164,7 +169,7 @@ def test_control_plane_restart_envoys_keep_serving_and_resync(envoy: Any, tmp_pa
         xds = f"127.0.0.1:{free_port()}"
         url = f"http://{mesh['gateways'][0]['address']}/x"
         with control_plane(path, address=xds) as cpt:
-            start_nodes(envoy, cpt, "ingress~ingress")
+            start_nodes(envoy, cpt, "ingress~ingress", delta=delta)
             assert get(url).headers["x-upstream"] == "v1"
         # control plane gone: Envoy keeps its config
         for _ in range(10):
