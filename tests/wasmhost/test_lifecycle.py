@@ -116,3 +116,41 @@ def test_compiled_module_cache(tmp_path):
     (next(tmp_path.glob("*.cwasm"))).write_bytes(b"corrupt")
     clear_memory_cache()
     assert load_module(wasm, cache_dir=tmp_path).from_cache == ""  # recompiled, not trusted
+
+
+def test_trailers_are_reachable_in_their_callbacks_and_can_pause():
+    imports = (
+        b'(import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))'
+        b'(import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))'
+        b'(import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))'
+        b'(import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))'
+    )
+    body = b"""
+      (data (i32.const 2048) "x-t")
+      (data (i32.const 2056) "yes")
+      (data (i32.const 2064) "grpc-status")
+      (func (export "proxy_on_request_trailers") (param $ctx i32) (param $n i32) (result i32)
+        (i32.store (i32.const 256) (local.get $n))
+        (i32.store (i32.const 260) (call $add (i32.const 1) (i32.const 2048) (i32.const 3) (i32.const 2056) (i32.const 3)))
+        (i32.const 1))
+      (func (export "proxy_on_response_trailers") (param $ctx i32) (param $n i32) (result i32)
+        (i32.store (i32.const 264) (call $get (i32.const 3) (i32.const 2064) (i32.const 11) (i32.const 1024) (i32.const 1028)))
+        (i32.const 0))
+      (func (export "proxy_on_tick") (param i32)
+        (drop (call $effective (i32.const 2)))
+        (drop (call $continue (i32.const 0))))
+    """
+    plugin = load_plugin(module(body, imports))
+    stream = plugin.http_stream()
+    stream.send_request_headers({":path": "/", ":method": "POST"})
+    stream.send_request_body("data")
+    assert stream.send_request_trailers({"x-a": "1"}) == 1
+    assert plugin.vm.read_u32(256) == 1 and plugin.vm.read_u32(260) == Status.OK
+    assert stream.request_trailers.items() == [("x-a", "1"), ("x-t", "yes")]
+    assert not stream.request_complete and stream.request_body == b"data"
+    plugin.tick()  # on_tick: set_effective_context(2), continue_stream(REQUEST)
+    assert stream.request_complete
+    stream.send_response_headers({":status": "200"})
+    assert stream.send_response_trailers({"grpc-status": "0"}) == 0
+    assert plugin.vm.read_u32(264) == Status.OK
+    assert stream.response_complete
