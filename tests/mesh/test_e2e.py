@@ -102,6 +102,25 @@ def test_start_to_ready_time(mesh: RunningMesh, capsys: pytest.CaptureFixture[st
     assert "mesh ready in" in mesh.output()
 
 
+def test_status_shows_every_component_and_the_control_plane(mesh: RunningMesh) -> None:
+    envoys = sum(c.kind in ("sidecar", "gateway") for c in mesh.plan.components)
+    deadline = time.monotonic() + 15  # the control plane rewrites its status file once a second
+    while True:
+        out = subprocess.run(
+            [sys.executable, "-m", "envoykit.cli", "status", "--state-dir", str(mesh.state.root)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if f"{envoys} of {envoys} Envoys connected" in out.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{envoys} of {envoys} Envoys connected" in out.stdout, out.stdout
+    for c in mesh.plan.components:
+        assert c.name in out.stdout
+
+
 def test_request_reaches_backend_over_mtls_with_frontend_identity(mesh: RunningMesh) -> None:
     check = demo.mesh_path(mesh.target)
     _check(check)
