@@ -10,12 +10,11 @@ Streams get ids 2, 3, ... and are created lazily on their first event.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from envoykit.wasmhost import properties as props
-from envoykit.wasmhost.abi import LogLevel, MapType, Status
+from envoykit.wasmhost.abi import LogLevel, Status
 from envoykit.wasmhost.callouts import CalloutResponse, GrpcCall, HttpCall
 from envoykit.wasmhost.context import ContextState
 from envoykit.wasmhost.errors import FilterFailure, PluginFailedError, StreamStateError
@@ -390,10 +389,3 @@ class Plugin:
         from envoykit.wasmhost.tcp import TcpStream
 
         return TcpStream(self, properties)
-
-    def map_of(self, ctx: ContextState, kind: MapType) -> HeaderMap | None:
-        """The map of ``kind`` reachable in ``ctx`` (for tests that peek)."""
-        return ctx.maps.get(kind)
-
-
-LogFilter = Callable[[LogRecord], bool]

@@ -98,7 +98,7 @@ class VM:
         def call(*args: Any) -> Any:
             if self.restricted and not allowed:
                 # cpp-host setRestrictedCallback: the VM fails on any other call during start-up.
-                raise _HostTrap(f"Function: {name} is not allowed during VM start-up (_initialize/_start)")
+                raise HostTrap(f"Function: {name} is not allowed during VM start-up (_initialize/_start)")
             return fn(self, *args)
 
         return call
@@ -181,7 +181,7 @@ class VM:
             return func(self.store, *args)
         except wasmtime.Trap as exc:
             raise self._failure(name, context_id, exc) from exc
-        except _HostTrap as exc:
+        except HostTrap as exc:
             raise FilterFailure(
                 f"{name} (context {context_id}) failed: {exc}",
                 callback=name,
@@ -223,7 +223,7 @@ class VM:
         )
 
 
-class _HostTrap(Exception):
+class HostTrap(Exception):
     """Raised inside a host function to fail the running callback (a trap in Envoy's terms)."""
 
 
@@ -246,5 +246,3 @@ _STARTUP_ALLOWED: frozenset[tuple[str, str]] = frozenset(
         )
     ]
 )
-
-HostTrap = _HostTrap

@@ -9,7 +9,6 @@ asked to stop; Envoy logs and the VM fails).
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import Any
 
@@ -120,10 +119,7 @@ def clock_res_get(vm: Any, clock_id: int, ret_ptr: int) -> int:
 def random_get(vm: Any, ptr: int, size: int) -> int:
     if size > 64 * 1024:
         return EINVAL
-    vm.write(
-        ptr,
-        vm.plugin.host.random_bytes(size) if hasattr(vm.plugin.host, "random_bytes") else os.urandom(size),
-    )
+    vm.write(ptr, vm.plugin.host.random_bytes(size))  # seeded: tests are reproducible
     return SUCCESS
 
 
