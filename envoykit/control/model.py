@@ -130,11 +130,16 @@ class ProxyExtensions(Strict):
 
 class Sidecar(Strict):
     """A workload's Envoy: ``inbound`` receives mesh traffic for the app; the app sends its own calls
-    to ``outbound`` (plain HTTP, ``Host: <service>``); ``admin`` is Envoy's admin address."""
+    to ``outbound`` (plain HTTP, ``Host: <service>``); ``admin`` is Envoy's admin address.
+
+    ``outbound_tcp`` maps tcp services to local addresses where the sidecar listens for the app's
+    connections to them (one ``tcp_proxy`` listener each, mTLS towards the service).
+    """
 
     inbound: Address
     outbound: Address
     admin: Address
+    outbound_tcp: dict[str, Address] = {}
 
 
 class Workload(Strict):

@@ -105,6 +105,8 @@ def _check_addresses(mesh: Mesh, out: list[Problem]) -> None:
             if wl.sidecar is not None:
                 for part in ("inbound", "outbound", "admin"):
                     claim(getattr(wl.sidecar, part), (*loc, "sidecar", part))
+                for name, tcp_addr in wl.sidecar.outbound_tcp.items():
+                    claim(tcp_addr, (*loc, "sidecar", "outbound_tcp", name))
     for gi, gw in enumerate(mesh.gateways):
         claim(gw.address, ("gateways", gi, "address"))
         claim(gw.admin, ("gateways", gi, "admin"))
@@ -135,6 +137,16 @@ def check_mesh(mesh: Mesh) -> list[Problem]:
         if svc.mtls == "STRICT" and any(w.sidecar is None for w in svc.workloads):
             out.append(Problem((*loc, "mtls"), "mtls STRICT needs a sidecar on every workload"))
         _check_extensions(mesh, svc.extensions, (*loc, "extensions"), out)
+        for wi, wl in enumerate(svc.workloads):
+            for name in wl.sidecar.outbound_tcp if wl.sidecar else {}:
+                target = mesh.service(name)
+                if target is None or target.protocol != "tcp":
+                    out.append(
+                        Problem(
+                            (*loc, "workloads", wi, "sidecar", "outbound_tcp", name),
+                            f"{name!r} is not a tcp service of the mesh",
+                        )
+                    )
         if svc.protocol == "tcp" and (
             svc.extensions.authz or svc.extensions.ratelimit or svc.extensions.wasm
         ):

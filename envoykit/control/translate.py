@@ -189,7 +189,15 @@ def _sidecar(
             )
         ],
     )
-    out.add(LISTENER, {inbound.name: inbound, outbound.name: outbound})
+    listeners = {inbound.name: inbound, outbound.name: outbound}
+    for name, address in wl.sidecar.outbound_tcp.items():
+        target = mesh.service(name)
+        if target is not None:
+            cluster = cl.outbound_cluster_name(mesh, target)
+            chain = ls.lc.FilterChain(filters=[ls.tcp_proxy(f"outbound_tcp|{name}", cluster)])
+            lst = ls.listener(f"outbound_tcp|{name}", address, [chain])
+            listeners[lst.name] = lst
+    out.add(LISTENER, listeners)
     out.add(ROUTE, shared.outbound_routes)
     return out
 

@@ -105,3 +105,33 @@ def test_mtls_strict_between_sidecars(envoy: Any, tmp_path: Path, delta: bool) -
             inbound = mesh["services"][0]["workloads"][0]["sidecar"]["inbound"]
             with pytest.raises(httpx.HTTPError):
                 get(f"http://{inbound}/x")
+
+
+def test_tcp_service_over_mtls(envoy: Any, tmp_path: Path) -> None:
+    """A tcp service: the caller's sidecar listens on its outbound_tcp address and proxies the bytes
+    over mTLS to the service's sidecar (tcp_proxy both sides)."""
+    with Echo("db") as db, Echo("frontend-v1") as frontend:
+        local_db = addr()
+        front = workload("frontend-v1", "v1", frontend.port)
+        front["sidecar"]["outbound_tcp"] = {"db": local_db}
+        mesh = {
+            "trust_domain": "test.local",
+            "services": [
+                {
+                    "name": "db",
+                    "protocol": "tcp",
+                    "mtls": "STRICT",
+                    "workloads": [workload("db-v1", "v1", db.port)],
+                },
+                {"name": "frontend", "mtls": "STRICT", "workloads": [front]},
+            ],
+        }
+        path = write_mesh(tmp_path / "mesh.yaml", mesh)
+        with control_plane(path) as cpt:
+            start_nodes(envoy, cpt, "sidecar~db-v1", "sidecar~frontend-v1")
+            r = get(f"http://{local_db}/rows")  # HTTP is just bytes to tcp_proxy
+            assert r.status_code == 200 and r.headers["x-upstream"] == "db"
+            assert "x-forwarded-client-cert" not in r.json()["headers"]  # no HTTP processing on the way
+            inbound = mesh["services"][0]["workloads"][0]["sidecar"]["inbound"]
+            with pytest.raises(httpx.HTTPError):
+                get(f"http://{inbound}/rows")  # STRICT: plaintext refused

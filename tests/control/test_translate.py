@@ -236,3 +236,39 @@ def test_shared_groups_are_packed_once_and_versions_track_content() -> None:
     node = "sidecar~frontend-v1"
     assert changed[node].get(ROUTE).version != snaps[node].get(ROUTE).version
     assert changed[node].get(CLUSTER).version == snaps[node].get(CLUSTER).version
+
+
+def test_user_processors_are_wired_with_their_modes() -> None:
+    from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
+
+    mesh = parse_mesh(
+        """
+extensions:
+  processors:
+    - {name: redact, address: 127.0.0.1:9400, request_body_mode: BUFFERED, response_header_mode: SKIP}
+services:
+  - name: api
+    extensions: {processors: [redact], telemetry: true}
+    workloads:
+      - {name: api-v1, address: 127.0.0.1:9001, sidecar: {inbound: 127.0.0.1:9101, outbound: 127.0.0.1:9201, admin: 127.0.0.1:9301}}
+"""
+    )
+    cfg = translate(mesh, ".", SpiffeMeshTls()).nodes["sidecar~api-v1"]
+    assert {"ext_proc|redact", "ext_proc_telemetry"} <= set(cfg.resources(CLUSTER))
+    conf = hcm_of(cfg.resources(LISTENER)["inbound"])
+    assert [f.name for f in conf.http_filters] == [
+        "envoykit.telemetry",
+        "envoykit.processor.redact",
+        "envoy.filters.http.router",
+    ]
+    proc = ext_proc_pb2.ExternalProcessor()
+    conf.http_filters[1].typed_config.Unpack(proc)
+    mode = processing_mode_pb2.ProcessingMode
+    assert proc.processing_mode.request_body_mode == mode.BUFFERED
+    assert proc.processing_mode.response_header_mode == mode.SKIP
+    assert proc.grpc_service.envoy_grpc.cluster_name == "ext_proc|redact"
+    assert (proc.grpc_service.initial_metadata[0].key, proc.grpc_service.initial_metadata[0].value) == (
+        "x-envoykit-processors",
+        "redact",
+    )
+    assert not proc.failure_mode_allow and not proc.observability_mode
