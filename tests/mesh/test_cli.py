@@ -73,3 +73,34 @@ def test_up_status_logs_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
     assert all(group_members(g) == [] for g in final.pgids)
     out = _envoykit("status", "--state-dir", str(state.root))
     assert out.returncode == 1 and "stopped" in out.stdout
+
+
+def test_up_refuses_a_bad_mesh_naming_file_line_and_field(tmp_path: Path) -> None:
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text(
+        "api_version: envoykit/v1\n"
+        "services:\n"
+        "  - name: web\n"
+        "    workloads:\n"
+        "      - name: web-v1\n"
+        "        address: 127.0.0.1:notaport\n"
+    )
+    out = _envoykit("up", str(mesh), "--state-dir", str(tmp_path / "state"))
+    assert out.returncode == 1
+    assert f"{mesh}:6: services.0.workloads.0.address" in out.stderr, out.stderr
+
+
+def test_up_refuses_a_service_without_a_command(tmp_path: Path) -> None:
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text(
+        "api_version: envoykit/v1\n"
+        "services:\n"
+        "  - name: web\n"
+        "    mtls: DISABLE\n"
+        "    workloads: [{name: web-v1, address: 127.0.0.1:9999}]\n"
+    )
+    run_config = tmp_path / "run.yaml"
+    run_config.write_text("apps: {}\n")
+    out = _envoykit("up", str(mesh), "--run-config", str(run_config), "--state-dir", str(tmp_path / "state"))
+    assert out.returncode == 1
+    assert "no command for service 'web' (workload web-v1); add apps.web.command" in out.stderr, out.stderr
