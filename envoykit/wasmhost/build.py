@@ -14,6 +14,7 @@ Example names are the file stems; AssemblyScript ones are prefixed ``as_`` and W
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -91,9 +92,14 @@ def build_example(name: str, *, out_dir: str | Path | None = None) -> Path:
     target = out / f"{name}-{_digest(deps, name)}.wasm"
     if target.exists():
         return target
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    builder(src, tmp)
-    os.replace(tmp, target)  # atomic: concurrent builders agree on the result
+    # One builder at a time (test workers, other sessions): npm install must not run twice at once.
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        builder(src, tmp)
+        os.replace(tmp, target)
     for stale in out.glob(f"{name}-*.wasm"):
         if stale != target:
             stale.unlink(missing_ok=True)
