@@ -91,6 +91,62 @@ def _arg_value(components: list[Component], name: str, flag: str) -> Path | None
     return None
 
 
+def _apps(mesh: cp.MeshView, rc: RunConfig, rc_path: Path, values: dict[str, str]) -> list[Component]:
+    """One app process per workload, with the command the run config gives its service."""
+    apps: list[Component] = []
+    for wl in mesh.workloads:
+        app = rc.apps.get(wl.service)
+        if app is None:
+            raise ConfigError(
+                f"no command for service {wl.service!r} (workload {wl.name}); add apps.{wl.service}.command",
+                file=str(rc_path),
+                field="apps",
+            )
+        wl_values = {
+            **values,
+            "port": str(wl.address.port),
+            "host": wl.address.host,
+            "version": wl.version,
+            "workload": wl.name,
+            "service": wl.service,
+            "outbound": str(wl.outbound) if wl.outbound else "",
+        }
+        apps.append(
+            Component(
+                name=wl.name,
+                kind="app",
+                command=expand(app.command, wl_values, f"apps.{wl.service}.command"),
+                probe=Probe("tcp", wl.address.port, timeout_s=60),
+                address=f"http://{wl.address}",
+            )
+        )
+    return apps
+
+
+def _envoys(
+    mesh: cp.MeshView, state: StateDir, server_names: tuple[str, ...], log_level: str
+) -> list[Component]:
+    """One Envoy per sidecar and gateway, its bootstrap written to ``<state>/work/envoy/``."""
+    envoys: list[Component] = []
+    for node in mesh.envoys:
+        bootstrap = cp.write_bootstrap(mesh, node, state.work / "envoy")
+        after = (CONTROL, *server_names, *((node.workload,) if node.workload else ()))
+        if node.kind != "sidecar":  # gateways come last: every sidecar they route to is up
+            after = (*after, *(e.name for e in envoys if e.kind == "sidecar"))
+        envoys.append(
+            Component(
+                name=node.name if node.kind != "sidecar" else f"{node.name}-sidecar",
+                kind="sidecar" if node.kind == "sidecar" else "gateway",
+                command=cp.envoy_command(bootstrap, log_level),
+                probe=Probe("envoy", node.admin.port, timeout_s=90),
+                depends_on=after,
+                address=node.address,
+                metrics=f"{node.admin}/stats/prometheus",
+            )
+        )
+    return envoys
+
+
 def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None) -> Plan:
     """Plan ``mesh_path``: load and validate it, write the Envoy bootstraps, list every process.
 
@@ -147,53 +203,8 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
                 )
             servers.append(_server(f"processor-{pname}", "extproc", paddr, run, values, ports))
 
-    apps: list[Component] = []
-    for wl in mesh.workloads:
-        app = rc.apps.get(wl.service)
-        if app is None:
-            raise ConfigError(
-                f"no command for service {wl.service!r} (workload {wl.name}); add apps.{wl.service}.command",
-                file=str(rc_path),
-                field="apps",
-            )
-        wl_values = {
-            **values,
-            "port": str(wl.address.port),
-            "host": wl.address.host,
-            "version": wl.version,
-            "workload": wl.name,
-            "service": wl.service,
-            "outbound": str(wl.outbound) if wl.outbound else "",
-        }
-        apps.append(
-            Component(
-                name=wl.name,
-                kind="app",
-                command=expand(app.command, wl_values, f"apps.{wl.service}.command"),
-                probe=Probe("tcp", wl.address.port, timeout_s=60),
-                address=f"http://{wl.address}",
-            )
-        )
-
-    server_names = tuple(s.name for s in servers)
-    envoys: list[Component] = []
-    for node in mesh.envoys:
-        bootstrap = cp.write_bootstrap(mesh, node, state.work / "envoy")
-        after = (CONTROL, *server_names, *((node.workload,) if node.workload else ()))
-        if node.kind != "sidecar":  # gateways come last: every sidecar they route to is up
-            after = (*after, *(e.name for e in envoys if e.kind == "sidecar"))
-        envoys.append(
-            Component(
-                name=node.name if node.kind != "sidecar" else f"{node.name}-sidecar",
-                kind="sidecar" if node.kind == "sidecar" else "gateway",
-                command=cp.envoy_command(bootstrap, opts.envoy_log_level),
-                probe=Probe("envoy", node.admin.port, timeout_s=90),
-                depends_on=after,
-                address=node.address,
-                metrics=f"{node.admin}/stats/prometheus",
-            )
-        )
-
+    apps = _apps(mesh, rc, rc_path, values)
+    envoys = _envoys(mesh, state, tuple(s.name for s in servers), opts.envoy_log_level)
     components = [control, *servers, *apps, *envoys]
     info: dict[str, Any] = {
         "mesh_file": str(mesh.path),
