@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from envoykit.core import free_port, validate_envoy_config
-from tests.ratelimit.rlproc import RateLimitProcess, envoy_config
+from tests.ratelimit.rlproc import envoy_config
 
 pytestmark = pytest.mark.envoy
 
@@ -25,25 +25,6 @@ descriptors:
     value: vip
     rate_limit: {unlimited: true}
 """
-
-StartRL = Callable[..., RateLimitProcess]
-
-
-@pytest.fixture
-def ratelimit(tmp_path: Path) -> Iterator[StartRL]:
-    """Start ``envoykit ratelimit serve`` processes: ``ratelimit(config_dir, *args)``; SIGTERM at teardown."""
-    started: list[RateLimitProcess] = []
-
-    def start(config_dir: Path, *args: str) -> RateLimitProcess:
-        p = RateLimitProcess(config_dir, tmp_path, *args).start()
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        if p.proc is not None:
-            code = p.stop()
-            assert code == 0, f"ratelimit exited {code} on SIGTERM:\n{p.log()[-3000:]}"
 
 
 def _config_dir(tmp_path: Path, text: str = LIMITS) -> Path:

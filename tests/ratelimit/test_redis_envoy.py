@@ -14,7 +14,6 @@ from envoykit.core import free_port
 from envoykit.ratelimit.algorithms import Algorithm, Hit
 from tests.ratelimit.redisproc import RedisCluster, RedisServer
 from tests.ratelimit.rlproc import envoy_config
-from tests.ratelimit.test_envoy import ratelimit  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.envoy, pytest.mark.redis]
 
@@ -52,7 +51,7 @@ def test_two_servers_sharing_redis_never_over_admit(
     tmp_path: Path,
     envoy,  # type: ignore[no-untyped-def]
     echo,
-    ratelimit,  # noqa: F811
+    ratelimit,
     redis_server: RedisServer,
 ) -> None:
     limit = 60
@@ -81,7 +80,7 @@ def test_redis_outage_follows_failure_mode_and_recovers(
     tmp_path: Path,
     envoy,  # type: ignore[no-untyped-def]
     echo,
-    ratelimit,  # noqa: F811
+    ratelimit,
     redis_server: RedisServer,
 ) -> None:
     rl = ratelimit(_limits(tmp_path, 1000), "--redis-url", redis_server.url, "--response-headers")
@@ -143,7 +142,7 @@ def test_cluster_through_envoy(
     tmp_path: Path,
     envoy,  # type: ignore[no-untyped-def]
     echo,
-    ratelimit,  # noqa: F811
+    ratelimit,
     cluster: RedisCluster,
 ) -> None:
     rl = ratelimit(_limits(tmp_path, 3), "--redis-cluster-url", cluster.url)
