@@ -69,7 +69,8 @@ class Outcome:
 
     Attributes:
         status: status the client got (0 if the stream was reset or stalled).
-        headers: response headers the client got (before Envoy's own ``date``/``server``).
+        headers: response headers the client got (before Envoy's own ``date``/``server``; with
+            the HTTP/1 codec's ``content-length: 0`` for an empty body).
         body: response body the client got.
         upstream_headers / upstream_body: the request as it reached the upstream (``None`` if
             its headers never left; a request stopped after its headers went upstream shows
@@ -157,6 +158,10 @@ def run_exchange(
         out.status = int(stream.response_headers.get(":status") or 0)
         out.headers = stream.response_headers
         out.body = stream.response_body
+        if not out.body and "content-length" not in out.headers and out.status not in (204, 304):
+            # Envoy's HTTP/1 codec writes "content-length: 0" for a response without a body.
+            out.headers = HeaderMap(out.headers)
+            out.headers.add("content-length", "0")
     elif not out.reset:
         out.stalled = True
     stream.complete()

@@ -47,16 +47,39 @@ class LocalResponse:
     details: str = ""
     grpc_status: int | None = None
 
-    def header_map(self) -> HeaderMap:
-        """The reply's headers as Envoy's ``sendLocalReply`` builds them (before other filters)."""
-        hmap = HeaderMap([(":status", str(self.status))])
+    def header_map(self, grpc: bool = False) -> HeaderMap:
+        """The reply's headers as Envoy's ``sendLocalReply`` builds them (before other filters).
+
+        For a gRPC request (``grpc``) Envoy answers gRPC-style, trailers-only: ``:status: 200``,
+        the filter's headers, ``content-type: application/grpc``, ``grpc-status`` (the given one,
+        else mapped from the HTTP status as Envoy's ``Grpc::Utility::httpToGrpcStatus``) and the
+        body as a percent-encoded ``grpc-message``; no body (checked by the differential tests).
+        """
+        hmap = HeaderMap([(":status", "200" if grpc else str(self.status))])
         for k, v in self.headers:
             hmap.add(k, v)
-        if self.body:
+        if grpc:
+            hmap.replace("content-type", "application/grpc")
+            code = self.grpc_status if self.grpc_status is not None else http_to_grpc_status(self.status)
+            hmap.replace("grpc-status", str(code))
+            if self.body:
+                hmap.replace("grpc-message", grpc_percent_encode(self.body))
+        elif self.body:
             hmap.replace("content-length", str(len(self.body)))
             if "content-type" not in hmap:
                 hmap.add("content-type", "text/plain")
         return hmap
+
+
+def http_to_grpc_status(status: int) -> int:
+    """Envoy's ``Grpc::Utility::httpToGrpcStatus`` (source/common/grpc/common.cc)."""
+    table = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
+    return table.get(status, 2)
+
+
+def grpc_percent_encode(data: bytes) -> str:
+    """gRPC ``grpc-message`` percent-encoding: bytes outside 0x20..0x7e and ``%`` become ``%XX``."""
+    return "".join(chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}" for b in data)
 
 
 @dataclass
@@ -392,6 +415,11 @@ class HttpStream:
                 self.reset = value
                 self.req.stopped = self.resp.stopped = True
 
+    def _is_grpc(self) -> bool:
+        # Envoy Grpc::Common::isGrpcRequestHeaders: content-type application/grpc or application/grpc+*
+        ct = self.request_headers.get("content-type") or ""
+        return ct == "application/grpc" or ct.startswith("application/grpc+")
+
     def _send_local_reply(self, reply: LocalResponse) -> None:
         self.local_response = reply
         self.req.stopped = True
@@ -401,14 +429,17 @@ class HttpStream:
             # Sent from the response side: the reply replaces the response on its way to the
             # client without running this filter's callbacks again (checked against Envoy).
             self.resp = _response()
-            self.resp.headers = reply.header_map()
-            self.resp.forwarded_body = bytearray(reply.body)
+            grpc = self._is_grpc()
+            self.resp.headers = reply.header_map(grpc)
+            self.resp.forwarded_body = bytearray(b"" if grpc else reply.body)
             self.resp.headers_forwarded = self.resp.complete = self.resp.stopped = True
             self.ctx.maps.pop(MapType.HTTP_RESPONSE_HEADERS, None)
             self.ctx.set_body(BufferType.HTTP_RESPONSE_BODY, None)
             return
         # Sent from the request side: the reply runs through this filter's encoder side.
+        grpc = self._is_grpc()
+        body = b"" if grpc else reply.body
         self.resp = _response()
-        self._headers(self.resp, reply.header_map(), not reply.body)
-        if reply.body and not self.resp.stopped and self.reset is None:
-            self._body(self.resp, reply.body, True)
+        self._headers(self.resp, reply.header_map(grpc), not body)
+        if body and not self.resp.stopped and self.reset is None:
+            self._body(self.resp, body, True)

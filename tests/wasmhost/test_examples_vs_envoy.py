@@ -41,6 +41,7 @@ DIFFS = [
     ("as_shared_state", "shared_state"),
     ("inspect", "inspect"),
     ("body_limit", "body_limit"),
+    ("wat_local_reply", "local_reply"),
     ("tcp_inspect", "tcp_inspect"),
 ]
 
@@ -161,3 +162,14 @@ def test_body_limit_outcome(wasm_example):
     assert [r.message for r in big.logs] == ["body_limit: too large", "body_limit: response 413"]  # no DEBUG
     small = run_exchange(plugin, HttpRequest("POST", "/", body=b"0123"), HttpResponse(body=b"ok"))
     assert (small.status, small.upstream_body, small.upstream_complete) == (200, b"0123", True)
+
+
+def test_grpc_local_reply_outcome(wasm_example):
+    plugin = load_plugin(wasm_example("wat_local_reply"))
+    grpc = HttpRequest("POST", "/r", headers=[("content-type", "application/grpc")], body=b"x")
+    out = run_exchange(plugin, grpc, HttpResponse())
+    assert (out.status, out.body) == (200, b"")
+    assert out.headers["grpc-status"] == "14" and out.headers["grpc-message"] == "50%25 off%0A"
+    assert out.headers["content-type"] == "application/grpc" and out.headers.get_all("x-a") == ["1", "2"]
+    plain = run_exchange(plugin, HttpRequest(path="/g"), HttpResponse())
+    assert (plain.status, plain.headers.items()) == (200, [(":status", "200"), ("content-length", "0")])
