@@ -42,6 +42,9 @@ DIFFS = [
     ("inspect", "inspect"),
     ("body_limit", "body_limit"),
     ("wat_local_reply", "local_reply"),
+    ("wat_stream", "stream_close"),
+    ("wat_stream", "stream_buffer"),
+    ("wat_stream", "stream_local"),
     ("tcp_inspect", "tcp_inspect"),
 ]
 
