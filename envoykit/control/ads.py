@@ -40,6 +40,7 @@ PUSHES = Counter("envoykit_xds_pushes", "xDS responses sent, by type.", ["type"]
 NACKS = Counter("envoykit_xds_nacks", "xDS responses refused by Envoy (NACK), by type.", ["type"])
 CONNECTED = Gauge("envoykit_xds_connected_streams", "Open ADS streams.")
 WILDCARD_TYPES = {CLUSTER, LISTENER}
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _WAKE = object()
 _END = object()
 
@@ -95,10 +96,40 @@ class StreamState:
 
 
 @dataclass
+class _Out:
+    """A response to write: its type (for metrics) and the message or its serialized bytes."""
+
+    type_url: str
+    payload: Any
+
+
+@dataclass
 class _Session:
     state: StreamState
     on_request: Callable[[Any], None]
-    responses: Callable[[Snapshot], list[Any]]
+    responses: Callable[[Snapshot], list[_Out]]
+
+
+def _serialize(payload: Any) -> bytes:
+    return payload if isinstance(payload, bytes) else payload.SerializeToString()  # type: ignore[no-any-return]
+
+
+def add_ads_to_server(servicer: AdsServer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` as ``envoy.service.discovery.v3.AggregatedDiscoveryService``; responses may
+    be messages or already-serialized bytes (shared bodies, see :meth:`AdsServer._body`)."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=_serialize,
+        ),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.DeltaAggregatedResources,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=_serialize,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
@@ -122,6 +153,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self.on_stream = on_stream
         self.nacks: dict[tuple[str, str], NackRecord] = {}
         self._delta = DeltaProtocol()
+        self._bodies: dict[tuple[str, str, frozenset[str]], bytes] = {}
         self.streams: dict[int, StreamState] = {}
         self._nonce = itertools.count(1)
         self._log = get_logger("control.ads")
@@ -169,7 +201,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 elif req.response_nonce:
                     self.nacks.pop((node_id, req.type_url), None)
 
-            return _Session(state, on_request, lambda s: self._delta.responses(delta, s))
+            return _Session(
+                state, on_request, lambda s: [_Out(r.type_url, r) for r in self._delta.responses(delta, s)]
+            )
 
         async for resp in self._serve(request_iterator, context, make):
             yield resp
@@ -230,7 +264,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     session.on_request(item)
                 for resp in session.responses(snap):
                     PUSHES.labels(SHORT.get(resp.type_url, resp.type_url)).inc()
-                    yield resp
+                    yield resp.payload
                 item = await queue.get()
         finally:
             cancel()
@@ -321,8 +355,22 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 version = f"{ts.version}+keep{len(removed)}"
         return version, items
 
-    def _responses(self, st: StreamState, snap: Snapshot) -> list[discovery_pb2.DiscoveryResponse]:
-        out = []
+    def _body(self, t: str, version: str, names: frozenset[str], items: dict[str, any_pb2.Any]) -> bytes:
+        """The serialized response without its nonce, shared by every stream asking the same thing
+        (100 sidecars asking for the same 1,000 endpoints cost one serialization, not 100)."""
+        key = (t, version, names)
+        body = self._bodies.get(key)
+        if body is None:
+            if len(self._bodies) > 256:
+                self._bodies.clear()
+            msg = discovery_pb2.DiscoveryResponse(
+                version_info=version, type_url=t, resources=list(items.values())
+            )
+            body = self._bodies[key] = msg.SerializeToString()
+        return body
+
+    def _responses(self, st: StreamState, snap: Snapshot) -> list[_Out]:
+        out: list[_Out] = []
         for t in [*TYPE_ORDER, *(t for t in st.watches if t not in TYPE_ORDER)]:
             w = st.watches.get(t)
             if w is None or not w.waiting:
@@ -335,11 +383,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             if unchanged and version in (w.sent_version, w.nacked_version):
                 continue
             nonce = str(next(self._nonce))
-            out.append(
-                discovery_pb2.DiscoveryResponse(
-                    version_info=version, type_url=t, nonce=nonce, resources=list(items.values())
-                )
-            )
+            # protobuf merges concatenated messages: the shared body plus this stream's nonce
+            tail = discovery_pb2.DiscoveryResponse(nonce=nonce).SerializeToString()
+            out.append(_Out(t, self._body(t, version, names, items) + tail))
             w.sent_version, w.sent_nonce, w.sent_names, w.sent_resources = version, nonce, names, items
             w.waiting = False
         return out

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc
 from google.protobuf.message import Message
 
-from envoykit.control.ads import AdsServer
+from envoykit.control.ads import ADS_SERVICE, AdsServer, add_ads_to_server
 from envoykit.control.ca import CertificateAuthority
 from envoykit.control.identity import NodeTokens
 from envoykit.control.loader import LoadedMesh, load_mesh
@@ -122,11 +121,7 @@ class ControlPlane:
         self.ads = AdsServer(self.cache, self.tokens, on_stream=self._stream_opened)
         self.address = address or str(mesh.control_plane.xds)
         self.server = GrpcServer("control", self.address, metrics_port=metrics_port)
-        self.server.add_service(
-            ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server,
-            self.ads,
-            ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name,
-        )
+        self.server.add_service(add_ads_to_server, self.ads, ADS_SERVICE)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._apply(self.current)

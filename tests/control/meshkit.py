@@ -26,9 +26,17 @@ from envoykit.core.net import free_port
 T = TypeVar("T")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def addr() -> str:
-    """A free loopback address ``127.0.0.1:<port>``."""
-    return f"127.0.0.1:{free_port()}"
+    """A free loopback address ``127.0.0.1:<port>``, never one this test process handed out before
+    (the kernel may offer a just-released port again, and a mesh must not use one twice)."""
+    while True:
+        port = free_port()
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return f"127.0.0.1:{port}"
 
 
 def sidecar() -> dict[str, str]:
