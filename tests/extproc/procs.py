@@ -79,7 +79,7 @@ class Steer(Processor):
         hold = ex.headers.get("x-hold-ms") if ex.headers else None
         if hold:
             if ex.headers is not None and ex.headers.get("x-extend"):
-                await ex.extend_timeout(3000)
+                await ex.extend_timeout(6000)
             await asyncio.sleep(int(hold) / 1000)
 
     def on_response_body(self, ex: Exchange) -> None:

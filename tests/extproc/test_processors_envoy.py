@@ -144,9 +144,9 @@ def test_mode_override_timeout_extension_and_dynamic_metadata(envoy, upstream, t
         port = free_port()
         f = ext_proc_filter(
             processing_mode={"request_header_mode": "SEND", "response_header_mode": "SKIP"},
-            timeout_ms=300,
+            timeout_ms=1000,
             allow_mode_override=True,
-            max_message_timeout="5s",
+            max_message_timeout="10s",
             metadata_options={"receiving_namespaces": {"untyped": ["envoykit"]}},
         )
         cfg = proxy_config(port, upstream.port, srv.port, [f])
@@ -167,13 +167,13 @@ def test_mode_override_timeout_extension_and_dynamic_metadata(envoy, upstream, t
         url = f"http://127.0.0.1:{port}"
         plain = httpx.get(f"{url}/a", headers={"x-echo-body-size": "3"})
         steered = httpx.get(f"{url}/b", headers={"x-echo-body-size": "3", "x-buffer-response": "1"})
-        late = httpx.get(f"{url}/c", headers={"x-hold-ms": "800"}, timeout=10)
-        extended = httpx.get(f"{url}/d", headers={"x-hold-ms": "800", "x-extend": "1"}, timeout=10)
+        late = httpx.get(f"{url}/c", headers={"x-hold-ms": "2000"}, timeout=15)
+        extended = httpx.get(f"{url}/d", headers={"x-hold-ms": "2000", "x-extend": "1"}, timeout=15)
     assert plain.content == b"xxx"  # the response body is not sent by default
     assert steered.content == b"[xxx]"  # mode_override asked for it, and it was rewritten
     # headers went out before the body (header mode SKIP): Envoy drops the stale length, chunks it
     assert steered.headers.get("content-length", "5") == "5"
-    assert late.status_code == 504  # 800 ms > message_timeout 300 ms, failure_mode_allow false
+    assert late.status_code == 504  # 2 s > message_timeout 1 s, failure_mode_allow false
     assert extended.status_code == 200  # override_message_timeout sent first bought the time
     deadline = time.monotonic() + 10
     while len(log.read_text().split()) < 4 and time.monotonic() < deadline:

@@ -139,7 +139,7 @@ def test_counts_labels_sizes_and_buckets_are_exact(envoy, echo, server, tmp_path
     plan = [  # (count, status, response body bytes, delay ms, request body bytes)
         (7, 200, 50, 0, 0),
         (4, 503, 2000, 0, 300),
-        (3, 200, 10, 120, 0),
+        (3, 200, 10, 300, 0),
     ]
     n = sum(p[0] for p in plan)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
@@ -184,8 +184,8 @@ def test_counts_labels_sizes_and_buckets_are_exact(envoy, echo, server, tmp_path
         body_sum = 7 * 50 + 4 * 2000 + 3 * 10
         rb_sum = total(text, "istio_response_bytes_sum", **common)
         assert body_sum + n * 60 < rb_sum < body_sum + n * 450  # headers count too
-        # durations: the 3 delayed requests are above 100 ms, all below 10 s
-        assert total(text, "istio_request_duration_milliseconds_bucket", le="100.0", **common) == n - 3
+        # durations: the 3 delayed requests are above 250 ms, all below 10 s (slack for a loaded host)
+        assert total(text, "istio_request_duration_milliseconds_bucket", le="250.0", **common) == n - 3
         assert total(text, "istio_request_duration_milliseconds_bucket", le="10000.0", **common) == n
         assert total(text, "istio_request_duration_milliseconds_count", **common) == n
 
