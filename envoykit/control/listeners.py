@@ -22,6 +22,7 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.type.matcher.v3 import string_pb2
 
 from envoykit.control.model import Gateway, Service
 from envoykit.control.pb import ads_source, duration, pack, socket_address
@@ -124,6 +125,23 @@ def ingress_tls_socket(cert_file: str, key_file: str) -> base_pb2.TransportSocke
                 )
             ]
         )
+    )
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(ctx))
+
+
+def origination_tls_socket(host: str, ca_file: str) -> base_pb2.TransportSocket:
+    """Client TLS towards an external host: SNI ``host``, server verified against ``ca_file`` and
+    required to name ``host`` (DNS SAN)."""
+    validation = common_pb2.CertificateValidationContext(
+        trusted_ca=base_pb2.DataSource(filename=ca_file),
+        match_typed_subject_alt_names=[
+            common_pb2.SubjectAltNameMatcher(
+                san_type=common_pb2.SubjectAltNameMatcher.DNS, matcher=string_pb2.StringMatcher(exact=host)
+            )
+        ],
+    )
+    ctx = tls_pb2.UpstreamTlsContext(
+        sni=host, common_tls_context=tls_pb2.CommonTlsContext(validation_context=validation)
     )
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(ctx))
 

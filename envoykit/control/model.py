@@ -181,13 +181,15 @@ class ExternalHost(Strict):
     """An external host the egress gateway lets through (REGISTRY_ONLY: everything else is refused).
 
     ``host`` is matched on the request authority; ``address`` is where it is reached (default
-    ``host:port``, resolved by DNS); ``tls`` originates TLS towards it (SNI = ``host``).
+    ``host:port``, resolved by DNS); ``tls`` originates TLS towards it: SNI ``host``, and the server's
+    certificate must chain to ``ca_file`` (PEM; the system bundle by default) and name ``host``.
     """
 
     host: str
     port: int = Field(default=80, ge=1, le=65535)
     address: Address | None = None
     tls: bool = False
+    ca_file: str = "/etc/ssl/certs/ca-certificates.crt"
 
 
 class Gateway(Strict):

@@ -213,7 +213,10 @@ def _gateway(shared: _Shared, node: NodeInfo, gw: Gateway, base_dir: Path) -> No
         tls = ls.ingress_tls_socket(gw.tls.cert_file, gw.tls.key_file) if gw.tls else None
     else:
         routes = rt.egress_route_config(gw)
-        externals = [cl.external_cluster(ext, None) for ext in gw.allow]
+        externals = [
+            cl.external_cluster(ext, ls.origination_tls_socket(ext.host, ext.ca_file) if ext.tls else None)
+            for ext in gw.allow
+        ]
         out.add(CLUSTER, {c.name: c for c in externals})
         filters = extension_filters(mesh, gw.extensions, base_dir)
         tls = None

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from envoykit.control.ads import PUSHES
-from tests.control.apps import Echo
+from tests.control.apps import Echo, TlsEcho, self_signed
 from tests.control.meshkit import addr, control_plane, get, start_nodes, wait_until, workload, write_mesh
 from tests.control.test_traffic_envoy import gateway_mesh, to
 
@@ -216,3 +216,52 @@ def test_egress_allows_listed_hosts_only(envoy: Any, tmp_path: Path) -> None:
             r = get(f"http://{egress}/", host="evil.test")
             assert r.status_code == 403 and "not allowed" in r.text
             assert len(external.requests) == 1
+
+
+def test_egress_originates_tls_and_verifies_the_external_host(envoy: Any, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path, "api.partner.test")
+    with Echo("frontend") as app, TlsEcho("partner", cert, key) as partner:
+        target = f"127.0.0.1:{partner.port}"
+        mesh = {
+            "services": [
+                {
+                    "name": "frontend",
+                    "mtls": "DISABLE",
+                    "workloads": [workload("frontend-v1", "v1", app.port)],
+                }
+            ],
+            "gateways": [
+                {
+                    "name": "egress",
+                    "kind": "egress",
+                    "address": addr(),
+                    "admin": addr(),
+                    "allow": [
+                        {
+                            "host": "api.partner.test",
+                            "port": 443,
+                            "address": target,
+                            "tls": True,
+                            "ca_file": str(cert),
+                        },
+                        # same server, but its certificate does not name this host: refused by Envoy
+                        {
+                            "host": "impostor.test",
+                            "port": 443,
+                            "address": target,
+                            "tls": True,
+                            "ca_file": str(cert),
+                        },
+                    ],
+                }
+            ],
+        }
+        path = write_mesh(tmp_path / "mesh.yaml", mesh)
+        with control_plane(path) as cpt:
+            start_nodes(envoy, cpt, "egress~egress", "sidecar~frontend-v1")
+            out = mesh["services"][0]["workloads"][0]["sidecar"]["outbound"]
+            r = get(f"http://{out}/orders", host="api.partner.test")
+            assert r.status_code == 200 and r.headers["x-upstream"] == "partner"
+            assert r.json()["headers"]["host"] == "api.partner.test"
+            assert get(f"http://{out}/orders", host="impostor.test").status_code == 503
+            assert len(partner.requests) == 1

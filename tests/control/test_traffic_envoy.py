@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from envoykit.core.envoy import EnvoyProcess
-from tests.control.apps import Echo, FlakyServer
+from tests.control.apps import Echo, FlakyServer, self_signed
 from tests.control.meshkit import ControlPlaneThread, addr, control_plane, start_nodes, wait_until, write_mesh
 
 pytestmark = pytest.mark.envoy
@@ -290,39 +290,10 @@ def test_mirror_consistent_hash_and_active_health_check(envoy: Any, tmp_path: Pa
 
 
 def test_ingress_terminates_tls_with_a_given_certificate(envoy: Any, tmp_path: Path) -> None:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "demo.local")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("demo.local")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    cert, key = self_signed(tmp_path, "demo.local")
     with Echo("v1") as v1:
         mesh = gateway_mesh([("backend-v1", "v1", v1.port)], [{"route": [to()]}])
-        mesh["gateways"][0]["tls"] = {
-            "cert_file": str(tmp_path / "tls.crt"),
-            "key_file": str(tmp_path / "tls.key"),
-        }
+        mesh["gateways"][0]["tls"] = {"cert_file": str(cert), "key_file": str(key)}
         with gateway(envoy, tmp_path, mesh) as (_, url, _):
             https = url.replace("http://", "https://")
             with httpx.Client(verify=False, trust_env=False, timeout=10) as c:
