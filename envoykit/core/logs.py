@@ -24,6 +24,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         json = not sys.stderr.isatty()
     lvl = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(level=lvl, stream=sys.stderr, format="%(message)s", force=True)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # its per-change lines are not JSON
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
