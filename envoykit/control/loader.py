@@ -99,6 +99,11 @@ def load_mesh(path: str | Path) -> LoadedMesh:
     doc = _read(p)
     mesh = _validate(doc)
     base = p.resolve().parent
+    for gi, gw in enumerate(mesh.gateways):
+        for field in ("cert_file", "key_file"):
+            name = getattr(gw.tls, field) if gw.tls else None
+            if name and not (base / name).is_file():  # an absolute name stays absolute
+                raise yaml_error(doc, ("gateways", gi, "tls", field), f"no such file: {name}")
     return LoadedMesh(mesh=mesh, path=p, base_dir=base, files=_referenced(mesh, base))
 
 

@@ -210,7 +210,7 @@ def test_control_serve_process_feeds_envoy_and_drains_on_sigterm(tmp_path: Path,
             [("backend-v1", "v1", v1.port), ("backend-v2", "v2", v2.port)], [{"route": [to(subset="v1")]}]
         )
         path = write_mesh(tmp_path / "mesh.yaml", mesh)
-        xds = free_port()
+        xds, metrics = free_port(), free_port()
         state = tmp_path / "state"
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
         log = open(tmp_path / "control.log", "wb")  # noqa: SIM115 (closed after the process ends)
@@ -226,6 +226,8 @@ def test_control_serve_process_feeds_envoy_and_drains_on_sigterm(tmp_path: Path,
                 f"127.0.0.1:{xds}",
                 "--state-dir",
                 str(state),
+                "--metrics-port",
+                str(metrics),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -255,6 +257,9 @@ def test_control_serve_process_feeds_envoy_and_drains_on_sigterm(tmp_path: Path,
             wait_until(lambda: get(url).headers["x-upstream"] == "v2", timeout=30)
             status = json.loads((state / "control-status.json").read_text())
             assert status["nodes"] == ["ingress~ingress"]
+            text = get(f"http://127.0.0.1:{metrics}/metrics").text
+            assert 'envoykit_xds_pushes_total{type="RDS"}' in text
+            assert "envoykit_xds_connected_streams 1.0" in text
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(20)

@@ -179,3 +179,34 @@ def test_remap_ports_moves_every_address_consistently() -> None:
     ports(moved, new)
     assert new == [table[p] for p in old] and not set(new) & set(old)
     assert parse_mesh(yaml.safe_dump(moved.model_dump(mode="json"))) == moved  # still valid
+
+
+def test_missing_tls_file_is_named(tmp_path: Path) -> None:
+    text = BASE + (
+        "gateways:\n  - name: in\n    kind: ingress\n    address: 127.0.0.1:8080\n    admin: 127.0.0.1:15000\n"
+        "    tls: {cert_file: certs/in.crt, key_file: certs/in.key}\n"
+    )
+    err = error_of(text, tmp_path)
+    assert err.field == "gateways.0.tls.cert_file" and "no such file: certs/in.crt" in err.message
+
+
+async def test_changes_of_referenced_files_reload(tmp_path: Path) -> None:
+    import asyncio
+
+    from envoykit.control.server import ControlPlane
+
+    (tmp_path / "plugin.wasm").write_bytes(b"\0asm-1")
+    text = BASE + "extensions:\n  wasm: [{name: p, file: plugin.wasm}]\n"
+    (tmp_path / "mesh.yaml").write_text(text)
+    cp = ControlPlane(tmp_path / "mesh.yaml", address="127.0.0.1:0", state_dir=tmp_path / "state")
+    await cp.start()
+    try:
+        await asyncio.sleep(0.3)  # let the watchers start
+        (tmp_path / "plugin.wasm").write_bytes(b"\0asm-2")
+        for _ in range(100):
+            if cp.config.generation >= 1:
+                break
+            await asyncio.sleep(0.1)
+        assert cp.config.generation >= 1
+    finally:
+        await cp.stop(0.1)
