@@ -1,6 +1,7 @@
 """An echo HTTP upstream for tests: answers every request with JSON describing what it received.
 
-Request headers that steer it: ``x-echo-status`` (response status), ``x-echo-delay-ms`` (sleep first),
+Chunked request bodies (Envoy forwards a body whose length may change that way) are decoded and
+reported with ``chunked: true``. Request headers that steer it: ``x-echo-status`` (response status), ``x-echo-delay-ms`` (sleep first),
 ``x-echo-body-size`` (answer with that many bytes instead of JSON).
 """
 
@@ -20,15 +21,29 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def _read_body(self) -> tuple[bytes, bool]:
+        if self.headers.get("transfer-encoding", "").lower() != "chunked":
+            length = int(self.headers.get("content-length") or 0)
+            return (self.rfile.read(length) if length else b""), False
+        out = bytearray()
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return bytes(out), True
+            out += self.rfile.read(size)
+            self.rfile.readline()
+
     def _serve(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body, chunked = self._read_body()
         record = {
             "method": self.command,
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body": body.decode(errors="replace"),
             "body_len": len(body),
+            "chunked": chunked,
         }
         self.server.requests.append(record)
         delay = int(self.headers.get("x-echo-delay-ms") or 0)
