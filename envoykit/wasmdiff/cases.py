@@ -12,6 +12,7 @@ Shape (YAML)::
       body: "hello"
     clusters:                           # callout targets: cluster name -> answer
       auth: {status: 200, headers: {x-auth: ok}, body: ""}
+      slow: {status: 200, delay_ms: 1200}  # answers late: past the call's timeout, Envoy's 504
     cases:
       - name: plain GET
         request: {method: GET, path: /, headers: {x-a: "1"}, body: ""}
@@ -91,18 +92,20 @@ def _body(value: Any, where: str) -> bytes:
     raise CasesError(f"{where}: body must be a string")
 
 
-def _response(value: Any, where: str) -> HttpResponse:
+def _response(value: Any, where: str, *, callout: bool = False) -> HttpResponse:
     if not isinstance(value, dict):
         raise CasesError(f"{where}: expected a mapping with status, headers, body")
-    unknown = set(value) - {"status", "headers", "body"}
+    unknown = set(value) - {"status", "headers", "body", *(("delay_ms",) if callout else ())}
     if unknown:
         raise CasesError(f"{where}: unknown field(s) {sorted(unknown)}")
     status = value.get("status", 200)
     if not isinstance(status, int) or not 100 <= status <= 599:
         raise CasesError(f"{where}.status: must be an HTTP status 100..599, got {status!r}")
-    return HttpResponse(
-        status, _headers(value.get("headers"), f"{where}.headers"), _body(value.get("body"), where)
-    )
+    delay = value.get("delay_ms", 0)
+    if not isinstance(delay, int) or not 0 <= delay <= 10_000:
+        raise CasesError(f"{where}.delay_ms: milliseconds 0..10000, got {delay!r}")
+    headers = _headers(value.get("headers"), f"{where}.headers")
+    return HttpResponse(status, headers, _body(value.get("body"), where), delay)
 
 
 def _request(value: Any, where: str) -> HttpRequest:
@@ -154,7 +157,9 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
         vm_id=str(doc.get("vm_id", "envoykit")),
         name=str(doc.get("name", "envoykit_wasm")),
         log_level=LogLevel(_LEVELS[level]),
-        clusters={str(k): _response(v, f"{source}: clusters.{k}") for k, v in clusters_doc.items()},
+        clusters={
+            str(k): _response(v, f"{source}: clusters.{k}", callout=True) for k, v in clusters_doc.items()
+        },
     )
     cases = doc.get("cases")
     if not isinstance(cases, list) or not cases:

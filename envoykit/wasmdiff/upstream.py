@@ -7,6 +7,7 @@ hands to the filter is the one the host builds (:meth:`HttpResponse.envoy_header
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -33,6 +34,8 @@ class _Handler(BaseHTTPRequestHandler):
             }
         )
         answer = self.server.answer
+        if answer.delay_ms:
+            time.sleep(answer.delay_ms / 1000)
         self.send_response_only(answer.status)
         for k, v in answer.headers:
             if k != "content-length":

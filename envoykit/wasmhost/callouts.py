@@ -89,6 +89,16 @@ class HttpCall:
             hdrs.add("x-envoy-upstream-service-time", str(upstream_service_time_ms))
         self.plugin.deliver_http_response(self, CalloutResponse(hdrs, data, HeaderMap(trailers)))
 
+    def time_out(self) -> None:
+        """Answer as Envoy does when the call's timeout expires: the router's local reply
+        ``504`` with body ``upstream request timeout`` (``content-length``, ``content-type:
+        text/plain``), delivered as a response, not a failure (checked by the differential tests)."""
+        body = b"upstream request timeout"
+        hdrs = HeaderMap(
+            [(":status", "504"), ("content-length", str(len(body))), ("content-type", "text/plain")]
+        )
+        self.plugin.deliver_http_response(self, CalloutResponse(hdrs, body, HeaderMap()))
+
     def fail(self) -> None:
         """Fail the call as a reset connection (0 headers, status BROKEN_CONNECTION "reset")."""
         self.plugin.deliver_http_response(self, None)

@@ -45,11 +45,13 @@ class HttpRequest:
 
 @dataclass
 class HttpResponse:
-    """An upstream (or callout) answer."""
+    """An upstream (or callout) answer; a callout answer ``delay_ms`` late (at least the call's
+    timeout) becomes Envoy's timeout answer (:meth:`HttpCall.time_out`)."""
 
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    delay_ms: int = 0
 
     def envoy_headers(self) -> HeaderMap:
         """The response headers as the filter sees them from an HTTP/1.1 upstream."""
@@ -106,6 +108,8 @@ def _answer_callouts(plugin: Plugin, callouts: Mapping[str, CalloutAnswer]) -> N
         resp = answer(call) if callable(answer) else answer
         if resp is None:
             call.fail()
+        elif call.timeout_ms and resp.delay_ms >= call.timeout_ms:
+            call.time_out()
         else:
             call.respond(resp.status, resp.headers, resp.body)
 

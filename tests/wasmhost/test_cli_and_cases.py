@@ -109,6 +109,8 @@ def test_build_command_lists_paths(wasm_example):
         ({"cases": [{"request": {"headers": "x"}}]}, "cases.0.request.headers: headers must be a mapping"),
         ({"cases": [{}], "log_level": "loud"}, "log_level: one of"),
         ({"cases": [{}], "clusters": [1]}, "clusters: expected a mapping"),
+        ({"cases": [{"upstream": {"delay_ms": 5}}]}, "cases.0.upstream: unknown field(s) ['delay_ms']"),
+        ({"cases": [{}], "clusters": {"a": {"delay_ms": -1}}}, "clusters.a.delay_ms: milliseconds 0..10000"),
     ],
 )
 def test_cases_validation_names_the_field(doc, message):

@@ -37,6 +37,7 @@ DIFFS = [
     ("as_callout", "callout"),
     ("callout", "callout_denied"),
     ("as_callout", "callout_denied"),
+    ("callout", "callout_timeout"),
     ("shared_state", "shared_state"),
     ("as_shared_state", "shared_state"),
     ("inspect", "inspect"),
@@ -176,3 +177,12 @@ def test_grpc_local_reply_outcome(wasm_example):
     assert out.headers["content-type"] == "application/grpc" and out.headers.get_all("x-a") == ["1", "2"]
     plain = run_exchange(plugin, HttpRequest(path="/g"), HttpResponse())
     assert (plain.status, plain.headers.items()) == (200, [(":status", "200"), ("content-length", "0")])
+
+
+def test_callout_timeout_is_envoys_504(wasm_example):
+    plugin = load_plugin(wasm_example("callout"), root_id="callout", configuration="auth")
+    stream = plugin.http_stream()
+    stream.send_request_headers({":path": "/", ":method": "GET"}, end_of_stream=True)
+    plugin.http_calls[0].time_out()
+    assert "callout: answer 504, 3 header(s), 24 body byte(s)" in plugin.log_messages()
+    assert stream.local_response is not None and stream.local_response.status == 403

@@ -3,7 +3,8 @@
  * root_id "callout". Configuration: the cluster to call (default "auth"). Each request pauses
  * while GET /check (with the request's x-user header, if any) goes to that cluster; on a 200
  * the request continues with "x-auth: <response body>" added, on any other status the client
- * gets a local 403 "forbidden\n", and if the call fails a local 503. Responses are delivered to
+ * gets a local 403 "forbidden\n", and if the call fails a local 503 (a timeout is an answer:
+ * Envoy's 504). Each answer is logged with its status and sizes. Responses are delivered to
  * the root context; the filter switches to the stream with proxy_set_effective_context. */
 #include "proxy_wasm.h"
 
@@ -67,6 +68,9 @@ void proxy_on_http_call_response(uint32_t root, uint32_t token, uint32_t nh, uin
   }
   char *status = get_header(HTTP_CALL_RESPONSE_HEADERS, ":status");
   int ok = status && strcmp(status, "200") == 0;
+  char line[96];
+  snprintf(line, sizeof line, "callout: answer %s, %u header(s), %u body byte(s)", status ? status : "-", nh, body_size);
+  log_str(LOG_INFO, line);
   free(status);
   if (!ok) {
     log_str(LOG_INFO, "callout: denied");
