@@ -31,8 +31,8 @@ from envoykit.control.types import Address
 HCM = "envoy.filters.network.http_connection_manager"
 TLS_SOCKET = "envoy.transport_sockets.tls"
 
-#: Builds the downstream (server-side) mTLS transport socket of a sidecar for a service.
-DownstreamTls = Callable[[Service], "base_pb2.TransportSocket"]
+#: Builds the downstream (server-side) mTLS transport socket of a sidecar's service or an egress gateway.
+DownstreamTls = Callable[["Service | Gateway"], "base_pb2.TransportSocket"]
 
 
 def http_connection_manager(
@@ -94,9 +94,9 @@ def listener(
 
 
 def mtls_chains(
-    mode: str, network_filter: lc.Filter, svc: Service, downstream_tls: DownstreamTls | None
+    mode: str, network_filter: lc.Filter, svc: Service | Gateway, downstream_tls: DownstreamTls | None
 ) -> list[lc.FilterChain]:
-    """Filter chains for an inbound listener under mTLS ``mode`` (STRICT, PERMISSIVE, DISABLE).
+    """Filter chains for a mesh-facing listener under mTLS ``mode`` (STRICT, PERMISSIVE, DISABLE).
 
     Raises:
         ValueError: STRICT/PERMISSIVE without a TLS builder (the CA is not configured).
@@ -105,7 +105,7 @@ def mtls_chains(
     if mode == "DISABLE":
         return [plain]
     if downstream_tls is None:
-        raise ValueError(f"service {svc.name}: mtls {mode} needs the mesh CA (no TLS builder given)")
+        raise ValueError(f"{svc.name}: mtls {mode} needs the mesh CA (no TLS builder given)")
     tls = lc.FilterChain(name="mtls", filters=[network_filter], transport_socket=downstream_tls(svc))
     if mode == "STRICT":
         return [tls]
@@ -147,9 +147,16 @@ def origination_tls_socket(host: str, ca_file: str) -> base_pb2.TransportSocket:
 
 
 def gateway_listener(
-    gw: Gateway, network_filter: lc.Filter, tls: base_pb2.TransportSocket | None
+    gw: Gateway,
+    network_filter: lc.Filter,
+    tls: base_pb2.TransportSocket | None,
+    downstream_tls: DownstreamTls | None = None,
 ) -> listener_pb2.Listener:
-    """The listener of a gateway on ``gw.address`` (TLS-terminating when ``tls`` is given)."""
+    """The listener of a gateway on ``gw.address``: TLS-terminating when ``tls`` is given (ingress),
+    mesh mTLS per ``gw.mtls`` (egress)."""
+    if gw.kind == "egress":
+        chains = mtls_chains(gw.mtls, network_filter, gw, downstream_tls)
+        return listener(f"{gw.kind}|{gw.name}", gw.address, chains)
     chain = lc.FilterChain(name=gw.kind, filters=[network_filter])
     if tls is not None:
         chain.transport_socket.CopyFrom(tls)

@@ -194,7 +194,8 @@ class ExternalHost(Strict):
 
 class Gateway(Strict):
     """An ingress gateway (routes from hosts and paths to services, VirtualServices bound by ``gateways:``)
-    or an egress gateway (an allow-list of external hosts)."""
+    or an egress gateway (an allow-list of external hosts; ``mtls`` is how sidecars reach it:
+    DISABLE by default, STRICT or PERMISSIVE to require the mesh identity of callers)."""
 
     name: Name
     kind: Literal["ingress", "egress"]
@@ -204,6 +205,7 @@ class Gateway(Strict):
     admin: Address
     tls: GatewayTLS | None = None
     allow: list[ExternalHost] = []
+    mtls: MtlsMode = "DISABLE"
     extensions: ProxyExtensions = ProxyExtensions()
     stream_idle_timeout: Duration | None = None
 
@@ -213,6 +215,8 @@ class Gateway(Strict):
             raise ValueError("tls termination is for ingress gateways")
         if self.kind == "ingress" and self.allow:
             raise ValueError("allow (external hosts) is for egress gateways")
+        if self.kind == "ingress" and self.mtls != "DISABLE":
+            raise ValueError("mtls is for egress gateways (an ingress gateway is the mesh's edge)")
         return self
 
 

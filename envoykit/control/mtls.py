@@ -14,19 +14,20 @@ from __future__ import annotations
 from envoy.config.core.v3 import base_pb2
 
 from envoykit.control.identity import spiffe_id
-from envoykit.control.model import Mesh, Service
+from envoykit.control.model import Gateway, Mesh, Service
 from envoykit.control.tls import inbound_tls_context, outbound_tls_context, tls_transport_socket
 
 
 class SpiffeMeshTls:
     """:class:`~envoykit.control.translate.MeshTls` built on the mesh CA's SPIFFE certificates."""
 
-    def downstream(self, mesh: Mesh, svc: Service) -> base_pb2.TransportSocket:
-        """The inbound TLS socket of ``svc``'s sidecars (client certificate required, trust domain SANs)."""
+    def downstream(self, mesh: Mesh, svc: Service | Gateway) -> base_pb2.TransportSocket:
+        """The inbound TLS socket of ``svc``'s sidecars or of an egress gateway (client certificate
+        required, SANs of the trust domain)."""
         return tls_transport_socket(inbound_tls_context(mesh.trust_domain))
 
-    def upstream(self, mesh: Mesh, svc: Service) -> base_pb2.TransportSocket:
-        """The TLS socket of clusters calling ``svc``: verifies ``svc``'s SPIFFE ID; ALPN h2 for HTTP/2."""
+    def upstream(self, mesh: Mesh, svc: Service | Gateway) -> base_pb2.TransportSocket:
+        """The TLS socket of clusters calling ``svc``: verifies its SPIFFE ID; ALPN h2 for HTTP/2."""
         sid = spiffe_id(mesh.trust_domain, mesh.ns(svc), mesh.service_account(svc))
-        alpn = ("h2",) if svc.protocol in ("http2", "grpc") else ()
+        alpn = ("h2",) if isinstance(svc, Service) and svc.protocol in ("http2", "grpc") else ()
         return tls_transport_socket(outbound_tls_context(sid, alpn=alpn))

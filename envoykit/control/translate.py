@@ -39,12 +39,13 @@ Group = dict[str, Message]
 class MeshTls(Protocol):
     """Builds the mTLS transport sockets (SDS secrets ``default`` and ``ROOTCA``) for a mesh."""
 
-    def downstream(self, mesh: Mesh, svc: Service) -> base_pb2.TransportSocket:
-        """Server side of a sidecar's inbound listener for ``svc`` (client certificate required)."""
+    def downstream(self, mesh: Mesh, svc: Service | Gateway) -> base_pb2.TransportSocket:
+        """Server side of a sidecar's inbound listener for ``svc`` or of an egress gateway (client
+        certificate required)."""
         ...
 
-    def upstream(self, mesh: Mesh, svc: Service) -> base_pb2.TransportSocket:
-        """Client side towards ``svc``: present ``default``, verify ``svc``'s SPIFFE ID against ``ROOTCA``."""
+    def upstream(self, mesh: Mesh, svc: Service | Gateway) -> base_pb2.TransportSocket:
+        """Client side towards ``svc``: present ``default``, verify its SPIFFE ID against ``ROOTCA``."""
         ...
 
 
@@ -120,6 +121,8 @@ class _Shared:
             if gw.kind == "egress":  # sidecars reach allowed external hosts through it
                 name = f"outbound|{gw.address.port}||{gw.name}.{mesh.ns(gw)}"
                 c = cl.static_cluster(name, [gw.address])
+                if gw.mtls != "DISABLE" and tls is not None:
+                    c.transport_socket.CopyFrom(tls.upstream(mesh, gw))
                 self.clusters[name] = c
         self.outbound_routes: Group = {rt.OUTBOUND_ROUTES: rt.outbound_route_config(mesh)}
         ext = mesh.extensions
@@ -202,7 +205,9 @@ def _sidecar(
     return out
 
 
-def _gateway(shared: _Shared, node: NodeInfo, gw: Gateway, base_dir: Path) -> NodeConfig:
+def _gateway(
+    shared: _Shared, node: NodeInfo, gw: Gateway, base_dir: Path, mesh_tls: MeshTls | None
+) -> NodeConfig:
     mesh = shared.mesh
     out = NodeConfig(node)
     if gw.kind == "ingress":
@@ -232,7 +237,8 @@ def _gateway(shared: _Shared, node: NodeInfo, gw: Gateway, base_dir: Path) -> No
         strip_any_host_port=gw.kind == "ingress",
         stream_idle_timeout=gw.stream_idle_timeout,
     )
-    lst = ls.gateway_listener(gw, hcm, tls)
+    downstream = (lambda g: mesh_tls.downstream(mesh, g)) if mesh_tls is not None else None
+    lst = ls.gateway_listener(gw, hcm, tls, downstream)
     out.add(LISTENER, {lst.name: lst})
     out.add(ROUTE, {routes.name: routes})
     return out
@@ -262,7 +268,7 @@ def translate(mesh: Mesh, base_dir: Path | str = ".", tls: MeshTls | None = None
             nodes[nid] = _sidecar(shared, node, node.service, node.workload, base, tls)
         else:
             assert node.gateway is not None
-            nodes[nid] = _gateway(shared, node, node.gateway, base)
+            nodes[nid] = _gateway(shared, node, node.gateway, base, tls)
     return Translation(mesh=mesh, nodes=nodes)
 
 

@@ -182,7 +182,8 @@ def test_control_plane_restart_envoys_keep_serving_and_resync(
             assert {s["node"] for s in cpt2.cp.status()["streams"]} == {"ingress~ingress"}
 
 
-def test_egress_allows_listed_hosts_only(envoy: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mtls", ["DISABLE", "STRICT"])
+def test_egress_allows_listed_hosts_only(envoy: Any, tmp_path: Path, mtls: str) -> None:
     with Echo("frontend") as app, Echo("external") as external:
         mesh = {
             "services": [
@@ -201,6 +202,7 @@ def test_egress_allows_listed_hosts_only(envoy: Any, tmp_path: Path) -> None:
                     "allow": [
                         {"host": "api.partner.test", "port": 80, "address": f"127.0.0.1:{external.port}"}
                     ],
+                    "mtls": mtls,
                 }
             ],
         }
@@ -213,8 +215,12 @@ def test_egress_allows_listed_hosts_only(envoy: Any, tmp_path: Path) -> None:
             assert r.json()["headers"]["host"] == "api.partner.test"
             assert get(f"http://{out}/", host="evil.test").status_code == 502  # not in the registry
             egress = mesh["gateways"][0]["address"]
-            r = get(f"http://{egress}/", host="evil.test")
-            assert r.status_code == 403 and "not allowed" in r.text
+            if mtls == "STRICT":  # only mesh identities reach the egress gateway
+                with pytest.raises(httpx.HTTPError):
+                    get(f"http://{egress}/", host="api.partner.test")
+            else:
+                r = get(f"http://{egress}/", host="evil.test")
+                assert r.status_code == 403 and "not allowed" in r.text
             assert len(external.requests) == 1
 
 
