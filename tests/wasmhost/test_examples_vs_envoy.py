@@ -43,6 +43,7 @@ DIFFS = [
     ("inspect", "inspect"),
     ("body_limit", "body_limit"),
     ("wat_local_reply", "local_reply"),
+    ("wat_abi_0_1_0_log", "abi_0_1_0"),
     ("wat_stream", "stream_close"),
     ("wat_stream", "stream_buffer"),
     ("wat_stream", "stream_local"),
