@@ -4,7 +4,8 @@
  * properties (plugin_root_id, request.path), the end-of-stream flags, the body once buffered
  * (the filter PAUSEs body callbacks until the end of the stream), and the order of the end of
  * stream callbacks (on_log with the final :status, on_done, on_delete). The request body is
- * upper-cased in place (same length). Used by the differential tests to pin Envoy's exact maps. */
+ * upper-cased in place (same length). On response headers it also writes a line to stdout and
+ * one to stderr (WASI). Used by the differential tests to pin Envoy's exact maps. */
 #include "proxy_wasm.h"
 
 PROXY_ABI_VERSION_0_2_1
@@ -116,6 +117,10 @@ uint32_t proxy_on_response_headers(uint32_t id, uint32_t n, uint32_t eos) {
   log_str(LOG_INFO, line);
   log_map(RESPONSE_HEADERS, "resp");
   log_property_hex("response\0code", 13, "response.code");
+  /* stdout and stderr go through WASI fd_write: Envoy logs them at INFO and ERROR. */
+  printf("inspect: stdout says %u headers\n", n);
+  fflush(stdout);
+  fprintf(stderr, "inspect: stderr line\n");
   /* Request headers are gone once the request went upstream (Envoy getMap returns null). */
   uint32_t size = 0;
   snprintf(line, sizeof line, "request headers now rc=%u", proxy_get_header_map_size(REQUEST_HEADERS, &size));
