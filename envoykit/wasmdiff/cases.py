@@ -134,8 +134,10 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
     """
     if not isinstance(doc, dict):
         raise CasesError(f"{source}: the document must be a mapping")
-    known = {"protocol", "root_id", "configuration", "vm_configuration", "vm_id", "name", "log_level", "upstream",
-             "clusters", "cases"}  # fmt: skip
+    known = {
+        "protocol", "root_id", "configuration", "vm_configuration", "vm_id", "name", "log_level",
+        "upstream", "clusters", "cases",
+    }  # fmt: skip
     unknown = set(doc) - known
     if unknown:
         raise CasesError(f"{source}: unknown field(s) {sorted(unknown)}")

@@ -99,8 +99,13 @@ def run(
                             _text_or_file(upstream_body).encode())  # fmt: skip
     host = Host(log_level=LogLevel[log_level.upper()])
     try:
-        plugin = host.load(filter_path, configuration=_text_or_file(configuration),
-                           vm_configuration=_text_or_file(vm_configuration), root_id=root_id, vm_id=vm_id)  # fmt: skip
+        plugin = host.load(
+            filter_path,
+            configuration=_text_or_file(configuration),
+            vm_configuration=_text_or_file(vm_configuration),
+            root_id=root_id,
+            vm_id=vm_id,
+        )
         start_logs = list(plugin.logs)
         outcome = run_exchange(plugin, request, upstream, callouts=answers)
     except WasmHostError as exc:

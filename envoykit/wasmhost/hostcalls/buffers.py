@@ -47,6 +47,9 @@ def _buffer(vm: Any, kind: int) -> bytes | bytearray | None:
 
 
 def proxy_get_buffer_bytes(vm: Any, kind: int, start: int, max_size: int, ptr_ptr: int, size_ptr: int) -> int:
+    """``proxy_get_buffer_bytes(buffer_id, start, max_size, return_value_data **, return_value_size *) ->
+    status``.
+    """
     if kind > BufferType.CALL_DATA:
         return Status.BAD_ARGUMENT
     buf = _buffer(vm, kind)
@@ -60,6 +63,7 @@ def proxy_get_buffer_bytes(vm: Any, kind: int, start: int, max_size: int, ptr_pt
 
 
 def proxy_get_buffer_status(vm: Any, kind: int, size_ptr: int, flags_ptr: int) -> int:
+    """``proxy_get_buffer_status(buffer_id, return_buffer_size *, return_unused_flags *) -> status``."""
     if kind > BufferType.CALL_DATA:
         return Status.BAD_ARGUMENT
     buf = _buffer(vm, kind)
@@ -71,6 +75,7 @@ def proxy_get_buffer_status(vm: Any, kind: int, size_ptr: int, flags_ptr: int) -
 
 
 def proxy_set_buffer_bytes(vm: Any, kind: int, start: int, size: int, data_ptr: int, data_size: int) -> int:
+    """``proxy_set_buffer_bytes(buffer_id, start, size, value_data, value_size) -> status``."""
     if kind > BufferType.CALL_DATA:
         return Status.BAD_ARGUMENT
     data = vm.read(data_ptr, data_size)
@@ -97,6 +102,7 @@ def proxy_set_buffer_bytes(vm: Any, kind: int, start: int, size: int, data_ptr: 
 def proxy_get_configuration(vm: Any, ptr_ptr: int, size_ptr: int) -> int:
     # 0.1.0: the plugin configuration inside on_configure, the VM configuration otherwise
     # (Envoy Context::getConfiguration).
+    """``proxy_get_configuration(return_value_data **, return_value_size *) -> status``."""
     plugin = vm.plugin
     data = plugin.configuration if plugin.configuring else plugin.vm_configuration
     vm.return_bytes(bytes(data), ptr_ptr, size_ptr)

@@ -30,6 +30,10 @@ def proxy_http_call(
     timeout_ms: int,
     token_ptr: int,
 ) -> int:
+    """``proxy_http_call(upstream_data, upstream_size, serialized_headers_data, serialized_headers_size,
+    body_data, body_size, serialized_trailers_data, serialized_trailers_size, timeout_ms, return_call_id
+    *) -> status``.
+    """
     from envoykit.wasmhost.callouts import HttpCall
     from envoykit.wasmhost.headermap import HeaderMap
 
@@ -78,6 +82,11 @@ def proxy_grpc_call(
     vm: Any, up_p: int, up_s: int, sv_p: int, sv_s: int, me_p: int, me_s: int,
     md_p: int, md_s: int, msg_p: int, msg_s: int, timeout_ms: int, token_ptr: int,
 ) -> int:  # fmt: skip
+    """``proxy_grpc_call(upstream_data, upstream_size, service_name_data, service_name_size,
+    method_name_data, method_name_size, serialized_initial_metadata_data,
+    serialized_initial_metadata_size, message_data, message_size, timeout_ms, return_call_id *) ->
+    status``.
+    """
     from envoykit.wasmhost.callouts import GrpcCall
 
     cluster, service, method, metadata = _grpc_common(
@@ -107,6 +116,10 @@ def proxy_grpc_stream(
     md_s: int,
     token_ptr: int,
 ) -> int:
+    """``proxy_grpc_stream(upstream_data, upstream_size, service_name_data, service_name_size,
+    method_name_data, method_name_size, serialized_initial_metadata_data,
+    serialized_initial_metadata_size, return_stream_id *) -> status``.
+    """
     from envoykit.wasmhost.callouts import GrpcCall
 
     cluster, service, method, metadata = _grpc_common(
@@ -122,6 +135,7 @@ def proxy_grpc_stream(
 
 
 def proxy_grpc_send(vm: Any, token: int, msg_ptr: int, msg_size: int, end_stream: int) -> int:
+    """``proxy_grpc_send(stream_id, message_data, message_size, end_stream) -> status``."""
     message = vm.read(msg_ptr, msg_size)
     if token & 3 != 2:
         return Status.BAD_ARGUMENT
@@ -134,6 +148,7 @@ def proxy_grpc_send(vm: Any, token: int, msg_ptr: int, msg_size: int, end_stream
 
 
 def proxy_grpc_cancel(vm: Any, token: int) -> int:
+    """``proxy_grpc_cancel(call_or_stream_id) -> status``."""
     call = vm.plugin.grpc_call(token)
     if call is None:
         return Status.NOT_FOUND
@@ -143,6 +158,7 @@ def proxy_grpc_cancel(vm: Any, token: int) -> int:
 
 
 def proxy_grpc_close(vm: Any, token: int) -> int:
+    """``proxy_grpc_close(call_or_stream_id) -> status``."""
     call = vm.plugin.grpc_call(token)
     if call is None:
         return Status.NOT_FOUND

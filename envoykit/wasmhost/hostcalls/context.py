@@ -17,6 +17,7 @@ from envoykit.wasmhost.hostcalls import Table
 
 
 def proxy_set_effective_context(vm: Any, context_id: int) -> int:
+    """``proxy_set_effective_context(context_id) -> status``."""
     ctx = vm.plugin.contexts.get(context_id)
     if ctx is None:
         return Status.BAD_ARGUMENT
@@ -25,12 +26,16 @@ def proxy_set_effective_context(vm: Any, context_id: int) -> int:
 
 
 def proxy_done(vm: Any) -> int:
+    """``proxy_done() -> status``."""
     return int(vm.plugin.finish_done())
 
 
 def proxy_call_foreign_function(
     vm: Any, np: int, ns: int, ap: int, as_: int, ptr_ptr: int, size_ptr: int
 ) -> int:
+    """``proxy_call_foreign_function(name_data, name_size, arguments_data, arguments_size,
+    return_results_data **, return_results_size *) -> status``.
+    """
     name = vm.read(np, ns).decode(errors="replace")
     args = vm.read(ap, as_)
     fn = vm.plugin.host.foreign_functions.get(name)
@@ -44,10 +49,12 @@ def proxy_call_foreign_function(
 
 
 def pthread_equal(vm: Any, a: int, b: int) -> int:
+    """``env.pthread_equal(a, b) -> a == b (cpp-host registers it for emscripten modules)``."""
     return int(a == b)
 
 
 def emscripten_notify_memory_growth(vm: Any, index: int) -> None:
+    """``env.emscripten_notify_memory_growth(index): a no-op, as in cpp-host``."""
     return None
 
 

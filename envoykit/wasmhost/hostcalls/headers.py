@@ -51,6 +51,9 @@ def _writable(vm: Any, kind: int) -> HeaderMap | None:
 def proxy_get_header_map_value(
     vm: Any, kind: int, key_ptr: int, key_size: int, ptr_ptr: int, size_ptr: int
 ) -> int:
+    """``proxy_get_header_map_value(map_id, key_data, key_size, return_value_data **, return_value_size *) ->
+    status``.
+    """
     key = vm.read(key_ptr, key_size)
     hmap = _map(vm, kind)
     old_abi = vm.module.abi_version is AbiVersion.V0_1_0
@@ -72,12 +75,16 @@ def proxy_get_header_map_value(
 
 
 def proxy_get_header_map_pairs(vm: Any, kind: int, ptr_ptr: int, size_ptr: int) -> int:
+    """``proxy_get_header_map_pairs(map_id, return_serialized_pairs_data **, return_serialized_pairs_size *)
+    -> status``.
+    """
     hmap = _map(vm, kind)
     vm.return_bytes(encode_pairs(hmap.pairs()) if hmap is not None else b"", ptr_ptr, size_ptr)
     return Status.OK
 
 
 def proxy_get_header_map_size(vm: Any, kind: int, size_ptr: int) -> int:
+    """``proxy_get_header_map_size(map_id, return_serialized_pairs_size *) -> status``."""
     hmap = _writable(vm, kind)
     if hmap is None:
         return Status.BAD_ARGUMENT
@@ -86,6 +93,7 @@ def proxy_get_header_map_size(vm: Any, kind: int, size_ptr: int) -> int:
 
 
 def proxy_set_header_map_pairs(vm: Any, kind: int, ptr: int, size: int) -> int:
+    """``proxy_set_header_map_pairs(map_id, serialized_pairs_data, serialized_pairs_size) -> status``."""
     data = vm.read(ptr, size)
     hmap = _writable(vm, kind)
     if hmap is None:
@@ -96,6 +104,7 @@ def proxy_set_header_map_pairs(vm: Any, kind: int, ptr: int, size: int) -> int:
 
 
 def proxy_add_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int, vs: int) -> int:
+    """``proxy_add_header_map_value(map_id, key_data, key_size, value_data, value_size) -> status``."""
     key, value = vm.read(kp, ks), vm.read(vp, vs)
     hmap = _writable(vm, kind)
     if hmap is None:
@@ -105,6 +114,7 @@ def proxy_add_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int, vs
 
 
 def proxy_replace_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int, vs: int) -> int:
+    """``proxy_replace_header_map_value(map_id, key_data, key_size, value_data, value_size) -> status``."""
     key, value = vm.read(kp, ks), vm.read(vp, vs)
     hmap = _writable(vm, kind)
     if hmap is None:
@@ -114,6 +124,7 @@ def proxy_replace_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int
 
 
 def proxy_remove_header_map_value(vm: Any, kind: int, kp: int, ks: int) -> int:
+    """``proxy_remove_header_map_value(map_id, key_data, key_size) -> status``."""
     key = vm.read(kp, ks)
     hmap = _writable(vm, kind)
     if hmap is None:

@@ -15,6 +15,7 @@ from envoykit.wasmhost.hostcalls import Table
 
 
 def proxy_log(vm: Any, level: int, ptr: int, size: int) -> int:
+    """``proxy_log(log_level, message_data, message_size) -> status``."""
     if level < 0 or level > LogLevel.CRITICAL:
         return Status.BAD_ARGUMENT
     if level < vm.plugin.host.log_level:
@@ -25,17 +26,20 @@ def proxy_log(vm: Any, level: int, ptr: int, size: int) -> int:
 
 
 def proxy_get_log_level(vm: Any, ret_ptr: int) -> int:
+    """``proxy_get_log_level(return_log_level *u32) -> status``."""
     vm.write_u32(ret_ptr, int(vm.plugin.host.log_level))
     return Status.OK
 
 
 def proxy_get_current_time_nanoseconds(vm: Any, ret_ptr: int) -> int:
+    """``proxy_get_current_time_nanoseconds(return_time *u64) -> status``."""
     vm.write_u64(ret_ptr, vm.plugin.host.clock.wall_ns)
     return Status.OK
 
 
 def proxy_set_tick_period_milliseconds(vm: Any, period_ms: int) -> int:
     # Envoy: the tick belongs to the root context of the calling context; 0 stops it.
+    """``proxy_set_tick_period_milliseconds(tick_period) -> status``."""
     vm.plugin.set_tick_period(period_ms)
     return Status.OK
 

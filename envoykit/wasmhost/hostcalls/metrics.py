@@ -17,6 +17,7 @@ from envoykit.wasmhost.hostcalls import Table
 
 
 def proxy_define_metric(vm: Any, kind: int, np: int, ns: int, id_ptr: int) -> int:
+    """``proxy_define_metric(metric_type, name_data, name_size, return_metric_id *) -> status``."""
     name = vm.read(np, ns).decode(errors="replace")
     if kind > MetricType.HISTOGRAM:
         return Status.BAD_ARGUMENT
@@ -29,6 +30,7 @@ def _signed(v: int) -> int:
 
 
 def proxy_increment_metric(vm: Any, metric_id: int, delta: int) -> int:
+    """``proxy_increment_metric(metric_id, **i64** delta) -> status``."""
     delta = _signed(delta)
     kind = metric_id & 3
     metric = vm.plugin.host.metrics.by_id.get(metric_id)
@@ -48,6 +50,7 @@ def proxy_increment_metric(vm: Any, metric_id: int, delta: int) -> int:
 
 
 def proxy_record_metric(vm: Any, metric_id: int, value: int) -> int:
+    """``proxy_record_metric(metric_id, **i64** value) -> status``."""
     value &= (1 << 64) - 1
     metric = vm.plugin.host.metrics.by_id.get(metric_id)
     if metric is None:
@@ -65,6 +68,7 @@ def proxy_record_metric(vm: Any, metric_id: int, value: int) -> int:
 
 
 def proxy_get_metric(vm: Any, metric_id: int, value_ptr: int) -> int:
+    """``proxy_get_metric(metric_id, return_value *u64) -> status``."""
     kind = metric_id & 3
     if kind not in (MetricType.COUNTER, MetricType.GAUGE):
         return Status.BAD_ARGUMENT

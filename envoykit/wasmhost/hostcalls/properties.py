@@ -15,6 +15,7 @@ from envoykit.wasmhost.hostcalls import Table
 
 
 def proxy_get_property(vm: Any, pp: int, ps: int, ptr_ptr: int, size_ptr: int) -> int:
+    """``proxy_get_property(path_data, path_size, return_value_data **, return_value_size *) -> status``."""
     path = vm.read(pp, ps)
     value = vm.plugin.lookup_property(path.rstrip(b"\0").split(b"\0"))
     if value is None:
@@ -24,6 +25,7 @@ def proxy_get_property(vm: Any, pp: int, ps: int, ptr_ptr: int, size_ptr: int) -
 
 
 def proxy_set_property(vm: Any, pp: int, ps: int, vp: int, vs: int) -> int:
+    """``proxy_set_property(path_data, path_size, value_data, value_size) -> status``."""
     path, value = vm.read(pp, ps), vm.read(vp, vs)
     ctx = vm.plugin.effective
     if ctx.kind == "root":

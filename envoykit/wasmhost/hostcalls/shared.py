@@ -15,6 +15,9 @@ from envoykit.wasmhost.hostcalls import Table
 
 
 def proxy_get_shared_data(vm: Any, kp: int, ks: int, ptr_ptr: int, size_ptr: int, cas_ptr: int) -> int:
+    """``proxy_get_shared_data(key_data, key_size, return_value_data **, return_value_size *, return_cas
+    *u32) -> status``.
+    """
     key = vm.read(kp, ks)
     found = vm.plugin.host.shared_data.get(vm.plugin.vm_id, key)
     if found is None:
@@ -26,11 +29,13 @@ def proxy_get_shared_data(vm: Any, kp: int, ks: int, ptr_ptr: int, size_ptr: int
 
 
 def proxy_set_shared_data(vm: Any, kp: int, ks: int, vp: int, vs: int, cas: int) -> int:
+    """``proxy_set_shared_data(key_data, key_size, value_data, value_size, cas) -> status``."""
     key, value = vm.read(kp, ks), vm.read(vp, vs)
     return int(vm.plugin.host.shared_data.set(vm.plugin.vm_id, key, value, cas))
 
 
 def proxy_register_shared_queue(vm: Any, np: int, ns: int, token_ptr: int) -> int:
+    """``proxy_register_shared_queue(name_data, name_size, return_queue_id *) -> status``."""
     name = vm.read(np, ns).decode(errors="replace")
     token = vm.plugin.host.queues.register(vm.plugin.vm_id, name, vm.plugin)
     vm.write_u32(token_ptr, token)
@@ -38,6 +43,9 @@ def proxy_register_shared_queue(vm: Any, np: int, ns: int, token_ptr: int) -> in
 
 
 def proxy_resolve_shared_queue(vm: Any, vp: int, vs: int, np: int, ns: int, token_ptr: int) -> int:
+    """``proxy_resolve_shared_queue(vm_id_data, vm_id_size, name_data, name_size, return_queue_id *) ->
+    status``.
+    """
     vm_id = vm.read(vp, vs).decode(errors="replace") or vm.plugin.vm_id
     name = vm.read(np, ns).decode(errors="replace")
     token = vm.plugin.host.queues.resolve(vm_id, name)
@@ -48,6 +56,7 @@ def proxy_resolve_shared_queue(vm: Any, vp: int, vs: int, np: int, ns: int, toke
 
 
 def proxy_enqueue_shared_queue(vm: Any, token: int, vp: int, vs: int) -> int:
+    """``proxy_enqueue_shared_queue(queue_id, value_data, value_size) -> status``."""
     value = vm.read(vp, vs)
     queue = vm.plugin.host.queues.get(token)
     if queue is None:
@@ -58,6 +67,7 @@ def proxy_enqueue_shared_queue(vm: Any, token: int, vp: int, vs: int) -> int:
 
 
 def proxy_dequeue_shared_queue(vm: Any, token: int, ptr_ptr: int, size_ptr: int) -> int:
+    """``proxy_dequeue_shared_queue(queue_id, return_value_data **, return_value_size *) -> status``."""
     queue = vm.plugin.host.queues.get(token)
     if queue is None:
         return Status.NOT_FOUND

@@ -19,6 +19,7 @@ from envoykit.wasmhost.pairs import decode_pairs
 
 
 def proxy_continue_stream(vm: Any, stream_type: int) -> int:
+    """``proxy_continue_stream(stream_type) -> status``."""
     if stream_type > StreamType.UPSTREAM:
         return S.BAD_ARGUMENT
     if stream_type == StreamType.UPSTREAM:
@@ -28,6 +29,7 @@ def proxy_continue_stream(vm: Any, stream_type: int) -> int:
 
 
 def proxy_close_stream(vm: Any, stream_type: int) -> int:
+    """``proxy_close_stream(stream_type) -> status``."""
     if stream_type > StreamType.UPSTREAM:
         return S.BAD_ARGUMENT
     vm.plugin.effective.defer("close", StreamType(stream_type))
@@ -35,14 +37,17 @@ def proxy_close_stream(vm: Any, stream_type: int) -> int:
 
 
 def proxy_continue_request(vm: Any) -> int:
+    """``proxy_continue_request() -> status``."""
     return proxy_continue_stream(vm, StreamType.HTTP_REQUEST)
 
 
 def proxy_continue_response(vm: Any) -> int:
+    """``proxy_continue_response() -> status``."""
     return proxy_continue_stream(vm, StreamType.HTTP_RESPONSE)
 
 
 def proxy_clear_route_cache(vm: Any) -> int:
+    """``proxy_clear_route_cache() -> status``."""
     vm.plugin.effective.route_cache_cleared += 1
     return S.OK
 
@@ -58,6 +63,9 @@ def proxy_send_local_response(
     headers_size: int,
     grpc_status: int,
 ) -> int:
+    """``proxy_send_local_response(status_code, details_data, details_size, body_data, body_size,
+    serialized_headers_data, serialized_headers_size, grpc_status) -> status``.
+    """
     from envoykit.wasmhost.http import LocalResponse
 
     details = vm.read(details_ptr, details_size).decode(errors="replace")
@@ -76,6 +84,9 @@ def proxy_send_local_response(
 
 
 def proxy_get_status(vm: Any, code_ptr: int, msg_ptr_ptr: int, msg_size_ptr: int) -> int:
+    """``proxy_get_status(return_status_code *u32, return_status_message_data **, return_status_message_size
+    *) -> status``.
+    """
     code, message = vm.plugin.status
     vm.write_u32(code_ptr, code)
     vm.return_bytes(message.encode(), msg_ptr_ptr, msg_size_ptr)

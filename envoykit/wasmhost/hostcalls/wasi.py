@@ -19,6 +19,7 @@ SUCCESS, EBADF, EFAULT, EINVAL, ENOENT, ENOSYS, ENOTSUP = 0, 8, 21, 28, 44, 52, 
 
 
 def fd_write(vm: Any, fd: int, iovs: int, iovs_len: int, nwritten_ptr: int) -> int:
+    """WASI ``fd_write(fd, iovs, iovs_len, return_nwritten *) -> errno``."""
     if fd not in (1, 2):
         return EBADF
     chunks = []
@@ -34,20 +35,24 @@ def fd_write(vm: Any, fd: int, iovs: int, iovs_len: int, nwritten_ptr: int) -> i
 
 
 def fd_read(vm: Any, fd: int, iovs: int, iovs_len: int, nread_ptr: int) -> int:
+    """WASI ``fd_read(fd, iovs, iovs_len, return_nread *) -> errno (ENOSYS)``."""
     return ENOSYS
 
 
 def fd_seek(vm: Any, fd: int, offset: int, whence: int, ret_ptr: int) -> int:
+    """WASI ``fd_seek(fd, offset i64, whence, return_offset *) -> errno``."""
     vm.plugin.record_log(LogLevel.ERROR, b"fd_seek not supported")
     return SUCCESS
 
 
 def fd_close(vm: Any, fd: int) -> int:
+    """WASI ``fd_close(fd) -> errno``."""
     vm.plugin.record_log(LogLevel.ERROR, b"fd_close not supported")
     return SUCCESS
 
 
 def fd_fdstat_get(vm: Any, fd: int, ret_ptr: int) -> int:
+    """WASI ``fd_fdstat_get(fd, return_fdstat *) -> errno``."""
     if fd not in (1, 2):
         return EBADF
     # struct fdstat { u8 filetype; u16 flags; u64 rights_base; u64 rights_inheriting } = 24 bytes
@@ -56,18 +61,22 @@ def fd_fdstat_get(vm: Any, fd: int, ret_ptr: int) -> int:
 
 
 def fd_fdstat_set_flags(vm: Any, fd: int, flags: int) -> int:
+    """WASI ``fd_fdstat_set_flags(fd, flags) -> errno``."""
     return SUCCESS if fd in (1, 2) else EBADF
 
 
 def fd_prestat_get(vm: Any, fd: int, ret_ptr: int) -> int:
+    """WASI ``fd_prestat_get(fd, return_prestat *) -> errno (EBADF: no preopens)``."""
     return EBADF
 
 
 def fd_prestat_dir_name(vm: Any, fd: int, ptr: int, size: int) -> int:
+    """WASI ``fd_prestat_dir_name(fd, path, path_len) -> errno (ENOSYS)``."""
     return ENOSYS
 
 
 def path_open(vm: Any, *args: int) -> int:
+    """WASI ``path_open(...) -> errno (ENOENT: no file system)``."""
     return ENOENT
 
 
@@ -76,6 +85,7 @@ def _env_items(vm: Any) -> list[bytes]:
 
 
 def environ_sizes_get(vm: Any, count_ptr: int, size_ptr: int) -> int:
+    """WASI ``environ_sizes_get(return_count *, return_buf_size *) -> errno``."""
     items = _env_items(vm)
     vm.write_u32(count_ptr, len(items))
     vm.write_u32(size_ptr, sum(map(len, items)))
@@ -83,6 +93,7 @@ def environ_sizes_get(vm: Any, count_ptr: int, size_ptr: int) -> int:
 
 
 def environ_get(vm: Any, ptrs_ptr: int, buf_ptr: int) -> int:
+    """WASI ``environ_get(environ **, environ_buf *) -> errno``."""
     for i, item in enumerate(_env_items(vm)):
         vm.write_u32(ptrs_ptr + 4 * i, buf_ptr)
         vm.write(buf_ptr, item)
@@ -91,16 +102,19 @@ def environ_get(vm: Any, ptrs_ptr: int, buf_ptr: int) -> int:
 
 
 def args_sizes_get(vm: Any, argc_ptr: int, size_ptr: int) -> int:
+    """WASI ``args_sizes_get(return_argc *, return_buf_size *) -> errno (always 0, 0)``."""
     vm.write_u32(argc_ptr, 0)
     vm.write_u32(size_ptr, 0)
     return SUCCESS
 
 
 def args_get(vm: Any, argv_ptr: int, buf_ptr: int) -> int:
+    """WASI ``args_get(argv **, argv_buf *) -> errno``."""
     return SUCCESS
 
 
 def clock_time_get(vm: Any, clock_id: int, precision: int, ret_ptr: int) -> int:
+    """WASI ``clock_time_get(clock_id, precision i64, return_time u64 *) -> errno``."""
     clock = vm.plugin.host.clock
     if clock_id == 0:
         vm.write_u64(ret_ptr, clock.wall_ns)
@@ -112,11 +126,13 @@ def clock_time_get(vm: Any, clock_id: int, precision: int, ret_ptr: int) -> int:
 
 
 def clock_res_get(vm: Any, clock_id: int, ret_ptr: int) -> int:
+    """WASI ``clock_res_get(clock_id, return_resolution u64 *) -> errno (1 ns)``."""
     vm.write_u64(ret_ptr, 1)
     return SUCCESS
 
 
 def random_get(vm: Any, ptr: int, size: int) -> int:
+    """WASI ``random_get(buf, buf_len) -> errno (at most 64 KiB)``."""
     if size > 64 * 1024:
         return EINVAL
     vm.write(ptr, vm.plugin.host.random_bytes(size))  # seeded: tests are reproducible
@@ -124,15 +140,18 @@ def random_get(vm: Any, ptr: int, size: int) -> int:
 
 
 def sched_yield(vm: Any) -> int:
+    """WASI ``sched_yield() -> errno``."""
     return SUCCESS
 
 
 def poll_oneoff(vm: Any, in_ptr: int, out_ptr: int, nsub: int, nevents_ptr: int) -> int:
+    """WASI ``poll_oneoff(in, out, nsubscriptions, return_nevents *) -> errno (no events)``."""
     vm.write_u32(nevents_ptr, 0)
     return SUCCESS
 
 
 def proc_exit(vm: Any, code: int) -> None:
+    """WASI ``proc_exit(code) -> never returns: fails the running callback``."""
     from envoykit.wasmhost.vm import HostTrap
 
     raise HostTrap(f"proc_exit({code}) called by the module")
