@@ -207,10 +207,22 @@ def outbound_cluster(
     return c
 
 
-def outbound_endpoints(mesh: Mesh, svc: Service, subset: str = "") -> endpoint_pb2.ClusterLoadAssignment:
-    """The endpoints of ``svc`` (or one subset): sidecar inbound addresses (or app addresses)."""
+#: Where a service's endpoints come from: ``(mesh, service, subset) → addresses`` (subset "" = all).
+#: The default reads the model's workloads; another discovery source plugs in here.
+EndpointSource = Callable[[Mesh, Service, str], Iterable[Address]]
+
+
+def model_endpoints(mesh: Mesh, svc: Service, subset: str) -> list[Address]:
+    """Endpoints from the model: each member workload's sidecar inbound address (or the app's)."""
     members = subset_members(mesh, svc, subset) if subset else svc.workloads
-    return load_assignment(outbound_cluster_name(mesh, svc, subset), (endpoint_address(w) for w in members))
+    return [endpoint_address(w) for w in members]
+
+
+def outbound_endpoints(
+    mesh: Mesh, svc: Service, subset: str = "", source: EndpointSource = model_endpoints
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """The ``ClusterLoadAssignment`` of ``svc`` (or one subset), with addresses from ``source``."""
+    return load_assignment(outbound_cluster_name(mesh, svc, subset), source(mesh, svc, subset))
 
 
 def static_cluster(

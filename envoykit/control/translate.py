@@ -100,7 +100,7 @@ def referenced_subsets(mesh: Mesh) -> dict[str, set[str]]:
 class _Shared:
     """Groups shared by many nodes, built once per translation."""
 
-    def __init__(self, mesh: Mesh, tls: MeshTls | None) -> None:
+    def __init__(self, mesh: Mesh, tls: MeshTls | None, endpoints: cl.EndpointSource) -> None:
         self.mesh = mesh
         upstream = None
         if tls is not None:
@@ -116,7 +116,7 @@ class _Shared:
             for subset in ["", *sorted(subsets.get(svc.name, ()))]:
                 c = cl.outbound_cluster(mesh, svc, subset, upstream)
                 self.clusters[c.name] = c
-                self.endpoints[c.name] = cl.outbound_endpoints(mesh, svc, subset)
+                self.endpoints[c.name] = cl.outbound_endpoints(mesh, svc, subset, endpoints)
         for gw in mesh.gateways:
             if gw.kind == "egress":  # sidecars reach allowed external hosts through it
                 name = f"outbound|{gw.address.port}||{gw.name}.{mesh.ns(gw)}"
@@ -244,13 +244,19 @@ def _gateway(
     return out
 
 
-def translate(mesh: Mesh, base_dir: Path | str = ".", tls: MeshTls | None = None) -> Translation:
+def translate(
+    mesh: Mesh,
+    base_dir: Path | str = ".",
+    tls: MeshTls | None = None,
+    endpoints: cl.EndpointSource = cl.model_endpoints,
+) -> Translation:
     """Translate a validated mesh into each node's Envoy resources.
 
     Args:
         mesh: a model that passed the schema and semantic checks.
         base_dir: directory relative file paths in the model (Wasm modules) are resolved against.
         tls: builds the mTLS transport sockets; required when a service's ``mtls`` is not DISABLE.
+        endpoints: where services' endpoints come from (the model's workloads by default).
 
     Returns:
         a :class:`Translation` with a :class:`NodeConfig` per node id (no secrets: those come from the
@@ -260,7 +266,7 @@ def translate(mesh: Mesh, base_dir: Path | str = ".", tls: MeshTls | None = None
         ValueError: a service needs mTLS and ``tls`` is None.
     """
     base = Path(base_dir)
-    shared = _Shared(mesh, tls)
+    shared = _Shared(mesh, tls, endpoints)
     nodes: dict[str, NodeConfig] = {}
     for nid, node in mesh_nodes(mesh).items():
         if node.kind == "sidecar":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -272,3 +273,19 @@ services:
         "redact",
     )
     assert not proc.failure_mode_allow and not proc.observability_mode
+
+
+def test_endpoints_can_come_from_another_discovery_source() -> None:
+    t0 = demo()
+    mesh = t0.mesh
+
+    def registry(m: Any, svc: Any, subset: str) -> list[Address]:
+        return [Address(host="10.0.0.7", port=8443)] if svc.name == "backend" else []
+
+    t = translate(mesh, REPO / "examples", SpiffeMeshTls(), endpoints=registry)
+    cla = t.nodes["sidecar~frontend-v1"].resources(ENDPOINT)["outbound|80|v1|backend.default"]
+    (lb,) = cla.endpoints[0].lb_endpoints
+    assert (lb.endpoint.address.socket_address.address, lb.endpoint.address.socket_address.port_value) == (
+        "10.0.0.7",
+        8443,
+    )
