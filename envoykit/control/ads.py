@@ -12,8 +12,11 @@ Protocol, per stream and per type (Envoy docs, "xDS REST and gRPC protocol"):
 * a response is sent when Envoy waits for one (after its request) and the snapshot version or the
   requested names differ from what it has; only requested names that exist are sent (all for the
   wildcard types CDS and LDS);
-* pushes go in make-before-break order CDS → EDS → LDS → RDS → SDS, and clusters that a change
-  removes stay in CDS until Envoy has acknowledged the listeners and routes that stop using them.
+* pushes go in make-before-break order CDS → EDS → LDS → RDS → SDS: listeners and routes wait until
+  Envoy has acknowledged every cluster and its endpoints (warm), and clusters that a change removes
+  stay in CDS until Envoy has acknowledged the listeners and routes that stop using them;
+* a response body is serialized once for all streams asking the same type, version and names (the
+  nonce is appended per stream: concatenated protobuf messages merge).
 """
 
 from __future__ import annotations
