@@ -31,7 +31,6 @@ class ContextState:
     deferred: list[tuple[str, Any]] = field(default_factory=list)
     properties: dict[str, Any] = field(default_factory=dict)
     filter_state: dict[str, bytes] = field(default_factory=dict)
-    request_headers_seen: HeaderMap | None = None
     response_headers_seen: HeaderMap | None = None
     connection_id: int | None = None
     access_log_phase: bool = False

@@ -283,10 +283,8 @@ class HttpStream:
         d.headers = headers
         d.eos_seen = eos
         self.ctx.maps[d.headers_map] = headers
-        if d is self.req:
-            self.ctx.request_headers_seen = headers
-        else:
-            self.ctx.response_headers_seen = headers
+        if d is self.resp:
+            self.ctx.response_headers_seen = headers  # response.code: stream info, stays readable
         args = (
             (len(headers),)
             if self.plugin.module.abi_version is AbiVersion.V0_1_0

@@ -8,7 +8,10 @@ durations are int64 nanoseconds.
 Built-in attributes (names from Envoy's ``docs/root/intro/arch_overview/advanced/attributes.rst``):
 ``plugin_name``, ``plugin_root_id``, ``plugin_vm_id``, ``request.{path,url_path,host,scheme,method,
 headers,referer,useragent,id,protocol,query}``, ``response.{code,headers}``, and ``source.*`` /
-``destination.*`` / ``node`` / ``cluster_name`` ... when set by the test. Tests set or override any
+``destination.*`` / ``node`` / ``cluster_name`` ... when set by the test. As in Envoy, the
+header-derived ``request.*`` / ``response.headers`` attributes exist only while the filter can
+reach those headers (its header callbacks, a pause, ``on_log``): ``request.path`` read on the
+response side is NOT_FOUND (checked by the differential tests). Tests set or override any
 attribute with a dotted path: ``Host(properties={"node.id": "sidecar~1"})`` or
 ``stream.properties["source.address"] = "10.0.0.1:5000"``.
 """
@@ -19,6 +22,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from envoykit.wasmhost.abi import MapType
 from envoykit.wasmhost.pairs import encode_pairs
 
 if TYPE_CHECKING:
@@ -91,29 +95,38 @@ def builtins(plugin: Plugin, ctx: ContextState | None) -> dict[str, Any]:
     }
     if ctx is None or ctx.kind == "root":
         return attrs
-    req = ctx.request_headers_seen
+    # Header-derived attributes read the headers Envoy's context can reach right now (its
+    # activation uses request_headers_ / the access-log headers, both null once the request went
+    # upstream); stream-info ones (protocol, response.code) stay available.
+    request: dict[str, Any] = {"protocol": "HTTP/1.1"} if ctx.kind == "http" else {}
+    req = ctx.maps.get(MapType.HTTP_REQUEST_HEADERS)
     if req is not None:
         path = req.get(":path") or ""
-        request: dict[str, Any] = {
-            "path": path,
-            "url_path": path.split("?", 1)[0],
-            "query": path.split("?", 1)[1] if "?" in path else "",
-            "host": req.get(":authority") or "",
-            "scheme": req.get(":scheme") or "",
-            "method": req.get(":method") or "",
-            "headers": req.to_dict(),  # repeated names joined with "," (Envoy's CEL header map)
-            "protocol": "HTTP/1.1",
-        }
+        request.update(
+            {
+                "path": path,
+                "url_path": path.split("?", 1)[0],
+                "query": path.split("?", 1)[1] if "?" in path else "",
+                "host": req.get(":authority") or "",
+                "scheme": req.get(":scheme") or "",
+                "method": req.get(":method") or "",
+                "headers": req.to_dict(),  # repeated names joined with "," (Envoy's CEL header map)
+            }
+        )
         for name, header in (("referer", "referer"), ("useragent", "user-agent"), ("id", "x-request-id")):
             if header in req:
                 request[name] = req[header]
+    if request:
         attrs["request"] = request
-    resp = ctx.response_headers_seen
+    response: dict[str, Any] = {}
+    seen = ctx.response_headers_seen
+    status = seen.get(":status") if seen is not None else None
+    if status and status.isdigit():
+        response["code"] = int(status)
+    resp = ctx.maps.get(MapType.HTTP_RESPONSE_HEADERS)
     if resp is not None:
-        status = resp.get(":status")
-        response: dict[str, Any] = {"headers": resp.to_dict()}
-        if status and status.isdigit():
-            response["code"] = int(status)
+        response["headers"] = resp.to_dict()
+    if response:
         attrs["response"] = response
     if ctx.connection_id is not None:
         attrs["connection_id"] = ctx.connection_id

@@ -117,6 +117,7 @@ uint32_t proxy_on_response_headers(uint32_t id, uint32_t n, uint32_t eos) {
   log_str(LOG_INFO, line);
   log_map(RESPONSE_HEADERS, "resp");
   log_property_hex("response\0code", 13, "response.code");
+  log_property("request\0path", 12, "request.path (response side)");
   /* stdout and stderr go through WASI fd_write: Envoy logs them at INFO and ERROR. */
   printf("inspect: stdout says %u headers\n", n);
   fflush(stdout);
@@ -142,6 +143,8 @@ EXPORT(proxy_on_log) void proxy_on_log(uint32_t id) {
   snprintf(line, sizeof line, "log status=%s add_rc=%u", status ? status : "-", rc);
   log_str(LOG_INFO, line);
   free(status);
+  log_property("request\0path", 12, "request.path (log)");
+  log_property_hex("response\0code", 13, "response.code (log)");
 }
 
 EXPORT(proxy_on_done) uint32_t proxy_on_done(uint32_t id) {
