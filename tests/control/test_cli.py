@@ -265,3 +265,15 @@ def test_control_serve_process_feeds_envoy_and_drains_on_sigterm(tmp_path: Path,
             code = proc.wait(20)
             log.close()
         assert code == 0, (tmp_path / "control.log").read_text()[-3000:]
+
+
+def test_control_nodes_and_status(tmp_path: Path) -> None:
+    r = run("control", "nodes", str(REPO / "examples" / "mesh.yaml"))
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert len(lines) == 5
+    assert lines[0].startswith("sidecar~frontend-v1\tspiffe://envoykit.local/ns/default/sa/frontend")
+    r = run("control", "status", "--state-dir", str(tmp_path))
+    assert r.exit_code == 1 and "is the control plane running?" in r.output
+    (tmp_path / "control-status.json").write_text('{"generation": 3}')
+    assert json.loads(run("control", "status", "--state-dir", str(tmp_path)).output) == {"generation": 3}
