@@ -121,8 +121,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=2, help="authz server processes")
-    ap.add_argument("--threads", type=int, default=1, help="handler threads per process")
+    ap.add_argument("--workers", type=int, default=1, help="authz server processes")
+    ap.add_argument("--threads", type=int, default=4, help="handler threads per process")
     ap.add_argument("--streams", type=int, default=8, help="max concurrent streams per connection to authz")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-authz-") as tmp:
