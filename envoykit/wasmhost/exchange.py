@@ -98,6 +98,41 @@ class Outcome:
     actions: list[tuple[str, int]] = field(default_factory=list)
 
 
+def http1_read(headers: HeaderMap, body: bytes) -> tuple[bytes, bool]:
+    """What an HTTP/1.1 peer reads of ``body`` sent under ``headers``: ``content-length`` bytes.
+
+    Returns (bytes read, whether that many arrived). A filter that changes a body without fixing
+    ``content-length`` truncates it for the peer, or leaves the peer waiting; Envoy sends what the
+    filter produced and the peer's parser decides (checked by the differential tests).
+    """
+    length = headers.get("content-length")
+    if length is None or not length.isdigit():
+        return body, True
+    n = int(length)
+    return body[:n], len(body) >= n
+
+
+def _client_view(out: Outcome, headers: HeaderMap, body: bytes) -> None:
+    status = headers.get(":status") or ""
+    if not status.isdigit():
+        # Envoy's HTTP/1 codec refuses to encode it and answers with its own 502.
+        text = b"missing required header: :status"
+        out.status, out.body = 502, text
+        out.headers = HeaderMap(
+            [(":status", "502"), ("content-length", str(len(text))), ("content-type", "text/plain")]
+        )
+        return
+    read, whole = http1_read(headers, body)
+    if not whole:
+        out.reset = True  # the client sees the connection end before the promised body
+        return
+    out.status, out.headers, out.body = int(status), headers, read
+    if not body and "content-length" not in headers and out.status not in (204, 304):
+        # Envoy's HTTP/1 codec writes "content-length: 0" for a response without a body.
+        out.headers = HeaderMap(headers)
+        out.headers.add("content-length", "0")
+
+
 CalloutAnswer = HttpResponse | Callable[[HttpCall], HttpResponse | None] | None
 
 
@@ -144,7 +179,14 @@ def run_exchange(
     if stream.request_complete:
         out.upstream_complete = True
         out.upstream_headers = stream.request_headers
-        out.upstream_body = stream.request_body
+        out.upstream_body, whole = http1_read(stream.request_headers, stream.request_body)
+        if not whole:  # the upstream waits for bytes that never come (Envoy's route timeout)
+            out.upstream_complete = False
+            out.stalled = True
+            stream.complete()
+            out.logs = plugin.logs[first_log:]
+            out.actions = [(name, int(action)) for name, action in stream.actions]
+            return out
         resp_body = upstream.body if upstream.status != 204 else b""
         stream.send_response_headers(upstream.envoy_headers(), end_of_stream=not resp_body)
         _answer_callouts(plugin, table)
@@ -159,13 +201,7 @@ def run_exchange(
     out.local_response = stream.local_response
     out.reset = stream.reset is not None
     if stream.response_complete and not out.reset:
-        out.status = int(stream.response_headers.get(":status") or 0)
-        out.headers = stream.response_headers
-        out.body = stream.response_body
-        if not out.body and "content-length" not in out.headers and out.status not in (204, 304):
-            # Envoy's HTTP/1 codec writes "content-length: 0" for a response without a body.
-            out.headers = HeaderMap(out.headers)
-            out.headers.add("content-length", "0")
+        _client_view(out, stream.response_headers, stream.response_body)
     elif not out.reset:
         out.stalled = True
     stream.complete()

@@ -44,6 +44,8 @@ DIFFS = [
     ("body_limit", "body_limit"),
     ("wat_local_reply", "local_reply"),
     ("wat_abi_0_1_0_log", "abi_0_1_0"),
+    ("wat_headers", "headers_wat"),
+    ("wat_buffers", "buffers_wat"),
     ("wat_stream", "stream_close"),
     ("wat_stream", "stream_buffer"),
     ("wat_stream", "stream_local"),

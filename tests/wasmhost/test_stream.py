@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from envoykit.wasmhost import Action, Host, Status, StreamStateError, StreamType
+from envoykit.wasmhost import Action, HeaderMap, Host, Status, StreamStateError, StreamType
 from tests.wasmhost.conftest import slot
 
 GET = {":path": "/", ":method": "GET", ":authority": "a"}
@@ -86,3 +86,19 @@ def test_end_of_stream_order_and_ids_never_reused(wat):
     assert second.id == 3
     second.send_request_headers(GET, end_of_stream=True)
     assert slot(plugin, 0) == 3
+
+
+def test_client_and_upstream_views_follow_http1_framing(wat):
+    from envoykit.wasmhost import HttpRequest, HttpResponse, run_exchange
+    from envoykit.wasmhost.exchange import http1_read
+
+    assert http1_read(HeaderMap({"content-length": "3"}), b"abcdef") == (b"abc", True)
+    assert http1_read(HeaderMap({"content-length": "9"}), b"abc") == (b"abc", False)
+    assert http1_read(HeaderMap(), b"abc") == (b"abc", True)
+    plugin = wat("buffers", configuration="x")
+    out = run_exchange(plugin, HttpRequest("POST", "/", body=b"hello"), HttpResponse(body=b"upstream"))
+    assert out.upstream_body == b"<hell"  # the filter made it 7 bytes, content-length still says 5
+    assert out.reset and out.status == 0  # response body shrank to "XX" under content-length 8
+    plugin = wat("headers")
+    out = run_exchange(plugin, HttpRequest(), HttpResponse())
+    assert (out.status, out.body) == (502, b"missing required header: :status")
