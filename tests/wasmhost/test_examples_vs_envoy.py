@@ -46,6 +46,7 @@ DIFFS = [
     ("wat_abi_0_1_0_log", "abi_0_1_0"),
     ("wat_headers", "headers_wat"),
     ("wat_buffers", "buffers_wat"),
+    ("wat_callouts", "callouts_wat"),
     ("wat_stream", "stream_close"),
     ("wat_stream", "stream_buffer"),
     ("wat_stream", "stream_local"),
