@@ -160,6 +160,9 @@ def send_request(port: int, req: HttpRequest, timeout: float) -> tuple[int, list
             conn.putheader("content-length", str(len(req.body)))
         conn.endheaders(req.body or None)
         resp = conn.getresponse()
+        if conn.sock is not None:
+            # A body shorter than its content-length never completes: 2 s of silence ends it.
+            conn.sock.settimeout(min(timeout, 2.0))
         body = resp.read()
         headers = [(k.lower(), v) for k, v in resp.getheaders() if k.lower() not in CLIENT_IGNORED]
         return resp.status, headers, body
