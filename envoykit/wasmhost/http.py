@@ -18,6 +18,7 @@ manager):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ from envoykit.wasmhost.headermap import HeaderMap, HeadersLike
 
 if TYPE_CHECKING:
     from envoykit.wasmhost.plugin import Plugin
+
+_connection_ids = itertools.count(1)  # each stream on its own downstream connection, as in the diff
 
 
 @dataclass
@@ -136,6 +139,7 @@ class HttpStream:
         self.plugin = plugin
         self.ctx = plugin.new_context("http", self)
         self.ctx.properties.update(properties or {})
+        self.ctx.connection_id = next(_connection_ids)
         self.req = _request()
         self.resp = _response()
         self.local_response: LocalResponse | None = None

@@ -7,13 +7,14 @@ durations are int64 nanoseconds.
 
 Built-in attributes (names from Envoy's ``docs/root/intro/arch_overview/advanced/attributes.rst``):
 ``plugin_name``, ``plugin_root_id``, ``plugin_vm_id``, ``request.{path,url_path,host,scheme,method,
-headers,referer,useragent,id,protocol,query}``, ``response.{code,headers}``, and ``source.*`` /
-``destination.*`` / ``node`` / ``cluster_name`` ... when set by the test. As in Envoy, the
+headers,referer,useragent,id,protocol,query}``, ``response.{code,headers}``, ``connection_id``,
+``source.{address,port}`` and ``destination.{address,port}`` (loopback defaults: Envoy always
+has them), and ``node`` / ``cluster_name`` ... when set by the test. As in Envoy, the
 header-derived ``request.*`` / ``response.headers`` attributes exist only while the filter can
 reach those headers (its header callbacks, a pause, ``on_log``): ``request.path`` read on the
 response side is NOT_FOUND (checked by the differential tests). Tests set or override any
 attribute with a dotted path: ``Host(properties={"node.id": "sidecar~1"})`` or
-``stream.properties["source.address"] = "10.0.0.1:5000"``.
+``plugin.http_stream(**{"source.address": "10.0.0.1:5000"})``.
 """
 
 from __future__ import annotations
@@ -130,6 +131,9 @@ def builtins(plugin: Plugin, ctx: ContextState | None) -> dict[str, Any]:
         attrs["response"] = response
     if ctx.connection_id is not None:
         attrs["connection_id"] = ctx.connection_id
+    # Envoy always knows the connection's addresses; tests override these defaults.
+    attrs["source"] = {"address": "127.0.0.1:40000", "port": 40000}
+    attrs["destination"] = {"address": "127.0.0.1:10000", "port": 10000}
     return attrs
 
 

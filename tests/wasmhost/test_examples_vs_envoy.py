@@ -47,6 +47,7 @@ DIFFS = [
     ("wat_headers", "headers_wat"),
     ("wat_buffers", "buffers_wat"),
     ("wat_callouts", "callouts_wat"),
+    ("wat_return_codes", "return_codes"),
     ("wat_stream", "stream_close"),
     ("wat_stream", "stream_buffer"),
     ("wat_stream", "stream_local"),

@@ -3,11 +3,12 @@
 
 Availability follows Envoy ``Context::getBuffer``: bodies and TCP data while their callback (or a
 buffering pause) holds them; the VM configuration always; the plugin configuration only during
-``proxy_on_configure`` / ``proxy_validate_configuration``; the HTTP-call response body and gRPC
-message only inside the matching callback; call data inside a foreign function. Writes follow
+``proxy_on_configure`` / ``proxy_validate_configuration``; the HTTP-call response body only inside its callback (else NOT_FOUND); the gRPC message and
+call-data buffers read as empty outside their callbacks (Envoy's wrapper is always there). Writes follow
 Envoy ``Buffer::copyFrom``: ``start == 0`` with ``size == 0`` prepends, ``start == 0`` with
 ``size >= length`` replaces, ``start >= length`` appends, anything else is BAD_ARGUMENT; the
-read-only buffers refuse writes with BAD_ARGUMENT.
+read-only buffers refuse writes with BAD_ARGUMENT, and so does a body write outside a body
+callback.
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ def _buffer(vm: Any, kind: int) -> bytes | bytearray | None:
     if kind == BufferType.HTTP_CALL_RESPONSE_BODY:
         resp = plugin.http_call_response
         return resp.body if resp is not None else None
+    # Envoy hands out its per-context buffer wrapper for these even when nothing is behind it:
+    # OK and empty outside their callbacks (checked by the differential tests).
     if kind == BufferType.GRPC_RECEIVE_BUFFER:
-        return plugin.grpc_receive_buffer
+        return plugin.grpc_receive_buffer if plugin.grpc_receive_buffer is not None else b""
     if kind == BufferType.CALL_DATA:
-        return plugin.call_data
+        return plugin.call_data if plugin.call_data is not None else b""
     return None
 
 
@@ -84,7 +87,7 @@ def proxy_set_buffer_bytes(vm: Any, kind: int, start: int, size: int, data_ptr: 
     ctx = vm.plugin.effective
     buf = ctx.bodies.get(kind)
     if buf is None:
-        return Status.NOT_FOUND
+        return Status.BAD_ARGUMENT  # no body in this callback: Envoy refuses the write
     if start == 0:
         if size == 0:
             buf[0:0] = data
