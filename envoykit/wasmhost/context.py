@@ -31,6 +31,7 @@ class ContextState:
     deferred: list[tuple[str, Any]] = field(default_factory=list)
     properties: dict[str, Any] = field(default_factory=dict)
     filter_state: dict[str, bytes] = field(default_factory=dict)
+    live_maps: dict[MapType, HeaderMap] = field(default_factory=dict)  # writable in on_log
     response_headers_seen: HeaderMap | None = None
     connection_id: int | None = None
     access_log_phase: bool = False

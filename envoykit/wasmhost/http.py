@@ -238,16 +238,22 @@ class HttpStream:
     def complete(self) -> None:
         """End the stream as Envoy does: ``proxy_on_log``, then ``proxy_on_done`` and ``proxy_on_delete``.
 
-        Envoy runs the access-log hook (``on_log``, with request and response headers readable
-        but not writable) before destroying the filter (``onDestroy``: ``on_done``, ``on_delete``).
+        Envoy runs the access-log hook (``on_log``: the final request and response headers are
+        readable; only maps the filter still held, e.g. a paused request's, are writable) before
+        destroying the filter (``onDestroy``: ``on_done``, ``on_delete``, which still reach those
+        held maps).
         """
         if self.done:
             return
         self.done = True
         plugin, ctx = self.plugin, self.ctx
         plugin.create_context(ctx)  # Envoy Context::log creates a context that never saw headers
-        ctx.maps.clear()
-        ctx.bodies.clear()
+        # Envoy keeps two views: the maps its pointers still reach (a paused request's headers,
+        # say) stay writable and, after on_log, readable in on_done/on_delete; on_log reads the
+        # access-log view, the final request and response headers (getConstMap vs getMap).
+        live = dict(ctx.maps)
+        ctx.live_maps = live
+        ctx.maps = {}
         ctx.access_log_phase = True
         if self.req.headers is not None:
             ctx.maps[MapType.HTTP_REQUEST_HEADERS] = self.req.headers
@@ -259,7 +265,7 @@ class HttpStream:
             plugin.call(ctx, "proxy_on_log", ctx.id)
         finally:
             ctx.access_log_phase = False
-            ctx.maps.clear()
+            ctx.maps = live
         plugin.call(ctx, "proxy_on_done", ctx.id)
         plugin.call(ctx, "proxy_on_delete", ctx.id)
         plugin.delete_context(ctx)

@@ -48,6 +48,7 @@ DIFFS = [
     ("wat_buffers", "buffers_wat"),
     ("wat_callouts", "callouts_wat"),
     ("wat_return_codes", "return_codes"),
+    ("wat_return_codes_late", "return_codes_late"),
     ("wat_stream", "stream_close"),
     ("wat_stream", "stream_buffer"),
     ("wat_stream", "stream_local"),
@@ -191,3 +192,15 @@ def test_callout_timeout_is_envoys_504(wasm_example):
     plugin.http_calls[0].time_out()
     assert "callout: answer 504, 3 header(s), 24 body byte(s)" in plugin.log_messages()
     assert stream.local_response is not None and stream.local_response.status == 403
+
+
+def test_a_request_paused_to_the_end_keeps_its_headers_reachable(wasm_example):
+    """Observed in Envoy (the callout never answered, the client gave up): on_log can still size
+    the held request headers, and on_done still reads them and request.path."""
+    plugin = load_plugin(wasm_example("wat_return_codes_late"), clusters={"backend"})
+    stream = plugin.http_stream()
+    stream.send_request_headers({":path": "/", ":method": "GET", ":authority": "a"}, end_of_stream=True)
+    assert stream.request_paused
+    stream.complete()
+    codes = dict(m.split("=") for m in plugin.log_messages())
+    assert (codes["ee"], codes["fa"], codes["fb"]) == ("00", "00", "00")

@@ -42,9 +42,12 @@ def _map(vm: Any, kind: int) -> HeaderMap | None:
 
 
 def _writable(vm: Any, kind: int) -> HeaderMap | None:
-    # Envoy getMap: in the access-log phase the maps are const (getConstMap only).
-    if kind not in _WRITABLE or vm.plugin.effective.access_log_phase:
+    if kind not in _WRITABLE:
         return None
+    ctx = vm.plugin.effective
+    if ctx.access_log_phase:
+        # Envoy getMap in on_log: only the maps its pointers still reach (not the access-log view).
+        return ctx.live_maps.get(MapType(kind))
     return _map(vm, kind)
 
 
