@@ -169,12 +169,13 @@ def run_exchange(
     first_log = len(plugin.logs)
     stream: HttpStream = plugin.http_stream(**(properties or {}))
     body = request.body
+    # Callouts are answered once the direction's frames are in: over the network the body is
+    # buffered in Envoy before a callout's answer comes back (checked by the differential tests).
     stream.send_request_headers(request.envoy_headers(), end_of_stream=not body)
-    _answer_callouts(plugin, table)
     for chunk, eos in ((body, False), (b"", True)) if body else ():
         if stream.local_response is None and stream.reset is None:
             stream.send_request_body(chunk, end_of_stream=eos)
-            _answer_callouts(plugin, table)
+    _answer_callouts(plugin, table)
     out = Outcome()
     if stream.request_complete:
         out.upstream_complete = True
@@ -189,11 +190,10 @@ def run_exchange(
             return out
         resp_body = upstream.body if upstream.status != 204 else b""
         stream.send_response_headers(upstream.envoy_headers(), end_of_stream=not resp_body)
-        _answer_callouts(plugin, table)
         for chunk, eos in ((resp_body, False), (b"", True)) if resp_body else ():
             if stream.reset is None and stream.local_response is None:
                 stream.send_response_body(chunk, end_of_stream=eos)
-                _answer_callouts(plugin, table)
+        _answer_callouts(plugin, table)
     elif stream.request_headers_sent:
         # The router started the upstream request at the headers; the rest never came.
         out.upstream_headers = stream.request_headers

@@ -309,10 +309,13 @@ class HttpStream:
             d.headers_paused = True
         return action
 
-    def _forward_headers(self, d: _Direction) -> None:
+    def _forward_headers(self, d: _Direction, resumed: bool = False) -> None:
         d.headers_paused = False
         d.headers_forwarded = True
-        self.ctx.maps.pop(d.headers_map, None)
+        # Envoy drops its pointer when the header callback returns Continue; resumed after a
+        # pause, only continue_stream's own clearing applies, which spares the response headers.
+        if not (resumed and d is self.resp):
+            self.ctx.maps.pop(d.headers_map, None)
         if d.eos_seen and not d.held_any:
             d.complete = True
 
@@ -385,7 +388,7 @@ class HttpStream:
         if d.stopped or self.reset is not None:
             return
         if d.headers_paused and not d.headers_forwarded:
-            self._forward_headers(d)
+            self._forward_headers(d, resumed=True)
             if d.held_any:
                 data, eos = bytes(d.held), d.held_eos
                 d.held = bytearray()
@@ -415,9 +418,9 @@ class HttpStream:
                 self._send_local_reply(value)
             elif kind == "continue":
                 # Envoy continueStream forgets the request maps and body whichever way continues.
-                for key in (MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_REQUEST_TRAILERS):
-                    if not self.req.headers_paused:
-                        self.ctx.maps.pop(key, None)
+                self.ctx.maps.pop(MapType.HTTP_REQUEST_HEADERS, None)
+                self.ctx.maps.pop(MapType.HTTP_REQUEST_TRAILERS, None)
+                self.ctx.set_body(BufferType.HTTP_REQUEST_BODY, None)
                 self._resume(self.req if value == StreamType.HTTP_REQUEST else self.resp)
             elif kind == "close":
                 self.reset = value

@@ -47,6 +47,7 @@ DIFFS = [
     ("wat_headers", "headers_wat"),
     ("wat_buffers", "buffers_wat"),
     ("wat_callouts", "callouts_wat"),
+    ("wat_callout_phases", "callout_phases"),
     ("wat_return_codes", "return_codes"),
     ("wat_return_codes_late", "return_codes_late"),
     ("wat_stream", "stream_close"),
