@@ -7,7 +7,7 @@ Public names::
         HttpStream, TcpStream, LocalResponse, HttpCall, GrpcCall, HeaderMap, LogRecord,
         Action, LogLevel, Status, BufferType, MapType, StreamType, MetricType, PeerType, AbiVersion,
         WasmHostError, ModuleLoadError, FilterFailure, PluginFailedError, StreamStateError,
-        HttpRequest, HttpResponse, Outcome, run_exchange,
+        HttpRequest, HttpResponse, Outcome, run_exchange, TcpOutcome, run_tcp_exchange,
     )
 
 A test reads like the request it checks::
@@ -45,7 +45,7 @@ from envoykit.wasmhost.host import Host, load_plugin
 from envoykit.wasmhost.http import HttpStream, LocalResponse
 from envoykit.wasmhost.module import WasmModule, load_module
 from envoykit.wasmhost.plugin import LogRecord, Plugin
-from envoykit.wasmhost.tcp import TcpStream
+from envoykit.wasmhost.tcp import TcpOutcome, TcpStream, run_tcp_exchange
 
 __all__ = [
     "AbiVersion",
@@ -72,10 +72,12 @@ __all__ = [
     "Status",
     "StreamStateError",
     "StreamType",
+    "TcpOutcome",
     "TcpStream",
     "WasmHostError",
     "WasmModule",
     "load_module",
     "load_plugin",
     "run_exchange",
+    "run_tcp_exchange",
 ]
