@@ -39,21 +39,26 @@ class HeaderMap:
             return
         items: Iterable[tuple[str | bytes, str | bytes]]
         items = headers.items() if isinstance(headers, Mapping) else headers
-        for k, v in items:
-            self.add(k, v)
+        entries = [
+            ((k if isinstance(k, bytes) else k.encode()).lower(), v if isinstance(v, bytes) else v.encode())
+            for k, v in items
+        ]
+        # pseudo-headers first, each group in its own order (what adding them one by one gives)
+        self._entries = [e for e in entries if e[0][:1] == b":"] + [e for e in entries if e[0][:1] != b":"]
 
     # -- Envoy operations (bytes) -------------------------------------------------------------
     def add(self, key: str | bytes, value: str | bytes) -> None:
         """``addCopy``: append (pseudo-headers after the last pseudo-header)."""
         k = (key if isinstance(key, bytes) else key.encode()).lower()
         entry = (k, value if isinstance(value, bytes) else value.encode())
+        entries = self._entries
         if k[:1] == b":":
             i = 0
-            while i < len(self._entries) and self._entries[i][0].startswith(b":"):
+            while i < len(entries) and entries[i][0][:1] == b":":
                 i += 1
-            self._entries.insert(i, entry)
+            entries.insert(i, entry)
         else:
-            self._entries.append(entry)
+            entries.append(entry)
 
     def get_bytes(self, key: str | bytes) -> bytes | None:
         """The first value of ``key`` or ``None``."""
@@ -75,9 +80,7 @@ class HeaderMap:
 
     def set_pairs(self, pairs: Pairs) -> None:
         """Envoy ``setHeaderMapPairs``: drop every entry, then add ``pairs`` in order."""
-        self._entries = []
-        for k, v in pairs:
-            self.add(k, v)
+        self._entries = HeaderMap(pairs)._entries
 
     def pairs(self) -> Pairs:
         """A copy of the entries as (key, value) bytes, in map order."""
