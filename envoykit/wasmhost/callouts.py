@@ -24,7 +24,7 @@ class CalloutResponse:
 
     headers: HeaderMap
     body: bytes
-    trailers: HeaderMap
+    trailers: HeaderMap | None  # None: the answer had no trailers (Envoy's map pointer is null)
 
 
 @dataclass(eq=False)
@@ -44,7 +44,7 @@ class HttpCall:
     cluster: str
     headers: HeaderMap
     body: bytes
-    trailers: HeaderMap
+    trailers: HeaderMap | None  # None: the answer had no trailers (Envoy's map pointer is null)
     timeout_ms: int
     context_id: int
     answered: bool = False
@@ -87,7 +87,8 @@ class HttpCall:
             hdrs.add("content-length", str(len(data)))
         if upstream_service_time_ms is not None:
             hdrs.add("x-envoy-upstream-service-time", str(upstream_service_time_ms))
-        self.plugin.deliver_http_response(self, CalloutResponse(hdrs, data, HeaderMap(trailers)))
+        trl = HeaderMap(trailers)
+        self.plugin.deliver_http_response(self, CalloutResponse(hdrs, data, trl if len(trl) else None))
 
     def time_out(self) -> None:
         """Answer as Envoy does when the call's timeout expires: the router's local reply
@@ -97,7 +98,7 @@ class HttpCall:
         hdrs = HeaderMap(
             [(":status", "504"), ("content-length", str(len(body))), ("content-type", "text/plain")]
         )
-        self.plugin.deliver_http_response(self, CalloutResponse(hdrs, body, HeaderMap()))
+        self.plugin.deliver_http_response(self, CalloutResponse(hdrs, body, None))
 
     def fail(self) -> None:
         """Fail the call as a reset connection (0 headers, status BROKEN_CONNECTION "reset")."""

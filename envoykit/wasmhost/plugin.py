@@ -293,7 +293,8 @@ class Plugin:
             args = (0, 0, 0)
         else:
             self.http_call_response = response
-            args = (len(response.headers), len(response.body), len(response.trailers))
+            trailers = len(response.trailers) if response.trailers is not None else 0
+            args = (len(response.headers), len(response.body), trailers)
         try:
             self.call(self.root, "proxy_on_http_call_response", self.root.id, call.token, *args)
         finally:

@@ -5,6 +5,7 @@ Availability is Envoy's (``Context::getMap`` / ``getConstMap``): request headers
 inside ``on_http_call_response``, the gRPC metadata maps inside their callbacks. Envoy's answers
 for a map that is not there: ``get_header_map_value`` BAD_ARGUMENT (NOT_FOUND in the access-log
 phase), ``get_header_map_pairs`` OK and empty, the writers and ``get_header_map_size`` BAD_ARGUMENT.
+An HTTP-call answer without trailers has no trailer map at all (BAD_ARGUMENT on a lookup).
 A missing key is NOT_FOUND, except ABI 0.1.0 which gets OK and an empty value.
 """
 

@@ -2,7 +2,8 @@
 ;; on_request_headers calls out to cluster "backend" and pauses. In on_http_call_response, first as
 ;; the root context: ca get request header, cb add request header, cc request body status,
 ;; cd request header pairs, ce property request.path, cf set_property, cg set request body,
-;; ch size of the http-call response headers, ci/cj get_status rc/code; then on the stream
+;; ch size of the http-call response headers, ci/cj get_status rc/code, ck get an http-call
+;; trailer (the answer has none), cl http-call trailer pairs, cm a missing http-call header; then on the stream
 ;; (da set_effective_context): db get request header, dc property request.path, dd get an
 ;; http-call response header by name, de continue_stream. In on_log: ea request body status,
 ;; eb set response body, ec response trailer pairs, ed get request trailer, ee request headers
@@ -57,6 +58,9 @@
     (call $rc (i32.const 99) (i32.const 102) (call $sp (i32.const 2080) (i32.const 1) (i32.const 2048) (i32.const 1)))
     (call $rc (i32.const 99) (i32.const 103) (call $sbb (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 2048) (i32.const 1)))
     (call $rc (i32.const 99) (i32.const 104) (call $ghs (i32.const 6) (i32.const 1024)))
+    (call $rc (i32.const 99) (i32.const 107) (call $ghv (i32.const 7) (i32.const 2056) (i32.const 5) (i32.const 1024) (i32.const 1028)))
+    (call $rc (i32.const 99) (i32.const 108) (call $ghp (i32.const 7) (i32.const 1024) (i32.const 1028)))
+    (call $rc (i32.const 99) (i32.const 109) (call $ghv (i32.const 6) (i32.const 2056) (i32.const 5) (i32.const 1024) (i32.const 1028)))
     (call $rc (i32.const 99) (i32.const 105) (call $status (i32.const 1024) (i32.const 1028) (i32.const 1032)))
     (call $rc (i32.const 99) (i32.const 106) (i32.load (i32.const 1024)))
     ;; now the stream
