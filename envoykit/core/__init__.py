@@ -13,7 +13,7 @@ from envoykit.core.envoy import EnvoyError, EnvoyProcess, envoy_binary, validate
 from envoykit.core.errors import ConfigError
 from envoykit.core.logs import configure_logging, get_logger
 from envoykit.core.metrics import start_metrics_server
-from envoykit.core.net import free_port, wait_for_port
+from envoykit.core.net import FreePorts, free_port, wait_for_port
 from envoykit.core.reload import WatchedConfig
 from envoykit.core.server import GrpcServer, SyncGrpcServer, serve_forever, serve_sync_forever
 from envoykit.core.yamlfile import load_yaml_file, validation_error_to_config_error, yaml_error
@@ -22,6 +22,7 @@ __all__ = [
     "ConfigError",
     "EnvoyError",
     "EnvoyProcess",
+    "FreePorts",
     "GrpcServer",
     "SyncGrpcServer",
     "WatchedConfig",

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
-from pydantic import BaseModel
 
 from envoykit.control.model import Mesh
 from envoykit.control.nodes import NodeInfo, mesh_nodes
+from envoykit.control.ports import remap_ports
 from envoykit.control.types import Address
 from envoykit.core import envoy_binary
-from envoykit.mesh.ports import FreePorts
+from envoykit.core.net import FreePorts
 from envoykit.mesh.state import StateDir
 
 
@@ -68,31 +67,6 @@ class MeshView:
     workloads: list[WorkloadView]
     envoys: list[EnvoyView]
     ingress: str
-
-
-def remap_ports(model: BaseModel, ports: FreePorts) -> Any:
-    """A copy of ``model`` with the port of every :class:`Address` inside it replaced by a free one.
-
-    Equal ports map to the same new port, so two fields naming one address still agree after the
-    move; different ports get different new ones (``ports`` never repeats itself).
-    """
-    mapping: dict[int, int] = {}
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, Address):
-            if value.port not in mapping:
-                mapping[value.port] = ports.take()
-            return value.model_copy(update={"port": mapping[value.port]})
-        if isinstance(value, BaseModel):
-            changes = {name: walk(getattr(value, name)) for name in type(value).model_fields}
-            return value.model_copy(update=changes)
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        return value
-
-    return walk(model)
 
 
 def absolute_paths(mesh: Mesh, base: Path) -> Mesh:
@@ -148,7 +122,7 @@ def load(
     if free_ports or public_ingress:
         mesh = absolute_paths(mesh, path.parent)
     if free_ports:
-        mesh = remap_ports(mesh, free_ports)
+        mesh = remap_ports(mesh, new_port=free_ports.take)
         control_state = state.work / "control"
         mesh = mesh.model_copy(
             update={"control_plane": mesh.control_plane.model_copy(update={"state_dir": str(control_state)})}

@@ -18,9 +18,9 @@ from typing import Any
 
 from envoykit.control.types import Address
 from envoykit.core import ConfigError
+from envoykit.core.net import FreePorts
 from envoykit.mesh import controlplane as cp
 from envoykit.mesh.facts import demo_facts
-from envoykit.mesh.ports import FreePorts
 from envoykit.mesh.prometheus import prometheus_binary, prometheus_component
 from envoykit.mesh.runconfig import RunConfig, ServerRun, expand, load_run_config
 from envoykit.mesh.spec import Component, Plan, Probe

@@ -21,22 +21,18 @@ from envoykit.control.nodes import mesh_nodes
 from envoykit.control.server import ControlPlane
 from envoykit.control.types import Address
 from envoykit.core.envoy import EnvoyProcess
-from envoykit.core.net import free_port
+from envoykit.core.net import FreePorts
 
 T = TypeVar("T")
 
 
-_HANDED_OUT: set[int] = set()
+_PORTS = FreePorts()
 
 
 def addr() -> str:
     """A free loopback address ``127.0.0.1:<port>``, never one this test process handed out before
     (the kernel may offer a just-released port again, and a mesh must not use one twice)."""
-    while True:
-        port = free_port()
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{_PORTS.take()}"
 
 
 def sidecar() -> dict[str, str]:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from envoykit.control.ports import remap_ports
 from envoykit.core import ConfigError
+from envoykit.core.net import FreePorts
 from envoykit.mesh import metrics as pm
-from envoykit.mesh.controlplane import remap_ports
-from envoykit.mesh.ports import FreePorts
 from envoykit.mesh.prometheus import scrape_config
 from envoykit.mesh.runconfig import expand, load_run_config
 from envoykit.mesh.spec import Component
@@ -108,7 +108,7 @@ def test_remap_moves_every_address_and_keeps_shared_ones_equal() -> None:
     shared = Mesh.model_validate(
         {**mesh.model_dump(mode="json"), "control_plane": {"xds": str(mesh.extensions.authz.address)}}
     )
-    moved = remap_ports(shared, FreePorts())
+    moved = remap_ports(shared, new_port=FreePorts().take)
 
     def addresses(m: Mesh) -> list[Address]:
         found: list[Address] = []
