@@ -2,7 +2,8 @@
 
 Through one Envoy (``--concurrency 1``) to a direct-response route: (a) no ext_authz; (b) ext_authz
 calling ``envoykit authz serve`` with ten Python rules; (b2) the same server deciding ten declarative
-AuthorizationPolicies; (c) those ten policies compiled to Envoy's native RBAC filter (no call out).
+AuthorizationPolicies; (c) those ten policies compiled to Envoy's native RBAC filter (no call out);
+(t) the same gRPC runner answering a constant OK with no policy at all: the floor of Python gRPC here.
 Prints requests/s and p50/p99 of each (wrk, closed loop), the ratios, and p50/p99 of (b) at half its
 maximum rate (hey, fixed rate).
 
@@ -12,6 +13,7 @@ Run: ``make bench`` or ``.venv/bin/python bench/authz.py [--seconds 8]``.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -117,12 +119,31 @@ spec:
 )
 
 
+# The floor: the same thread-pool gRPC server answering every Check with a constant OK, no policy.
+FLOOR_SERVER = """
+import sys
+from envoy.service.auth.v3 import external_auth_pb2 as ea, external_auth_pb2_grpc as eg
+from google.rpc import status_pb2
+from envoykit.core.logs import configure_logging
+from envoykit.core.server import SyncGrpcServer, wait_for_termination_signal
+configure_logging("warning")
+OK = ea.CheckResponse(status=status_pb2.Status(code=0), ok_response=ea.OkHttpResponse())
+class Floor(eg.AuthorizationServicer):
+    def Check(self, request, context):
+        return OK
+server = SyncGrpcServer("floor", "127.0.0.1:" + sys.argv[1])
+server.add_service(eg.add_AuthorizationServicer_to_server, Floor(), "envoy.service.auth.v3.Authorization")
+print(server.start(), flush=True)
+wait_for_termination_signal()
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--workers", type=int, default=1, help="authz server processes")
-    ap.add_argument("--threads", type=int, default=4, help="handler threads per process")
+    ap.add_argument("--threads", type=int, default=2, help="handler threads per process")
     ap.add_argument("--streams", type=int, default=8, help="max concurrent streams per connection to authz")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-authz-") as tmp:
@@ -155,76 +176,60 @@ def main() -> None:
             opts["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"] = {
                 "http2_protocol_options": {"max_concurrent_streams": args.streams}
             }
-        plain, authz, authz_yaml, native = free_port(), free_port(), free_port(), free_port()
+        floor = subprocess.Popen(
+            [sys.executable, "-c", FLOOR_SERVER, str(free_port())], stdout=subprocess.PIPE, text=True
+        )
+        assert floor.stdout is not None
+        floor_port = int(floor.stdout.readline())
+
+        def to(name: str, port: int) -> dict:
+            return {**authz_cluster, "name": name, "load_assignment": cluster(name, port)["load_assignment"]}
+
+        ports = {name: free_port() for name in ("plain", "authz", "authz_yaml", "native", "floor")}
+        ok = [direct_response(200, "ok")]
         cfg = bootstrap(
             [
-                http_listener(plain, [direct_response(200, "ok")], name="plain"),
-                http_listener(authz, [direct_response(200, "ok")], [ext_authz_filter()], name="authz"),
-                http_listener(
-                    authz_yaml,
-                    [direct_response(200, "ok")],
-                    [ext_authz_filter("authz_yaml")],
-                    name="authz_yaml",
-                ),
-                http_listener(native, [direct_response(200, "ok")], rbac, name="native"),
+                http_listener(ports["plain"], ok, name="plain"),
+                http_listener(ports["authz"], ok, [ext_authz_filter()], name="authz"),
+                http_listener(ports["authz_yaml"], ok, [ext_authz_filter("authz_yaml")], name="authz_yaml"),
+                http_listener(ports["native"], ok, rbac, name="native"),
+                http_listener(ports["floor"], ok, [ext_authz_filter("floor")], name="floor"),
             ],
-            [
-                authz_cluster,
-                {
-                    **authz_cluster,
-                    "name": "authz_yaml",
-                    "load_assignment": cluster("authz_yaml", srv2.port)["load_assignment"],
-                },
-            ],
+            [authz_cluster, to("authz_yaml", srv2.port), to("floor", floor_port)],
         )
         env = EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench")
+        scenarios = [
+            ("(a) no ext_authz", "plain"),
+            ("(b) ext_authz, 10 Python rules", "authz"),
+            ("(b2) ext_authz, 10 YAML policies", "authz_yaml"),
+            ("(c) native RBAC compiled from (b2)", "native"),
+            ("(t) ext_authz, server answering a constant", "floor"),
+        ]
         try:
             env.start()
             hdrs = {"x-user": "alice"}
-            for url in (f"http://127.0.0.1:{p}/api/x" for p in (plain, authz, authz_yaml, native)):
-                wrk("warm-up", url, seconds=2, connections=args.connections, headers=hdrs)
-            a = wrk(
-                "(a) no ext_authz",
-                f"http://127.0.0.1:{plain}/api/x",
-                seconds=args.seconds,
-                connections=args.connections,
-                headers=hdrs,
-            )
-            time.sleep(1)
-            b = wrk(
-                "(b) ext_authz, 10 Python rules",
-                f"http://127.0.0.1:{authz}/api/x",
-                seconds=args.seconds,
-                connections=args.connections,
-                headers=hdrs,
-            )
-            time.sleep(1)
-            b2 = wrk(
-                "(b2) ext_authz, 10 YAML policies",
-                f"http://127.0.0.1:{authz_yaml}/api/x",
-                seconds=args.seconds,
-                connections=args.connections,
-                headers=hdrs,
-            )
-            time.sleep(1)
-            c = wrk(
-                "(c) native RBAC compiled from (b2)",
-                f"http://127.0.0.1:{native}/api/x",
-                seconds=args.seconds,
-                connections=args.connections,
-                headers=hdrs,
-            )
-            time.sleep(1)
+
+            def url(name: str) -> str:
+                return f"http://127.0.0.1:{ports[name]}/api/x"
+
+            for _, name in scenarios:
+                wrk("warm-up", url(name), seconds=2, connections=args.connections, headers=hdrs)
+            results = []
+            for label, name in scenarios:
+                results.append(
+                    wrk(label, url(name), seconds=args.seconds, connections=args.connections, headers=hdrs)
+                )
+                time.sleep(1)
+            a, b = results[0], results[1]
             half = hey_rate(
-                "(b) at half of its max rate",
-                f"http://127.0.0.1:{authz}/api/x",
-                b.rps / 2,
-                seconds=args.seconds,
-                headers=hdrs,
+                "(b) at half of its max rate", url("authz"), b.rps / 2, seconds=args.seconds, headers=hdrs
             )
-            print(table([a, b, b2, c, half], a))
+            print(table([*results, half], a))
             print(
                 f"\nb/a = {b.rps / a.rps:.3f} (target >= 0.25); p99 at half load = {half.p99_ms:.2f} ms (target < 2 ms)"
+            )
+            print(
+                f"(t)/a = {results[4].rps / a.rps:.3f}: the ceiling of a Python gRPC server on this machine"
             )
             if b.errors or half.errors:
                 print(f"WARNING: non-2xx answers under load: {b.errors} + {half.errors}")
@@ -232,6 +237,7 @@ def main() -> None:
             env.cleanup()
             srv.stop()
             srv2.stop()
+            floor.kill()
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from envoykit.control.mtls import SpiffeMeshTls  # noqa: E402
 from envoykit.control.pb import CLUSTER, ENDPOINT, LISTENER, ROUTE  # noqa: E402
 from envoykit.control.server import ControlPlane, build_snapshots  # noqa: E402
 from envoykit.control.translate import translate  # noqa: E402
+from envoykit.core.logs import configure_logging  # noqa: E402
 from envoykit.core.net import free_port  # noqa: E402
 
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -288,6 +289,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args()
+    configure_logging("warning")  # one line per stream and certificate would bury the figures
     figures = asyncio.run(main_async(args.services, args.clients))
     if args.json:
         print(json.dumps(figures, indent=1))

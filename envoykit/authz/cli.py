@@ -37,7 +37,7 @@ def authz() -> None:
     show_default=True,
     help="fraction of allows logged",
 )
-@click.option("--threads", type=int, default=4, show_default=True, help="handler threads per worker")
+@click.option("--threads", type=int, default=2, show_default=True, help="handler threads per worker")
 @click.option("--workers", type=int, default=1, show_default=True, help="server processes on the same port")
 @click.option("--log-level", default="info", show_default=True)
 def serve(

@@ -43,7 +43,7 @@ class ServerOptions:
     settings: EngineSettings = field(default_factory=EngineSettings)
     decision_log: str | None = None
     decision_log_sample_allow: float = 1.0
-    threads: int = 4
+    threads: int = 2
     workers: int = 1
     watch: bool = True
 
