@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from envoykit.core import EnvoyProcess, free_port, wait_for_port  # noqa: E402
+from tests.envoycfg import cluster, http_listener  # noqa: E402
 
 LIMITS = """
 domain: bench
@@ -98,52 +99,6 @@ def hey(name: str, url: str, rate: float, seconds: int, header: str) -> Result:
         sum(codes.values()),
         sum(n for c, n in codes.items() if not c.startswith("2")),
     )
-
-
-def _sock(port: int) -> dict[str, Any]:
-    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
-
-
-def _cluster(name: str, port: int, http2: bool = False) -> dict[str, Any]:
-    c: dict[str, Any] = {
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _sock(port)}}]}],
-        },
-    }
-    if http2:
-        c["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        }
-    return c
-
-
-def _listener(
-    name: str, port: int, routes: list[dict[str, Any]], filters: list[dict[str, Any]]
-) -> dict[str, Any]:
-    router = {
-        "name": "envoy.filters.http.router",
-        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-    }
-    hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": name,
-        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
-        "http_filters": [*filters, router],
-    }
-    return {
-        "name": name,
-        "address": _sock(port),
-        "filter_chains": [
-            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
-        ],
-    }
 
 
 def _rl_filter(cluster: str) -> dict[str, Any]:
@@ -246,16 +201,16 @@ def main() -> None:
         config = {
             "static_resources": {
                 "listeners": [
-                    _listener("backend", backend, backend_route, []),
-                    _listener("a_none", pa, to_backend, []),
-                    _listener("b_memory", pb, _limited_routes(), [_rl_filter("rl_memory")]),
-                    _listener("c_redis", pc, _limited_routes(), [_rl_filter("rl_redis")]),
-                    _listener("d_local", pd, to_backend, [LOCAL_RL]),
+                    http_listener(backend, backend_route, [], name="backend"),
+                    http_listener(pa, to_backend, [], name="a_none"),
+                    http_listener(pb, _limited_routes(), [_rl_filter("rl_memory")], name="b_memory"),
+                    http_listener(pc, _limited_routes(), [_rl_filter("rl_redis")], name="c_redis"),
+                    http_listener(pd, to_backend, [LOCAL_RL], name="d_local"),
                 ],
                 "clusters": [
-                    _cluster("backend", backend),
-                    _cluster("rl_memory", mem_port, http2=True),
-                    _cluster("rl_redis", redis_rl_port, http2=True),
+                    cluster("backend", backend),
+                    cluster("rl_memory", mem_port, http2=True),
+                    cluster("rl_redis", redis_rl_port, http2=True),
                 ],
             }
         }
