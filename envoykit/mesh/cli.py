@@ -27,9 +27,10 @@ _state_dir_option = click.option(
 def _console(stderr: bool = False) -> Console:
     """A rich console; when output is not a terminal (a log, a pipe) it is 160 columns wide so the
     tables stay on one line per row."""
-    console = Console(stderr=stderr)
+    # emoji off: error texts carry "file:100:" which rich would turn into an emoji code
+    console = Console(stderr=stderr, emoji=False)
     if not console.is_terminal:
-        console = Console(stderr=stderr, width=160)
+        console = Console(stderr=stderr, width=160, emoji=False)
     return console
 
 
@@ -166,12 +167,12 @@ def status(state_dir: Path | None) -> None:
     health = live_health(plan) if running else {c.name: False for c in plan.components}
     console.print(status_table(plan, st, health))
     if st.error:
-        console.print(f"[red]{st.error}[/]")
+        console.print(st.error, style="red", markup=False)
     control_status = Path(plan.info.get("control_status", ""))
     if running and control_status.is_file():
         with contextlib.suppress(OSError, ValueError):
             for line in control_summary(json.loads(control_status.read_text())):
-                console.print(line)
+                console.print(line, markup=False)
     if running and plan.ingress:
         console.print(f"ingress: {plan.ingress}")
     sys.exit(0 if running and all(health.values()) else 1)

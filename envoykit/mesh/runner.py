@@ -8,6 +8,7 @@ from types import FrameType
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from envoykit.mesh.probes import probe_ready
 from envoykit.mesh.spec import Plan
@@ -59,7 +60,7 @@ def run_plan(
     Raises:
         AlreadyRunning: another runner uses ``state``.
     """
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, emoji=False)
     check_not_running(state)
     sup = Supervisor(plan, state, cwd=cwd, console=console, grace_s=grace_s)
 
@@ -78,7 +79,7 @@ def run_plan(
             console.print("interrupted while starting; everything stopped")
             return 130
         except MeshStartError as exc:
-            console.print(f"[red]mesh failed to start:[/] {exc}")
+            console.print("[red]mesh failed to start:[/]", escape(str(exc)))
             return 1
         finally:
             sup.on_progress = None

@@ -74,7 +74,7 @@ class Supervisor:
     ) -> None:
         self.plan = plan
         self.state = state
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, emoji=False)
         self.grace_s = grace_s
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -205,7 +205,7 @@ class Supervisor:
                 try:
                     self._launch(slot)
                 except MeshStartError as exc:
-                    self.console.print(f"[red]{exc}[/]")
+                    self.console.print(str(exc), style="red", markup=False)
                     st.state, slot.restart_at = "restarting", now + slot.backoff_s
                     slot.backoff_s = min(slot.backoff_s * 2, self.max_backoff_s)
             elif st.state == "starting":
