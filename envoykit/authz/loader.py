@@ -40,13 +40,14 @@ class Policy:
         deny_rules / allow_rules: the same split by action.
         authenticator: verifies JWTs and API keys (an empty one when there is no ``authn.yaml``).
         files: the files this policy was loaded from.
-        yaml_policies: the AuthorizationPolicy documents with their ``file:line`` (for RBAC compilation).
+        yaml_policies: the AuthorizationPolicy documents with the YAML they came from (for RBAC
+            compilation, whose errors name the line of the field).
     """
 
     rules: list[Rule]
     authenticator: Authenticator
     files: list[str] = field(default_factory=list)
-    yaml_policies: list[tuple[AuthorizationPolicy, str]] = field(default_factory=list)
+    yaml_policies: list[tuple[AuthorizationPolicy, YamlDocument]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.deny_rules = [r for r in self.rules if r.action == "DENY"]
@@ -78,7 +79,7 @@ def _load_module(path: Path) -> list[Rule]:
     return rules
 
 
-def _load_yaml_policies(path: Path) -> list[tuple[AuthorizationPolicy, str]]:
+def _load_yaml_policies(path: Path) -> list[tuple[AuthorizationPolicy, YamlDocument]]:
     try:
         text = path.read_text(encoding="utf-8")
         docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
@@ -97,7 +98,7 @@ def _load_yaml_policies(path: Path) -> list[tuple[AuthorizationPolicy, str]]:
             pol = AuthorizationPolicy.model_validate(data)
         except ValidationError as exc:
             raise validation_error_to_config_error(exc, doc) from exc
-        rules.append((pol, f"{path}:{node.start_mark.line + 1}"))
+        rules.append((pol, doc))
     return rules
 
 
@@ -128,7 +129,7 @@ def load_policy(directory: str | Path, previous: Policy | None = None) -> Policy
         raise ConfigError("policy directory does not exist", file=str(d))
     rules: list[Rule] = []
     files: list[str] = []
-    yaml_policies: list[tuple[AuthorizationPolicy, str]] = []
+    yaml_policies: list[tuple[AuthorizationPolicy, YamlDocument]] = []
     for path in sorted(d.iterdir()):
         if path.name.startswith(("_", ".")) or not path.is_file():
             continue
@@ -137,7 +138,7 @@ def load_policy(directory: str | Path, previous: Policy | None = None) -> Policy
         elif path.suffix in (".yaml", ".yml") and path.name != AUTHN_FILE:
             docs = _load_yaml_policies(path)
             yaml_policies.extend(docs)
-            rules.extend(compile_policy(pol, source) for pol, source in docs)
+            rules.extend(compile_policy(pol, f"{doc.path}:{doc.line_of(())}") for pol, doc in docs)
         else:
             continue
         files.append(str(path))

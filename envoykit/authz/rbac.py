@@ -29,6 +29,7 @@ from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 from envoykit.authz.istio import AuthorizationPolicy, Condition, Operation, RuleSpec, Source
 from envoykit.authz.loader import Policy
 from envoykit.core.errors import ConfigError
+from envoykit.core.yamlfile import YamlDocument
 
 
 class NotCompilable(ConfigError):
@@ -214,11 +215,11 @@ def _rule(rule: RuleSpec, where: str) -> rbac_pb2.Policy:
     return rbac_pb2.Policy(permissions=[_and_perm(perms)], principals=[_and_id(ids)])
 
 
-def compile_policies(policies: Sequence[tuple[AuthorizationPolicy, str]]) -> list[hcm.HttpFilter]:
+def compile_policies(policies: Sequence[tuple[AuthorizationPolicy, YamlDocument]]) -> list[hcm.HttpFilter]:
     """RBAC HTTP filters (DENY first, then ALLOW) enforcing ``policies`` as the Python path does.
 
     Args:
-        policies: ``(policy, source)`` pairs, ``source`` being ``file:line`` for error messages.
+        policies: ``(policy, document)`` pairs; the document gives errors their file and line.
 
     Raises:
         NotCompilable: a policy needs JWT facts (requestPrincipals, ``request.auth.*`` conditions).
@@ -226,15 +227,17 @@ def compile_policies(policies: Sequence[tuple[AuthorizationPolicy, str]]) -> lis
     enforced: dict[str, dict[str, rbac_pb2.Policy]] = {"DENY": {}, "ALLOW": {}}
     shadow: dict[str, dict[str, rbac_pb2.Policy]] = {"DENY": {}, "ALLOW": {}}
     has_allow = False
-    for pol, source in policies:
+    for pol, doc in policies:
         target = shadow if pol.spec.dry_run else enforced
         has_allow |= pol.spec.action == "ALLOW" and not pol.spec.dry_run
         for i, rule in enumerate(pol.spec.rules):
             try:
                 target[pol.spec.action][f"{pol.metadata.name}[{i}]"] = _rule(rule, f"spec.rules.{i}")
             except NotCompilable as exc:
-                file, _, line = source.rpartition(":")
-                raise NotCompilable(exc.message, file=file, line=int(line), field=exc.field) from None
+                loc = [int(p) if p.isdigit() else p for p in (exc.field or "").split(".") if p]
+                raise NotCompilable(
+                    exc.message, file=doc.path, line=doc.line_of(loc), field=exc.field
+                ) from None
     filters: list[hcm.HttpFilter] = []
     for action, enum in (("DENY", rbac_pb2.RBAC.DENY), ("ALLOW", rbac_pb2.RBAC.ALLOW)):
         if not enforced[action] and not shadow[action] and not (action == "ALLOW" and has_allow):

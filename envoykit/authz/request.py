@@ -92,7 +92,9 @@ class Request:
         source_address / source_port: the downstream peer address.
         source_principal / destination_principal: URI SAN strings as Envoy sends them.
         source_spiffe / destination_spiffe: :class:`SpiffeId` or ``None``.
-        sni, scheme, protocol, request_id: TLS and HTTP facts.
+        sni, scheme, protocol: TLS and HTTP facts.
+        request_id: the ``x-request-id`` header (what upstreams and access logs see), else Envoy's
+            ``attributes.request.http.id``.
         context_extensions: the route's ``context_extensions`` map.
         body: request body bytes when Envoy sends it (``with_request_body``), else ``b""``.
         identity: the verified caller identity (filled by the server before rules run).
@@ -170,7 +172,8 @@ class Request:
             sni=attrs.tls_session.sni,
             context_extensions=attrs.context_extensions,
             body=http.raw_body or http.body.encode(),
-            request_id=http.id,
+            # x-request-id is what the apps and access logs see; http.id is Envoy's stream id
+            request_id=headers.get("x-request-id") or http.id,
         )
 
     @cached_property

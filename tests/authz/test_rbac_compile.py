@@ -130,7 +130,13 @@ def test_refuses_what_needs_python(tmp_path: Path) -> None:
         "kind: AuthorizationPolicy\nmetadata: {name: jwt}\nspec:\n  rules:\n"
         "    - from: [{source: {requestPrincipals: ['*']}}]\n"
     )
-    with pytest.raises(NotCompilable, match=r"a.yaml:1: spec.rules.0.from.0.source: requestPrincipals"):
+    with pytest.raises(NotCompilable, match=r"a.yaml:5: spec.rules.0.from.0.source: requestPrincipals"):
+        compile_policy_dir(load_policy(d))
+    (d / "a.yaml").write_text(
+        "kind: AuthorizationPolicy\nmetadata: {name: claims}\nspec:\n  rules:\n    - to: [{operation: {paths: [/x]}}]\n"
+        "      when:\n        - key: 'request.auth.claims[groups]'\n          values: [admins]\n"
+    )
+    with pytest.raises(NotCompilable, match=r"a.yaml:7: spec.rules.0.when.0: condition request.auth.claims"):
         compile_policy_dir(load_policy(d))
     (d / "a.yaml").unlink()
     (d / "r.py").write_text("from envoykit.authz import *\n@allow_rule()\ndef r(req): return True\n")
@@ -189,3 +195,13 @@ def test_compiled_rbac_decides_like_python(tmp_path: Path, envoy, authz_server) 
     assert statuses.count(200) >= 7 and statuses.count(403) >= 7, outcomes
     assert dict(outcomes)[("frontend", "GET", "/api/items", "svc")] == [200, 200]
     assert dict(outcomes)[("frontend", "GET", "/debug/vars", "public.example")] == [403, 403]
+
+
+def test_shipped_example_compiles_and_validates(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    filters = [
+        MessageToDict(f, preserving_proto_field_name=True)
+        for f in compile_policy_dir(load_policy(root / "examples/rbac"))
+    ]
+    assert [f["name"] for f in filters] == ["envoy.filters.http.rbac.deny", "envoy.filters.http.rbac.allow"]
+    validate_envoy_config(bootstrap([http_listener(free_port(), [direct_response(200, "ok")], filters)], []))
