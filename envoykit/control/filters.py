@@ -19,11 +19,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.ratelimit.v3 import rls_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2 as wasm_filter_pb2
@@ -192,6 +194,16 @@ def wasm_filter(plugin: WasmPlugin, base_dir: Path) -> hcm.HttpFilter:
 def fault_filter() -> hcm.HttpFilter:
     """The fault filter with no defaults: routes carry their own ``HTTPFault``."""
     return http_filter(FAULT, fault_pb2.HTTPFault())
+
+
+def request_header_filter(option: base_pb2.HeaderValueOption) -> hcm.HttpFilter:
+    """``envoy.filters.http.header_mutation`` setting one request header on every request (for a
+    listener whose route configuration is shared between nodes)."""
+    rule = mutation_rules_pb2.HeaderMutation(append=option)
+    conf = header_mutation_pb2.HeaderMutation(
+        mutations=header_mutation_pb2.Mutations(request_mutations=[rule])
+    )
+    return http_filter("envoy.filters.http.header_mutation", conf)
 
 
 def router_filter() -> hcm.HttpFilter:

@@ -98,6 +98,24 @@ def destination_cluster(mesh: Mesh, dest: Destination) -> str:
     return outbound_cluster_name(mesh, svc, dest.subset or "")
 
 
+PEER_HEADER = "x-envoykit-peer"
+_PEER_KEYS = ("workload", "app", "version", "namespace", "service_account")
+
+
+def peer_value(metadata: dict[str, str]) -> str:
+    """The ``x-envoykit-peer`` value for a node: ``workload=…,app=…,version=…,namespace=…,
+    service_account=…`` (envoykit's stand-in for Istio's metadata exchange; docs/extproc.md). It only
+    labels telemetry: identities always come from certificates."""
+    return ",".join(f"{k}={metadata[k]}" for k in _PEER_KEYS if metadata.get(k))
+
+
+def peer_header(metadata: dict[str, str]) -> base_pb2.HeaderValueOption:
+    """``x-envoykit-peer`` set (overwriting whatever a client sent) to this node's metadata."""
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=PEER_HEADER, value=peer_value(metadata)), append_action=_OVERWRITE
+    )
+
+
 def _header_options(ops: HeaderOperations) -> list[base_pb2.HeaderValueOption]:
     out = [
         base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v), append_action=_OVERWRITE)

@@ -27,7 +27,7 @@ from google.protobuf.message import Message
 from envoykit.control import clusters as cl
 from envoykit.control import listeners as ls
 from envoykit.control import routes as rt
-from envoykit.control.filters import extension_filters, fault_filter, router_filter
+from envoykit.control.filters import extension_filters, fault_filter, request_header_filter, router_filter
 from envoykit.control.model import Gateway, Mesh, ProxyExtensions, Service, Workload
 from envoykit.control.nodes import NodeInfo, mesh_nodes
 from envoykit.control.pb import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
@@ -168,6 +168,7 @@ def _sidecar(
         inbound_filter = ls.tcp_proxy("inbound", inbound_cluster.name)
     else:
         routes = rt.inbound_route_config(mesh, svc, wl, svc.extensions.ratelimit)
+        routes.response_headers_to_add.append(rt.peer_header(node.metadata()))  # callers learn who answered
         out.add(ROUTE, {routes.name: routes})
         inbound_filter = ls.http_connection_manager(
             "inbound",
@@ -186,7 +187,14 @@ def _sidecar(
             ls.lc.FilterChain(
                 filters=[
                     ls.http_connection_manager(
-                        "outbound", rt.OUTBOUND_ROUTES, [fault_filter(), router_filter()]
+                        "outbound",
+                        rt.OUTBOUND_ROUTES,
+                        # the outbound routes are shared by every sidecar: the peer header rides a filter
+                        [
+                            request_header_filter(rt.peer_header(node.metadata())),
+                            fault_filter(),
+                            router_filter(),
+                        ],
                     )
                 ]
             )
@@ -229,6 +237,8 @@ def _gateway(
         out.add(CLUSTER, g)
     if gw.extensions.authz is not None:
         rt.add_authz_context(routes, gw.extensions.authz.context_extensions)
+    if gw.kind == "ingress":
+        routes.request_headers_to_add.append(rt.peer_header(node.metadata()))  # sidecars learn their caller
     hcm = ls.http_connection_manager(
         gw.name,
         routes.name,

@@ -179,7 +179,9 @@ def test_control_plane_restart_envoys_keep_serving_and_resync(
         write_mesh(path, mesh)
         with control_plane(path, address=xds) as cpt2:
             wait_until(lambda: get(url).headers["x-upstream"] == "v2", timeout=45)
-            assert {s["node"] for s in cpt2.cp.status()["streams"]} == {"ingress~ingress"}
+            wait_until(
+                lambda: {s["node"] for s in cpt2.cp.status()["streams"]} == {"ingress~ingress"}, timeout=15
+            )
 
 
 @pytest.mark.parametrize("mtls", ["DISABLE", "STRICT"])
