@@ -289,3 +289,23 @@ def test_endpoints_can_come_from_another_discovery_source() -> None:
         "10.0.0.7",
         8443,
     )
+
+
+def test_peer_labels_travel_in_x_envoykit_peer() -> None:
+    from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+
+    t = demo()
+    node = t.nodes["sidecar~frontend-v1"]
+    want = "workload=frontend-v1,app=frontend,version=v1,namespace=default,service_account=frontend"
+    inbound = node.resources(ROUTE)["inbound|frontend-v1"]
+    assert [(h.header.key, h.header.value) for h in inbound.response_headers_to_add] == [
+        ("x-envoykit-peer", want)
+    ]
+    outbound = hcm_of(node.resources(LISTENER)["outbound"])
+    assert outbound.http_filters[0].name == "envoy.filters.http.header_mutation"
+    mut = header_mutation_pb2.HeaderMutation()
+    outbound.http_filters[0].typed_config.Unpack(mut)
+    header = mut.mutations.request_mutations[0].append.header
+    assert (header.key, header.value) == ("x-envoykit-peer", want)
+    ingress_routes = next(iter(t.nodes["ingress~ingress"].resources(ROUTE).values()))
+    assert any(h.header.key == "x-envoykit-peer" for h in ingress_routes.request_headers_to_add)
