@@ -178,7 +178,8 @@ def test_control_plane_restart_envoys_keep_serving_and_resync(
         mesh["virtual_services"][0]["http"] = [{"route": [to(subset="v2")]}]
         write_mesh(path, mesh)
         with control_plane(path, address=xds) as cpt2:
-            wait_until(lambda: get(url).headers["x-upstream"] == "v2", timeout=45)
+            # while the restarted control plane resyncs, an answer may briefly come from Envoy itself
+            wait_until(lambda: get(url).headers.get("x-upstream") == "v2", timeout=45)
             wait_until(
                 lambda: {s["node"] for s in cpt2.cp.status()["streams"]} == {"ingress~ingress"}, timeout=15
             )
