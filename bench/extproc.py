@@ -26,9 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import LoadResult, hey_rate, table, wrk
 
 from envoykit.core import EnvoyProcess, free_port
-from envoykit.extproc import RESPONSE_ATTRIBUTES
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
-from tests.extproc.helpers import ext_proc_filter
+from tests.extproc.helpers import ext_proc_filter, telemetry_filter
 from tests.extproc.proc import ServerProcess
 from tests.extproc.test_telemetry_envoy import total
 
@@ -65,17 +64,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200, help="fixed rate for the latency runs, req/s")
     ap.add_argument("--sequential", type=int, default=1000, help="requests per one-client latency round")
     args = ap.parse_args()
-    telemetry = ext_proc_filter(
-        observability_mode=True,
-        failure_mode_allow=True,
-        processing_mode={
-            "request_header_mode": "SKIP",
-            "response_header_mode": "SEND",
-            "response_trailer_mode": "SEND",
-        },
-        response_attributes=list(RESPONSE_ATTRIBUTES),
-        deferred_close_timeout="1s",
-    )
+    telemetry = telemetry_filter(failure_mode_allow=True)
+
     niced = copy.deepcopy(telemetry)
     niced["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = "extproc_nice"
     blocking = ext_proc_filter(

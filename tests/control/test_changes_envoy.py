@@ -185,30 +185,30 @@ def test_control_plane_restart_envoys_keep_serving_and_resync(
             )
 
 
+def egress_mesh(app_port: int, allow: list[dict[str, Any]], mtls: str = "DISABLE") -> dict[str, Any]:
+    """A frontend workload (no mTLS) and an egress gateway letting ``allow`` through."""
+    return {
+        "services": [
+            {"name": "frontend", "mtls": "DISABLE", "workloads": [workload("frontend-v1", "v1", app_port)]}
+        ],
+        "gateways": [
+            {
+                "name": "egress",
+                "kind": "egress",
+                "address": addr(),
+                "admin": addr(),
+                "allow": allow,
+                "mtls": mtls,
+            }
+        ],
+    }
+
+
 @pytest.mark.parametrize("mtls", ["DISABLE", "STRICT"])
 def test_egress_allows_listed_hosts_only(envoy: Any, tmp_path: Path, mtls: str) -> None:
     with Echo("frontend") as app, Echo("external") as external:
-        mesh = {
-            "services": [
-                {
-                    "name": "frontend",
-                    "mtls": "DISABLE",
-                    "workloads": [workload("frontend-v1", "v1", app.port)],
-                }
-            ],
-            "gateways": [
-                {
-                    "name": "egress",
-                    "kind": "egress",
-                    "address": addr(),
-                    "admin": addr(),
-                    "allow": [
-                        {"host": "api.partner.test", "port": 80, "address": f"127.0.0.1:{external.port}"}
-                    ],
-                    "mtls": mtls,
-                }
-            ],
-        }
+        allow = [{"host": "api.partner.test", "port": 80, "address": f"127.0.0.1:{external.port}"}]
+        mesh = egress_mesh(app.port, allow, mtls=mtls)
         path = write_mesh(tmp_path / "mesh.yaml", mesh)
         with control_plane(path) as cpt:
             start_nodes(envoy, cpt, "egress~egress", "sidecar~frontend-v1")
@@ -231,40 +231,11 @@ def test_egress_originates_tls_and_verifies_the_external_host(envoy: Any, tmp_pa
     cert, key = self_signed(tmp_path, "api.partner.test")
     with Echo("frontend") as app, TlsEcho("partner", cert, key) as partner:
         target = f"127.0.0.1:{partner.port}"
-        mesh = {
-            "services": [
-                {
-                    "name": "frontend",
-                    "mtls": "DISABLE",
-                    "workloads": [workload("frontend-v1", "v1", app.port)],
-                }
-            ],
-            "gateways": [
-                {
-                    "name": "egress",
-                    "kind": "egress",
-                    "address": addr(),
-                    "admin": addr(),
-                    "allow": [
-                        {
-                            "host": "api.partner.test",
-                            "port": 443,
-                            "address": target,
-                            "tls": True,
-                            "ca_file": str(cert),
-                        },
-                        # same server, but its certificate does not name this host: refused by Envoy
-                        {
-                            "host": "impostor.test",
-                            "port": 443,
-                            "address": target,
-                            "tls": True,
-                            "ca_file": str(cert),
-                        },
-                    ],
-                }
-            ],
-        }
+        tls_to = {"port": 443, "address": target, "tls": True, "ca_file": str(cert)}
+        # the second host is the same server, whose certificate does not name it: refused by Envoy
+        mesh = egress_mesh(
+            app.port, [{"host": "api.partner.test", **tls_to}, {"host": "impostor.test", **tls_to}]
+        )
         path = write_mesh(tmp_path / "mesh.yaml", mesh)
         with control_plane(path) as cpt:
             start_nodes(envoy, cpt, "egress~egress", "sidecar~frontend-v1")

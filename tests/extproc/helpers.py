@@ -73,6 +73,23 @@ def ext_proc_filter(
     return {"name": "envoy.filters.http.ext_proc", "typed_config": cfg}
 
 
+def telemetry_filter(*, failure_mode_allow: bool = False) -> dict[str, Any]:
+    """The telemetry ext_proc filter as envoy/extproc.yaml configures it (observability mode)."""
+    from envoykit.extproc import RESPONSE_ATTRIBUTES
+
+    return ext_proc_filter(
+        observability_mode=True,
+        failure_mode_allow=failure_mode_allow,
+        processing_mode={
+            "request_header_mode": "SKIP",
+            "response_header_mode": "SEND",
+            "response_trailer_mode": "SEND",
+        },
+        response_attributes=list(RESPONSE_ATTRIBUTES),
+        deferred_close_timeout="1s",
+    )
+
+
 def proxy_config(
     port: int,
     upstream_port: int,

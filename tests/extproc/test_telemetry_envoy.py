@@ -17,11 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from envoykit.core import GrpcServer, free_port
-from envoykit.extproc import RESPONSE_ATTRIBUTES
 from envoykit.extproc.peer import format_peer
 from tests.certs import Pair, TestCA
 from tests.envoycfg import bootstrap, cluster, http_listener, route_to
-from tests.extproc.helpers import ext_proc_filter
+from tests.extproc.helpers import telemetry_filter
 from tests.extproc.proc import ServerProcess
 
 FRONTEND = {
@@ -43,16 +42,7 @@ BACKEND = {
     "mesh_id": "mesh1",
 }
 
-TELEMETRY_FILTER = ext_proc_filter(
-    observability_mode=True,
-    processing_mode={
-        "request_header_mode": "SKIP",
-        "response_header_mode": "SEND",
-        "response_trailer_mode": "SEND",
-    },
-    response_attributes=list(RESPONSE_ATTRIBUTES),
-    deferred_close_timeout="1s",
-)
+TELEMETRY_FILTER = telemetry_filter()
 
 
 @pytest.fixture
