@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from envoykit.core.errors import ConfigError
 
@@ -39,6 +40,18 @@ def authz() -> None:
 )
 @click.option("--threads", type=int, default=2, show_default=True, help="handler threads per worker")
 @click.option("--workers", type=int, default=1, show_default=True, help="server processes on the same port")
+@click.option(
+    "--allow-empty-policy",
+    is_flag=True,
+    help="accept a reload that removes every rule, a whole file's rules or authn.yaml (refused by default)",
+)
+@click.option(
+    "--settle-ms",
+    type=float,
+    default=250.0,
+    show_default=True,
+    help="a changed policy loads once its files stayed unchanged this long",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     policy_dir: Path,
@@ -51,6 +64,8 @@ def serve(
     decision_log_sample_allow: float,
     threads: int,
     workers: int,
+    allow_empty_policy: bool,
+    settle_ms: float,
     log_level: str,
 ) -> None:
     """Serve envoy.service.auth.v3.Authorization/Check until SIGTERM."""
@@ -70,6 +85,8 @@ def serve(
         decision_log_sample_allow=decision_log_sample_allow,
         threads=threads,
         workers=workers,
+        allow_empty_policy=allow_empty_policy,
+        settle_ms=settle_ms,
     )
     try:
         run(opts)
@@ -94,9 +111,10 @@ def test_cmd(policy_dir: Path, cases: Path) -> None:
     failed = [r for r in results if r.problems]
     for r in results:
         mark = "[red]FAIL[/]" if r.problems else "[green]PASS[/]"
-        console.print(f"{mark} {r.name}  [dim](rule: {r.rule})[/]")
+        # names, rules and problems are the user's text: escape them, "[admin]" is not markup
+        console.print(f"{mark} {escape(r.name)}  [dim](rule: {escape(r.rule)})[/]")
         for p in r.problems:
-            console.print(f"     {p}")
+            console.print(f"     {escape(p)}")
     console.print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
     sys.exit(1 if failed else 0)
 

@@ -218,7 +218,9 @@ class Authenticator:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
-            raise TokenError(f"malformed token: {exc}") from None
+            # The decoder's words (base64 padding, JSON errors) go to the debug log, not to the caller.
+            log.debug("malformed token", error=str(exc))
+            raise TokenError("malformed token") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg.lower() == "none":
             raise TokenError("alg 'none' is never accepted")

@@ -9,6 +9,12 @@ A policy directory holds:
 Every module is compiled and executed when the directory loads (never on the request path). A syntax
 error, an exception while importing, an invalid YAML field or two rules with the same name makes the
 whole load fail with a :class:`~envoykit.core.ConfigError`; the server then keeps the last good policy.
+
+A reload that would *empty* a serving policy is refused the same way, because a file caught truncated
+looks exactly like that (see :func:`check_not_emptied`): every rule or every file gone, a file that had
+rules now has none, or ``authn.yaml`` emptied or removed. The operator says an empty result is intended
+with ``allow_empty`` (``envoykit authz serve --allow-empty-policy``) or an ``EMPTY_POLICY`` file in the
+directory.
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ from envoykit.core.errors import ConfigError
 from envoykit.core.yamlfile import YamlDocument, load_yaml_file, validation_error_to_config_error
 
 AUTHN_FILE = "authn.yaml"
+#: A file of this name in the policy directory says "an empty policy is intended" (see the module doc).
+EMPTY_MARKER = "EMPTY_POLICY"
+
+
+class PolicyEmptied(ConfigError):
+    """A reload would remove every rule, every file, a whole file's rules or ``authn.yaml``."""
 
 
 @dataclass
@@ -42,20 +54,43 @@ class Policy:
         files: the files this policy was loaded from.
         yaml_policies: the AuthorizationPolicy documents with the YAML they came from (for RBAC
             compilation, whose errors name the line of the field).
+        rule_counts: rules per policy file (for the emptied-file check).
+        authn_configured: ``authn.yaml`` exists and names at least one issuer or API key.
     """
 
     rules: list[Rule]
     authenticator: Authenticator
     files: list[str] = field(default_factory=list)
     yaml_policies: list[tuple[AuthorizationPolicy, YamlDocument]] = field(default_factory=list)
+    rule_counts: dict[str, int] = field(default_factory=dict)
+    authn_configured: bool = False
 
     def __post_init__(self) -> None:
         self.deny_rules = [r for r in self.rules if r.action == "DENY"]
         self.allow_rules = [r for r in self.rules if r.action == "ALLOW"]
 
 
+def read_policy_text(path: Path) -> str:
+    """A policy file's text as UTF-8.
+
+    Raises:
+        ConfigError: unreadable, or not UTF-8 (naming the line and byte offset of the first bad byte).
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}", file=str(path), line=line
+        ) from None
+
+
 def _load_module(path: Path) -> list[Rule]:
-    src = path.read_text(encoding="utf-8")
+    src = read_policy_text(path)
     try:
         code = compile(src, str(path), "exec")
     except SyntaxError as exc:
@@ -80,8 +115,8 @@ def _load_module(path: Path) -> list[Rule]:
 
 
 def _load_yaml_policies(path: Path) -> list[tuple[AuthorizationPolicy, YamlDocument]]:
+    text = read_policy_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
         docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
         datas = list(yaml.safe_load_all(text))
     except yaml.MarkedYAMLError as exc:
@@ -110,6 +145,7 @@ def load_authn(path: Path, previous: Authenticator | None = None) -> Authenticat
     """
     if not path.exists():
         return Authenticator(AuthnConfig(), path.parent, previous)
+    read_policy_text(path)  # a clear error for a non-UTF-8 byte
     doc = load_yaml_file(path)
     try:
         cfg = AuthnConfig.model_validate(doc.data or {})
@@ -118,21 +154,62 @@ def load_authn(path: Path, previous: Authenticator | None = None) -> Authenticat
     return Authenticator(cfg, path.parent, previous)
 
 
-def load_policy(directory: str | Path, previous: Policy | None = None) -> Policy:
-    """Load every rule module, AuthorizationPolicy file and ``authn.yaml`` under ``directory``.
+def check_not_emptied(new: Policy, previous: Policy, directory: Path) -> None:
+    """Refuse ``new`` when it empties what ``previous`` served (see the module docstring).
 
     Raises:
-        ConfigError: the directory is missing, or any file fails (see the module docstring).
+        PolicyEmptied: naming the file (or the directory) that was emptied.
+    """
+    if previous.files and not new.files:
+        raise PolicyEmptied(f"every policy file is gone; refused. Create {EMPTY_MARKER} to mean it")
+    if previous.rules and not new.rules:
+        where = previous.files[0] if len(previous.files) == 1 else None
+        raise PolicyEmptied(
+            f"the new version has no rules (the serving one has {len(previous.rules)}); refused as a "
+            f"likely half-written file. Pass --allow-empty-policy or create {EMPTY_MARKER} to mean it",
+            file=where,
+        )
+    for f, n in previous.rule_counts.items():
+        if n and f in new.rule_counts and not new.rule_counts[f]:
+            raise PolicyEmptied(
+                f"this file had {n} rule(s) and now has none (truncated?); refused. Delete the file to "
+                f"remove its rules, or create {EMPTY_MARKER}",
+                file=f,
+            )
+    if previous.authn_configured and not new.authn_configured:
+        raise PolicyEmptied(
+            "authn.yaml is empty or gone while issuers/API keys were configured; refused. "
+            f"Write it with no entries ({{jwt: []}}) and create {EMPTY_MARKER} to mean it",
+            file=str(directory / AUTHN_FILE),
+        )
+
+
+def load_policy(
+    directory: str | Path, previous: Policy | None = None, *, allow_empty: bool = False
+) -> Policy:
+    """Load every rule module, AuthorizationPolicy file and ``authn.yaml`` under ``directory``.
+
+    Args:
+        directory: the policy directory.
+        previous: the policy serving now; its JWKS are reused and the new version must not empty it
+            (:func:`check_not_emptied`) unless ``allow_empty`` or an ``EMPTY_POLICY`` file says so.
+        allow_empty: accept a version that empties ``previous``.
+
+    Raises:
+        ConfigError: the directory is missing, or any file fails (see the module docstring);
+            :class:`PolicyEmptied` for a version that would empty ``previous``.
     """
     d = Path(directory)
     if not d.is_dir():
         raise ConfigError("policy directory does not exist", file=str(d))
     rules: list[Rule] = []
     files: list[str] = []
+    counts: dict[str, int] = {}
     yaml_policies: list[tuple[AuthorizationPolicy, YamlDocument]] = []
     for path in sorted(d.iterdir()):
         if path.name.startswith(("_", ".")) or not path.is_file():
             continue
+        before = len(rules)
         if path.suffix == ".py":
             rules.extend(_load_module(path))
         elif path.suffix in (".yaml", ".yml") and path.name != AUTHN_FILE:
@@ -142,6 +219,7 @@ def load_policy(directory: str | Path, previous: Policy | None = None) -> Policy
         else:
             continue
         files.append(str(path))
+        counts[str(path)] = len(rules) - before
     seen: dict[str, Rule] = {}
     for r in rules:
         if r.name in seen:
@@ -152,4 +230,15 @@ def load_policy(directory: str | Path, previous: Policy | None = None) -> Policy
             )
         seen[r.name] = r
     authn = load_authn(d / AUTHN_FILE, previous.authenticator if previous else None)
-    return Policy(rules=rules, authenticator=authn, files=files, yaml_policies=yaml_policies)
+    cfg = authn.config
+    policy = Policy(
+        rules=rules,
+        authenticator=authn,
+        files=files,
+        yaml_policies=yaml_policies,
+        rule_counts=counts,
+        authn_configured=bool(cfg.jwt or (cfg.api_keys is not None and cfg.api_keys.keys)),
+    )
+    if previous is not None and not allow_empty and not (d / EMPTY_MARKER).exists():
+        check_not_emptied(policy, previous, d)
+    return policy

@@ -21,3 +21,8 @@ CHECK_SECONDS = Histogram(
 INTERNAL_ERRORS = Counter(
     "envoykit_authz_internal_errors", "Failures inside the server answered as an in-band deny."
 )
+EMPTIED_REFUSED = Counter(
+    "envoykit_authz_policy_emptied_refused",
+    "Reloads refused because they would empty the serving policy (every rule or file, a file's rules,"
+    " or authn.yaml): the signature of a file caught half-written.",
+)

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from envoy.service.auth.v3 import external_auth_pb2_grpc as ea_grpc
 
+from envoykit.authz import metrics
 from envoykit.authz.decisionlog import DecisionLog
 from envoykit.authz.engine import Engine, EngineSettings
-from envoykit.authz.loader import Policy, load_policy
+from envoykit.authz.loader import Policy, PolicyEmptied, load_policy
 from envoykit.authz.service import SERVICE_NAME, AuthorizationService
 from envoykit.core.logs import get_logger
 from envoykit.core.net import free_port
@@ -46,6 +47,8 @@ class ServerOptions:
     threads: int = 2
     workers: int = 1
     watch: bool = True
+    allow_empty_policy: bool = False
+    settle_ms: float = 250.0
 
 
 def build(opts: ServerOptions) -> tuple[SyncGrpcServer, WatchedConfig[Policy]]:
@@ -53,9 +56,15 @@ def build(opts: ServerOptions) -> tuple[SyncGrpcServer, WatchedConfig[Policy]]:
     holder: list[WatchedConfig[Policy]] = []
 
     def loader(path: Path) -> Policy:
-        return load_policy(path, holder[0].current if holder else None)
+        try:
+            return load_policy(
+                path, holder[0].current if holder else None, allow_empty=opts.allow_empty_policy
+            )
+        except PolicyEmptied:
+            metrics.EMPTIED_REFUSED.inc()
+            raise
 
-    policy = WatchedConfig("authz", opts.policy_dir, loader)
+    policy = WatchedConfig("authz", opts.policy_dir, loader, settle_ms=opts.settle_ms)
     holder.append(policy)
     dlog = DecisionLog(opts.decision_log, opts.decision_log_sample_allow) if opts.decision_log else None
     service = AuthorizationService(policy, Engine(opts.settings), dlog)
@@ -89,7 +98,10 @@ def _worker_args(opts: ServerOptions, address: str) -> list[str]:
         "--rule-budget-ms", str(s.rule_budget_ms),
         "--failure-status", str(s.failure_status),
         "--workers", "1",
+        "--settle-ms", str(opts.settle_ms),
     ]  # fmt: skip
+    if opts.allow_empty_policy:
+        args.append("--allow-empty-policy")
     if s.dry_run:
         args.append("--dry-run")
     if opts.decision_log:

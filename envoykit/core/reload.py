@@ -1,16 +1,21 @@
 """Watched configuration with keep-last-good reload.
 
 A :class:`WatchedConfig` holds the current parsed and validated version of a file or directory.
-When the files change it loads the new version in full; only if loading succeeds does it swap the
-reference (one assignment, so requests in flight keep the version they started with). A failed load
-keeps the last good version, is logged with the file and line, and is counted in
-``envoykit_config_reloads_total{component, result="error"}``.
+When the files change it waits for them to *settle* (their contents unchanged over ``settle_ms``),
+loads the new version in full, and checks that the files did not change while it loaded; only then
+does it swap the reference (one assignment, so requests in flight keep the version they started with).
+A file caught half-written (truncated, or written in parts) is therefore never loaded as long as the
+writer's pauses are shorter than ``settle_ms``. A failed load keeps the last good version, is logged
+with the file and line, and is counted in ``envoykit_config_reloads_total{component, result="error"}``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -43,6 +48,9 @@ class WatchedConfig(Generic[T]):
         loader: parses and validates everything under ``path``; raises :class:`ConfigError`
             (or any exception, reported as-is) when the new version cannot be used.
         on_change: called with the new value after each successful swap.
+        settle_ms: a reload starts only once the files' contents stayed the same this long (ms), and
+            is retried when they changed while loading; ``0`` loads at once.
+        settle_max_s: a reload whose files keep changing for longer than this (s) is refused.
 
     The first load happens in the constructor and raises on failure: a server must not start
     without a good configuration.
@@ -54,8 +62,13 @@ class WatchedConfig(Generic[T]):
         path: str | Path,
         loader: Callable[[Path], T],
         on_change: Callable[[T], None] | None = None,
+        *,
+        settle_ms: float = 250.0,
+        settle_max_s: float = 10.0,
     ) -> None:
         self.component = component
+        self.settle_s = settle_ms / 1000
+        self.settle_max_s = settle_max_s
         self.path = Path(path)
         self._loader = loader
         self._on_change = on_change
@@ -80,7 +93,7 @@ class WatchedConfig(Generic[T]):
         """
         with self._lock:
             try:
-                value = self._loader(self.path)
+                value = self._load_settled()
             except ConfigError as exc:
                 return self._refuse(str(exc))
             except Exception as exc:  # a loader bug must not take the server down either
@@ -94,6 +107,42 @@ class WatchedConfig(Generic[T]):
         if self._on_change is not None:
             self._on_change(value)
         return True
+
+    def _fingerprint(self) -> dict[str, str]:
+        """sha256 of every file under ``path`` (symlinks to files followed, as the loader reads them)."""
+        files = [str(self.path)] if not self.path.is_dir() else []
+        if self.path.is_dir():
+            for root, _dirs, names in os.walk(self.path):
+                files.extend(os.path.join(root, n) for n in names)
+        out: dict[str, str] = {}
+        for f in sorted(files):
+            try:
+                with open(f, "rb") as fh:
+                    out[f] = hashlib.sha256(fh.read()).hexdigest()
+            except OSError as exc:  # vanished between listing and reading: still a change to wait out
+                out[f] = f"<{exc.errno}>"
+        return out
+
+    def _load_settled(self) -> T:
+        """Wait until the files stop changing, load, and load again if they changed meanwhile."""
+        if self.settle_s <= 0:
+            return self._loader(self.path)
+        deadline = time.monotonic() + self.settle_max_s
+        seen = self._fingerprint()
+        while True:
+            time.sleep(self.settle_s)
+            now = self._fingerprint()
+            if now == seen:
+                value = self._loader(self.path)
+                seen = self._fingerprint()
+                if seen == now:
+                    return value
+            else:
+                seen = now
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"files kept changing for {self.settle_max_s:g} s; not loaded", file=str(self.path)
+                )
 
     def _refuse(self, error: str) -> bool:
         self.last_error = error

@@ -55,6 +55,22 @@ def test_authz_test_passes_and_fails(tmp_path: Path) -> None:
     assert "2 passed, 1 failed" in r.stdout
 
 
+def test_authz_test_prints_brackets_as_text(tmp_path: Path) -> None:
+    pol = tmp_path / "policy"
+    pol.mkdir()
+    (pol / "rules.py").write_text(RULES)
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        CASES.replace("alice reads", "'[admin] alice reads [/]'")
+        .replace("bob is refused", "'bob [bold]x[/bold] refused'")
+        .replace("{result: deny, status: 403}", "{result: allow}")
+    )
+    r = run("authz", "test", str(pol), str(cases))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "PASS [admin] alice reads [/]" in r.stdout
+    assert "FAIL bob [bold]x[/bold] refused" in r.stdout
+
+
 def test_authz_test_reports_bad_cases_file(tmp_path: Path) -> None:
     pol = tmp_path / "policy"
     pol.mkdir()

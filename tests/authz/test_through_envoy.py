@@ -106,6 +106,9 @@ def test_jwt_end_to_end(stack) -> None:
     r = httpx.get(url, headers={"authorization": f"Bearer {bad_aud}"})
     assert r.status_code == 401
     assert "invalid_token" in r.headers["www-authenticate"]
+    r = httpx.get(url, headers={"authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.e30.!!"})
+    assert r.status_code == 401
+    assert r.text == "invalid token: malformed token"  # no decoder message reaches the caller
 
 
 def test_raising_rule_denies_and_server_lives(stack) -> None:

@@ -110,3 +110,43 @@ async def test_async_watch_reloads_on_change(tmp_path: Path) -> None:
     stop.set()
     await asyncio.wait_for(task, 5)
     assert w.current.rate == 7
+
+
+def test_reload_waits_for_the_file_to_settle(tmp_path: Path) -> None:
+    f = tmp_path / "a.yaml"
+    f.write_text("name: x\nrate: 1\n")
+    w = WatchedConfig("test", f, load, settle_ms=300)
+    f.write_text("name: half\nrate: 2\n")  # the first part of a two-part write: valid, but not the file meant
+
+    def finish() -> None:
+        time.sleep(0.1)
+        f.write_text("name: x\nrate: 9\n")
+
+    t = threading.Thread(target=finish)
+    t.start()
+    assert w.reload()
+    t.join()
+    assert w.current.rate == 9  # the half-written version was never loaded
+
+
+def test_reload_refuses_files_that_never_settle(tmp_path: Path) -> None:
+    f = tmp_path / "a.yaml"
+    f.write_text("name: x\nrate: 1\n")
+    w = WatchedConfig("test", f, load, settle_ms=100, settle_max_s=0.5)
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            f.write_text(f"name: x\nrate: {i}\n")
+            time.sleep(0.03)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        assert not w.reload()
+    finally:
+        stop.set()
+        t.join()
+    assert w.current.rate == 1 and "kept changing" in (w.last_error or "")
