@@ -11,7 +11,8 @@ from envoykit.authz.decisions import Allow, Deny, allow, deny
 from envoykit.authz.engine import Engine, EngineSettings, Verdict
 from envoykit.authz.identity import Identity
 from envoykit.authz.loader import Policy, load_policy
-from envoykit.authz.request import Headers, Request, normalize_path
+from envoykit.authz.paths import normalize_path
+from envoykit.authz.request import Headers, Request
 from envoykit.authz.rules import Rule, allow_rule, deny_rule
 from envoykit.authz.spiffe import SpiffeId, parse_spiffe_id
 

@@ -2,6 +2,7 @@
 
 Order (https://istio.io/latest/docs/concepts/security/#implicit-enablement):
 
+0. An ambiguous path (``/..;/``, ``%3B``: see :mod:`envoykit.authz.paths`) → deny (403).
 1. A credential that is present but does not verify (bad JWT, unknown API key) → 401.
 2. Any DENY rule that applies and matches → deny.
 3. If ALLOW rules apply and none matches → deny (403).
@@ -54,7 +55,7 @@ class Verdict:
 
     Attributes:
         decision: what Envoy is told (after global dry-run).
-        rule: name of the deciding rule; ``<authn>`` for a bad credential, ``<no-allow-match>`` when ALLOW
+        rule: name of the deciding rule; ``<ambiguous-path>``, ``<authn>`` for a bad credential, ``<no-allow-match>`` when ALLOW
             rules applied and none matched, ``<default>`` when nothing applied.
         reason: short words for the decision log.
         would_deny: the decision that dry-run turned into an allow, if any.
@@ -152,6 +153,10 @@ class Engine:
             raise RuleFailure(rule, f"{type(exc).__name__}: {exc}") from exc
 
     def _evaluate(self, policy: Policy, req: Request) -> Verdict:
+        if req.path_ambiguity is not None:
+            # Upstreams disagree on what such a path names; no rule can be trusted to have seen it.
+            deny = Deny(self.settings.deny_status, DEFAULT_DENY_BODY)
+            return Verdict(deny, "<ambiguous-path>", req.path_ambiguity)
         bad = self.authenticate(policy, req)
         if bad is not None:
             return Verdict(bad, "<authn>", bad.body)

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from envoykit.authz.paths import check_path_pattern, compiled_path_regex
 from envoykit.authz.request import Request
 from envoykit.authz.rules import Rule
 
@@ -70,6 +71,11 @@ class Operation(_M):
     not_methods: _Str = Field((), alias="notMethods")
     paths: _Str = ()
     not_paths: _Str = Field((), alias="notPaths")
+
+    @field_validator("paths", "not_paths")
+    @classmethod
+    def _path_patterns(cls, v: _Str) -> _Str:
+        return tuple(check_path_pattern(p) for p in v)
 
 
 class From(_M):
@@ -255,19 +261,22 @@ def _compile_operation(o: Operation) -> Callable[[Request], bool]:
     def methods(r: Request) -> list[str]:
         return [r.method]
 
-    def paths(r: Request) -> list[str]:
-        return [r.path]
-
     specs: list[tuple[_Str, _Str, Callable[[Request], list[str]], Callable[[str], str]]] = [
         (o.hosts, o.not_hosts, hosts, str.lower),
         (o.methods, o.not_methods, methods, str),
-        (o.paths, o.not_paths, paths, str),
     ]
     for pos, neg, get, fold in specs:
         if pos:
             checks.append(_values_check(pos, get, False, fold))
         if neg:
             checks.append(_values_check(neg, get, True, fold))
+    # paths: exact/prefix/suffix/presence and {*}/{**} templates, one regex each (envoykit.authz.paths)
+    if o.paths:
+        rx = [compiled_path_regex(p) for p in o.paths]
+        checks.append(lambda r: any(x.fullmatch(r.path) for x in rx))
+    if o.not_paths:
+        nrx = [compiled_path_regex(p) for p in o.not_paths]
+        checks.append(lambda r: not any(x.fullmatch(r.path) for x in nrx))
     return lambda r: all(c(r) for c in checks)
 
 

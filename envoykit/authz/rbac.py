@@ -9,8 +9,11 @@ RBAC filter placed first, ALLOW policies into an ALLOW filter after it; each Ist
 ``shadow_rules``. What only the Python path can decide — JWT claims and request principals (verified by
 envoykit, not by Envoy), Python rule modules — is refused with the field that needs it.
 
-Equivalence with the Python path holds for requests whose path Envoy normalises the same way
-(``normalize_path``/``merge_slashes`` on the HTTP connection manager) and for SPIFFE principals.
+Equivalence with the Python path holds when the HTTP connection manager normalises paths as
+:mod:`envoykit.authz.paths` describes (``normalize_path``, ``merge_slashes``,
+``path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD``, as the control plane and ``envoy/*.yaml`` set) and for
+SPIFFE principals. Path patterns compile to regexes that allow the ``;`` parameters Envoy leaves on
+segments, and the DENY filter first refuses the ambiguous paths the Python path refuses.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 
 from envoykit.authz.istio import AuthorizationPolicy, Condition, Operation, RuleSpec, Source
 from envoykit.authz.loader import Policy
+from envoykit.authz.paths import AMBIGUOUS_PATH_REGEX, envoy_path_regex
 from envoykit.core.errors import ConfigError
 from envoykit.core.yamlfile import YamlDocument
 
@@ -93,7 +97,18 @@ def _host_perm(pattern: str) -> rbac_pb2.Permission:
 
 
 def _path_perm(pattern: str) -> rbac_pb2.Permission:
-    return rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=string_matcher(pattern)))
+    # Envoy's RBAC sees the path after the HCM's normalisation, which keeps ';' parameters on
+    # ordinary segments; the regex matches exactly the paths whose envoykit-normalised form matches.
+    return rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=_regex(envoy_path_regex(pattern))))
+
+
+#: First rule of the DENY filter: the paths the Python path refuses as ambiguous (envoykit.authz.paths).
+AMBIGUOUS_PATH_POLICY = "envoykit-ambiguous-path"
+
+
+def _ambiguous_path_policy() -> rbac_pb2.Policy:
+    perm = rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=_regex(AMBIGUOUS_PATH_REGEX)))
+    return rbac_pb2.Policy(permissions=[perm], principals=[rbac_pb2.Principal(any=True)])
 
 
 def _principal_id(pattern: str) -> rbac_pb2.Principal:
@@ -224,7 +239,10 @@ def compile_policies(policies: Sequence[tuple[AuthorizationPolicy, YamlDocument]
     Raises:
         NotCompilable: a policy needs JWT facts (requestPrincipals, ``request.auth.*`` conditions).
     """
-    enforced: dict[str, dict[str, rbac_pb2.Policy]] = {"DENY": {}, "ALLOW": {}}
+    enforced: dict[str, dict[str, rbac_pb2.Policy]] = {
+        "DENY": {AMBIGUOUS_PATH_POLICY: _ambiguous_path_policy()},
+        "ALLOW": {},
+    }
     shadow: dict[str, dict[str, rbac_pb2.Policy]] = {"DENY": {}, "ALLOW": {}}
     has_allow = False
     for pol, doc in policies:

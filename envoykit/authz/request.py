@@ -3,8 +3,8 @@
 Envoy facts this view honours (from the ext_authz filter docs and ``attribute_context.proto``):
 
 * ``attributes.request.http.path`` is the raw request target *including* the query string; the
-  ``query`` field stays empty. :attr:`Request.path` is the decoded, normalised path and
-  :attr:`Request.query` the decoded query parameters, computed separately.
+  ``query`` field stays empty. :attr:`Request.path` is the normalised path every matcher reads
+  (:mod:`envoykit.authz.paths`) and :attr:`Request.query` the decoded query parameters.
 * ``http.headers`` joins repeated headers with ``,``; when the filter sets ``encode_raw_headers``
   Envoy sends ``header_map`` with each occurrence, which this view prefers so repeated values survive.
 * ``source.principal`` is the first URI SAN of the peer certificate, whatever its scheme;
@@ -15,13 +15,13 @@ Everything is computed on first access and cached, so a rule pays only for what 
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from envoykit.authz.identity import Identity
+from envoykit.authz.paths import normalize_path, path_ambiguity
 from envoykit.authz.spiffe import SpiffeId, parse_spiffe_id
 
 
@@ -60,32 +60,15 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._multi!r})"
 
 
-def normalize_path(raw: str) -> str:
-    """Percent-decode ``raw`` (a path without query) and resolve ``.``/``..`` segments and ``//``.
-
-    The result is what a rule should match against: ``/a/%2e%2e/admin`` and ``/a/../admin`` both give
-    ``/admin``. A trailing slash is kept (``/api/`` stays ``/api/``). Decoding happens once, before
-    resolution, so an encoded ``..`` cannot slip past a prefix rule.
-    """
-    decoded = unquote(raw, errors="replace")
-    if not decoded.startswith("/"):
-        decoded = "/" + decoded
-    trailing = decoded.endswith("/") and len(decoded) > 1
-    norm = posixpath.normpath(decoded)
-    if norm.startswith("//"):  # normpath keeps a leading '//' (POSIX), paths don't need it
-        norm = "/" + norm.lstrip("/")
-    if trailing and norm != "/":
-        norm += "/"
-    return norm
-
-
 class Request:
     """What a rule sees of one request (built from a CheckRequest, or directly in tests).
 
     Attributes (all read-only):
         method: HTTP method, upper case (``GET``).
         raw_path: the request target as sent, without the query (``/a/%2e%2e/b``).
-        path: decoded and normalised path (see :func:`normalize_path`).
+        path: the normalised path (:func:`envoykit.authz.paths.normalize_path`): unreserved escapes
+            decoded, ``;`` parameters cut off, dot segments resolved, slashes merged.
+        path_ambiguity: why the path is ambiguous (requests with one are denied), or None.
         query: decoded query parameters, name → list of values.
         host: the ``:authority`` lower-cased (``api.example.com:8080``); :attr:`hostname` without port.
         headers: :class:`Headers`.
@@ -183,8 +166,13 @@ class Request:
 
     @cached_property
     def path(self) -> str:
-        """Decoded, dot-segment-free path (see :func:`normalize_path`)."""
+        """The normalised path (see :mod:`envoykit.authz.paths`)."""
         return normalize_path(self.raw_path)
+
+    @cached_property
+    def path_ambiguity(self) -> str | None:
+        """Why upstreams could read this path differently (``/..;/``, ``%3B``), or None."""
+        return path_ambiguity(self.raw_path)
 
     @cached_property
     def raw_query(self) -> str:

@@ -8,7 +8,7 @@
 * ``gateway``: an ingress gateway (optional TLS termination with a given certificate) or an egress one.
 
 Sources: Envoy ``HttpConnectionManager`` (``rds``, ``forward_client_cert_details``,
-``use_remote_address``), ``FilterChainMatch.transport_protocol``, ``tls_inspector``, ``tcp_proxy``.
+``use_remote_address``, ``normalize_path``, ``merge_slashes``, ``path_with_escaped_slashes_action``), ``FilterChainMatch.transport_protocol``, ``tls_inspector``, ``tcp_proxy``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,12 @@ def http_connection_manager(
         rds=hcm.Rds(config_source=ads_source(), route_config_name=route_config_name),
         http_filters=http_filters,
         strip_any_host_port=strip_any_host_port,
+        # One path for every filter and the upstream: RFC 3986 normalisation, merged slashes,
+        # %2F/%5C decoded — what envoykit.authz matches policies against (docs/authz.md).
+        merge_slashes=True,
+        path_with_escaped_slashes_action=hcm.HttpConnectionManager.UNESCAPE_AND_FORWARD,
     )
+    conf.normalize_path.value = True
     conf.use_remote_address.value = use_remote_address
     if forward_client_cert:
         conf.forward_client_cert_details = hcm.HttpConnectionManager.SANITIZE_SET

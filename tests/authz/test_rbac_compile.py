@@ -6,10 +6,10 @@ asks ``envoykit authz serve`` with the same policy directory. Every case goes to
 
 from __future__ import annotations
 
+import http.client
 import ssl
 from pathlib import Path
 
-import httpx
 import pytest
 from google.protobuf.json_format import MessageToDict
 
@@ -61,6 +61,19 @@ spec:
       to: [{operation: {paths: ["/api/private*"]}}]
 ---
 kind: AuthorizationPolicy
+metadata: {name: v1-open}
+spec:
+  rules:
+    - to: [{operation: {paths: ["/v1/*"]}}]
+---
+kind: AuthorizationPolicy
+metadata: {name: no-internal}
+spec:
+  action: DENY
+  rules:
+    - to: [{operation: {paths: ["/internal/{**}", "/v1/{*}/secret", "*.bak", "/exact", "/t/{*}/{**}"]}}]
+---
+kind: AuthorizationPolicy
 metadata: {name: shadow-everything}
 spec:
   action: DENY
@@ -99,6 +112,36 @@ CASES = [
     ("frontend", "GET", "/api/private/x", "svc", {}),
     ("frontend", "GET", "/api/../other", "svc", {}),
     ("frontend", "GET", "/api//items", "svc", {}),
+    # one normalised path: ';' parameters, encoded and plain traversal, escaped slashes, templates
+    (None, "GET", "/v1/items", "svc", {}),
+    (None, "GET", "/v1/items;jsessionid=1", "svc", {}),
+    (None, "GET", "/v1/..;/internal/x", "svc", {}),
+    (None, "GET", "/v1/..%3B/internal/x", "svc", {}),
+    (None, "GET", "/v1/..%3b/internal/x", "public.example", {}),
+    (None, "GET", "/v1/%2e%2e;/internal/x", "public.example", {}),
+    (None, "GET", "/v1/.;x/a", "public.example", {}),
+    (None, "GET", "/v1/;x/a", "public.example", {}),
+    (None, "GET", "/v1/%2e%2e/internal/x", "public.example", {}),
+    (None, "GET", "/v1/x%2F..%2F..%2Finternal/y", "public.example", {}),
+    (None, "GET", "/v1/x%5C..%5Cinternal", "public.example", {}),
+    (None, "GET", "/v1/a/secret", "svc", {}),
+    (None, "GET", "/v1/a;x=1/secret;y", "svc", {}),
+    (None, "GET", "/v1/a/b/secret", "svc", {}),
+    (None, "GET", "/v1/a=b/secret", "svc", {}),
+    (None, "GET", "/v1//a//secret", "svc", {}),
+    (None, "GET", "/internal", "public.example", {}),
+    (None, "GET", "/internal/", "public.example", {}),
+    (None, "GET", "/internal/a/b", "public.example", {}),
+    (None, "GET", "/internal;p/a", "public.example", {}),
+    (None, "GET", "/v1/x.bak", "svc", {}),
+    (None, "GET", "/v1/x.bak;v=1", "svc", {}),
+    (None, "GET", "/v1/x;v.bak", "svc", {}),
+    (None, "GET", "/exact;p", "public.example", {}),
+    (None, "GET", "/exact/", "public.example", {}),
+    (None, "GET", "/t/a", "public.example", {}),
+    (None, "GET", "/t/a/", "public.example", {}),
+    (None, "GET", "/t/a/b/c", "public.example", {}),
+    (None, "GET", "/%76%31/items?x=/../internal/", "svc", {}),
 ]
 
 
@@ -120,7 +163,11 @@ def tls(ca: TestCA, server) -> dict:
     }
 
 
-HCM = {"normalize_path": True, "merge_slashes": True}
+HCM = {
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
+}
 
 
 def test_refuses_what_needs_python(tmp_path: Path) -> None:
@@ -174,27 +221,48 @@ def test_compiled_rbac_decides_like_python(tmp_path: Path, envoy, authz_server) 
     )
     validate_envoy_config(cfg)
     envoy(cfg)
-    clients: dict[str | None, httpx.Client] = {}
+    contexts: dict[str | None, ssl.SSLContext] = {}
     for name, uri in [(None, None), *IDENTITIES.items()]:
         ctx = ssl.create_default_context(cafile=str(ca.path))
         if uri is not None:
             pair = ca.issue(name, uris=[uri])
             ctx.load_cert_chain(str(pair.cert), str(pair.key))
-        clients[name] = httpx.Client(verify=ctx)
+        contexts[name] = ctx
     outcomes = []
     for ident, method, path, host, headers in CASES:
-        c = clients[ident]
         got = []
         for port in (native, python):
-            url = f"https://localhost:{port}{path}"
-            got.append(c.request(method, url, headers={"host": host, **headers}).status_code)
+            # http.client sends the target as written (httpx would resolve dot segments itself)
+            conn = http.client.HTTPSConnection("localhost", port, context=contexts[ident], timeout=5)
+            conn.request(method, path, headers={"host": host, **headers})
+            got.append(conn.getresponse().status)
+            conn.close()
         outcomes.append(((ident, method, path, host), got))
     differ = [o for o in outcomes if o[1][0] != o[1][1]]
     assert not differ, f"native RBAC and the Python path disagree: {differ}"
     statuses = [o[1][0] for o in outcomes]
     assert statuses.count(200) >= 7 and statuses.count(403) >= 7, outcomes
+    got = {(p, h): o[0] for (_, _, p, h), o in outcomes}
     assert dict(outcomes)[("frontend", "GET", "/api/items", "svc")] == [200, 200]
     assert dict(outcomes)[("frontend", "GET", "/debug/vars", "public.example")] == [403, 403]
+    want = {
+        ("/v1/items;jsessionid=1", "svc"): 200,
+        ("/v1/..;/internal/x", "svc"): 403,
+        ("/v1/..%3B/internal/x", "svc"): 403,
+        ("/v1/%2e%2e;/internal/x", "public.example"): 403,
+        ("/v1/x%2F..%2F..%2Finternal/y", "public.example"): 403,
+        ("/v1/a;x=1/secret;y", "svc"): 403,
+        ("/v1/a/b/secret", "svc"): 200,
+        ("/internal", "public.example"): 200,
+        ("/internal/a/b", "public.example"): 403,
+        ("/internal;p/a", "public.example"): 403,
+        ("/v1/x.bak;v=1", "svc"): 403,
+        ("/v1/x;v.bak", "svc"): 200,
+        ("/t/a", "public.example"): 200,
+        ("/t/a/b/c", "public.example"): 403,
+        ("/%76%31/items?x=/../internal/", "svc"): 200,
+    }
+    assert {k: got[k] for k in want} == want
 
 
 def test_shipped_example_compiles_and_validates(tmp_path: Path) -> None:

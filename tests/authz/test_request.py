@@ -18,12 +18,36 @@ from envoykit.authz import Request, normalize_path, parse_spiffe_id
         ("//a//b", "/a/b"),
         ("/api/", "/api/"),
         ("/../../etc", "/etc"),
-        ("/caf%C3%A9", "/café"),
-        ("/a%20b", "/a b"),
+        ("/caf%C3%A9", "/caf%C3%A9"),  # only unreserved escapes are decoded, as Envoy does
+        ("/a%20b", "/a%20b"),
+        ("/%41%7e%2D/x", "/A~-/x"),
+        ("/a%5Cb\\c", "/a/b/c"),
+        ("/a;jsessionid=1/b;v=2", "/a/b"),
+        ("/a/b;x/../c", "/a/c"),
+        ("/a/b/..", "/a/"),
+        ("/a/b/.", "/a/b/"),
+        ("/x?q=/../y", "/x"),
     ],
 )
 def test_normalize_path(raw: str, want: str) -> None:
     assert normalize_path(raw) == want
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("/v1/..;/internal/x", "';' parameters on the segment '..;'"),
+        ("/v1/.;x/a", "';' parameters on the segment '.;x'"),
+        ("/v1/;x/a", "';' parameters on the segment ';x'"),
+        ("/v1/%2e%2e;/a", "';' parameters on the segment '..;'"),
+        ("/v1/..%3B/internal/x", "encoded ';' (%3B) in the path"),
+        ("/v1/a%3bb", "encoded ';' (%3B) in the path"),
+        ("/v1/a;b/c", None),
+        ("/v1/...;/c", None),
+    ],
+)
+def test_path_ambiguity(raw: str, why: str | None) -> None:
+    assert Request(path=raw).path_ambiguity == why
 
 
 def test_path_and_query_are_separate() -> None:
