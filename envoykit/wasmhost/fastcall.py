@@ -43,7 +43,12 @@ Caller = Callable[..., Any]
 def caller(func: wasmtime.Func, n_params: int, n_results: int) -> Caller:
     """A callable ``(store, *ints) -> int | None`` for an all-i32 export (checked by the ABI check)."""
     if not ENABLED:
-        return func
+
+        def slow(store: wasmtime.Store, *args: int) -> int | None:
+            result = func(store, *args)
+            return result & 0xFFFFFFFF if isinstance(result, int) else None
+
+        return slow
     fref = ctypes.byref(func._func)
     params_t = ffi.wasmtime_val_t * max(n_params, 1)
     results_t = ffi.wasmtime_val_t * max(n_results, 1)
@@ -58,7 +63,7 @@ def caller(func: wasmtime.Func, n_params: int, n_results: int) -> Caller:
             error = ffi.wasmtime_func_call(store._context(), fref, params, n_params, results, n_results, trap)
             if error:
                 raise wasmtime.WasmtimeError._from_ptr(error)
-        return int(results[0].of.i32) if n_results else None
+        return int(results[0].of.i32) & 0xFFFFFFFF if n_results else None  # u32, as cpp-host reads it
 
     return call
 
@@ -70,7 +75,10 @@ _ids = itertools.count(1)
 def _trampoline(idx: int, _caller: Any, params: Any, nparams: int, results: Any, nresults: int) -> int:
     try:
         fn, kinds, result = _TABLE[idx or 0]
-        args = [params[i].of.i32 if k == "i" else params[i].of.i64 for i, k in enumerate(kinds)]
+        # Every i32 of the ABI is a u32 (sizes, offsets, pointers, ids): cpp-host reads them with
+        # ``get<uint32_t>()``, so 0xffffffff is 4294967295, never -1. i64s stay signed: the one
+        # signed parameter is ``proxy_increment_metric``'s delta; u64 users mask it themselves.
+        args = [params[i].of.i32 & 0xFFFFFFFF if k == "i" else params[i].of.i64 for i, k in enumerate(kinds)]
         value = fn(*args)
         if nresults:
             if result == "i":
@@ -95,6 +103,15 @@ if ENABLED:
     _FINALIZE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize)
 
 
+def _unsigned(fn: Callable[..., Any], kinds: str) -> Callable[..., Any]:
+    """``fn`` with its i32 arguments read as u32, as the fast trampoline reads them."""
+
+    def call(*args: int) -> Any:
+        return fn(*(a & 0xFFFFFFFF if k == "i" else a for a, k in zip(args, kinds, strict=True)))
+
+    return call
+
+
 def define(
     linker: wasmtime.Linker,
     module: str,
@@ -108,10 +125,10 @@ def define(
     Raises:
         wasmtime.WasmtimeError: the linker refused the definition.
     """
-    if not ENABLED:
-        linker.define_func(module, name, functype, fn)
-        return
     params, _, results = sig.partition(">")
+    if not ENABLED:
+        linker.define_func(module, name, functype, _unsigned(fn, params))
+        return
     idx = next(_ids)
     _TABLE[idx] = (fn, params, results)
     mod, nm = module.encode(), name.encode()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from envoykit.wasmhost import Action, Status
-from tests.wasmhost.conftest import slot
+import pytest
+
+from envoykit.wasmhost import Action, HttpRequest, HttpResponse, Status, fastcall, load_plugin, run_exchange
+from tests.wasmhost.conftest import WAT, slot
 
 
 def test_configuration_buffers(wat):
@@ -30,7 +32,7 @@ def test_request_body_is_buffered_then_edited_with_envoys_rules(wat):
     assert slot(plugin, 12) == 11  # the callback saw the whole buffered body
     assert slot(plugin, 13) == Status.OK  # prepend (start 0, size 0)
     assert slot(plugin, 14) == Status.OK  # append (start past the end)
-    assert slot(plugin, 15) == Status.BAD_ARGUMENT  # splice in the middle
+    assert slot(plugin, 15) == Status.BAD_ARGUMENT  # splice in the middle (0 < start < length)
     assert (slot(plugin, 16), slot(plugin, 17)) == (Status.OK, 13)
     assert stream.request_body == b"<hello world>"
 
@@ -43,3 +45,21 @@ def test_response_body_replaced(wat):
     stream.send_response_body("upstream body", end_of_stream=True)
     assert slot(plugin, 18) == Status.OK
     assert stream.response_body == b"X"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_u32_arguments_are_unsigned_on_both_call_paths(monkeypatch, enabled):
+    """0xffffffff is "to the end" / "append", never -1 (examples/wasm/wat/u32_args.wat; the same
+    answers are diffed against Envoy in test_examples_vs_envoy)."""
+    monkeypatch.setattr(fastcall, "ENABLED", enabled and fastcall.ENABLED)
+    plugin = load_plugin(WAT / "u32_args.wat")
+    out = run_exchange(plugin, HttpRequest("POST", "/p", body=b"hello"), HttpResponse(body=b"upstream body"))
+    codes = dict(m.split("=") for m in plugin.log_messages())
+    assert (codes["ba"], codes["bb"]) == ("0", "5")  # read to the end: the whole body
+    assert (codes["bc"], codes["bd"]) == ("0", "3")  # from offset 2 to the end
+    assert (codes["bg"], codes["bh"], codes["bj"]) == ("0", "0", "7")  # two appends
+    assert out.upstream_body == b"hello!?"
+    assert (codes["ca"], codes["cf"]) == ("0", "12")  # start 0, size 2: drain two, prepend one
+    assert (codes["cb"], codes["cd"]) == ("0", "1") and out.body == b"R"  # size 0xffffffff: replace
+    assert codes["hb"] == codes["hc"] == codes["hd"] == codes["he"] == str(int(Status.BAD_ARGUMENT))
+    assert codes["hf"] == codes["hg"] == codes["hh"] == str(int(Status.INVALID_MEMORY_ACCESS))

@@ -50,6 +50,7 @@ DIFFS = [
     ("wat_callout_phases", "callout_phases"),
     ("wat_return_codes", "return_codes"),
     ("wat_return_codes_late", "return_codes_late"),
+    ("wat_u32_args", "u32_args"),
     ("wat_stream", "stream_close"),
     ("wat_stream", "stream_buffer"),
     ("wat_stream", "stream_local"),

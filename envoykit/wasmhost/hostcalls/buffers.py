@@ -5,8 +5,8 @@ Availability follows Envoy ``Context::getBuffer``: bodies and TCP data while the
 buffering pause) holds them; the VM configuration always; the plugin configuration only during
 ``proxy_on_configure`` / ``proxy_validate_configuration``; the HTTP-call response body only inside its callback (else NOT_FOUND); the gRPC message and
 call-data buffers read as empty outside their callbacks (Envoy's wrapper is always there). Writes follow
-Envoy ``Buffer::copyFrom``: ``start == 0`` with ``size == 0`` prepends, ``start == 0`` with
-``size >= length`` replaces, ``start >= length`` appends, anything else is BAD_ARGUMENT; the
+Envoy ``Buffer::copyFrom``: ``start == 0`` drains ``size`` bytes (all if ``size >= length``) and
+prepends the data, ``start >= length`` appends, anything else is BAD_ARGUMENT; the
 read-only buffers refuse writes with BAD_ARGUMENT, and so does a body write outside a body
 callback.
 """
@@ -58,8 +58,8 @@ def proxy_get_buffer_bytes(vm: Any, kind: int, start: int, max_size: int, ptr_pt
     buf = _buffer(vm, kind)
     if buf is None:
         return Status.NOT_FOUND
-    if start > 0xFFFFFFFF - max_size:  # cpp-host: overflow of start + length
-        return Status.BAD_ARGUMENT
+    # cpp-host adds start and max_size as 64-bit words: two u32s never overflow, and a read past
+    # the end is cut to what is there (max_size 0xffffffff is "to the end").
     chunk = bytes(buf[start : start + max_size])
     vm.return_bytes(chunk, ptr_ptr, size_ptr)
     return Status.OK
@@ -89,12 +89,9 @@ def proxy_set_buffer_bytes(vm: Any, kind: int, start: int, size: int, data_ptr: 
     if buf is None:
         return Status.BAD_ARGUMENT  # no body in this callback: Envoy refuses the write
     if start == 0:
-        if size == 0:
-            buf[0:0] = data
-        elif size >= len(buf):
-            buf[:] = data
-        else:
-            return Status.BAD_ARGUMENT
+        # Envoy drains ``size`` bytes (at most all of them), then prepends: size 0 prepends,
+        # size >= length (0xffffffff) replaces, a size in between replaces that many bytes.
+        buf[: min(size, len(buf))] = data
     elif start >= len(buf):
         buf += data
     else:

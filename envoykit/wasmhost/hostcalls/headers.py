@@ -11,6 +11,7 @@ A missing key is NOT_FOUND, except ABI 0.1.0 which gets OK and an empty value.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from envoykit.wasmhost.abi import AbiVersion, MapType, Status
@@ -137,12 +138,23 @@ def proxy_remove_header_map_value(vm: Any, kind: int, kp: int, ks: int) -> int:
     return Status.OK
 
 
+def _known_type(fn: Callable[..., int]) -> Callable[..., int]:
+    """cpp-host checks the map type before anything else: above the last one is BAD_ARGUMENT."""
+
+    def run(vm: Any, kind: int, *args: int) -> int:
+        if kind > MapType.HTTP_CALL_RESPONSE_TRAILERS:
+            return Status.BAD_ARGUMENT
+        return fn(vm, kind, *args)
+
+    return run
+
+
 FUNCTIONS: Table = {
-    "proxy_get_header_map_value": ("iiiii>i", proxy_get_header_map_value),
-    "proxy_get_header_map_pairs": ("iii>i", proxy_get_header_map_pairs),
-    "proxy_get_header_map_size": ("ii>i", proxy_get_header_map_size),
-    "proxy_set_header_map_pairs": ("iii>i", proxy_set_header_map_pairs),
-    "proxy_add_header_map_value": ("iiiii>i", proxy_add_header_map_value),
-    "proxy_replace_header_map_value": ("iiiii>i", proxy_replace_header_map_value),
-    "proxy_remove_header_map_value": ("iii>i", proxy_remove_header_map_value),
+    "proxy_get_header_map_value": ("iiiii>i", _known_type(proxy_get_header_map_value)),
+    "proxy_get_header_map_pairs": ("iii>i", _known_type(proxy_get_header_map_pairs)),
+    "proxy_get_header_map_size": ("ii>i", _known_type(proxy_get_header_map_size)),
+    "proxy_set_header_map_pairs": ("iii>i", _known_type(proxy_set_header_map_pairs)),
+    "proxy_add_header_map_value": ("iiiii>i", _known_type(proxy_add_header_map_value)),
+    "proxy_replace_header_map_value": ("iiiii>i", _known_type(proxy_replace_header_map_value)),
+    "proxy_remove_header_map_value": ("iii>i", _known_type(proxy_remove_header_map_value)),
 }
