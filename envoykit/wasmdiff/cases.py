@@ -6,6 +6,7 @@ Shape (YAML)::
     configuration: "x-hello: world"     # plugin configuration (string)
     vm_configuration: ""                # VM configuration (string)
     log_level: info                     # the ``wasm`` logger level on both sides
+    failure_policy: FAIL_CLOSED         # or FAIL_OPEN: what streams get once the VM failed
     upstream:                           # default upstream answer
       status: 200
       headers: {content-type: text/plain}
@@ -67,6 +68,7 @@ class CaseFile:
     vm_id: str = "envoykit"
     name: str = "envoykit_wasm"
     log_level: LogLevel = LogLevel.INFO
+    failure_policy: str = "FAIL_CLOSED"
     clusters: dict[str, HttpResponse] = field(default_factory=dict)
     cases: list[Case] = field(default_factory=list)
 
@@ -136,7 +138,7 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
         raise CasesError(f"{source}: the document must be a mapping")
     known = {
         "protocol", "root_id", "configuration", "vm_configuration", "vm_id", "name", "log_level",
-        "upstream", "clusters", "cases",
+        "upstream", "clusters", "cases", "failure_policy",
     }  # fmt: skip
     unknown = set(doc) - known
     if unknown:
@@ -148,6 +150,9 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
     clusters_doc = doc.get("clusters") or {}
     if not isinstance(clusters_doc, dict):
         raise CasesError(f"{source}: clusters: expected a mapping of cluster name to answer")
+    policy = str(doc.get("failure_policy", "FAIL_CLOSED"))
+    if policy not in ("FAIL_CLOSED", "FAIL_OPEN"):
+        raise CasesError(f"{source}: failure_policy: FAIL_CLOSED or FAIL_OPEN, got {policy!r}")
     protocol = str(doc.get("protocol", "http"))
     if protocol not in ("http", "tcp"):
         raise CasesError(f"{source}: protocol: 'http' or 'tcp', got {protocol!r}")
@@ -159,6 +164,7 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
         vm_id=str(doc.get("vm_id", "envoykit")),
         name=str(doc.get("name", "envoykit_wasm")),
         log_level=LogLevel(_LEVELS[level]),
+        failure_policy=policy,
         clusters={
             str(k): _response(v, f"{source}: clusters.{k}", callout=True) for k, v in clusters_doc.items()
         },

@@ -26,6 +26,7 @@ from envoykit.wasmdiff.upstream import ScriptedUpstream
 from envoykit.wasmhost.exchange import HttpRequest
 
 _LOG_LINE = re.compile(r"^(trace|debug|info|warning|error|critical)\|wasm\|wasm log[^:]*: (.*)$")
+_ANY_LINE = re.compile(r"^(trace|debug|info|warning|error|critical)\|[\w.-]*\|")  # --log-format %l|%n|%v
 MARKER_PATH = "/__envoykit_wasmdiff_marker_"
 HCM_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -60,7 +61,12 @@ def wasm_filter(wasm: Path, cases: CaseFile) -> dict[str, Any]:
     }
     if cases.vm_configuration:
         vm_config["configuration"] = {"@type": _STRING, "value": cases.vm_configuration}
-    config: dict[str, Any] = {"name": cases.name, "root_id": cases.root_id, "vm_config": vm_config}
+    config: dict[str, Any] = {
+        "name": cases.name,
+        "root_id": cases.root_id,
+        "vm_config": vm_config,
+        "failure_policy": cases.failure_policy,
+    }
     if cases.configuration:
         config["configuration"] = {"@type": _STRING, "value": cases.configuration}
     return {
@@ -251,13 +257,20 @@ class EnvoyRunner:
         send_request(self.marker_port, HttpRequest(path=marker), self.timeout)
         logs: list[tuple[str, str]] = []
         deadline = time.monotonic() + self.timeout
+        in_message = False  # the last line began a filter's message: unprefixed lines continue it
         while True:
-            for line in self._read_new().splitlines():
+            for line in self._read_new().split("\n")[:-1]:
                 m = _LOG_LINE.match(line)
                 if m:
                     logs.append((m.group(1), m.group(2)))
+                    in_message = True
+                elif in_message and not _ANY_LINE.match(line):
+                    # A multi-line message (a Rust panic, a dump) spans several lines of the log.
+                    logs[-1] = (logs[-1][0], logs[-1][1] + "\n" + line)
                 elif marker in line:
                     return logs
+                else:
+                    in_message = False
             if time.monotonic() > deadline:
                 logs.append(
                     ("error", f"envoykit: no end-of-case marker in Envoy's log after {self.timeout}s")

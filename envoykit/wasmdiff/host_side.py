@@ -23,6 +23,7 @@ def start_plugin(wasm: Path | WasmModule, cases: CaseFile) -> Plugin:
         root_id=cases.root_id,
         vm_id=cases.vm_id,
         name=cases.name,
+        failure_policy=cases.failure_policy,
     )
 
 

@@ -7,6 +7,12 @@ from dataclasses import dataclass, field
 # Headers Envoy itself owns on the way to the client or the upstream (not the filter's doing).
 CLIENT_IGNORED = frozenset({"date", "server", "connection", "transfer-encoding"})
 UPSTREAM_IGNORED = frozenset({"connection", "transfer-encoding"})
+# Headers whose value is a measured time: compared for presence, not value.
+TIMING = frozenset({"x-envoy-upstream-service-time", "x-envoy-expected-rq-timeout-ms"})
+
+
+def _untimed(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return sorted((k, "<time>" if k in TIMING else v) for k, v in headers)
 
 
 @dataclass
@@ -40,12 +46,12 @@ def differences(host: Observation, envoy: Observation) -> list[str]:
     """Human-readable differences between the host's and Envoy's observation (empty: identical).
 
     Headers are compared as sorted multisets (Envoy's own header order can differ from the
-    wire order); logs in order, exactly.
+    wire order), timing headers (:data:`TIMING`) by presence only; logs in order, exactly.
     """
     out: list[str] = []
     if host.status != envoy.status:
         out.append(f"status: host {host.status} != envoy {envoy.status}")
-    if sorted(host.headers) != sorted(envoy.headers):
+    if _untimed(host.headers) != _untimed(envoy.headers):
         out.append(f"response headers: host {sorted(host.headers)} != envoy {sorted(envoy.headers)}")
     if host.body != envoy.body:
         out.append(f"response body: host {host.body[:200]!r} != envoy {envoy.body[:200]!r}")
@@ -60,7 +66,7 @@ def differences(host: Observation, envoy: Observation) -> list[str]:
         em, ep, eh, eb = envoy.upstream
         if (hm, hp) != (em, ep):
             out.append(f"upstream request line: host {hm} {hp} != envoy {em} {ep}")
-        if sorted(hh) != sorted(eh):
+        if _untimed(hh) != _untimed(eh):
             out.append(f"upstream headers: host {sorted(hh)} != envoy {sorted(eh)}")
         if hb != eb:
             out.append(f"upstream body: host {hb[:200]!r} != envoy {eb[:200]!r}")

@@ -78,7 +78,11 @@ def run(
     log_level: str,
     as_json: bool,
 ) -> None:
-    """Print what FILTER.wasm does to one request and its upstream answer."""
+    """Print what FILTER.wasm does to one request and its upstream answer.
+
+    A filter that traps gets Envoy's answer (a 503, empty body); the trap and what the filter
+    logged are printed, and the exit status is 1.
+    """
     from envoykit.wasmhost.exchange import HttpRequest, HttpResponse, run_exchange
     from envoykit.wasmhost.host import Host
 
@@ -129,6 +133,13 @@ def run(
         },
         "reset": outcome.reset,
         "stalled": outcome.stalled,
+        "failure": None
+        if outcome.failure is None
+        else {
+            "callback": outcome.failure.callback,
+            "reason": outcome.failure.reason,
+            "message": str(outcome.failure),
+        },
         "logs": [[r.level.name.lower(), r.message] for r in outcome.logs],
         "metrics": {
             m.name: m.value if m.type.name != "HISTOGRAM" else m.values for m in host.metrics.by_name.values()
@@ -137,7 +148,7 @@ def run(
     }
     if as_json:
         click.echo(json.dumps(result, indent=2))
-        return
+        sys.exit(1 if outcome.failure is not None else 0)
     click.echo(f"filter {filter_path.name} (ABI {result['abi_version']})")
     for level, msg in result["start_logs"]:
         click.echo(f"  start log [{level}] {msg}")
@@ -149,6 +160,12 @@ def run(
             click.echo(f"  {k}: {v}")
         if outcome.upstream_body:
             click.echo(f"  body: {outcome.upstream_body!r}")
+    if outcome.failure is not None:
+        # Envoy fails the VM: this stream and (fail closed) every later one get a 503.
+        click.echo(f"filter failed: {outcome.failure}")
+        for record in outcome.logs:
+            if record.level >= LogLevel.ERROR:
+                click.echo(f"  it logged [{record.level.name.lower()}] {record.message}")
     if outcome.local_response is not None:
         click.echo(f"local response: {outcome.local_response.status} ({outcome.local_response.details})")
     if outcome.reset:
@@ -166,6 +183,8 @@ def run(
         click.echo(f"log [{level}] {msg}")
     for name, value in result["metrics"].items():
         click.echo(f"metric {name} = {value}")
+    if outcome.failure is not None:
+        sys.exit(1)  # the whole outcome is printed; the exit status still says the filter failed
 
 
 @wasm.command("diff")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from envoykit.wasmhost.callouts import HttpCall
+from envoykit.wasmhost.errors import FilterFailure
 from envoykit.wasmhost.headermap import HeaderMap
 from envoykit.wasmhost.http import HttpStream, LocalResponse
 from envoykit.wasmhost.plugin import LogRecord, Plugin
@@ -82,6 +83,8 @@ class Outcome:
         reset: the stream was reset by ``proxy_close_stream``.
         stalled: the filter paused and nothing continued it (Envoy would time out).
         logs: the filter's log lines during this exchange.
+        failure: the trap (or fuel / memory exhaustion) that failed the VM during this exchange;
+            the client then got the plugin's failure policy's answer (Envoy's 503).
         actions: (callback, returned action) for each stream callback that ran.
     """
 
@@ -96,6 +99,7 @@ class Outcome:
     stalled: bool = False
     logs: list[LogRecord] = field(default_factory=list)
     actions: list[tuple[str, int]] = field(default_factory=list)
+    failure: FilterFailure | None = None
 
 
 def http1_read(headers: HeaderMap, body: bytes) -> tuple[bytes, bool]:
@@ -162,8 +166,8 @@ def run_exchange(
     Callouts the filter makes are answered right away from ``callouts`` (cluster → response, a
     function of the call, or ``None`` for a reset); an unlisted cluster fails as a reset.
 
-    Raises:
-        FilterFailure: a callback trapped, looped or ran out of memory.
+    A callback that traps, loops or runs out of memory fails the VM as in Envoy: the client gets
+    the failure policy's answer (a 503, empty body) and ``Outcome.failure`` names the trap.
     """
     table = callouts or {}
     first_log = len(plugin.logs)
@@ -187,6 +191,7 @@ def run_exchange(
             stream.complete()
             out.logs = plugin.logs[first_log:]
             out.actions = [(name, int(action)) for name, action in stream.actions]
+            out.failure = stream.failure
             return out
         resp_body = upstream.body if upstream.status != 204 else b""
         stream.send_response_headers(upstream.envoy_headers(), end_of_stream=not resp_body)
@@ -207,4 +212,5 @@ def run_exchange(
     stream.complete()
     out.logs = plugin.logs[first_log:]
     out.actions = [(name, int(action)) for name, action in stream.actions]
+    out.failure = stream.failure
     return out

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from envoykit.wasmhost.abi import AbiVersion, Action, BufferType, MapType, StreamType
-from envoykit.wasmhost.errors import StreamStateError
+from envoykit.wasmhost.errors import FilterFailure, StreamStateError
 from envoykit.wasmhost.headermap import HeaderMap, HeadersLike
 
 if TYPE_CHECKING:
@@ -145,6 +145,7 @@ class HttpStream:
         self.local_response: LocalResponse | None = None
         self.reset: StreamType | None = None
         self.actions: list[tuple[str, Action | int]] = []
+        self.failure: FilterFailure | None = None
         self.done = False
 
     # -- read-outs ---------------------------------------------------------------------------------
@@ -247,6 +248,9 @@ class HttpStream:
             return
         self.done = True
         plugin, ctx = self.plugin, self.ctx
+        if plugin.failed is not None:  # a failed VM is not called again, not even to log
+            plugin.delete_context(ctx)
+            return
         plugin.create_context(ctx)  # Envoy Context::log creates a context that never saw headers
         # Envoy keeps two views: the maps its pointers still reach (a paused request's headers,
         # say) stay writable and, after on_log, readable in on_done/on_delete; on_log reads the
@@ -277,19 +281,50 @@ class HttpStream:
         return not d.stopped and self.reset is None
 
     def _call(self, d: _Direction, name: str, *args: int) -> Action | int:
+        if self.plugin.failed is not None:
+            return self._failed_vm()
         index = len(self.actions)
         self.actions.append((name, Action.CONTINUE))  # placeholder: keeps call order under nesting
-        result = self.plugin.call(self.ctx, name, self.ctx.id, *args, default=0)
+        try:
+            result = self.plugin.call(self.ctx, name, self.ctx.id, *args, default=0)
+        except FilterFailure as failure:
+            self.failure = failure
+            self.ctx.take_deferred()
+            failed = self._failed_vm()
+            self.actions[index] = (name, failed)
+            return failed
         action = Action.of(int(result))
         self.actions[index] = (name, action)
         return action
+
+    def _failed_vm(self) -> Action:
+        """The VM failed (now or earlier): Envoy's ``CHECK_FAIL``. The stream whose callback
+        failed, and with FAIL_CLOSED every later one, is answered once with ``sendLocalReply(503,
+        "", UNAVAILABLE, "wasm_fail_stream")`` (Envoy ``Context::failStream``): the client gets a
+        503 and an empty body, and the module is not called again; a response already on its way
+        is reset. With FAIL_OPEN later streams go on as if the filter were not there (both
+        observed in Envoy 1.40, ``panic_*.yaml``)."""
+        if self.plugin.failure_policy == "FAIL_OPEN" and self.failure is None:
+            return Action.CONTINUE
+        if self.local_response is None and self.reset is None:
+            if self.resp.headers_forwarded:
+                self.reset = StreamType.HTTP_RESPONSE
+            else:
+                reply = LocalResponse(503, b"", details="wasm_fail_stream", grpc_status=14)
+                self.local_response = reply
+                self.ctx.maps.clear()
+                self.ctx.bodies.clear()
+                self._replace_response(reply)
+        self.req.stopped = self.resp.stopped = True
+        return Action.PAUSE
 
     def _headers(self, d: _Direction, headers: HeaderMap, eos: bool) -> Action | int | None:
         if d.headers is not None:
             raise StreamStateError(f"{d.headers_cb}: headers were sent already")
         if not self._check_open(d):
             return None
-        self.plugin.create_context(self.ctx)
+        if self.plugin.failed is None:
+            self.plugin.create_context(self.ctx)
         d.headers = headers
         d.eos_seen = eos
         self.ctx.maps[d.headers_map] = headers
@@ -426,6 +461,15 @@ class HttpStream:
                 self.reset = value
                 self.req.stopped = self.resp.stopped = True
 
+    def _replace_response(self, reply: LocalResponse) -> None:
+        self.resp = _response()
+        grpc = self._is_grpc()
+        self.resp.headers = reply.header_map(grpc)
+        self.resp.forwarded_body = bytearray(b"" if grpc else reply.body)
+        self.resp.headers_forwarded = self.resp.complete = self.resp.stopped = True
+        self.ctx.maps.pop(MapType.HTTP_RESPONSE_HEADERS, None)
+        self.ctx.set_body(BufferType.HTTP_RESPONSE_BODY, None)
+
     def _is_grpc(self) -> bool:
         # Envoy Grpc::Common::isGrpcRequestHeaders: content-type application/grpc or application/grpc+*
         ct = self.request_headers.get("content-type") or ""
@@ -439,13 +483,7 @@ class HttpStream:
         if self.resp.headers is not None:
             # Sent from the response side: the reply replaces the response on its way to the
             # client without running this filter's callbacks again (checked against Envoy).
-            self.resp = _response()
-            grpc = self._is_grpc()
-            self.resp.headers = reply.header_map(grpc)
-            self.resp.forwarded_body = bytearray(b"" if grpc else reply.body)
-            self.resp.headers_forwarded = self.resp.complete = self.resp.stopped = True
-            self.ctx.maps.pop(MapType.HTTP_RESPONSE_HEADERS, None)
-            self.ctx.set_body(BufferType.HTTP_RESPONSE_BODY, None)
+            self._replace_response(reply)
             return
         # Sent from the request side: the reply runs through this filter's encoder side.
         grpc = self._is_grpc()

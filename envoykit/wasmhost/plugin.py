@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from envoykit.wasmhost.tcp import TcpStream
 
 ROOT_CONTEXT_ID = 1
+# Envoy PluginConfig.failure_policy values the host models (FAIL_RELOAD is not modelled).
+FAILURE_POLICIES = ("FAIL_CLOSED", "FAIL_OPEN")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,11 @@ class Plugin:
         fuel: instruction budget per callback (an endless loop fails with reason ``"fuel"``).
         memory_limit: bytes of linear memory the module may use.
         environment: variables WASI ``environ_get`` returns (``vm_config.environment_variables``).
+        failure_policy: what streams get once the VM failed (a trap, an endless loop, a memory
+            bomb), Envoy's ``PluginConfig.failure_policy``: ``"FAIL_CLOSED"`` (Envoy 1.40's default)
+            answers the failing stream and every later one with a 503 and an empty body (gRPC:
+            UNAVAILABLE) without calling the module again; ``"FAIL_OPEN"`` lets them through as
+            if the filter were not there.
 
     Raises:
         ModuleLoadError: the module cannot be linked (unknown import, no malloc, no memory).
@@ -76,7 +83,11 @@ class Plugin:
         fuel: int = 500_000_000,
         memory_limit: int = 256 * 1024 * 1024,
         environment: dict[str, str] | None = None,
+        failure_policy: str = "FAIL_CLOSED",
     ) -> None:
+        if failure_policy not in FAILURE_POLICIES:
+            raise ValueError(f"failure_policy: one of {', '.join(FAILURE_POLICIES)}, got {failure_policy!r}")
+        self.failure_policy = failure_policy
         self.host = host
         self.module = module
         self.configuration = configuration
@@ -233,9 +244,13 @@ class Plugin:
             self.call(self.root, "proxy_on_queue_ready", self.root.id, token)
 
     def new_context(self, kind: str, stream: _Driven) -> ContextState:
-        """Allocate the next context id for a stream (not yet created in the module)."""
+        """Allocate the next context id for a stream (not yet created in the module).
+
+        Once the plugin failed, Envoy gives a stream a context without a VM (id 0, never
+        registered): the stream gets the failure policy's answer and the module is not called.
+        """
         if self.failed is not None:
-            raise PluginFailedError(f"the plugin failed earlier: {self.failed}")
+            return ContextState(0, self.root.id, kind)
         ctx = ContextState(next(self._ids), self.root.id, kind)
         self.contexts[ctx.id] = ctx
         self.streams[ctx.id] = stream

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from envoykit.wasmhost.abi import Action, BufferType, PeerType, StreamType
-from envoykit.wasmhost.errors import StreamStateError
+from envoykit.wasmhost.errors import FilterFailure, StreamStateError
 
 if TYPE_CHECKING:
     from envoykit.wasmhost.plugin import LogRecord, Plugin
@@ -30,6 +30,7 @@ class TcpStream:
         upstream_data: bytes the filter let through towards the upstream.
         downstream_data: bytes the filter let through towards the client.
         closed: which side the filter closed with ``proxy_close_stream``, if any.
+        failure: the trap that failed the VM during this connection (Envoy then closed it).
     """
 
     def __init__(self, plugin: Plugin, properties: dict[str, Any] | None = None) -> None:
@@ -46,6 +47,8 @@ class TcpStream:
         self._downstream_closed = False
         self._upstream_closed = False
         self.done = False
+        self.aborted = False  # closed by Envoy for a failed VM
+        self.failure: FilterFailure | None = None
 
     @property
     def id(self) -> int:
@@ -53,21 +56,49 @@ class TcpStream:
         return self.ctx.id
 
     def _call(self, name: str, *args: int) -> Action | int:
-        result = self.plugin.call(self.ctx, name, self.ctx.id, *args, default=0)
-        action = Action.of(int(result)) if result is not None else Action.CONTINUE
+        if self.plugin.failed is not None:
+            return self._failed_vm()
+        try:
+            result = self.plugin.call(self.ctx, name, self.ctx.id, *args, default=0)
+        except FilterFailure as failure:
+            self.failure = failure
+            self.ctx.take_deferred()
+            action: Action | int = self._failed_vm()
+        else:
+            action = Action.of(int(result)) if result is not None else Action.CONTINUE
         self.actions.append((name, action))
         return action
+
+    def _failed_vm(self) -> Action:
+        """The VM failed (now or earlier): Envoy's ``Context::failStream`` closes the client
+        connection without flushing (``NoFlush``): nothing more goes either way and the module is
+        not called again (observed in Envoy 1.40, ``tcp_panic.yaml``). With FAIL_OPEN, later
+        connections go through as if the filter were not there."""
+        if self.plugin.failure_policy == "FAIL_OPEN" and self.failure is None:
+            return Action.CONTINUE
+        self.aborted = True
+        self._held[BufferType.DOWNSTREAM_DATA].clear()
+        self._held[BufferType.UPSTREAM_DATA].clear()
+        if not self.done:
+            self.done = True
+            self.plugin.delete_context(self.ctx)
+        return Action.PAUSE
 
     def connect(self) -> Action | int:
         """A new connection: create the context and run ``proxy_on_new_connection``."""
         if self.ctx.created:
             raise StreamStateError("the connection is already open")
-        self.plugin.create_context(self.ctx)
+        if self.plugin.failed is None:
+            self.plugin.create_context(self.ctx)
+        else:
+            self.ctx.created = True
         return self._call("proxy_on_new_connection")
 
     def _data(self, kind: BufferType, cb: str, data: bytes, eos: bool, out: bytearray) -> Action | int:
         if not self.ctx.created:
             self.connect()
+        if self.aborted:
+            return Action.PAUSE  # the connection was closed for a failed VM: nothing moves
         if self.done:
             raise StreamStateError("the connection is closed")
         buf = self._held[kind]
@@ -77,6 +108,8 @@ class TcpStream:
             action = self._call(cb, len(buf), int(eos))
         finally:
             self.ctx.set_body(kind, None)
+        if self.aborted:
+            return action
         if action == Action.CONTINUE:
             out += buf
             buf.clear()
@@ -117,15 +150,19 @@ class TcpStream:
             self._finish()
 
     def _call_close(self, name: str, peer: PeerType) -> None:
-        self.plugin.call(self.ctx, name, self.ctx.id, int(peer))
+        self._call(name, int(peer))
+        self.actions.pop()  # close callbacks return nothing
 
     def _finish(self) -> None:
         if self.done:
             return
-        self.done = True
         for name in ("proxy_on_done", "proxy_on_log", "proxy_on_delete"):
-            self.plugin.call(self.ctx, name, self.ctx.id)
-        self.plugin.delete_context(self.ctx)
+            if self.plugin.failed is None:
+                self._call(name)
+                self.actions.pop()
+        self.done = True
+        if not self.ctx.deleted:
+            self.plugin.delete_context(self.ctx)
 
     def apply_deferred(self, actions: list[tuple[str, Any]]) -> None:
         """Continue (re-deliver held downstream data) or close, after the module returns."""
@@ -146,11 +183,13 @@ class TcpOutcome:
         upstream_received: bytes the upstream got.
         client_received: bytes the client got back.
         logs: the filter's log lines during the connection.
+        failure: the trap that failed the VM during the connection (Envoy closed it).
     """
 
     upstream_received: bytes = b""
     client_received: bytes = b""
     logs: list[LogRecord] = field(default_factory=list)
+    failure: FilterFailure | None = None
 
 
 def run_tcp_exchange(plugin: Plugin, messages: list[bytes]) -> TcpOutcome:
@@ -161,7 +200,10 @@ def run_tcp_exchange(plugin: Plugin, messages: list[bytes]) -> TcpOutcome:
     its echo through ``on_upstream_data``; the client's close arrives as empty downstream data
     with end of stream, the upstream's as empty upstream data with end of stream (then
     ``on_upstream_connection_close`` with peer UNKNOWN); Envoy then closes the client connection
-    itself (``on_downstream_connection_close`` with peer LOCAL) and the context ends.
+    itself (``on_downstream_connection_close`` with peer LOCAL) and the context ends. Bytes the
+    filter adds in the callback that sees the client's end of stream reach the upstream before
+    the FIN; their echo comes back with the upstream's end of stream, to a client already gone
+    (``tcp_close.wat``).
     """
     first_log = len(plugin.logs)
     conn = plugin.tcp_stream()
@@ -174,9 +216,9 @@ def run_tcp_exchange(plugin: Plugin, messages: list[bytes]) -> TcpOutcome:
         if reply:
             conn.send_upstream_data(reply)
     conn.send_downstream_data(b"", end_of_stream=True)
-    tail = bytes(conn.upstream_data[sent:])
-    if tail:
-        conn.send_upstream_data(tail)
-    conn.send_upstream_data(b"", end_of_stream=True)
+    client_received = bytes(conn.downstream_data)  # the client is gone: later bytes never reach it
+    # What the filter wrote at close time went upstream before the FIN; the echo of it comes
+    # back in one read with the upstream's FIN: one on_upstream_data with end_of_stream.
+    conn.send_upstream_data(bytes(conn.upstream_data[sent:]), end_of_stream=True)
     conn.close_downstream(PeerType.LOCAL)
-    return TcpOutcome(bytes(conn.upstream_data), bytes(conn.downstream_data), plugin.logs[first_log:])
+    return TcpOutcome(bytes(conn.upstream_data), client_received, plugin.logs[first_log:], conn.failure)

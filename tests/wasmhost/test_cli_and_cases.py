@@ -54,7 +54,8 @@ def test_run_reports_a_failing_filter(tmp_path):
 
     result = CliRunner().invoke(main, ["wasm", "run", str(WAT / "limits.wat"), "--request", "GET /trap"])
     assert result.exit_code == 1
-    assert "proxy_on_request_headers (context 2) trapped: wasm `unreachable`" in result.output
+    assert "filter failed: proxy_on_request_headers (context 2) trapped: wasm `unreachable`" in result.output
+    assert "local response: 503 (wasm_fail_stream)" in result.output and "response: 503" in result.output
 
 
 @pytest.mark.envoy

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from envoykit.wasmhost import AbiVersion, FilterFailure, LogLevel, ModuleLoadError, PluginFailedError, Status
+from envoykit.wasmhost import (
+    AbiVersion,
+    FilterFailure,
+    HttpRequest,
+    HttpResponse,
+    LogLevel,
+    ModuleLoadError,
+    PluginFailedError,
+    Status,
+    run_exchange,
+)
 from envoykit.wasmhost.abi import AbiError
 from envoykit.wasmhost.hostcalls.wasi import EBADF, ENOTSUP
 from tests.wasmhost.conftest import WAT, slot
@@ -27,11 +39,22 @@ def test_wasi_stdout_stderr_clock_random_environ(wasm_load):
 
 def test_proc_exit_fails_the_callback_and_the_plugin(wasm_load):
     plugin = wasm_load(WAT / "wasi.wat")
-    with pytest.raises(FilterFailure, match=r"proxy_on_request_headers .*proc_exit\(3\)") as err:
-        plugin.http_stream().send_request_headers({":path": "/"})
-    assert err.value.callback == "proxy_on_request_headers" and err.value.context_id == 2
+    stream = plugin.http_stream()
+    stream.send_request_headers({":path": "/"})
+    failure = stream.failure
+    assert failure is not None and plugin.failed is failure
+    assert re.search(r"proxy_on_request_headers .*proc_exit\(3\)", str(failure))
+    assert failure.callback == "proxy_on_request_headers" and failure.context_id == 2
+    # Envoy's fail-closed answer, for this stream and the next, without calling the module again
+    later = plugin.http_stream()
+    later.send_request_headers({":path": "/"}, end_of_stream=True)
+    for s in (stream, later):
+        assert s.local_response is not None and s.local_response.status == 503
+        assert (s.response_headers[":status"], s.response_body) == ("503", b"")
+        assert s.local_response.details == "wasm_fail_stream"
+    assert later.failure is None and later.actions == []
     with pytest.raises(PluginFailedError):
-        plugin.http_stream().send_request_headers({":path": "/"})
+        plugin.tick()
 
 
 def test_abi_0_1_0_module(wasm_load):
@@ -87,11 +110,12 @@ def test_unknown_abi_and_unknown_import_are_refused():
 )
 def test_failures_are_contained_and_named(wasm_load, path, reason, text):
     plugin = wasm_load(WAT / "limits.wat", fuel=2_000_000, memory_limit=4 * 1024 * 1024)
-    with pytest.raises(FilterFailure, match=text) as err:
-        plugin.http_stream().send_request_headers({":path": path})
-    assert err.value.reason == reason
-    assert err.value.callback == "proxy_on_request_headers"
-    assert plugin.failed is err.value
+    out = run_exchange(plugin, HttpRequest(path=path), HttpResponse())
+    assert isinstance(out.failure, FilterFailure) and text in str(out.failure)
+    assert out.failure.reason == reason
+    assert out.failure.callback == "proxy_on_request_headers"
+    assert plugin.failed is out.failure
+    assert (out.status, out.body, out.upstream_headers) == (503, b"", None)
     # the host survives: another plugin from the same module still works
     other = wasm_load(WAT / "limits.wat")
     assert other.http_stream().send_request_headers({":path": "/fine"}, end_of_stream=True) == 0

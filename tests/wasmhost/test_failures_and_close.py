@@ -1,0 +1,69 @@
+"""A failing VM and a TCP close-time write, as Envoy answers them (the same cases are diffed
+against Envoy in test_examples_vs_envoy: panic_*.yaml, tcp_close.yaml, tcp_panic.yaml)."""
+
+from __future__ import annotations
+
+from envoykit.wasmdiff.observe import Observation, differences
+from envoykit.wasmhost import HttpRequest, HttpResponse, LogLevel, load_plugin, run_exchange
+from envoykit.wasmhost.tcp import run_tcp_exchange
+from tests.wasmhost.conftest import WAT
+
+PANIC = "panicked at src/lib.rs:7:9:\nboom: the filter gave up\nnote: run with RUST_BACKTRACE=1"
+
+
+def test_a_trap_in_a_request_is_envoys_503_then_fail_closed():
+    plugin = load_plugin(WAT / "panic.wat")
+    ok = run_exchange(plugin, HttpRequest(path="/a"), HttpResponse(body=b"ok"))
+    assert (ok.status, ok.body, ok.failure) == (200, b"ok", None)
+    bad = run_exchange(plugin, HttpRequest(path="/b", headers=[("x-panic", "request")]), HttpResponse())
+    assert bad.failure is not None and bad.failure.callback == "proxy_on_request_headers"
+    assert (bad.status, bad.body, bad.upstream_headers) == (503, b"", None)
+    assert bad.headers.items() == [(":status", "503"), ("content-length", "0")]
+    assert [(r.level, r.message) for r in bad.logs] == [(LogLevel.ERROR, PANIC)]  # whole, multi-line
+    assert bad.local_response is not None and bad.local_response.details == "wasm_fail_stream"
+    later = run_exchange(plugin, HttpRequest("POST", "/c", body=b"abc"), HttpResponse(body=b"ok"))
+    assert (later.status, later.body, later.logs, later.upstream_headers) == (503, b"", [], None)
+
+
+def test_a_trap_in_the_response_headers_still_answers_503():
+    plugin = load_plugin(WAT / "panic.wat")
+    bad = run_exchange(plugin, HttpRequest(headers=[("x-panic", "response")]), HttpResponse(body=b"ok"))
+    assert bad.upstream_complete and (bad.status, bad.body) == (503, b"")
+    assert bad.failure is not None and bad.failure.callback == "proxy_on_response_headers"
+
+
+def test_fail_open_lets_later_requests_through():
+    plugin = load_plugin(WAT / "panic.wat", failure_policy="FAIL_OPEN")
+    bad = run_exchange(plugin, HttpRequest(headers=[("x-panic", "request")]), HttpResponse(body=b"ok"))
+    assert bad.status == 503
+    later = run_exchange(plugin, HttpRequest(path="/c"), HttpResponse(body=b"ok"))
+    assert (later.status, later.body, later.logs) == (200, b"ok", [])
+    assert later.upstream_headers is not None and later.upstream_headers[":path"] == "/c"
+
+
+def test_tcp_close_time_write_goes_before_the_fin_and_its_echo_ends_the_stream():
+    plugin = load_plugin(WAT / "tcp_close.wat")
+    out = run_tcp_exchange(plugin, [b"hello\n"])
+    assert (out.upstream_received, out.client_received) == (b"hello\nbye\n", b"hello\n")
+    assert [r.message for r in out.logs] == [
+        "new", "down 6 0", "up 6 0", "down 0 1", "up 4 1", "up-close 0", "down-close 1", "done", "log",
+        "delete",
+    ]  # fmt: skip
+
+
+def test_tcp_trap_closes_the_connection_and_later_ones():
+    plugin = load_plugin(WAT / "tcp_close.wat")
+    bad = run_tcp_exchange(plugin, [b"!\n"])
+    assert bad.failure is not None and (bad.upstream_received, bad.client_received) == (b"", b"")
+    assert [r.message for r in bad.logs] == ["new", "down 2 0"]
+    later = run_tcp_exchange(plugin, [b"b\n"])
+    assert (later.upstream_received, later.client_received, later.logs) == (b"", b"", [])
+
+
+def test_timing_headers_count_by_presence_not_value():
+    def obs(headers):
+        return Observation(status=200, headers=headers)
+
+    a = obs([("x-envoy-upstream-service-time", "3"), ("x-a", "1")])
+    assert differences(a, obs([("x-a", "1"), ("x-envoy-upstream-service-time", "11")])) == []
+    assert differences(a, obs([("x-a", "1")]))  # missing altogether is a difference
