@@ -15,7 +15,7 @@ COMMANDS: dict[str, str] = {
     "extproc": "envoykit.extproc.cli:extproc",
     "wasm": "envoykit.wasmhost.cli:wasm",
     "control": "envoykit.control.cli:control",
-    "validate": "envoykit.control.cli:validate",
+    "validate": "envoykit.mesh.cli:validate",  # builds the example Wasm modules first, as up
     "bootstrap": "envoykit.control.cli:bootstrap",
     "envoy": "envoykit.control.cli:envoy",
     "ca": "envoykit.control.ca_cli:ca",

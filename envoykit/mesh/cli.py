@@ -284,3 +284,35 @@ def demo(state_dir: Path | None) -> None:
     if "decisions" in figures:
         console.print(decisions_table(figures["decisions"]))
     sys.exit(0 if all(c.ok for c in checks) else 1)
+
+
+def _validate_command() -> click.Command:
+    """``envoykit validate`` as the control plane defines it, after the Wasm modules the mesh names
+    are located or built the way ``envoykit up`` does (:func:`ensure_wasm_modules`): on a fresh
+    clone the demo filter exists only as C source, and validation must not depend on having run
+    ``up`` first."""
+    from envoykit.control.cli import validate as control_validate
+    from envoykit.mesh.wasm import ensure_wasm_modules
+
+    inner = control_validate.callback
+    assert inner is not None
+
+    def callback(**kwargs: object) -> object:
+        mesh = kwargs.get("mesh")
+        if isinstance(mesh, Path) and mesh.is_file():
+            try:
+                ensure_wasm_modules(mesh)
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from exc
+        return inner(**kwargs)
+
+    return click.Command(
+        name=control_validate.name,
+        params=list(control_validate.params),
+        callback=callback,
+        help=control_validate.help,
+        short_help=control_validate.short_help,
+    )
+
+
+validate = _validate_command()

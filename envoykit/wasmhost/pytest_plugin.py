@@ -7,7 +7,7 @@ Enable with ``-p envoykit.wasmhost.pytest_plugin`` on the command line, or in a 
 - ``wasm_load``: ``wasm_load(path_or_module, configuration=..., root_id=...)`` → a started
   :class:`~envoykit.wasmhost.Plugin` in ``wasm_host``; closed (``proxy_on_done``) after the test;
 - ``wasm_example`` (session): ``wasm_example("add_header")`` → path of the built example;
-  skips the test with the reason when a toolchain (clang, npm) is missing;
+  skips the test with the reason when a toolchain (a C compiler, npm) is missing;
 - ``wasm_diff``: ``wasm_diff(wasm, cases_yaml)`` → a :class:`~envoykit.wasmdiff.DiffReport`
   from a real Envoy run; skips when no Envoy binary is installed.
 

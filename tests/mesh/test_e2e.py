@@ -23,6 +23,7 @@ import pytest
 from envoykit.mesh import Plan, StateDir, demo
 from envoykit.mesh import metrics as pm
 from tests.mesh.helpers import group_members
+from tests.wasmhost.toolchain import path_without_c_compilers
 
 REPO = Path(__file__).resolve().parents[2]
 MESH = REPO / "examples" / "mesh.yaml"
@@ -50,6 +51,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     tmp = tmp_path_factory.mktemp("mesh")
     state = StateDir(tmp / "state")
     out = tmp / "up.out"
+    # As on a fresh machine: no demo module yet and no system C compiler; up builds the C filter
+    # with the compiler envoykit's own install brings (zig cc from the ziglang wheel).
+    (REPO / "examples" / "wasm" / "add_header.wasm").unlink(missing_ok=True)
+    path = os.pathsep.join([str(Path(sys.executable).parent), path_without_c_compilers(tmp)])
+    env = dict(os.environ, PATH=path, ENVOYKIT_WASM_BUILD=str(tmp / "wasm-build"))
+    env.pop("CLANG", None)
     with open(out, "wb") as log:
         proc = subprocess.Popen(
             [
@@ -65,9 +72,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            env=env,
         )
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 480  # 180 s, plus zig's first build of its wasi-libc (cold cache)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"envoykit up exited with {proc.returncode}:\n{out.read_text()[-6000:]}")
@@ -80,7 +88,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
                 break
             time.sleep(0.2)
         else:
-            pytest.fail(f"mesh not running after 180s:\n{out.read_text()[-6000:]}")
+            pytest.fail(f"mesh not running after 480s:\n{out.read_text()[-6000:]}")
         plan = state.read_plan()
         yield RunningMesh(proc, state, plan, demo.DemoTarget.from_plan(plan), out)
     finally:
@@ -152,6 +160,8 @@ def test_canary_split_within_tolerance(mesh: RunningMesh) -> None:
 
 
 def test_wasm_filter_adds_its_header(mesh: RunningMesh) -> None:
+    """The demo filter was built by up itself, without a system C compiler (see the fixture)."""
+    assert "built wasm module" in mesh.output() and (REPO / "examples" / "wasm" / "add_header.wasm").exists()
     check = demo.wasm(mesh.target)
     _check(check)
     assert check.figures["value"] == mesh.plan.info["demo"]["wasm_value"]
