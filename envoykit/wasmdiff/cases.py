@@ -7,6 +7,7 @@ Shape (YAML)::
     vm_configuration: ""                # VM configuration (string)
     log_level: info                     # the ``wasm`` logger level on both sides
     failure_policy: FAIL_CLOSED         # or FAIL_OPEN: what streams get once the VM failed
+    node: {id: sidecar~1, metadata: {team: payments}}   # Envoy's node: xds.node.id, xds.node.metadata.*
     upstream:                           # default upstream answer
       status: 200
       headers: {content-type: text/plain}
@@ -69,6 +70,7 @@ class CaseFile:
     name: str = "envoykit_wasm"
     log_level: LogLevel = LogLevel.INFO
     failure_policy: str = "FAIL_CLOSED"
+    node: dict[str, Any] = field(default_factory=dict)
     clusters: dict[str, HttpResponse] = field(default_factory=dict)
     cases: list[Case] = field(default_factory=list)
 
@@ -138,7 +140,7 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
         raise CasesError(f"{source}: the document must be a mapping")
     known = {
         "protocol", "root_id", "configuration", "vm_configuration", "vm_id", "name", "log_level",
-        "upstream", "clusters", "cases", "failure_policy",
+        "upstream", "clusters", "cases", "failure_policy", "node",
     }  # fmt: skip
     unknown = set(doc) - known
     if unknown:
@@ -165,6 +167,7 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
         name=str(doc.get("name", "envoykit_wasm")),
         log_level=LogLevel(_LEVELS[level]),
         failure_policy=policy,
+        node=_node(doc.get("node"), f"{source}: node"),
         clusters={
             str(k): _response(v, f"{source}: clusters.{k}", callout=True) for k, v in clusters_doc.items()
         },
@@ -189,6 +192,17 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
             )
         )
     return out
+
+
+def _node(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or set(value) - {"id", "metadata"}:
+        raise CasesError(f"{where}: expected a mapping with id and metadata")
+    metadata = value.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise CasesError(f"{where}.metadata: expected a mapping")
+    return {"id": str(value.get("id", "")), "metadata": metadata}
 
 
 def _tcp_case(item: dict[str, Any], i: int, where: str) -> Case:

@@ -148,10 +148,13 @@ def bootstrap(
     clusters = [static_cluster("upstream", upstream_port)] + [
         static_cluster(n, p) for n, p in callouts.items()
     ]
-    return {
+    out: dict[str, Any] = {
         "admin": {"address": socket_address(0)},
         "static_resources": {"listeners": [listener, marker_listener(marker_port)], "clusters": clusters},
     }
+    if cases.node:
+        out["node"] = {"id": cases.node["id"], "metadata": cases.node["metadata"]}
+    return out
 
 
 def send_request(port: int, req: HttpRequest, timeout: float) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -12,9 +12,26 @@ from envoykit.wasmhost.module import WasmModule, load_module
 from envoykit.wasmhost.plugin import Plugin
 
 
+def node_properties(cases: CaseFile) -> dict[str, object]:
+    """The node of the Envoy side as the host's ``xds.node`` (Struct numbers are doubles there)."""
+    if not cases.node:
+        return {}
+
+    def struct(value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int | float | dict | list):
+            return value
+        if isinstance(value, dict):
+            return {str(k): struct(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [struct(v) for v in value]
+        return float(value)
+
+    return {"xds.node": {"id": cases.node["id"], "metadata": struct(cases.node["metadata"])}}
+
+
 def start_plugin(wasm: Path | WasmModule, cases: CaseFile) -> Plugin:
     """Load the filter into a fresh host configured as the Envoy side is."""
-    host = Host(log_level=cases.log_level, clusters=set(cases.clusters))
+    host = Host(log_level=cases.log_level, clusters=set(cases.clusters), properties=node_properties(cases))
     module = wasm if isinstance(wasm, WasmModule) else load_module(wasm)
     return host.load(
         module,

@@ -34,6 +34,9 @@ class ContextState:
     live_maps: dict[MapType, HeaderMap] = field(default_factory=dict)  # writable in on_log
     response_headers_seen: HeaderMap | None = None
     connection_id: int | None = None
+    start_ns: int = 0  # request.time: when the stream began (wall clock)
+    request_bytes: int = 0  # request body bytes received from the client so far
+    upstream_reached: bool = False  # the router sent the request upstream (upstream.address)
     access_log_phase: bool = False
     route_cache_cleared: int = 0
     created: bool = False

@@ -116,6 +116,22 @@ def http1_read(headers: HeaderMap, body: bytes) -> tuple[bytes, bool]:
     return body[:n], len(body) >= n
 
 
+# Methods Envoy's HTTP/1 codec sends without a body and without "content-length: 0".
+BODILESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "TRACE", "CONNECT"})
+
+
+def http1_upstream_headers(headers: HeaderMap, body: bytes) -> HeaderMap:
+    """The request headers as Envoy's HTTP/1 codec writes them upstream: a request that ends with
+    its headers gets ``content-length: 0`` unless its method is bodiless (a bodiless POST, PUT or
+    PATCH; not GET or DELETE, observed in Envoy 1.40). The filter never sees that header."""
+    method = headers.get(":method") or ""
+    if body or method in BODILESS_METHODS or "content-length" in headers or "transfer-encoding" in headers:
+        return headers
+    out = HeaderMap(headers)
+    out.add("content-length", "0")
+    return out
+
+
 def _client_view(out: Outcome, headers: HeaderMap, body: bytes) -> None:
     status = headers.get(":status") or ""
     if not status.isdigit():
@@ -183,7 +199,7 @@ def run_exchange(
     out = Outcome()
     if stream.request_complete:
         out.upstream_complete = True
-        out.upstream_headers = stream.request_headers
+        out.upstream_headers = http1_upstream_headers(stream.request_headers, stream.request_body)
         out.upstream_body, whole = http1_read(stream.request_headers, stream.request_body)
         if not whole:  # the upstream waits for bytes that never come (Envoy's route timeout)
             out.upstream_complete = False

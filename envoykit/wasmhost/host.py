@@ -24,7 +24,11 @@ class Host:
             ``proxy_get_log_level`` returns it. Envoy's default is INFO.
         clusters: cluster names ``proxy_http_call`` / ``proxy_grpc_call`` accept (Envoy refuses
             others with BAD_ARGUMENT); ``None`` accepts any name.
-        properties: attribute overrides by dotted path (``{"node.id": "sidecar"}``).
+        properties: attribute overrides by dotted path (``{"xds.node.id": "sidecar~1"}``); a
+            value may be a mapping (``{"xds.node": {"id": "n", "metadata": {"team": "a"}}}``).
+
+    Raises:
+        ValueError: a ``node.*`` property (Envoy's attribute is ``xds.node.*``).
         clock: the clock (a fixed start by default; move it with :meth:`advance`).
         seed: seed of WASI ``random_get`` (deterministic tests).
     """
@@ -41,6 +45,12 @@ class Host:
         self.log_level = LogLevel(log_level)
         self.clusters = set(clusters) if clusters is not None else None
         self.properties: dict[str, Any] = dict(properties or {})
+        stale = [k for k in self.properties if k == "node" or k.startswith("node.")]
+        if stale:
+            raise ValueError(
+                f"properties {stale}: Envoy 1.40 has no node.* attribute (NOT_FOUND); "
+                "use xds.node.id and xds.node.metadata.<key>"
+            )
         self.clock = clock or Clock()
         self.shared_data = SharedData()
         self.queues = SharedQueues()

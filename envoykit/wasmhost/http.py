@@ -140,6 +140,7 @@ class HttpStream:
         self.ctx = plugin.new_context("http", self)
         self.ctx.properties.update(properties or {})
         self.ctx.connection_id = next(_connection_ids)
+        self.ctx.start_ns = plugin.host.clock.wall_ns
         self.req = _request()
         self.resp = _response()
         self.local_response: LocalResponse | None = None
@@ -347,6 +348,8 @@ class HttpStream:
     def _forward_headers(self, d: _Direction, resumed: bool = False) -> None:
         d.headers_paused = False
         d.headers_forwarded = True
+        if d is self.req:
+            self.ctx.upstream_reached = True
         # Envoy drops its pointer when the header callback returns Continue; resumed after a
         # pause, only continue_stream's own clearing applies, which spares the response headers.
         if not (resumed and d is self.resp):
@@ -360,6 +363,8 @@ class HttpStream:
         if not self._check_open(d):
             return None
         d.eos_seen = eos
+        if d is self.req:
+            self.ctx.request_bytes += len(data)
         if d.headers_paused:
             d.held += data
             d.held_any = True

@@ -9,11 +9,16 @@ Built-in attributes (names from Envoy's ``docs/root/intro/arch_overview/advanced
 ``plugin_name``, ``plugin_root_id``, ``plugin_vm_id``, ``request.{path,url_path,host,scheme,method,
 headers,referer,useragent,id,protocol,query}``, ``response.{code,headers}``, ``connection_id``,
 ``source.{address,port}`` and ``destination.{address,port}`` (loopback defaults: Envoy always
-has them), and ``node`` / ``cluster_name`` ... when set by the test. As in Envoy, the
+has them), ``xds.node.id`` (Envoy's default node: ``""``), ``xds.node.metadata.*`` (none by
+default), ``xds.cluster_name`` (``"upstream"``) and ``xds.route_name`` (``""``) from the first
+callback, ``request.time`` (int64 ns), ``request.size`` (the content-length header while it is
+reachable, else the body bytes received), ``upstream.address`` once the request went upstream,
+``request.duration`` only in ``on_log``; ``node.*`` is NOT_FOUND, as in Envoy 1.40 (all pinned by
+``envoy_properties.wat``). As in Envoy, the
 header-derived ``request.*`` / ``response.headers`` attributes exist only while the filter can
 reach those headers (its header callbacks, a pause, ``on_log``): ``request.path`` read on the
 response side is NOT_FOUND (checked by the differential tests). Tests set or override any
-attribute with a dotted path: ``Host(properties={"node.id": "sidecar~1"})`` or
+attribute with a dotted path: ``Host(properties={"xds.node.id": "sidecar~1"})`` or
 ``plugin.http_stream(**{"source.address": "10.0.0.1:5000"})``.
 """
 
@@ -72,7 +77,7 @@ def _walk(value: Any, rest: list[str]) -> Any:
 
 
 def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"node.id": x}`` → ``{"node": {"id": x}}`` so paths can be walked segment by segment."""
+    """``{"xds.node.id": x}`` → ``{"xds": {"node": {"id": x}}}`` so paths can be walked segment by segment."""
     out: dict[str, Any] = {}
     for key, value in flat.items():
         parts = key.split(".")
@@ -87,15 +92,25 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Defaults of what Envoy always knows; tests and the diff override them through Host(properties=).
+DEFAULT_UPSTREAM_ADDRESS = "127.0.0.1:10001"
+DEFAULT_CLUSTER = "upstream"
+
+
 def builtins(plugin: Plugin, ctx: ContextState | None) -> dict[str, Any]:
     """The attributes the host computes for ``ctx`` (a stream context, or ``None`` for the root)."""
     attrs: dict[str, Any] = {
         "plugin_name": plugin.name,
         "plugin_root_id": plugin.root_id,
         "plugin_vm_id": plugin.vm_id,
+        # Envoy's default node has an empty id and no metadata (xds.node.metadata.* NOT_FOUND).
+        "xds": {"node": {"id": ""}},
     }
     if ctx is None or ctx.kind == "root":
         return attrs
+    if ctx.kind == "http":
+        # The route is resolved before the filters run, so both are there from on_request_headers.
+        attrs["xds"].update({"cluster_name": DEFAULT_CLUSTER, "route_name": ""})
     # Header-derived attributes read the headers Envoy's context can reach right now (its
     # activation uses request_headers_ / the access-log headers, both null once the request went
     # upstream); stream-info ones (protocol, response.code) stay available.
@@ -117,6 +132,15 @@ def builtins(plugin: Plugin, ctx: ContextState | None) -> dict[str, Any]:
         for name, header in (("referer", "referer"), ("useragent", "user-agent"), ("id", "x-request-id")):
             if header in req:
                 request[name] = req[header]
+    if ctx.kind == "http":
+        request["time"] = ctx.start_ns  # a timestamp: int64 nanoseconds
+        # Envoy: the content-length header while the headers are reachable, else bytes received.
+        length = req.get("content-length") if req is not None else None
+        request["size"] = int(length) if length is not None and length.isdigit() else ctx.request_bytes
+        if ctx.access_log_phase:  # only once the stream is complete: on_log
+            request["duration"] = max(0, plugin.host.clock.wall_ns - ctx.start_ns)
+        if ctx.upstream_reached:
+            attrs["upstream"] = {"address": DEFAULT_UPSTREAM_ADDRESS}
     if request:
         attrs["request"] = request
     response: dict[str, Any] = {}
@@ -140,8 +164,8 @@ def builtins(plugin: Plugin, ctx: ContextState | None) -> dict[str, Any]:
 def lookup(plugin: Plugin, ctx: ContextState | None, segments: list[bytes]) -> bytes | None:
     """Resolve a property path: filter state set by the module, then test overrides, then built-ins."""
     names = [s.decode(errors="replace") for s in segments]
-    if not names or not names[0]:
-        return None
+    if not names or not names[0] or names[0] == "node":
+        return None  # Envoy 1.40 has xds.node.*, no node.* (NOT_FOUND there)
     if ctx is not None:
         state = ctx.filter_state.get(".".join(names))
         if state is not None:

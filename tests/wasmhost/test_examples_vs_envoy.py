@@ -56,6 +56,8 @@ DIFFS = [
     ("wat_panic", "panic_fail_open"),
     ("wat_tcp_close", "tcp_close"),
     ("wat_tcp_close", "tcp_panic"),
+    ("wat_envoy_properties", "envoy_properties"),
+    ("wat_envoy_properties", "envoy_properties_bare"),
     ("wat_stream", "stream_close"),
     ("wat_stream", "stream_buffer"),
     ("wat_stream", "stream_local"),

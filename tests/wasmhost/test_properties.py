@@ -14,7 +14,7 @@ def value(plugin, i: int) -> bytes:
 
 
 def test_builtin_and_test_set_properties(wasm_host: Host, wat):
-    wasm_host.properties["node.id"] = "sidecar~10.0.0.1"
+    wasm_host.properties["xds.node.id"] = "sidecar~10.0.0.1"
     plugin = wat("properties", root_id="my_root")
     assert slot(plugin, 0) == Status.OK and value(plugin, 0) == b"my_root"
     assert slot(plugin, 3) == Status.NOT_FOUND  # set_property without a stream
@@ -32,7 +32,7 @@ def test_builtin_and_test_set_properties(wasm_host: Host, wat):
 
 def test_per_stream_property_overrides(wat):
     plugin = wat("properties")
-    stream = plugin.http_stream(**{"node.id": "per-stream"})
+    stream = plugin.http_stream(**{"xds.node.id": "per-stream"})
     stream.send_request_headers({":path": "/"}, end_of_stream=True)
     assert value(plugin, 7) == b"per-stream"
 
@@ -44,3 +44,31 @@ def test_encodings_follow_envoy():
     assert encode_value(1.5) == struct.pack("<d", 1.5)
     assert encode_value({"k": "v"}) == b"\x01\0\0\0\x01\0\0\0\x01\0\0\0k\0v\0"
     assert encode_value(["a"]) == b"\x01\0\0\0\x01\0\0\0\0\0\0\0a\0\0"
+
+
+def test_envoy_1_40_attributes_in_each_phase():
+    """What envoy_properties.wat logs (diffed against Envoy in test_examples_vs_envoy)."""
+    from envoykit.wasmdiff.cases import load_cases
+    from envoykit.wasmdiff.host_side import run_case, start_plugin
+    from envoykit.wasmhost.build import build_example
+    from tests.wasmhost.conftest import CASES
+
+    cases = load_cases(CASES / "envoy_properties.yaml")
+    plugin = start_plugin(build_example("wat_envoy_properties"), cases)
+    post = run_case(plugin, cases.cases[1], cases)
+    got = dict(m.split("=", 1) for _, m in post.logs)
+    assert got["qa"] == "0:sidecar~10.0.0.1~web.default" and got["qb"] == "0:payments"
+    assert got["qc"] == got["lc"] == "0:upstream" and got["qd"] == "0:"  # cluster, unnamed route
+    assert got["qe"] == "0:8" and got["qf"] == got["sf"] == got["lf"] == "0:5"  # time; size
+    assert (got["qg"], got["sg"], got["lg"]) == ("1", "0", "0")  # upstream.address once upstream
+    assert (got["qh"], got["sh"], got["lh"]) == ("1", "1", "0:8")  # request.duration in on_log only
+    assert got["qi"] == got["qj"] == "1"  # node.* is NOT_FOUND
+    bodiless = run_case(plugin, cases.cases[2], cases)
+    assert bodiless.upstream is not None and ("content-length", "0") in bodiless.upstream[2]
+
+
+def test_node_properties_are_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"xds\.node\.id"):
+        Host(properties={"node.id": "x"})

@@ -19,7 +19,7 @@
     (call $r (i32.add (local.get $i) (i32.const 2)) (i32.load (i32.const 1028))))
   (data (i32.const 2048) "plugin_root_id")        ;; 14
   (data (i32.const 2064) "request\00path")        ;; 12
-  (data (i32.const 2080) "node\00id")             ;; 7
+  (data (i32.const 2080) "xds\00node\00id")        ;; 11
   (data (i32.const 2096) "no\00such\00thing")     ;; 13
   (data (i32.const 2112) "my_state")             ;; 8
   (data (i32.const 2128) "value")                ;; 5
@@ -33,7 +33,7 @@
     (i32.const 1))
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (call $probe (i32.const 4) (i32.const 2064) (i32.const 12))
-    (call $probe (i32.const 7) (i32.const 2080) (i32.const 7))
+    (call $probe (i32.const 7) (i32.const 2080) (i32.const 11))
     (call $probe (i32.const 10) (i32.const 2096) (i32.const 13))
     (call $r (i32.const 13) (call $set (i32.const 2112) (i32.const 8) (i32.const 2128) (i32.const 5)))
     (call $probe (i32.const 14) (i32.const 2112) (i32.const 8))
