@@ -16,7 +16,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -37,6 +37,16 @@ CONFIG_OK = Gauge(
     "1 when the last load of the component's configuration succeeded, 0 when it was refused.",
     ["component"],
 )
+
+
+def names_path(changes: Iterable[tuple[object, str]], path: str | Path) -> bool:
+    """True when one of watchfiles' ``changes`` (``(Change, path)`` pairs) is about ``path``.
+
+    watchfiles reports absolute paths (canonical ones on some systems) while ``path`` may be relative
+    (``envoykit control serve mesh.yaml``), so both sides are compared as absolute and as real paths.
+    """
+    wanted = {os.path.abspath(path), os.path.realpath(path)}
+    return any(os.path.abspath(p) in wanted or os.path.realpath(p) in wanted for _, p in changes)
 
 
 class WatchedConfig(Generic[T]):
@@ -74,6 +84,7 @@ class WatchedConfig(Generic[T]):
         self._on_change = on_change
         self._log = get_logger(component)
         self.last_error: str | None = None
+        self.last_refused_at: float | None = None  # time.time() of the last refusal
         self.generation = 0
         self._lock = threading.Lock()
         self._current: T = loader(self.path)
@@ -146,6 +157,7 @@ class WatchedConfig(Generic[T]):
 
     def _refuse(self, error: str) -> bool:
         self.last_error = error
+        self.last_refused_at = time.time()
         RELOADS.labels(self.component, "error").inc()
         CONFIG_OK.labels(self.component).set(0)
         self._log.error("config refused, keeping last good version", error=error)
@@ -161,7 +173,7 @@ class WatchedConfig(Generic[T]):
             for changes in watch(
                 target, stop_event=stop, debounce=debounce_ms, recursive=True, rust_timeout=500
             ):
-                if self.path.is_file() and not any(Path(p) == self.path for _, p in changes):
+                if self.path.is_file() and not names_path(changes, self.path):
                     continue
                 self.reload()
 
@@ -175,6 +187,6 @@ class WatchedConfig(Generic[T]):
 
         target = self.path if self.path.is_dir() else self.path.parent
         async for changes in awatch(target, stop_event=stop, debounce=debounce_ms, recursive=True):
-            if self.path.is_file() and not any(Path(p) == self.path for _, p in changes):
+            if self.path.is_file() and not names_path(changes, self.path):
                 continue
             await asyncio.to_thread(self.reload)

@@ -77,9 +77,19 @@ def _wait(cond, timeout: float = 10.0) -> bool:
     return False
 
 
-def test_watch_in_thread_reloads_on_change(tmp_path: Path) -> None:
-    f = tmp_path / "a.yaml"
-    f.write_text("name: x\nrate: 1\n")
+def _given(tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The file as a user names it: absolute, or relative to the working directory (event paths from the
+    watcher are absolute either way)."""
+    (tmp_path / "a.yaml").write_text("name: x\nrate: 1\n")
+    if how == "absolute":
+        return tmp_path / "a.yaml"
+    monkeypatch.chdir(tmp_path)
+    return Path("a.yaml")
+
+
+@pytest.mark.parametrize("how", ["absolute", "relative"])
+def test_watch_in_thread_reloads_on_change(tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = _given(tmp_path, how, monkeypatch)
     w = WatchedConfig("test", f, load)
     stop = threading.Event()
     t = w.watch_in_thread(stop)
@@ -95,9 +105,11 @@ def test_watch_in_thread_reloads_on_change(tmp_path: Path) -> None:
         t.join(5)
 
 
-async def test_async_watch_reloads_on_change(tmp_path: Path) -> None:
-    f = tmp_path / "a.yaml"
-    f.write_text("name: x\nrate: 1\n")
+@pytest.mark.parametrize("how", ["absolute", "relative"])
+async def test_async_watch_reloads_on_change(
+    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = _given(tmp_path, how, monkeypatch)
     w = WatchedConfig("test", f, load)
     stop = asyncio.Event()
     task = asyncio.create_task(w.watch(stop))
