@@ -103,6 +103,7 @@ def status(state_dir: Path) -> None:
 @click.option("--no-envoy", is_flag=True, help="Skip layer 3 (envoy --mode validate).")
 def validate(mesh: Path, nodes_: tuple[str, ...], no_envoy: bool) -> None:
     """Validate MESH: schema, references and semantics, and the generated Envoy config."""
+    from envoykit.control.guard import check_not_empty
     from envoykit.control.loader import load_mesh
     from envoykit.control.mtls import SpiffeMeshTls
     from envoykit.control.translate import translate
@@ -112,6 +113,7 @@ def validate(mesh: Path, nodes_: tuple[str, ...], no_envoy: bool) -> None:
         loaded = load_mesh(mesh)
         click.echo(f"{mesh}: schema ok, references ok")
         translation = translate(loaded.mesh, loaded.base_dir, SpiffeMeshTls())
+        check_not_empty(translation, str(mesh))
         click.echo(f"{mesh}: translated for {len(translation.nodes)} nodes")
         if not no_envoy:
             checked = validate_translation(translation, str(mesh), nodes_ or None)

@@ -4,7 +4,8 @@ A change travels: file event → :func:`load_mesh` (schema, semantics) → :func
 (optionally ``envoy --mode validate`` for one node per kind) → snapshots → pushed to every connected
 Envoy. Any failure refuses the change whole (logged with file, line and field; counted in
 ``envoykit_config_reloads_total{component="control",result="error"}``) and the mesh keeps running its
-last good config. Status (nodes, acknowledged versions, NACKs, last refused change) is written to
+last good config. An empty or truncated mesh, or one that drops a connected node, is refused the
+same way (:mod:`envoykit.control.guard`). Status (nodes, acknowledged versions, NACKs, last refused change) is written to
 ``<state_dir>/control-status.json`` once a second, for ``envoykit status``.
 """
 
@@ -24,6 +25,7 @@ from google.protobuf.message import Message
 
 from envoykit.control.ads import ADS_SERVICE, AdsServer, add_ads_to_server
 from envoykit.control.ca import CertificateAuthority
+from envoykit.control.guard import check_connected_kept, check_not_empty
 from envoykit.control.identity import NodeTokens
 from envoykit.control.loader import LoadedMesh, load_mesh
 from envoykit.control.mtls import SpiffeMeshTls
@@ -32,7 +34,7 @@ from envoykit.control.sds import SecretProvider
 from envoykit.control.snapshot import Part, PartCache, Snapshot, SnapshotCache, TypeSet
 from envoykit.control.translate import MeshTls, Translation, translate
 from envoykit.core.logs import get_logger
-from envoykit.core.reload import WatchedConfig
+from envoykit.core.reload import WatchedConfig, names_path
 from envoykit.core.server import GrpcServer
 
 
@@ -149,11 +151,19 @@ class ControlPlane:
     def _compile(self, path: Path) -> Compiled:
         loaded = load_mesh(path)
         translation = translate(loaded.mesh, loaded.base_dir, self.tls)
+        check_not_empty(translation, str(path))
+        serving = self.config.current.translation if hasattr(self, "config") else None
+        check_connected_kept(translation, serving, self.connected_nodes(), str(path))
         if self.envoy_validate:
             from envoykit.control.validate import validate_translation
 
             validate_translation(translation, str(path))
         return Compiled(loaded, translation, build_snapshots(translation), time.time())
+
+    def connected_nodes(self) -> set[str]:
+        """Node ids with an open ADS stream (safe to call from the reload thread)."""
+        ads = getattr(self, "ads", None)  # None during the first load, in the constructor
+        return {s.node_id for s in list(ads.streams.values())} if ads is not None else set()
 
     def _changed(self, compiled: Compiled) -> None:
         if self._loop is not None and self._loop.is_running():
@@ -205,6 +215,7 @@ class ControlPlane:
             "generation": self.config.generation,
             "applied_at": cur.at,
             "last_error": self.config.last_error,
+            "last_refused_at": self.config.last_refused_at,
             "nodes": sorted(cur.snapshots),
             "address": f"{self.address.rsplit(':', 1)[0]}:{self.port}",
             **self.ads.status(),
@@ -231,13 +242,16 @@ class ControlPlane:
         from watchfiles import awatch
 
         while not self._stop.is_set():
-            files = [f for f in self.current.loaded.files if f.exists()]
-            if not files:
+            files = self.current.loaded.files
+            # watch the folders, not the files: a file replaced by rename would drop a watch on it
+            dirs = {f.parent for f in files if f.parent.is_dir()}
+            if not dirs:
                 await self._stop.wait()
                 return
-            async for _ in awatch(*files, stop_event=self._stop, debounce=100):
-                await asyncio.to_thread(self.config.reload)
-                break  # the referenced set may have changed
+            async for changes in awatch(*dirs, stop_event=self._stop, debounce=100, recursive=False):
+                if any(names_path(changes, f) for f in files):
+                    await asyncio.to_thread(self.config.reload)
+                    break  # the referenced set may have changed
 
     # -- lifecycle --
 

@@ -172,7 +172,7 @@ def status(state_dir: Path | None) -> None:
     if running and control_status.is_file():
         with contextlib.suppress(OSError, ValueError):
             for line in control_summary(json.loads(control_status.read_text())):
-                console.print(line, markup=False)
+                console.print(line)  # markup for the labels; the summary escapes what came from files
     if running and plan.ingress:
         console.print(f"ingress: {plan.ingress}")
     sys.exit(0 if running and all(health.values()) else 1)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from envoykit.mesh.spec import Plan
@@ -61,7 +63,13 @@ def control_summary(status: dict[str, Any]) -> list[str]:
         f"{len(status.get('streams', []))} of {len(status.get('nodes', []))} Envoys connected"
     ]
     for nack in status.get("nacks", []):
-        lines.append(f"[red]NACK[/] {nack['node']} {nack['type']} v{nack['version']}: {nack['message']}")
+        what = f"{nack['node']} {nack['type']} v{nack['version']}: {nack['message']}"
+        lines.append(f"[red]NACK[/] {escape(what)}")
     if status.get("last_error"):
-        lines.append(f"[red]last change refused:[/] {status['last_error']}")
+        at = status.get("last_refused_at")
+        when = time.strftime(" at %H:%M:%S", time.localtime(at)) if at else ""
+        lines.append(
+            f"[red]last change refused{when} (serving the last good version):[/] "
+            f"{escape(status['last_error'])}"
+        )
     return lines
