@@ -44,6 +44,14 @@ class _LazyGroup(click.Group):
             raise click.ClickException(f"'{cmd_name}' is not available: {exc}") from exc
         return cmd  # type: ignore[no-any-return]
 
+    def invoke(self, ctx: click.Context) -> Any:
+        from envoykit.core.bind import AddressInUse
+
+        try:
+            return super().invoke(ctx)
+        except AddressInUse as exc:  # any server: exit 1 naming the address, no traceback
+            raise click.ClickException(str(exc)) from exc
+
 
 @click.group(cls=_LazyGroup)
 @click.version_option(package_name="envoykit")

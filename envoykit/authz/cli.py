@@ -92,6 +92,8 @@ def serve(
         run(opts)
     except ConfigError as exc:
         raise click.ClickException(f"policy refused: {exc}") from exc
+    except RuntimeError as exc:  # workers failing at start
+        raise click.ClickException(str(exc)) from exc
 
 
 @authz.command("test")

@@ -2,7 +2,7 @@
 
 The server is the thread-pool gRPC server (:class:`~envoykit.core.server.SyncGrpcServer`), measured
 faster than grpc.aio for this CPU-bound unary call. ``workers > 1`` runs that many processes on the
-same port (SO_REUSEPORT); the parent supervises them and serves their merged metrics (prometheus-client
+same port (the parent's exclusive reservation, shared with its workers only); the parent supervises them and serves their merged metrics (prometheus-client
 multiprocess mode). Envoy spreads calls over processes only across connections, so a multi-worker
 deployment also caps streams per connection on the authz cluster (see ``envoy/authz.yaml``).
 """
@@ -26,8 +26,8 @@ from envoykit.authz.decisionlog import DecisionLog
 from envoykit.authz.engine import Engine, EngineSettings
 from envoykit.authz.loader import Policy, PolicyEmptied, load_policy
 from envoykit.authz.service import SERVICE_NAME, AuthorizationService
+from envoykit.core.bind import RESERVED_FD_ENV, bind_exclusive
 from envoykit.core.logs import get_logger
-from envoykit.core.net import free_port
 from envoykit.core.reload import WatchedConfig
 from envoykit.core.server import SyncGrpcServer, serve_sync_forever
 
@@ -115,11 +115,20 @@ def _worker_args(opts: ServerOptions, address: str) -> list[str]:
 
 
 def run_workers(opts: ServerOptions) -> None:
-    """Run ``opts.workers`` server processes on one port; restart any that dies; merge their metrics."""
-    host, _, port = opts.address.rpartition(":")
-    address = f"{host}:{port if port != '0' else free_port(host)}"
-    with tempfile.TemporaryDirectory(prefix="envoykit-authz-metrics-") as mdir:
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": mdir}
+    """Run ``opts.workers`` server processes on one port; restart any that dies; merge their metrics.
+
+    The parent binds the address exclusively and hands that socket to its workers, which alone may
+    join it (:mod:`envoykit.core.bind`); a second server on the address fails to start.
+
+    Raises:
+        AddressInUse: another process serves the address.
+        RuntimeError: the workers keep failing at start.
+    """
+    reservation = bind_exclusive(opts.address, listen=False, share_with_workers=True)
+    host = opts.address.rpartition(":")[0]
+    address = f"{host}:{reservation.getsockname()[1]}"
+    with reservation, tempfile.TemporaryDirectory(prefix="envoykit-authz-metrics-") as mdir:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": mdir, RESERVED_FD_ENV: str(reservation.fileno())}
         metrics_server = None
         if opts.metrics_port is not None:
             from prometheus_client import CollectorRegistry, multiprocess, start_http_server
@@ -128,23 +137,35 @@ def run_workers(opts: ServerOptions) -> None:
             multiprocess.MultiProcessCollector(registry, path=mdir)
             metrics_server, _ = start_http_server(opts.metrics_port, addr="127.0.0.1", registry=registry)
         args = _worker_args(opts, address)
-        procs = [subprocess.Popen(args, env=env) for _ in range(opts.workers)]
-        log.info("workers started", address=address, workers=opts.workers, pids=[p.pid for p in procs])
+
+        def start() -> tuple[subprocess.Popen[bytes], float]:
+            return subprocess.Popen(args, env=env, pass_fds=(reservation.fileno(),)), time.monotonic()
+
+        procs = [start() for _ in range(opts.workers)]
+        log.info("workers started", address=address, workers=opts.workers, pids=[p.pid for p, _ in procs])
         stopping = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stopping.set())
+        quick_exits = 0
         while not stopping.wait(0.5):
-            for i, p in enumerate(procs):
+            for i, (p, started) in enumerate(procs):
                 if p.poll() is not None:
                     log.error("worker exited, restarting", pid=p.pid, code=p.returncode)
+                    quick_exits = quick_exits + 1 if time.monotonic() - started < 5 else 0
+                    if quick_exits >= 3:  # failing at start (e.g. bad policy): do not loop forever
+                        stopping.set()
+                        break
                     time.sleep(0.5)
-                    procs[i] = subprocess.Popen(args, env=env)
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
+                    procs[i] = start()
+        for p, _ in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p, _ in procs:
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
         if metrics_server is not None:
             metrics_server.shutdown()
+    if quick_exits >= 3:
+        raise RuntimeError(f"authz workers on {address} keep failing at start; see their errors above")

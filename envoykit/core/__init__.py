@@ -3,12 +3,13 @@
 Public names::
 
     from envoykit.core import (
-        ConfigError, configure_logging, get_logger, start_metrics_server,
+        AddressInUse, bind_exclusive, ConfigError, configure_logging, get_logger, start_metrics_server,
         GrpcServer, serve_forever, WatchedConfig, load_yaml_file, yaml_error,
         EnvoyProcess, envoy_binary, validate_envoy_config, free_port,
     )
 """
 
+from envoykit.core.bind import AddressInUse, bind_exclusive
 from envoykit.core.envoy import EnvoyError, EnvoyProcess, envoy_binary, validate_envoy_config
 from envoykit.core.errors import ConfigError
 from envoykit.core.logs import configure_logging, get_logger
@@ -19,6 +20,7 @@ from envoykit.core.server import GrpcServer, SyncGrpcServer, serve_forever, serv
 from envoykit.core.yamlfile import load_yaml_file, validation_error_to_config_error, yaml_error
 
 __all__ = [
+    "AddressInUse",
     "ConfigError",
     "EnvoyError",
     "EnvoyProcess",
@@ -26,6 +28,7 @@ __all__ = [
     "GrpcServer",
     "SyncGrpcServer",
     "WatchedConfig",
+    "bind_exclusive",
     "configure_logging",
     "envoy_binary",
     "free_port",

@@ -4,7 +4,9 @@ Two flavours with one face: :class:`GrpcServer` (grpc.aio, for streaming service
 and xDS) and :class:`SyncGrpcServer` (a thread pool, for CPU-bound unary calls such as Check and
 ShouldRateLimit). Both add ``grpc.health.v1.Health`` and server reflection, optionally a Prometheus
 ``/metrics`` endpoint, and drain on SIGTERM/SIGINT: health flips to NOT_SERVING, new calls are
-refused, calls in flight get ``grace`` seconds to finish, then the process exits.
+refused, calls in flight get ``grace`` seconds to finish, then the process exits. They bind their
+address exclusively: a second server on a served address fails to start with
+:class:`~envoykit.core.bind.AddressInUse` (see :mod:`envoykit.core.bind`).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from envoykit.core.bind import bind_exclusive, reserved_by_parent, split_address
 from envoykit.core.logs import get_logger
 from envoykit.core.metrics import start_metrics_server
 
 # Envoy multiplexes many calls over one HTTP/2 connection; these keep it from being throttled.
+# grpc.so_reuseport is not among them: it is set per server by the binding rule (envoykit.core.bind).
 DEFAULT_OPTIONS: Sequence[tuple[str, Any]] = (
-    ("grpc.so_reuseport", 1),
     ("grpc.max_concurrent_streams", 1000),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -49,10 +52,25 @@ class _ServerParts:
         self._metrics_server: Any = None
         self._log = get_logger(name)
         self._service_names: list[str] = [_HEALTH]
+        # only a worker holding its parent's reservation of the address joins it (SO_REUSEPORT)
+        self.shared_with_parent = reserved_by_parent(address)
+        self.bind_options: list[tuple[str, Any]] = [("grpc.so_reuseport", int(self.shared_with_parent))]
 
     def _bind(self, server: Any) -> None:
+        """Bind exclusively (see :mod:`envoykit.core.bind`).
+
+        Raises:
+            AddressInUse: another process serves the address.
+            OSError: the address cannot be bound for another reason.
+        """
         reflection.enable_server_reflection([*self._service_names, reflection.SERVICE_NAME], server)
-        self.port = server.add_insecure_port(self.address)
+        if not self.shared_with_parent and split_address(self.address)[1] != 0:
+            # grpc only says "Failed to bind": the same bind first, to name the reason
+            bind_exclusive(self.address, listen=False).close()
+        try:
+            self.port = server.add_insecure_port(self.address)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
             raise OSError(f"{self.name}: cannot listen on {self.address}")
 
@@ -91,7 +109,7 @@ class GrpcServer(_ServerParts):
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         super().__init__(name, address, metrics_port, metrics_host)
-        self._server = grpc.aio.server(options=[*DEFAULT_OPTIONS, *options])
+        self._server = grpc.aio.server(options=[*DEFAULT_OPTIONS, *self.bind_options, *options])
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -150,8 +168,9 @@ class SyncGrpcServer(_ServerParts):
     """A thread-pool grpc server with health, reflection and metrics, for CPU-bound unary handlers.
 
     Measured on the 2-core box with Envoy in front: a trivial unary handler served ~3,100 calls/s on
-    this server (4 threads) against ~2,600 on grpc.aio, and it spreads over processes (SO_REUSEPORT),
-    which grpc.aio did not gain from. Handlers must be plain functions.
+    this server (4 threads) against ~2,600 on grpc.aio, and it spreads over worker processes (which
+    join their parent's reservation of the port, see :mod:`envoykit.core.bind`), which grpc.aio did
+    not gain from. Handlers must be plain functions.
 
     Args:
         name: component name for logs and health.
@@ -172,7 +191,8 @@ class SyncGrpcServer(_ServerParts):
     ) -> None:
         super().__init__(name, address, metrics_port, metrics_host)
         self._server = grpc.server(
-            ThreadPoolExecutor(max_workers=threads), options=[*DEFAULT_OPTIONS, *options]
+            ThreadPoolExecutor(max_workers=threads),
+            options=[*DEFAULT_OPTIONS, *self.bind_options, *options],
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

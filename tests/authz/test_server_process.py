@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -123,3 +125,27 @@ def test_decision_log_sampling(tmp_path: Path) -> None:
     dl.close()
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["result"] for x in lines] == ["deny"] and lines[0]["rule"] == "r2"
+
+
+def _serve_again(pol: Path, port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "envoykit.cli", "authz", "serve", "--policy-dir", str(pol),
+         "--address", f"127.0.0.1:{port}", *extra],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_second_server_on_a_served_port_fails_and_the_first_keeps_it(tmp_path: Path, authz_server) -> None:
+    """Single-process and multi-worker servers alike: a second server is refused, whatever its mode."""
+    pol = tmp_path / "p"
+    pol.mkdir()
+    (pol / "r.py").write_text(SLOW)
+    for first_args in ([], ["--workers", "2", "--threads", "1"]):
+        srv = authz_server(pol, *first_args)
+        for second_args in ([], ["--workers", "2"]):
+            out = _serve_again(pol, srv.port, *second_args)
+            assert out.returncode == 1, (first_args, second_args, out.stderr[-2000:])
+            assert f"address in use: 127.0.0.1:{srv.port}" in out.stderr, out.stderr[-2000:]
+        assert [check(srv.port, "alice") for _ in range(10)] == [0] * 10
+        assert srv.proc is not None and srv.proc.poll() is None
+        srv.stop()

@@ -48,3 +48,15 @@ def test_nice_applies_to_every_thread() -> None:
             with contextlib.suppress(FileNotFoundError):  # a short-lived thread ended meanwhile
                 nices.add(int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]))
     assert len(tasks) > 1 and nices == {7}
+
+
+def test_second_server_on_a_served_port_fails_with_a_clear_message() -> None:
+    with ServerProcess() as srv:
+        out = subprocess.run(
+            [sys.executable, "-m", "envoykit.cli", "extproc", "serve", "--address", f"127.0.0.1:{srv.port}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert out.returncode == 1 and f"address in use: 127.0.0.1:{srv.port}" in out.stderr, out.stderr
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:  # the first still serves
+            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING

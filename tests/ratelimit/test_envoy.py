@@ -225,3 +225,27 @@ def test_ready_envoy_config_limits_for_real(tmp_path: Path, envoy, echo, ratelim
     _same_hour(run)
     r = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
     assert r.headers.get("x-ratelimit-limit", "").startswith("2")  # Envoy's own draft-03 headers
+
+
+def test_second_server_on_a_served_port_fails_and_the_first_keeps_all_traffic(
+    tmp_path: Path, envoy, echo, ratelimit
+) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    from tests.ratelimit.rlproc import ENVOYKIT
+
+    rl = ratelimit(_config_dir(tmp_path))
+    port = free_port()
+    envoy(envoy_config([(port, True)], [rl.port], echo.port))
+    second = subprocess.run(
+        [ENVOYKIT, "ratelimit", "serve", "--config-dir", str(_config_dir(tmp_path)),
+         "--address", f"127.0.0.1:{rl.port}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert second.returncode == 1 and f"address in use: 127.0.0.1:{rl.port}" in second.stderr, second.stderr
+
+    def run() -> None:  # one counter: the first server's (a sharing second would count apart)
+        client = f"c{time.monotonic_ns()}"
+        assert [_get(port, client).status_code for _ in range(12)] == [200] * 3 + [429] * 9
+
+    _same_hour(run)
