@@ -237,17 +237,29 @@ async def serve_forever(server: GrpcServer, grace: float = 5.0) -> None:
     await server.stop(grace)
 
 
-def wait_for_termination_signal() -> None:
-    """Block the main thread until SIGTERM or SIGINT arrives."""
+def termination_signal() -> threading.Event:
+    """Handle SIGTERM and SIGINT from now on by setting the returned event.
+
+    Call it before the server starts listening: a signal that arrives as soon as the port answers
+    must drain the server, not kill it.
+    """
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
+    return stopping
+
+
+def wait_for_termination_signal(stopping: threading.Event | None = None) -> None:
+    """Block the main thread until SIGTERM or SIGINT arrives (``stopping``: from an earlier
+    :func:`termination_signal`)."""
+    stopping = stopping or termination_signal()
     while not stopping.wait(1.0):  # a timed wait lets the signal handler run promptly
         pass
 
 
 def serve_sync_forever(server: SyncGrpcServer, grace: float = 5.0) -> None:
     """Start ``server`` and block until SIGTERM or SIGINT, then drain for ``grace`` seconds."""
+    stopping = termination_signal()
     server.start()
-    wait_for_termination_signal()
+    wait_for_termination_signal(stopping)
     server.stop(grace)

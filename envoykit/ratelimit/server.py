@@ -17,7 +17,7 @@ from pathlib import Path
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from envoykit.core import WatchedConfig, get_logger
-from envoykit.core.server import SyncGrpcServer, wait_for_termination_signal
+from envoykit.core.server import SyncGrpcServer, termination_signal, wait_for_termination_signal
 from envoykit.ratelimit.config import RateLimitConfig, dump, load_config_dir
 from envoykit.ratelimit.metrics import StatsRegistry
 from envoykit.ratelimit.service import RateLimitService, ServiceSettings
@@ -140,6 +140,7 @@ class RateLimitServer:
 def run(opts: ServerOptions) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return."""
     server = RateLimitServer(opts)
+    stopping = termination_signal()  # before the port answers: an early SIGTERM still drains
     server.start()
-    wait_for_termination_signal()
+    wait_for_termination_signal(stopping)
     server.stop()
