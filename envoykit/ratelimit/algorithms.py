@@ -19,6 +19,7 @@ The Redis store runs the same arithmetic in a Lua script (``stores/redis_lua.py`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -58,10 +59,18 @@ ALGORITHM_BY_NAME: dict[str, Algorithm] = {
 }
 
 
+ENFORCED = 0
+"""``Hit.mode`` of a rule that refuses the request when over its limit."""
+SHADOW = -1
+"""``Hit.mode`` of a shadow-mode rule: over its limit, the request still passes."""
+
+
 class Hit(NamedTuple):
     """One descriptor's request against its counter.
 
     ``key`` is the counter's base key (no window suffix); ``limit`` is requests per window.
+    ``mode`` says how the hit weighs in the request's decision: :data:`ENFORCED`, :data:`SHADOW`, or a
+    quota group number ≥ 1 (quota mode: the request is refused only when every group is over).
     """
 
     key: str
@@ -69,6 +78,7 @@ class Hit(NamedTuple):
     limit: int
     window_ms: int
     algorithm: Algorithm
+    mode: int = ENFORCED
 
 
 class Count(NamedTuple):
@@ -115,3 +125,28 @@ def gcra(tat_ms: float, hit: Hit, now_ms: int) -> tuple[Count, float]:
     # reset: until the bucket is full again (after this hit when it is admitted)
     full_at = new_tat if used + hit.addend <= hit.limit else tat
     return Count(used, used + hit.addend, math.ceil(full_at - now_ms)), new_tat
+
+
+def counted_when_stopping(hits: Sequence[Hit], counts: Sequence[Count]) -> list[bool]:
+    """Which hits count under STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT, given every hit's count.
+
+    A hit over its limit never counts. When the request is refused — an enforced hit is over, or
+    every quota group is over — no hit counts. Otherwise every hit within its limit counts, except
+    those of a quota group that is over (the request does not use that group).
+    """
+    over = [c.after > h.limit for h, c in zip(hits, counts, strict=True)]
+    groups: dict[int, bool] = {}
+    refused = False
+    for h, o in zip(hits, over, strict=True):
+        if h.mode == ENFORCED and o:
+            refused = True
+        elif h.mode > 0:
+            groups[h.mode] = groups.get(h.mode, False) or o
+    if refused or (groups and all(groups.values())):
+        return [False] * len(hits)
+    return [not o and not (h.mode > 0 and groups[h.mode]) for h, o in zip(hits, over, strict=True)]
+
+
+def uncounted(count: Count) -> Count:
+    """The count of a hit that was not applied: usage stays at ``before``."""
+    return Count(count.before, count.before, count.reset_ms)

@@ -27,7 +27,7 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf.duration_pb2 import Duration
 
-from envoykit.ratelimit.algorithms import Algorithm, Count, Hit
+from envoykit.ratelimit.algorithms import ENFORCED, SHADOW, Algorithm, Count, Hit
 from envoykit.ratelimit.config import Match
 
 OK = rls_pb2.RateLimitResponse.OK
@@ -98,30 +98,57 @@ def status_for(match: Match, count: Count, addend: int, near_limit_ratio: float)
     )
 
 
+def quota_group(descriptor: ratelimit_pb2.RateLimitDescriptor) -> str:
+    """The quota group of a quota-mode descriptor: ``backend|model`` from its ``backend_name`` and
+    ``model_name_override`` entries, else the whole descriptor."""
+    backend = model = ""
+    parts = []
+    for e in descriptor.entries:
+        if e.key == "backend_name":
+            backend = e.value
+        elif e.key == "model_name_override":
+            model = e.value
+        parts.append(f"{e.key}={e.value};")
+    return f"{backend}|{model}" if backend or model else "".join(parts)
+
+
 def build_hits(
     domain: str,
     descriptors: Sequence[ratelimit_pb2.RateLimitDescriptor],
     matches: Sequence[Match | None],
     request_addend: int,
     prefix: str,
+    quota_mode: bool = False,
 ) -> tuple[list[Hit], list[int], list[int]]:
-    """Hits for every descriptor with a limit: ``(hits, their descriptor indices, addends)``."""
+    """Hits for every descriptor with a limit: ``(hits, their descriptor indices, addends)``.
+
+    A hit's addend is capped at ``requests_per_unit + 1``: a larger one is over the limit all the
+    same, and the cap keeps counters exact (Redis scripts count in doubles; ``hits_addend`` may be
+    up to 2^64-1). The returned addends are the requested ones (for the stats). ``quota_mode``
+    makes every rule a quota-mode rule (GLOBAL_QUOTA_MODE).
+    """
     hits: list[Hit] = []
     index: list[int] = []
     addends: list[int] = []
+    groups: dict[str, int] = {}
     for i, match in enumerate(matches):
         if match is None:
             continue
         d = descriptors[i]
         addend = hits_addend(request_addend, d)
         limit = match.limit
+        if quota_mode or limit.quota_mode:
+            mode = groups.setdefault(quota_group(d), len(groups) + 1)
+        else:
+            mode = SHADOW if limit.shadow_mode else ENFORCED
         hits.append(
             Hit(
                 counter_key(domain, d, match, prefix),
-                addend,
+                min(addend, limit.requests_per_unit + 1),
                 limit.requests_per_unit,
                 limit.window_ms,
                 limit.algorithm,
+                mode,
             )
         )
         index.append(i)

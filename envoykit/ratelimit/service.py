@@ -28,7 +28,14 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from envoykit.core.logs import get_logger
 from envoykit.ratelimit.config import Match, RateLimitConfig
-from envoykit.ratelimit.limiter import OK, OVER_LIMIT, DescriptorStatus, build_hits, status_for
+from envoykit.ratelimit.limiter import (
+    OK,
+    OVER_LIMIT,
+    DescriptorStatus,
+    build_hits,
+    quota_group,
+    status_for,
+)
 from envoykit.ratelimit.lookup import Lookup
 from envoykit.ratelimit.metrics import CALL_SECONDS, STORE_ERRORS
 from envoykit.ratelimit.stores.base import Store, StoreError
@@ -62,18 +69,6 @@ class ServiceSettings:
     stop_when_over: bool = False
     near_limit_ratio: float = 0.8
     cache_key_prefix: str = "ekrl:"
-
-
-def _quota_group(descriptor: ratelimit_pb2.RateLimitDescriptor) -> str:
-    backend = model = ""
-    parts = []
-    for e in descriptor.entries:
-        if e.key == "backend_name":
-            backend = e.value
-        elif e.key == "model_name_override":
-            model = e.value
-        parts.append(f"{e.key}={e.value};")
-    return f"{backend}|{model}" if backend or model else "".join(parts)
 
 
 def _merge(dest: dict[str, Any], src: dict[str, Any]) -> None:
@@ -193,7 +188,9 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         request_addend: int,
     ) -> list[DescriptorStatus]:
         s = self.settings
-        hits, index, addends = build_hits(domain, descriptors, matches, request_addend, s.cache_key_prefix)
+        hits, index, addends = build_hits(
+            domain, descriptors, matches, request_addend, s.cache_key_prefix, s.quota_mode
+        )
         statuses = [_NO_LIMIT] * len(matches)
         if not hits:
             return statuses
@@ -235,7 +232,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
             if s.quota_mode or (m is not None and m.limit.quota_mode):
                 if quota_groups is None:
                     quota_groups = {}
-                g = group_of[i] = _quota_group(request.descriptors[i])
+                g = group_of[i] = quota_group(request.descriptors[i])
                 quota_groups[g] = quota_groups.get(g, False) or over
             elif over:
                 failed += 1
@@ -296,7 +293,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
                 d = request.descriptors[i]
                 vals = {e.key: e.value for e in d.entries}
                 b, mo = vals.get("backend_name", ""), vals.get("model_name_override", "")
-                g = _quota_group(d)
+                g = quota_group(d)
                 if (b or mo) and g not in seen:
                     seen.add(g)
                     backends.append({"backend_name": b, "model_name_override": mo})

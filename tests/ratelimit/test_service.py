@@ -291,3 +291,73 @@ def test_dead_redis_fails_fast() -> None:
     assert time.monotonic() - t0 < 1.0
     assert not st.ping()
     st.close()
+
+
+QUOTA = """
+domain: q
+descriptors:
+  - key: backend_name
+    value: small
+    quota_mode: true
+    rate_limit: {unit: minute, requests_per_unit: 3}
+  - key: backend_name
+    value: big
+    quota_mode: true
+    rate_limit: {unit: minute, requests_per_unit: 10}
+  - key: group
+    rate_limit: {unit: minute, requests_per_unit: 3}
+  - key: client
+    rate_limit: {unit: minute, requests_per_unit: 10}
+  - key: plan
+    rate_limit: {unit: minute, requests_per_unit: 1}
+"""
+
+
+def _svc(store: Store, **settings: object) -> RateLimitService:
+    cfg = load_texts([("q.yaml", QUOTA)], stats=StatsRegistry())
+    return RateLimitService(lambda: cfg, store, ServiceSettings(**settings), clock=Clock(1_700_000_000.0))  # type: ignore[arg-type]
+
+
+def _admitted(svc: RateLimitService, req: object, n: int = 50) -> int:
+    return sum(svc.should_rate_limit(req).overall_code == OK for _ in range(n))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stop", [False, True], ids=["counting", "stop_when_over"])
+def test_quota_mode_limits_with_and_without_stop_when_over(store: Store, stop: bool) -> None:
+    """small (3/min) and big (10/min) quota groups: a request passes while one group has room, and
+    uses it; with stop_when_over the over group is not counted but big still fills up."""
+    both = request("q", descriptor(("backend_name", "small")), descriptor(("backend_name", "big")))
+    assert _admitted(_svc(store, stop_when_over=stop), both) == 10
+    one = request("q", descriptor(("group", f"g{stop}")))  # GLOBAL_QUOTA_MODE, one 3/min group
+    assert _admitted(_svc(store, stop_when_over=stop, quota_mode=True), one) == 3
+
+
+def test_stop_when_over_reports_what_was_counted(store: Store) -> None:
+    """A refused request counts nothing, so its descriptors within limit report their room as before."""
+    svc = _svc(store, stop_when_over=True)
+    assert svc.should_rate_limit(request("q", descriptor(("plan", "p")))).overall_code == OK
+    both = request("q", descriptor(("client", "c")), descriptor(("plan", "p")))
+    r = svc.should_rate_limit(both)
+    assert r.overall_code == OVER_LIMIT
+    assert [s.limit_remaining for s in r.statuses] == [10, 0]  # client not counted: 10, not 9
+    r = svc.should_rate_limit(request("q", descriptor(("client", "c"))))
+    assert r.statuses[0].limit_remaining == 9
+    # admitted by quota mode: the over group is not counted, the group that passes is
+    two = request("q", descriptor(("backend_name", "small")), descriptor(("backend_name", "big")))
+    for _ in range(3):
+        svc.should_rate_limit(two)
+    r = svc.should_rate_limit(two)
+    assert r.overall_code == OK and r.statuses[0].code == OVER_LIMIT
+    assert [s.limit_remaining for s in r.statuses] == [0, 6]
+
+
+@pytest.mark.parametrize("addend", [2**62, 2**63, 2**64 - 1])
+@pytest.mark.parametrize("stop", [False, True], ids=["counting", "stop_when_over"])
+def test_huge_hits_addend_is_over_limit(store: Store, addend: int, stop: bool) -> None:
+    svc = _svc(store, stop_when_over=stop)
+    key = f"h{addend}{stop}"
+    r = svc.should_rate_limit(request("q", descriptor(("client", key), hits_addend=addend)))
+    assert r.overall_code == OVER_LIMIT and r.statuses[0].limit_remaining == 0
+    r = svc.should_rate_limit(request("q", descriptor(("client", key))))
+    # counted (fixed window counts every hit): the window is used up; not counted: room for all 10
+    assert (r.overall_code, r.statuses[0].limit_remaining) == ((OK, 9) if stop else (OVER_LIMIT, 0))

@@ -16,13 +16,16 @@ from envoykit.ratelimit.algorithms import (
     Algorithm,
     Count,
     Hit,
+    counted_when_stopping,
     fixed_window,
     gcra,
     sliding_window,
+    uncounted,
     window_start,
 )
 
 _SWEEP_EVERY_MS = 1000
+_Write = tuple[str, float, int, bool]  # key, value, expires_at_ms, absolute (else added)
 
 
 class MemoryStore:
@@ -76,43 +79,54 @@ class MemoryStore:
         if now_ms >= self._next_sweep or len(self._data) > self.max_keys:
             self._sweep(now_ms)
         counts: list[Count] = []
-        writes: list[tuple[str, float, int, bool]] = []  # key, value, expires_at, absolute
-        any_over = False
+        pending: list[list[_Write]] = []
         for hit in hits:
-            win = hit.window_ms
-            if hit.algorithm == Algorithm.FIXED_WINDOW:
-                ws = window_start(now_ms, win)
-                key = f"{hit.key}|{ws}"
-                c = fixed_window(int(self._get(key, now_ms)), hit, now_ms)
-                writes.append((key, hit.addend, ws + win, False))
-            elif hit.algorithm == Algorithm.SLIDING_WINDOW:
-                ws = window_start(now_ms, win)
-                cur = f"{hit.key}|{ws}"
-                prev = int(self._get(f"{hit.key}|{ws - win}", now_ms))
-                c = sliding_window(prev, int(self._get(cur, now_ms)), hit, now_ms)
-                if c.after <= hit.limit:  # only admitted hits count
-                    writes.append((cur, hit.addend, ws + 2 * win, False))
-            else:
-                key = f"{hit.key}|g"
-                c, new_tat = gcra(self._get(key, now_ms), hit, now_ms)
-                if c.after <= hit.limit:
-                    writes.append((key, new_tat, int(new_tat) + 1, True))
-            if c.after > hit.limit:
-                any_over = True
+            c, writes = self._count(hit, now_ms)
             counts.append(c)
-            if not stop_when_over:  # write now, so a later hit on the same counter sees this one
+            if stop_when_over:
+                pending.append(writes)
+            else:  # write now, so a later hit on the same counter sees this one
                 self._write(writes, now_ms)
-                writes.clear()
-        if not any_over:
-            self._write(writes, now_ms)
-        return counts
+        if not stop_when_over:
+            return counts
+        counted = counted_when_stopping(hits, counts)
+        for writes, yes in zip(pending, counted, strict=True):
+            if yes:
+                self._write(writes, now_ms)
+        return [
+            c if yes or c.after > h.limit else uncounted(c)
+            for h, c, yes in zip(hits, counts, counted, strict=True)
+        ]
 
-    def _write(self, writes: list[tuple[str, float, int, bool]], now_ms: int) -> None:
+    def _count(self, hit: Hit, now_ms: int) -> tuple[Count, list[_Write]]:
+        """The hit's count and the writes that apply it (none for a refused sliding/GCRA hit)."""
+        win = hit.window_ms
+        if hit.algorithm == Algorithm.FIXED_WINDOW:
+            ws = window_start(now_ms, win)
+            key = f"{hit.key}|{ws}"
+            return fixed_window(int(self._get(key, now_ms)), hit, now_ms), [
+                (key, hit.addend, ws + win, False)
+            ]
+        if hit.algorithm == Algorithm.SLIDING_WINDOW:
+            ws = window_start(now_ms, win)
+            cur = f"{hit.key}|{ws}"
+            prev = int(self._get(f"{hit.key}|{ws - win}", now_ms))
+            c = sliding_window(prev, int(self._get(cur, now_ms)), hit, now_ms)
+            return c, [(cur, hit.addend, ws + 2 * win, False)] if c.after <= hit.limit else []
+        key = f"{hit.key}|g"
+        c, new_tat = gcra(self._get(key, now_ms), hit, now_ms)
+        return c, [(key, new_tat, int(new_tat) + 1, True)] if c.after <= hit.limit else []
+
+    def _write(self, writes: list[_Write], now_ms: int) -> None:
         for key, value, expires_at, absolute in writes:
             if absolute:
                 self._data[key] = [value, expires_at]
             elif value:
                 self._add(key, int(value), expires_at, now_ms)
+
+    def health(self) -> str | None:
+        """Always None: counters in this process are always there."""
+        return None
 
     def close(self) -> None:
         """Drop every counter."""

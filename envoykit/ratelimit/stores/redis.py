@@ -8,14 +8,14 @@ reference). Every key gets a TTL inside the same script, so counters always expi
 On Redis Cluster the hits are grouped by hash slot (each counter's keys share one slot through the
 ``{...}`` tag of its key), one script call per slot; ``stop_when_over`` then holds per slot group.
 
-Failure: connect and socket timeouts (``timeout_s``), a bounded connection pool where waiting for a
-free connection is bounded too, and no retries; any failure raises
-:class:`~envoykit.ratelimit.stores.base.StoreError`, within about ``2 * timeout_s`` at worst.
+Failure: connect and socket timeouts (``timeout_s``), a bounded connection pool, no retries, and a
+call never waits longer than ``timeout_s`` (:mod:`envoykit.ratelimit.stores.sender`): any failure
+raises :class:`~envoykit.ratelimit.stores.base.StoreError` within it, and while the store is down
+calls fail at once.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,28 +28,41 @@ from redis.retry import Retry
 
 from envoykit.ratelimit.algorithms import Algorithm, Count, Hit, window_start
 from envoykit.ratelimit.stores.base import StoreError
+from envoykit.ratelimit.stores.sender import BoundedSender
 
 # One call carries the hits of one or more requests (the format allows batching requests).
 # KEYS, per hit: fixed [base|window_start]; sliding [base|window_start, base|previous_start]; gcra [base|g].
 # ARGV, per request: hit count, stop_when_over (0/1), now_ms, then per hit: algorithm, addend,
-# limit, window_ms. Returns per hit, in order: before, after, reset_ms.
+# limit, window_ms, mode (0 enforced, -1 shadow, g >= 1 quota group). Returns per hit, in order:
+# before, after, reset_ms. With stop_when_over the writes follow algorithms.counted_when_stopping.
 LUA = """
 local out = {}
 local ai = 1
 local ki = 1
+local function write(w)
+  if w[3] == -1 then
+    redis.call('SET', w[1], string.format('%.3f', w[2]), 'PX', w[4])
+  else
+    local v = redis.call('INCRBY', w[1], w[2])
+    if v == w[2] then redis.call('PEXPIRE', w[1], w[3]) end
+  end
+end
 while ai <= #ARGV do
   local n = tonumber(ARGV[ai])
   local stop = ARGV[ai + 1] == '1'
   local now = tonumber(ARGV[ai + 2])
   ai = ai + 3
+  local base = #out
   local writes = {}
-  local any_over = false
+  local over = {}
+  local modes = {}
   for i = 1, n do
     local algo = tonumber(ARGV[ai])
     local add = tonumber(ARGV[ai + 1])
     local lim = tonumber(ARGV[ai + 2])
     local win = tonumber(ARGV[ai + 3])
-    ai = ai + 4
+    modes[i] = tonumber(ARGV[ai + 4])
+    ai = ai + 5
     local before, after, reset
     if algo == 0 then
       local k = KEYS[ki]
@@ -58,7 +71,7 @@ while ai <= #ARGV do
       if stop or add == 0 then
         before = tonumber(redis.call('GET', k) or '0')
         after = before + add
-        if add > 0 then writes[#writes + 1] = {k, add, win} end
+        if add > 0 then writes[#writes + 1] = {k, add, win, i} end
       else
         after = redis.call('INCRBY', k, add)
         if after == add then redis.call('PEXPIRE', k, win) end
@@ -74,7 +87,7 @@ while ai <= #ARGV do
       before = math.floor(p * (win - elapsed) / win) + c
       after = before + add
       reset = win - elapsed
-      if after <= lim and add > 0 then writes[#writes + 1] = {cur, add, 2 * win} end
+      if after <= lim and add > 0 then writes[#writes + 1] = {cur, add, 2 * win, i} end
     else
       local k = KEYS[ki]
       ki = ki + 1
@@ -93,24 +106,43 @@ while ai <= #ARGV do
         if after <= lim then
           local nt = tat + add * interval
           reset = math.ceil(nt - now)
-          if add > 0 then writes[#writes + 1] = {k, nt, -1, math.ceil(nt - now) + 1} end
+          if add > 0 then writes[#writes + 1] = {k, nt, -1, math.ceil(nt - now) + 1, i} end
         end
       end
     end
-    if after > lim then any_over = true end
+    over[i] = after > lim
     out[#out + 1] = before
     out[#out + 1] = after
     out[#out + 1] = reset
   end
-  if not (stop and any_over) then
-    for _, w in ipairs(writes) do
-      if w[3] == -1 then
-        redis.call('SET', w[1], string.format('%.3f', w[2]), 'PX', w[4])
-      else
-        local v = redis.call('INCRBY', w[1], w[2])
-        if v == w[2] then redis.call('PEXPIRE', w[1], w[3]) end
+  if stop then
+    local refused = false
+    local groups = {}
+    local any_group = false
+    for i = 1, n do
+      local m = modes[i]
+      if m == 0 and over[i] then refused = true end
+      if m > 0 then
+        any_group = true
+        groups[m] = groups[m] or over[i]
       end
     end
+    if any_group and not refused then
+      refused = true
+      for _, g_over in pairs(groups) do
+        if not g_over then refused = false end
+      end
+    end
+    local counted = {}
+    for i = 1, n do
+      counted[i] = not refused and not over[i] and not (modes[i] > 0 and groups[modes[i]])
+      if not counted[i] and not over[i] then out[base + 3 * i - 1] = out[base + 3 * i - 2] end
+    end
+    for _, w in ipairs(writes) do
+      if counted[w[#w]] then write(w) end
+    end
+  else
+    for _, w in ipairs(writes) do write(w) end
   end
 end
 return out
@@ -134,7 +166,7 @@ def encode_into(
             keys.append(f"{h.key}|{ws - win}")
         else:
             keys.append(f"{h.key}|g")
-        argv.extend((int(h.algorithm), h.addend, h.limit, win))
+        argv.extend((int(h.algorithm), h.addend, h.limit, win, h.mode))
 
 
 def encode(hits: Sequence[Hit], now_ms: int, stop_when_over: bool) -> tuple[list[str], list[int]]:
@@ -154,25 +186,7 @@ def _store_error(exc: BaseException) -> StoreError:
     return StoreError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
-class _Slot:
-    """One request waiting for its counts (or for its turn to send for everyone waiting)."""
-
-    __slots__ = ("done", "error", "hits", "lead", "now_ms", "result", "stop")
-
-    def __init__(self, hits: Sequence[Hit], now_ms: int, stop: bool) -> None:
-        self.hits = hits
-        self.now_ms = now_ms
-        self.stop = stop
-        self.done = threading.Event()
-        self.lead = False
-        self.result: list[Count] | None = None
-        self.error: StoreError | None = None
-
-    def outcome(self) -> list[Count]:
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
+_Request = tuple[Sequence[Hit], int, bool]  # hits, now_ms, stop_when_over
 
 
 class RedisStore:
@@ -180,8 +194,9 @@ class RedisStore:
 
     Args:
         url: the Redis URL.
-        max_connections: the pool's bound; a call waits at most ``timeout_s`` for a free connection.
-        timeout_s: connect and socket timeout, in seconds.
+        max_connections: the pool's bound (round trips use one connection, probes another).
+        timeout_s: connect and socket timeout, in seconds, and the most a call waits
+            (see :mod:`envoykit.ratelimit.stores.sender`).
     """
 
     name = "redis"
@@ -199,68 +214,54 @@ class RedisStore:
         )
         self.client = Redis(connection_pool=pool)
         self._script = self.client.register_script(LUA)
-        self._lock = threading.Lock()
-        self._queue: list[_Slot] = []
-        self._busy = False
+        self._sender: BoundedSender[_Request, list[Count]] = BoundedSender(
+            "redis", self._send, self.client.ping, timeout_s
+        )
 
     def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
         """Apply ``hits`` (see :class:`~envoykit.ratelimit.stores.base.Store`).
 
-        Requests that arrive while another script call is in flight are combined into the next call
-        (the first waiting thread sends for all), like the reference's implicit pipelining: never
-        more than one round trip per request, usually fewer under load.
+        Requests that arrive while a script call is in flight go out together in the next call,
+        like the reference's implicit pipelining. Raises StoreError within ``timeout_s``.
         """
-        slot = _Slot(hits, now_ms, stop_when_over)
-        with self._lock:
-            self._queue.append(slot)
-            lead = not self._busy
-            self._busy = True
-        if not lead:
-            slot.done.wait()  # bounded: the sender's call is bounded by the socket timeouts
-            if not slot.lead:
-                return slot.outcome()
-        try:
-            with self._lock:
-                batch, self._queue = self._queue, []
-            self._send(batch)
-        finally:
-            with self._lock:
-                if self._queue:  # hand the sending over to the first waiting request
-                    nxt = self._queue[0]
-                    nxt.lead = True
-                    nxt.done.set()
-                else:
-                    self._busy = False
-        return slot.outcome()
+        return self._sender.call((hits, now_ms, stop_when_over))
 
-    def _send(self, batch: list[_Slot]) -> None:
+    def _send(self, batch: Sequence[_Request]) -> list[list[Count]]:
         keys: list[str] = []
         argv: list[int] = []
-        for s in batch:
-            encode_into(keys, argv, s.hits, s.now_ms, s.stop)
+        for hits, now_ms, stop in batch:
+            encode_into(keys, argv, hits, now_ms, stop)
         try:
             counts = decode(self._script(keys=keys, args=argv))
-        except Exception as exc:  # every waiter must be released, whatever failed
-            err = _store_error(exc) if isinstance(exc, RedisError | OSError) else StoreError(repr(exc))
-            for s in batch:
-                s.error, s.lead = err, False
-                s.done.set()
-            return
+        except (RedisError, OSError) as exc:
+            raise _store_error(exc) from exc
+        out: list[list[Count]] = []
         i = 0
-        for s in batch:
-            s.result, s.lead = counts[i : i + len(s.hits)], False
-            i += len(s.hits)
-            s.done.set()
+        for hits, _, _ in batch:
+            out.append(counts[i : i + len(hits)])
+            i += len(hits)
+        return out
 
     def ping(self) -> bool:
         """True when Redis answers PING within the timeout."""
+        return self.health() is None
+
+    def health(self) -> str | None:
+        """None when Redis answers PING within the timeout, else why not (the store is then down)."""
+        down = self._sender.down
+        if down is not None:
+            return f"redis: {down}"
         try:
-            return bool(self.client.ping())
-        except (RedisError, OSError):
-            return False
+            self.client.ping()
+        except (RedisError, OSError) as exc:
+            err = _store_error(exc)
+            self._sender.mark_down(err)
+            return f"redis: {err}"
+        return None
 
     def close(self) -> None:
-        """Close the pool's connections."""
+        """Stop the sender and close the pool's connections."""
+        self._sender.close()
         self.client.close()
 
 
@@ -270,7 +271,7 @@ class RedisClusterStore:
     Args:
         url: a node's URL.
         max_connections: the bound per node.
-        timeout_s: connect and socket timeout, in seconds.
+        timeout_s: connect and socket timeout, in seconds, and the most a call waits.
     """
 
     name = "redis_cluster"
@@ -286,23 +287,52 @@ class RedisClusterStore:
             retry=Retry(NoBackoff(), 0),
         )
         self._script = self.client.register_script(LUA)
+        self._sender: BoundedSender[_Request, list[Count]] = BoundedSender(
+            "redis_cluster", self._send, self.client.ping, timeout_s
+        )
 
     def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
-        """Apply ``hits``: one script call per hash slot."""
-        groups: dict[int, list[int]] = {}
-        for i, h in enumerate(hits):
-            groups.setdefault(key_slot(h.key.encode()), []).append(i)
-        counts: list[Count] = [Count(0, 0, 0)] * len(hits)
+        """Apply ``hits``: the calls queued meanwhile go out together, one script call per hash slot."""
+        return self._sender.call((hits, now_ms, stop_when_over))
+
+    def _send(self, batch: Sequence[_Request]) -> list[list[Count]]:
+        by_slot: dict[int, list[tuple[int, list[int]]]] = {}  # slot → [(request, its hit indices)]
+        for r, (hits, _, _) in enumerate(batch):
+            mine: dict[int, list[int]] = {}
+            for i, h in enumerate(hits):
+                mine.setdefault(key_slot(h.key.encode()), []).append(i)
+            for slot, idx in mine.items():
+                by_slot.setdefault(slot, []).append((r, idx))
+        results = [[Count(0, 0, 0)] * len(hits) for hits, _, _ in batch]
         try:
-            for idx in groups.values():
-                part = [hits[i] for i in idx]
-                keys, argv = encode(part, now_ms, stop_when_over)
-                for i, c in zip(idx, decode(self._script(keys=keys, args=argv)), strict=True):
-                    counts[i] = c
+            for parts in by_slot.values():
+                keys: list[str] = []
+                argv: list[int] = []
+                for r, idx in parts:
+                    hits, now_ms, stop = batch[r]
+                    encode_into(keys, argv, [hits[i] for i in idx], now_ms, stop)
+                flat = iter(decode(self._script(keys=keys, args=argv)))
+                for r, idx in parts:
+                    for i in idx:
+                        results[r][i] = next(flat)
         except (RedisError, OSError) as exc:
             raise _store_error(exc) from exc
-        return counts
+        return results
+
+    def health(self) -> str | None:
+        """None when the cluster answers PING within the timeout, else why not."""
+        down = self._sender.down
+        if down is not None:
+            return f"redis_cluster: {down}"
+        try:
+            self.client.ping()
+        except (RedisError, OSError) as exc:
+            err = _store_error(exc)
+            self._sender.mark_down(err)
+            return f"redis_cluster: {err}"
+        return None
 
     def close(self) -> None:
-        """Close every node's connections."""
+        """Stop the sender and close every node's connections."""
+        self._sender.close()
         self.client.close()
