@@ -28,6 +28,7 @@ from envoykit.authz.loader import Policy, PolicyEmptied, load_policy
 from envoykit.authz.service import SERVICE_NAME, AuthorizationService
 from envoykit.core.bind import RESERVED_FD_ENV, bind_exclusive
 from envoykit.core.logs import get_logger
+from envoykit.core.metrics import Health, start_metrics_server
 from envoykit.core.reload import WatchedConfig
 from envoykit.core.server import SyncGrpcServer, serve_sync_forever
 
@@ -130,12 +131,13 @@ def run_workers(opts: ServerOptions) -> None:
     with reservation, tempfile.TemporaryDirectory(prefix="envoykit-authz-metrics-") as mdir:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": mdir, RESERVED_FD_ENV: str(reservation.fileno())}
         metrics_server = None
+        health = Health()
         if opts.metrics_port is not None:
-            from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+            from prometheus_client import CollectorRegistry, multiprocess
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=mdir)
-            metrics_server, _ = start_http_server(opts.metrics_port, addr="127.0.0.1", registry=registry)
+            metrics_server, _, _ = start_metrics_server(opts.metrics_port, registry=registry, health=health)
         args = _worker_args(opts, address)
 
         def start() -> tuple[subprocess.Popen[bytes], float]:
@@ -157,6 +159,7 @@ def run_workers(opts: ServerOptions) -> None:
                         break
                     time.sleep(0.5)
                     procs[i] = start()
+        health.draining = True
         for p, _ in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

@@ -13,7 +13,7 @@ from envoykit.core.bind import AddressInUse, bind_exclusive
 from envoykit.core.envoy import EnvoyError, EnvoyProcess, envoy_binary, validate_envoy_config
 from envoykit.core.errors import ConfigError
 from envoykit.core.logs import configure_logging, get_logger
-from envoykit.core.metrics import start_metrics_server
+from envoykit.core.metrics import Health, start_metrics_server
 from envoykit.core.net import FreePorts, free_port, wait_for_port
 from envoykit.core.reload import WatchedConfig
 from envoykit.core.server import GrpcServer, SyncGrpcServer, serve_forever, serve_sync_forever
@@ -26,6 +26,7 @@ __all__ = [
     "EnvoyProcess",
     "FreePorts",
     "GrpcServer",
+    "Health",
     "SyncGrpcServer",
     "WatchedConfig",
     "bind_exclusive",

@@ -2,8 +2,9 @@
 
 Two flavours with one face: :class:`GrpcServer` (grpc.aio, for streaming services such as ext_proc
 and xDS) and :class:`SyncGrpcServer` (a thread pool, for CPU-bound unary calls such as Check and
-ShouldRateLimit). Both add ``grpc.health.v1.Health`` and server reflection, optionally a Prometheus
-``/metrics`` endpoint, and drain on SIGTERM/SIGINT: health flips to NOT_SERVING, new calls are
+ShouldRateLimit). Both add ``grpc.health.v1.Health`` and server reflection, optionally a metrics port
+(Prometheus ``/metrics``, and ``/healthz``, ``/readyz``, ``/healthcheck``: see
+:mod:`envoykit.core.metrics`), and drain on SIGTERM/SIGINT: health flips to NOT_SERVING, new calls are
 refused, calls in flight get ``grace`` seconds to finish, then the process exits. They bind their
 address exclusively: a second server on a served address fails to start with
 :class:`~envoykit.core.bind.AddressInUse` (see :mod:`envoykit.core.bind`).
@@ -24,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from envoykit.core.bind import bind_exclusive, reserved_by_parent, split_address
 from envoykit.core.logs import get_logger
-from envoykit.core.metrics import start_metrics_server
+from envoykit.core.metrics import Health, start_metrics_server
 
 # Envoy multiplexes many calls over one HTTP/2 connection; these keep it from being throttled.
 # grpc.so_reuseport is not among them: it is set per server by the binding rule (envoykit.core.bind).
@@ -50,6 +51,7 @@ class _ServerParts:
         self._metrics_port_req = metrics_port
         self._metrics_host = metrics_host
         self._metrics_server: Any = None
+        self.health = Health()  # what /healthz, /readyz and /healthcheck answer on the metrics port
         self._log = get_logger(name)
         self._service_names: list[str] = [_HEALTH]
         # only a worker holding its parent's reservation of the address joins it (SO_REUSEPORT)
@@ -77,7 +79,7 @@ class _ServerParts:
     def _start_metrics(self) -> None:
         if self._metrics_port_req is not None:
             self._metrics_server, _, self.metrics_port = start_metrics_server(
-                self._metrics_port_req, self._metrics_host
+                self._metrics_port_req, self._metrics_host, health=self.health
             )
         host = self.address.rsplit(":", 1)[0]
         self._log.info("serving", address=f"{host}:{self.port}", metrics_port=self.metrics_port)
@@ -152,6 +154,7 @@ class GrpcServer(_ServerParts):
 
     async def stop(self, grace: float = 5.0) -> None:
         """Drain: NOT_SERVING, refuse new calls, wait up to ``grace`` seconds for calls in flight."""
+        self.health.draining = True
         await self._health.enter_graceful_shutdown()
         self._log.info("draining", grace_s=grace)
         await self._server.stop(grace)
@@ -218,6 +221,7 @@ class SyncGrpcServer(_ServerParts):
 
     def stop(self, grace: float = 5.0) -> None:
         """Drain: NOT_SERVING, refuse new calls, wait up to ``grace`` s for calls in flight."""
+        self.health.draining = True
         self._health.enter_graceful_shutdown()
         self._log.info("draining", grace_s=grace)
         self._server.stop(grace).wait()

@@ -109,6 +109,7 @@ class RateLimitServer:
         self._stop_watch = threading.Event()
         self._server.on_stop(self._stop_watch.set)
         self._server.on_stop(self.store.close)
+        self._server.health.add_check("store", self.store.health)  # /readyz, /healthcheck
         self.port = 0
         self.metrics_port: int | None = None
 

@@ -3,6 +3,8 @@ not hold any call past the store timeout (plus a small margin), and the connecti
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import statistics
 import threading
 import time
@@ -124,3 +126,49 @@ def test_paused_redis_applies_the_failure_mode_within_the_timeout(
     )
     assert [c for c, _ in paused] == [500, 200, 500, 200]  # failure_mode_deny true / false
     assert max(s for _, s in paused) <= TIMEOUT_MS / 1000 + MARGIN_S + baseline
+
+
+def test_health_endpoints_follow_the_store_and_the_drain(
+    tmp_path: Path,
+    ratelimit,  # type: ignore[no-untyped-def]
+    redis_server: RedisServer,
+) -> None:
+    import httpx
+
+    rl = ratelimit(_limits(tmp_path), "--redis-url", redis_server.url, "--store-timeout-ms", "2000")
+
+    def probe(path: str) -> tuple[int, str]:
+        r = httpx.get(f"http://127.0.0.1:{rl.metrics_port}{path}", timeout=10)
+        return r.status_code, r.text.strip()
+
+    assert [probe(p)[0] for p in ("/healthcheck", "/readyz", "/healthz")] == [200] * 3
+    assert probe("/json")[0] == 404 and probe("/")[0] == 404
+    assert "envoykit_ratelimit" in probe("/metrics")[1]
+    redis_server.stop()
+    code, text = probe("/healthcheck")
+    assert code == 503 and text.startswith("store: redis: ConnectionError"), text
+    assert probe("/healthz")[0] == 200  # alive: only readiness follows the store
+    redis_server.start()  # same port
+    deadline = time.monotonic() + 15
+    while probe("/healthcheck")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert probe("/healthcheck") == (200, "OK")
+    # draining: a call held by a paused Redis keeps the server in its grace period
+    req = request("web", descriptor(("client", "drain")))
+    redis_server.cli("CLIENT", "PAUSE", "3000", "ALL")
+    # the call answers UNAVAILABLE after the 2 s store timeout
+    held = threading.Thread(target=lambda: _call_quietly(rl.port, req), daemon=True)
+    held.start()
+    time.sleep(0.3)
+    assert rl.proc is not None
+    rl.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert probe("/healthcheck") == (503, "draining") and probe("/healthz") == (503, "draining")
+    held.join(10)
+    assert rl.proc.wait(15) == 0
+
+
+def _call_quietly(port: int, req: object) -> None:
+    # UNAVAILABLE is expected here
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch, contextlib.suppress(grpc.RpcError):
+        rls_pb2_grpc.RateLimitServiceStub(ch).ShouldRateLimit(req, timeout=10)
