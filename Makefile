@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q -e '.[dev]'
+	@# zig (from the ziglang wheel) compiles its wasi-libc on first use: do it now, building the demo filter
+	$(BIN)/envoykit wasm build add_header >/dev/null || echo "warning: the demo Wasm filter did not build (see envoykit wasm build add_header)"
 	touch $(STAMP)
 
 lint: venv

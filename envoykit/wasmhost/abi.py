@@ -58,10 +58,10 @@ class Action(enum.IntEnum):
     @classmethod
     def of(cls, value: int) -> Action | int:
         """The enum member for ``value``, or the raw integer when it is not one."""
-        try:
-            return cls(value)
-        except ValueError:
-            return value
+        return _ACTIONS.get(value, value)
+
+
+_ACTIONS: dict[int, Action] = {int(a): a for a in Action}  # a lookup per callback: no enum call
 
 
 class BufferType(enum.IntEnum):

@@ -42,8 +42,14 @@ class ContextState:
     created: bool = False
     deleted: bool = False
 
+    dirty: list[ContextState] | None = field(
+        default=None, repr=False
+    )  # the plugin's list of contexts with deferred actions
+
     def defer(self, action: str, value: Any) -> None:
         """Record an action to apply after the current call into the module."""
+        if not self.deferred and self.dirty is not None:
+            self.dirty.append(self)
         self.deferred.append((action, value))
 
     def take_deferred(self) -> list[tuple[str, Any]]:

@@ -284,6 +284,9 @@ class HttpStream:
     def _call(self, d: _Direction, name: str, *args: int) -> Action | int:
         if self.plugin.failed is not None:
             return self._failed_vm()
+        if name not in self.plugin.vm.funcs:  # not exported: Envoy's wrapper continues
+            self.actions.append((name, Action.CONTINUE))
+            return Action.CONTINUE
         index = len(self.actions)
         self.actions.append((name, Action.CONTINUE))  # placeholder: keeps call order under nesting
         try:

@@ -117,7 +117,8 @@ class Plugin:
         self._pending_queue: list[int] = []
         self._awaiting_done = False
         self.closed = False
-        self.root = ContextState(next(self._ids), 0, "root")
+        self._dirty: list[ContextState] = []  # contexts whose host calls deferred an action
+        self.root = ContextState(next(self._ids), 0, "root", dirty=self._dirty)
         self.contexts[self.root.id] = self.root
         self.effective = self.root
         self.vm = VM(module, self, fuel=fuel, memory_limit=memory_limit)
@@ -227,7 +228,8 @@ class Plugin:
         return result
 
     def _after_call(self) -> None:
-        for ctx in list(self.contexts.values()):
+        while self._dirty:
+            ctx = self._dirty.pop(0)
             if not ctx.deferred:
                 continue
             actions = ctx.take_deferred()
@@ -251,7 +253,7 @@ class Plugin:
         """
         if self.failed is not None:
             return ContextState(0, self.root.id, kind)
-        ctx = ContextState(next(self._ids), self.root.id, kind)
+        ctx = ContextState(next(self._ids), self.root.id, kind, dirty=self._dirty)
         self.contexts[ctx.id] = ctx
         self.streams[ctx.id] = stream
         return ctx

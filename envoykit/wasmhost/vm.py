@@ -68,7 +68,7 @@ class VM:
                     f"{imp.module}.{imp.name} (not provided for ABI {module.abi_version.value})"
                 )
             fastcall.define(
-                linker, imp.module, imp.name or "", entry.functype, entry.sig, self._bind(key, entry.fn)
+                linker, imp.module, imp.name or "", entry.functype, entry.sig, self._bind(key, entry)
             )
         self.store.set_fuel(fuel)
         try:
@@ -80,31 +80,46 @@ class VM:
         if not isinstance(mem, wasmtime.Memory):
             raise ModuleLoadError(f"{module.name}: the module exports no memory")
         self.memory = mem
+        self._memory_view = fastcall.memory_view(self.store, mem)
         self.funcs: dict[str, fastcall.Caller] = {}
         for name in module.exports:
             f = exports.get(name)
             if isinstance(f, wasmtime.Func):
                 ty = f.type(self.store)
-                self.funcs[name] = fastcall.caller(f, len(ty.params), len(ty.results))
+                self.funcs[name] = fastcall.caller(
+                    f, self.store, fastcall.kinds(ty.params), fastcall.kinds(ty.results)
+                )
+        self._set_fuel = fastcall.set_fuel(self.store)
         # cpp-host getFunctions: malloc first, proxy_on_memory_allocate only without it.
         self.malloc = self.funcs.get("malloc") or self.funcs.get("proxy_on_memory_allocate")
         if self.malloc is None:
             raise ModuleLoadError(f"{module.name}: Wasm module is missing malloc function.")
 
-    def _bind(self, key: tuple[str, str], fn: Callable[..., Any]) -> Callable[..., Any]:
+    def _bind(self, key: tuple[str, str], entry: Any) -> Callable[..., Any]:
         allowed = key in _STARTUP_ALLOWED
         name = f"{key[0]}.{key[1]}"
+        fn: Callable[..., Any] = entry.raw if entry.raw is not None else entry.fn
+        fault = entry.fault
 
+        # One closure per import (the start-up restriction and the bad-pointer answer together):
+        # a host call is the hot path of a filter.
         def call(*args: Any) -> Any:
             if self.restricted and not allowed:
                 # cpp-host setRestrictedCallback: the VM fails on any other call during start-up.
                 raise HostTrap(f"Function: {name} is not allowed during VM start-up (_initialize/_start)")
-            return fn(self, *args)
+            try:
+                return fn(self, *args)
+            except OutOfBounds:
+                if fault is None:
+                    raise
+                return fault
 
         return call
 
     # -- memory -----------------------------------------------------------------------------------
     def _base(self) -> tuple[int, int]:
+        if self._memory_view is not None:
+            return self._memory_view()
         ptr = self.memory.data_ptr(self.store)
         return ctypes.cast(ptr, ctypes.c_void_p).value or 0, self.memory.data_len(self.store)
 
@@ -117,7 +132,7 @@ class VM:
 
     def check(self, ptr: int, size: int) -> None:
         """Raise :class:`OutOfBounds` unless ``[ptr, ptr + size)`` is inside memory (no copy)."""
-        if ptr < 0 or size < 0 or ptr + size > self.memory.data_len(self.store):
+        if ptr < 0 or size < 0 or ptr + size > self._base()[1]:
             raise OutOfBounds
 
     def write(self, ptr: int, data: bytes) -> None:
@@ -175,7 +190,7 @@ class VM:
             FilterFailure: the call trapped, ran out of fuel, or died after hitting the memory limit.
         """
         func = self.funcs[name]
-        self.store.set_fuel(self.fuel)
+        self._set_fuel(self.fuel)
         self.depth += 1
         try:
             return func(self.store, *args)

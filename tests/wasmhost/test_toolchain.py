@@ -23,6 +23,7 @@ C_CASES = [("add_header", "add_header"), ("deny", "deny"), ("counter", "counter"
            ("shared_state", "shared_state"), ("inspect", "inspect"), ("body_limit", "body_limit")]  # fmt: skip
 
 
+@pytest.mark.timeout(900)  # zig compiles its wasi-libc on first use: a minute, more on a busy machine
 def test_zig_builds_the_demo_filter_without_a_system_compiler(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", path_without_c_compilers(tmp_path))
     monkeypatch.delenv("CLANG", raising=False)
@@ -35,6 +36,7 @@ def test_zig_builds_the_demo_filter_without_a_system_compiler(monkeypatch, tmp_p
 
 
 @pytest.mark.skipif(shutil.which("clang") is None, reason="no system clang to compare with")
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize(("example", "cases"), C_CASES)
 def test_clang_and_zig_builds_answer_alike(monkeypatch, example, cases):
     """zig's modules are diffed against Envoy in test_examples_vs_envoy; clang's must match them."""
@@ -52,6 +54,7 @@ def test_clang_and_zig_builds_answer_alike(monkeypatch, example, cases):
 
 
 @pytest.mark.envoy
+@pytest.mark.timeout(900)
 def test_validate_builds_the_demo_filter_on_a_fresh_clone(tmp_path):
     """`envoykit validate examples/mesh.yaml` before any `envoykit up`: the module is built (with
     zig, no system compiler on PATH) where up builds it, then Envoy validates the config."""

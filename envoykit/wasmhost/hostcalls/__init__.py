@@ -27,6 +27,8 @@ class Entry:
     functype: wasmtime.FuncType
     fn: HostFn
     sig: str
+    raw: HostFn | None = None  # ``fn`` before the guard, with ``fault`` its bad-pointer answer
+    fault: int | None = None
 
 
 def _functype(sig: str) -> wasmtime.FuncType:
@@ -83,11 +85,12 @@ def host_functions(version: AbiVersion) -> dict[tuple[str, str], Entry]:
             table.update(logging.ABI_0_2_1)
     out: dict[tuple[str, str], Entry] = {}
     for name, (sig, fn) in table.items():
-        out[("env", name)] = Entry(_functype(sig), _guard(fn, int(Status.INVALID_MEMORY_ACCESS)), sig)
+        fault = int(Status.INVALID_MEMORY_ACCESS)
+        out[("env", name)] = Entry(_functype(sig), _guard(fn, fault), sig, fn, fault)
     for name, (sig, extra) in context.ENV_EXTRAS.items():
         out[("env", name)] = Entry(_functype(sig), extra, sig)
     for name, (sig, wasi_fn) in wasi.FUNCTIONS.items():
-        entry = Entry(_functype(sig), _guard(wasi_fn, wasi.EFAULT), sig)
+        entry = Entry(_functype(sig), _guard(wasi_fn, wasi.EFAULT), sig, wasi_fn, wasi.EFAULT)
         out[("wasi_snapshot_preview1", name)] = entry
         out[("wasi_unstable", name)] = entry
     return out
