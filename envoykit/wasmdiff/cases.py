@@ -8,6 +8,8 @@ Shape (YAML)::
     log_level: info                     # the ``wasm`` logger level on both sides
     failure_policy: FAIL_CLOSED         # or FAIL_OPEN: what streams get once the VM failed
     node: {id: sidecar~1, metadata: {team: payments}}   # Envoy's node: xds.node.id, xds.node.metadata.*
+    singleton: {root_id: s, configuration: "..."}       # a bootstrap (singleton) extension (file: optional)
+    before: {add_request_headers: {x-a: "1"}}           # a header_mutation filter before the Wasm one
     upstream:                           # default upstream answer
       status: 200
       headers: {content-type: text/plain}
@@ -59,6 +61,17 @@ class Case:
 
 
 @dataclass
+class Singleton:
+    """A bootstrap (singleton) Wasm extension: ``bootstrap_extensions`` ``envoy.bootstrap.wasm``
+    with ``singleton: true`` in Envoy, a second plugin in the same host here (shared data and
+    queues are shared by VM id). ``file`` is the module (default: the filter's own)."""
+
+    root_id: str = ""
+    configuration: str = ""
+    file: Path | None = None
+
+
+@dataclass
 class CaseFile:
     """A validated cases file."""
 
@@ -71,6 +84,8 @@ class CaseFile:
     log_level: LogLevel = LogLevel.INFO
     failure_policy: str = "FAIL_CLOSED"
     node: dict[str, Any] = field(default_factory=dict)
+    singleton: Singleton | None = None
+    before_headers: list[tuple[str, str]] = field(default_factory=list)
     clusters: dict[str, HttpResponse] = field(default_factory=dict)
     cases: list[Case] = field(default_factory=list)
 
@@ -140,7 +155,7 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
         raise CasesError(f"{source}: the document must be a mapping")
     known = {
         "protocol", "root_id", "configuration", "vm_configuration", "vm_id", "name", "log_level",
-        "upstream", "clusters", "cases", "failure_policy", "node",
+        "upstream", "clusters", "cases", "failure_policy", "node", "singleton", "before",
     }  # fmt: skip
     unknown = set(doc) - known
     if unknown:
@@ -168,6 +183,8 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
         log_level=LogLevel(_LEVELS[level]),
         failure_policy=policy,
         node=_node(doc.get("node"), f"{source}: node"),
+        singleton=_singleton(doc.get("singleton"), f"{source}: singleton", Path(source).parent),
+        before_headers=_before(doc.get("before"), f"{source}: before"),
         clusters={
             str(k): _response(v, f"{source}: clusters.{k}", callout=True) for k, v in clusters_doc.items()
         },
@@ -203,6 +220,28 @@ def _node(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise CasesError(f"{where}.metadata: expected a mapping")
     return {"id": str(value.get("id", "")), "metadata": metadata}
+
+
+def _singleton(value: Any, where: str, base: Path) -> Singleton | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"root_id", "configuration", "file"}:
+        raise CasesError(f"{where}: expected a mapping with root_id, configuration and file")
+    file = value.get("file")
+    return Singleton(
+        root_id=str(value.get("root_id", "")),
+        configuration=str(value.get("configuration", "")),
+        file=(base / str(file)).resolve() if file else None,
+    )
+
+
+def _before(value: Any, where: str) -> list[tuple[str, str]]:
+    """``before: {add_request_headers: {...}}``: a header_mutation filter ahead of the Wasm one."""
+    if value is None:
+        return []
+    if not isinstance(value, dict) or set(value) - {"add_request_headers"}:
+        raise CasesError(f"{where}: expected a mapping with add_request_headers")
+    return _headers(value.get("add_request_headers"), f"{where}.add_request_headers")
 
 
 def _tcp_case(item: dict[str, Any], i: int, where: str) -> Case:

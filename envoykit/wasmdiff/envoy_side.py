@@ -52,8 +52,8 @@ def static_cluster(name: str, port: int) -> dict[str, Any]:
     }
 
 
-def wasm_filter(wasm: Path, cases: CaseFile) -> dict[str, Any]:
-    """The ``envoy.filters.http.wasm`` filter entry for ``wasm`` with the cases' configuration."""
+def plugin_config(wasm: Path, cases: CaseFile, name: str, root_id: str, configuration: str) -> dict[str, Any]:
+    """A ``PluginConfig`` (JSON form) for ``wasm`` on V8 with the cases' VM settings."""
     vm_config: dict[str, Any] = {
         "vm_id": cases.vm_id,
         "runtime": "envoy.wasm.runtime.v8",
@@ -62,18 +62,54 @@ def wasm_filter(wasm: Path, cases: CaseFile) -> dict[str, Any]:
     if cases.vm_configuration:
         vm_config["configuration"] = {"@type": _STRING, "value": cases.vm_configuration}
     config: dict[str, Any] = {
-        "name": cases.name,
-        "root_id": cases.root_id,
+        "name": name,
+        "root_id": root_id,
         "vm_config": vm_config,
         "failure_policy": cases.failure_policy,
     }
-    if cases.configuration:
-        config["configuration"] = {"@type": _STRING, "value": cases.configuration}
+    if configuration:
+        config["configuration"] = {"@type": _STRING, "value": configuration}
+    return config
+
+
+def singleton_extension(wasm: Path, cases: CaseFile) -> dict[str, Any]:
+    """The ``bootstrap_extensions`` entry of the cases' singleton (``WasmService``)."""
+    assert cases.singleton is not None
+    single = cases.singleton
+    config = plugin_config(single.file or wasm, cases, f"{cases.name}_singleton", single.root_id,
+                           single.configuration)  # fmt: skip
+    return {
+        "name": "envoy.bootstrap.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.wasm.v3.WasmService",
+            "singleton": True,
+            "config": config,
+        },
+    }
+
+
+def header_mutation(headers: list[tuple[str, str]]) -> dict[str, Any]:
+    """An ``envoy.filters.http.header_mutation`` filter appending ``headers`` to every request."""
+    mutations = [
+        {"append": {"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}}
+        for k, v in headers
+    ]
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": mutations},
+        },
+    }
+
+
+def wasm_filter(wasm: Path, cases: CaseFile) -> dict[str, Any]:
+    """The ``envoy.filters.http.wasm`` filter entry for ``wasm`` with the cases' configuration."""
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": config,
+            "config": plugin_config(wasm, cases, cases.name, cases.root_id, cases.configuration),
         },
     }
 
@@ -128,6 +164,7 @@ def bootstrap(
             ]
         },
         "http_filters": [
+            *([header_mutation(cases.before_headers)] if cases.before_headers else []),
             wasm_filter(wasm, cases),
             {
                 "name": "envoy.filters.http.router",
@@ -154,6 +191,8 @@ def bootstrap(
     }
     if cases.node:
         out["node"] = {"id": cases.node["id"], "metadata": cases.node["metadata"]}
+    if cases.singleton is not None:
+        out["bootstrap_extensions"] = [singleton_extension(wasm, cases)]
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from envoykit.wasmdiff.cases import Case, CaseFile
@@ -33,6 +34,15 @@ def start_plugin(wasm: Path | WasmModule, cases: CaseFile) -> Plugin:
     """Load the filter into a fresh host configured as the Envoy side is."""
     host = Host(log_level=cases.log_level, clusters=set(cases.clusters), properties=node_properties(cases))
     module = wasm if isinstance(wasm, WasmModule) else load_module(wasm)
+    if cases.singleton is not None:  # Envoy starts bootstrap extensions before any listener
+        single = cases.singleton
+        host.load(
+            load_module(single.file) if single.file is not None else module,
+            configuration=single.configuration,
+            root_id=single.root_id,
+            vm_id=cases.vm_id,
+            name=f"{cases.name}_singleton",
+        )
     return host.load(
         module,
         configuration=cases.configuration,
@@ -67,4 +77,7 @@ def observe(outcome: Outcome) -> Observation:
 
 def run_case(plugin: Plugin, case: Case, cases: CaseFile) -> Observation:
     """One case through the filter in the host."""
-    return observe(run_exchange(plugin, case.request, case.upstream, callouts=dict(cases.clusters)))
+    request = case.request
+    if cases.before_headers:
+        request = dataclasses.replace(request, added_by_filters=list(cases.before_headers))
+    return observe(run_exchange(plugin, request, case.upstream, callouts=dict(cases.clusters)))

@@ -31,6 +31,7 @@ class HttpRequest:
     authority: str = "example.com"
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    added_by_filters: list[tuple[str, str]] = field(default_factory=list)  # by filters before this one
 
     def envoy_headers(self) -> HeaderMap:
         """The request headers as the first filter sees them behind Envoy's HTTP/1 codec and HCM."""
@@ -41,6 +42,8 @@ class HttpRequest:
             hmap.replace("content-length", str(len(self.body)))
         hmap.add(":scheme", "http")
         hmap.add("x-forwarded-proto", "http")
+        for k, v in self.added_by_filters:
+            hmap.add(k, v)  # a header_mutation filter ahead appends (APPEND_IF_EXISTS_OR_ADD)
         return hmap
 
 

@@ -58,6 +58,7 @@ DIFFS = [
     ("wat_tcp_close", "tcp_panic"),
     ("wat_envoy_properties", "envoy_properties"),
     ("wat_envoy_properties", "envoy_properties_bare"),
+    ("wat_singleton", "singleton"),
     ("wat_stream", "stream_close"),
     ("wat_stream", "stream_buffer"),
     ("wat_stream", "stream_local"),
@@ -221,3 +222,22 @@ def test_a_request_paused_to_the_end_keeps_its_headers_reachable(wasm_example):
     stream.complete()
     codes = dict(m.split("=") for m in plugin.log_messages())
     assert (codes["ee"], codes["fa"], codes["fb"]) == ("00", "00", "00")
+
+
+def test_singleton_and_filter_before_outcome(wasm_example):
+    """What singleton.yaml pins against Envoy: the singleton's shared data and the header the
+    filter before the Wasm one added both reach the filter."""
+    from envoykit.wasmdiff.host_side import run_case, start_plugin
+
+    cases = load_cases(CASES / "singleton.yaml")
+    plugin = start_plugin(wasm_example("wat_singleton"), cases)
+    get, post = (run_case(plugin, c, cases) for c in cases.cases)
+    assert [m for _, m in get.logs] == ["greeting=hello from the singleton", "x-before=1"]
+    assert [m for _, m in post.logs] == ["greeting=hello from the singleton", "x-before=0"]
+    assert post.upstream is not None and [v for k, v in post.upstream[2] if k == "x-before"] == ["0", "1"]
+    cases.singleton, cases.before_headers = None, []
+    bare = start_plugin(wasm_example("wat_singleton"), cases)
+    assert [m for _, m in run_case(bare, cases.cases[0], cases).logs] == [
+        "greeting=missing",
+        "x-before=missing",
+    ]

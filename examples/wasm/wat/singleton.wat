@@ -1,0 +1,45 @@
+;; One module, two roles, for a bootstrap (singleton) extension beside the HTTP filter.
+;; A plugin configured "set:<text>" stores <text> in shared data "greeting" in on_configure (the
+;; singleton's job); any other plugin, as the HTTP filter, logs what it finds there
+;; ("greeting=<text>" or "greeting=missing") and every request header the filter before it added
+;; ("x-before=<value>").
+(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_bytes" (func $gbb (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_shared_data" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $ghv (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 32768))
+  (func (export "malloc") (param $n i32) (result i32) (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+  (data (i32.const 2048) "greeting")
+  (data (i32.const 2064) "greeting=missing")
+  (data (i32.const 2096) "x-before")
+  (data (i32.const 2112) "x-before=missing")
+  ;; log "<prefix>=<value at (ptr,size)>" with a 8-byte prefix at $pre
+  (func $say (param $pre i32) (param $ptr i32) (param $size i32)
+    (memory.copy (i32.const 4000) (local.get $pre) (i32.const 8))
+    (i32.store8 (i32.const 4008) (i32.const 61))
+    (memory.copy (i32.const 4009) (local.get $ptr) (local.get $size))
+    (drop (call $log (i32.const 2) (i32.const 4000) (i32.add (local.get $size) (i32.const 9)))))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_configure") (param $root i32) (param $size i32) (result i32) (local $p i32)
+    (if (i32.lt_u (local.get $size) (i32.const 4)) (then (return (i32.const 1))))
+    (drop (call $gbb (i32.const 7) (i32.const 0) (local.get $size) (i32.const 1024) (i32.const 1028)))
+    (local.set $p (i32.load (i32.const 1024)))
+    (if (i32.ne (i32.load (local.get $p)) (i32.const 0x3a746573)) (then (return (i32.const 1))))  ;; "set:"
+    (drop (call $set (i32.const 2048) (i32.const 8) (i32.add (local.get $p) (i32.const 4))
+                     (i32.sub (local.get $size) (i32.const 4)) (i32.const 0)))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (if (i32.eqz (call $get (i32.const 2048) (i32.const 8) (i32.const 1024) (i32.const 1028) (i32.const 1032)))
+      (then (call $say (i32.const 2048) (i32.load (i32.const 1024)) (i32.load (i32.const 1028))))
+      (else (drop (call $log (i32.const 2) (i32.const 2064) (i32.const 16)))))
+    (if (i32.eqz (call $ghv (i32.const 0) (i32.const 2096) (i32.const 8) (i32.const 1024) (i32.const 1028)))
+      (then (call $say (i32.const 2096) (i32.load (i32.const 1024)) (i32.load (i32.const 1028))))
+      (else (drop (call $log (i32.const 2) (i32.const 2112) (i32.const 16)))))
+    (i32.const 0)))
