@@ -1,5 +1,7 @@
 """Redis faults against real processes: a paused Redis (CLIENT PAUSE) under 32 concurrent clients must
-not hold any call past the store timeout (plus a small margin), and the connections stay bounded."""
+not hold any call past the store timeout (plus a small margin), connections stay bounded, Envoy applies
+its failure mode within the timeout, a paused cluster node is bounded the same way, and the health
+endpoints follow the store and the drain."""
 
 from __future__ import annotations
 
@@ -172,3 +174,40 @@ def _call_quietly(port: int, req: object) -> None:
     # UNAVAILABLE is expected here
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch, contextlib.suppress(grpc.RpcError):
         rls_pb2_grpc.RateLimitServiceStub(ch).ShouldRateLimit(req, timeout=10)
+
+
+def test_paused_cluster_node_bounds_every_call(redis_cluster) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from envoykit.ratelimit.algorithms import Algorithm, Hit
+    from envoykit.ratelimit.stores import StoreError
+    from envoykit.ratelimit.stores.redis import RedisClusterStore
+
+    st = RedisClusterStore(redis_cluster.url, timeout_s=TIMEOUT_MS / 1000)
+    hits = [Hit(f"ekrl:{{p{i}}}|f60", 1, 10**6, 60_000, Algorithm.FIXED_WINDOW) for i in range(12)]
+
+    def call(_: int) -> tuple[float, str]:
+        t0 = time.monotonic()
+        try:
+            st.apply(hits, int(time.time() * 1000))
+            outcome = "ok"
+        except StoreError:
+            outcome = "error"
+        return time.monotonic() - t0, outcome
+
+    try:
+        assert call(0)[1] == "ok"  # the keys span every node, several slots on each
+        redis_cluster.nodes[0].cli("CLIENT", "PAUSE", "2000", "ALL")
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            results = list(pool.map(call, range(CLIENTS * 4)))
+        worst = max(s for s, _ in results)
+        print(f"\npaused cluster node, {CLIENTS} threads: max call {worst * 1000:.0f} ms")
+        assert worst <= TIMEOUT_MS / 1000 + MARGIN_S
+        assert "error" in {o for _, o in results}
+        time.sleep(2.5)
+        deadline = time.monotonic() + 10
+        while call(0)[1] != "ok" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert call(0)[1] == "ok"
+    finally:
+        st.close()
