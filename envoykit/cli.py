@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "status": "envoykit.mesh.cli:status",
     "logs": "envoykit.mesh.cli:logs",
     "demo": "envoykit.mesh.cli:demo",
+    "dashboard": "envoykit.dashboard.cli:dashboard",
 }
 
 

@@ -89,6 +89,7 @@ class StreamState:
     peer: str
     watches: dict[str, _Watch] = field(default_factory=dict)
     delta: DeltaState | None = None
+    last_push: float | None = None  # epoch seconds of the last response written on this stream
 
     def acked(self) -> dict[str, str]:
         """Acknowledged version per short type name (CDS, EDS, ...); for a delta stream, the number of
@@ -165,7 +166,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         """Connected nodes with their acknowledged versions, and outstanding NACKs."""
         return {
             "streams": [
-                {"node": s.node_id, "peer": s.peer, "delta": s.delta is not None, "acked": s.acked()}
+                {
+                    "node": s.node_id,
+                    "peer": s.peer,
+                    "delta": s.delta is not None,
+                    "acked": s.acked(),
+                    "last_push": s.last_push,
+                }
                 for s in self.streams.values()
             ],
             "nacks": [n.as_dict() for n in self.nacks.values()],
@@ -267,6 +274,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     session.on_request(item)
                 for resp in session.responses(snap):
                     PUSHES.labels(SHORT.get(resp.type_url, resp.type_url)).inc()
+                    session.state.last_push = time.time()
                     yield resp.payload
                 item = await queue.get()
         finally:

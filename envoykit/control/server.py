@@ -5,8 +5,10 @@ A change travels: file event → :func:`load_mesh` (schema, semantics) → :func
 Envoy. Any failure refuses the change whole (logged with file, line and field; counted in
 ``envoykit_config_reloads_total{component="control",result="error"}``) and the mesh keeps running its
 last good config. An empty or truncated mesh, or one that drops a connected node, is refused the
-same way (:mod:`envoykit.control.guard`). Status (nodes, acknowledged versions, NACKs, last refused change) is written to
-``<state_dir>/control-status.json`` once a second, for ``envoykit status``.
+same way (:mod:`envoykit.control.guard`). Status (nodes, acknowledged versions, NACKs, last refused
+change) is written to ``<state_dir>/control-status.json`` once a second, for ``envoykit status``, and
+served with the topology and each node's resources as JSON on the metrics port (``/status``,
+``/config/<node>``, see :mod:`envoykit.control.statusapi`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from envoykit.control.mtls import SpiffeMeshTls
 from envoykit.control.pb import SECRET
 from envoykit.control.sds import SecretProvider
 from envoykit.control.snapshot import Part, PartCache, Snapshot, SnapshotCache, TypeSet
+from envoykit.control.statusapi import status_routes
 from envoykit.control.translate import MeshTls, Translation, translate
 from envoykit.core.logs import get_logger
 from envoykit.core.reload import WatchedConfig, names_path
@@ -124,6 +127,8 @@ class ControlPlane:
         self.address = address or str(mesh.control_plane.xds)
         self.server = GrpcServer("control", self.address, metrics_port=metrics_port)
         self.server.add_service(add_ads_to_server, self.ads, ADS_SERVICE)
+        for prefix, route in status_routes(self).items():
+            self.server.add_json_route(prefix, route)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._apply(self.current)
@@ -136,6 +141,11 @@ class ControlPlane:
     def reload(self) -> bool:
         """Load mesh.yaml again now (blocking; call from a thread); True when the new version was accepted."""
         return self.config.reload()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop serving ADS (after :meth:`start`)."""
+        return self._loop
 
     @property
     def port(self) -> int:

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from envoykit.core.bind import bind_exclusive, reserved_by_parent, split_address
 from envoykit.core.logs import get_logger
-from envoykit.core.metrics import Health, start_metrics_server
+from envoykit.core.metrics import Health, JsonRoute, start_metrics_server
 
 # Envoy multiplexes many calls over one HTTP/2 connection; these keep it from being throttled.
 # grpc.so_reuseport is not among them: it is set per server by the binding rule (envoykit.core.bind).
@@ -57,6 +57,14 @@ class _ServerParts:
         # only a worker holding its parent's reservation of the address joins it (SO_REUSEPORT)
         self.shared_with_parent = reserved_by_parent(address)
         self.bind_options: list[tuple[str, Any]] = [("grpc.so_reuseport", int(self.shared_with_parent))]
+        self._json_routes: dict[str, JsonRoute] = {}
+
+    def add_json_route(self, prefix: str, route: JsonRoute) -> None:
+        """Serve read-only JSON under ``prefix`` on the metrics port (see :mod:`envoykit.core.metrics`).
+
+        ``route`` runs on the metrics server's threads; call before ``start``.
+        """
+        self._json_routes[prefix] = route
 
     def _bind(self, server: Any) -> None:
         """Bind exclusively (see :mod:`envoykit.core.bind`).
@@ -79,7 +87,10 @@ class _ServerParts:
     def _start_metrics(self) -> None:
         if self._metrics_port_req is not None:
             self._metrics_server, _, self.metrics_port = start_metrics_server(
-                self._metrics_port_req, self._metrics_host, health=self.health
+                self._metrics_port_req,
+                self._metrics_host,
+                health=self.health,
+                routes=self._json_routes,
             )
         host = self.address.rsplit(":", 1)[0]
         self._log.info("serving", address=f"{host}:{self.port}", metrics_port=self.metrics_port)
@@ -87,6 +98,7 @@ class _ServerParts:
     def _stop_metrics(self) -> None:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+            self._metrics_server.server_close()
             self._metrics_server = None
         self._log.info("stopped")
 

@@ -59,6 +59,8 @@ def _read_plan(state: StateDir) -> Plan:
 @click.option("--free-ports", is_flag=True, help="Move every port of the mesh to a free one (for tests).")
 @click.option("--prometheus/--no-prometheus", default=True, help="Run Prometheus when it is installed.")
 @click.option("--prometheus-port", type=int, default=9090, show_default=True)
+@click.option("--dashboard/--no-dashboard", default=True, help="Serve the live mesh page.")
+@click.option("--dashboard-port", type=int, default=9095, show_default=True)
 @click.option(
     "--plan",
     "plan_file",
@@ -83,6 +85,8 @@ def up(
     free_ports: bool,
     prometheus: bool,
     prometheus_port: int,
+    dashboard: bool,
+    dashboard_port: int,
     plan_file: Path | None,
     grace: float,
     only: str | None,
@@ -90,8 +94,8 @@ def up(
 ) -> None:
     """Run the local mesh described by MESH (mesh.yaml) until Ctrl-C or SIGTERM.
 
-    Starts the control plane, the extension servers, every app with its sidecar Envoy, the gateways and
-    Prometheus, each as its own process, in dependency order; restarts crashed ones with backoff; stops
+    Starts the control plane, the extension servers, every app with its sidecar Envoy, the gateways,
+    Prometheus and the dashboard (its URL is printed when the mesh is ready), each as its own process, in dependency order; restarts crashed ones with backoff; stops
     everything on exit.
     """
     from envoykit.mesh.runner import AlreadyRunning, check_not_running, run_plan
@@ -115,6 +119,8 @@ def up(
             free_ports=free_ports,
             prometheus=prometheus and only is None,
             prometheus_port=prometheus_port,
+            dashboard=dashboard,
+            dashboard_port=dashboard_port,
             public_ingress=public_ingress,
         )
         try:

@@ -6,8 +6,8 @@ and bootstraps are those of the local runner, by construction.
 
 All containers share one network namespace (that of the ``net`` service, like the containers of one
 Kubernetes pod), so the loopback addresses of mesh.yaml hold unchanged; ``net`` publishes the ingress,
-Prometheus and Grafana. The control plane's state (CA, node-token key) is a shared volume, so every
-Envoy's bootstrap carries a token the control plane accepts. Prometheus and Grafana use their official
+Prometheus, Grafana and the dashboard. The control plane's state (CA, node-token key) is a shared
+volume, so every Envoy's bootstrap carries a token the control plane accepts. Prometheus and Grafana use their official
 images with the provisioning files in ``compose/`` (``prometheus.yml``, ``grafana/``).
 """
 
@@ -34,7 +34,12 @@ HEADER = (
 
 
 def compose_document(
-    plan: Plan, mesh: str, ingress_port: int, state_dir: str = ".envoykit", grafana_port: int = 3000
+    plan: Plan,
+    mesh: str,
+    ingress_port: int,
+    state_dir: str = ".envoykit",
+    grafana_port: int = 3000,
+    dashboard_port: int = 9095,
 ) -> dict[str, Any]:
     """The compose document (as a dict) for ``plan``.
 
@@ -44,6 +49,7 @@ def compose_document(
         ingress_port: the ingress gateway's port, published by ``net``.
         state_dir: the model's ``control_plane.state_dir`` (shared by every container as a volume).
         grafana_port: Grafana's published port.
+        dashboard_port: the dashboard's published port (the plan's ``dashboard`` component).
     """
     mesh_path = str(PurePosixPath(mesh))
     # the control plane's state_dir (CA, node-token key) resolves against mesh.yaml's folder
@@ -54,14 +60,19 @@ def compose_document(
             "image": IMAGE,
             "build": {"context": "..", "dockerfile": "compose/Dockerfile"},
             "command": ["sleep", "infinity"],
-            "ports": [f"{ingress_port}:{ingress_port}", "9090:9090", f"{grafana_port}:3000"],
+            "ports": [
+                f"{ingress_port}:{ingress_port}",
+                "9090:9090",
+                f"{grafana_port}:3000",
+                f"{dashboard_port}:{dashboard_port}",
+            ],
         }
     }
     for c in plan.components:
         if c.kind == "prometheus":
             continue
         command = ["envoykit", "up", mesh_path, "--only", c.name, "--state-dir", "/tmp/envoykit"]
-        if c.kind == "control-plane":
+        if c.kind in ("control-plane", "dashboard"):
             command.append("--public-ingress")  # published ports reach the container's interface
         services[c.name] = {
             "image": IMAGE,

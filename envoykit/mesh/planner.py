@@ -7,6 +7,7 @@ Start order (each level waits for the readiness of the previous ones)::
     one sidecar Envoy per workload (admin /ready: its listeners, clusters and certificates arrived)
     gateways (admin /ready)
     prometheus (/-/ready)
+    dashboard (GET /healthz: its first poll is done)
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class PlanOptions:
         python: the Python that runs envoykit and the apps.
         public_ingress: serve the ingress gateway on 0.0.0.0 (in a container, for published ports).
         build_wasm: build missing example Wasm modules (not needed to only list the processes).
+        dashboard: run the live mesh page (``envoykit dashboard``).
+        dashboard_port: its port (ignored with ``free_ports``).
     """
 
     run_config: Path | None = None
@@ -53,6 +56,8 @@ class PlanOptions:
     python: str = sys.executable
     public_ingress: bool = False
     build_wasm: bool = True
+    dashboard: bool = True
+    dashboard_port: int = 9095
 
 
 def _envoykit(python: str, *args: str) -> list[str]:
@@ -147,6 +152,46 @@ def _envoys(
     return envoys
 
 
+def _dashboard(
+    components: list[Component],
+    control: Component,
+    state: StateDir,
+    opts: PlanOptions,
+    port: int,
+    info: dict[str, Any],
+) -> Component:
+    """The dashboard: reads Prometheus when the mesh runs one, else every component's metrics.
+
+    Envoys are scraped for ``server.live`` only (their health), not their whole stats. The authz
+    decision log (the authz server's output) is its access log.
+    """
+    args = ["--control", f"http://{control.metrics.rsplit('/', 1)[0]}"]
+    if "prometheus" in info:
+        args += ["--prometheus", info["prometheus"]]
+    else:
+        for c in components:
+            if c.metrics:
+                live = "?filter=server.live" if c.kind in ("sidecar", "gateway") else ""
+                args += ["--scrape", f"{c.name}:{c.kind}=http://{c.metrics}{live}"]
+    host = "0.0.0.0" if opts.public_ingress else "127.0.0.1"
+    return Component(
+        name="dashboard",
+        kind="dashboard",
+        command=_envoykit(
+            opts.python,
+            "dashboard",
+            *args,
+            "--access-log",
+            str(state.log_path("authz")),
+            "--address",
+            f"{host}:{port}",
+        ),
+        probe=Probe("http", port, "/healthz", timeout_s=60),
+        depends_on=tuple(c.name for c in components),
+        address=f"http://127.0.0.1:{port}",
+    )
+
+
 def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None) -> Plan:
     """Plan ``mesh_path``: load and validate it, write the Envoy bootstraps, list every process.
 
@@ -222,4 +267,8 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
             prometheus_component(prom, components, state.work, port, tuple(c.name for c in components))
         )
         info["prometheus"] = f"http://127.0.0.1:{port}"
+    if opts.dashboard:
+        dash = _dashboard(components, control, state, opts, _port(opts.dashboard_port, ports), info)
+        components.append(dash)
+        info["dashboard"] = dash.address
     return Plan(components=components, ingress=mesh.ingress, info=info)

@@ -85,6 +85,8 @@ def run_plan(
             sup.on_progress = None
     console.print(status_table(plan, sup.status, live_health(plan)))
     where = f"; ingress {plan.ingress}" if plan.ingress else ""
+    if plan.info.get("dashboard"):
+        where += f"; dashboard {plan.info['dashboard']}"
     console.print(f"[bold green]mesh ready in {ready_s:.1f}s[/]{where}. Ctrl-C stops it.")
     try:
         sup.supervise()

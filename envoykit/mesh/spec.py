@@ -14,7 +14,7 @@ from typing import Any, Literal
 ProbeKind = Literal["tcp", "http", "grpc", "envoy", "none"]
 
 # what a component is, as shown in the status table
-Kind = Literal["control-plane", "server", "app", "sidecar", "gateway", "prometheus", "process"]
+Kind = Literal["control-plane", "server", "app", "sidecar", "gateway", "prometheus", "dashboard", "process"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,76 @@
+"""``envoykit dashboard``: serve the live mesh page against a Prometheus (or the components' own
+``/metrics``) and a control plane."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from envoykit.dashboard.sources import PrometheusSource, ScrapeTarget, Source
+
+
+def _targets(values: tuple[str, ...]) -> list[ScrapeTarget]:
+    out = []
+    for v in values:
+        name, sep, url = v.partition("=")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise click.BadParameter(
+                f"{v!r}: expected NAME[:KIND]=http://host:port/path", param_hint="--scrape"
+            )
+        name, _, kind = name.partition(":")
+        out.append(ScrapeTarget(name, url, kind))
+    return out
+
+
+@click.command("dashboard")
+@click.option("--prometheus", default=None, help="Prometheus base URL (http://127.0.0.1:9090).")
+@click.option(
+    "--scrape",
+    multiple=True,
+    metavar="NAME[:KIND]=URL",
+    help="Without Prometheus: scrape this component's metrics URL directly (repeatable).",
+)
+@click.option(
+    "--control", default="", help="The control plane's metrics URL, which serves /status and /config/."
+)
+@click.option(
+    "--access-log",
+    "access_logs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A JSON-lines access-log file or folder (repeatable).",
+)
+@click.option("--address", default="127.0.0.1:9095", show_default=True, help="host:port of the page.")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between polls.")
+@click.option("--window", type=float, default=10.0, show_default=True, help="Seconds rates are taken over.")
+@click.option("--log-level", default="info", show_default=True)
+def dashboard(
+    prometheus: str | None,
+    scrape: tuple[str, ...],
+    control: str,
+    access_logs: tuple[Path, ...],
+    address: str,
+    interval: float,
+    window: float,
+    log_level: str,
+) -> None:
+    """Serve the live mesh page: service graph, canary split, authz decisions, rate limits, xDS state."""
+    from aiohttp import web
+
+    from envoykit.core.logs import configure_logging, get_logger
+    from envoykit.dashboard.app import create_app
+    from envoykit.dashboard.poller import ControlClient, Poller
+    from envoykit.dashboard.sources import ScrapeSource
+
+    if bool(prometheus) == bool(scrape):
+        raise click.UsageError("give either --prometheus URL or one or more --scrape NAME=URL")
+    configure_logging(log_level)
+    source: Source = PrometheusSource(prometheus) if prometheus else ScrapeSource(_targets(scrape))
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"{address!r}: expected host:port", param_hint="--address")
+    poller = Poller(source, ControlClient(control), interval_s=interval, window_s=window)
+    app = create_app(poller, list(access_logs))
+    get_logger("dashboard").info("serving", url=f"http://{host}:{port}/", source=source.description)
+    web.run_app(app, host=host, port=int(port), print=None, handle_signals=True, shutdown_timeout=2.0)
