@@ -75,10 +75,10 @@ function fillEdge(ge, e, lay) {
   const kids = [svg("path", { d, "stroke-width": width.toFixed(1), "marker-end": `url(#arrow-${cls})` })];
   const [l1, l2] = edgeLines(e);
   if (l1) {
-    kids.push(svg("text", { x: lay.x, y: lay.y - 8, class: "rate" }, l1));
-    if (l2) kids.push(svg("text", { x: lay.x, y: lay.y + 5, class: "latency" }, l2));
+    kids.push(svg("text", { x: lay.x, y: lay.y - 9, class: "rate" }, l1));
+    if (l2) kids.push(svg("text", { x: lay.x, y: lay.y + 4, class: "latency" }, l2));
     const mt = mtlsText(e.mtls);
-    if (mt) kids.push(svg("text", { x: lay.x, y: lay.y + 18, class: e.mtls === "none" ? "plain" : "mtls" }, mt));
+    if (mt) kids.push(svg("text", { x: lay.x, y: lay.y + 17, class: e.mtls === "none" ? "plain" : "mtls" }, mt));
   }
   kids.push(svg("title", {}, `${e.source} → ${e.target}\n${count(e.requests)} requests since start`));
   ge.replaceChildren(...kids);
@@ -108,10 +108,11 @@ function drawGraph(graph) {
   const key = JSON.stringify([graph.nodes.map((n) => n.id).sort(), graph.edges.map((e) => `${e.id}${e.idle ? ":idle" : ""}`).sort()]);
   if (key !== layoutKey) {
     const g = new dagre.graphlib.Graph();
-    g.setGraph({ rankdir: "LR", nodesep: 26, ranksep: 36, edgesep: 16, marginx: 12, marginy: 12 });
+    g.setGraph({ rankdir: "LR", nodesep: 22, ranksep: 30, edgesep: 14, marginx: 12, marginy: 12 });
     g.setDefaultEdgeLabel(() => ({}));
     for (const n of graph.nodes) g.setNode(n.id, { width: NODE_W, height: NODE_H });
-    for (const e of graph.edges) g.setEdge(e.source, e.target, { width: e.idle ? 30 : 130, height: e.idle ? 4 : 42, labelpos: "c" });
+    // labels sit beside their edge ("l": above it, left to right), not across the line
+    for (const e of graph.edges) g.setEdge(e.source, e.target, { width: e.idle ? 30 : 124, height: e.idle ? 4 : 40, labelpos: "l", labeloffset: 4 });
     dagre.layout(g);
     layout = g;
     const box = g.graph();
