@@ -3,8 +3,9 @@
 ``envoykit up`` runs a copy of examples/ on free ports (the control plane without layer-3 validation,
 so a config Envoy refuses reaches Envoy and comes back as a NACK). Every assertion reads the rendered
 DOM of the page: the graph's nodes and edges, the tables, the control-plane card. Tests share one
-mesh and one page and run in file order (the NACK comes last: it edits mesh.yaml). Screenshots go to
-build/test-artifacts/.
+mesh and one page and run in file order (the NACK comes last: it edits mesh.yaml). They run twice: with
+the dashboard scraping every component itself, and reading Prometheus (when installed). Screenshots
+go to build/test-artifacts/.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pytest
 import yaml
 
 from envoykit.mesh import Plan, StateDir, demo
+from envoykit.mesh.prometheus import prometheus_binary
 from tests.dashboard.browser import ARTIFACTS, needs_browser, page
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,8 +46,12 @@ class Mesh:
         return str(self.plan.info["dashboard"])
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+@pytest.fixture(scope="module", params=["scrape", "prometheus"])
+def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """The demo mesh with the dashboard scraping every component itself, then reading Prometheus."""
+    with_prometheus = request.param == "prometheus"
+    if with_prometheus and prometheus_binary() is None:
+        pytest.skip("Prometheus is not installed (apt-get install prometheus)")
     tmp = tmp_path_factory.mktemp("dash")
     examples = tmp / "examples"
     shutil.copytree(REPO / "examples", examples)
@@ -60,6 +66,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             [
                 *(sys.executable, "-m", "envoykit.cli", "up", str(mesh_file)),
                 *("--free-ports", "--state-dir", str(state.root)),
+                "--prometheus" if with_prometheus else "--no-prometheus",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -72,6 +79,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                 pytest.fail(f"envoykit up did not get ready:\n{out.read_text()[-6000:]}")
             time.sleep(0.3)
         plan = state.read_plan()
+        assert ("prometheus" in plan.info) == with_prometheus
         # on free ports the control plane serves (and watches) a copy in the state directory
         served = Path(plan.info["mesh_file"])
         yield Mesh(proc, served, plan, demo.DemoTarget.from_plan(plan), out)
@@ -83,16 +91,17 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 @pytest.fixture(scope="module")
 def browser_page(mesh: Mesh) -> Iterator[Any]:
-    with page() as pg:
+    with page(1440, 720) as pg:
         pg.goto(mesh.dashboard)
         pg.wait_for_selector("g.node", timeout=30_000)
         yield pg
         assert pg.errors == [], pg.errors
 
 
-def shot(pg: Any, name: str) -> Path:
+def shot(pg: Any, mesh: Mesh, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"dashboard-{name}.png"
+    source = "prometheus" if "prometheus" in mesh.plan.info else "scrape"
+    path = ARTIFACTS / f"dashboard-{source}-{name}.png"
     pg.screenshot(path=str(path), full_page=True)
     return path
 
@@ -160,7 +169,7 @@ def test_traffic_draws_every_edge_with_rate_latency_and_mtls(mesh: Mesh, browser
     # the canary card shows an observed share for both versions
     canary = browser_page.inner_text('#canary [data-route="backend/canary"]')
     assert "weight 90%" in canary and "weight 10%" in canary, canary
-    shot(browser_page, "traffic")
+    shot(browser_page, mesh, "traffic")
 
 
 def test_rates_move(mesh: Mesh, browser_page: Any) -> None:
@@ -235,7 +244,7 @@ def test_clicking_a_service_shows_its_config_and_access_log(mesh: Mesh, browser_
     browser_page.wait_for_selector("#detail table.log tbody tr", timeout=10_000)
     log = browser_page.inner_text("#detail table.log")
     assert "tell_upstream_who_called" in log or "only_frontend_calls_backend" in log, log[:2000]
-    shot(browser_page, "detail")
+    shot(browser_page, mesh, "detail")
     browser_page.click("#detail-close")
 
 
@@ -257,5 +266,5 @@ def test_nack_shows_with_envoys_message(mesh: Mesh, browser_page: Any) -> None:
     assert "RDS" in nack and "invalid perl operator" in nack, nack
     # Envoy keeps serving the last version it accepted
     assert traffic(mesh, 3) == [200] * 3
-    path = shot(browser_page, "nack")
+    path = shot(browser_page, mesh, "nack")
     assert path.stat().st_size > 10_000

@@ -3,7 +3,7 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (sel) => document.querySelector(sel);
-let layoutKey = "";
+let layoutKey = "";  // node and edge ids of the drawn layout: a new set lays the graph out again
 let selected = null;
 let lastState = null;
 
@@ -75,10 +75,10 @@ function fillEdge(ge, e, lay) {
   const kids = [svg("path", { d, "stroke-width": width.toFixed(1), "marker-end": `url(#arrow-${cls})` })];
   const [l1, l2] = edgeLines(e);
   if (l1) {
-    kids.push(svg("text", { x: lay.x, y: lay.y - 9, class: "rate" }, l1));
+    kids.push(svg("text", { x: lay.x, y: lay.y - 10, class: "rate" }, l1));
     if (l2) kids.push(svg("text", { x: lay.x, y: lay.y + 4, class: "latency" }, l2));
     const mt = mtlsText(e.mtls);
-    if (mt) kids.push(svg("text", { x: lay.x, y: lay.y + 17, class: e.mtls === "none" ? "plain" : "mtls" }, mt));
+    if (mt) kids.push(svg("text", { x: lay.x, y: lay.y + 18, class: e.mtls === "none" ? "plain" : "mtls" }, mt));
   }
   kids.push(svg("title", {}, `${e.source} → ${e.target}\n${count(e.requests)} requests since start`));
   ge.replaceChildren(...kids);
@@ -95,13 +95,13 @@ function fillNode(gn, n) {
   else if (n.rps) sub = `${sub ? sub + " · " : ""}${rate(n.rps)} rps in`;
   gn.replaceChildren(
     svg("rect", { width: NODE_W, height: NODE_H, rx: n.kind === "service" ? NODE_H / 2 : 8 }),
-    svg("text", { x: NODE_W / 2, y: 15, class: "kind" }, KIND_LABEL[n.kind] || n.kind),
-    svg("text", { x: NODE_W / 2, y: 32, class: "name" }, n.label),
-    svg("text", { x: NODE_W / 2, y: 48, class: "sub" }, sub),
+    svg("text", { x: NODE_W / 2, y: 16, class: "kind" }, KIND_LABEL[n.kind] || n.kind),
+    svg("text", { x: NODE_W / 2, y: 34, class: "name" }, n.label),
+    svg("text", { x: NODE_W / 2, y: 50, class: "sub" }, sub),
   );
 }
 
-const NODE_W = 150, NODE_H = 56;
+const NODE_W = 156, NODE_H = 58;
 
 function drawGraph(graph) {
   const root = $("#graph");
@@ -112,7 +112,7 @@ function drawGraph(graph) {
     g.setDefaultEdgeLabel(() => ({}));
     for (const n of graph.nodes) g.setNode(n.id, { width: NODE_W, height: NODE_H });
     // labels sit beside their edge ("l": above it, left to right), not across the line
-    for (const e of graph.edges) g.setEdge(e.source, e.target, { width: e.idle ? 30 : 124, height: e.idle ? 4 : 40, labelpos: "l", labeloffset: 4 });
+    for (const e of graph.edges) g.setEdge(e.source, e.target, { width: e.idle ? 30 : 140, height: e.idle ? 4 : 44, labelpos: "l", labeloffset: 4 });
     dagre.layout(g);
     layout = g;
     const box = g.graph();
