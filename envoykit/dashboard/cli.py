@@ -7,19 +7,23 @@ from pathlib import Path
 
 import click
 
-from envoykit.dashboard.sources import PrometheusSource, ScrapeTarget, Source
+from envoykit.dashboard.sources import HealthProbe, PrometheusSource, ScrapeTarget, Source
 
 
-def _targets(values: tuple[str, ...]) -> list[ScrapeTarget]:
+def _named_urls(values: tuple[str, ...], schemes: tuple[str, ...], option: str) -> list[tuple[str, str, str]]:
+    """``NAME[:KIND]=URL`` values as ``(name, kind, url)``.
+
+    Raises:
+        click.BadParameter: a value without ``=`` or with a URL of another scheme.
+    """
     out = []
     for v in values:
         name, sep, url = v.partition("=")
-        if not sep or not name or not url.startswith(("http://", "https://")):
-            raise click.BadParameter(
-                f"{v!r}: expected NAME[:KIND]=http://host:port/path", param_hint="--scrape"
-            )
+        if not sep or not name or not url.startswith(schemes):
+            want = " or ".join(f"{s}..." for s in schemes)
+            raise click.BadParameter(f"{v!r}: expected NAME[:KIND]=URL, URL {want}", param_hint=option)
         name, _, kind = name.partition(":")
-        out.append(ScrapeTarget(name, url, kind))
+        out.append((name, kind, url))
     return out
 
 
@@ -30,6 +34,12 @@ def _targets(values: tuple[str, ...]) -> list[ScrapeTarget]:
     multiple=True,
     metavar="NAME[:KIND]=URL",
     help="Without Prometheus: scrape this component's metrics URL directly (repeatable).",
+)
+@click.option(
+    "--probe",
+    multiple=True,
+    metavar="NAME[:KIND]=URL",
+    help="A component without metrics: up when tcp://host:port connects or http://... answers 2xx.",
 )
 @click.option(
     "--control", default="", help="The control plane's metrics URL, which serves /status and /config/."
@@ -48,6 +58,7 @@ def _targets(values: tuple[str, ...]) -> list[ScrapeTarget]:
 def dashboard(
     prometheus: str | None,
     scrape: tuple[str, ...],
+    probe: tuple[str, ...],
     control: str,
     access_logs: tuple[Path, ...],
     address: str,
@@ -66,11 +77,14 @@ def dashboard(
     if bool(prometheus) == bool(scrape):
         raise click.UsageError("give either --prometheus URL or one or more --scrape NAME=URL")
     configure_logging(log_level)
-    source: Source = PrometheusSource(prometheus) if prometheus else ScrapeSource(_targets(scrape))
+    http = ("http://", "https://")
+    targets = [ScrapeTarget(n, u, k) for n, k, u in _named_urls(scrape, http, "--scrape")]
+    probes = [HealthProbe(n, u, k) for n, k, u in _named_urls(probe, ("tcp://", *http), "--probe")]
+    source: Source = PrometheusSource(prometheus) if prometheus else ScrapeSource(targets)
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter(f"{address!r}: expected host:port", param_hint="--address")
-    poller = Poller(source, ControlClient(control), interval_s=interval, window_s=window)
+    poller = Poller(source, ControlClient(control), interval_s=interval, window_s=window, probes=probes)
     app = create_app(poller, list(access_logs))
     get_logger("dashboard").info("serving", url=f"http://{host}:{port}/", source=source.description)
     web.run_app(app, host=host, port=int(port), print=None, handle_signals=True, shutdown_timeout=2.0)

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from envoykit.core.logs import get_logger
-from envoykit.dashboard.sources import Snapshot, Source
+from envoykit.dashboard.sources import HealthProbe, Snapshot, Source, probe
 from envoykit.dashboard.view import page_state
 
 
@@ -44,17 +44,23 @@ class ControlClient:
 
 
 class Poller:
-    """Fetches ``source`` and the control plane every ``interval_s``; rates over ``window_s``.
+    """Fetches ``source``, the control plane and the ``probes`` every ``interval_s``; rates over ``window_s``.
 
     Attributes:
         state: the last :func:`envoykit.dashboard.view.page_state` (None before the first fetch).
     """
 
     def __init__(
-        self, source: Source, control: ControlClient, interval_s: float = 2.0, window_s: float = 10.0
+        self,
+        source: Source,
+        control: ControlClient,
+        interval_s: float = 2.0,
+        window_s: float = 10.0,
+        probes: list[HealthProbe] | None = None,
     ) -> None:
         self.source = source
         self.control = control
+        self.probes = list(probes or [])
         self.interval_s = interval_s
         self.window_s = window_s
         self.history: deque[Snapshot] = deque()
@@ -66,9 +72,13 @@ class Poller:
     async def poll_once(self) -> dict[str, Any]:
         """Fetch now, update :attr:`state` and return it."""
         assert self.session is not None
-        snap, (status, error) = await asyncio.gather(
-            self.source.fetch(self.session), self.control.get(self.session, "/status")
+        session = self.session
+        snap, (status, error), *probed = await asyncio.gather(
+            self.source.fetch(session),
+            self.control.get(session, "/status"),
+            *(probe(session, p) for p in self.probes),
         )
+        snap.health.extend(probed)
         self.history.append(snap)
         # keep the newest snapshot at least window_s older than this one as the rate's base
         while len(self.history) > 2 and self.history[1].at <= snap.at - self.window_s:

@@ -8,6 +8,8 @@ of two snapshots (:mod:`envoykit.dashboard.view`), so both sources are read the 
   series in :data:`WANTED`, and ``up`` for health). Component names are the scrape jobs.
 * :class:`ScrapeSource` GETs each component's Prometheus text exposition itself (the local mesh when
   Prometheus is not installed). A component is up when its scrape answers 200 and parses.
+
+Components without metrics (the apps) are checked with a :class:`HealthProbe` (a TCP connect or a GET).
 """
 
 from __future__ import annotations
@@ -192,3 +194,31 @@ class PrometheusSource:
             )
         snap.health.sort(key=lambda h: h.name)
         return snap
+
+
+@dataclass(frozen=True)
+class HealthProbe:
+    """A component without metrics (an app), checked every poll.
+
+    ``url`` is ``tcp://host:port`` (up when a connection opens) or ``http(s)://…`` (up on a 2xx answer).
+    """
+
+    name: str
+    url: str
+    kind: str = ""
+
+
+async def probe(session: aiohttp.ClientSession, p: HealthProbe, timeout_s: float = 2.0) -> Health:
+    """Check ``p`` once; failures are reported in the :class:`Health`, never raised."""
+    try:
+        if p.url.startswith("tcp://"):
+            host, _, port = p.url[len("tcp://") :].rpartition(":")
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+            writer.close()
+            return Health(p.name, True, "", p.kind)
+        async with session.get(p.url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
+            if 200 <= r.status < 300:
+                return Health(p.name, True, "", p.kind)
+            return Health(p.name, False, f"HTTP {r.status}", p.kind)
+    except (OSError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return Health(p.name, False, f"{type(exc).__name__}: {exc}".rstrip(": "), p.kind)

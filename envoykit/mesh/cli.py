@@ -181,6 +181,8 @@ def status(state_dir: Path | None) -> None:
                 console.print(line)  # markup for the labels; the summary escapes what came from files
     if running and plan.ingress:
         console.print(f"ingress: {plan.ingress}")
+    if running and plan.info.get("dashboard"):
+        console.print(f"dashboard: {plan.info['dashboard']}")
     sys.exit(0 if running and all(health.values()) else 1)
 
 

@@ -162,8 +162,9 @@ def _dashboard(
 ) -> Component:
     """The dashboard: reads Prometheus when the mesh runs one, else every component's metrics.
 
-    Envoys are scraped for ``server.live`` only (their health), not their whole stats. The authz
-    decision log (the authz server's output) is its access log.
+    Envoys are scraped for ``server.live`` only (their health), not their whole stats; the apps, which
+    have no metrics, are probed as the runner probes them. The authz decision log (the authz server's
+    output) is its access log.
     """
     args = ["--control", f"http://{control.metrics.rsplit('/', 1)[0]}"]
     if "prometheus" in info:
@@ -173,6 +174,12 @@ def _dashboard(
             if c.metrics:
                 live = "?filter=server.live" if c.kind in ("sidecar", "gateway") else ""
                 args += ["--scrape", f"{c.name}:{c.kind}=http://{c.metrics}{live}"]
+    for c in components:  # the apps have no metrics: their readiness probe tells their health
+        if not c.metrics and c.probe.kind in ("tcp", "http"):
+            url = f"tcp://127.0.0.1:{c.probe.port}"
+            if c.probe.kind == "http":
+                url = f"http://127.0.0.1:{c.probe.port}{c.probe.path}"
+            args += ["--probe", f"{c.name}:{c.kind}={url}"]
     host = "0.0.0.0" if opts.public_ingress else "127.0.0.1"
     return Component(
         name="dashboard",

@@ -92,6 +92,7 @@ def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="module")
 def browser_page(mesh: Mesh) -> Iterator[Any]:
     with page(1440, 720) as pg:
+        pg.mesh = mesh  # for wait_js's report
         pg.goto(mesh.dashboard)
         pg.wait_for_selector("g.node", timeout=30_000)
         yield pg
@@ -120,8 +121,25 @@ def edge_attr(pg: Any, edge_id: str, attr: str) -> str | None:
 
 
 def wait_js(pg: Any, predicate: str, arg: Any = None, timeout_s: float = 40) -> None:
-    """Wait until the JS ``predicate`` (a function of ``arg``) is true on the page."""
-    pg.wait_for_function(predicate, arg=arg, timeout=timeout_s * 1000, polling=250)
+    """Wait until the JS ``predicate`` (a function of ``arg``) is true on the page; on a timeout fail
+    with what the dashboard served and what the runner printed (a restarted component shows there)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        pg.wait_for_function(predicate, arg=arg, timeout=timeout_s * 1000, polling=250)
+    except PlaywrightTimeout:
+        mesh: Mesh = pg.mesh
+        try:
+            state = httpx.get(f"{mesh.dashboard}/api/state", timeout=5).json()
+            seen = {k: state[k] for k in ("graph", "authz", "ratelimit", "errors", "health")}
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            seen = {"error": str(exc)}
+        runner = "\n".join(
+            line for line in mesh.out.read_text(errors="replace").splitlines() if "│" not in line
+        )
+        pytest.fail(
+            f"not on the page after {timeout_s}s: {predicate} ({arg})\nstate: {seen}\nrunner:\n{runner[-3000:]}"
+        )
 
 
 MESH_EDGES = [
@@ -148,6 +166,13 @@ def test_every_service_workload_and_gateway_is_drawn(mesh: Mesh, browser_page: A
     # every Envoy is connected to the control plane: no node is drawn as disconnected
     wait_js(browser_page, "() => document.querySelectorAll('g.node.disconnected').length === 0")
     assert "5 of 5 connected" in browser_page.inner_text("#control-body")
+    # every component's health, the apps (probed: they have no metrics) included
+    names = {c.name for c in mesh.plan.components} - {"dashboard", "prometheus"}
+    wait_js(
+        browser_page,
+        """(names) => names.every((n) => document.querySelector(`#health li[data-name="${n}"][data-up="true"]`))""",
+        sorted(names),
+    )
 
 
 def test_traffic_draws_every_edge_with_rate_latency_and_mtls(mesh: Mesh, browser_page: Any) -> None:
