@@ -120,7 +120,7 @@ def edge_attr(pg: Any, edge_id: str, attr: str) -> str | None:
     return None if el is None else el.get_attribute(attr)
 
 
-def wait_js(pg: Any, predicate: str, arg: Any = None, timeout_s: float = 40) -> None:
+def wait_js(pg: Any, predicate: str, arg: Any = None, timeout_s: float = 60) -> None:
     """Wait until the JS ``predicate`` (a function of ``arg``) is true on the page; on a timeout fail
     with what the dashboard served and what the runner printed (a restarted component shows there)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
