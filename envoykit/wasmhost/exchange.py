@@ -159,17 +159,25 @@ def _client_view(out: Outcome, headers: HeaderMap, body: bytes) -> None:
 CalloutAnswer = HttpResponse | Callable[[HttpCall], HttpResponse | None] | None
 
 
-def _answer_callouts(plugin: Plugin, callouts: Mapping[str, CalloutAnswer]) -> None:
-    while plugin.http_calls:
+def _answer_callouts(plugin: Plugin, callouts: Mapping[str, CalloutAnswer]) -> FilterFailure | None:
+    """Answer every pending callout; a trap in ``on_http_call_response`` (root context) fails the
+    VM and is returned: the stream that waited for the answer is never continued (Envoy leaves
+    it paused until the client gives up, observed with ``panic_callout.yaml``)."""
+    while plugin.http_calls and plugin.failed is None:
         call = plugin.http_calls[0]
         answer = callouts.get(call.cluster)
         resp = answer(call) if callable(answer) else answer
-        if resp is None:
-            call.fail()
-        elif call.timeout_ms and resp.delay_ms >= call.timeout_ms:
-            call.time_out()
-        else:
-            call.respond(resp.status, resp.headers, resp.body)
+        try:
+            if resp is None:
+                call.fail()
+            elif call.timeout_ms and resp.delay_ms >= call.timeout_ms:
+                call.time_out()
+            else:
+                call.respond(resp.status, resp.headers, resp.body)
+        except FilterFailure as failure:
+            plugin.http_calls.clear()
+            return failure
+    return None
 
 
 def run_exchange(
@@ -198,7 +206,7 @@ def run_exchange(
     for chunk, eos in ((body, False), (b"", True)) if body else ():
         if stream.local_response is None and stream.reset is None:
             stream.send_request_body(chunk, end_of_stream=eos)
-    _answer_callouts(plugin, table)
+    root_failure = _answer_callouts(plugin, table)
     out = Outcome()
     if stream.request_complete:
         out.upstream_complete = True
@@ -210,14 +218,14 @@ def run_exchange(
             stream.complete()
             out.logs = plugin.logs[first_log:]
             out.actions = [(name, int(action)) for name, action in stream.actions]
-            out.failure = stream.failure
+            out.failure = stream.failure or root_failure
             return out
         resp_body = upstream.body if upstream.status != 204 else b""
         stream.send_response_headers(upstream.envoy_headers(), end_of_stream=not resp_body)
         for chunk, eos in ((resp_body, False), (b"", True)) if resp_body else ():
             if stream.reset is None and stream.local_response is None:
                 stream.send_response_body(chunk, end_of_stream=eos)
-        _answer_callouts(plugin, table)
+        root_failure = root_failure or _answer_callouts(plugin, table)
     elif stream.request_headers_sent:
         # The router started the upstream request at the headers; the rest never came.
         out.upstream_headers = stream.request_headers
@@ -231,5 +239,5 @@ def run_exchange(
     stream.complete()
     out.logs = plugin.logs[first_log:]
     out.actions = [(name, int(action)) for name, action in stream.actions]
-    out.failure = stream.failure
+    out.failure = stream.failure or root_failure
     return out

@@ -54,6 +54,7 @@ DIFFS = [
     ("wat_panic", "panic_request"),
     ("wat_panic", "panic_response"),
     ("wat_panic", "panic_fail_open"),
+    ("wat_panic", "panic_callout"),
     ("wat_tcp_close", "tcp_close"),
     ("wat_tcp_close", "tcp_panic"),
     ("wat_envoy_properties", "envoy_properties"),

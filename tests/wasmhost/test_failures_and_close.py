@@ -32,6 +32,20 @@ def test_a_trap_in_the_response_headers_still_answers_503():
     assert bad.failure is not None and bad.failure.callback == "proxy_on_response_headers"
 
 
+def test_a_trap_answering_a_callout_leaves_the_request_paused():
+    plugin = load_plugin(WAT / "panic.wat", clusters={"auth"})
+    out = run_exchange(
+        plugin,
+        HttpRequest(headers=[("x-panic", "callout")]),
+        HttpResponse(body=b"ok"),
+        callouts={"auth": HttpResponse(body=b"yes")},
+    )
+    assert out.failure is not None and out.failure.callback == "proxy_on_http_call_response"
+    assert (out.stalled, out.status, out.upstream_headers) == (True, 0, None)
+    later = run_exchange(plugin, HttpRequest(path="/c"), HttpResponse(body=b"ok"))
+    assert (later.status, later.body) == (503, b"")
+
+
 def test_fail_open_lets_later_requests_through():
     plugin = load_plugin(WAT / "panic.wat", failure_policy="FAIL_OPEN")
     bad = run_exchange(plugin, HttpRequest(headers=[("x-panic", "request")]), HttpResponse(body=b"ok"))
