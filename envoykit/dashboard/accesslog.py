@@ -3,7 +3,8 @@
 Any file of one JSON object per line works: the JSON access logs of Envoy or of envoykit's telemetry,
 the authz decision log. Only the tail of each file is read (``tail_bytes``). A line concerns a service
 when one of its string values names the service or one of its workloads, or is a SPIFFE principal of
-the service's account (``…/sa/<service>``), or a host ``<service>`` / ``<service>:<port>``.
+the service's account (``…/sa/<service>``), or a host ``<service>``, ``<service>:<port>`` or
+``<service>.<namespace>…``.
 Lines that are not request records (no ``path``, ``status``, ``response_code`` or ``method``) are
 skipped, so a server's own log lines in the same file do not show.
 """
@@ -45,7 +46,8 @@ def _concerns(line: dict[str, Any], names: set[str]) -> bool:
     for v in line.values():
         if not isinstance(v, str):
             continue
-        if v in names or v.split(":", 1)[0] in names:
+        host = v.split(":", 1)[0]
+        if v in names or host in names or host.split(".", 1)[0] in names:  # backend.default.svc…
             return True
         if "/sa/" in v and v.rsplit("/sa/", 1)[1] in names:
             return True

@@ -316,12 +316,15 @@ async function openDetail(n) {
   if (!d.access_log_files.length) body.append(el("p", { class: "empty" }, "no access-log files given (--access-log)"));
   else if (!d.access_log.length) body.append(el("p", { class: "empty" }, `nothing about ${d.names.join(", ")} in ${d.access_log_files.join(", ")}`));
   else {
+    // newest first; authz decision-log lines say the rule, access-log lines the response flags
     const rows = d.access_log.slice().reverse().map((l) => [
       l["@timestamp"] || l.time || l.start_time || "", l.method || "", l.path || "",
       l.response_code ?? l.status ?? "", l.rule ? `${l.result} by ${l.rule}` : l.response_flags || "",
-      l.principal || l.source_principal || l.source_workload || "", l._file,
+      l.source_workload || l.principal || l.source_principal || "",
+      l.destination_workload || l.host || l.authority || "",
+      l.duration_ms ?? (l.duration_us !== undefined ? (l.duration_us / 1000).toFixed(2) : ""), l._file,
     ]);
-    const t = table(["time", "method", "path", "status", "decision / flags", "from", "file"], rows, "log");
+    const t = table(["time", "method", "path", "status", "decision / flags", "from", "to", "ms", "file"], rows, "log");
     t.querySelectorAll("tbody tr").forEach((tr) => { const td = tr.children[3]; const c = String(td.textContent); if (c.startsWith("5")) td.className = "code5"; else if (c.startsWith("4")) td.className = "code4"; });
     body.append(t);
   }
