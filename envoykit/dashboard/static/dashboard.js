@@ -318,16 +318,29 @@ async function openDetail(n) {
   else {
     // newest first; authz decision-log lines say the rule, access-log lines the response flags
     const rows = d.access_log.slice().reverse().map((l) => [
-      l["@timestamp"] || l.time || l.start_time || "", l.method || "", l.path || "",
+      shortTime(l["@timestamp"] || l.time || l.start_time || ""), l.method || "", l.path || "",
       l.response_code ?? l.status ?? "", l.rule ? `${l.result} by ${l.rule}` : l.response_flags || "",
-      l.source_workload || l.principal || l.source_principal || "",
+      l.source_workload || shortPrincipal(l.principal || l.source_principal || ""),
       l.destination_workload || l.host || l.authority || "",
       l.duration_ms ?? (l.duration_us !== undefined ? (l.duration_us / 1000).toFixed(2) : ""), l._file,
     ]);
     const t = table(["time", "method", "path", "status", "decision / flags", "from", "to", "ms", "file"], rows, "log");
     t.querySelectorAll("tbody tr").forEach((tr) => { const td = tr.children[3]; const c = String(td.textContent); if (c.startsWith("5")) td.className = "code5"; else if (c.startsWith("4")) td.className = "code4"; });
-    body.append(t);
+    const wrap = el("div", { class: "scroll-x" });
+    wrap.append(t);
+    body.append(wrap);
   }
+}
+
+// 2026-12-03T10:28:59.132Z → 10:28:59.132 (the page is about the last minutes)
+function shortTime(t) {
+  const m = /T(\d\d:\d\d:\d\d(\.\d+)?)/.exec(String(t));
+  return m ? m[1] : String(t);
+}
+// spiffe://envoykit.local/ns/default/sa/frontend → sa/frontend (the full ID is the row's title)
+function shortPrincipal(p) {
+  const i = p.lastIndexOf("/sa/");
+  return i >= 0 ? p.slice(i + 1) : p;
 }
 
 // ---- loop ----
