@@ -30,6 +30,8 @@ log = get_logger("authz")
 
 ALLOWED = Allow()
 DEFAULT_DENY_BODY = "RBAC: access denied"
+#: Shadow entry when dry-run ALLOW rules applied and none matched (their would-be deny).
+DRY_RUN_ALLOW = "<dry-run-allow>"
 
 
 @dataclass(frozen=True)
@@ -180,12 +182,14 @@ class Engine:
                 continue
             return Verdict(deny, rule.name, "deny rule matched", shadow=shadow)
         applied = False
+        shadow_allow = 0  # dry-run ALLOW rules: 0 none applied, 1 applied none matched, 2 one matched
         for rule in policy.allow_rules:
             if not rule.applies(req):
                 continue
             result = self._call(rule, req)
             if rule.dry_run:
                 shadow.append((rule.name, "would match" if result else "would not match"))
+                shadow_allow = max(shadow_allow, 2 if result else 1)
                 continue
             applied = True
             if not result:
@@ -198,6 +202,8 @@ class Engine:
                 "allow rule matched",
                 shadow=shadow,
             )
+        if shadow_allow == 1:  # as Envoy's ALLOW shadow_rules: none of the dry-run ALLOW policies matched
+            shadow.append((DRY_RUN_ALLOW, f"would deny {self.settings.deny_status}"))
         if applied:
             deny = Deny(self.settings.deny_status, DEFAULT_DENY_BODY)
             return Verdict(deny, "<no-allow-match>", "allow rules applied, none matched", shadow=shadow)

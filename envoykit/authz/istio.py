@@ -1,49 +1,73 @@
-"""Declarative rules in the shape of Istio's AuthorizationPolicy, for authors who need no code.
+"""Istio's AuthorizationPolicy as a validated model, for authors who need no code.
 
-Supported (https://istio.io/latest/docs/reference/config/security/authorization-policy/)::
+Field names, defaults and meaning follow
+https://istio.io/latest/docs/reference/config/security/authorization-policy/ ::
 
-    apiVersion: security.istio.io/v1          # optional
+    apiVersion: security.istio.io/v1          # optional (v1beta1 too)
     kind: AuthorizationPolicy
-    metadata: {name: backend-callers}
+    metadata:
+      name: backend-callers
+      namespace: shop                          # optional: scope (see below)
+      annotations: {istio.io/dry-run: "true"}  # optional: decide and log, never enforce
     spec:
-      action: ALLOW                              # or DENY
-      dryRun: false                              # envoykit extension (Istio uses an annotation)
+      selector: {matchLabels: {app: backend}}  # optional: scope
+      action: ALLOW                            # or DENY; AUDIT and CUSTOM are refused
       rules:
-        - from:
-            - source: {principals: [cluster.local/ns/default/sa/frontend], namespaces: [...],
-                       requestPrincipals: ["https://issuer/*"], ipBlocks: [10.0.0.0/8], notX: ...}
-          to:
-            - operation: {hosts: [...], methods: [GET], paths: ["/api/*"], notPaths: [...]}
-          when:
-            - key: request.auth.claims[groups]
-              values: [admins]
+        - from: [{source: {principals: [...], serviceAccounts: [shop/frontend], ipBlocks: [10.0.0.0/8]}}]
+          to: [{operation: {methods: [GET], paths: ["/api/{*}/items"], ports: ["8080"]}}]
+          when: [{key: request.auth.claims[groups], values: [admins]}]
 
-Semantics as Istio's: a rule matches when any ``from`` source, any ``to`` operation and every ``when``
-condition match (missing parts match everything); the policy matches when any rule does. An ALLOW
-policy with no rules matches nothing (so it denies everything); ``rules: [{}]`` matches everything.
-Values accept Istio's forms: exact, prefix ``abc*``, suffix ``*abc`` and presence ``*``. Principals
-match with or without the ``spiffe://`` scheme. Unsupported fields (``ports``, ``CUSTOM``, ``AUDIT``)
-are refused at load time with the field path.
+**Scope.** A policy applies to the destination workload when ``metadata.namespace`` is absent, is the
+root namespace (:data:`ROOT_NAMESPACE`), or equals the workload's namespace; and
+``spec.selector.matchLabels`` (when given) are all among the workload's labels. What the server knows
+of the destination is :class:`Workload` (see :meth:`Workload.from_request`); a fact it does not know
+does not exclude a policy (an unknown scope applies the policy: fail closed).
+
+Matching itself (:mod:`envoykit.authz.istio_match` for the Python path, :mod:`envoykit.authz.rbac`
+for Envoy's RBAC filter) is Istio's: a rule matches when any ``from``, any ``to`` and every ``when``
+match; a policy when any rule does; an ALLOW policy with no rules matches nothing.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from envoykit.authz.paths import check_path_pattern, compiled_path_regex
-from envoykit.authz.request import Request
-from envoykit.authz.rules import Rule
+from envoykit.authz.paths import check_path_pattern
+
+if TYPE_CHECKING:
+    from envoykit.authz.request import Request
 
 _Str = tuple[str, ...]
+
+#: Istio's default ``meshConfig.rootNamespace``: a policy there applies to every namespace.
+ROOT_NAMESPACE = "istio-system"
+DRY_RUN_ANNOTATION = "istio.io/dry-run"
 
 
 class _M(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _cidrs(v: _Str) -> _Str:
+    for block in v:
+        try:
+            ipaddress.ip_network(block, strict=False)
+        except ValueError:
+            raise ValueError(f"{block!r} is not an IP address or CIDR block") from None
+    return v
+
+
+def _ports(v: _Str) -> _Str:
+    for p in v:
+        if not re.fullmatch(r"[0-9]{1,5}", p) or int(p) > 65535:
+            raise ValueError(f"{p!r} is not a port number (Istio ports are exact numbers)")
+    return v
 
 
 class Source(_M):
@@ -53,20 +77,40 @@ class Source(_M):
     not_request_principals: _Str = Field((), alias="notRequestPrincipals")
     namespaces: _Str = ()
     not_namespaces: _Str = Field((), alias="notNamespaces")
+    service_accounts: _Str = Field((), alias="serviceAccounts")
+    not_service_accounts: _Str = Field((), alias="notServiceAccounts")
     ip_blocks: _Str = Field((), alias="ipBlocks")
     not_ip_blocks: _Str = Field((), alias="notIpBlocks")
+    remote_ip_blocks: _Str = Field((), alias="remoteIpBlocks")
+    not_remote_ip_blocks: _Str = Field((), alias="notRemoteIpBlocks")
 
-    @field_validator("ip_blocks", "not_ip_blocks")
+    @field_validator("ip_blocks", "not_ip_blocks", "remote_ip_blocks", "not_remote_ip_blocks")
     @classmethod
-    def _cidrs(cls, v: _Str) -> _Str:
-        for block in v:
-            ipaddress.ip_network(block, strict=False)  # ValueError names the bad block
+    def _check_cidrs(cls, v: _Str) -> _Str:
+        return _cidrs(v)
+
+    @field_validator("service_accounts", "not_service_accounts")
+    @classmethod
+    def _sa_form(cls, v: _Str) -> _Str:
+        for sa in v:
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?", sa):
+                raise ValueError(f"{sa!r}: a service account is <namespace>/<name>, without wildcards")
         return v
+
+    @model_validator(mode="after")
+    def _sa_alone(self) -> Source:
+        if (self.service_accounts or self.not_service_accounts) and (
+            self.principals or self.not_principals or self.namespaces or self.not_namespaces
+        ):
+            raise ValueError("serviceAccounts cannot be combined with principals or namespaces (Istio)")
+        return self
 
 
 class Operation(_M):
     hosts: _Str = ()
     not_hosts: _Str = Field((), alias="notHosts")
+    ports: _Str = ()
+    not_ports: _Str = Field((), alias="notPorts")
     methods: _Str = ()
     not_methods: _Str = Field((), alias="notMethods")
     paths: _Str = ()
@@ -77,6 +121,11 @@ class Operation(_M):
     def _path_patterns(cls, v: _Str) -> _Str:
         return tuple(check_path_pattern(p) for p in v)
 
+    @field_validator("ports", "not_ports")
+    @classmethod
+    def _check_ports(cls, v: _Str) -> _Str:
+        return _ports(v)
+
 
 class From(_M):
     source: Source
@@ -84,6 +133,25 @@ class From(_M):
 
 class To(_M):
     operation: Operation
+
+
+SIMPLE_KEYS = frozenset(
+    {
+        "source.ip",
+        "remote.ip",
+        "source.namespace",
+        "source.principal",
+        "request.auth.principal",
+        "request.auth.audiences",
+        "request.auth.presenter",
+        "destination.ip",
+        "destination.port",
+        "connection.sni",
+    }
+)
+IP_KEYS = frozenset({"source.ip", "remote.ip", "destination.ip"})
+HEADER_KEY = re.compile(r"^request\.headers\[([^\]]+)\]$")
+CLAIM_KEY = re.compile(r"^request\.auth\.claims((?:\[[^\]]+\])+)$")
 
 
 class Condition(_M):
@@ -94,9 +162,19 @@ class Condition(_M):
     @field_validator("key")
     @classmethod
     def _known_key(cls, v: str) -> str:
-        if v in _SIMPLE_KEYS or _HEADER_KEY.match(v) or _CLAIM_KEY.match(v):
+        if v in SIMPLE_KEYS or HEADER_KEY.match(v) or CLAIM_KEY.match(v):
             return v
         raise ValueError(f"unsupported condition key {v!r}")
+
+    @model_validator(mode="after")
+    def _typed_values(self) -> Condition:
+        if not self.values and not self.not_values:
+            raise ValueError("give values or notValues (Istio requires one)")
+        if self.key in IP_KEYS:
+            _cidrs(self.values + self.not_values)
+        elif self.key == "destination.port":
+            _ports(self.values + self.not_values)
+        return self
 
 
 class RuleSpec(_M):
@@ -105,15 +183,81 @@ class RuleSpec(_M):
     when: tuple[Condition, ...] = ()
 
 
+class WorkloadSelector(_M):
+    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+
+
+_REFUSED_ACTIONS = {
+    "CUSTOM": "action CUSTOM delegates to an external authorizer, and envoykit's server is that "
+    "authorizer: write the check as a Python rule (*.py) instead",
+    "AUDIT": "action AUDIT needs an audit plugin Envoy does not have here: use dryRun "
+    "(istio.io/dry-run) and the decision log to record matches",
+}
+
+
 class Spec(_M):
-    action: Literal["ALLOW", "DENY"] = "ALLOW"
+    selector: WorkloadSelector | None = None
+    action: str = "ALLOW"
     rules: tuple[RuleSpec, ...] = ()
-    dry_run: bool = Field(False, alias="dryRun")
+    dry_run: bool = Field(False, alias="dryRun")  # envoykit extension; Istio uses the annotation
+    provider: dict[str, Any] | None = None
+    target_ref: dict[str, Any] | None = Field(None, alias="targetRef")
+    target_refs: tuple[dict[str, Any], ...] | None = Field(None, alias="targetRefs")
+
+    @field_validator("action")
+    @classmethod
+    def _action(cls, v: str) -> str:
+        if v in _REFUSED_ACTIONS:
+            raise ValueError(_REFUSED_ACTIONS[v])
+        if v not in ("ALLOW", "DENY"):
+            raise ValueError(f"action must be ALLOW or DENY, not {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _refused_fields(self) -> Spec:
+        if self.provider is not None:
+            raise ValueError("provider belongs to action CUSTOM, which envoykit refuses")
+        if self.target_ref is not None or self.target_refs is not None:
+            raise ValueError(
+                "targetRef/targetRefs (Gateway API attachment) is not supported: scope with "
+                "metadata.namespace and selector.matchLabels"
+            )
+        return self
 
 
 class Metadata(_M):
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str = Field(min_length=1)
+    namespace: str | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("annotations")
+    @classmethod
+    def _dry_run_value(cls, v: dict[str, str]) -> dict[str, str]:
+        if DRY_RUN_ANNOTATION in v and v[DRY_RUN_ANNOTATION] not in ("true", "false"):
+            raise ValueError(f'{DRY_RUN_ANNOTATION} must be "true" or "false"')
+        return v
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the server knows of the destination workload; ``None``/empty means unknown.
+
+    Attributes:
+        namespace: from the destination's SPIFFE ID (``attributes.destination.principal``: the
+            certificate of the Envoy that took the connection).
+        labels: ``attributes.destination.labels``: Envoy fills them from its node metadata key named by
+            the ext_authz filter's ``bootstrap_metadata_labels_key`` (the control plane sends the
+            workload's labels with ``app`` and ``version`` under ``labels``).
+    """
+
+    namespace: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_request(cls, req: Request) -> Workload:
+        sp = req.destination_spiffe
+        return cls(sp.namespace if sp else None, req.destination_labels)
 
 
 class AuthorizationPolicy(_M):
@@ -122,203 +266,31 @@ class AuthorizationPolicy(_M):
     api_version: str = Field("security.istio.io/v1", alias="apiVersion")
     kind: Literal["AuthorizationPolicy"]
     metadata: Metadata
-    spec: Spec
+    spec: Spec = Field(default_factory=lambda: Spec.model_validate({}))
 
+    @property
+    def id(self) -> str:
+        """The rule name this policy gets: ``<namespace>/<name>``, or ``<name>`` without a namespace."""
+        ns = self.metadata.namespace
+        return f"{ns}/{self.metadata.name}" if ns else self.metadata.name
 
-# ---- value matching --------------------------------------------------------------------------
+    @property
+    def dry_run(self) -> bool:
+        """``istio.io/dry-run: "true"`` (or envoykit's ``spec.dryRun``): decide and log, never enforce."""
+        return self.spec.dry_run or self.metadata.annotations.get(DRY_RUN_ANNOTATION) == "true"
 
-Matcher = Callable[[str], bool]
-
-
-def value_matcher(pattern: str) -> Matcher:
-    """Istio string match: ``*`` (present), ``prefix*``, ``*suffix`` or exact."""
-    if pattern == "*":
-        return lambda v: v != ""
-    if pattern.endswith("*"):
-        p = pattern[:-1]
-        return lambda v: v.startswith(p)
-    if pattern.startswith("*"):
-        s = pattern[1:]
-        return lambda v: v.endswith(s)
-    return lambda v: v == pattern
-
-
-def _any(patterns: _Str, fold: Callable[[str], str] = str) -> Callable[[list[str]], bool]:
-    ms = [value_matcher(fold(p)) for p in patterns]
-    return lambda values: any(m(fold(v)) for m in ms for v in values)
-
-
-def _principal_forms(p: str) -> list[str]:
-    return [p, p[len("spiffe://") :]] if p.startswith("spiffe://") else [p]
-
-
-_SIMPLE_KEYS = {
-    "source.ip",
-    "source.namespace",
-    "source.principal",
-    "request.auth.principal",
-    "request.auth.audiences",
-    "request.auth.presenter",
-    "connection.sni",
-}
-_HEADER_KEY = re.compile(r"^request\.headers\[([^\]]+)\]$")
-_CLAIM_KEY = re.compile(r"^request\.auth\.claims((?:\[[^\]]+\])+)$")
-
-
-def _condition_values(key: str, req: Request) -> list[str]:
-    ident = req.identity
-    if key == "source.ip":
-        return [req.source_address]
-    if key == "source.namespace":
-        return [ident.spiffe.namespace or ""] if ident.spiffe else []
-    if key == "source.principal":
-        return _principal_forms(ident.principal) if ident.principal else []
-    if key == "request.auth.principal":
-        return [ident.request_principal] if ident.request_principal else []
-    if key == "request.auth.audiences":
-        aud = ident.claim("aud")
-        return [aud] if isinstance(aud, str) else [str(a) for a in aud or []]
-    if key == "request.auth.presenter":
-        azp = ident.claim("azp")
-        return [azp] if isinstance(azp, str) else []
-    if key == "connection.sni":
-        return [req.sni] if req.sni else []
-    m = _HEADER_KEY.match(key)
-    if m:
-        return req.headers.getall(m.group(1))
-    m = _CLAIM_KEY.match(key)
-    if m and ident.claims is not None:
-        cur: Any = ident.claims
-        for part in re.findall(r"\[([^\]]+)\]", m.group(1)):
-            if not isinstance(cur, dict) or part not in cur:
-                return []
-            cur = cur[part]
-        if isinstance(cur, list):
-            return [str(x) for x in cur]
-        return [str(cur).lower() if isinstance(cur, bool) else str(cur)]
-    return []
-
-
-def _ip_matcher(blocks: _Str) -> Callable[[str], bool]:
-    nets = [ipaddress.ip_network(b, strict=False) for b in blocks]
-
-    def match(addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
+    def selects(self, workload: Workload) -> bool:
+        """True when this policy applies to ``workload`` (unknown facts never exclude it)."""
+        ns = self.metadata.namespace
+        if ns and ns != ROOT_NAMESPACE and workload.namespace and ns != workload.namespace:
             return False
-        return any(ip in n for n in nets)
+        want = self.spec.selector.match_labels if self.spec.selector else {}
+        if want and workload.labels:
+            return all(workload.labels.get(k) == v for k, v in want.items())
+        return True
 
-    return match
-
-
-def _values_check(
-    patterns: _Str, get: Callable[[Request], list[str]], negate: bool, fold: Callable[[str], str] = str
-) -> Callable[[Request], bool]:
-    m = _any(patterns, fold)
-    if negate:
-        return lambda r: not m(get(r))
-    return lambda r: m(get(r))
-
-
-def _compile_source(s: Source) -> Callable[[Request], bool]:
-    checks: list[Callable[[Request], bool]] = []
-
-    def principals(r: Request) -> list[str]:
-        return _principal_forms(r.identity.principal) if r.identity.principal else []
-
-    def req_principals(r: Request) -> list[str]:
-        return [r.identity.request_principal] if r.identity.request_principal else []
-
-    def namespaces(r: Request) -> list[str]:
-        sp = r.identity.spiffe
-        return [sp.namespace] if sp and sp.namespace else []
-
-    for pos, neg, get in (
-        (s.principals, s.not_principals, principals),
-        (s.request_principals, s.not_request_principals, req_principals),
-        (s.namespaces, s.not_namespaces, namespaces),
-    ):
-        if pos:
-            checks.append(_values_check(pos, get, False))
-        if neg:
-            checks.append(_values_check(neg, get, True))
-    if s.ip_blocks:
-        ip = _ip_matcher(s.ip_blocks)
-        checks.append(lambda r: ip(r.source_address))
-    if s.not_ip_blocks:
-        nip = _ip_matcher(s.not_ip_blocks)
-        checks.append(lambda r: not nip(r.source_address))
-    return lambda r: all(c(r) for c in checks)
-
-
-def _compile_operation(o: Operation) -> Callable[[Request], bool]:
-    checks: list[Callable[[Request], bool]] = []
-
-    def hosts(r: Request) -> list[str]:
-        return [r.host, r.hostname]
-
-    def methods(r: Request) -> list[str]:
-        return [r.method]
-
-    specs: list[tuple[_Str, _Str, Callable[[Request], list[str]], Callable[[str], str]]] = [
-        (o.hosts, o.not_hosts, hosts, str.lower),
-        (o.methods, o.not_methods, methods, str),
-    ]
-    for pos, neg, get, fold in specs:
-        if pos:
-            checks.append(_values_check(pos, get, False, fold))
-        if neg:
-            checks.append(_values_check(neg, get, True, fold))
-    # paths: exact/prefix/suffix/presence and {*}/{**} templates, one regex each (envoykit.authz.paths)
-    if o.paths:
-        rx = [compiled_path_regex(p) for p in o.paths]
-        checks.append(lambda r: any(x.fullmatch(r.path) for x in rx))
-    if o.not_paths:
-        nrx = [compiled_path_regex(p) for p in o.not_paths]
-        checks.append(lambda r: not any(x.fullmatch(r.path) for x in nrx))
-    return lambda r: all(c(r) for c in checks)
-
-
-def _compile_condition(c: Condition) -> Callable[[Request], bool]:
-    pos = _any(c.values) if c.values else None
-    neg = _any(c.not_values) if c.not_values else None
-
-    def check(r: Request) -> bool:
-        values = _condition_values(c.key, r)
-        if pos is not None and not pos(values):
-            return False
-        return not (neg is not None and neg(values))
-
-    return check
-
-
-def _compile_rule(rs: RuleSpec) -> Callable[[Request], bool]:
-    froms = [_compile_source(f.source) for f in rs.from_]
-    tos = [_compile_operation(t.operation) for t in rs.to]
-    whens = [_compile_condition(c) for c in rs.when]
-
-    def match(r: Request) -> bool:
-        if froms and not any(f(r) for f in froms):
-            return False
-        if tos and not any(t(r) for t in tos):
-            return False
-        return all(w(r) for w in whens)
-
-    return match
-
-
-def compile_policy(policy: AuthorizationPolicy, source: str) -> Rule:
-    """Turn one AuthorizationPolicy into a :class:`Rule` that always applies and matches per Istio."""
-    matchers = [_compile_rule(r) for r in policy.spec.rules]
-
-    def fn(req: Request) -> bool:
-        return any(m(req) for m in matchers)
-
-    return Rule(
-        name=policy.metadata.name,
-        action=policy.spec.action,
-        fn=fn,
-        dry_run=policy.spec.dry_run,
-        source=source,
-    )
+    @property
+    def scoped(self) -> bool:
+        """True when the policy names a namespace (other than the root) or a selector."""
+        ns = self.metadata.namespace
+        return bool((ns and ns != ROOT_NAMESPACE) or (self.spec.selector and self.spec.selector.match_labels))

@@ -28,7 +28,8 @@ import yaml
 from pydantic import ValidationError
 
 from envoykit.authz.authn_config import AuthnConfig
-from envoykit.authz.istio import AuthorizationPolicy, compile_policy
+from envoykit.authz.istio import AuthorizationPolicy
+from envoykit.authz.istio_match import compile_policy
 from envoykit.authz.jwt_verify import Authenticator
 from envoykit.authz.rules import RULE_ATTR, Rule
 from envoykit.core.errors import ConfigError

@@ -29,7 +29,15 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 
-from envoykit.authz.istio import AuthorizationPolicy, Condition, Operation, RuleSpec, Source
+from envoykit.authz.istio import (
+    HEADER_KEY,
+    AuthorizationPolicy,
+    Condition,
+    Operation,
+    RuleSpec,
+    Source,
+    Workload,
+)
 from envoykit.authz.loader import Policy
 from envoykit.authz.paths import AMBIGUOUS_PATH_REGEX, envoy_path_regex
 from envoykit.core.errors import ConfigError
@@ -150,6 +158,24 @@ def _ip_id(block: str) -> rbac_pb2.Principal:
     return rbac_pb2.Principal(direct_remote_ip=_cidr(block))
 
 
+def _remote_ip_id(block: str) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(remote_ip=_cidr(block))
+
+
+def _service_account_id(sa: str) -> rbac_pb2.Principal:
+    ns, name = sa.split("/", 1)
+    rx = _regex(f"spiffe://[a-z0-9._-]+/ns/{re.escape(ns)}/sa/{re.escape(name)}")
+    return rbac_pb2.Principal(authenticated=rbac_pb2.Principal.Authenticated(principal_name=rx))
+
+
+def _port_perm(port: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(destination_port=int(port))
+
+
+def _destination_ip_perm(block: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(destination_ip=_cidr(block))
+
+
 def _values(
     pos: Sequence[str], neg: Sequence[str], make: Callable[[str], rbac_pb2.Permission]
 ) -> list[rbac_pb2.Permission]:
@@ -175,6 +201,7 @@ def _ids(
 def _operation(op: Operation) -> rbac_pb2.Permission:
     parts = [
         *_values(op.hosts, op.not_hosts, _host_perm),
+        *_values(op.ports, op.not_ports, _port_perm),
         *_values(op.methods, op.not_methods, lambda m: _header_perm(":method", m)),
         *_values(op.paths, op.not_paths, _path_perm),
     ]
@@ -189,16 +216,15 @@ def _source(src: Source, where: str) -> rbac_pb2.Principal:
     parts = [
         *_ids(src.principals, src.not_principals, _principal_id),
         *_ids(src.namespaces, src.not_namespaces, _namespace_id),
+        *_ids(src.service_accounts, src.not_service_accounts, _service_account_id),
         *_ids(src.ip_blocks, src.not_ip_blocks, _ip_id),
+        *_ids(src.remote_ip_blocks, src.not_remote_ip_blocks, _remote_ip_id),
     ]
     return _and_id(parts)
 
 
-_HEADER_KEY = re.compile(r"^request\.headers\[([^\]]+)\]$")
-
-
 def _condition(c: Condition, where: str) -> tuple[list[rbac_pb2.Permission], list[rbac_pb2.Principal]]:
-    m = _HEADER_KEY.match(c.key)
+    m = HEADER_KEY.match(c.key)
     if m:
         name = m.group(1).lower()
         return _values(c.values, c.not_values, lambda v: _header_perm(name, v)), []
@@ -207,6 +233,12 @@ def _condition(c: Condition, where: str) -> tuple[list[rbac_pb2.Permission], lis
         return _values(c.values, c.not_values, sni), []
     if c.key == "source.ip":
         return [], _ids(c.values, c.not_values, _ip_id)
+    if c.key == "remote.ip":
+        return [], _ids(c.values, c.not_values, _remote_ip_id)
+    if c.key == "destination.ip":
+        return _values(c.values, c.not_values, _destination_ip_perm), []
+    if c.key == "destination.port":
+        return _values(c.values, c.not_values, _port_perm), []
     if c.key == "source.principal":
         return [], _ids(c.values, c.not_values, _principal_id)
     if c.key == "source.namespace":
@@ -230,11 +262,20 @@ def _rule(rule: RuleSpec, where: str) -> rbac_pb2.Policy:
     return rbac_pb2.Policy(permissions=[_and_perm(perms)], principals=[_and_id(ids)])
 
 
-def compile_policies(policies: Sequence[tuple[AuthorizationPolicy, YamlDocument]]) -> list[hcm.HttpFilter]:
+def compile_policies(
+    policies: Sequence[tuple[AuthorizationPolicy, YamlDocument]], workload: Workload | None = None
+) -> list[hcm.HttpFilter]:
     """RBAC HTTP filters (DENY first, then ALLOW) enforcing ``policies`` as the Python path does.
 
     Args:
         policies: ``(policy, document)`` pairs; the document gives errors their file and line.
+        workload: the Envoy's workload; policies whose namespace or selector exclude it are left
+            out (:meth:`AuthorizationPolicy.selects`). ``None``: unknown, every policy is kept (as
+            the Python path does when it cannot tell the destination).
+
+    The DENY filter always carries ``envoykit-ambiguous-path`` first. Dry-run policies
+    (``istio.io/dry-run``) go into ``shadow_rules`` (stat prefixes ``envoykit_deny_`` /
+    ``envoykit_allow_``), never into ``rules``.
 
     Raises:
         NotCompilable: a policy needs JWT facts (requestPrincipals, ``request.auth.*`` conditions).
@@ -244,13 +285,16 @@ def compile_policies(policies: Sequence[tuple[AuthorizationPolicy, YamlDocument]
         "ALLOW": {},
     }
     shadow: dict[str, dict[str, rbac_pb2.Policy]] = {"DENY": {}, "ALLOW": {}}
-    has_allow = False
+    has_allow = has_shadow_allow = False
     for pol, doc in policies:
-        target = shadow if pol.spec.dry_run else enforced
-        has_allow |= pol.spec.action == "ALLOW" and not pol.spec.dry_run
+        if workload is not None and not pol.selects(workload):
+            continue
+        target = shadow if pol.dry_run else enforced
+        has_allow |= pol.spec.action == "ALLOW" and not pol.dry_run
+        has_shadow_allow |= pol.spec.action == "ALLOW" and pol.dry_run
         for i, rule in enumerate(pol.spec.rules):
             try:
-                target[pol.spec.action][f"{pol.metadata.name}[{i}]"] = _rule(rule, f"spec.rules.{i}")
+                target[pol.spec.action][f"{pol.id}[{i}]"] = _rule(rule, f"spec.rules.{i}")
             except NotCompilable as exc:
                 loc = [int(p) if p.isdigit() else p for p in (exc.field or "").split(".") if p]
                 raise NotCompilable(
@@ -258,12 +302,13 @@ def compile_policies(policies: Sequence[tuple[AuthorizationPolicy, YamlDocument]
                 ) from None
     filters: list[hcm.HttpFilter] = []
     for action, enum in (("DENY", rbac_pb2.RBAC.DENY), ("ALLOW", rbac_pb2.RBAC.ALLOW)):
-        if not enforced[action] and not shadow[action] and not (action == "ALLOW" and has_allow):
+        wants_shadow = bool(shadow[action]) or (action == "ALLOW" and has_shadow_allow)
+        if not enforced[action] and not wants_shadow and not (action == "ALLOW" and has_allow):
             continue
         cfg = http_rbac.RBAC()
         if enforced[action] or (action == "ALLOW" and has_allow):
             cfg.rules.CopyFrom(rbac_pb2.RBAC(action=enum, policies=enforced[action]))
-        if shadow[action]:
+        if wants_shadow:  # an ALLOW dry-run policy with no rules still "would deny" everything
             cfg.shadow_rules.CopyFrom(rbac_pb2.RBAC(action=enum, policies=shadow[action]))
             cfg.shadow_rules_stat_prefix = f"envoykit_{action.lower()}_"
         f = hcm.HttpFilter(name=f"envoy.filters.http.rbac.{action.lower()}")
@@ -272,17 +317,18 @@ def compile_policies(policies: Sequence[tuple[AuthorizationPolicy, YamlDocument]
     return filters
 
 
-def compile_policy_dir(policy: Policy) -> list[hcm.HttpFilter]:
-    """Compile a loaded policy directory; refuse it when it has Python rules.
+def compile_policy_dir(policy: Policy, workload: Workload | None = None) -> list[hcm.HttpFilter]:
+    """Compile a loaded policy directory for ``workload`` (see :func:`compile_policies`); refuse it
+    when it has Python rules.
 
     Raises:
         NotCompilable: Python rule modules, or a policy that needs JWT facts.
     """
-    from_yaml = {pol.metadata.name for pol, _ in policy.yaml_policies}
+    from_yaml = {pol.id for pol, _ in policy.yaml_policies}
     for r in policy.rules:
         if r.name not in from_yaml:
             file, _, line = r.source.rpartition(":")
             raise NotCompilable(
                 f"Python rule {r.name} cannot run inside Envoy's RBAC filter", file=file, line=int(line)
             )
-    return compile_policies(policy.yaml_policies)
+    return compile_policies(policy.yaml_policies, workload)

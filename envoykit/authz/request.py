@@ -15,6 +15,7 @@ Everything is computed on first access and cached, so a rule pays only for what 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import Any
@@ -72,7 +73,13 @@ class Request:
         query: decoded query parameters, name → list of values.
         host: the ``:authority`` lower-cased (``api.example.com:8080``); :attr:`hostname` without port.
         headers: :class:`Headers`.
-        source_address / source_port: the downstream peer address.
+        source_address / source_port: the downstream peer address (the connection's).
+        remote_address: the client address as Envoy's RBAC ``remote_ip`` sees it with the HTTP
+            connection manager's default ``use_remote_address: false``: the last ``x-forwarded-for``
+            entry when it is an IP address, else ``source_address`` (Istio's ``remote.ip``).
+        destination_address / destination_port: where the connection arrived (Envoy's listener side).
+        destination_labels: ``attributes.destination.labels`` (Envoy's node metadata, see
+            :class:`envoykit.authz.istio.Workload`).
         source_principal / destination_principal: URI SAN strings as Envoy sends them.
         source_spiffe / destination_spiffe: :class:`SpiffeId` or ``None``.
         sni, scheme, protocol: TLS and HTTP facts.
@@ -101,6 +108,9 @@ class Request:
         context_extensions: Mapping[str, str] | None = None,
         body: bytes = b"",
         request_id: str = "",
+        destination_address: str = "",
+        destination_port: int = 0,
+        destination_labels: Mapping[str, str] | None = None,
     ) -> None:
         self.method = method.upper()
         self.target = path
@@ -121,6 +131,9 @@ class Request:
         self.context_extensions: Mapping[str, str] = context_extensions or {}
         self.body = body
         self.request_id = request_id
+        self.destination_address = destination_address
+        self.destination_port = destination_port
+        self.destination_labels: Mapping[str, str] = destination_labels or {}
         self.identity: Identity = Identity.anonymous(self)
 
     @classmethod
@@ -140,6 +153,7 @@ class Request:
             headers = Headers({k: [v] for k, v in http.headers.items()})
         src = attrs.source
         sock = src.address.socket_address
+        dst = attrs.destination.address.socket_address
         return cls(
             method=http.method,
             path=http.path,
@@ -157,6 +171,9 @@ class Request:
             body=http.raw_body or http.body.encode(),
             # x-request-id is what the apps and access logs see; http.id is Envoy's stream id
             request_id=headers.get("x-request-id") or http.id,
+            destination_address=dst.address,
+            destination_port=dst.port_value,
+            destination_labels=dict(attrs.destination.labels),
         )
 
     @cached_property
@@ -187,6 +204,18 @@ class Request:
         for k, v in parse_qsl(self.raw_query, keep_blank_values=True):
             out.setdefault(k, []).append(v)
         return out
+
+    @cached_property
+    def remote_address(self) -> str:
+        """The last ``x-forwarded-for`` entry when it is an IP address, else :attr:`source_address`."""
+        xff = self.headers.getall("x-forwarded-for")
+        if xff:
+            last = xff[-1].rsplit(",", 1)[-1].strip()
+            try:
+                return str(ipaddress.ip_address(last))
+            except ValueError:
+                pass
+        return self.source_address
 
     @cached_property
     def hostname(self) -> str:

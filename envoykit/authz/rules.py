@@ -54,6 +54,8 @@ class Rule:
         hosts / paths / methods: pre-match globs (``None``: any); hosts match with or without port.
         dry_run: decide and log, but never enforce this rule.
         source: ``file:line`` of the definition, for errors and the decision log.
+        scope: ``scope(request)`` says whether the rule applies to the request's destination
+            workload (AuthorizationPolicy namespace and selector); ``None``: every workload.
     """
 
     name: str
@@ -64,6 +66,7 @@ class Rule:
     methods: tuple[str, ...] | None = None
     dry_run: bool = False
     source: str = ""
+    scope: Callable[[Request], bool] | None = None
     _host_re: list[re.Pattern[str]] = field(default_factory=list, repr=False)
     _path_re: list[re.Pattern[str]] = field(default_factory=list, repr=False)
     _methods: frozenset[str] = field(default_factory=frozenset, repr=False)
@@ -74,7 +77,10 @@ class Rule:
         self._methods = frozenset(m.upper() for m in self.methods or ())
 
     def applies(self, req: Request) -> bool:
-        """True when every given pre-match (method, host, path) matches ``req``."""
+        """True when the rule's scope takes ``req`` and every given pre-match (method, host, path)
+        matches it."""
+        if self.scope is not None and not self.scope(req):
+            return False
         if self._methods and req.method not in self._methods:
             return False
         if self._host_re and not any(r.match(req.host) or r.match(req.hostname) for r in self._host_re):

@@ -60,6 +60,9 @@ class AuthorizationService(ea_grpc.AuthorizationServicer):  # type: ignore[misc]
         else:
             result = "deny" if isinstance(verdict.decision, Deny) else "allow"
         metrics.DECISIONS.labels(result, verdict.rule).inc()
+        for rule, outcome in verdict.shadow:  # dry-run rules (istio.io/dry-run): decided, not enforced
+            if outcome.startswith("would deny"):
+                metrics.DECISIONS.labels("dry_run_deny", rule).inc()
         metrics.CHECK_SECONDS.observe(elapsed)
         if verdict.error:
             metrics.RULE_ERRORS.labels(verdict.rule).inc()

@@ -100,10 +100,25 @@ def test_errors_name_file_line_and_field(tmp_path: Path) -> None:
     assert e.value.file.endswith("bad.yaml") and e.value.line == 26  # type: ignore[union-attr]
     assert "spec.rules.1.from.0.source.ipBlocks" in str(e.value)
     (d / "bad.yaml").write_text("kind: AuthorizationPolicy\nmetadata: {name: x}\nspec:\n  action: CUSTOM\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml:4: spec.action"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:4: spec.action: .*CUSTOM .*Python rule"):
+        load_policy(d)
+    (d / "bad.yaml").write_text("kind: AuthorizationPolicy\nmetadata: {name: x}\nspec:\n  action: AUDIT\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:4: spec.action: .*AUDIT needs an audit plugin"):
         load_policy(d)
     (d / "bad.yaml").write_text(
-        "kind: AuthorizationPolicy\nmetadata: {name: x}\nspec:\n  rules:\n  - to:\n    - operation: {ports: ['80']}\n"
+        "kind: AuthorizationPolicy\nmetadata: {name: x}\nspec:\n  rules:\n  - to:\n    - operation: {ports: ['http']}\n"
     )
-    with pytest.raises(ConfigError, match="ports"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:6: spec.rules.0.to.0.operation.ports: .*not a port number"):
+        load_policy(d)
+    (d / "bad.yaml").write_text(
+        "kind: AuthorizationPolicy\nmetadata: {name: x}\nspec:\n  rules:\n  - to:\n"
+        "    - operation: {paths: ['/a/{**}/{*}']}\n"
+    )
+    with pytest.raises(ConfigError, match=r"\{\*\*\} must be the last operator"):
+        load_policy(d)
+    (d / "bad.yaml").write_text(
+        "kind: AuthorizationPolicy\nmetadata: {name: x}\nspec:\n  rules:\n  - when:\n"
+        "    - {key: source.ip, values: [frontend]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"'frontend' is not an IP address or CIDR block"):
         load_policy(d)
