@@ -123,18 +123,31 @@ def test_cmd(policy_dir: Path, cases: Path) -> None:
 
 @authz.command("compile")
 @click.argument("policy_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def compile_cmd(policy_dir: Path) -> None:
-    """Print Envoy RBAC http_filters (YAML) enforcing POLICY_DIR's AuthorizationPolicies natively."""
+@click.option("--namespace", default=None, help="the workload's namespace (policies of others are left out)")
+@click.option("--label", "labels", multiple=True, help="a workload label KEY=VALUE (selectors); repeatable")
+def compile_cmd(policy_dir: Path, namespace: str | None, labels: tuple[str, ...]) -> None:
+    """Print Envoy RBAC http_filters (YAML) enforcing POLICY_DIR's AuthorizationPolicies natively.
+
+    Without --namespace/--label every policy is compiled, whatever its namespace or selector.
+    """
     import yaml
     from google.protobuf.json_format import MessageToDict
 
+    from envoykit.authz.istio import Workload
     from envoykit.authz.loader import load_policy
     from envoykit.authz.rbac import compile_policy_dir
     from envoykit.core.logs import configure_logging
 
     configure_logging("warning")
+    label_map: dict[str, str] = {}
+    for item in labels:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--label")
+        label_map[key] = value
+    workload = Workload(namespace, label_map) if namespace or label_map else None
     try:
-        filters = compile_policy_dir(load_policy(policy_dir))
+        filters = compile_policy_dir(load_policy(policy_dir), workload)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     dicts = [json.loads(json.dumps(MessageToDict(f, preserving_proto_field_name=True))) for f in filters]

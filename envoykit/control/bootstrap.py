@@ -14,6 +14,7 @@ from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
 from google.protobuf import struct_pb2
 
 from envoykit.control.clusters import static_cluster
+from envoykit.control.filters import LABELS_KEY
 from envoykit.control.identity import NODE_TOKEN_HEADER
 from envoykit.control.nodes import NodeInfo
 from envoykit.control.pb import ads_source, socket_address
@@ -26,6 +27,7 @@ def node_message(node: NodeInfo) -> base_pb2.Node:
     """Envoy ``Node``: id, cluster and the metadata contract (see :mod:`envoykit.control.nodes`)."""
     meta = struct_pb2.Struct()
     meta.update(node.metadata())
+    meta.update({LABELS_KEY: node.labels()})
     return base_pb2.Node(id=node.id, cluster=node.cluster, metadata=meta)
 
 

@@ -57,8 +57,13 @@ def http_filter(name: str, config: Message) -> hcm.HttpFilter:
     return hcm.HttpFilter(name=name, typed_config=pack(config))
 
 
+#: Node metadata key holding the workload's labels (a Struct of strings).
+LABELS_KEY = "labels"
+
+
 def ext_authz_filter(mesh: Mesh) -> hcm.HttpFilter:
-    """ext_authz over gRPC (V3) to the ``ext_authz`` cluster, sending the peer certificate."""
+    """ext_authz over gRPC (V3) to the ``ext_authz`` cluster, sending the peer certificate and the
+    node's ``labels`` (``attributes.destination.labels``)."""
     srv = mesh.extensions.authz
     return http_filter(
         EXT_AUTHZ,
@@ -67,6 +72,8 @@ def ext_authz_filter(mesh: Mesh) -> hcm.HttpFilter:
             transport_api_version=config_source_pb2.V3,
             failure_mode_allow=srv.failure_mode_allow,
             include_peer_certificate=True,
+            # the destination workload's labels (AuthorizationPolicy selectors) from node metadata
+            bootstrap_metadata_labels_key=LABELS_KEY,
         ),
     )
 

@@ -74,6 +74,12 @@ class NodeInfo:
     workload: Workload | None = None
     gateway: Gateway | None = None
 
+    def labels(self) -> dict[str, str]:
+        """The workload's labels with ``app`` and ``version``: node metadata ``labels``, which the
+        ext_authz filter sends as ``attributes.destination.labels`` (AuthorizationPolicy selectors)."""
+        own = self.workload.labels if self.workload is not None else {}
+        return {**own, "app": self.app, "version": self.version}
+
     def metadata(self) -> dict[str, str]:
         """The node metadata (string keys and values) for the bootstrap's ``node.metadata``."""
         return {

@@ -108,7 +108,9 @@ def test_errors_name_file_line_and_field(tmp_path: Path) -> None:
     (d / "bad.yaml").write_text(
         "kind: AuthorizationPolicy\nmetadata: {name: x}\nspec:\n  rules:\n  - to:\n    - operation: {ports: ['http']}\n"
     )
-    with pytest.raises(ConfigError, match=r"bad.yaml:6: spec.rules.0.to.0.operation.ports: .*not a port number"):
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml:6: spec.rules.0.to.0.operation.ports: .*not a port number"
+    ):
         load_policy(d)
     (d / "bad.yaml").write_text(
         "kind: AuthorizationPolicy\nmetadata: {name: x}\nspec:\n  rules:\n  - to:\n"

@@ -99,6 +99,9 @@ def test_authz_ratelimit_and_telemetry_wiring(envoy: Any, tmp_path: Path) -> Non
             assert dict(at_ingress.attributes.context_extensions) == {"gateway": "ingress", "route": "main"}
             assert at_sidecar.attributes.source.principal == "spiffe://test.local/ns/default/sa/ingress"
             assert at_sidecar.attributes.source.certificate  # include_peer_certificate
+            # what an AuthorizationPolicy's scope reads: this workload's labels and SPIFFE ID
+            assert dict(at_sidecar.attributes.destination.labels) == {"app": "frontend", "version": "v1"}
+            assert at_sidecar.attributes.destination.principal == "spiffe://test.local/ns/default/sa/frontend"
             (desc,) = rls.requests[-1].descriptors
             assert rls.requests[-1].domain == "edge"
             assert [(e.key, e.value) for e in desc.entries] == [
