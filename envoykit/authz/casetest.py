@@ -11,6 +11,9 @@ Cases file::
           headers: {x-user: alice}
           source_principal: spiffe://cluster.local/ns/default/sa/frontend
           source_address: 127.0.0.1
+          destination_principal: spiffe://cluster.local/ns/shop/sa/backend   # scope: namespace
+          destination_labels: {app: backend}          # scope: selector.matchLabels
+          destination_port: 8080                      # ports, destination.port
           claims: {iss: https://issuer, sub: alice}     # stands for an already-verified JWT
         expect:
           result: allow                # allow | deny
@@ -42,6 +45,9 @@ class CaseRequest(BaseModel):
     headers: dict[str, str | list[str]] = Field(default_factory=dict)
     source_principal: str = ""
     destination_principal: str = ""
+    destination_labels: dict[str, str] = Field(default_factory=dict)
+    destination_address: str = "127.0.0.1"
+    destination_port: int = 0
     source_address: str = "127.0.0.1"
     sni: str = ""
     context_extensions: dict[str, str] = Field(default_factory=dict)
@@ -93,6 +99,9 @@ def _request(c: CaseRequest) -> Request:
         source_address=c.source_address,
         source_principal=c.source_principal,
         destination_principal=c.destination_principal,
+        destination_labels=c.destination_labels,
+        destination_address=c.destination_address,
+        destination_port=c.destination_port,
         sni=c.sni,
         context_extensions=c.context_extensions,
         body=c.body.encode(),
