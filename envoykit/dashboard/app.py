@@ -5,7 +5,8 @@
 * ``GET /api/state``: the last :func:`envoykit.dashboard.view.page_state`.
 * ``GET /api/node/{id}``: one graph node's detail: the resources the control plane sends each of its
   Envoys (``/config/<node>``) and its recent access-log lines.
-* ``GET /healthz``: 200 once the first poll is done, 503 before.
+* ``GET /healthz``: 200 once the first poll is done, 503 before and while shutting down.
+* ``GET /metrics``: the process's Prometheus metrics (polls by result).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from envoykit.dashboard.accesslog import recent_lines
 from envoykit.dashboard.poller import Poller
@@ -22,6 +24,7 @@ from envoykit.dashboard.poller import Poller
 STATIC = Path(__file__).parent / "static"
 POLLER = web.AppKey("poller", Poller)
 ACCESS_LOGS = web.AppKey("access_logs", list[Path])
+DRAINING = web.AppKey("draining", list[bool])  # one flag, set on shutdown
 
 
 def _names_of(node_id: str, state: dict[str, Any]) -> tuple[set[str], list[str]]:
@@ -75,8 +78,14 @@ async def _index(_request: web.Request) -> web.FileResponse:
 
 
 async def _healthz(request: web.Request) -> web.Response:
+    if request.app[DRAINING][0]:
+        return web.Response(text="draining\n", status=503)
     ready = request.app[POLLER].state is not None
     return web.Response(text="ok\n" if ready else "starting\n", status=200 if ready else 503)
+
+
+async def _metrics(_request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def create_app(poller: Poller, access_logs: list[Path] | None = None) -> web.Application:
@@ -84,8 +93,10 @@ def create_app(poller: Poller, access_logs: list[Path] | None = None) -> web.App
     app = web.Application()
     app[POLLER] = poller
     app[ACCESS_LOGS] = list(access_logs or [])
+    app[DRAINING] = [False]
     app.router.add_get("/", _index)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
     app.router.add_get("/api/state", _state)
     app.router.add_get("/api/node/{id}", _node)
     app.router.add_static("/static/", STATIC)
@@ -95,5 +106,9 @@ def create_app(poller: Poller, access_logs: list[Path] | None = None) -> web.App
         yield
         await poller.stop()
 
+    async def draining(_app: web.Application) -> None:
+        app[DRAINING][0] = True
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(draining)
     return app

@@ -69,6 +69,7 @@ def dashboard(
     """Serve the live mesh page: service graph, canary split, authz decisions, rate limits, xDS state."""
     from aiohttp import web
 
+    from envoykit.core.bind import AddressInUse, bind_exclusive
     from envoykit.core.logs import configure_logging, get_logger
     from envoykit.dashboard.app import create_app
     from envoykit.dashboard.poller import ControlClient, Poller
@@ -81,10 +82,11 @@ def dashboard(
     targets = [ScrapeTarget(n, u, k) for n, k, u in _named_urls(scrape, http, "--scrape")]
     probes = [HealthProbe(n, u, k) for n, k, u in _named_urls(probe, ("tcp://", *http), "--probe")]
     source: Source = PrometheusSource(prometheus) if prometheus else ScrapeSource(targets)
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise click.BadParameter(f"{address!r}: expected host:port", param_hint="--address")
+    try:
+        sock = bind_exclusive(address)  # refused while another process serves the address
+    except (AddressInUse, ValueError) as exc:
+        raise click.ClickException(f"--address {address}: {exc}") from exc
     poller = Poller(source, ControlClient(control), interval_s=interval, window_s=window, probes=probes)
     app = create_app(poller, list(access_logs))
-    get_logger("dashboard").info("serving", url=f"http://{host}:{port}/", source=source.description)
-    web.run_app(app, host=host, port=int(port), print=None, handle_signals=True, shutdown_timeout=2.0)
+    get_logger("dashboard").info("serving", url=f"http://{address}/", source=source.description)
+    web.run_app(app, sock=sock, print=None, handle_signals=True, shutdown_timeout=2.0)

@@ -12,10 +12,17 @@ from collections import deque
 from typing import Any
 
 import aiohttp
+from prometheus_client import Counter
 
 from envoykit.core.logs import get_logger
 from envoykit.dashboard.sources import HealthProbe, Snapshot, Source, probe
 from envoykit.dashboard.view import page_state
+
+POLLS = Counter(
+    "envoykit_dashboard_polls",
+    "Polls of the metrics source and the control plane, by result (ok; error: a source failed).",
+    ["result"],
+)
 
 
 class ControlClient:
@@ -88,6 +95,7 @@ class Poller:
         state["source"] = self.source.description
         state["interval_s"] = self.interval_s
         self.state = state
+        POLLS.labels("error" if state["errors"] else "ok").inc()
         return state
 
     async def _run(self) -> None:
@@ -95,6 +103,7 @@ class Poller:
             try:
                 await self.poll_once()
             except Exception as exc:  # keep polling; the page shows the last state and the error
+                POLLS.labels("error").inc()
                 self._log.error("poll failed", error=f"{type(exc).__name__}: {exc}")
                 if self.state is not None:
                     self.state["errors"] = [f"dashboard: {type(exc).__name__}: {exc}"]

@@ -166,6 +166,12 @@ def test_every_service_workload_and_gateway_is_drawn(mesh: Mesh, browser_page: A
     # every Envoy is connected to the control plane: no node is drawn as disconnected
     wait_js(browser_page, "() => document.querySelectorAll('g.node.disconnected').length === 0")
     assert "5 of 5 connected" in browser_page.inner_text("#control-body")
+    # the dashboard's own health and metrics
+    assert httpx.get(f"{mesh.dashboard}/healthz", timeout=10).status_code == 200
+    assert (
+        'envoykit_dashboard_polls_total{result="ok"}'
+        in httpx.get(f"{mesh.dashboard}/metrics", timeout=10).text
+    )
     # every component's health, the apps (probed: they have no metrics) included
     names = {c.name for c in mesh.plan.components} - {"dashboard", "prometheus"}
     wait_js(

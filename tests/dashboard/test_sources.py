@@ -83,3 +83,10 @@ def test_cli_refuses_bad_arguments() -> None:
     assert r.exit_code == 2 and "tcp://" in r.output
     r = runner.invoke(dashboard, [])
     assert r.exit_code == 2 and "--prometheus" in r.output
+
+
+def test_cli_refuses_an_address_another_process_serves(listener: int) -> None:
+    r = CliRunner().invoke(
+        dashboard, ["--prometheus", "http://127.0.0.1:1", "--address", f"127.0.0.1:{listener}"]
+    )
+    assert r.exit_code == 1 and "address in use" in r.output, r.output
