@@ -33,6 +33,15 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.envoy, needs_browser(), pytest.mark.timeout(300)]
 
 
+# appended to the policy copy: a rule under trial, logged and counted, never enforced
+DRY_RUN_RULE = """
+
+@deny_rule(paths=["/dry-run"], dry_run=True)
+def would_deny_dry_run(req: Request):
+    return deny(403, "/dry-run is about to be closed\\n")
+"""
+
+
 @dataclass
 class Mesh:
     proc: subprocess.Popen[bytes]
@@ -55,6 +64,8 @@ def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     tmp = tmp_path_factory.mktemp("dash")
     examples = tmp / "examples"
     shutil.copytree(REPO / "examples", examples)
+    with (examples / "policies" / "mesh.py").open("a") as policy:
+        policy.write(DRY_RUN_RULE)
     run = yaml.safe_load((examples / "apps" / "run.yaml").read_text())
     run["control_plane"] = {"args": ["--no-envoy-validate"]}  # let Envoy itself refuse a bad push
     (examples / "apps" / "run.yaml").write_text(yaml.safe_dump(run))
@@ -243,6 +254,18 @@ def test_denied_request_shows_under_its_rule(mesh: Mesh, browser_page: Any) -> N
         [cell, before + 3],
     )
     assert "some" in (browser_page.get_attribute(cell, "class") or "")  # drawn as a deny (red)
+
+
+def test_dry_run_would_deny_shows_under_its_rule(mesh: Mesh, browser_page: Any) -> None:
+    cell = 'tr[data-rule="would_deny_dry_run"] td.dry'
+    before = _cell(browser_page, cell)
+    assert traffic(mesh, 3, "/dry-run") == [200] * 3  # not enforced
+    wait_js(
+        browser_page,
+        """([sel, n]) => { const c = document.querySelector(sel);
+                           return c && parseInt(c.textContent.replace(/,/g, '')) >= n; }""",
+        [cell, before + 3],
+    )
 
 
 def test_over_limit_shows_under_its_descriptor(mesh: Mesh, browser_page: Any) -> None:
