@@ -43,8 +43,9 @@ _TEMPLATE_CHARS_NO_PARAM = r"a-zA-Z0-9\-._~%!$&'()+,:@"
 #: Optional ``;`` parameters after a segment, as Envoy leaves them in the path.
 _PARAMS = r"(?:;[^/]*)?"
 
-#: Envoy-side regex for ambiguous paths (see the module docstring).
-AMBIGUOUS_PATH_REGEX = r".*(?:/\.{0,2};|%3[Bb]).*"
+#: Substrings that make a path (as Envoy's RBAC filter sees it) ambiguous, matched case-insensitively:
+#: a ``;`` starting an empty, ``.`` or ``..`` segment, or an encoded ``;`` (see the module docstring).
+AMBIGUOUS_PATH_PARTS = ("/;", "/.;", "/..;", "%3b")
 
 
 def _decode(m: re.Match[str]) -> str:

@@ -39,7 +39,7 @@ from envoykit.authz.istio import (
     Workload,
 )
 from envoykit.authz.loader import Policy
-from envoykit.authz.paths import AMBIGUOUS_PATH_REGEX, envoy_path_regex
+from envoykit.authz.paths import AMBIGUOUS_PATH_PARTS, envoy_path_regex
 from envoykit.core.errors import ConfigError
 from envoykit.core.yamlfile import YamlDocument
 
@@ -115,8 +115,14 @@ AMBIGUOUS_PATH_POLICY = "envoykit-ambiguous-path"
 
 
 def _ambiguous_path_policy() -> rbac_pb2.Policy:
-    perm = rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=_regex(AMBIGUOUS_PATH_REGEX)))
-    return rbac_pb2.Policy(permissions=[perm], principals=[rbac_pb2.Principal(any=True)])
+    # substring matchers: cheaper on every request than one regex over the whole path
+    parts = [
+        rbac_pb2.Permission(
+            url_path=path_pb2.PathMatcher(path=string_pb2.StringMatcher(contains=part, ignore_case=True))
+        )
+        for part in AMBIGUOUS_PATH_PARTS
+    ]
+    return rbac_pb2.Policy(permissions=[_or_perm(parts)], principals=[rbac_pb2.Principal(any=True)])
 
 
 def _principal_id(pattern: str) -> rbac_pb2.Principal:

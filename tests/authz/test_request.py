@@ -126,3 +126,26 @@ def test_non_spiffe_principal_is_not_a_spiffe_identity() -> None:
     r = Request(source_principal="https://evil.example/ns/default/sa/frontend")
     assert r.source_spiffe is None and r.identity.spiffe is None
     assert r.identity.principal.startswith("https://")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/v1/..;/a",
+        "/v1/.;x/a",
+        "/v1/;x",
+        "/v1/a%3Bb",
+        "/v1/a%3bb",
+        "/..;",
+        "/v1/...;/c",
+        "/v1/a;b/c",
+        "/x..;/y",
+    ],
+)
+def test_envoy_side_ambiguity_parts_agree(raw: str) -> None:
+    # what compile's DENY filter matches (substrings) equals what the Python path calls ambiguous
+    from envoykit.authz.paths import AMBIGUOUS_PATH_PARTS
+
+    assert any(p in raw.lower() for p in AMBIGUOUS_PATH_PARTS) == (
+        Request(path=raw).path_ambiguity is not None
+    )
