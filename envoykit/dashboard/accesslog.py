@@ -59,7 +59,8 @@ def recent_lines(
 ) -> list[dict[str, Any]]:
     """The last ``limit`` request records of ``paths`` (files or folders) naming one of ``names``.
 
-    Each record gets ``_file`` (the file's name). Order: per file, oldest first; files in name order.
+    Each record gets ``_file`` (the file's name). Order: oldest first by ``@timestamp`` (or ``time``:
+    ISO 8601 UTC strings sort as time), so the newest lines of every file make the cut.
     """
     out: list[dict[str, Any]] = []
     for f in _files(paths):
@@ -73,4 +74,5 @@ def recent_lines(
                 continue
             if isinstance(line, dict) and any(k in line for k in REQUEST_KEYS) and _concerns(line, names):
                 out.append({**line, "_file": f.name})
+    out.sort(key=lambda line: str(line.get("@timestamp") or line.get("time") or ""))
     return out[-limit:]

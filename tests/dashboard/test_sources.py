@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 from click.testing import CliRunner
 
 from envoykit.core import free_port, start_metrics_server
+from envoykit.dashboard.accesslog import recent_lines
 from envoykit.dashboard.cli import dashboard
 from envoykit.dashboard.sources import Health, HealthProbe, ScrapeSource, ScrapeTarget, Snapshot, probe
 
@@ -90,3 +92,31 @@ def test_cli_refuses_an_address_another_process_serves(listener: int) -> None:
         dashboard, ["--prometheus", "http://127.0.0.1:1", "--address", f"127.0.0.1:{listener}"]
     )
     assert r.exit_code == 1 and "address in use" in r.output, r.output
+
+
+def test_access_lines_of_a_service_newest_last_across_files(tmp_path: Path) -> None:
+    authz = tmp_path / "authz.log"
+    authz.write_text(
+        "\n".join(
+            [
+                '{"event": "serving", "level": "info"}',  # a server's own log line: not a request
+                '{"time": "2026-12-03T10:00:01.000Z", "host": "backend", "path": "/a", "rule": "r"}',
+                '{"time": "2026-12-03T10:00:03.000Z", "host": "frontend:80", "path": "/b", "rule": "r"}',
+                "not json",
+            ]
+        )
+    )
+    access = tmp_path / "access.json"
+    access.write_text(
+        '{"@timestamp": "2026-12-03T10:00:02.000Z", "destination_workload": "backend-v2", "status": 200}\n'
+        '{"@timestamp": "2026-12-03T10:00:04.000Z", "destination_service": "backend.default.svc", "method": "GET"}\n'
+    )
+    lines = recent_lines([authz, tmp_path / "missing.log", access], {"backend", "backend-v1", "backend-v2"})
+    assert [
+        (line["_file"], line.get("path") or line.get("status") or line.get("method")) for line in lines
+    ] == [
+        ("authz.log", "/a"),
+        ("access.json", 200),
+        ("access.json", "GET"),
+    ]
+    assert recent_lines([tmp_path], {"frontend"}, limit=5)[0]["path"] == "/b"  # a folder: every file in it

@@ -322,7 +322,7 @@ async function openDetail(n) {
       l.response_code ?? l.status ?? "", l.rule ? `${l.result} by ${l.rule}` : l.response_flags || "",
       l.source_workload || shortPrincipal(l.principal || l.source_principal || ""),
       l.destination_workload || l.host || l.authority || "",
-      l.duration_ms ?? (l.duration_us !== undefined ? (l.duration_us / 1000).toFixed(2) : ""), l._file,
+      ms(l.duration_ms ?? (l.duration_us !== undefined ? l.duration_us / 1000 : null)), l._file,
     ]);
     const t = table(["time", "method", "path", "status", "decision / flags", "from", "to", "ms", "file"], rows, "log");
     t.querySelectorAll("tbody tr").forEach((tr) => { const td = tr.children[3]; const c = String(td.textContent); if (c.startsWith("5")) td.className = "code5"; else if (c.startsWith("4")) td.className = "code4"; });
