@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+from envoykit.core import free_port
 
 ROUTER = {
     "name": "envoy.filters.http.router",
@@ -86,3 +91,22 @@ def bootstrap(listeners: list[dict[str, Any]], clusters: list[dict[str, Any]]) -
         "admin": {"address": socket_address(0)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
     }
+
+
+def shipped(path: Path, cluster_ports: dict[str, int]) -> tuple[dict[str, Any], int]:
+    """A ready config of ``envoy/`` as shipped, with only its fixed ports moved to free ones.
+
+    Returns the config (listener 0 on a free port, admin on port 0, each named cluster's one endpoint
+    on ``cluster_ports[name]``) and the listener's port.
+
+    Raises:
+        KeyError: the config has a cluster ``cluster_ports`` does not name.
+    """
+    cfg = yaml.safe_load(path.read_text())
+    port = free_port()
+    cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
+    cfg["admin"]["address"]["socket_address"]["port_value"] = 0
+    for c in cfg["static_resources"]["clusters"]:
+        ep = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        ep["address"]["socket_address"]["port_value"] = cluster_ports[c["name"]]
+    return cfg, port

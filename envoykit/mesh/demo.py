@@ -326,7 +326,7 @@ def decisions(target: DemoTarget) -> Check:
         return Check("decisions", False, f"cannot read the servers' metrics: {exc}")
     by_rule = pm.sum_by(authz, "envoykit_authz_decisions_total", ("result", "rule"))
     rules = {f"{result} by {rule}": int(n) for (result, rule), n in sorted(by_rule.items()) if n}
-    hits = pm.sum_by(limits, "envoykit_ratelimit_total_hits_total", ("key",))
+    hits = pm.sum_by(limits, "envoykit_ratelimit_hits_total", ("key",))
     over = pm.sum_by(limits, "envoykit_ratelimit_over_limit_total", ("key",))
     keys = {
         key: {"hits": int(n), "over_limit": int(over.get((key,), 0))}

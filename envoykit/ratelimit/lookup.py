@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 
+from envoykit.core.logs import get_logger
 from envoykit.ratelimit.algorithms import UNIT_SECONDS
 from envoykit.ratelimit.config import Match, Node, RateLimit, RateLimitConfig, _limit_proto
 
 _OVERRIDE_CACHE_MAX = 10_000
+_log = get_logger("ratelimit")
 
 
 class Lookup:
@@ -33,7 +35,13 @@ class Lookup:
         """The limit that applies to ``descriptor`` in ``domain``, or None (no limit)."""
         root = self.config.domains.get(domain)
         if root is None:
-            self.config.stats.domain_not_found(domain)
+            if self.config.stats.domain_not_found(domain):
+                _log.warning(
+                    "request for an unknown rate-limit domain: nothing is limited",
+                    domain=domain,
+                    known_domains=sorted(self.config.domains),
+                    hint="the domain of Envoy's ratelimit filter must match a config file's domain",
+                )
             return None
         if descriptor.HasField("limit"):
             return self._override(domain, descriptor)

@@ -1,7 +1,7 @@
 """Prometheus metrics in the spirit of envoyproxy/ratelimit's stats.
 
 Per rule (the reference's ``ratelimit.service.rate_limit.<domain>.<key>.*``), labelled ``domain`` and
-``key``: ``envoykit_ratelimit_total_hits_total``, ``..._over_limit_total``, ``..._near_limit_total``,
+``key``: ``envoykit_ratelimit_hits_total``, ``..._over_limit_total``, ``..._near_limit_total``,
 ``..._within_limit_total``, ``..._shadow_mode_total``. Service-wide: ``..._domain_not_found_total``,
 ``..._global_shadow_mode_total``, ``..._store_errors_total{store}``, ``..._call_seconds`` (histogram
 of ShouldRateLimit latency), ``..._stats_keys_dropped_total``. Config loads are counted by
@@ -11,16 +11,19 @@ Counters on the request path are plain integers on a :class:`RuleStats` (the ser
 under one short lock; no label lookup); a collector turns them into Prometheus samples at scrape time. The number of label sets is bounded
 (``max_keys``): keys made from request values (``detailed_metric``, ``value_to_metric``, limit
 overrides, unknown domains) beyond the bound are counted under ``key="_overflow"``.
+:func:`use_metric_names` switches the per-rule names to envoyproxy/ratelimit's.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Iterator
+from typing import cast
 
 from prometheus_client import REGISTRY, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 OVERFLOW_KEY = "_overflow"
@@ -61,6 +64,7 @@ class StatsRegistry:
         self.max_keys = max_keys
         self._rules: dict[tuple[str, str], RuleStats] = {}
         self._not_found: dict[str, int] = {}
+        self._not_found_warned: dict[str, float] = {}
         self._lock = threading.Lock()
         self.dropped = 0
         self.global_shadow_mode = 0
@@ -85,12 +89,23 @@ class StatsRegistry:
             self._rules[(domain, key)] = found
             return found
 
-    def domain_not_found(self, domain: str) -> None:
-        """Count a request for a domain no config file defines."""
+    def domain_not_found(self, domain: str, warn_every_s: float = 60.0) -> bool:
+        """Count a request for a domain no config file defines.
+
+        Returns True when the caller should log a warning about ``domain``: its first request, then
+        at most once per ``warn_every_s`` seconds (a misnamed domain in Envoy's filter would
+        otherwise go unnoticed: nothing is limited and nothing fails).
+        """
+        now = time.monotonic()
         with self._lock:
             if domain not in self._not_found and len(self._not_found) >= 1000:
                 domain = OVERFLOW_KEY
             self._not_found[domain] = self._not_found.get(domain, 0) + 1
+            last = self._not_found_warned.get(domain)
+            if last is not None and now - last < warn_every_s:
+                return False
+            self._not_found_warned[domain] = now
+            return True
 
     def get(self, domain: str, key: str) -> RuleStats | None:
         """The stats of a key if it was ever used (for tests and ``check``)."""
@@ -108,13 +123,44 @@ class StatsRegistry:
 _LIVE: weakref.WeakSet[StatsRegistry] = weakref.WeakSet()
 
 _RULE_FIELDS = ("total_hits", "over_limit", "near_limit", "within_limit", "shadow_mode")
+# envoykit's names: a Prometheus counter gets ``_total`` appended, so ``total_hits`` is plain ``hits``.
+_ENVOYKIT_NAMES = {f: f"envoykit_ratelimit_{'hits' if f == 'total_hits' else f}" for f in _RULE_FIELDS}
+
+METRIC_NAMES = ("envoykit", "ratelimit")
+_metric_names = "envoykit"
+
+
+def use_metric_names(kind: str) -> None:
+    """Name the per-rule metrics of this process as ``kind`` says (process-wide).
+
+    ``envoykit`` (default): ``envoykit_ratelimit_hits_total{domain,key}`` and its siblings.
+    ``ratelimit``: envoyproxy/ratelimit's names as its Prometheus exporter mapping gives them,
+    ``ratelimit_service_rate_limit_{total_hits,over_limit,near_limit,within_limit,shadow_mode}``
+    with labels ``domain``, ``key1`` (first segment of the stats key) and ``key2`` (the rest, or
+    empty), so alerts written for that service carry over.
+
+    Raises:
+        ValueError: an unknown ``kind``.
+    """
+    global _metric_names
+    if kind not in METRIC_NAMES:
+        raise ValueError(f"unknown metric names {kind!r}: use one of {', '.join(METRIC_NAMES)}")
+    _metric_names = kind
+
+
+def _reference_family(field: str) -> Metric:
+    # counter samples without the _total suffix, exactly as the reference's exporter names them
+    return Metric(f"ratelimit_service_rate_limit_{field}", f"Rate-limit {field} per rule.", "counter")
 
 
 class _Collector(Collector):
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        families = {
-            f: CounterMetricFamily(
-                f"envoykit_ratelimit_{f}", f"Rate-limit {f} per rule.", labels=["domain", "key"]
+    def collect(self) -> Iterator[Metric]:
+        reference = _metric_names == "ratelimit"
+        families: dict[str, Metric] = {
+            f: _reference_family(f)
+            if reference
+            else CounterMetricFamily(
+                _ENVOYKIT_NAMES[f], f"Rate-limit {f} per rule.", labels=["domain", "key"]
             )
             for f in _RULE_FIELDS
         }
@@ -131,8 +177,14 @@ class _Collector(Collector):
         total_dropped = 0
         for reg in list(_LIVE):
             for st in reg.rules():
-                for f in _RULE_FIELDS:
-                    families[f].add_metric([st.domain, st.key], getattr(st, f))
+                if reference:
+                    key1, _, key2 = st.key.partition(".")
+                    labels = {"domain": st.domain, "key1": key1, "key2": key2}
+                    for f in _RULE_FIELDS:
+                        families[f].add_sample(families[f].name, labels, getattr(st, f))
+                else:
+                    for f in _RULE_FIELDS:
+                        cast(CounterMetricFamily, families[f]).add_metric([st.domain, st.key], getattr(st, f))
             for domain, n in reg.not_found().items():
                 nf.add_metric([domain], n)
             total_gsm += reg.global_shadow_mode

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
-import yaml
 
-from envoykit.core import free_port, validate_envoy_config
+from envoykit.core import validate_envoy_config
+from tests.envoycfg import shipped
 
-CONFIG = Path(__file__).resolve().parents[2] / "envoy" / "authz.yaml"
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "envoy" / "authz.yaml"
 
 
 def test_validates() -> None:
@@ -25,14 +29,7 @@ def test_works_as_shipped(tmp_path: Path, envoy, echo, authz_server) -> None:
         "def ctx(req): return req.context_extensions.get('route') == 'default' and req.body == b'hi'\n"
     )
     srv = authz_server(pol)
-    cfg = yaml.safe_load(CONFIG.read_text())
-    port = free_port()
-    cfg["admin"]["address"]["socket_address"]["port_value"] = 0
-    cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
-    ports = {"app": echo.port, "envoykit_authz": srv.port}
-    for c in cfg["static_resources"]["clusters"]:
-        ep = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-        ep["address"]["socket_address"]["port_value"] = ports[c["name"]]
+    cfg, port = shipped(CONFIG, {"app": echo.port, "envoykit_authz": srv.port})
     envoy(cfg)
     base = f"http://127.0.0.1:{port}"
     assert httpx.post(base + "/x", content=b"hi").status_code == 200  # body and context extension seen
@@ -40,3 +37,29 @@ def test_works_as_shipped(tmp_path: Path, envoy, echo, authz_server) -> None:
     srv.stop()
     assert httpx.get(base + "/healthz").status_code == 200  # per-route disabled: no authz call
     assert httpx.post(base + "/x", content=b"hi").status_code == 403  # fail closed
+
+
+def test_pair_with_examples_policies_closes_admin(envoy, echo, authz_server) -> None:
+    """The pair the header names: envoy/authz.yaml + examples/policies, both as shipped."""
+    srv = authz_server(REPO / "examples" / "policies")
+    cfg, port = shipped(CONFIG, {"app": echo.port, "envoykit_authz": srv.port})
+    envoy(cfg)
+    base = f"http://127.0.0.1:{port}"
+    home = httpx.get(base + "/")
+    assert home.status_code == 200
+    assert home.json()["headers"]["x-envoykit-principal"] == "none"  # the policy's allow rule ran
+    admin = httpx.get(base + "/admin")
+    assert admin.status_code == 401 and "needs a token" in admin.text
+    assert httpx.get(base + "/admin/users").status_code == 401
+    tok = subprocess.run(
+        [sys.executable, "-m", "envoykit.cli", "token"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ},
+    ).stdout.strip()
+    ok = httpx.get(base + "/admin", headers={"authorization": f"Bearer {tok}"})
+    assert ok.status_code == 200 and ok.json()["headers"]["x-envoykit-user"] == "demo-user"
+    bad = httpx.get(base + "/admin", headers={"authorization": f"Bearer {tok[:-4]}AAAA"})
+    assert bad.status_code in (401, 403)

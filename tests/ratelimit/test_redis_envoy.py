@@ -70,8 +70,7 @@ def test_two_servers_sharing_redis_never_over_admit(
     assert codes.count(429) == 200 - limit
     # both servers answered, and together they saw every request
     hits = [
-        _metric(srv.metrics(), 'envoykit_ratelimit_total_hits_total{domain="web",key="client"}')
-        for srv in (a, b)
+        _metric(srv.metrics(), 'envoykit_ratelimit_hits_total{domain="web",key="client"}') for srv in (a, b)
     ]
     assert all(h > 0 for h in hits) and sum(hits) >= 200, hits
 
