@@ -183,31 +183,55 @@ def envoy() -> None:
 @envoy.command("inject")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--authz", default=None, help="ext_authz gRPC server host:port.")
-@click.option("--ratelimit", default=None, help="Rate-limit service host:port.")
-@click.option("--ratelimit-domain", default="envoykit", show_default=True)
+@click.option("--authz", default=None, help="ext_authz gRPC server host:port (IP or DNS name).")
+@click.option("--ratelimit", default=None, help="Rate-limit service host:port (IP or DNS name).")
+@click.option(
+    "--ratelimit-domain",
+    default=None,
+    help="Domain sent to the rate-limit service [default: the replaced filter's, else envoykit].",
+)
 @click.option(
     "--descriptor",
     "descriptors",
     multiple=True,
     help="Rate-limit descriptor per virtual host: remote_address | header:NAME=KEY | generic:KEY=VALUE.",
 )
-@click.option("--extproc", default=None, help="Telemetry ext_proc server host:port.")
+@click.option("--extproc", default=None, help="Telemetry ext_proc server host:port (IP or DNS name).")
 @click.option("--wasm", "wasm", multiple=True, help="FILE.wasm[:ROOT_ID[:CONFIGURATION]] (repeatable).")
-@click.option("--no-validate", is_flag=True, help="Do not run envoy --mode validate on the result.")
+@click.option("--replace", is_flag=True, help="Re-point filters and clusters that are already there.")
+@click.option("--workload", default=None, help="Workload name telemetry reports (node.metadata).")
+@click.option("--app", default=None, help="App label [default: the workload name].")
+@click.option("--version", "app_version", default=None, help="Version label.")
+@click.option("--namespace", default=None, help="Namespace label.")
+@click.option("--service-account", default=None, help="Service account (with --namespace: the principal).")
+@click.option("--trust-domain", default="cluster.local", show_default=True, help="SPIFFE trust domain.")
+@click.option("--mesh-id", default=None, help="Mesh id label.")
+@click.option("--no-validate", is_flag=True, help="Do not run envoy --mode validate on input and result.")
 def inject(
     config: Path,
     output: Path | None,
     authz: str | None,
     ratelimit: str | None,
-    ratelimit_domain: str,
+    ratelimit_domain: str | None,
     descriptors: tuple[str, ...],
     extproc: str | None,
     wasm: tuple[str, ...],
+    replace: bool,
+    workload: str | None,
+    app: str | None,
+    app_version: str | None,
+    namespace: str | None,
+    service_account: str | None,
+    trust_domain: str,
+    mesh_id: str | None,
     no_validate: bool,
 ) -> None:
-    """Add envoykit's filters and clusters to the static Envoy CONFIG and validate the result."""
-    from envoykit.control.inject import InjectOptions, inject_file
+    """Add envoykit's filters and clusters to the static Envoy CONFIG and validate the result.
+
+    Comments and key order of CONFIG are kept; the result is written only when Envoy accepts it.
+    """
+    from envoykit.control.inject import InjectOptions
+    from envoykit.control.inject_file import inject_file
 
     opts = InjectOptions(
         authz=authz,
@@ -216,9 +240,19 @@ def inject(
         descriptors=list(descriptors),
         extproc=extproc,
         wasm=list(wasm),
+        replace=replace,
+        workload=workload,
+        app=app,
+        version=app_version,
+        namespace=namespace,
+        service_account=service_account,
+        trust_domain=trust_domain,
+        mesh_id=mesh_id,
     )
     try:
-        out = inject_file(config, opts, output, validate=not no_validate)
+        done = inject_file(config, opts, output, validate=not no_validate)
     except (ConfigError, ValueError) as exc:
         raise _fail(exc) from exc
-    click.echo(f"wrote {out}" + ("" if no_validate else " (envoy --mode validate: ok)"), err=True)
+    for note in done.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {done.output}" + (" (envoy --mode validate: ok)" if done.validated else ""), err=True)
