@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from envoykit.core import ConfigError, configure_logging
+from envoykit.core import ConfigError, configure_logging, get_logger
 from envoykit.ratelimit.service import ServiceSettings
 
 
@@ -19,9 +22,9 @@ def ratelimit() -> None:
 @ratelimit.command()
 @click.option(
     "--config-dir",
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="YAML files, one domain each.",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="YAML files, one domain each [env: RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/config].",
 )
 @click.option("--address", default="127.0.0.1:8081", show_default=True, help="gRPC listen address host:port.")
 @click.option(
@@ -48,50 +51,71 @@ def ratelimit() -> None:
 @click.option("--max-stats-keys", default=10_000, show_default=True, help="Bound on distinct stats keys.")
 @click.option("--threads", default=4, show_default=True, help="gRPC worker threads.")
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning or error.")
-def serve(
-    config_dir: Path,
-    address: str,
-    metrics_port: int | None,
-    redis_url: str | None,
-    redis_cluster_url: str | None,
-    redis_pool_size: int,
-    store_timeout_ms: int,
-    response_headers: bool,
-    response_dynamic_metadata: bool,
-    shadow_mode: bool,
-    quota_mode: bool,
-    stop_when_over_limit: bool,
-    merge_domains: bool,
-    near_limit_ratio: float,
-    cache_key_prefix: str,
-    max_stats_keys: int,
-    threads: int,
-    log_level: str,
-) -> None:
-    """Serve envoy.service.ratelimit.v3.RateLimitService with health, reflection and metrics."""
+@click.option(
+    "--metric-names",
+    type=click.Choice(["envoykit", "ratelimit"]),
+    default="envoykit",
+    show_default=True,
+    help="Per-rule metric names: envoykit's, or envoyproxy/ratelimit's (ratelimit_service_rate_limit_*).",
+)
+@click.option(
+    "--no-env", is_flag=True, help="Ignore envoyproxy/ratelimit's environment variables (REDIS_URL, ...)."
+)
+@click.pass_context
+def serve(ctx: click.Context, **params: Any) -> None:
+    """Serve envoy.service.ratelimit.v3.RateLimitService with health, reflection and metrics.
+
+    envoyproxy/ratelimit's environment variables (REDIS_URL, REDIS_TYPE, RUNTIME_ROOT, GRPC_PORT,
+    LOG_LEVEL, SHADOW_MODE, ...) are read too; a flag on the command line wins over its variable,
+    and a variable envoykit cannot honour stops the start with a message naming it (docs/ratelimit.md).
+    """
+    from envoykit.ratelimit.envsettings import EnvSettings, from_environ
+    from envoykit.ratelimit.metrics import use_metric_names
     from envoykit.ratelimit.server import ServerOptions, run
 
-    configure_logging(log_level)
+    env = EnvSettings()
+    if not params["no_env"]:
+        try:
+            env = from_environ(os.environ)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+    p = dict(params)
+    taken: dict[str, str] = {}
+    for name, value in env.values.items():
+        if name in p and ctx.get_parameter_source(name) is ParameterSource.DEFAULT:
+            p[name] = value
+            taken[name] = env.sources[name]
+    config_dir: Path | None = p["config_dir"]
+    if config_dir is None:
+        raise click.UsageError("give --config-dir (or RUNTIME_ROOT, as envoyproxy/ratelimit reads it)")
+    if not config_dir.exists():
+        raise click.UsageError(f"config dir {config_dir} does not exist")
+    configure_logging(p["log_level"])
+    if taken:
+        get_logger("ratelimit").info("settings from the environment", **taken)
+    use_metric_names(p["metric_names"])
     settings = ServiceSettings(
-        shadow_mode=shadow_mode,
-        quota_mode=quota_mode,
-        response_headers=response_headers,
-        response_dynamic_metadata=response_dynamic_metadata,
-        stop_when_over=stop_when_over_limit,
-        near_limit_ratio=near_limit_ratio,
-        cache_key_prefix=cache_key_prefix,
+        shadow_mode=p["shadow_mode"],
+        quota_mode=p["quota_mode"],
+        response_headers=p["response_headers"],
+        header_names=env.values.get("header_names", ServiceSettings.header_names),
+        response_dynamic_metadata=p["response_dynamic_metadata"],
+        stop_when_over=p["stop_when_over_limit"],
+        near_limit_ratio=p["near_limit_ratio"],
+        cache_key_prefix=p["cache_key_prefix"],
     )
     opts = ServerOptions(
         config_dir=config_dir,
-        address=address,
-        metrics_port=metrics_port,
-        redis_url=redis_url,
-        redis_cluster_url=redis_cluster_url,
-        redis_pool_size=redis_pool_size,
-        store_timeout_s=store_timeout_ms / 1000,
-        merge_domains=merge_domains,
-        max_stats_keys=max_stats_keys,
-        threads=threads,
+        address=p["address"],
+        metrics_port=p["metrics_port"],
+        redis_url=p["redis_url"],
+        redis_cluster_url=p["redis_cluster_url"],
+        redis_pool_size=p["redis_pool_size"],
+        store_timeout_s=p["store_timeout_ms"] / 1000,
+        merge_domains=p["merge_domains"],
+        max_stats_keys=p["max_stats_keys"],
+        threads=p["threads"],
         settings=settings,
     )
     try:
