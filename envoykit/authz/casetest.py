@@ -166,6 +166,6 @@ def run_cases(policy_dir: str | Path, cases_file: str | Path) -> list[CaseResult
     try:
         cases = CaseFile.model_validate(doc.data)
     except ValidationError as exc:
-        raise validation_error_to_config_error(exc, doc) from exc
+        raise validation_error_to_config_error(exc, doc, model=CaseFile) from exc
     engine = Engine(EngineSettings())
     return [_run_case(engine, policy, c) for c in cases.cases]

@@ -133,7 +133,7 @@ def _load_yaml_policies(path: Path) -> list[tuple[AuthorizationPolicy, YamlDocum
         try:
             pol = AuthorizationPolicy.model_validate(data)
         except ValidationError as exc:
-            raise validation_error_to_config_error(exc, doc) from exc
+            raise validation_error_to_config_error(exc, doc, model=AuthorizationPolicy) from exc
         rules.append((pol, doc))
     return rules
 
@@ -151,7 +151,7 @@ def load_authn(path: Path, previous: Authenticator | None = None) -> Authenticat
     try:
         cfg = AuthnConfig.model_validate(doc.data or {})
     except ValidationError as exc:
-        raise validation_error_to_config_error(exc, doc) from exc
+        raise validation_error_to_config_error(exc, doc, model=AuthnConfig) from exc
     return Authenticator(cfg, path.parent, previous)
 
 

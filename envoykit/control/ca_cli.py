@@ -1,9 +1,10 @@
 """``envoykit ca``: create the mesh CA, show its root, issue a certificate to files, rotate the root.
 
-Commands (all take ``--state-dir``, the mesh's state directory, ``.envoykit`` by default)::
+Commands (all take ``--state-dir``, the control plane's state directory; by default the one of the mesh
+``envoykit up`` runs from here, else ``.envoykit``: see :mod:`envoykit.control.statedir`)::
 
     envoykit ca init --trust-domain cluster.local [--root-cert root.pem --root-key root-key.pem]
-    envoykit ca show [--pem]
+    envoykit ca show [--pem | -o json|yaml]
     envoykit ca issue spiffe://cluster.local/ns/default/sa/orders --out-dir certs/ [--ttl-hours 24]
     envoykit ca issue --namespace default --service-account orders --out-dir certs/
     envoykit ca rotate [--overlap-hours 24] [--activate-after-seconds 30] [--root-cert .. --root-key ..]
@@ -17,19 +18,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 from cryptography import x509
 
 from envoykit.control.ca import CAError, CertificateAuthority, fingerprint
 from envoykit.control.identity import InvalidSpiffeId, spiffe_id, write_private
+from envoykit.control.statedir import find_control_state
+from envoykit.core.output import emit, output_option
 
 _state_dir = click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".envoykit"),
-    show_default=True,
-    help="The mesh's state directory (the CA lives in <state-dir>/ca).",
+    default=None,
+    help="The control plane's state directory (the CA lives in <state-dir>/ca). "
+    "Default: the running mesh's (as `envoykit status` finds it), else .envoykit.",
 )
 
 
@@ -37,11 +41,29 @@ def _read(path: Path | None) -> bytes | None:
     return path.read_bytes() if path is not None else None
 
 
-def _open(state_dir: Path) -> CertificateAuthority:
+def _open(state_dir: Path | None) -> CertificateAuthority:
+    found = find_control_state(state_dir)
+    if not (found.path / "ca").exists() and found.how not in ("the default", "--state-dir"):
+        # a mesh was found: never suggest `ca init`, which would make a second CA beside it
+        raise click.ClickException(
+            f"no CA in {found.path} ({found.how}): that mesh runs without mTLS, or its control plane "
+            "has not started yet; see `envoykit status`"
+        )
     try:
-        return CertificateAuthority.load(state_dir)
+        return CertificateAuthority.load(found.path)
     except (CAError, InvalidSpiffeId, PermissionError) as exc:
-        raise click.ClickException(str(exc)) from None
+        hint = " (no running mesh found from here; give --state-dir to use its CA)"
+        raise click.ClickException(str(exc) + (hint if found.how == "the default" else "")) from None
+
+
+def _cert_info(cert: x509.Certificate) -> dict[str, Any]:
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "serial": f"{cert.serial_number:x}",
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "sha256": fingerprint(cert),
+    }
 
 
 def _describe(cert: x509.Certificate) -> str:
@@ -64,11 +86,14 @@ def ca() -> None:
 @click.option("--trust-domain", required=True, help="SPIFFE trust domain, e.g. cluster.local.")
 @click.option("--root-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
 @click.option("--root-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
-def init(state_dir: Path, trust_domain: str, root_cert: Path | None, root_key: Path | None) -> None:
+def init(state_dir: Path | None, trust_domain: str, root_cert: Path | None, root_key: Path | None) -> None:
     """Create the CA: a self-signed root, or an intermediate under --root-cert/--root-key (key not kept)."""
     try:
         authority = CertificateAuthority(
-            state_dir, trust_domain, root_cert_pem=_read(root_cert), root_key_pem=_read(root_key)
+            find_control_state(state_dir).path,
+            trust_domain,
+            root_cert_pem=_read(root_cert),
+            root_key_pem=_read(root_key),
         )
     except (CAError, InvalidSpiffeId, PermissionError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -79,11 +104,23 @@ def init(state_dir: Path, trust_domain: str, root_cert: Path | None, root_key: P
 @ca.command()
 @_state_dir
 @click.option("--pem", is_flag=True, help="Print the trust bundle as PEM instead of a summary.")
-def show(state_dir: Path, pem: bool) -> None:
+@output_option()
+def show(state_dir: Path | None, pem: bool, output: str) -> None:
     """Show the root certificate and the roots in the trust bundle."""
     authority = _open(state_dir)
     if pem:
         click.echo(authority.trust_bundle_pem().decode(), nl=False)
+        return
+    if output != "text":
+        doc = {
+            "state_dir": str(authority.dir.parent.absolute()),
+            "trust_domain": authority.trust_domain,
+            "generation": authority.generation,
+            "signing_generation": authority.signing_generation(),
+            "root": _cert_info(authority.root_certificate()),
+            "trust_bundle": [_cert_info(r) for r in authority.trusted_roots()],
+        }
+        emit(doc, output)
         return
     click.echo(f"trust domain: {authority.trust_domain}")
     click.echo(f"generation:   {authority.generation} (signing: {authority.signing_generation()})")
@@ -105,7 +142,7 @@ def show(state_dir: Path, pem: bool) -> None:
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--ttl-hours", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True)
 def issue(
-    state_dir: Path,
+    state_dir: Path | None,
     identity: str | None,
     namespace: str | None,
     service_account: str | None,
@@ -139,7 +176,7 @@ def issue(
 @click.option("--root-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
 @click.option("--root-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
 def rotate(
-    state_dir: Path,
+    state_dir: Path | None,
     overlap_hours: float,
     activate_after_seconds: float,
     root_cert: Path | None,

@@ -7,10 +7,12 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from envoykit.core.errors import ConfigError
+from envoykit.core.output import emit, error_doc, output_option
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -71,7 +73,8 @@ def serve(
 
 @control.command("nodes")
 @click.argument("mesh", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def nodes(mesh: Path) -> None:
+@output_option()
+def nodes(mesh: Path, output: str) -> None:
     """List the Envoys (node ids) of MESH with their identity."""
     from envoykit.control.loader import load_mesh
     from envoykit.control.nodes import mesh_nodes
@@ -80,19 +83,56 @@ def nodes(mesh: Path) -> None:
         loaded = load_mesh(mesh)
     except ConfigError as exc:
         raise _fail(exc) from exc
-    for nid, node in mesh_nodes(loaded.mesh).items():
+    found = mesh_nodes(loaded.mesh)
+    if output != "text":
+        rows = [
+            {
+                "node_id": nid,
+                "kind": n.kind,
+                "name": n.name,
+                "cluster": n.cluster,
+                "app": n.app,
+                "version": n.version,
+                "namespace": n.namespace,
+                "service_account": n.service_account,
+                "principal": n.principal,
+                "admin": str(n.admin),
+            }
+            for nid, n in found.items()
+        ]
+        emit(rows, output)
+        return
+    for nid, node in found.items():
         click.echo(f"{nid}\t{node.principal}\tadmin {node.admin}")
 
 
 @control.command("status")
-@click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".envoykit"), show_default=True)
-def status(state_dir: Path) -> None:
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The control plane's state directory. Default: the running mesh's (as `envoykit status` "
+    "finds it), else .envoykit.",
+)
+@output_option()
+def status(state_dir: Path | None, output: str) -> None:
     """Print the running control plane's status (nodes, acknowledged versions, NACKs, refused changes)."""
-    path = state_dir / "control-status.json"
+    from envoykit.control.statedir import find_control_state
+    from envoykit.control.status_view import load_status, status_lines
+
+    found = find_control_state(state_dir)
     try:
-        click.echo(path.read_text())
+        doc = load_status(found.status_file)
     except OSError as exc:
-        raise click.ClickException(f"{path}: {exc.strerror} (is the control plane running?)") from exc
+        where = "" if found.how == "--state-dir" else f"; looked in {found.path} ({found.how})"
+        raise click.ClickException(
+            f"{found.status_file}: {exc.strerror}: the control plane is not running{where}"
+        ) from exc
+    if output != "text":
+        emit(doc, output)
+        return
+    for line in status_lines(doc):
+        click.echo(line)
 
 
 @click.command("validate")
@@ -101,25 +141,47 @@ def status(state_dir: Path) -> None:
     "--node", "nodes_", multiple=True, help="Check these node ids with envoy (default: one per kind)."
 )
 @click.option("--no-envoy", is_flag=True, help="Skip layer 3 (envoy --mode validate).")
-def validate(mesh: Path, nodes_: tuple[str, ...], no_envoy: bool) -> None:
-    """Validate MESH: schema, references and semantics, and the generated Envoy config."""
+@output_option()
+def validate(mesh: Path, nodes_: tuple[str, ...], no_envoy: bool, output: str) -> None:
+    """Validate MESH: schema, references and semantics, and the generated Envoy config.
+
+    With ``-o json|yaml``: one document ``{mesh, ok, layers, nodes, envoy_validated, error}`` where
+    ``error`` is ``{file, line, field, message}``; the exit code is 1 when not ok, as in text mode.
+    """
     from envoykit.control.guard import check_not_empty
     from envoykit.control.loader import load_mesh
     from envoykit.control.mtls import SpiffeMeshTls
     from envoykit.control.translate import translate
     from envoykit.control.validate import validate_translation
 
+    text = output == "text"
+    doc: dict[str, Any] = {"mesh": str(mesh), "ok": False, "layers": [], "nodes": None}
     try:
         loaded = load_mesh(mesh)
-        click.echo(f"{mesh}: schema ok, references ok")
+        doc["layers"] += ["schema", "references"]
+        if text:
+            click.echo(f"{mesh}: schema ok, references ok")
         translation = translate(loaded.mesh, loaded.base_dir, SpiffeMeshTls())
         check_not_empty(translation, str(mesh))
-        click.echo(f"{mesh}: translated for {len(translation.nodes)} nodes")
+        doc["layers"].append("translate")
+        doc["nodes"] = sorted(translation.nodes)
+        if text:
+            click.echo(f"{mesh}: translated for {len(translation.nodes)} nodes")
         if not no_envoy:
             checked = validate_translation(translation, str(mesh), nodes_ or None)
-            click.echo(f"{mesh}: envoy --mode validate ok for {', '.join(checked)}")
+            doc["layers"].append("envoy")
+            doc["envoy_validated"] = list(checked)
+            if text:
+                click.echo(f"{mesh}: envoy --mode validate ok for {', '.join(checked)}")
+        doc["ok"] = True
     except (ConfigError, ValueError) as exc:
-        raise _fail(exc) from exc
+        if text:
+            raise _fail(exc) from exc
+        doc["error"] = error_doc(exc)
+        emit(doc, output)
+        sys.exit(1)
+    if not text:
+        emit(doc, output)
 
 
 @click.command("bootstrap")

@@ -70,7 +70,7 @@ def _validate(doc: YamlDocument) -> Mesh:
     try:
         mesh = Mesh.model_validate(data)
     except ValidationError as exc:
-        raise validation_error_to_config_error(exc, doc) from exc
+        raise validation_error_to_config_error(exc, doc, model=Mesh) from exc
     problems = check_mesh(mesh)
     if problems:
         first = problems[0]

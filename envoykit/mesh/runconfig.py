@@ -72,7 +72,7 @@ def load_run_config(path: str | Path) -> RunConfig:
     try:
         return RunConfig.model_validate(doc.data or {})
     except ValidationError as err:
-        raise validation_error_to_config_error(err, doc) from err
+        raise validation_error_to_config_error(err, doc, model=RunConfig) from err
 
 
 def expand(args: list[str], values: dict[str, str], where: str) -> list[str]:

@@ -11,6 +11,7 @@ import click
 from click.core import ParameterSource
 
 from envoykit.core import ConfigError, configure_logging, get_logger
+from envoykit.core.output import emit, error_doc, output_option
 from envoykit.ratelimit.service import ServiceSettings
 
 
@@ -128,15 +129,32 @@ def serve(ctx: click.Context, **params: Any) -> None:
 @ratelimit.command()
 @click.argument("config_dir", type=click.Path(exists=True, path_type=Path))
 @click.option("--merge-domains", is_flag=True, help="Let several files add descriptors to one domain.")
-def check(config_dir: Path, merge_domains: bool) -> None:
-    """Validate CONFIG_DIR and print every rule; exit 1 naming the file, line and field on error."""
-    from envoykit.ratelimit.config import dump, load_config_dir
+@output_option()
+def check(config_dir: Path, merge_domains: bool, output: str) -> None:
+    """Validate CONFIG_DIR and print every rule; exit 1 naming the file, line and field on error.
+
+    ``-o json|yaml``: ``{ok, files, domains, rules: [...], error}`` (see
+    :func:`envoykit.ratelimit.config.rules`; unlimited rules have no unit).
+    """
+    from envoykit.ratelimit.config import dump, load_config_dir, rules
 
     try:
         cfg = load_config_dir(config_dir, merge_domains=merge_domains)
     except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
+        if output == "text":
+            click.echo(f"error: {exc}", err=True)
+        else:
+            emit({"ok": False, "error": error_doc(exc)}, output)
         sys.exit(1)
+    if output != "text":
+        doc = {
+            "ok": True,
+            "files": [str(f) for f in cfg.files],
+            "domains": sorted(cfg.domains),
+            "rules": rules(cfg),
+        }
+        emit(doc, output)
+        return
     for line in dump(cfg):
         click.echo(line)
     click.echo(f"ok: {len(cfg.files)} file(s), {len(cfg.domains)} domain(s)", err=True)

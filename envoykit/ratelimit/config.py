@@ -250,30 +250,57 @@ def load_config_dir(
     return load_texts(texts, merge_domains=merge_domains, stats=stats)
 
 
-def dump(config: RateLimitConfig) -> list[str]:
-    """One line per rule: ``full_key: unit=… requests_per_unit=…`` and its flags (for ``check``)."""
-    lines: list[str] = []
+def rules(config: RateLimitConfig) -> list[dict[str, Any]]:
+    """Every rule of ``config`` as plain data (for ``check -o json``), domains in name order.
 
-    def walk(node: Node) -> None:
+    Each: ``domain``, ``key`` (the full key without the domain), ``unlimited``, ``unit`` and
+    ``requests_per_unit`` (both None for an unlimited rule), ``shadow_mode``, ``quota_mode``,
+    ``detailed_metric``, ``algorithm``, ``name``, ``replaces``.
+    """
+    out: list[dict[str, Any]] = []
+
+    def walk(domain: str, node: Node) -> None:
         for child in node.children.values():
             lim = child.limit
             if lim is not None:
-                unit = rls_pb2.RateLimitResponse.RateLimit.Unit.Name(lim.unit)  # type: ignore[arg-type]
-                flags = [
-                    f"{n}"
-                    for n in ("unlimited", "shadow_mode", "quota_mode", "detailed_metric")
-                    if getattr(lim, n)
-                ]
-                if lim.algorithm != Algorithm.FIXED_WINDOW:
-                    flags.append(lim.algorithm.name.lower())
-                if lim.name:
-                    flags.append(f"name={lim.name}")
-                if lim.replaces:
-                    flags.append("replaces=" + ",".join(sorted(lim.replaces)))
-                extra = (" " + " ".join(flags)) if flags else ""
-                lines.append(f"{lim.full_key}: unit={unit} requests_per_unit={lim.requests_per_unit}{extra}")
-            walk(child)
+                unit_name = rls_pb2.RateLimitResponse.RateLimit.Unit.Name(lim.unit)  # type: ignore[arg-type]
+                unit = None if lim.unlimited else unit_name
+                out.append(
+                    {
+                        "domain": domain,
+                        "key": lim.full_key.removeprefix(domain + "."),
+                        "unlimited": lim.unlimited,
+                        "unit": unit,
+                        "requests_per_unit": None if lim.unlimited else lim.requests_per_unit,
+                        "shadow_mode": lim.shadow_mode,
+                        "quota_mode": lim.quota_mode,
+                        "detailed_metric": lim.detailed_metric,
+                        "algorithm": lim.algorithm.name.lower(),
+                        "name": lim.name or None,
+                        "replaces": sorted(lim.replaces),
+                    }
+                )
+            walk(domain, child)
 
     for name in sorted(config.domains):
-        walk(config.domains[name])
+        walk(name, config.domains[name])
+    return out
+
+
+def dump(config: RateLimitConfig) -> list[str]:
+    """One line per rule: ``domain.key: unit=… requests_per_unit=…`` (or ``unlimited``) and its flags."""
+    lines: list[str] = []
+    for r in rules(config):
+        head = (
+            "unlimited" if r["unlimited"] else f"unit={r['unit']} requests_per_unit={r['requests_per_unit']}"
+        )
+        flags = [n for n in ("shadow_mode", "quota_mode", "detailed_metric") if r[n]]
+        if r["algorithm"] != Algorithm.FIXED_WINDOW.name.lower():
+            flags.append(r["algorithm"])
+        if r["name"]:
+            flags.append(f"name={r['name']}")
+        if r["replaces"]:
+            flags.append("replaces=" + ",".join(r["replaces"]))
+        extra = (" " + " ".join(flags)) if flags else ""
+        lines.append(f"{r['domain']}.{r['key']}: {head}{extra}")
     return lines

@@ -274,6 +274,9 @@ def test_control_nodes_and_status(tmp_path: Path) -> None:
     assert len(lines) == 5
     assert lines[0].startswith("sidecar~frontend-v1\tspiffe://envoykit.local/ns/default/sa/frontend")
     r = run("control", "status", "--state-dir", str(tmp_path))
-    assert r.exit_code == 1 and "is the control plane running?" in r.output
-    (tmp_path / "control-status.json").write_text('{"generation": 3}')
-    assert json.loads(run("control", "status", "--state-dir", str(tmp_path)).output) == {"generation": 3}
+    assert r.exit_code == 1 and "the control plane is not running" in r.output
+    (tmp_path / "control-status.json").write_text('{"generation": 3, "applied_at": 0.5, "nodes": []}')
+    doc = json.loads(run("control", "status", "--state-dir", str(tmp_path), "-o", "json").output)
+    assert doc["generation"] == 3 and doc["running"] is True
+    assert doc["applied_at"] == "1970-01-01T00:00:00.500000Z"  # ISO 8601, not epoch seconds
+    assert "generation 3" in run("control", "status", "--state-dir", str(tmp_path)).output
