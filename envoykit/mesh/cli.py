@@ -8,11 +8,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 
 from envoykit.core import ConfigError
+from envoykit.core.output import emit, output_option
 from envoykit.mesh.spec import Plan
 from envoykit.mesh.state import StateDir, default_state_dir, pid_alive
 
@@ -152,13 +154,15 @@ def _become(plan: Plan, name: str) -> None:
 
 @click.command()
 @_state_dir_option
-def status(state_dir: Path | None) -> None:
+@output_option()
+def status(state_dir: Path | None, output: str) -> None:
     """Show the components of the running mesh, their addresses, state and live health.
 
-    Exits 0 when the runner is up and every component answers its probe, 1 otherwise.
+    Exits 0 when the runner is up and every component answers its probe, 1 otherwise (also with
+    ``-o json|yaml``, whose document is described in docs/mesh.md).
     """
     from envoykit.mesh.runner import live_health
-    from envoykit.mesh.table import control_summary, status_table
+    from envoykit.mesh.table import control_summary, status_doc, status_table
 
     state = _state(state_dir)
     plan = _read_plan(state)
@@ -171,6 +175,15 @@ def status(state_dir: Path | None) -> None:
     if not running:
         st.state = st.state if st.state in ("stopped", "failed") else "stopped (runner gone)"
     health = live_health(plan) if running else {c.name: False for c in plan.components}
+    ok = running and all(health.values())
+    if output != "text":
+        control: dict[str, Any] | None = None
+        control_file = Path(plan.info.get("control_status", ""))
+        if running and control_file.is_file():
+            with contextlib.suppress(OSError, ValueError):
+                control = json.loads(control_file.read_text())
+        emit(status_doc(plan, st, health, state.root, control, ok), output)
+        sys.exit(0 if ok else 1)
     console.print(status_table(plan, st, health))
     if st.error:
         console.print(st.error, style="red", markup=False)
@@ -183,7 +196,7 @@ def status(state_dir: Path | None) -> None:
         console.print(f"ingress: {plan.ingress}")
     if running and plan.info.get("dashboard"):
         console.print(f"dashboard: {plan.info['dashboard']}")
-    sys.exit(0 if running and all(health.values()) else 1)
+    sys.exit(0 if ok else 1)
 
 
 @click.command()

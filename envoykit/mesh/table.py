@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
+from envoykit.core.output import iso_time
 from envoykit.mesh.spec import Plan
 from envoykit.mesh.state import MeshStatus
 
@@ -73,3 +75,56 @@ def control_summary(status: dict[str, Any]) -> list[str]:
             f"{escape(status['last_error'])}"
         )
     return lines
+
+
+def status_doc(
+    plan: Plan,
+    status: MeshStatus,
+    health: dict[str, bool],
+    state_dir: Path,
+    control: dict[str, Any] | None,
+    ok: bool,
+) -> dict[str, Any]:
+    """``envoykit status -o json``: the table's facts as data, times in ISO 8601 (UTC).
+
+    ``{ok, state, state_dir, started_at, ready_s, ingress, error, components: [{name, kind,
+    address, pid, state, restarts, last_exit, healthy}], control_plane: {generation, applied_at,
+    nodes, connected, nacks, last_error} | None}``.
+    """
+    comps = []
+    for level in plan.levels():
+        for c in level:
+            st = status.components.get(c.name)
+            comps.append(
+                {
+                    "name": c.name,
+                    "kind": c.kind,
+                    "address": c.address,
+                    "pid": st.pid if st and st.pid else None,
+                    "state": st.state if st else "pending",
+                    "restarts": st.restarts if st else 0,
+                    "last_exit": st.last_exit if st else None,
+                    "healthy": bool(health.get(c.name)),
+                }
+            )
+    cp = None
+    if control is not None:
+        cp = {
+            "generation": control.get("generation"),
+            "applied_at": iso_time(control.get("applied_at")),
+            "nodes": control.get("nodes", []),
+            "connected": [s.get("node") for s in control.get("streams", [])],
+            "nacks": [{**n, "at": iso_time(n.get("at"))} for n in control.get("nacks", [])],
+            "last_error": control.get("last_error"),
+        }
+    return {
+        "ok": ok,
+        "state": status.state,
+        "state_dir": str(state_dir),
+        "started_at": iso_time(status.started_at) if status.started_at else None,
+        "ready_s": status.ready_s,
+        "ingress": plan.ingress or None,
+        "error": status.error or None,
+        "components": comps,
+        "control_plane": cp,
+    }

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 from envoykit.mesh import Plan, StateDir
 from tests.mesh.helpers import backend, frontend, get_json, group_members
@@ -43,6 +46,14 @@ def test_up_status_logs_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
         out = _envoykit("status", "--state-dir", str(state.root))
         assert out.returncode == 0, out.stdout + out.stderr
         assert "frontend" in out.stdout and "backend" in out.stdout and "ready" in out.stdout
+        out = _envoykit("status", "--state-dir", str(state.root), "-o", "json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        doc = json.loads(out.stdout)
+        assert doc["ok"] is True and doc["state"] == "running" and doc["started_at"].endswith("Z")
+        assert {c["name"]: (c["state"], c["healthy"]) for c in doc["components"]} == {
+            "backend": ("ready", True),
+            "frontend": ("ready", True),
+        }
 
         # a second runner on the same state directory is refused
         again = _envoykit("up", "--plan", str(plan_file), "--state-dir", str(state.root))
@@ -73,6 +84,8 @@ def test_up_status_logs_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
     assert all(group_members(g) == [] for g in final.pgids)
     out = _envoykit("status", "--state-dir", str(state.root))
     assert out.returncode == 1 and "stopped" in out.stdout
+    out = _envoykit("status", "--state-dir", str(state.root), "-o", "yaml")
+    assert out.returncode == 1 and yaml.safe_load(out.stdout)["state"] == "stopped"
 
 
 def test_up_refuses_a_bad_mesh_naming_file_line_and_field(tmp_path: Path) -> None:
