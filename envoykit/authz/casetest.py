@@ -24,6 +24,8 @@ Cases file::
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +36,7 @@ from envoykit.authz.decisions import Allow, Deny
 from envoykit.authz.engine import Engine, EngineSettings
 from envoykit.authz.loader import load_policy
 from envoykit.authz.request import Request
+from envoykit.core.errors import ConfigError
 from envoykit.core.yamlfile import load_yaml_file, validation_error_to_config_error
 
 
@@ -83,6 +86,7 @@ class CaseResult:
     name: str
     problems: list[str]
     rule: str
+    seconds: float = 0.0
 
 
 def _request(c: CaseRequest) -> Request:
@@ -155,11 +159,14 @@ class _NoTokens:
         return self._inner.api_key_name(headers)  # type: ignore[no-any-return]
 
 
-def run_cases(policy_dir: str | Path, cases_file: str | Path) -> list[CaseResult]:
+def run_cases(policy_dir: str | Path, cases_file: str | Path, run: str | None = None) -> list[CaseResult]:
     """Load the policy and the cases, evaluate every case, return results in file order.
 
+    ``run``: a regular expression; only cases whose name it matches (``re.search``) run, as
+    ``opa test --run`` selects tests.
+
     Raises:
-        ConfigError: the policy or the cases file is invalid (file, line, field).
+        ConfigError: the policy or the cases file is invalid (file, line, field), or a bad ``run``.
     """
     policy = load_policy(policy_dir)
     doc = load_yaml_file(cases_file)
@@ -167,5 +174,58 @@ def run_cases(policy_dir: str | Path, cases_file: str | Path) -> list[CaseResult
         cases = CaseFile.model_validate(doc.data)
     except ValidationError as exc:
         raise validation_error_to_config_error(exc, doc, model=CaseFile) from exc
+    try:
+        pattern = re.compile(run) if run else None
+    except re.error as exc:
+        raise ConfigError(f"--run {run!r}: not a regular expression: {exc}") from exc
     engine = Engine(EngineSettings())
-    return [_run_case(engine, policy, c) for c in cases.cases]
+    results = []
+    for c in cases.cases:
+        if pattern is not None and not pattern.search(c.name):
+            continue
+        start = time.perf_counter()
+        r = _run_case(engine, policy, c)
+        r.seconds = time.perf_counter() - start
+        results.append(r)
+    return results
+
+
+def results_doc(results: list[CaseResult]) -> dict[str, Any]:
+    """``authz test -o json``: ``{ok, passed, failed, cases: [{name, ok, rule, problems, seconds}]}``."""
+    failed = sum(1 for r in results if r.problems)
+    return {
+        "ok": failed == 0,
+        "passed": len(results) - failed,
+        "failed": failed,
+        "cases": [
+            {
+                "name": r.name,
+                "ok": not r.problems,
+                "rule": r.rule,
+                "problems": r.problems,
+                "seconds": r.seconds,
+            }
+            for r in results
+        ],
+    }
+
+
+def junit_xml(results: list[CaseResult], suite: str) -> str:
+    """The results as JUnit XML (one ``testsuite`` named ``suite``, a ``failure`` per failed case),
+    the report CI systems read (the shape ``opa test --format`` users feed to them)."""
+    import xml.etree.ElementTree as ET
+
+    failed = sum(1 for r in results if r.problems)
+    total = sum(r.seconds for r in results)
+    suites = ET.Element("testsuites", tests=str(len(results)), failures=str(failed), time=f"{total:.6f}")
+    ts = ET.SubElement(
+        suites, "testsuite", name=suite, tests=str(len(results)), failures=str(failed), errors="0",
+        time=f"{total:.6f}",
+    )  # fmt: skip
+    for r in results:
+        tc = ET.SubElement(ts, "testcase", classname=suite, name=r.name, time=f"{r.seconds:.6f}")
+        if r.problems:
+            f = ET.SubElement(tc, "failure", message=r.problems[0], type="AuthzCaseFailure")
+            f.text = "\n".join(r.problems) + f"\n(decided by rule {r.rule})"
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from envoykit.core.errors import ConfigError
+from envoykit.core.output import emit, error_doc, output_option
 
 DEMO_ISSUER = "https://demo-issuer.envoykit.local"
 DEMO_KEY = Path("examples/demo-issuer/key.pem")
@@ -99,18 +100,32 @@ def serve(
 @authz.command("test")
 @click.argument("policy_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("cases", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def test_cmd(policy_dir: Path, cases: Path) -> None:
-    """Run request fixtures in CASES against the policy in POLICY_DIR; exit 1 on any failure."""
-    from envoykit.authz.casetest import run_cases
+@click.option("--run", "run_pattern", default=None, help="Only cases whose name matches this regex.")
+@output_option(("text", "json", "yaml", "junit"))
+def test_cmd(policy_dir: Path, cases: Path, run_pattern: str | None, output: str) -> None:
+    """Run request fixtures in CASES against the policy in POLICY_DIR; exit 1 on any failure.
+
+    ``-o junit`` prints JUnit XML for CI; ``-o json|yaml`` one document (see ``results_doc``).
+    """
+    from envoykit.authz.casetest import junit_xml, results_doc, run_cases
     from envoykit.core.logs import configure_logging
 
     configure_logging("warning")
     console = Console(highlight=False, soft_wrap=True)
     try:
-        results = run_cases(policy_dir, cases)
+        results = run_cases(policy_dir, cases, run_pattern)
     except ConfigError as exc:
+        if output in ("json", "yaml"):
+            emit({"ok": False, "error": error_doc(exc)}, output)
+            sys.exit(1)
         raise click.ClickException(str(exc)) from exc
     failed = [r for r in results if r.problems]
+    if output == "junit":
+        click.echo(junit_xml(results, cases.stem), nl=False)
+        sys.exit(1 if failed else 0)
+    if output != "text":
+        emit(results_doc(results), output)
+        sys.exit(1 if failed else 0)
     for r in results:
         mark = "[red]FAIL[/]" if r.problems else "[green]PASS[/]"
         # names, rules and problems are the user's text: escape them, "[admin]" is not markup
