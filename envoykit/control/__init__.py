@@ -16,6 +16,8 @@ The CA (``CertificateAuthority``), SDS (``SecretProvider``) and identity helpers
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,6 +58,24 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'envoykit.control' has no attribute {name!r}")
     return getattr(importlib.import_module(f"envoykit.control.{module}"), name)
+
+
+class _Package(types.ModuleType):
+    """Keeps ``envoykit.control.translate`` and ``.bootstrap`` the functions of the public API.
+
+    Importing a submodule makes Python set it as an attribute of its package, which would shadow the
+    function of the same name for every later ``from envoykit.control import translate``. Those two
+    names are never stored, so they always resolve through ``__getattr__`` to the functions; the
+    modules stay importable as ``from envoykit.control.translate import ...``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("bootstrap", "translate") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

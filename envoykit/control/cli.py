@@ -153,7 +153,9 @@ def validate(mesh: Path, nodes_: tuple[str, ...], no_envoy: bool, output: str) -
     from envoykit.control.mtls import SpiffeMeshTls
     from envoykit.control.translate import translate
     from envoykit.control.validate import validate_translation
+    from envoykit.core.logs import configure_logging
 
+    configure_logging("warning")  # logs to stderr: stdout carries the result
     text = output == "text"
     doc: dict[str, Any] = {"mesh": str(mesh), "ok": False, "layers": [], "nodes": None}
     try:
@@ -168,6 +170,13 @@ def validate(mesh: Path, nodes_: tuple[str, ...], no_envoy: bool, output: str) -
         if text:
             click.echo(f"{mesh}: translated for {len(translation.nodes)} nodes")
         if not no_envoy:
+            # Envoy opens every .wasm file: build the missing example modules first, as `envoykit up`
+            # does, so the documented `envoykit validate examples/mesh.yaml` works on a fresh clone
+            from envoykit.mesh.wasm import ensure_wasm_modules
+
+            for built in ensure_wasm_modules(mesh):
+                if text:
+                    click.echo(f"{mesh}: built {built}")
             checked = validate_translation(translation, str(mesh), nodes_ or None)
             doc["layers"].append("envoy")
             doc["envoy_validated"] = list(checked)

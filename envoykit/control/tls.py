@@ -8,7 +8,6 @@ Public API::
     inbound_filter_chains(filters, trust_domain, mode) -> list[FilterChain]   # STRICT | PERMISSIVE | DISABLE
     inbound_listener_filters(mode) -> list[ListenerFilter]        # tls_inspector for PERMISSIVE
     sds_secret_config(name) -> SdsSecretConfig                    # fetched over ADS, API V3
-    SpiffeMeshTls()                                               # the translation's MeshTls
 
 Both sides present the ``default`` secret (the workload certificate) and validate the peer with the
 ``ROOTCA`` secret (the trust bundle) plus a SAN matcher, combined through
@@ -32,7 +31,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2
@@ -41,11 +40,8 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2
 
-from envoykit.control.identity import parse_spiffe_id, spiffe_id, validate_trust_domain
+from envoykit.control.identity import parse_spiffe_id, validate_trust_domain
 from envoykit.control.sds import DEFAULT_SECRET, ROOTCA_SECRET
-
-if TYPE_CHECKING:
-    from envoykit.control.model import Mesh, Service
 
 MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
@@ -180,30 +176,3 @@ def inbound_filter_chains(
         return [mtls]
     mtls.filter_chain_match.transport_protocol = "tls"
     return [mtls, plain]
-
-
-#: ALPN a sidecar offers towards a service, by the service's protocol (none for raw TCP).
-UPSTREAM_ALPN: dict[str, tuple[str, ...]] = {
-    "http": ("http/1.1",),
-    "http2": ("h2",),
-    "grpc": ("h2",),
-    "tcp": (),
-}
-
-
-class SpiffeMeshTls:
-    """The mesh's mTLS transport sockets for the translation (``envoykit.control.translate.MeshTls``).
-
-    - :meth:`downstream`: a sidecar's inbound side accepts any workload of the mesh's trust domain;
-    - :meth:`upstream`: a client verifies the destination service's SPIFFE ID
-      ``spiffe://<trust domain>/ns/<namespace>/sa/<service account>`` (service account defaults to the name).
-    """
-
-    def downstream(self, mesh: Mesh, svc: Service) -> base_pb2.TransportSocket:
-        """``envoy.transport_sockets.tls`` with :func:`inbound_tls_context` of ``mesh.trust_domain``."""
-        return tls_transport_socket(inbound_tls_context(mesh.trust_domain))
-
-    def upstream(self, mesh: Mesh, svc: Service) -> base_pb2.TransportSocket:
-        """``envoy.transport_sockets.tls`` with :func:`outbound_tls_context` of ``svc``'s SPIFFE ID."""
-        sid = spiffe_id(mesh.trust_domain, mesh.ns(svc), mesh.service_account(svc))
-        return tls_transport_socket(outbound_tls_context(sid, alpn=UPSTREAM_ALPN.get(svc.protocol, ())))

@@ -15,13 +15,23 @@ import click
 import yaml
 
 from envoykit.core.errors import ConfigError
+from envoykit.core.logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("text", "json", "yaml")
 
 
 def output_option(formats: tuple[str, ...] = FORMATS) -> Callable[[F], F]:
-    """The ``-o/--output FORMAT`` click option (default ``text``), passed as ``output``."""
+    """The ``-o/--output FORMAT`` click option (default ``text``), passed as ``output``.
+
+    A machine format sends logs (warnings and up) to stderr, so stdout holds the document only.
+    """
+
+    def quiet_logs(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        if value != "text":
+            configure_logging("warning")
+        return value
+
     return click.option(
         "-o",
         "--output",
@@ -29,6 +39,7 @@ def output_option(formats: tuple[str, ...] = FORMATS) -> Callable[[F], F]:
         type=click.Choice(formats),
         default="text",
         show_default=True,
+        callback=quiet_logs,
         help="Output format: " + ", ".join(formats) + ".",
     )
 

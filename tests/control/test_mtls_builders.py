@@ -113,7 +113,7 @@ def test_envoy_accepts_the_built_listener(mode: str) -> None:
 
 def test_spiffe_mesh_tls_follows_the_mesh_model() -> None:
     from envoykit.control.model import Mesh
-    from envoykit.control.tls import SpiffeMeshTls
+    from envoykit.control.mtls import SpiffeMeshTls
 
     mesh = Mesh.model_validate(
         {
@@ -146,7 +146,7 @@ def test_spiffe_mesh_tls_follows_the_mesh_model() -> None:
         "match_typed_subject_alt_names"
     ] == [{"san_type": "URI", "matcher": {"exact": "spiffe://corp.example/ns/shop/sa/orders-sa"}}]
     up_web = unpack(tls.upstream(mesh, web), tls_pb2.UpstreamTlsContext)["common_tls_context"]
-    assert up_web["alpn_protocols"] == ["http/1.1"]
+    assert "alpn_protocols" not in up_web  # HTTP/1.1 towards an http service: no ALPN needed
     assert "spiffe://corp.example/ns/shop/sa/web" in str(up_web)
     down = unpack(tls.downstream(mesh, web), tls_pb2.DownstreamTlsContext)
     assert down["require_client_certificate"] is True

@@ -21,8 +21,8 @@ from click.testing import CliRunner
 
 from envoykit.cli import main as cli
 from envoykit.control.ca import CertificateAuthority
+from envoykit.control.mtls import SpiffeMeshTls
 from envoykit.control.sds import SecretProvider
-from envoykit.control.tls import SpiffeMeshTls
 from envoykit.core import EnvoyProcess
 from tests.control.meshkit import (
     ControlPlaneThread,
