@@ -5,6 +5,7 @@ Usage: ``python bench/run.py [authz ratelimit extproc wasmhost control mesh]`` (
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -12,10 +13,38 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ALL = ["authz", "ratelimit", "extproc", "wasmhost", "control", "mesh"]
+# the programs each benchmark runs (.ci/run installs them); checked before anything starts
+TOOLS = {
+    "authz": ["wrk", "hey"],
+    "ratelimit": ["wrk", "hey", "redis-server"],
+    "extproc": ["wrk", "hey"],
+    "wasmhost": ["clang", "wasm-ld", "npm"],
+    "control": [],
+    "mesh": ["wrk", "clang", "wasm-ld"],
+}
+# Debian package of each tool, for the one line that says what to install
+PACKAGE = {"redis-server": "redis-server", "wasm-ld": "lld", "npm": "npm"}
+
+
+def missing_tools(names: list[str]) -> list[str]:
+    """The tools the benchmarks ``names`` need that are not on PATH (each once, in order)."""
+    need = dict.fromkeys(t for n in names for t in TOOLS.get(n, []))
+    return [t for t in need if shutil.which(t) is None]
 
 
 def main() -> int:
     names = sys.argv[1:] or ALL
+    unknown = [n for n in names if n not in ALL]
+    if unknown:
+        print(f"unknown benchmark {', '.join(unknown)}; choose from {' '.join(ALL)}", file=sys.stderr)
+        return 2
+    missing = missing_tools(names)
+    if missing:
+        pkgs = " ".join(dict.fromkeys(PACKAGE.get(t, t) for t in missing))
+        print(
+            f"make bench needs {', '.join(missing)}: run .ci/run, or apt-get install {pkgs}", file=sys.stderr
+        )
+        return 2
     failed = []
     for name in names:
         print(f"\n=== bench/{name}.py ===", flush=True)
