@@ -1,7 +1,8 @@
 """Read, check, patch and write the file of ``envoykit envoy inject``.
 
 Order, so a refusal always names the right culprit and never leaves a bad file behind:
-1. parse the input (round trip: comments, key order, quotes and indentation kept);
+1. parse the input (YAML round trip: comments, key order, quotes and indentation kept; JSON stays
+   JSON with its key order);
 2. ``envoy --mode validate`` on the input: if Envoy already refuses it, say so before changing it;
 3. patch (:func:`envoykit.control.inject.inject_config`);
 4. write the result to a temporary file beside the output, validate that, and only then rename it
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import os
 import tempfile
 from collections import Counter
@@ -89,7 +91,15 @@ def inject_file(
         ConfigError: unreadable or invalid input (Envoy refuses it as it is), an unpatchable
             config, or Envoy refused the result (then nothing is written).
     """
-    doc, rt = _load(path)
+    as_json = path.suffix == ".json"
+    rt: YAML | None = None
+    if as_json:  # JSON stays JSON (key order kept; JSON has no comments)
+        try:
+            doc = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ConfigError(f"not valid JSON: {exc}", file=str(path)) from exc
+    else:
+        doc, rt = _load(path)
     if validate:
         try:
             validate_envoy_config(path)
@@ -102,10 +112,16 @@ def inject_file(
         notes = inject_config(doc, opts, path.resolve().parent)
     except ValueError as exc:
         raise ConfigError(f"cannot inject: {exc}", file=str(path)) from exc
-    out = output or path.with_name(f"{path.stem}.envoykit.yaml")
+    out = output or path.with_name(f"{path.stem}.envoykit{'.json' if as_json else '.yaml'}")
     buf = io.StringIO()
-    rt.dump(doc, buf)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".yaml", dir=out.parent.resolve())
+    if rt is None:
+        json.dump(doc, buf, indent=2)
+        buf.write("\n")
+    else:
+        rt.dump(doc, buf)
+    # Envoy reads the format from the extension: the temporary file is checked in the format written
+    suffix = ".json" if rt is None else ".yaml"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=suffix, dir=out.parent.resolve())
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w") as fh:

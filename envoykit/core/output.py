@@ -79,5 +79,6 @@ def emit(doc: Any, fmt: str) -> None:
 def error_doc(exc: Exception) -> dict[str, Any]:
     """An error as ``{file, line, field, message}`` (the parts a :class:`ConfigError` knows)."""
     if isinstance(exc, ConfigError):
-        return {"file": exc.file, "line": exc.line, "field": exc.field, "message": exc.message}
+        hint = getattr(exc, "hint", "")  # advice some loaders add after the message
+        return {"file": exc.file, "line": exc.line, "field": exc.field, "message": exc.message + hint}
     return {"file": None, "line": None, "field": None, "message": str(exc)}

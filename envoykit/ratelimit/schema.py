@@ -17,6 +17,7 @@ and, where known, the line and field path.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,13 @@ class RateLimitConfigError(ConfigError):
     ``message`` is the reference's wording; :attr:`reference_text` renders ``<file>: <message>``
     exactly as envoyproxy/ratelimit does, while ``str(err)`` adds the line and field path.
     """
+
+    def __init__(self, message: str, *, hint: str = "", **where: Any) -> None:
+        self.hint = hint  # envoykit's advice after the reference's words (a close key name)
+        super().__init__(message, **where)
+
+    def __str__(self) -> str:
+        return super().__str__() + getattr(self, "hint", "")
 
     @property
     def reference_text(self) -> str:
@@ -143,7 +151,15 @@ def _check_keys(name: str, node: yaml.MappingNode, path: str) -> None:
         key = str(knode.value)
         here = f"{path}.{key}" if path else key
         if key not in VALID_KEYS:
-            raise _err(name, f"config error, unknown key '{key}'", knode, here)
+            # the reference's wording, then the closest known key
+            close = difflib.get_close_matches(key, sorted(VALID_KEYS), n=1, cutoff=0.6)
+            err = _err(name, f"config error, unknown key '{key}'", knode, here)
+            if close:
+                err = RateLimitConfigError(
+                    err.message, hint=f" (did you mean '{close[0]}'?)", file=err.file, line=err.line,
+                    field=err.field,
+                )  # fmt: skip
+            raise err
         if key == "metadata":  # free-form: its contents are the user's
             continue
         if isinstance(vnode, yaml.SequenceNode):

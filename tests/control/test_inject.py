@@ -3,6 +3,7 @@ workload identity; results checked by `envoy --mode validate` and run through a 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -203,3 +204,16 @@ def test_workload_identity_labels_telemetry(tmp_path: Path, envoy: Any) -> None:
 
 def telemetry_addr(srv: ServerProcess) -> str:
     return f"127.0.0.1:{srv.port}"
+
+
+def test_json_stays_json(tmp_path: Path) -> None:
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps(yaml.safe_load(USER.format(port=10000, app=8000)), indent=2))
+    r = run(src, "--authz", "authz.default.svc:9191")
+    assert r.exit_code == 0 and "validate: ok" in r.output, r.output
+    doc = json.loads((tmp_path / "in.envoykit.json").read_text())
+    assert list(doc) == ["static_resources", "admin"]  # key order kept
+    assert [f["name"] for f in filters_of(doc)] == [
+        "envoy.filters.http.ext_authz",
+        "envoy.filters.http.router",
+    ]

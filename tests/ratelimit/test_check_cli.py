@@ -53,4 +53,5 @@ def test_json_error(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["ratelimit", "check", str(d), "-o", "json"])
     assert r.exit_code == 1
     err = json.loads(r.stdout)["error"]
-    assert err["line"] == 8 and err["field"] == "descriptors.1.rate_limt" and "rate_limt" in err["message"]
+    assert err["line"] == 8 and err["field"] == "descriptors.1.rate_limt"
+    assert err["message"] == "config error, unknown key 'rate_limt' (did you mean 'rate_limit'?)"
