@@ -92,7 +92,7 @@ def test_demo_mesh_is_valid() -> None:
             "versoin: v2",
             10,
             "services.0.workloads.1.versoin",
-            "Extra inputs are not permitted",
+            "unknown field 'versoin' (did you mean 'version'?)",
         ),
         (
             "address: 127.0.0.1:9001",
