@@ -18,12 +18,12 @@ TOOLS = {
     "authz": ["wrk", "hey"],
     "ratelimit": ["wrk", "hey", "redis-server"],
     "extproc": ["wrk", "hey"],
-    "wasmhost": ["clang", "wasm-ld", "npm"],
+    "wasmhost": ["npm"],  # C filters build with zig from the ziglang wheel; AssemblyScript needs npm
     "control": [],
-    "mesh": ["wrk", "clang", "wasm-ld"],
+    "mesh": ["wrk"],
 }
 # Debian package of each tool, for the one line that says what to install
-PACKAGE = {"redis-server": "redis-server", "wasm-ld": "lld", "npm": "npm"}
+PACKAGE = {"redis-server": "redis-server", "npm": "npm"}
 
 
 def missing_tools(names: list[str]) -> list[str]:

@@ -170,13 +170,6 @@ def validate(mesh: Path, nodes_: tuple[str, ...], no_envoy: bool, output: str) -
         if text:
             click.echo(f"{mesh}: translated for {len(translation.nodes)} nodes")
         if not no_envoy:
-            # Envoy opens every .wasm file: build the missing example modules first, as `envoykit up`
-            # does, so the documented `envoykit validate examples/mesh.yaml` works on a fresh clone
-            from envoykit.mesh.wasm import ensure_wasm_modules
-
-            for built in ensure_wasm_modules(mesh):
-                if text:
-                    click.echo(f"{mesh}: built {built}")
             checked = validate_translation(translation, str(mesh), nodes_ or None)
             doc["layers"].append("envoy")
             doc["envoy_validated"] = list(checked)

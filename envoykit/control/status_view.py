@@ -29,7 +29,9 @@ def load_status(path: Path) -> dict[str, Any]:
         doc: dict[str, Any] = json.loads(raw)
     except ValueError as exc:
         raise OSError(0, f"not a status file ({exc})") from exc
-    doc["applied_at"] = iso_time(doc.get("applied_at"))
+    for key in ("applied_at", "last_refused_at"):
+        if key in doc:
+            doc[key] = iso_time(doc[key])
     for nack in doc.get("nacks") or []:
         nack["at"] = iso_time(nack.get("at"))
     return {

@@ -116,6 +116,7 @@ def status_doc(
             "connected": [s.get("node") for s in control.get("streams", [])],
             "nacks": [{**n, "at": iso_time(n.get("at"))} for n in control.get("nacks", [])],
             "last_error": control.get("last_error"),
+            "last_refused_at": iso_time(control.get("last_refused_at")),
         }
     return {
         "ok": ok,
