@@ -51,7 +51,8 @@ def status_lines(doc: dict[str, Any]) -> list[str]:
         f"applied {doc.get('applied_at')})",
     ]
     if doc.get("last_error"):
-        lines.append(f"last refused change: {doc['last_error']}")
+        at = f" at {doc['last_refused_at']}" if doc.get("last_refused_at") else ""
+        lines.append(f"last change refused{at} (serving the last good version): {doc['last_error']}")
     streams = {s["node"]: s for s in doc.get("streams") or []}
     lines.append(f"nodes ({len(doc.get('nodes') or [])}, {len(streams)} connected):")
     for node in doc.get("nodes") or []:
