@@ -323,7 +323,7 @@ def ratelimit_rows(new: Snapshot, old: Snapshot | None, window_s: float) -> list
         new,
         old,
         {
-            "hits": "envoykit_ratelimit_total_hits_total",
+            "hits": "envoykit_ratelimit_hits_total",
             "over_limit": "envoykit_ratelimit_over_limit_total",
             "near_limit": "envoykit_ratelimit_near_limit_total",
             "shadow_mode": "envoykit_ratelimit_shadow_mode_total",

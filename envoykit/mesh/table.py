@@ -87,7 +87,7 @@ def status_doc(
 ) -> dict[str, Any]:
     """``envoykit status -o json``: the table's facts as data, times in ISO 8601 (UTC).
 
-    ``{ok, state, state_dir, started_at, ready_s, ingress, error, components: [{name, kind,
+    ``{ok, state, state_dir, started_at, ready_s, ingress, dashboard, error, components: [{name, kind,
     address, pid, state, restarts, last_exit, healthy}], control_plane: {generation, applied_at,
     nodes, connected, nacks, last_error} | None}``.
     """
@@ -125,6 +125,7 @@ def status_doc(
         "started_at": iso_time(status.started_at) if status.started_at else None,
         "ready_s": status.ready_s,
         "ingress": plan.ingress or None,
+        "dashboard": plan.info.get("dashboard"),
         "error": status.error or None,
         "components": comps,
         "control_plane": cp,

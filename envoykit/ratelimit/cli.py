@@ -77,7 +77,8 @@ def serve(ctx: click.Context, **params: Any) -> None:
     env = EnvSettings()
     if not params["no_env"]:
         try:
-            env = from_environ(os.environ)
+            given = frozenset(n for n in params if ctx.get_parameter_source(n) is not ParameterSource.DEFAULT)
+            env = from_environ(os.environ, given)
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)

@@ -84,10 +84,8 @@ _REFUSED = {
     "EXTRA_TAGS": "envoykit's metrics carry domain and key labels; extra tags are not supported",
     "USE_DOG_STATSD": "envoykit exports Prometheus metrics on --metrics-port, not DogStatsD",
     "PROMETHEUS_MAPPER_YAML": "envoykit names its metrics itself; use --metric-names ratelimit",
-    "PORT": "envoykit has no HTTP API (/json, /healthcheck): Envoy calls gRPC, health is "
-    "grpc.health.v1 on the gRPC port and /metrics is on --metrics-port",
-    "HOST": "envoykit has no HTTP API: see PORT",
-    "DEBUG_HOST": "set the metrics address with --metrics-port (it listens on the gRPC host)",
+    "HOST": "the HTTP port (/healthcheck, /metrics) listens on the gRPC host: set GRPC_HOST",
+    "DEBUG_HOST": "the HTTP port (/healthcheck, /metrics) listens on the gRPC host: set GRPC_HOST",
     "REDIS_PERSECOND": "a second Redis for per-second limits is not supported; one store holds all",
     "REDIS_PERSECOND_URL": "a second Redis for per-second limits is not supported",
     "REDIS_TLS_CLIENT_CERT": "Redis client certificates are not supported; use REDIS_TLS with a "
@@ -208,13 +206,25 @@ def _server(env: Mapping[str, str], out: EnvSettings) -> None:
         host = env.get("GRPC_HOST") or "127.0.0.1"
         port = _int("GRPC_PORT", env.get("GRPC_PORT") or "8081")
         out.set("address", f"{host}:{port}", "GRPC_HOST, GRPC_PORT")
-    use_prom = _bool("USE_PROMETHEUS", env.get("USE_PROMETHEUS", "false"))
-    if use_prom:
+    # The reference has three HTTP ports: PORT (/healthcheck, /json), PROMETHEUS_ADDR (/metrics) and
+    # DEBUG_PORT (/stats, pprof). envoykit serves /healthcheck, /healthz, /readyz and /metrics on one
+    # port (--metrics-port), so they map there; set to different ports they cannot all be honoured.
+    ports: dict[str, int] = {}
+    if env.get("PORT"):
+        ports["PORT"] = _int("PORT", env["PORT"])
+    if _bool("USE_PROMETHEUS", env.get("USE_PROMETHEUS", "false")):
         addr = env.get("PROMETHEUS_ADDR", ":9090")
-        out.set("metrics_port", _int("PROMETHEUS_ADDR", addr.rpartition(":")[2]), "PROMETHEUS_ADDR")
-    elif env.get("DEBUG_PORT"):
-        # the reference serves its stats on the debug port; envoykit's stats endpoint is /metrics
-        out.set("metrics_port", _int("DEBUG_PORT", env["DEBUG_PORT"]), "DEBUG_PORT")
+        ports["PROMETHEUS_ADDR"] = _int("PROMETHEUS_ADDR", addr.rpartition(":")[2])
+    if env.get("DEBUG_PORT"):
+        ports["DEBUG_PORT"] = _int("DEBUG_PORT", env["DEBUG_PORT"])
+    if len(set(ports.values())) > 1:
+        given = ", ".join(f"{k}={v}" for k, v in ports.items())
+        raise ValueError(
+            f"{given}: envoykit serves /healthcheck and /metrics on one port (--metrics-port); "
+            "give these the same port, or pass --metrics-port"
+        )
+    if ports:
+        out.set("metrics_port", next(iter(ports.values())), ", ".join(ports))
     if env.get("LOG_LEVEL"):
         level = _LOG_LEVELS.get(env["LOG_LEVEL"].strip().lower())
         if level is None:
@@ -250,8 +260,11 @@ def _service(env: Mapping[str, str], out: EnvSettings) -> None:
         out.set("header_names", headers, ", ".join(names))
 
 
-def from_environ(env: Mapping[str, str]) -> EnvSettings:
+def from_environ(env: Mapping[str, str], flags: frozenset[str] = frozenset()) -> EnvSettings:
     """Read envoyproxy/ratelimit's variables from ``env``.
+
+    ``flags``: options given on the command line; their variables are neither read nor refused
+    (the flag wins), e.g. ``metrics_port`` leaves PORT, PROMETHEUS_ADDR and DEBUG_PORT alone.
 
     Raises:
         ConfigError: one or more variables cannot be honoured; the message lists each with its
@@ -272,6 +285,9 @@ def from_environ(env: Mapping[str, str]) -> EnvSettings:
             problems.append(f"{name}={env[name]!r}: memcached is not a supported store; use REDIS_URL")
             continue
         problems.append(f"{name}={env[name]!r}: {_ACCEPTED_WHY.get(name, 'not supported')}")
+    if "metrics_port" in flags:
+        skip = ("PORT", "USE_PROMETHEUS", "PROMETHEUS_ADDR", "DEBUG_PORT")
+        env = {k: v for k, v in env.items() if k not in skip}
     for step in (_redis, _runtime, _server, _service):
         try:
             step(env, out)

@@ -59,6 +59,13 @@ def test_mapped_variables() -> None:
     unix = from_environ({"REDIS_SOCKET_TYPE": "unix", "REDIS_URL": "/run/redis.sock"})
     assert unix.values == {"redis_url": "unix:///run/redis.sock"}
     assert from_environ({"DEBUG_PORT": "6070"}).values == {"metrics_port": 6070}
+    assert from_environ({"PORT": "8080"}).values == {"metrics_port": 8080}  # its /healthcheck
+    both = {"PORT": "8080", "USE_PROMETHEUS": "true", "PROMETHEUS_ADDR": ":8080"}
+    assert from_environ(both).values == {"metrics_port": 8080}
+    with pytest.raises(ConfigError, match="PORT=8080, PROMETHEUS_ADDR=9090: envoykit serves"):
+        from_environ({**both, "PROMETHEUS_ADDR": ":9090"})
+    # a --metrics-port flag settles it: the variables are not even read
+    assert from_environ({**both, "PROMETHEUS_ADDR": ":9090"}, frozenset({"metrics_port"})).values == {}
     assert go_duration_s("T", "1m30s") == 90 and go_duration_s("T", "250ms") == 0.25
 
 
@@ -70,7 +77,7 @@ def test_unmappable_variables_are_refused_all_at_once() -> None:
                 "REDIS_TYPE": "SENTINEL",
                 "REDIS_URL": "m,s1:26379",
                 "BACKEND_TYPE": "memcache",
-                "PORT": "8080",
+                "HOST": "0.0.0.0",
                 "LOG_LEVEL": "loud",
                 "REDIS_TIMEOUT": "soon",
             }
@@ -80,7 +87,7 @@ def test_unmappable_variables_are_refused_all_at_once() -> None:
         "USE_STATSD='true': envoykit exports Prometheus metrics",
         "REDIS_TYPE='SENTINEL': only SINGLE and CLUSTER",
         "BACKEND_TYPE='memcache': memcached is not a supported store",
-        "PORT='8080': envoykit has no HTTP API",
+        "HOST='0.0.0.0': the HTTP port (/healthcheck, /metrics) listens on the gRPC host",
         "LOG_LEVEL='loud'",
         "--no-env",
     ):
@@ -121,6 +128,7 @@ def test_reference_deployment_env_through_envoy_and_redis(tmp_path: Path, envoy,
         "USE_STATSD": "false",
         "USE_PROMETHEUS": "true",
         "PROMETHEUS_ADDR": f":{prom_port}",
+        "PORT": str(prom_port),  # its /healthcheck: the same HTTP port in envoykit
         "GRPC_PORT": str(grpc_port),
         "LOG_LEVEL": "debug",
         "LIMIT_RESPONSE_HEADERS_ENABLED": "true",
@@ -146,6 +154,7 @@ def test_reference_deployment_env_through_envoy_and_redis(tmp_path: Path, envoy,
         assert (
             "ratelimit_service_rate_limit_total_hits{" in text and "envoykit_ratelimit_hits_total" not in text
         )
+        assert httpx.get(f"http://127.0.0.1:{prom_port}/healthcheck", timeout=5).status_code == 200
         assert '"settings from the environment"' in log.read_text()
     finally:
         _stop(proc)
