@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "token": "envoykit.authz.cli:token",
     "ratelimit": "envoykit.ratelimit.cli:ratelimit",
     "extproc": "envoykit.extproc.cli:extproc",
+    "telemetry": "envoykit.telemetry.cli:telemetry",
     "wasm": "envoykit.wasmhost.cli:wasm",
     "control": "envoykit.control.cli:control",
     "validate": "envoykit.mesh.cli:validate",  # builds the example Wasm modules first, as up

@@ -13,8 +13,9 @@ Sources: Envoy ``HttpConnectionManager`` (``rds``, ``forward_client_cert_details
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
@@ -44,8 +45,10 @@ def http_connection_manager(
     forward_client_cert: bool = False,
     strip_any_host_port: bool = True,
     stream_idle_timeout: float | None = None,
+    access_log: Sequence[accesslog_pb2.AccessLog] = (),
 ) -> lc.Filter:
-    """The HCM network filter with routes over RDS (ADS) and ``http_filters`` (router included)."""
+    """The HCM network filter with routes over RDS (ADS), ``http_filters`` (router included) and
+    ``access_log`` (the telemetry loggers)."""
     conf = hcm.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm.HttpConnectionManager.AUTO,
@@ -56,6 +59,7 @@ def http_connection_manager(
         # %2F/%5C decoded — what envoykit.authz matches policies against (docs/authz.md).
         merge_slashes=True,
         path_with_escaped_slashes_action=hcm.HttpConnectionManager.UNESCAPE_AND_FORWARD,
+        access_log=list(access_log),
     )
     conf.normalize_path.value = True
     conf.use_remote_address.value = use_remote_address
@@ -67,12 +71,16 @@ def http_connection_manager(
     return lc.Filter(name=HCM, typed_config=pack(conf))
 
 
-def tcp_proxy(stat_prefix: str, cluster: str) -> lc.Filter:
-    """A ``tcp_proxy`` network filter to ``cluster``."""
-    return lc.Filter(
-        name="envoy.filters.network.tcp_proxy",
-        typed_config=pack(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)),
-    )
+def tcp_proxy(
+    stat_prefix: str, cluster: str, access_log: Sequence[accesslog_pb2.AccessLog] = ()
+) -> lc.Filter:
+    """A ``tcp_proxy`` network filter to ``cluster``; with ``access_log``, an entry is also logged when
+    the upstream connects (``access_log_options.flush_access_log_on_connected``: opened connections
+    are counted while they live)."""
+    conf = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster, access_log=list(access_log))
+    if access_log:
+        conf.access_log_options.flush_access_log_on_connected = True
+    return lc.Filter(name="envoy.filters.network.tcp_proxy", typed_config=pack(conf))
 
 
 def listener(

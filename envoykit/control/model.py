@@ -62,6 +62,23 @@ class TelemetryServer(GrpcExtension):
     address: Address = Address(port=9292)
 
 
+class AccessLogServer(Strict):
+    """The telemetry server Envoys stream their access logs to (``envoykit telemetry serve``,
+    ``envoy.service.accesslog.v3.AccessLogService``): Istio's metrics and JSON access logs.
+
+    On by default for every sidecar (inbound and outbound) and gateway. Envoy buffers entries and
+    flushes them every ``buffer_flush_interval`` seconds or at ``buffer_size_bytes``
+    (``CommonGrpcAccessLogConfig``); while the server is unreachable it holds at most that many bytes
+    and drops beyond (Envoy's ``access_logs.grpc_access_log.logs_dropped``); entries already sent on a
+    stream that then broke are lost too (``logs_written`` minus what the server counted).
+    """
+
+    address: Address = Address(port=9293)
+    enabled: bool = True
+    buffer_flush_interval: Duration = 1.0
+    buffer_size_bytes: int = Field(default=16384, ge=0)
+
+
 class ProcessorServer(GrpcExtension):
     """A user ext_proc processor; ``*_mode`` are Envoy ``ProcessingMode`` values for each phase."""
 
@@ -94,6 +111,7 @@ class ExtensionServers(Strict):
     authz: AuthzServer = AuthzServer()
     ratelimit: RateLimitServer = RateLimitServer()
     telemetry: TelemetryServer = TelemetryServer()
+    access_log: AccessLogServer = AccessLogServer()
     processors: list[ProcessorServer] = []
     wasm: list[WasmPlugin] = []
 

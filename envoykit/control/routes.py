@@ -43,6 +43,7 @@ from envoykit.control.traffic import (
     StringMatch,
     VirtualService,
 )
+from envoykit.core.peer import PEER_HEADER, format_peer
 
 OUTBOUND_ROUTES = "outbound"
 _APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
@@ -98,15 +99,12 @@ def destination_cluster(mesh: Mesh, dest: Destination) -> str:
     return outbound_cluster_name(mesh, svc, dest.subset or "")
 
 
-PEER_HEADER = "x-envoykit-peer"
-_PEER_KEYS = ("workload", "app", "version", "namespace", "service_account")
-
-
 def peer_value(metadata: dict[str, str]) -> str:
     """The ``x-envoykit-peer`` value for a node: ``workload=…,app=…,version=…,namespace=…,
-    service_account=…`` (envoykit's stand-in for Istio's metadata exchange; docs/extproc.md). It only
-    labels telemetry: identities always come from certificates."""
-    return ",".join(f"{k}={metadata[k]}" for k in _PEER_KEYS if metadata.get(k))
+    service_account=…,principal=…,mesh_id=…`` (envoykit's stand-in for Istio's metadata exchange; the
+    format is :mod:`envoykit.core.peer`). It labels telemetry: a reporter with a verified peer
+    certificate takes the principal from the certificate."""
+    return format_peer(metadata)
 
 
 def peer_header(metadata: dict[str, str]) -> base_pb2.HeaderValueOption:

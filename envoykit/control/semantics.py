@@ -96,6 +96,8 @@ def _check_addresses(mesh: Mesh, out: list[Problem]) -> None:
     claim(mesh.extensions.authz.address, ("extensions", "authz", "address"))
     claim(mesh.extensions.ratelimit.address, ("extensions", "ratelimit", "address"))
     claim(mesh.extensions.telemetry.address, ("extensions", "telemetry", "address"))
+    if mesh.extensions.access_log.enabled:
+        claim(mesh.extensions.access_log.address, ("extensions", "access_log", "address"))
     for i, p in enumerate(mesh.extensions.processors):
         claim(p.address, ("extensions", "processors", i, "address"))
     for si, svc in enumerate(mesh.services):

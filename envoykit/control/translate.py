@@ -13,6 +13,9 @@ sidecar    CDS: mesh clusters, ``inbound|<port>||``, its extension clusters; EDS
 ingress    CDS: mesh clusters, extension clusters; EDS: mesh endpoints; LDS/RDS: its gateway
 egress     CDS: ``external|<port>||<host>`` per allowed host; LDS/RDS: its gateway
 =========  =====================================================================================
+
+Every node also gets the ``envoykit_telemetry`` cluster and gRPC access loggers on its listeners
+(:mod:`envoykit.control.accesslog`) unless ``extensions.access_log.enabled`` is false.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from google.protobuf.message import Message
 from envoykit.control import clusters as cl
 from envoykit.control import listeners as ls
 from envoykit.control import routes as rt
+from envoykit.control.accesslog import ACCESS_LOG_CLUSTER, http_access_logs, tcp_access_logs
 from envoykit.control.filters import extension_filters, fault_filter, request_header_filter, router_filter
 from envoykit.control.model import Gateway, Mesh, ProxyExtensions, Service, Workload
 from envoykit.control.nodes import NodeInfo, mesh_nodes
@@ -135,6 +139,12 @@ class _Shared:
         self.telemetry: Group = {
             cl.TELEMETRY_CLUSTER: cl.static_cluster(cl.TELEMETRY_CLUSTER, [ext.telemetry.address], http2=True)
         }
+        als = ext.access_log
+        self.access_log: Group = (
+            {ACCESS_LOG_CLUSTER: cl.static_cluster(ACCESS_LOG_CLUSTER, [als.address], http2=True)}
+            if als.enabled
+            else {}
+        )
         self.processors: dict[str, Group] = {}
         for p in ext.processors:
             name = cl.processor_cluster_name(p.name)
@@ -164,8 +174,10 @@ def _sidecar(
     for g in shared.extension_clusters(svc.extensions):
         out.add(CLUSTER, g)
     out.add(ENDPOINT, shared.endpoints)
+    out.add(CLUSTER, shared.access_log)
+    als = mesh.extensions.access_log
     if svc.protocol == "tcp":
-        inbound_filter = ls.tcp_proxy("inbound", inbound_cluster.name)
+        inbound_filter = ls.tcp_proxy("inbound", inbound_cluster.name, tcp_access_logs(als, "destination"))
     else:
         routes = rt.inbound_route_config(mesh, svc, wl, svc.extensions.ratelimit)
         routes.response_headers_to_add.append(rt.peer_header(node.metadata()))  # callers learn who answered
@@ -176,6 +188,7 @@ def _sidecar(
             extension_filters(mesh, svc.extensions, base_dir),
             forward_client_cert=True,
             strip_any_host_port=True,
+            access_log=http_access_logs(als, "destination"),
         )
     downstream = (lambda s: tls.downstream(mesh, s)) if tls is not None else None
     chains = ls.mtls_chains(svc.mtls, inbound_filter, svc, downstream)
@@ -195,6 +208,7 @@ def _sidecar(
                             fault_filter(),
                             router_filter(),
                         ],
+                        access_log=http_access_logs(als, "source"),
                     )
                 ]
             )
@@ -205,7 +219,8 @@ def _sidecar(
         target = mesh.service(name)
         if target is not None:
             cluster = cl.outbound_cluster_name(mesh, target)
-            chain = ls.lc.FilterChain(filters=[ls.tcp_proxy(f"outbound_tcp|{name}", cluster)])
+            proxy = ls.tcp_proxy(f"outbound_tcp|{name}", cluster, tcp_access_logs(als, "source"))
+            chain = ls.lc.FilterChain(filters=[proxy])
             lst = ls.listener(f"outbound_tcp|{name}", address, [chain])
             listeners[lst.name] = lst
     out.add(LISTENER, listeners)
@@ -235,6 +250,7 @@ def _gateway(
         tls = None
     for g in shared.extension_clusters(gw.extensions):
         out.add(CLUSTER, g)
+    out.add(CLUSTER, shared.access_log)
     if gw.extensions.authz is not None:
         rt.add_authz_context(routes, gw.extensions.authz.context_extensions)
     if gw.kind == "ingress":
@@ -246,6 +262,7 @@ def _gateway(
         use_remote_address=gw.kind == "ingress",
         strip_any_host_port=gw.kind == "ingress",
         stream_idle_timeout=gw.stream_idle_timeout,
+        access_log=http_access_logs(mesh.extensions.access_log, "source"),  # gateways report as source
     )
     downstream = (lambda g: mesh_tls.downstream(mesh, g)) if mesh_tls is not None else None
     lst = ls.gateway_listener(gw, hcm, tls, downstream)

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from envoykit.core.bind import bind_exclusive, reserved_by_parent, split_address
 from envoykit.core.logs import get_logger
@@ -43,8 +44,16 @@ _HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 class _ServerParts:
     """What both runners share: names, metrics endpoint, reflection and the serving log line."""
 
-    def __init__(self, name: str, address: str, metrics_port: int | None, metrics_host: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        metrics_port: int | None,
+        metrics_host: str,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
         self.name = name
+        self.registry = registry
         self.address = address
         self.port = 0
         self.metrics_port: int | None = None
@@ -89,6 +98,7 @@ class _ServerParts:
             self._metrics_server, _, self.metrics_port = start_metrics_server(
                 self._metrics_port_req,
                 self._metrics_host,
+                self.registry,
                 health=self.health,
                 routes=self._json_routes,
             )
@@ -111,6 +121,7 @@ class GrpcServer(_ServerParts):
         address: ``host:port`` to listen on; port 0 picks a free one (see :attr:`port`).
         metrics_port: serve Prometheus metrics on this port (0: any free port, None: not at all).
         options: extra grpc channel arguments appended to :data:`DEFAULT_OPTIONS`.
+        registry: the metrics served (the process-wide default registry by default).
     """
 
     def __init__(
@@ -121,8 +132,9 @@ class GrpcServer(_ServerParts):
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
         options: Sequence[tuple[str, Any]] = (),
+        registry: CollectorRegistry = REGISTRY,
     ) -> None:
-        super().__init__(name, address, metrics_port, metrics_host)
+        super().__init__(name, address, metrics_port, metrics_host, registry)
         self._server = grpc.aio.server(options=[*DEFAULT_OPTIONS, *self.bind_options, *options])
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

@@ -296,7 +296,10 @@ def test_peer_labels_travel_in_x_envoykit_peer() -> None:
 
     t = demo()
     node = t.nodes["sidecar~frontend-v1"]
-    want = "workload=frontend-v1,app=frontend,version=v1,namespace=default,service_account=frontend"
+    want = (
+        "workload=frontend-v1,app=frontend,version=v1,namespace=default,service_account=frontend,"
+        "principal=spiffe://envoykit.local/ns/default/sa/frontend,mesh_id=envoykit"
+    )
     inbound = node.resources(ROUTE)["inbound|frontend-v1"]
     assert [(h.header.key, h.header.value) for h in inbound.response_headers_to_add] == [
         ("x-envoykit-peer", want)

@@ -1,0 +1,211 @@
+"""JSON access logs: one line per HTTP request (and per closed TCP connection), size-rotated.
+
+A line is a flat JSON object whose keys an ELK/OpenSearch user maps without work (``@timestamp`` is
+ISO 8601 UTC with milliseconds; numbers are numbers)::
+
+    {"@timestamp": "2026-12-03T09:30:00.123Z", "kind": "http", "reporter": "destination",
+     "node": "sidecar~backend-v1", "trace_id": "4bf92f…", "request_id": "9d2c…",
+     "source_workload": "frontend-v1", "source_namespace": "default", "source_principal": "spiffe://…",
+     "destination_workload": "backend-v1", "destination_namespace": "default",
+     "destination_principal": "spiffe://…", "destination_service": "backend.default.svc.cluster.local",
+     "method": "GET", "authority": "backend", "path": "/api", "protocol": "HTTP/1.1", "status": 200,
+     "grpc_status": "", "response_flags": "-", "duration_ms": 3.2, "upstream_service_time_ms": 2.9,
+     "request_bytes": 120, "response_bytes": 512, "upstream_cluster": "inbound|8080||",
+     "upstream_host": "127.0.0.1:8080", "downstream_remote_address": "127.0.0.1:51234"}
+
+TCP lines carry ``kind: tcp``, ``received_bytes`` and ``sent_bytes`` instead of the HTTP fields.
+Sources: ``envoy.data.accesslog.v3`` (``AccessLogCommon``, ``HTTPRequestProperties``,
+``HTTPResponseProperties``, ``ConnectionProperties``). The trace id is read from ``traceparent`` (W3C)
+or ``x-b3-traceid``.
+
+:class:`AccessLogWriter` writes a batch of lines with one write, to stdout or to a file rotated by
+size (``logging.handlers.RotatingFileHandler``: ``file``, ``file.1`` … ``file.<backups>``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+_PROTOCOLS = {1: "HTTP/1.0", 2: "HTTP/1.1", 3: "HTTP/2", 4: "HTTP/3"}  # HTTPAccessLogEntry.HTTPVersion
+
+
+def timestamp(ts: Any) -> str:
+    """A ``google.protobuf.Timestamp`` as ``2026-12-03T09:30:00.123Z``."""
+    dt = datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def millis(d: Any) -> float:
+    """A ``google.protobuf.Duration`` in milliseconds."""
+    return float(d.seconds * 1000 + d.nanos / 1e6)
+
+
+def address(a: Any) -> str:
+    """An ``envoy.config.core.v3.Address`` as ``host:port`` ('' when unset)."""
+    sa = a.socket_address
+    return f"{sa.address}:{sa.port_value}" if sa.address else ""
+
+
+def trace_id(headers: Any) -> str:
+    """The trace id of a request: from ``traceparent`` (``00-<trace id>-<span>-<flags>``), else
+    ``x-b3-traceid``; '' when neither was sent."""
+    tp = headers.get("traceparent", "")
+    if tp:
+        parts = tp.split("-")
+        if len(parts) >= 3:
+            return str(parts[1])
+    return str(headers.get("x-b3-traceid", ""))
+
+
+def http_line(common: Fields, entry: Any) -> dict[str, Any]:
+    """The JSON object for one ``HTTPAccessLogEntry``, given the fields shared with the metrics."""
+    c = entry.common_properties
+    req = entry.request
+    resp = entry.response
+    out = common.as_dict("http")
+    upstream_ms = (
+        millis(c.time_to_first_upstream_rx_byte) - millis(c.time_to_last_upstream_tx_byte)
+        if c.HasField("time_to_first_upstream_rx_byte") and c.HasField("time_to_last_upstream_tx_byte")
+        else None
+    )
+    out.update(
+        trace_id=trace_id(req.request_headers),
+        request_id=req.request_id,
+        method=accesslog_method(req.request_method),
+        authority=req.authority,
+        path=req.path,
+        protocol=_PROTOCOLS.get(entry.protocol_version, ""),
+        status=resp.response_code.value if resp.HasField("response_code") else 0,
+        grpc_status=common.grpc_status,
+        response_code_details=resp.response_code_details,
+        upstream_service_time_ms=upstream_ms,
+        request_bytes=req.request_headers_bytes + req.request_body_bytes,
+        response_bytes=resp.response_headers_bytes + resp.response_body_bytes,
+        user_agent=req.user_agent,
+    )
+    return out
+
+
+def tcp_line(common: Fields, entry: Any) -> dict[str, Any]:
+    """The JSON object for one ``TCPAccessLogEntry`` (a closed connection)."""
+    out = common.as_dict("tcp")
+    out.update(
+        received_bytes=entry.connection_properties.received_bytes,
+        sent_bytes=entry.connection_properties.sent_bytes,
+    )
+    return out
+
+
+_METHODS: dict[int, str] = {}
+
+
+def accesslog_method(value: int) -> str:
+    """``envoy.config.core.v3.RequestMethod`` number → its name (``GET``); '' for unspecified."""
+    if not _METHODS:
+        from envoy.config.core.v3 import base_pb2
+
+        _METHODS.update({v: k for k, v in base_pb2.RequestMethod.items()})
+        _METHODS[0] = ""
+    return _METHODS.get(value, "")
+
+
+class Fields:
+    """What a line shares with the metrics' labels (computed once per entry by the recorder)."""
+
+    __slots__ = ("entry", "grpc_status", "node", "values")
+
+    def __init__(self, values: tuple[str, ...], node: str, grpc_status: str, entry: Any) -> None:
+        self.values = values  # HTTP_LABELS values, unbounded
+        self.node = node
+        self.grpc_status = grpc_status
+        self.entry = entry
+
+    def as_dict(self, kind: str) -> dict[str, Any]:
+        v = self.values
+        c = self.entry.common_properties
+        return {
+            "@timestamp": timestamp(c.start_time),
+            "kind": kind,
+            "reporter": v[0],
+            "node": self.node,
+            "source_workload": v[1],
+            "source_namespace": v[4],
+            "source_principal": v[5],
+            "destination_workload": v[9],
+            "destination_namespace": v[10],
+            "destination_principal": v[11],
+            "destination_service": v[14],
+            "response_flags": v[23],
+            "connection_security_policy": v[24],
+            "duration_ms": millis(c.duration) if c.HasField("duration") else None,
+            "upstream_cluster": c.upstream_cluster,
+            "upstream_host": address(c.upstream_remote_address),
+            "downstream_remote_address": address(c.downstream_remote_address),
+        }
+
+
+def dumps(obj: dict[str, Any]) -> str:
+    """One compact JSON line (no newline)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class AccessLogWriter:
+    """Writes JSON lines to stdout (``path`` None or ``-``) or to ``path``, rotated by size.
+
+    Args:
+        path: the file (its folder is created), or None/``-`` for stdout.
+        max_bytes: rotate when the file would grow beyond this (0: never).
+        backups: rotated files kept (``path.1`` is the newest).
+
+    Raises:
+        OSError: the file cannot be opened.
+    """
+
+    def __init__(self, path: str | Path | None, max_bytes: int = 100 * 1024 * 1024, backups: int = 5) -> None:
+        self.path = None if path in (None, "-") else Path(str(path))
+        self._logger = logging.getLogger(f"envoykit.telemetry.access.{id(self)}")
+        self._logger.propagate = False
+        self._logger.setLevel(logging.INFO)
+        handler: logging.Handler
+        if self.path is None:
+            handler = logging.StreamHandler(sys.stdout)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.handlers.RotatingFileHandler(
+                self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+            )
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        # a failed write must be seen (counted by the caller), not printed and swallowed
+        handler.handleError = self._raise  # type: ignore[method-assign]
+        self._handler = handler
+        self._logger.addHandler(handler)
+
+    @staticmethod
+    def _raise(record: logging.LogRecord) -> None:
+        raise
+
+    def write(self, lines: Iterable[str]) -> int:
+        """Write ``lines`` (no newlines inside) as one record, so a batch lands in one file.
+
+        Returns:
+            the number of lines written.
+
+        Raises:
+            OSError: the write failed.
+        """
+        batch = list(lines)
+        if batch:
+            self._logger.info("\n".join(batch))
+        return len(batch)
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self._logger.removeHandler(self._handler)
+        self._handler.close()

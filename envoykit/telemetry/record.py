@@ -1,0 +1,209 @@
+"""From a batch of access-log entries to Istio's metrics and JSON lines: the request path of the server.
+
+Per entry the recorder reads the few facts that decide the labels (peer header, peer certificate,
+upstream cluster, code, flags, gRPC status), looks the series up by those facts in the stream's cache
+(a mesh has few distinct combinations), and counts. Labels are computed and bounded only on a cache
+miss. TCP connections: ``istio_tcp_connections_opened_total`` counts the upstream-connected entry
+(``access_log_type: TcpUpstreamConnected``, sent when the control plane sets
+``flush_access_log_on_connected``); the end entry (``TcpConnectionEnd``, or ``NotSet`` from a logger
+without it) counts the close and the bytes, and the open too when no connected entry was seen for
+that ``stream_id`` (a connection that never reached its upstream).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from envoykit.core import get_logger
+from envoykit.core.accesslog import RESPONSE_HEADERS
+from envoykit.core.peer import PEER_HEADER, parse_peer
+from envoykit.telemetry.accesslog import AccessLogWriter, Fields, dumps, http_line, millis, tcp_line
+from envoykit.telemetry.flags import response_flags
+from envoykit.telemetry.labels import LabelGuard, Reporter, label_values, tcp_values
+from envoykit.telemetry.metrics import HttpSeries, IstioMetrics, ServerMetrics, TcpSeries
+
+assert PEER_HEADER in RESPONSE_HEADERS
+_GRPC = "application/grpc"
+_TCP_CONNECTED = 1  # envoy.data.accesslog.v3.AccessLogType.TcpUpstreamConnected
+_TCP_PERIODIC = 2
+_MAX_CACHE = 4096
+_MAX_CONNECTED = 65536
+_log = get_logger("telemetry")
+
+
+def _san_uri(common: Any) -> str:
+    """The first URI SAN of the verified downstream peer certificate ('' without TLS or certificate)."""
+    if not common.HasField("tls_properties"):
+        return ""
+    for san in common.tls_properties.peer_certificate_properties.subject_alt_name:
+        if san.uri:
+            return str(san.uri)
+    return ""
+
+
+class Recorder:
+    """Counts entries into :class:`IstioMetrics` and writes JSON lines.
+
+    Args:
+        metrics: where the series live.
+        server: the server's own counters.
+        guard: the label bound (shared by every stream).
+        writer: the JSON access log, or None for none.
+    """
+
+    def __init__(
+        self,
+        metrics: IstioMetrics,
+        server: ServerMetrics,
+        guard: LabelGuard,
+        writer: AccessLogWriter | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.server = server
+        self.guard = guard
+        self.writer = writer
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def http(self, rep: Reporter, entries: Sequence[Any]) -> None:
+        """Count a batch of ``HTTPAccessLogEntry`` from ``rep``."""
+        lines: list[str] = []
+        writer = self.writer
+        cache = rep.cache
+        inbound = rep.reporter == "destination"
+        with self.metrics.lock:
+            for e in entries:
+                c = e.common_properties
+                req = e.request
+                resp = e.response
+                headers = req.request_headers
+                is_grpc = headers.get("content-type", "").startswith(_GRPC)
+                code = resp.response_code.value
+                if is_grpc:
+                    grpc = resp.response_trailers.get("grpc-status") or resp.response_headers.get(
+                        "grpc-status", "unknown"
+                    )
+                else:
+                    grpc = ""
+                flags_set = c.HasField("response_flags") and c.response_flags.ListFields()
+                if inbound:
+                    key: tuple[Any, ...] = (
+                        headers.get(PEER_HEADER, ""),
+                        _san_uri(c),
+                        code,
+                        grpc,
+                        is_grpc,
+                        flags_set and response_flags(c.response_flags),
+                    )
+                else:
+                    key = (
+                        resp.response_headers.get(PEER_HEADER, ""),
+                        c.upstream_cluster,
+                        "" if c.upstream_cluster else req.authority,
+                        code,
+                        grpc,
+                        is_grpc,
+                        flags_set and response_flags(c.response_flags),
+                    )
+                hit = cache.get(key)
+                if hit is None:
+                    hit = self._http_series(rep, key, inbound)
+                series, values = hit
+                series.requests += 1
+                if c.HasField("time_to_last_downstream_tx_byte"):
+                    series.duration.observe(millis(c.time_to_last_downstream_tx_byte))
+                elif c.HasField("duration"):
+                    series.duration.observe(millis(c.duration))
+                series.request_bytes.observe(req.request_headers_bytes + req.request_body_bytes)
+                series.response_bytes.observe(resp.response_headers_bytes + resp.response_body_bytes)
+                if writer is not None:
+                    lines.append(dumps(http_line(Fields(values, rep.node_id, grpc, e), e)))
+        self.server.entries.labels(rep.node_id, rep.reporter, "http").inc(len(entries))
+        self._write(lines)
+
+    def _http_series(self, rep: Reporter, key: tuple[Any, ...], inbound: bool) -> tuple[HttpSeries, Any]:
+        if inbound:
+            peer_value, principal, code, grpc, is_grpc, flags = key
+            cluster = authority = ""
+        else:
+            peer_value, cluster, authority, code, grpc, is_grpc, flags = key
+            principal = ""
+        values = label_values(
+            rep,
+            parse_peer(peer_value),
+            principal,
+            cluster,
+            authority,
+            "grpc" if is_grpc else "http",
+            str(code),
+            grpc,
+            flags or "-",
+        )
+        before = self.guard.collapsed
+        series = self.metrics.http(self.guard.apply(values))
+        if self.guard.collapsed > before:
+            self.server.collapsed.inc(self.guard.collapsed - before)
+        if len(rep.cache) >= _MAX_CACHE:
+            rep.cache.clear()
+        rep.cache[key] = (series, values)
+        return series, values
+
+    # -- TCP -----------------------------------------------------------------------------------
+
+    def tcp(self, rep: Reporter, entries: Sequence[Any]) -> None:
+        """Count a batch of ``TCPAccessLogEntry`` from ``rep``."""
+        lines: list[str] = []
+        writer = self.writer
+        connected = rep.connected
+        with self.metrics.lock:
+            for e in entries:
+                c = e.common_properties
+                kind = c.access_log_type
+                if kind == _TCP_PERIODIC:
+                    continue  # bytes are counted once, at the end (periodic entries repeat the totals)
+                series, values = self._tcp_series(rep, c)
+                if kind == _TCP_CONNECTED:
+                    series.opened += 1
+                    if len(connected) >= _MAX_CONNECTED:
+                        connected.pop(next(iter(connected)))
+                    connected[c.stream_id] = None
+                    continue
+                if c.stream_id in connected:
+                    del connected[c.stream_id]
+                else:
+                    series.opened += 1  # no connected entry was counted for this connection
+                series.closed += 1
+                series.sent += e.connection_properties.sent_bytes
+                series.received += e.connection_properties.received_bytes
+                if writer is not None:
+                    lines.append(dumps(tcp_line(Fields(values, rep.node_id, "", e), e)))
+        self.server.entries.labels(rep.node_id, rep.reporter, "tcp").inc(len(entries))
+        self._write(lines)
+
+    def _tcp_series(self, rep: Reporter, c: Any) -> tuple[TcpSeries, tuple[str, ...]]:
+        flags = response_flags(c.response_flags) if c.HasField("response_flags") else "-"
+        principal = _san_uri(c) if rep.reporter == "destination" else ""
+        key = ("tcp", principal, c.upstream_cluster, flags)
+        hit = rep.cache.get(key)
+        if hit is None:
+            values = label_values(rep, {}, principal, c.upstream_cluster, "", "tcp", "", "", flags)
+            before = self.guard.collapsed
+            series = self.metrics.tcp(tcp_values(self.guard.apply(values)))
+            if self.guard.collapsed > before:
+                self.server.collapsed.inc(self.guard.collapsed - before)
+            if len(rep.cache) >= _MAX_CACHE:
+                rep.cache.clear()
+            hit = rep.cache[key] = (series, values)
+        return hit  # type: ignore[no-any-return]
+
+    # -- JSON lines ----------------------------------------------------------------------------
+
+    def _write(self, lines: list[str]) -> None:
+        if not lines or self.writer is None:
+            return
+        try:
+            self.server.lines.inc(self.writer.write(lines))
+        except OSError as exc:  # the metrics are counted; the lost lines are counted and logged
+            self.server.log_errors.inc(len(lines))
+            _log.error("access log write failed", error=str(exc), lines=len(lines))

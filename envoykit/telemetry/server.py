@@ -1,0 +1,69 @@
+"""The telemetry server process: the access-log service, Istio's metrics, JSON access logs, Envoy's gap."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from envoykit.core import GrpcServer, serve_forever
+from envoykit.telemetry.accesslog import AccessLogWriter
+from envoykit.telemetry.gap import EnvoyLogStats
+from envoykit.telemetry.labels import LabelGuard
+from envoykit.telemetry.metrics import IstioMetrics, ServerMetrics
+from envoykit.telemetry.record import Recorder
+from envoykit.telemetry.service import AccessLogService, add_to_server
+
+DEFAULT_ADDRESS = "127.0.0.1:9293"
+
+
+def build_server(
+    address: str = DEFAULT_ADDRESS,
+    *,
+    metrics_port: int | None = 0,
+    max_label_values: int = 100,
+    access_log: str | Path | None = None,
+    access_log_max_bytes: int = 100 * 1024 * 1024,
+    access_log_backups: int = 5,
+    envoy_admins: Sequence[str] = (),
+    registry: CollectorRegistry = REGISTRY,
+) -> tuple[GrpcServer, AccessLogService]:
+    """A ready-to-start gRPC server with ``AccessLogService``, health, reflection and ``/metrics``.
+
+    Args:
+        address: ``host:port`` to listen on (port 0: any free port).
+        metrics_port: Prometheus ``/metrics`` port (0: any free port, None: none).
+        max_label_values: the most distinct values one label may take (then ``unknown``).
+        access_log: JSON access-log file, ``-`` for stdout, None for no access log.
+        access_log_max_bytes: rotate the file at this size (bytes; 0: never).
+        access_log_backups: rotated files kept.
+        envoy_admins: Envoy admin URLs whose access-log counters are exported beside ours.
+        registry: where the metrics are registered and served from.
+
+    Raises:
+        ValueError: ``max_label_values`` below 1.
+        OSError: the access-log file cannot be opened.
+    """
+    metrics = IstioMetrics()
+    registry.register(metrics)
+    if envoy_admins:
+        registry.register(EnvoyLogStats(envoy_admins))
+    writer = AccessLogWriter(access_log, access_log_max_bytes, access_log_backups) if access_log else None
+    recorder = Recorder(metrics, ServerMetrics(registry), LabelGuard(max_label_values), writer)
+    service = AccessLogService(recorder)
+    server = GrpcServer("telemetry", address, metrics_port=metrics_port, registry=registry)
+    add_to_server(server, service)
+    if writer is not None:
+
+        async def close() -> None:
+            writer.close()
+
+        server.on_stop(close)
+    return server, service
+
+
+async def serve(address: str = DEFAULT_ADDRESS, *, grace: float = 5.0, **kwargs: object) -> None:
+    """Serve until SIGTERM/SIGINT, then drain for ``grace`` seconds (arguments: :func:`build_server`)."""
+    server, _ = build_server(address, **kwargs)  # type: ignore[arg-type]
+    await serve_forever(server, grace)

@@ -1,0 +1,238 @@
+"""Test helpers: the telemetry server as a process, sidecar-shaped Envoy configs wired by the control
+plane's own access-logger builders, a TCP echo upstream, and /metrics readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from envoykit.control.accesslog import ACCESS_LOG_CLUSTER, http_access_logs, tcp_access_logs
+from envoykit.control.model import AccessLogServer
+from envoykit.control.types import Address
+from envoykit.core import free_port, wait_for_port
+from envoykit.core.peer import format_peer
+from tests.envoycfg import bootstrap, cluster, http_listener, route_to, socket_address
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FRONTEND = {
+    "workload": "frontend-v1",
+    "app": "frontend",
+    "version": "v1",
+    "namespace": "shop",
+    "service_account": "frontend",
+    "principal": "spiffe://envoykit.local/ns/shop/sa/frontend",
+    "mesh_id": "mesh1",
+}
+BACKEND = {
+    "workload": "backend-v2",
+    "app": "backend",
+    "version": "v2",
+    "namespace": "shop",
+    "service_account": "backend",
+    "principal": "spiffe://envoykit.local/ns/shop/sa/backend",
+    "mesh_id": "mesh1",
+}
+#: the client sidecar's cluster towards backend, named as the control plane names it
+BACKEND_CLUSTER = "outbound|80||backend.shop"
+
+
+class TelemetryProcess:
+    """``python -m envoykit.cli telemetry serve`` on free ports (or ``port``), JSON lines in ``log``."""
+
+    def __init__(self, log: Path, *args: str, port: int = 0, metrics_port: int = 0) -> None:
+        self.port = port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.log = log
+        self.args = list(args)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> TelemetryProcess:
+        cmd = [
+            sys.executable, "-m", "envoykit.cli", "telemetry", "serve",
+            "--address", f"127.0.0.1:{self.port}", "--metrics-port", str(self.metrics_port),
+            "--access-log", str(self.log), "--log-level", "warning", *self.args,
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.stderr = self.log.with_name(self.log.name + f".{self.port}.stderr")
+        with open(self.stderr, "ab") as err:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=err)
+        try:
+            wait_for_port(self.port, timeout=20)
+            wait_for_port(self.metrics_port, timeout=5)
+        except TimeoutError:
+            self.proc.kill()
+            raise RuntimeError(self.stderr.read_text()) from None
+        return self
+
+    def __enter__(self) -> TelemetryProcess:
+        return self.start()
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            return str(r.read().decode())
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies mid-stream without a goodbye."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def terminate(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=timeout)
+        return self.proc.returncode
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        (s.labels, s.value)
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == name
+    ]
+
+
+def total(text: str, name: str, **match: str) -> float:
+    return sum(v for lbl, v in samples(text, name) if all(lbl.get(k) == x for k, x in match.items()))
+
+
+def wait_total(srv: TelemetryProcess, name: str, expected: float, timeout: float = 20.0) -> str:
+    """Scrape until ``name`` adds up to ``expected``, then once more after a pause (nothing extra)."""
+    deadline = time.monotonic() + timeout
+    text = srv.metrics()
+    while total(text, name) < expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        text = srv.metrics()
+    time.sleep(0.5)
+    return srv.metrics()
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
+def _als(port: int) -> AccessLogServer:
+    return AccessLogServer(address=Address(port=port), buffer_flush_interval=0.2)
+
+
+def access_logs(port: int, reporter: str, kind: str = "http") -> list[dict[str, Any]]:
+    """The control plane's access-logger list for a listener, as bootstrap JSON."""
+    build = http_access_logs if kind == "http" else tcp_access_logs
+    return [json_format.MessageToDict(a) for a in build(_als(port), reporter)]
+
+
+def hcm_of(cfg: dict[str, Any]) -> dict[str, Any]:
+    return cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]  # type: ignore[no-any-return]
+
+
+def http_sidecars(
+    app_port: int, als_port: int, *, admin_ports: tuple[int, int] = (0, 0)
+) -> tuple[dict, dict, int]:
+    """A client sidecar (outbound, reporter=source) in front of a server sidecar (inbound,
+    reporter=destination) in front of the app; both log to the telemetry server on ``als_port``.
+
+    The client routes ``/down`` to a cluster with nothing listening (503, flag UF)."""
+    out_port, in_port = free_port(), free_port()
+    inbound = http_listener(
+        in_port,
+        [route_to("inbound|8080||", route={"timeout": "10s"})],
+        name="inbound",
+        vhost_extra={
+            "response_headers_to_add": [{"header": {"key": "x-envoykit-peer", "value": format_peer(BACKEND)}}]
+        },
+        hcm_extra={"access_log": access_logs(als_port, "destination")},
+    )
+    outbound = http_listener(
+        out_port,
+        [
+            route_to("outbound|80||down.shop", prefix="/down"),
+            route_to(BACKEND_CLUSTER, route={"timeout": "10s"}),
+        ],
+        name="outbound",
+        vhost_extra={
+            "request_headers_to_add": [{"header": {"key": "x-envoykit-peer", "value": format_peer(FRONTEND)}}]
+        },
+        hcm_extra={"access_log": access_logs(als_port, "source")},
+    )
+    als = cluster(ACCESS_LOG_CLUSTER, als_port, http2=True)
+    server_cfg = bootstrap([inbound], [cluster("inbound|8080||", app_port), als])
+    server_cfg["node"] = {"id": "sidecar~backend-v2", "cluster": "backend", "metadata": BACKEND}
+    down = cluster("outbound|80||down.shop", free_port())
+    client_cfg = bootstrap([outbound], [cluster(BACKEND_CLUSTER, in_port), down, dict(als)])
+    client_cfg["node"] = {"id": "sidecar~frontend-v1", "cluster": "frontend", "metadata": FRONTEND}
+    for cfg, admin in zip((server_cfg, client_cfg), admin_ports, strict=True):
+        cfg["admin"] = {"address": socket_address(admin)}
+    return client_cfg, server_cfg, out_port
+
+
+def tcp_listener(name: str, port: int, target: str, als_port: int, reporter: str) -> dict[str, Any]:
+    proxy = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": name,
+        "cluster": target,
+        "access_log": access_logs(als_port, reporter, "tcp"),
+        "access_log_options": {"flush_access_log_on_connected": True},
+    }
+    return {
+        "name": name,
+        "address": socket_address(port),
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}],
+    }
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+class TcpEcho(socketserver.ThreadingTCPServer):
+    """A TCP echo server on a free loopback port, in a thread."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Echo)
+        self.port = int(self.server_address[1])
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> TcpEcho:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def tcp_exchange(port: int, payload: bytes) -> bytes:
+    """Send ``payload``, half-close, read the echo to the end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        out = bytearray()
+        while chunk := s.recv(65536):
+            out += chunk
+    return bytes(out)

@@ -1,0 +1,209 @@
+"""Telemetry through real Envoys: exact counts and labels on both reporters, JSON lines, gRPC, TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from envoykit.core import GrpcServer, free_port
+from tests.certs import TestCA
+from tests.envoycfg import bootstrap, cluster, http_listener, route_to
+from tests.extproc.test_telemetry_envoy import tls_socket
+from tests.telemetry.helpers import (
+    BACKEND,
+    FRONTEND,
+    TcpEcho,
+    TelemetryProcess,
+    access_logs,
+    http_sidecars,
+    read_lines,
+    tcp_exchange,
+    tcp_listener,
+    total,
+    wait_total,
+)
+
+BACKEND_SERVICE = "backend.shop.svc.cluster.local"
+
+
+def test_http_requests_counted_exactly_on_both_reporters_with_istio_labels(
+    envoy, echo, tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    with TelemetryProcess(log) as srv:
+        ca = TestCA(tmp_path / "pki")
+        front = ca.issue("frontend", uris=[FRONTEND["principal"]])
+        back = ca.issue("backend", uris=[BACKEND["principal"]], server=True)
+        client_cfg, server_cfg, port = http_sidecars(echo.port, srv.port)
+        server_cfg["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = tls_socket(
+            "downstream", ca.path, back
+        )
+        client_cfg["static_resources"]["clusters"][0]["transport_socket"] = tls_socket(
+            "upstream", ca.path, front
+        )
+        envoy(server_cfg, name="backend-sidecar")
+        envoy(client_cfg, name="frontend-sidecar")
+
+        plan = [(9, 200, 0), (5, 404, 0), (4, 503, 0), (3, 200, 300)]  # (count, status, delay ms)
+        n_app = sum(p[0] for p in plan)
+        n_down = 3  # /down: no upstream, 503 UF on the client side only
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            for count, status, delay in plan:
+                for _ in range(count):
+                    r = c.post(
+                        "/items",
+                        content=b"q" * 100,
+                        headers={"x-echo-status": str(status), "x-echo-delay-ms": str(delay)},
+                    )
+                    assert r.status_code == status
+            for _ in range(n_down):
+                assert c.get("/down").status_code == 503
+
+        text = wait_total(srv, "istio_requests_total", 2 * n_app + n_down)
+    assert total(text, "istio_requests_total") == 2 * n_app + n_down  # one per reporter, nothing else
+    both = {
+        "source_workload": "frontend-v1",
+        "source_canonical_service": "frontend",
+        "source_canonical_revision": "v1",
+        "source_workload_namespace": "shop",
+        "source_principal": FRONTEND["principal"],
+        "source_app": "frontend",
+        "source_version": "v1",
+        "source_cluster": "mesh1",
+        "destination_workload": "backend-v2",
+        "destination_workload_namespace": "shop",
+        "destination_principal": BACKEND["principal"],
+        "destination_app": "backend",
+        "destination_version": "v2",
+        "destination_service": BACKEND_SERVICE,
+        "destination_service_name": "backend",
+        "destination_service_namespace": "shop",
+        "destination_canonical_service": "backend",
+        "destination_canonical_revision": "v2",
+        "destination_cluster": "mesh1",
+        "request_protocol": "http",
+        "grpc_response_status": "",
+        "response_flags": "-",
+    }
+    security = {"destination": "mutual_tls", "source": "unknown"}
+    for reporter in ("source", "destination"):
+        labels = {**both, "reporter": reporter, "connection_security_policy": security[reporter]}
+        assert total(text, "istio_requests_total", **labels) == n_app
+        assert total(text, "istio_requests_total", response_code="200", **labels) == 12
+        assert total(text, "istio_requests_total", response_code="404", **labels) == 5
+        assert total(text, "istio_requests_total", response_code="503", **labels) == 4
+        assert total(text, "istio_request_duration_milliseconds_count", **labels) == n_app
+        assert total(text, "istio_request_duration_milliseconds_bucket", le="250.0", **labels) == n_app - 3
+        assert total(text, "istio_request_duration_milliseconds_bucket", le="10000.0", **labels) == n_app
+        assert total(text, "istio_request_bytes_count", **labels) == n_app
+        assert total(text, "istio_request_bytes_bucket", le="100.0", **labels) == 0  # 100 B body + headers
+        assert total(text, "istio_response_bytes_count", **labels) == n_app
+    down = {"reporter": "source", "response_code": "503", "response_flags": "UF"}
+    assert total(text, "istio_requests_total", **down) == n_down
+    assert total(text, "istio_requests_total", reporter="destination", response_flags="UF") == 0
+
+    lines = read_lines(log)
+    assert len(lines) == 2 * n_app + n_down
+    by_reporter = Counter(x["reporter"] for x in lines)
+    assert by_reporter == {"source": n_app + n_down, "destination": n_app}
+    for x in lines:
+        assert x["@timestamp"].endswith("Z") and x["request_id"]
+        assert x["kind"] == "http" and x["method"] in ("POST", "GET")
+        assert x["source_workload"] == "frontend-v1" and x["source_principal"] == FRONTEND["principal"]
+    app_lines = [x for x in lines if x["path"] == "/items"]
+    assert all(x["destination_principal"] == BACKEND["principal"] for x in app_lines)
+    assert all(x["destination_service"] == BACKEND_SERVICE for x in app_lines)
+    assert Counter(x["status"] for x in app_lines) == {200: 24, 404: 10, 503: 8}
+    assert all(x["request_bytes"] > 100 and x["response_bytes"] > 0 for x in app_lines)
+    assert sum(1 for x in app_lines if x["duration_ms"] >= 300) == 6
+    assert [x["response_flags"] for x in lines if x["path"] == "/down"] == ["UF"] * n_down
+    for reporter in ("source", "destination"):  # one line per request on each side
+        ids = [x["request_id"] for x in lines if x["reporter"] == reporter]
+        assert len(set(ids)) == len(ids)
+
+
+def test_grpc_status_comes_from_the_trailers(envoy, tmp_path: Path) -> None:
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def start_upstream() -> tuple[GrpcServer, int]:
+        srv = GrpcServer("grpc-upstream", "127.0.0.1:0")  # serves grpc.health.v1.Health
+        return srv, await srv.start()
+
+    upstream, up_port = asyncio.run_coroutine_threadsafe(start_upstream(), loop).result(10)
+    try:
+        with TelemetryProcess(tmp_path / "access.log") as srv:
+            port = free_port()
+            lst = http_listener(
+                port,
+                [route_to("app")],
+                name="inbound",
+                hcm_extra={"access_log": access_logs(srv.port, "destination")},
+            )
+            cfg = bootstrap(
+                [lst],
+                [cluster("app", up_port, http2=True), cluster("envoykit_telemetry", srv.port, http2=True)],
+            )
+            cfg["node"] = {"id": "sidecar~backend-v2", "cluster": "backend", "metadata": BACKEND}
+            envoy(cfg)
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                stub = health_pb2_grpc.HealthStub(ch)
+                for _ in range(4):
+                    stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                for _ in range(3):
+                    try:
+                        stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
+                    except grpc.RpcError as err:
+                        assert err.code() == grpc.StatusCode.NOT_FOUND
+            text = wait_total(srv, "istio_requests_total", 7)
+    finally:
+        asyncio.run_coroutine_threadsafe(upstream.stop(0.1), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    assert total(text, "istio_requests_total") == 7
+    grpc_labels = {"reporter": "destination", "request_protocol": "grpc", "response_code": "200"}
+    assert total(text, "istio_requests_total", grpc_response_status="0", **grpc_labels) == 4
+    assert total(text, "istio_requests_total", grpc_response_status="5", **grpc_labels) == 3
+    assert total(text, "istio_requests_total", source_workload="unknown") == 7  # no peer header sent
+
+
+def test_tcp_bytes_and_connections_on_both_reporters(envoy, tmp_path: Path) -> None:
+    with TcpEcho() as app, TelemetryProcess(tmp_path / "access.log") as srv:
+        in_port, out_port = free_port(), free_port()
+        als = cluster("envoykit_telemetry", srv.port, http2=True)
+        server_cfg = bootstrap(
+            [tcp_listener("inbound", in_port, "inbound|9000||", srv.port, "destination")],
+            [cluster("inbound|9000||", app.port), als],
+        )
+        server_cfg["node"] = {"id": "sidecar~db-v1", "cluster": "db", "metadata": {**BACKEND, "app": "db"}}
+        client_cfg = bootstrap(
+            [tcp_listener("outbound_tcp|db", out_port, "outbound|9000||db.shop", srv.port, "source")],
+            [cluster("outbound|9000||db.shop", in_port), dict(als)],
+        )
+        client_cfg["node"] = {"id": "sidecar~frontend-v1", "cluster": "frontend", "metadata": FRONTEND}
+        envoy(server_cfg, name="db-sidecar")
+        envoy(client_cfg, name="frontend-sidecar")
+        sizes = [10, 2000, 70000, 5]
+        for size in sizes:
+            assert tcp_exchange(out_port, b"x" * size) == b"x" * size
+        text = wait_total(srv, "istio_tcp_connections_closed_total", 2 * len(sizes))
+        lines = read_lines(tmp_path / "access.log")
+    for reporter in ("source", "destination"):
+        labels = {
+            "reporter": reporter,
+            "request_protocol": "tcp",
+            "destination_service": "db.shop.svc.cluster.local",
+            "source_workload": "frontend-v1" if reporter == "source" else "unknown",
+        }
+        assert total(text, "istio_tcp_connections_opened_total", **labels) == len(sizes)
+        assert total(text, "istio_tcp_connections_closed_total", **labels) == len(sizes)
+        assert total(text, "istio_tcp_received_bytes_total", **labels) == sum(sizes)
+        assert total(text, "istio_tcp_sent_bytes_total", **labels) == sum(sizes)
+    assert sorted(
+        x["received_bytes"] for x in lines if x["kind"] == "tcp" and x["reporter"] == "source"
+    ) == sorted(sizes)

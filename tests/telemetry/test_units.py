@@ -1,0 +1,126 @@
+"""Units of the telemetry room and the core contracts it shares with the control plane."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from envoy.data.accesslog.v3 import accesslog_pb2
+from envoy.service.accesslog.v3 import als_pb2
+from prometheus_client import CollectorRegistry, generate_latest
+
+from envoykit.control.clusters import external_cluster_name, outbound_cluster_name
+from envoykit.control.loader import load_mesh
+from envoykit.core.accesslog import LOG_NAMES, parse_cluster_name, reporter_of
+from envoykit.core.peer import format_peer, parse_peer, spiffe_parts
+from envoykit.telemetry.accesslog import AccessLogWriter, trace_id
+from envoykit.telemetry.flags import response_flags
+from envoykit.telemetry.labels import HTTP_LABELS, LabelGuard, Reporter, destination_service
+from envoykit.telemetry.metrics import IstioMetrics, ServerMetrics
+from envoykit.telemetry.record import Recorder
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_cluster_names_of_the_control_plane_parse_back() -> None:
+    mesh = load_mesh(REPO / "examples" / "mesh.yaml").mesh
+    svc = mesh.services[0]
+    parts = parse_cluster_name(outbound_cluster_name(mesh, svc, "v1"))
+    assert parts is not None and parts.direction == "outbound" and parts.subset == "v1"
+    assert (
+        destination_service(outbound_cluster_name(mesh, svc), "")[0]
+        == f"{svc.name}.{mesh.ns(svc)}.svc.cluster.local"
+    )
+    if mesh.gateways and any(g.allow for g in mesh.gateways):
+        ext = next(h for g in mesh.gateways for h in g.allow)
+        assert destination_service(external_cluster_name(ext), "")[0] == ext.host
+    assert destination_service("ext_authz", "api.example:8443") == ("api.example", "api.example", "")
+    assert parse_cluster_name("ext_authz") is None
+
+
+def test_reporters_and_peer_header_round_trip() -> None:
+    assert {reporter_of(v) for v in LOG_NAMES.values()} == {"source", "destination"}
+    assert reporter_of("other") == "unknown"
+    meta = {"workload": "a-v1", "app": "a", "principal": "spiffe://td/ns/n/sa/s", "kind": "sidecar"}
+    assert parse_peer(format_peer(meta)) == {k: v for k, v in meta.items() if k != "kind"}
+    assert spiffe_parts("spiffe://td/ns/shop/sa/web") == ("shop", "web")
+
+
+def test_response_flags_use_envoy_short_codes() -> None:
+    assert response_flags(accesslog_pb2.ResponseFlags()) == "-"
+    flags = accesslog_pb2.ResponseFlags(upstream_connection_failure=True, upstream_retry_limit_exceeded=True)
+    assert response_flags(flags) == "UF,URX"
+    assert response_flags(accesslog_pb2.ResponseFlags(no_route_found=True)) == "NR"
+
+
+def test_label_guard_bounds_each_label() -> None:
+    g = LabelGuard(max_values=2)
+    assert [g(1, v) for v in ("a", "b", "c", "a")] == ["a", "b", "unknown", "a"]
+    assert g.collapsed == 1
+    assert g(2, "") == "unknown"
+    with pytest.raises(ValueError):
+        LabelGuard(0)
+
+
+def _entry(code: int, peer: str) -> accesslog_pb2.HTTPAccessLogEntry:
+    e = accesslog_pb2.HTTPAccessLogEntry()
+    e.response.response_code.value = code
+    e.request.request_headers["x-envoykit-peer"] = peer
+    e.common_properties.start_time.seconds = 1_700_000_000
+    e.common_properties.time_to_last_downstream_tx_byte.nanos = 3_000_000
+    return e
+
+
+def test_cardinality_bound_collapses_new_peers_and_counts_everything(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    metrics = IstioMetrics()
+    registry.register(metrics)
+    rec = Recorder(
+        metrics, ServerMetrics(registry), LabelGuard(max_values=3), AccessLogWriter(tmp_path / "a.log")
+    )
+    ident = als_pb2.StreamAccessLogsMessage.Identifier(log_name=LOG_NAMES["destination"])
+    ident.node.id = "sidecar~b-v1"
+    ident.node.metadata.update({"workload": "b-v1", "app": "b", "namespace": "ns"})
+    rep = Reporter.from_identifier(ident)
+    entries = [_entry(200, f"workload=w{i}") for i in range(10)]
+    rec.http(rep, entries)
+    text = generate_latest(registry).decode()
+    workloads = {
+        line.split('source_workload="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("istio_requests_total{")
+    }
+    assert workloads == {"w0", "w1", "w2", "unknown"}
+    total = sum(
+        float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith("istio_requests_total{")
+    )
+    assert total == 10
+    # each of the 7 late peers loses its workload and canonical service (which falls back to it)
+    assert "envoykit_telemetry_label_values_collapsed_total 14.0" in text
+    lines = [json.loads(x) for x in (tmp_path / "a.log").read_text().splitlines()]
+    assert [x["source_workload"] for x in lines] == [f"w{i}" for i in range(10)]  # logs keep the real value
+    assert lines[0]["@timestamp"] == "2023-11-14T22:13:20.000Z" and lines[0]["status"] == 200
+    assert len(HTTP_LABELS) == len(set(HTTP_LABELS))
+
+
+def test_writer_rotates_by_size_and_keeps_batches_whole(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "access.log"
+    w = AccessLogWriter(path, max_bytes=1000, backups=2)
+    for i in range(30):
+        w.write([json.dumps({"i": i, "pad": "x" * 40})] * 3)
+    w.close()
+    files = sorted(path.parent.iterdir())
+    assert [f.name for f in files] == ["access.log", "access.log.1", "access.log.2"]
+    for f in files:
+        assert f.stat().st_size <= 1000
+        lines = f.read_text().splitlines()
+        assert len(lines) % 3 == 0 and all(json.loads(x) for x in lines)
+
+
+def test_trace_id_from_traceparent_or_b3() -> None:
+    assert trace_id({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}) == (
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    )
+    assert trace_id({"x-b3-traceid": "abc"}) == "abc"
+    assert trace_id({}) == ""
