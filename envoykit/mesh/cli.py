@@ -204,26 +204,62 @@ def status(state_dir: Path | None, output: str) -> None:
 @_state_dir_option
 @click.option("-n", "--lines", type=int, default=50, show_default=True, help="How many last lines.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
-def logs(name: str, state_dir: Path | None, lines: int, follow: bool) -> None:
-    """Print the log of component NAME (see `envoykit status` for the names)."""
-    state = _state(state_dir)
-    plan = _read_plan(state)
-    names = [c.name for c in plan.components]
-    if name not in names:
-        raise click.ClickException(f"no component {name!r}; components: {', '.join(names)}")
-    path = state.log_path(name)
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With NAME 'access': read this JSON access log instead of the running mesh's.",
+)
+def logs(name: str, state_dir: Path | None, lines: int, follow: bool, file_: Path | None) -> None:
+    """Print the log of component NAME (see `envoykit status` for the names).
+
+    `envoykit logs access` prints the mesh's JSON access logs (one line per request, written by the
+    telemetry server from every Envoy's access-log stream; rotated files are followed).
+    """
+    if name == "access" and file_ is not None:
+        path = file_
+    else:
+        state = _state(state_dir)
+        plan = _read_plan(state)
+        names = [c.name for c in plan.components]
+        if name == "access" and name not in names:
+            from envoykit.mesh.planner import ACCESS_LOG
+
+            path = state.logs / ACCESS_LOG
+            if "telemetry" not in names:
+                raise click.ClickException("this mesh runs no telemetry server (extensions.access_log)")
+        elif name not in names:
+            raise click.ClickException(f"no component {name!r}; components: {', '.join(names)}, access")
+        else:
+            path = state.log_path(name)
     if not path.exists():
         raise click.ClickException(f"{name} has no log yet ({path})")
-    with open(path, "rb") as f:
+    _tail(path, lines, follow)
+
+
+def _tail(path: Path, lines: int, follow: bool) -> None:
+    """Print the last ``lines`` lines of ``path``; with ``follow``, new ones as they come, reopening the
+    file when it is replaced (size-based rotation renames it)."""
+    f = open(path, "rb")  # noqa: SIM115 - reopened on rotation
+    try:
         tail = f.read().decode(errors="replace").splitlines()[-lines:] if lines > 0 else []
         for line in tail:
             click.echo(line)
+        ino = os.fstat(f.fileno()).st_ino
         while follow:
             chunk = f.read()
             if chunk:
                 click.echo(chunk.decode(errors="replace"), nl=False)
-            else:
-                time.sleep(0.2)
+                continue
+            time.sleep(0.2)
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino != ino:
+                    f.close()
+                    f = open(path, "rb")  # noqa: SIM115
+                    ino = os.fstat(f.fileno()).st_ino
+    finally:
+        f.close()
 
 
 @click.command()

@@ -54,7 +54,8 @@ class EnvoyView:
 
 @dataclass
 class MeshView:
-    """The runner's view of a validated mesh (see the module docstring)."""
+    """The runner's view of a validated mesh (see the module docstring). ``telemetry`` is the ext_proc
+    telemetry server's address, ``access_log`` the access-log telemetry server's (None when disabled)."""
 
     path: Path
     model: Mesh
@@ -62,6 +63,7 @@ class MeshView:
     authz: Address
     ratelimit: Address
     telemetry: Address
+    access_log: Address | None
     processors: dict[str, Address]
     used_servers: set[str]
     workloads: list[WorkloadView]
@@ -192,6 +194,7 @@ def view(mesh: Mesh, path: Path) -> MeshView:
         authz=mesh.extensions.authz.address,
         ratelimit=mesh.extensions.ratelimit.address,
         telemetry=mesh.extensions.telemetry.address,
+        access_log=mesh.extensions.access_log.address if mesh.extensions.access_log.enabled else None,
         processors={p.name: p.address for p in mesh.extensions.processors},
         used_servers=used,
         workloads=workloads,

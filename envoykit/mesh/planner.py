@@ -3,7 +3,7 @@
 Start order (each level waits for the readiness of the previous ones)::
 
     control-plane (gRPC health on the xDS port)
-    authz, ratelimit, telemetry, processors (gRPC health)   apps (GET /healthz)
+    authz, ratelimit, telemetry, extproc-telemetry, processors (gRPC health)   apps (GET /healthz)
     one sidecar Envoy per workload (admin /ready: its listeners, clusters and certificates arrived)
     gateways (admin /ready)
     prometheus (/-/ready)
@@ -29,6 +29,8 @@ from envoykit.mesh.state import StateDir
 from envoykit.mesh.wasm import ensure_wasm_modules
 
 CONTROL = "control-plane"
+#: the JSON access log of the telemetry server, in the state's ``logs/`` (read by ``envoykit logs access``)
+ACCESS_LOG = "access.json"
 
 
 @dataclass
@@ -72,10 +74,16 @@ def _port(wanted: int, ports: FreePorts | None) -> int:
 
 
 def _server(
-    name: str, sub: str, address: Address, run: ServerRun, values: dict[str, str], ports: FreePorts | None
+    name: str,
+    sub: str,
+    address: Address,
+    run: ServerRun,
+    values: dict[str, str],
+    ports: FreePorts | None,
+    extra: tuple[str, ...] = (),
 ) -> Component:
     metrics = _port(run.metrics_port, ports)
-    args = expand(run.args, values, f"servers.{name}.args")
+    args = [*extra, *expand(run.args, values, f"servers.{name}.args")]
     return Component(
         name=name,
         kind="server",
@@ -244,8 +252,19 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
         servers.append(_server("authz", "authz", mesh.authz, rc.servers.authz, values, ports))
     if "ratelimit" in used:
         servers.append(_server("ratelimit", "ratelimit", mesh.ratelimit, rc.servers.ratelimit, values, ports))
+    if mesh.access_log is not None:
+        # JSON access logs for `envoykit logs access`; Envoy's own access-log counters beside ours
+        extra: tuple[str, ...] = ("--access-log", str(state.logs / ACCESS_LOG))
+        extra += tuple(arg for e in mesh.envoys for arg in ("--envoy-admin", f"http://{e.admin}"))
+        servers.append(
+            _server("telemetry", "telemetry", mesh.access_log, rc.servers.telemetry, values, ports, extra)
+        )
     if "telemetry" in used:
-        servers.append(_server("telemetry", "extproc", mesh.telemetry, rc.servers.telemetry, values, ports))
+        servers.append(
+            _server(
+                "extproc-telemetry", "extproc", mesh.telemetry, rc.servers.extproc_telemetry, values, ports
+            )
+        )
     for pname, paddr in mesh.processors.items():
         if pname in used:
             run = rc.servers.processors.get(pname)

@@ -10,7 +10,8 @@ serves a workload, nor where the policies and rate limits live. The run config (
     servers:                     # extra arguments and metrics port of each extension server
       authz: {args: ["--policy-dir", "{mesh_dir}/policies"], metrics_port: 9101}
       ratelimit: {args: ["--config-dir", "{mesh_dir}/ratelimit"], metrics_port: 9102}
-      telemetry: {args: ["--telemetry"], metrics_port: 9103}
+      telemetry: {args: [], metrics_port: 9103}          # envoykit telemetry serve (access logs)
+      extproc_telemetry: {args: ["--telemetry"], metrics_port: 9105}  # ext_proc telemetry, if used
       processors: {}             # user processor name -> {args, metrics_port}
     control_plane: {args: [], metrics_port: 9100}
 
@@ -46,11 +47,13 @@ class ServerRun(_Strict):
 
 
 class Servers(_Strict):
-    """Per extension server: ``authz``, ``ratelimit``, ``telemetry`` and user ``processors`` by name."""
+    """Per extension server: ``authz``, ``ratelimit``, ``telemetry`` (the access-log server),
+    ``extproc_telemetry`` (the ext_proc telemetry option) and user ``processors`` by name."""
 
     authz: ServerRun = ServerRun(metrics_port=9101)
     ratelimit: ServerRun = ServerRun(metrics_port=9102)
-    telemetry: ServerRun = ServerRun(args=["--telemetry"], metrics_port=9103)
+    telemetry: ServerRun = ServerRun(metrics_port=9103)
+    extproc_telemetry: ServerRun = ServerRun(args=["--telemetry"], metrics_port=9105)
     processors: dict[str, ServerRun] = {}
 
 

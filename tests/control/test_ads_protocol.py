@@ -73,7 +73,7 @@ async def test_sotw_ack_nack_stale_nonce_and_named_resources(cp: ControlPlane) -
     async with AdsClient(target(cp), node, cp.tokens.token_for(node)) as ads:
         await ads.send(CLUSTER)
         cds = await ads.recv()
-        assert cds.type_url == CLUSTER and len(cds.resources) == 3  # backend, v1, v2
+        assert cds.type_url == CLUSTER and len(cds.resources) == 4  # backend, v1, v2, envoykit_telemetry
         await ads.ack(cds)
         await ads.send(ENDPOINT, ["outbound|80|v1|backend.default", "no-such-cluster"])
         eds = await ads.recv()
@@ -159,6 +159,7 @@ async def test_delta_sends_only_changes_and_removals(cp: ControlPlane) -> None:
         out.put_nowait(discovery_pb2.DeltaDiscoveryRequest(node=base_pb2.Node(id=node), type_url=CLUSTER))
         first = await asyncio.wait_for(call.read(), 10)
         assert sorted(r.name for r in first.resources) == [
+            "envoykit_telemetry",
             "outbound|80|v1|backend.default",
             "outbound|80|v2|backend.default",
             "outbound|80||backend.default",

@@ -1,0 +1,113 @@
+"""Benchmark: telemetry over Envoy's gRPC access-log stream vs. no telemetry, through one Envoy.
+
+One Envoy (``--concurrency 1``) serves a direct-response route on two listeners in the same run:
+(a) without telemetry; (b) with the ``envoy.access_loggers.http_grpc`` logger exactly as the control
+plane wires it (``envoykit.control.accesslog``, reporter=destination, 1 s flush, 16 KiB buffer),
+streaming to a real ``envoykit telemetry serve`` process that computes Istio's metrics and writes the
+JSON access log to a file. wrk drives each at maximum throughput (closed loop), alternating a and b
+for ``--rounds`` rounds; the ratio is b's mean requests/s over a's.
+
+``lost`` is the requests Envoy received on (b) (its ``downstream_rq_total``) minus the requests the
+telemetry server counted (``istio_requests_total``), read once the count stopped moving after the
+flush interval.
+
+Prints, among the figures, exactly ``ratio = X`` (target ≥ 0.85) and ``lost = N of M`` (target 0).
+
+Run: ``.venv/bin/python bench/telemetry.py [--seconds 6] [--rounds 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import LoadResult, table, wrk
+
+from envoykit.core import EnvoyProcess, free_port
+from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
+from tests.telemetry.helpers import BACKEND, TelemetryProcess, access_logs, total
+
+LISTENER = "telemetry"
+
+
+def downstream_requests(admin: str) -> int:
+    """``http.<LISTENER>.downstream_rq_total`` of the Envoy at ``admin``."""
+    url = f"{admin}/stats?format=json&filter=^http\\.{LISTENER}\\.downstream_rq_total$"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        stats = json.loads(r.read())["stats"]
+    return int(stats[0]["value"]) if stats else 0
+
+
+def settled_count(srv: TelemetryProcess, timeout: float = 30.0) -> float:
+    """``istio_requests_total`` once it stopped moving (Envoy flushes every second)."""
+    last = -1.0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.5)
+        now = total(srv.metrics(), "istio_requests_total")
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=16)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, TelemetryProcess(Path(tmp) / "access.json") as srv:
+        plain, logged = free_port(), free_port()
+        ok = [direct_response(200, "ok")]
+        cfg = bootstrap(
+            [
+                http_listener(plain, ok, name="plain"),
+                http_listener(
+                    logged, ok, name=LISTENER, hcm_extra={"access_log": access_logs(srv.port, "destination")}
+                ),
+            ],
+            [cluster("envoykit_telemetry", srv.port, http2=True)],
+        )
+        # the access log as the mesh configures it: 1 s flush, 16 KiB buffer
+        for a in cfg["static_resources"]["listeners"][1]["filter_chains"][0]["filters"][0]["typed_config"][
+            "access_log"
+        ]:
+            a["typed_config"]["common_config"]["buffer_flush_interval"] = "1s"
+        cfg["node"] = {"id": "sidecar~backend-v2", "cluster": "backend", "metadata": BACKEND}
+        with EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench") as env:
+            url = {"a": f"http://127.0.0.1:{plain}/x", "b": f"http://127.0.0.1:{logged}/x"}
+            for k in "ab":
+                wrk("warm-up", url[k], seconds=1, connections=args.connections)
+            runs: dict[str, list[LoadResult]] = {"a": [], "b": []}
+            for _ in range(args.rounds):
+                for k in "ab":
+                    name = "(a) no telemetry" if k == "a" else "(b) access-log telemetry"
+                    runs[k].append(wrk(name, url[k], seconds=args.seconds, connections=args.connections))
+            counted = settled_count(srv)
+            received = downstream_requests(env.admin_url)
+            lines = len((Path(tmp) / "access.json").read_bytes().splitlines())
+    mean = {
+        k: LoadResult(
+            rs[0].name, sum(r.rps for r in rs) / len(rs), max(r.p50_ms for r in rs), max(r.p99_ms for r in rs)
+        )
+        for k, rs in runs.items()
+    }
+    print(f"maximum throughput (wrk, closed loop, {args.connections} connections, {args.seconds} s):")
+    print(table([r for k in "ab" for r in runs[k]], mean["a"]))
+    print(f"\nmeans over {args.rounds} rounds (p50/p99: worst round):")
+    print(table([mean["a"], mean["b"]], mean["a"]))
+    print(f"\ntelemetry: {counted:.0f} counted, {lines} JSON lines, {received} requests received by Envoy")
+    print(f"ratio = {mean['b'].rps / mean['a'].rps:.2f}")
+    print(f"lost = {received - int(counted)} of {received}")
+
+
+if __name__ == "__main__":
+    main()
