@@ -13,13 +13,14 @@ flush interval.
 
 Prints, among the figures, exactly ``ratio = X`` (target ≥ 0.85) and ``lost = N of M`` (target 0).
 
-Run: ``.venv/bin/python bench/telemetry.py [--seconds 6] [--rounds 2]``.
+Run: ``.venv/bin/python bench/telemetry.py [--seconds 6] [--rounds 3]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -35,6 +36,12 @@ from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
 from tests.telemetry.helpers import BACKEND, TelemetryProcess, access_logs, total
 
 LISTENER = "telemetry"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, in seconds (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def downstream_requests(admin: str) -> int:
@@ -61,7 +68,7 @@ def settled_count(srv: TelemetryProcess, timeout: float = 30.0) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=6)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=16)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, TelemetryProcess(Path(tmp) / "access.json") as srv:
@@ -86,6 +93,9 @@ def main() -> None:
             url = {"a": f"http://127.0.0.1:{plain}/x", "b": f"http://127.0.0.1:{logged}/x"}
             for k in "ab":
                 wrk("warm-up", url[k], seconds=1, connections=args.connections)
+            assert srv.proc is not None
+            cpu_before = cpu_seconds(srv.proc.pid)
+            warm = settled_count(srv)
             runs: dict[str, list[LoadResult]] = {"a": [], "b": []}
             for _ in range(args.rounds):
                 for k in "ab":
@@ -93,7 +103,9 @@ def main() -> None:
                     runs[k].append(wrk(name, url[k], seconds=args.seconds, connections=args.connections))
             counted = settled_count(srv)
             received = downstream_requests(env.admin_url)
-            lines = len((Path(tmp) / "access.json").read_bytes().splitlines())
+            lines = sum(len(f.read_bytes().splitlines()) for f in Path(tmp).glob("access.json*"))
+            assert srv.proc is not None
+            server_cpu = cpu_seconds(srv.proc.pid) - cpu_before
     mean = {
         k: LoadResult(
             rs[0].name, sum(r.rps for r in rs) / len(rs), max(r.p50_ms for r in rs), max(r.p99_ms for r in rs)
@@ -105,6 +117,7 @@ def main() -> None:
     print(f"\nmeans over {args.rounds} rounds (p50/p99: worst round):")
     print(table([mean["a"], mean["b"]], mean["a"]))
     print(f"\ntelemetry: {counted:.0f} counted, {lines} JSON lines, {received} requests received by Envoy")
+    print(f"telemetry server CPU: {server_cpu * 1e6 / max(counted - warm, 1):.1f} µs per entry")
     print(f"ratio = {mean['b'].rps / mean['a'].rps:.2f}")
     print(f"lost = {received - int(counted)} of {received}")
 

@@ -18,7 +18,7 @@ from typing import Any
 from envoykit.core import get_logger
 from envoykit.core.accesslog import RESPONSE_HEADERS
 from envoykit.core.peer import PEER_HEADER, parse_peer
-from envoykit.telemetry.accesslog import AccessLogWriter, Fields, dumps, http_line, millis, tcp_line
+from envoykit.telemetry.accesslog import AccessLogWriter, http_line, millis, static_fields, tcp_line
 from envoykit.telemetry.flags import response_flags
 from envoykit.telemetry.labels import LabelGuard, Reporter, label_values, tcp_values
 from envoykit.telemetry.metrics import HttpSeries, IstioMetrics, ServerMetrics, TcpSeries
@@ -109,7 +109,7 @@ class Recorder:
                 hit = cache.get(key)
                 if hit is None:
                     hit = self._http_series(rep, key, inbound)
-                series, values = hit
+                series, static = hit
                 series.requests += 1
                 if c.HasField("time_to_last_downstream_tx_byte"):
                     series.duration.observe(millis(c.time_to_last_downstream_tx_byte))
@@ -118,11 +118,11 @@ class Recorder:
                 series.request_bytes.observe(req.request_headers_bytes + req.request_body_bytes)
                 series.response_bytes.observe(resp.response_headers_bytes + resp.response_body_bytes)
                 if writer is not None:
-                    lines.append(dumps(http_line(Fields(values, rep.node_id, grpc, e), e)))
+                    lines.append(http_line(static, e, grpc))
         self.server.entries.labels(rep.node_id, rep.reporter, "http").inc(len(entries))
         self._write(lines)
 
-    def _http_series(self, rep: Reporter, key: tuple[Any, ...], inbound: bool) -> tuple[HttpSeries, Any]:
+    def _http_series(self, rep: Reporter, key: tuple[Any, ...], inbound: bool) -> tuple[HttpSeries, str]:
         if inbound:
             peer_value, principal, code, grpc, is_grpc, flags = key
             cluster = authority = ""
@@ -146,8 +146,8 @@ class Recorder:
             self.server.collapsed.inc(self.guard.collapsed - before)
         if len(rep.cache) >= _MAX_CACHE:
             rep.cache.clear()
-        rep.cache[key] = (series, values)
-        return series, values
+        rep.cache[key] = (series, static_fields(values, rep.node_id))
+        return series, rep.cache[key][1]
 
     # -- TCP -----------------------------------------------------------------------------------
 
@@ -162,7 +162,7 @@ class Recorder:
                 kind = c.access_log_type
                 if kind == _TCP_PERIODIC:
                     continue  # bytes are counted once, at the end (periodic entries repeat the totals)
-                series, values = self._tcp_series(rep, c)
+                series, static = self._tcp_series(rep, c)
                 if kind == _TCP_CONNECTED:
                     series.opened += 1
                     if len(connected) >= _MAX_CONNECTED:
@@ -177,11 +177,11 @@ class Recorder:
                 series.sent += e.connection_properties.sent_bytes
                 series.received += e.connection_properties.received_bytes
                 if writer is not None:
-                    lines.append(dumps(tcp_line(Fields(values, rep.node_id, "", e), e)))
+                    lines.append(tcp_line(static, e))
         self.server.entries.labels(rep.node_id, rep.reporter, "tcp").inc(len(entries))
         self._write(lines)
 
-    def _tcp_series(self, rep: Reporter, c: Any) -> tuple[TcpSeries, tuple[str, ...]]:
+    def _tcp_series(self, rep: Reporter, c: Any) -> tuple[TcpSeries, str]:
         flags = response_flags(c.response_flags) if c.HasField("response_flags") else "-"
         principal = _san_uri(c) if rep.reporter == "destination" else ""
         key = ("tcp", principal, c.upstream_cluster, flags)
@@ -194,7 +194,7 @@ class Recorder:
                 self.server.collapsed.inc(self.guard.collapsed - before)
             if len(rep.cache) >= _MAX_CACHE:
                 rep.cache.clear()
-            hit = rep.cache[key] = (series, values)
+            hit = rep.cache[key] = (series, static_fields(values, rep.node_id))
         return hit  # type: ignore[no-any-return]
 
     # -- JSON lines ----------------------------------------------------------------------------

@@ -140,7 +140,9 @@ def _als(port: int) -> AccessLogServer:
 def access_logs(port: int, reporter: str, kind: str = "http") -> list[dict[str, Any]]:
     """The control plane's access-logger list for a listener, as bootstrap JSON."""
     build = http_access_logs if kind == "http" else tcp_access_logs
-    return [json_format.MessageToDict(a) for a in build(_als(port), reporter)]
+    return [
+        json_format.MessageToDict(a, preserving_proto_field_name=True) for a in build(_als(port), reporter)
+    ]
 
 
 def hcm_of(cfg: dict[str, Any]) -> dict[str, Any]:
