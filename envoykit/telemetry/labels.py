@@ -103,7 +103,7 @@ class Reporter:
 
     Attributes:
         reporter: ``destination``, ``source`` or ``unknown`` (from ``log_name``).
-        node_id: ``Node.id`` (``sidecar~backend-v1``).
+        node_id: ``Node.id`` (``sidecar~backend-v1``), as sent.
         meta: its node metadata (string values only).
         cache: raw entry facts → series, filled by the recorder (few distinct keys per stream).
         connected: TCP ``stream_id``s whose upstream-connected entry was counted (opened).
@@ -114,6 +114,7 @@ class Reporter:
     meta: dict[str, str]
     cache: dict[Any, Any] = field(default_factory=dict)
     connected: dict[int, None] = field(default_factory=dict)
+    node_label: str = ""  # node_id as the server's own metrics label it (bounded like the others)
 
     @classmethod
     def from_identifier(cls, identifier: Any) -> Reporter:

@@ -119,7 +119,7 @@ class Recorder:
                 series.response_bytes.observe(resp.response_headers_bytes + resp.response_body_bytes)
                 if writer is not None:
                     lines.append(http_line(static, e, grpc))
-        self.server.entries.labels(rep.node_id, rep.reporter, "http").inc(len(entries))
+        self.server.entries.labels(rep.node_label or rep.node_id, rep.reporter, "http").inc(len(entries))
         self._write(lines)
 
     def _http_series(self, rep: Reporter, key: tuple[Any, ...], inbound: bool) -> tuple[HttpSeries, str]:
@@ -178,7 +178,7 @@ class Recorder:
                 series.received += e.connection_properties.received_bytes
                 if writer is not None:
                     lines.append(tcp_line(static, e))
-        self.server.entries.labels(rep.node_id, rep.reporter, "tcp").inc(len(entries))
+        self.server.entries.labels(rep.node_label or rep.node_id, rep.reporter, "tcp").inc(len(entries))
         self._write(lines)
 
     def _tcp_series(self, rep: Reporter, c: Any) -> tuple[TcpSeries, str]:

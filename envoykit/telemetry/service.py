@@ -19,6 +19,7 @@ from envoykit.telemetry.labels import Reporter
 from envoykit.telemetry.record import Recorder
 
 SERVICE_NAME = "envoy.service.accesslog.v3.AccessLogService"
+NODE_LABEL = 1000  # the guard's slot for the ``node`` label of the server's own metrics
 _log = get_logger("telemetry")
 
 
@@ -42,8 +43,9 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
                         # Envoy always sends it first; without it the reporter is unknown, say so
                         _log.warning("access-log stream without identifier", peer=context.peer())
                     rep = Reporter.from_identifier(msg.identifier)
+                    rep.node_label = rec.guard(NODE_LABEL, rep.node_id)
                     rec.server.streams.inc()
-                    rec.server.streams_opened.labels(rep.node_id).inc()
+                    rec.server.streams_opened.labels(rep.node_label).inc()
                     _log.info("stream", node=rep.node_id, reporter=rep.reporter)
                 try:
                     if msg.HasField("http_logs"):
@@ -52,7 +54,7 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
                         rec.tcp(rep, msg.tcp_logs.log_entry)
                 except Exception:  # a bad batch is counted and logged; the stream goes on
                     lost = len(msg.http_logs.log_entry) + len(msg.tcp_logs.log_entry)
-                    rec.server.failed.labels(rep.node_id).inc(lost)
+                    rec.server.failed.labels(rep.node_label).inc(lost)
                     _log.exception("batch not counted", node=rep.node_id, entries=lost)
         finally:
             if rep is not None:

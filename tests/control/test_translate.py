@@ -105,12 +105,11 @@ def test_inbound_listener_mtls_and_filter_order() -> None:
     assert len(lst.filter_chains) == 1 and lst.filter_chains[0].transport_socket.name  # STRICT
     conf = hcm_of(lst)
     assert [f.name for f in conf.http_filters] == [
-        "envoykit.telemetry",
         "envoy.filters.http.ext_authz",
         "envoy.filters.http.router",
     ]
     authz = ext_authz_pb2.ExtAuthz()
-    conf.http_filters[1].typed_config.Unpack(authz)
+    conf.http_filters[0].typed_config.Unpack(authz)
     assert authz.include_peer_certificate and not authz.failure_mode_allow
     assert authz.grpc_service.envoy_grpc.cluster_name == "ext_authz"
     assert conf.forward_client_cert_details == hcm.HttpConnectionManager.SANITIZE_SET
@@ -119,6 +118,68 @@ def test_inbound_listener_mtls_and_filter_order() -> None:
     per_route = ext_authz_pb2.ExtAuthzPerRoute()
     skip.typed_per_filter_config["envoy.filters.http.ext_authz"].Unpack(per_route)
     assert skip.match.prefix == "/healthz" and per_route.disabled
+
+
+def _access_log(conf: Any) -> Any:
+    from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+
+    (entry,) = conf.access_log
+    out: Any = (
+        als_pb2.HttpGrpcAccessLogConfig()
+        if entry.name.endswith("http_grpc")
+        else als_pb2.TcpGrpcAccessLogConfig()
+    )
+    entry.typed_config.Unpack(out)
+    return out
+
+
+def test_every_listener_streams_its_access_log_to_the_telemetry_server() -> None:
+    t = demo()
+    side = t.nodes["sidecar~frontend-v1"]
+    assert "envoykit_telemetry" in side.resources(CLUSTER)
+    inbound = _access_log(hcm_of(side.resources(LISTENER)["inbound"]))
+    outbound = _access_log(hcm_of(side.resources(LISTENER)["outbound"]))
+    ingress = _access_log(hcm_of(t.nodes["ingress~ingress"].resources(LISTENER)["ingress|ingress"]))
+    assert inbound.common_config.log_name == "envoykit.destination"
+    assert outbound.common_config.log_name == ingress.common_config.log_name == "envoykit.source"
+    for conf in (inbound, outbound, ingress):
+        common = conf.common_config
+        assert common.grpc_service.envoy_grpc.cluster_name == "envoykit_telemetry"
+        assert common.buffer_flush_interval.seconds == 1 and common.buffer_size_bytes.value == 16384
+        assert "x-envoykit-peer" in conf.additional_request_headers_to_log
+        assert "grpc-status" in conf.additional_response_trailers_to_log
+
+
+def test_tcp_proxies_log_on_connect_and_access_logs_can_be_turned_off() -> None:
+    from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+    doc = """
+services:
+  - name: db
+    protocol: tcp
+    mtls: DISABLE
+    workloads:
+      - {name: db-v1, address: 127.0.0.1:9001, sidecar: {inbound: 127.0.0.1:9101, outbound: 127.0.0.1:9201, admin: 127.0.0.1:9301}}
+  - name: app
+    mtls: DISABLE
+    workloads:
+      - name: app-v1
+        address: 127.0.0.1:9002
+        sidecar: {inbound: 127.0.0.1:9102, outbound: 127.0.0.1:9202, admin: 127.0.0.1:9302, outbound_tcp: {db: 127.0.0.1:9402}}
+"""
+    t = translate(parse_mesh(doc), ".")
+    for node, name, reporter in (
+        ("sidecar~db-v1", "inbound", "destination"),
+        ("sidecar~app-v1", "outbound_tcp|db", "source"),
+    ):
+        lst = t.nodes[node].resources(LISTENER)[name]
+        proxy = tcp_proxy_pb2.TcpProxy()
+        lst.filter_chains[0].filters[0].typed_config.Unpack(proxy)
+        assert proxy.access_log_options.flush_access_log_on_connected
+        assert _access_log(proxy).common_config.log_name == f"envoykit.{reporter}"
+    off = translate(parse_mesh("extensions: {access_log: {enabled: false}}\n" + doc), ".")
+    assert "envoykit_telemetry" not in off.nodes["sidecar~app-v1"].resources(CLUSTER)
+    assert not hcm_of(off.nodes["sidecar~app-v1"].resources(LISTENER)["outbound"]).access_log
 
 
 def test_permissive_uses_tls_inspector_and_two_chains() -> None:
@@ -136,7 +197,6 @@ def test_ingress_extensions_rate_limits_and_wasm() -> None:
     conf = hcm_of(lst)
     names = [f.name for f in conf.http_filters]
     assert names == [
-        "envoykit.telemetry",
         "envoy.filters.http.ext_authz",
         "envoy.filters.http.ratelimit",
         "envoy.filters.http.fault",
@@ -145,11 +205,11 @@ def test_ingress_extensions_rate_limits_and_wasm() -> None:
     ]
     assert conf.use_remote_address.value
     rl = rate_limit_pb2.RateLimit()
-    conf.http_filters[2].typed_config.Unpack(rl)
+    conf.http_filters[1].typed_config.Unpack(rl)
     assert rl.domain == "envoykit" and not rl.failure_mode_deny
     assert rl.rate_limit_service.grpc_service.envoy_grpc.cluster_name == "rate_limit_service"
     wasm = wasm_pb2.Wasm()
-    conf.http_filters[4].typed_config.Unpack(wasm)
+    conf.http_filters[3].typed_config.Unpack(wasm)
     assert wasm.config.root_id == "add_header"
     assert wasm.config.vm_config.runtime == "envoy.wasm.runtime.v8"
     assert wasm.config.vm_config.code.local.filename == str(REPO / "examples" / "wasm" / "add_header.wasm")
@@ -165,7 +225,7 @@ def test_ingress_extensions_rate_limits_and_wasm() -> None:
         "client_id",
         True,
     )
-    assert {"ext_authz", "rate_limit_service", "ext_proc_telemetry"} <= set(cfg.resources(CLUSTER))
+    assert {"ext_authz", "rate_limit_service", "envoykit_telemetry"} <= set(cfg.resources(CLUSTER))
 
 
 def test_fault_mirror_hash_and_egress() -> None:

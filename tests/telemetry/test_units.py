@@ -124,3 +124,19 @@ def test_trace_id_from_traceparent_or_b3() -> None:
     )
     assert trace_id({"x-b3-traceid": "abc"}) == "abc"
     assert trace_id({}) == ""
+
+
+def test_logs_access_prints_the_last_lines_of_a_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from envoykit.cli import main
+
+    path = tmp_path / "access.json"
+    w = AccessLogWriter(path)
+    w.write([json.dumps({"i": i}) for i in range(10)])
+    w.close()
+    out = CliRunner().invoke(main, ["logs", "access", "--file", str(path), "-n", "3"])
+    assert out.exit_code == 0, out.output
+    assert [json.loads(x)["i"] for x in out.output.splitlines()] == [7, 8, 9]
+    missing = CliRunner().invoke(main, ["logs", "access", "--file", str(tmp_path / "nope.json")])
+    assert missing.exit_code != 0 and "no log yet" in missing.output
