@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -70,8 +71,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--nice", type=int, default=0, help="the telemetry server's --nice")
+    ap.add_argument("--no-access-log", action="store_true", help="metrics only, no JSON access log")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, TelemetryProcess(Path(tmp) / "access.json") as srv:
+    extra = ["--nice", str(args.nice)] if args.nice else []
+    tmp = tempfile.mkdtemp(prefix="envoykit-bench-")
+    with TelemetryProcess(Path(tmp) / "access.json", *extra, access_log=not args.no_access_log) as srv:
         plain, logged = free_port(), free_port()
         ok = [direct_response(200, "ok")]
         cfg = bootstrap(
@@ -106,6 +111,7 @@ def main() -> None:
             lines = sum(len(f.read_bytes().splitlines()) for f in Path(tmp).glob("access.json*"))
             assert srv.proc is not None
             server_cpu = cpu_seconds(srv.proc.pid) - cpu_before
+    shutil.rmtree(tmp, ignore_errors=True)
     mean = {
         k: LoadResult(
             rs[0].name, sum(r.rps for r in rs) / len(rs), max(r.p50_ms for r in rs), max(r.p99_ms for r in rs)
@@ -116,7 +122,8 @@ def main() -> None:
     print(table([r for k in "ab" for r in runs[k]], mean["a"]))
     print(f"\nmeans over {args.rounds} rounds (p50/p99: worst round):")
     print(table([mean["a"], mean["b"]], mean["a"]))
-    print(f"\ntelemetry: {counted:.0f} counted, {lines} JSON lines, {received} requests received by Envoy")
+    print(f"\ntelemetry server: nice {args.nice}, JSON access log {'off' if args.no_access_log else 'on'}")
+    print(f"telemetry: {counted:.0f} counted, {lines} JSON lines, {received} requests received by Envoy")
     print(f"telemetry server CPU: {server_cpu * 1e6 / max(counted - warm, 1):.1f} µs per entry")
     print(f"ratio = {mean['b'].rps / mean['a'].rps:.2f}")
     print(f"lost = {received - int(counted)} of {received}")

@@ -52,7 +52,10 @@ BACKEND_CLUSTER = "outbound|80||backend.shop"
 class TelemetryProcess:
     """``python -m envoykit.cli telemetry serve`` on free ports (or ``port``), JSON lines in ``log``."""
 
-    def __init__(self, log: Path, *args: str, port: int = 0, metrics_port: int = 0) -> None:
+    def __init__(
+        self, log: Path, *args: str, port: int = 0, metrics_port: int = 0, access_log: bool = True
+    ) -> None:
+        self.access_log = access_log
         self.port = port or free_port()
         self.metrics_port = metrics_port or free_port()
         self.log = log
@@ -63,8 +66,10 @@ class TelemetryProcess:
         cmd = [
             sys.executable, "-m", "envoykit.cli", "telemetry", "serve",
             "--address", f"127.0.0.1:{self.port}", "--metrics-port", str(self.metrics_port),
-            "--access-log", str(self.log), "--log-level", "warning", *self.args,
+            "--log-level", "warning", *self.args,
         ]  # fmt: skip
+        if self.access_log:
+            cmd += ["--access-log", str(self.log)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.stderr = self.log.with_name(self.log.name + f".{self.port}.stderr")
         with open(self.stderr, "ab") as err:

@@ -140,3 +140,29 @@ def test_logs_access_prints_the_last_lines_of_a_file(tmp_path: Path) -> None:
     assert [json.loads(x)["i"] for x in out.output.splitlines()] == [7, 8, 9]
     missing = CliRunner().invoke(main, ["logs", "access", "--file", str(tmp_path / "nope.json")])
     assert missing.exit_code != 0 and "no log yet" in missing.output
+
+
+def test_a_second_server_on_a_served_address_exits_1(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.telemetry.helpers import ROOT, TelemetryProcess
+
+    with TelemetryProcess(tmp_path / "a.json") as srv:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "envoykit.cli",
+                "telemetry",
+                "serve",
+                "--address",
+                f"127.0.0.1:{srv.port}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 1
+    assert f"address in use: 127.0.0.1:{srv.port}" in out.stderr
