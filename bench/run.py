@@ -1,6 +1,6 @@
 """Run every benchmark one after the other (``make bench``); each prints its own figures and ratios.
 
-Usage: ``python bench/run.py [authz ratelimit extproc wasmhost control mesh]`` (default: all).
+Usage: ``python bench/run.py [authz ratelimit extproc telemetry wasmhost control mesh]`` (default: all).
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["authz", "ratelimit", "extproc", "wasmhost", "control", "mesh"]
+ALL = ["authz", "ratelimit", "extproc", "telemetry", "wasmhost", "control", "mesh"]
 # the programs each benchmark runs (.ci/run installs them); checked before anything starts
 TOOLS = {
     "authz": ["wrk", "hey"],
     "ratelimit": ["wrk", "hey", "redis-server"],
     "extproc": ["wrk", "hey"],
+    "telemetry": ["wrk"],
     "wasmhost": ["npm"],  # C filters build with zig from the ziglang wheel; AssemblyScript needs npm
     "control": [],
     "mesh": ["wrk"],
