@@ -171,8 +171,8 @@ def _dashboard(
     """The dashboard: reads Prometheus when the mesh runs one, else every component's metrics.
 
     Envoys are scraped for ``server.live`` only (their health), not their whole stats; the apps, which
-    have no metrics, are probed as the runner probes them. The authz decision log (the authz server's
-    output) is its access log.
+    have no metrics, are probed as the runner probes them. Its access logs: the authz decision log (the
+    authz server's output) and the telemetry server's JSON access log.
     """
     args = ["--control", f"http://{control.metrics.rsplit('/', 1)[0]}"]
     if "prometheus" in info:
@@ -198,6 +198,11 @@ def _dashboard(
             *args,
             "--access-log",
             str(state.log_path("authz")),
+            *(
+                ["--access-log", str(state.logs / ACCESS_LOG)]
+                if any(c.name == "telemetry" for c in components)
+                else []
+            ),
             "--address",
             f"{host}:{port}",
         ),
