@@ -7,6 +7,7 @@ The tests of this module share one running mesh and run in file order: the authz
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -127,6 +128,28 @@ def test_status_shows_every_component_and_the_control_plane(mesh: RunningMesh) -
     assert f"{envoys} of {envoys} Envoys connected" in out.stdout, out.stdout
     for c in mesh.plan.components:
         assert c.name in out.stdout
+
+
+def test_control_status_and_ca_show_find_the_running_mesh(mesh: RunningMesh, tmp_path: Path) -> None:
+    """Without --state-dir, from a folder that is not the mesh's: `control status` and `ca show`
+    find the running mesh's control-plane state as `envoykit status` does ($ENVOYKIT_STATE_DIR)."""
+    env = {**os.environ, "ENVOYKIT_STATE_DIR": str(mesh.state.root)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "envoykit.cli", *args],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env,
+        )  # fmt: skip
+
+    st = cli("control", "status", "-o", "json")
+    assert st.returncode == 0, st.stdout + st.stderr
+    doc = json.loads(st.stdout)
+    assert doc["running"] is True and doc["status_file"] == mesh.plan.info["control_status"]
+    ca = cli("ca", "show", "-o", "json")
+    assert ca.returncode == 0, ca.stdout + ca.stderr
+    shown = json.loads(ca.stdout)
+    assert shown["trust_domain"] == "envoykit.local"
+    assert shown["state_dir"] == str(Path(mesh.plan.info["control_status"]).parent)
 
 
 def test_request_reaches_backend_over_mtls_with_frontend_identity(mesh: RunningMesh) -> None:
