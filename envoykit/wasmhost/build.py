@@ -125,9 +125,12 @@ def build_example(name: str, *, out_dir: str | Path | None = None) -> Path:
     return target
 
 
-def _run(cmd: list[str], cwd: Path | None = None, timeout: float = 300) -> None:
+def _run(
+    cmd: list[str], cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None
+) -> None:
+    full_env = {**os.environ, **env} if env else None
     try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
     except FileNotFoundError as exc:
         raise BuildError(f"{cmd[0]} is not installed") from exc
     except subprocess.TimeoutExpired as exc:
@@ -173,10 +176,25 @@ def _compiler_id() -> str:
     return " ".join(Path(cmd[0]).name if i == 0 else c for i, c in enumerate(cmd))
 
 
+def zig_cache_env(zig: str) -> dict[str, str]:
+    """Cache directories for one zig installation: ``~/.cache/envoykit/zig-<hash of its path>``.
+
+    zig keeps its compiled wasi-libc in a cache (the first build takes a minute, later ones 0.1 s).
+    Its default cache is shared by every zig on the machine, and two installations of the same
+    version (two virtualenvs) rebuild each other's libc there in turn; one cache per installation
+    keeps every build warm. ``$ZIG_GLOBAL_CACHE_DIR`` set by the user wins.
+    """
+    if os.environ.get("ZIG_GLOBAL_CACHE_DIR"):
+        return {}
+    tag = hashlib.sha256(str(Path(zig).resolve()).encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "envoykit" / f"zig-{tag}"
+    return {"ZIG_GLOBAL_CACHE_DIR": str(cache), "ZIG_LOCAL_CACHE_DIR": str(cache)}
+
+
 def _build_c(src: Path, target: Path) -> None:
     cmd = c_compiler()
-    # zig keeps its compiled wasi-libc in a cache: the first build takes a minute, later ones 0.1 s.
-    _run([*cmd, *CLANG_FLAGS, f"-I{src.parent}", "-o", str(target), str(src)], timeout=900)
+    env = zig_cache_env(cmd[0]) if Path(cmd[0]).name == "zig" else {}
+    _run([*cmd, *CLANG_FLAGS, f"-I{src.parent}", "-o", str(target), str(src)], timeout=900, env=env)
 
 
 def _build_wat(src: Path, target: Path) -> None:

@@ -31,6 +31,7 @@ MESH = REPO / "examples" / "mesh.yaml"
 
 pytestmark = [
     pytest.mark.envoy,
+    pytest.mark.timeout(600),  # the first test waits for up, which may build the demo filter (zig)
     pytest.mark.skipif(not MESH.exists(), reason="examples/mesh.yaml (control-plane room) is not there yet"),
 ]
 
