@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import LoadResult, table, wrk
 
 from envoykit.core import EnvoyProcess, free_port
+from envoykit.telemetry.gap import envoy_log_stats
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
 from tests.telemetry.helpers import BACKEND, TelemetryProcess, access_logs, total
 
@@ -108,6 +109,7 @@ def main() -> None:
                     runs[k].append(wrk(name, url[k], seconds=args.seconds, connections=args.connections))
             counted = settled_count(srv)
             received = downstream_requests(env.admin_url)
+            _, envoy_stats = envoy_log_stats(env.admin_url)
             lines = sum(len(f.read_bytes().splitlines()) for f in Path(tmp).glob("access.json*"))
             assert srv.proc is not None
             server_cpu = cpu_seconds(srv.proc.pid) - cpu_before
@@ -124,6 +126,9 @@ def main() -> None:
     print(table([mean["a"], mean["b"]], mean["a"]))
     print(f"\ntelemetry server: nice {args.nice}, JSON access log {'off' if args.no_access_log else 'on'}")
     print(f"telemetry: {counted:.0f} counted, {lines} JSON lines, {received} requests received by Envoy")
+    print(
+        f"Envoy's access logger: {envoy_stats['logs_written']} written, {envoy_stats['logs_dropped']} dropped"
+    )
     print(f"telemetry server CPU: {server_cpu * 1e6 / max(counted - warm, 1):.1f} µs per entry")
     print(f"ratio = {mean['b'].rps / mean['a'].rps:.2f}")
     print(f"lost = {received - int(counted)} of {received}")
