@@ -8,8 +8,9 @@ control plane checks on every stream. Source: Envoy ``envoy.config.bootstrap.v3.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.config.bootstrap.v3 import bootstrap_pb2
-from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
 from google.protobuf import struct_pb2
 
@@ -32,13 +33,14 @@ def node_message(node: NodeInfo) -> base_pb2.Node:
 
 
 def bootstrap(
-    node: NodeInfo, xds: Address, token: str | None = None, *, delta: bool = False
+    node: NodeInfo, xds: Address | Sequence[Address], token: str | None = None, *, delta: bool = False
 ) -> bootstrap_pb2.Bootstrap:
     """The bootstrap for ``node`` talking ADS (v3) to the control plane at ``xds``.
 
     Args:
         node: the node (from :func:`envoykit.control.nodes.mesh_nodes`).
-        xds: the control plane's gRPC address.
+        xds: the control plane's gRPC address, or the addresses of several replicas (Envoy's ADS stream
+            goes to one of them and reconnects to another when it breaks).
         token: the node's ADS credential (``NodeTokens.token_for(node.id)``); omitted when None.
         delta: incremental xDS (``api_type: DELTA_GRPC``) instead of State of the World.
     """
@@ -47,8 +49,8 @@ def bootstrap(
     )
     if token is not None:
         grpc.initial_metadata.append(base_pb2.HeaderValue(key=NODE_TOKEN_HEADER, value=token))
-    xds_cluster = static_cluster(XDS_CLUSTER, [xds], http2=True)
-    xds_cluster.type = cluster_pb2.Cluster.STATIC
+    # several addresses: replicas of the control plane (any one serves any node); a name: STRICT_DNS
+    xds_cluster = static_cluster(XDS_CLUSTER, [xds] if isinstance(xds, Address) else xds, http2=True)
     # keep the ADS connection alive through idle periods and notice a dead control plane
     xds_cluster.upstream_connection_options.tcp_keepalive.keepalive_time.value = 30
     return bootstrap_pb2.Bootstrap(

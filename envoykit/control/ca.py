@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -379,12 +379,15 @@ class CertificateAuthority:
 
     # ---- issuing
 
-    def issue(self, spiffe_id: str, ttl: timedelta = DEFAULT_WORKLOAD_TTL) -> IssuedCertificate:
+    def issue(
+        self, spiffe_id: str, ttl: timedelta = DEFAULT_WORKLOAD_TTL, dns_names: Sequence[str] = ()
+    ) -> IssuedCertificate:
         """Issue a workload certificate (X.509-SVID) for ``spiffe_id``.
 
         Args:
             spiffe_id: ``spiffe://<this trust domain>/...``.
             ttl: lifetime (default 24 h); clipped so the leaf never outlives its signer.
+            dns_names: DNS SANs beside the SPIFFE ID (a server reached by name over HTTPS).
 
         Returns:
             the :class:`IssuedCertificate`, with ``renew_at`` at half-life ± jitter.
@@ -414,6 +417,7 @@ class CertificateAuthority:
             signer_key=gen.signer_key,
             now=now,
             not_after=not_after,
+            dns_names=dns_names,
         )
         lifetime = not_after - now
         factor = 0.5 + self._rng.uniform(-self.renew_jitter, self.renew_jitter)

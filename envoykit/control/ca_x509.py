@@ -7,6 +7,7 @@ standards/X509-SVID.md); the section of each rule is named where it is applied.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -152,9 +153,12 @@ def workload_certificate(
     signer_key: PrivateKey,
     now: datetime,
     not_after: datetime,
+    dns_names: Sequence[str] = (),
 ) -> x509.Certificate:
     """An X.509-SVID leaf: empty subject and one critical URI SAN (section 2), ``cA=false`` (4.1),
-    ``digitalSignature`` (4.3; plus ``keyEncipherment`` for RSA keys), ``serverAuth`` + ``clientAuth`` (4.4)."""
+    ``digitalSignature`` (4.3; plus ``keyEncipherment`` for RSA keys), ``serverAuth`` + ``clientAuth`` (4.4).
+    ``dns_names`` join the SAN (section 2 allows other SAN types beside the one URI): a server that HTTPS
+    clients reach by name, such as the admission webhook behind its Kubernetes Service."""
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
@@ -164,7 +168,10 @@ def workload_certificate(
         .not_valid_before(now - BACKDATE)
         .not_valid_after(not_after)
         .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_uri)]), critical=True
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(spiffe_uri), *(x509.DNSName(n) for n in dns_names)]
+            ),
+            critical=True,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(

@@ -32,6 +32,19 @@ def control() -> None:
 @click.option("--envoy-validate/--no-envoy-validate", default=True, help="Check each change with envoy.")
 @click.option("--no-tokens", is_flag=True, help="Do not check node tokens (development only).")
 @click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--discovery",
+    type=click.Choice(["model", "kubernetes"]),
+    default="model",
+    show_default=True,
+    help="Where endpoints come from: the mesh's workloads, or EndpointSlices of the Kubernetes API.",
+)
+@click.option(
+    "--kubeconfig", default=None, help="kubeconfig for --discovery kubernetes (default: in-cluster)."
+)
+@click.option("--webhook", default=None, help="Serve the sidecar-injection webhook (HTTPS) on host:port.")
+@click.option("--webhook-dns", multiple=True, help="DNS name of the webhook's certificate (repeatable).")
+@click.option("--sidecar-image", default=None, help="Image of the sidecar the webhook injects.")
 def serve(
     mesh: Path,
     address: str | None,
@@ -40,6 +53,11 @@ def serve(
     envoy_validate: bool,
     no_tokens: bool,
     log_level: str,
+    discovery: str,
+    kubeconfig: str | None,
+    webhook: str | None,
+    webhook_dns: tuple[str, ...],
+    sidecar_image: str | None,
 ) -> None:
     """Serve MESH over ADS until SIGTERM; reload it (keep-last-good) when it or its files change."""
     from envoykit.control.server import ControlPlane
@@ -48,6 +66,14 @@ def serve(
     configure_logging(log_level)
 
     async def run() -> None:
+        source: Any = None
+        hook: Any = None
+        extra: dict[str, Any] = {}
+        if discovery == "kubernetes":  # Kubernetes lives in envoykit.k8s, imported only when asked for
+            from envoykit.k8s.serve import api_client, start_discovery
+
+            source = await asyncio.to_thread(start_discovery, mesh, api_client(kubeconfig))
+            extra["endpoints"] = source
         # built inside the running loop: grpc.aio binds its server to the loop current at creation
         cp = ControlPlane(
             mesh,
@@ -56,13 +82,24 @@ def serve(
             require_tokens=not no_tokens,
             envoy_validate=envoy_validate,
             metrics_port=metrics_port,
+            **extra,
         )
+        if source is not None:
+            source.on_change = cp.reload
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
         await cp.start()
+        if webhook is not None:
+            from envoykit.k8s.serve import WebhookOptions, start_webhook
+
+            hook = start_webhook(cp, WebhookOptions(webhook, list(webhook_dns), sidecar_image=sidecar_image))
         await stopping.wait()
+        if hook is not None:
+            hook.stop()
+        if source is not None:
+            source.stop()
         await cp.stop(2.0)
 
     try:

@@ -225,16 +225,34 @@ def outbound_endpoints(
     return load_assignment(outbound_cluster_name(mesh, svc, subset), source(mesh, svc, subset))
 
 
+def is_ip(host: str) -> bool:
+    """True when ``host`` is an IP address literal (not a DNS name)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def static_cluster(
     name: str, addresses: Iterable[Address], *, http2: bool = False, connect_timeout: float = 1.0
 ) -> cluster_pb2.Cluster:
-    """A STATIC cluster (inbound apps, extension servers); ``http2`` for gRPC servers."""
+    """A cluster of fixed addresses (inbound apps, extension servers); ``http2`` for gRPC servers.
+
+    STATIC when every host is an IP address; STRICT_DNS (IPv4) when one is a name, e.g. a Kubernetes
+    Service's ``envoykit-authz.default.svc.cluster.local`` (Envoy: STATIC endpoints must be IPs).
+    """
+    addrs = list(addresses)
     c = cluster_pb2.Cluster(
         name=name,
-        type=cluster_pb2.Cluster.STATIC,
+        type=cluster_pb2.Cluster.STATIC
+        if all(is_ip(a.host) for a in addrs)
+        else cluster_pb2.Cluster.STRICT_DNS,
         connect_timeout=duration(connect_timeout),
-        load_assignment=load_assignment(name, addresses),
+        load_assignment=load_assignment(name, addrs),
     )
+    if c.type == cluster_pb2.Cluster.STRICT_DNS:
+        c.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
     _set_http_options(c, http2, None)
     return c
 

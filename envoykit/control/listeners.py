@@ -25,6 +25,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
+from envoykit.control.clusters import is_ip
 from envoykit.control.model import Gateway, Service
 from envoykit.control.pb import ads_source, duration, pack, socket_address
 from envoykit.control.types import Address
@@ -166,11 +167,15 @@ def gateway_listener(
     downstream_tls: DownstreamTls | None = None,
 ) -> listener_pb2.Listener:
     """The listener of a gateway on ``gw.address``: TLS-terminating when ``tls`` is given (ingress),
-    mesh mTLS per ``gw.mtls`` (egress)."""
+    mesh mTLS per ``gw.mtls`` (egress). A gateway whose host is a DNS name (how sidecars reach it, e.g.
+    its Kubernetes Service) listens on every interface (``0.0.0.0``) at that port."""
+    bind = gw.address
+    if not is_ip(bind.host):
+        bind = Address(host="0.0.0.0", port=bind.port)
     if gw.kind == "egress":
         chains = mtls_chains(gw.mtls, network_filter, gw, downstream_tls)
-        return listener(f"{gw.kind}|{gw.name}", gw.address, chains)
+        return listener(f"{gw.kind}|{gw.name}", bind, chains)
     chain = lc.FilterChain(name=gw.kind, filters=[network_filter])
     if tls is not None:
         chain.transport_socket.CopyFrom(tls)
-    return listener(f"{gw.kind}|{gw.name}", gw.address, [chain])
+    return listener(f"{gw.kind}|{gw.name}", bind, [chain])

@@ -27,6 +27,7 @@ from google.protobuf.message import Message
 
 from envoykit.control.ads import ADS_SERVICE, AdsServer, add_ads_to_server
 from envoykit.control.ca import CertificateAuthority
+from envoykit.control.clusters import EndpointSource, model_endpoints
 from envoykit.control.guard import check_connected_kept, check_not_empty
 from envoykit.control.identity import NodeTokens
 from envoykit.control.loader import LoadedMesh, load_mesh
@@ -84,6 +85,8 @@ class ControlPlane:
         envoy_validate: run ``envoy --mode validate`` on one node per kind for every change (layer 3).
         watch: reload when mesh.yaml or the files it names change (else only on :meth:`reload`).
         metrics_port: serve Prometheus ``/metrics`` there (None: not at all).
+        endpoints: where services' endpoints come from (the model's workloads by default; e.g.
+            :class:`envoykit.k8s.discovery.KubernetesEndpoints`). When it changes, call :meth:`reload`.
 
     Raises:
         ConfigError: the first load of the mesh fails (a control plane never starts without a good config).
@@ -102,8 +105,10 @@ class ControlPlane:
         envoy_validate: bool = False,
         watch: bool = True,
         metrics_port: int | None = None,
+        endpoints: EndpointSource = model_endpoints,
     ) -> None:
         self._log = get_logger("control")
+        self.endpoints = endpoints
         self.tls = tls if tls is not None or not mtls else SpiffeMeshTls()
         self.secrets = secrets
         self.envoy_validate = envoy_validate
@@ -160,7 +165,7 @@ class ControlPlane:
 
     def _compile(self, path: Path) -> Compiled:
         loaded = load_mesh(path)
-        translation = translate(loaded.mesh, loaded.base_dir, self.tls)
+        translation = translate(loaded.mesh, loaded.base_dir, self.tls, self.endpoints)
         check_not_empty(translation, str(path))
         serving = self.config.current.translation if hasattr(self, "config") else None
         check_connected_kept(translation, serving, self.connected_nodes(), str(path))

@@ -1,0 +1,119 @@
+"""The in-cluster copy of a mesh: the same services, routes and policy, with addresses a pod can use.
+
+On one machine every address of mesh.yaml is a loopback socket. In a cluster each workload is a pod with
+its app and its sidecar Envoy sharing the pod's network namespace, so (ports unchanged):
+
+==========================  ===============================================================
+app (``workloads.address``)  ``127.0.0.1`` (the sidecar reaches it inside the pod)
+sidecar ``inbound``          ``0.0.0.0`` (mesh traffic arrives on the pod IP)
+sidecar outbound, admin      ``127.0.0.1`` (only the app and the pod see them)
+ingress gateway              ``0.0.0.0``
+egress gateway               ``<name>.<ns>.svc.<domain>``: sidecars reach it by its Service; a
+                             gateway whose host is a name listens on every interface
+extension servers            ``envoykit-<server>.<ns>.svc.<domain>`` (STRICT_DNS clusters)
+control plane                ``0.0.0.0`` (Envoys use ``envoykit-control.<ns>.svc.<domain>``)
+Wasm modules, gateway TLS    files mounted from a ConfigMap / Secret
+==========================  ===============================================================
+
+Endpoints then come from the API (:mod:`envoykit.k8s.discovery`): pod IPs with the model's ports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from envoykit.control.model import Mesh
+from envoykit.control.types import Address
+from envoykit.k8s import names
+
+LOOPBACK = "127.0.0.1"
+ANY = "0.0.0.0"
+
+
+def server_service(server: str) -> str:
+    """The Service name of an extension server: ``authz`` → ``envoykit-authz``."""
+    return f"envoykit-{server}"
+
+
+def _host(addr: Address, host: str) -> Address:
+    return addr.model_copy(update={"host": host})
+
+
+def wasm_mount_path(file: str) -> str:
+    """Where a Wasm module is mounted in a pod (from the ``envoykit-wasm`` ConfigMap)."""
+    return str(PurePosixPath(names.WASM_DIR) / Path(file).name)
+
+
+def k8s_mesh(mesh: Mesh, namespace: str, cluster_domain: str = "cluster.local") -> Mesh:
+    """The in-cluster copy of ``mesh`` (see the module docstring); ``namespace`` is where envoykit's own
+    components (control plane, servers) run. The copy still passes :func:`envoykit.control.check_mesh`."""
+
+    def dns(name: str) -> str:
+        return names.service_dns(name, namespace, cluster_domain)
+
+    ext = mesh.extensions
+    extensions = ext.model_copy(
+        update={
+            "authz": ext.authz.model_copy(
+                update={"address": _host(ext.authz.address, dns("envoykit-authz"))}
+            ),
+            "ratelimit": ext.ratelimit.model_copy(
+                update={"address": _host(ext.ratelimit.address, dns("envoykit-ratelimit"))}
+            ),
+            "telemetry": ext.telemetry.model_copy(
+                update={"address": _host(ext.telemetry.address, dns("envoykit-telemetry"))}
+            ),
+            "processors": [
+                p.model_copy(update={"address": _host(p.address, dns(server_service(f"processor-{p.name}")))})
+                for p in ext.processors
+            ],
+            "wasm": [w.model_copy(update={"file": wasm_mount_path(w.file)}) for w in ext.wasm],
+        }
+    )
+    services = []
+    for svc in mesh.services:
+        workloads = []
+        for wl in svc.workloads:
+            sidecar = None
+            if wl.sidecar is not None:
+                sc = wl.sidecar
+                sidecar = sc.model_copy(
+                    update={
+                        "inbound": _host(sc.inbound, ANY),
+                        "outbound": _host(sc.outbound, LOOPBACK),
+                        "admin": _host(sc.admin, LOOPBACK),
+                        "outbound_tcp": {k: _host(a, LOOPBACK) for k, a in sc.outbound_tcp.items()},
+                    }
+                )
+            workloads.append(
+                wl.model_copy(update={"address": _host(wl.address, LOOPBACK), "sidecar": sidecar})
+            )
+        services.append(svc.model_copy(update={"workloads": workloads}))
+    gateways = []
+    for gw in mesh.gateways:
+        host = ANY if gw.kind == "ingress" else names.service_dns(gw.name, mesh.ns(gw), cluster_domain)
+        update: dict[str, object] = {"address": _host(gw.address, host), "admin": _host(gw.admin, LOOPBACK)}
+        if gw.tls is not None:
+            base = PurePosixPath(names.TLS_DIR) / gw.name
+            update["tls"] = gw.tls.model_copy(
+                update={"cert_file": str(base / "tls.crt"), "key_file": str(base / "tls.key")}
+            )
+        gateways.append(gw.model_copy(update=update))
+    control = mesh.control_plane.model_copy(
+        update={"xds": _host(mesh.control_plane.xds, ANY), "state_dir": names.STATE_DIR}
+    )
+    return mesh.model_copy(
+        update={
+            "extensions": extensions,
+            "services": services,
+            "gateways": gateways,
+            "control_plane": control,
+        }
+    )
+
+
+def xds_address(mesh: Mesh, namespace: str, cluster_domain: str = "cluster.local") -> Address:
+    """Where Envoys in the cluster reach the control plane (its Service, the model's xDS port)."""
+    return Address(
+        host=names.service_dns(names.CONTROL, namespace, cluster_domain), port=mesh.control_plane.xds.port
+    )
