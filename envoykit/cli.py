@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "bootstrap": "envoykit.control.cli:bootstrap",
     "envoy": "envoykit.control.cli:envoy",
     "ca": "envoykit.control.ca_cli:ca",
+    "k8s": "envoykit.k8s.cli:k8s",
     "compose": "envoykit.mesh.cli:compose",
     "up": "envoykit.mesh.cli:up",
     "status": "envoykit.mesh.cli:status",
