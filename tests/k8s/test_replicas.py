@@ -93,7 +93,7 @@ def test_kill_one_replica_under_traffic(envoy: Any, tmp_path: Path) -> None:
         replicas: list[tuple[subprocess.Popen[bytes], Address, Path]] = []
         for state in (first, second):
             port = Address.model_validate(addr())
-            log = open(tmp_path / f"{state.name}.log", "wb")
+            log = open(tmp_path / f"{state.name}.log", "wb")  # noqa: SIM115 (kept open for the process)
             proc = subprocess.Popen(
                 [
                     sys.executable,

@@ -150,7 +150,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
             "reg.example/envoykit:9",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=open(tmp / "cp.log", "w"),
+        stderr=open(tmp / "cp.log", "w"),  # noqa: SIM115 (kept open for the process)
     )
     try:
         deadline = time.monotonic() + 60
