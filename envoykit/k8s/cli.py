@@ -149,3 +149,47 @@ def inject(
     for r in report:
         detail = f" as workload {r.workload}" if r.workload else ""
         click.echo(f"{r.kind} {r.name}: {r.action}{detail}", err=True)
+
+
+@k8s.command("integrate")
+@click.argument("target", type=click.Choice(["istio", "envoy-gateway"]))
+@click.option(
+    "--mesh",
+    "mesh_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=Path("examples/mesh.yaml"),
+    show_default=True,
+    help="Which servers and settings.",
+)
+@click.option("-o", "--output", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--namespace", default=None, help="Where envoykit's servers run (default: the mesh's).")
+@click.option("--cluster-domain", default="cluster.local", show_default=True)
+@click.option("--istio-namespace", default="istio-system", show_default=True)
+@click.option("--gateway", default="eg", show_default=True, help="Envoy Gateway: the Gateway to attach to.")
+@click.option("--gateway-namespace", default="default", show_default=True)
+def integrate(
+    target: str,
+    mesh_path: Path,
+    out: Path,
+    namespace: str | None,
+    cluster_domain: str,
+    istio_namespace: str,
+    gateway: str,
+    gateway_namespace: str,
+) -> None:
+    """Write the resources that wire envoykit's servers into an existing Istio or Envoy Gateway."""
+    from envoykit.control.loader import load_mesh
+    from envoykit.k8s import integrate as ig
+    from envoykit.k8s.render import write_manifests
+
+    try:
+        mesh = load_mesh(mesh_path).mesh
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    ns = namespace or mesh.namespace
+    if target == "istio":
+        files = ig.istio(mesh, ns, cluster_domain, istio_namespace)
+    else:
+        files = ig.envoy_gateway(mesh, ns, gateway, gateway_namespace)
+    for path in write_manifests(files, out, f"integrate {target}"):
+        click.echo(f"wrote {path}")

@@ -1,0 +1,287 @@
+"""``envoykit k8s integrate istio|envoy-gateway``: envoykit's servers inside a mesh or gateway the user
+already runs. envoykit's servers themselves come from ``envoykit k8s render`` (its ``20-*.yaml``);
+these resources wire them in.
+
+Istio (field names from istio.io's reference: ``MeshConfig.ExtensionProvider``,
+``AuthorizationPolicy``, ``EnvoyFilter``)::
+
+    istio-meshconfig.yaml        IstioOperator ``spec.meshConfig.extensionProviders``: ``envoykit-authz``
+                                 (``envoyExtAuthzGrpc``: service, port, timeout, failOpen)
+    istio-authz.yaml             AuthorizationPolicy ``action: CUSTOM`` with ``provider.name: envoykit-authz``
+                                 for each service (``app`` label) and the ingress gateway that use authz
+    istio-ratelimit.yaml         EnvoyFilter: ``envoy.filters.http.ratelimit`` before the router of the
+                                 ingress gateway (its domain, the envoykit-ratelimit cluster), and the
+                                 route ``rate_limits`` of the mesh's ingress routes
+    istio-telemetry.yaml         EnvoyFilter: the telemetry ext_proc (observability mode) on sidecars
+
+Envoy Gateway (``gateway.envoyproxy.io/v1alpha1``)::
+
+    eg-securitypolicy.yaml       SecurityPolicy ``extAuth.grpc.backendRefs`` → envoykit-authz
+    eg-extensionpolicy.yaml      EnvoyExtensionPolicy ``extProc`` → envoykit-telemetry and user processors
+    eg-referencegrant.yaml       ReferenceGrant letting the policies reach Services in envoykit's namespace
+
+Envoy's own parts (the filters' ``typed_config``) are built with the same builders the control plane
+uses and printed with their ``@type``; Istio names a Service's cluster
+``outbound|<port>||<service FQDN>``, which the patches use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+
+from envoykit.control import filters as f
+from envoykit.control.clusters import RATELIMIT_CLUSTER, TELEMETRY_CLUSTER
+from envoykit.control.model import Mesh
+from envoykit.control.routes import rate_limits
+from envoykit.k8s import names
+
+Obj = dict[str, Any]
+ISTIO_PROVIDER = "envoykit-authz"
+HCM = "envoy.filters.network.http_connection_manager"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _json(msg: Any) -> Obj:
+    out: Obj = MessageToDict(msg, preserving_proto_field_name=True)
+    return out
+
+
+def _rename_cluster(value: Any, old: str, new: str) -> Any:
+    """``value`` with every ``cluster_name: old`` replaced (the filter builders name envoykit's clusters)."""
+    if isinstance(value, dict):
+        return {
+            k: (new if k == "cluster_name" and v == old else _rename_cluster(v, old, new))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_rename_cluster(v, old, new) for v in value]
+    return value
+
+
+def _meta(name: str, ns: str) -> Obj:
+    return {"name": name, "namespace": ns, "labels": {**names.PART_OF, names.COMPONENT_LABEL: "integration"}}
+
+
+def istio(
+    mesh: Mesh, ns: str, cluster_domain: str = "cluster.local", istio_ns: str = "istio-system"
+) -> dict[str, list[Obj]]:
+    """The Istio resources for ``mesh`` whose servers run in ``ns`` (see the module docstring)."""
+    ext = mesh.extensions
+
+    def fqdn(server: str) -> str:
+        return names.service_dns(f"envoykit-{server}", ns, cluster_domain)
+
+    files: dict[str, list[Obj]] = {}
+    files["istio-meshconfig.yaml"] = [
+        {
+            "apiVersion": "install.istio.io/v1alpha1",
+            "kind": "IstioOperator",
+            "metadata": {"name": "envoykit", "namespace": istio_ns},
+            "spec": {
+                "meshConfig": {
+                    "extensionProviders": [
+                        {
+                            "name": ISTIO_PROVIDER,
+                            "envoyExtAuthzGrpc": {
+                                "service": fqdn("authz"),
+                                "port": ext.authz.address.port,
+                                "timeout": _duration(ext.authz.timeout),
+                                "failOpen": ext.authz.failure_mode_allow,
+                            },
+                        }
+                    ]
+                }
+            },
+        }
+    ]
+    policies = []
+    for svc in mesh.services:
+        if svc.extensions.authz is None:
+            continue
+        rule: Obj = {}
+        if svc.extensions.authz.skip_paths:
+            rule = {"to": [{"operation": {"notPaths": list(svc.extensions.authz.skip_paths)}}]}
+        policies.append(
+            {
+                "apiVersion": "security.istio.io/v1",
+                "kind": "AuthorizationPolicy",
+                "metadata": _meta(f"envoykit-authz-{svc.name}", mesh.ns(svc)),
+                "spec": {
+                    "selector": {"matchLabels": {"app": svc.name}},
+                    "action": "CUSTOM",
+                    "provider": {"name": ISTIO_PROVIDER},
+                    "rules": [rule],
+                },
+            }
+        )
+    ingress = next((g for g in mesh.gateways if g.kind == "ingress"), None)
+    if ingress is not None and ingress.extensions.authz is not None:
+        policies.append(
+            {
+                "apiVersion": "security.istio.io/v1",
+                "kind": "AuthorizationPolicy",
+                "metadata": _meta("envoykit-authz-ingressgateway", istio_ns),
+                "spec": {
+                    "selector": {"matchLabels": {"istio": "ingressgateway"}},
+                    "action": "CUSTOM",
+                    "provider": {"name": ISTIO_PROVIDER},
+                    "rules": [{}],
+                },
+            }
+        )
+    if policies:
+        files["istio-authz.yaml"] = policies
+    if ingress is not None and ingress.extensions.ratelimit is not None:
+        rl = ingress.extensions.ratelimit
+        cluster = f"outbound|{ext.ratelimit.address.port}||{fqdn('ratelimit')}"
+        flt = _rename_cluster(
+            _json(f.ratelimit_filter(mesh, rl.domain, rl.failure_mode_deny)), RATELIMIT_CLUSTER, cluster
+        )
+        patches: list[Obj] = [
+            {
+                "applyTo": "HTTP_FILTER",
+                "match": {
+                    "context": "GATEWAY",
+                    "listener": {
+                        "filterChain": {
+                            "filter": {"name": HCM, "subFilter": {"name": "envoy.filters.http.router"}}
+                        }
+                    },
+                },
+                "patch": {"operation": "INSERT_BEFORE", "value": flt},
+            }
+        ]
+        actions = [
+            _json(r)
+            for vs in mesh.virtual_services
+            if ingress.name in vs.gateways
+            for route in vs.http
+            for r in rate_limits(route.rate_limits)
+        ]
+        if actions:
+            patches.append(
+                {
+                    "applyTo": "VIRTUAL_HOST",
+                    "match": {"context": "GATEWAY"},
+                    "patch": {"operation": "MERGE", "value": {"rate_limits": actions}},
+                }
+            )
+        files["istio-ratelimit.yaml"] = [
+            {
+                "apiVersion": "networking.istio.io/v1alpha3",
+                "kind": "EnvoyFilter",
+                "metadata": _meta("envoykit-ratelimit", istio_ns),
+                "spec": {
+                    "workloadSelector": {"labels": {"istio": "ingressgateway"}},
+                    "configPatches": patches,
+                },
+            }
+        ]
+    if any(s.extensions.telemetry for s in mesh.services):
+        cluster = f"outbound|{ext.telemetry.address.port}||{fqdn('telemetry')}"
+        flt = _rename_cluster(_json(f.telemetry_filter(mesh)), TELEMETRY_CLUSTER, cluster)
+        files["istio-telemetry.yaml"] = [
+            {
+                "apiVersion": "networking.istio.io/v1alpha3",
+                "kind": "EnvoyFilter",
+                "metadata": _meta("envoykit-telemetry", istio_ns),
+                "spec": {
+                    "configPatches": [
+                        {
+                            "applyTo": "HTTP_FILTER",
+                            "match": {
+                                "context": "SIDECAR_INBOUND",
+                                "listener": {
+                                    "filterChain": {
+                                        "filter": {
+                                            "name": HCM,
+                                            "subFilter": {"name": "envoy.filters.http.router"},
+                                        }
+                                    }
+                                },
+                            },
+                            "patch": {"operation": "INSERT_BEFORE", "value": flt},
+                        }
+                    ]
+                },
+            }
+        ]
+    return files
+
+
+def envoy_gateway(mesh: Mesh, ns: str, gateway: str, gateway_ns: str) -> dict[str, list[Obj]]:
+    """Envoy Gateway policies attaching envoykit's servers (in ``ns``) to Gateway ``gateway_ns/gateway``."""
+    ext = mesh.extensions
+    target = [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway}]
+
+    def ref(server: str, port: int) -> Obj:
+        return {"group": "", "kind": "Service", "name": f"envoykit-{server}", "namespace": ns, "port": port}
+
+    files: dict[str, list[Obj]] = {
+        "eg-securitypolicy.yaml": [
+            {
+                "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+                "kind": "SecurityPolicy",
+                "metadata": _meta("envoykit-authz", gateway_ns),
+                "spec": {
+                    "targetRefs": target,
+                    "extAuth": {
+                        "grpc": {"backendRefs": [ref("authz", ext.authz.address.port)]},
+                        "failOpen": ext.authz.failure_mode_allow,
+                    },
+                },
+            }
+        ]
+    }
+    procs: list[Obj] = [
+        {
+            "backendRefs": [ref("telemetry", ext.telemetry.address.port)],
+            "messageTimeout": _duration(ext.telemetry.timeout),
+            # telemetry observes; a request never fails because it is down (as on envoykit's own proxies)
+            "failOpen": True,
+            "processingMode": {"response": {}},
+        }
+    ]
+    for p in ext.processors:
+        mode: Obj = {"request": {}, "response": {}}
+        if p.request_body_mode != "NONE":
+            mode["request"]["body"] = p.request_body_mode.capitalize()
+        if p.response_body_mode != "NONE":
+            mode["response"]["body"] = p.response_body_mode.capitalize()
+        procs.append(
+            {
+                "backendRefs": [ref(f"processor-{p.name}", p.address.port)],
+                "messageTimeout": _duration(p.timeout),
+                "failOpen": p.failure_mode_allow,
+                "processingMode": mode,
+            }
+        )
+    files["eg-extensionpolicy.yaml"] = [
+        {
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "EnvoyExtensionPolicy",
+            "metadata": _meta("envoykit-extproc", gateway_ns),
+            "spec": {"targetRefs": target, "extProc": procs},
+        }
+    ]
+    if gateway_ns != ns:
+        files["eg-referencegrant.yaml"] = [
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1beta1",
+                "kind": "ReferenceGrant",
+                "metadata": _meta("envoykit-policies", ns),
+                "spec": {
+                    "from": [
+                        {"group": "gateway.envoyproxy.io", "kind": k, "namespace": gateway_ns}
+                        for k in ("SecurityPolicy", "EnvoyExtensionPolicy")
+                    ],
+                    "to": [{"group": "", "kind": "Service"}],
+                },
+            }
+        ]
+    return files

@@ -1,0 +1,186 @@
+"""`envoykit k8s integrate istio|envoy-gateway`: the resources for an existing Istio or Envoy Gateway.
+The Envoy parts of the EnvoyFilters are assembled as Istio would apply them (the filters before the
+router, the route rate limits on the virtual host, Istio's cluster names) and checked by envoy itself;
+the Istio and Envoy Gateway fields are those their references document."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+from click.testing import CliRunner
+
+from envoykit.cli import main
+from envoykit.core import envoy_binary
+from tests.k8s.helpers import REPO
+
+MESH = str(REPO / "examples" / "mesh.yaml")
+
+
+def integrate(tmp: Path, *args: str) -> dict[str, list[Any]]:
+    r = CliRunner().invoke(main, ["k8s", "integrate", *args, "--mesh", MESH, "-o", str(tmp)])
+    assert r.exit_code == 0, r.output
+    return {p.name: list(yaml.safe_load_all(p.read_text())) for p in sorted(tmp.glob("*.yaml"))}
+
+
+def test_istio_resources(tmp_path: Path) -> None:
+    files = integrate(tmp_path, "istio", "--namespace", "envoykit")
+    assert sorted(files) == [
+        "istio-authz.yaml",
+        "istio-meshconfig.yaml",
+        "istio-ratelimit.yaml",
+        "istio-telemetry.yaml",
+    ]
+    (op,) = files["istio-meshconfig.yaml"]
+    assert op["spec"]["meshConfig"]["extensionProviders"] == [
+        {
+            "name": "envoykit-authz",
+            "envoyExtAuthzGrpc": {
+                "service": "envoykit-authz.envoykit.svc.cluster.local",
+                "port": 9191,
+                "timeout": "0.5s",
+                "failOpen": False,
+            },
+        }
+    ]
+    policies = {p["metadata"]["name"]: p for p in files["istio-authz.yaml"]}
+    assert policies["envoykit-authz-backend"]["spec"] == {
+        "selector": {"matchLabels": {"app": "backend"}},
+        "action": "CUSTOM",
+        "provider": {"name": "envoykit-authz"},
+        "rules": [{"to": [{"operation": {"notPaths": ["/healthz"]}}]}],
+    }
+    assert policies["envoykit-authz-ingressgateway"]["metadata"]["namespace"] == "istio-system"
+
+
+def test_istio_envoy_filters_load_in_envoy(tmp_path: Path) -> None:
+    files = integrate(tmp_path / "out", "istio")
+    (rl,) = files["istio-ratelimit.yaml"]
+    (tel,) = files["istio-telemetry.yaml"]
+    http_filters = [
+        p["patch"]["value"]
+        for p in rl["spec"]["configPatches"] + tel["spec"]["configPatches"]
+        if p["applyTo"] == "HTTP_FILTER"
+    ]
+    vhost_merge = next(
+        p["patch"]["value"] for p in rl["spec"]["configPatches"] if p["applyTo"] == "VIRTUAL_HOST"
+    )
+    clusters = []
+    for name in (
+        "outbound|8081||envoykit-ratelimit.default.svc.cluster.local",
+        "outbound|9292||envoykit-telemetry.default.svc.cluster.local",
+    ):
+        host = name.split("||")[1]
+        clusters.append(
+            {
+                "name": name,
+                "type": "STRICT_DNS",
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}},
+                    }
+                },
+                "load_assignment": {
+                    "cluster_name": name,
+                    "endpoints": [
+                        {
+                            "lb_endpoints": [
+                                {
+                                    "endpoint": {
+                                        "address": {
+                                            "socket_address": {
+                                                "address": host,
+                                                "port_value": int(name.split("|")[1]),
+                                            }
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    ],
+                },
+            }
+        )
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }
+    hcm = {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "gw",
+            "route_config": {
+                "virtual_hosts": [
+                    {
+                        "name": "all",
+                        "domains": ["*"],
+                        **vhost_merge,
+                        "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}],
+                    }
+                ]
+            },
+            "http_filters": [*http_filters, router],
+        },
+    }
+    config = {
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "gw",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 8080}},
+                    "filter_chains": [{"filters": [hcm]}],
+                }
+            ],
+            "clusters": clusters,
+        }
+    }
+    path = tmp_path / "envoy.json"
+    path.write_text(json.dumps(config))
+    r = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_envoy_gateway_policies(tmp_path: Path) -> None:
+    files = integrate(
+        tmp_path, "envoy-gateway", "--namespace", "envoykit", "--gateway", "eg", "--gateway-namespace", "edge"
+    )
+    (sp,) = files["eg-securitypolicy.yaml"]
+    assert (sp["apiVersion"], sp["kind"], sp["metadata"]["namespace"]) == (
+        "gateway.envoyproxy.io/v1alpha1",
+        "SecurityPolicy",
+        "edge",
+    )
+    assert sp["spec"] == {
+        "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}],
+        "extAuth": {
+            "grpc": {
+                "backendRefs": [
+                    {
+                        "group": "",
+                        "kind": "Service",
+                        "name": "envoykit-authz",
+                        "namespace": "envoykit",
+                        "port": 9191,
+                    }
+                ]
+            },
+            "failOpen": False,
+        },
+    }
+    (ep,) = files["eg-extensionpolicy.yaml"]
+    (proc,) = ep["spec"]["extProc"]
+    assert proc["backendRefs"][0]["name"] == "envoykit-telemetry" and proc["processingMode"] == {
+        "response": {}
+    }
+    (grant,) = files["eg-referencegrant.yaml"]
+    assert grant["metadata"]["namespace"] == "envoykit" and grant["spec"]["to"] == [
+        {"group": "", "kind": "Service"}
+    ]
