@@ -144,7 +144,11 @@ def _control_plane(
             names.service_dns(names.CONTROL, ns, opts.cluster_domain),
             "--webhook-dns",
             f"{names.CONTROL}.{ns}.svc",
+            "--sidecar-image",
+            opts.images.envoykit,
         ],
+        # the webhook's SPIFFE ID names the namespace it runs in
+        "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
         "ports": [
             {"name": "grpc-xds", "containerPort": xds, "protocol": "TCP"},
             {"name": "https-webhook", "containerPort": WEBHOOK_PORT, "protocol": "TCP"},

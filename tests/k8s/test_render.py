@@ -212,6 +212,8 @@ def test_cli_render_writes_the_folder(tmp_path: Path) -> None:
     docs = [d for f in sorted(out.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
     cp = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "envoykit-control")
     assert cp["spec"]["replicas"] == 3
+    args = cp["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--sidecar-image") + 1] == "reg.example/envoykit:1.2"
     assert {
         c["image"]
         for d in docs
