@@ -124,7 +124,7 @@ def rss_mb() -> tuple[float, float]:
 
 
 async def client(address: str, node: str, token: str, ready: asyncio.Event, out: list[str]) -> None:
-    async with AdsClient(address, node, token) as ads:
+    async with AdsClient(address, node, token, own_connection=True) as ads:  # as each Envoy
         eds_names: list[str] = []
         rds_names = ["outbound", f"inbound|{node.split('~', 1)[1]}"]
         await ads.send(CLUSTER)

@@ -30,8 +30,12 @@ class AdsClient:
     ``set_node_on_first_message_only``.
     """
 
-    def __init__(self, address: str, node_id: str, token: str | None = None) -> None:
+    def __init__(
+        self, address: str, node_id: str, token: str | None = None, *, own_connection: bool = False
+    ) -> None:
         self.address = address
+        # gRPC shares one connection among channels to one target; a simulated Envoy has its own
+        self._options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else []
         self.node_id = node_id
         self.token = token
         self._out: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
@@ -42,7 +46,7 @@ class AdsClient:
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> AdsClient:
-        self._channel = grpc.aio.insecure_channel(self.address)
+        self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
         metadata = ((NODE_TOKEN_HEADER, self.token),) if self.token else None
         self._call = stub.StreamAggregatedResources(self._requests(), metadata=metadata)

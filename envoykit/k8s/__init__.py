@@ -8,7 +8,7 @@ Modules::
     names      labels, annotations, resource names, the image
     sidecar    the sidecar a pod gets (one function for render, ``k8s inject`` and the webhook)
     objects    small builders of Kubernetes objects (plain dicts in the API's field names)
-    render     ``envoykit k8s render``: one manifest file per component
+    render     ``envoykit k8s render``: one manifest file per component (controlplane, servers)
     webhook    the AdmissionReview HTTPS server (admission.k8s.io/v1)
     discovery  EndpointSlices and Pods → the control plane's endpoint source
     integrate  Istio / Envoy Gateway resources for envoykit's servers
