@@ -86,20 +86,20 @@ def test_list_watch_resume_410_and_outage(api: FakeApi) -> None:
             ],
             8080,
         )
-        wait_until(lambda: len(addrs(src)) == 3, 5)
-        assert addrs(src) == ["10.0.0.1:7001", "10.0.0.2:7002", "10.0.0.3:8080"] and addrs(src, "v2") == [
-            "10.0.0.2:7002"
-        ]
+        # pods and slices are separate watches: until the pod's event arrives, its endpoint keeps the
+        # slice's port and belongs to no subset
+        wait_until(lambda: addrs(src) == ["10.0.0.1:7001", "10.0.0.2:7002", "10.0.0.3:8080"], 10)
+        assert addrs(src, "v2") == ["10.0.0.2:7002"]
         # watches end every second and resume from the last resourceVersion they saw, without a new list
         lists = api.lists(SLICE)
-        wait_until(lambda: len(api.watches(SLICE)) >= 3, 5)
+        wait_until(lambda: len(api.watches(SLICE)) >= 3, 10)
         last = api.watches(SLICE)[-1]["resourceVersion"]
         assert int(last) >= int(api.objects[(SLICE, NS, "backend-x1")]["metadata"]["resourceVersion"])
         assert api.lists(SLICE) == lists
         # compaction past the slices' last version: their next watch gets 410 Gone → one new list
         api.put_pod(NS, "other", {"envoykit.io/workload": "x"})
         api.compact()
-        wait_until(lambda: api.lists(SLICE) == lists + 1, 5)
+        wait_until(lambda: api.lists(SLICE) == lists + 1, 10)
         api.put_slice(
             NS,
             "backend-x1",
@@ -107,10 +107,10 @@ def test_list_watch_resume_410_and_outage(api: FakeApi) -> None:
             [("10.0.0.2", "backend-v2-bbb", True), ("10.0.0.1", "backend-v1-aaa", False)],
             8080,
         )
-        wait_until(lambda: addrs(src) == ["10.0.0.2:7002"], 5)  # not ready: gone
+        wait_until(lambda: addrs(src) == ["10.0.0.2:7002"], 10)  # not ready: gone
         # an outage keeps every endpoint; when the API is back, watches resume
         api.outage(True)
-        wait_until(lambda: any(s.errors for s in src.status), 5)
+        wait_until(lambda: any(s.errors for s in src.status), 10)
         time.sleep(0.5)
         assert addrs(src) == ["10.0.0.2:7002"]
         api.outage(False)
@@ -125,7 +125,8 @@ def test_endpoints_follow_the_api_under_traffic(envoy: Any, api: FakeApi, tmp_pa
         mesh = gateway_mesh([("backend-v1", "v1", a.port), ("backend-v2", "v2", b.port)], [{"route": [to()]}])
         path = write_mesh(tmp_path / "mesh.yaml", mesh)
         api.put_pod(NS, "backend-v1-aaa", {"envoykit.io/workload": "backend-v1"})
-        api.put_slice(NS, "backend-x1", "backend", [("127.0.0.1", "backend-v1-aaa", True)], 80)
+        # one slice per target port, as the EndpointSlice controller groups them; the port is the pod's
+        api.put_slice(NS, "backend-a", "backend", [("127.0.0.1", "backend-v1-aaa", True)], a.port)
         src = source(api, watch_timeout=2)
         try:
             with control_plane(path, endpoints=src) as cpt:
@@ -154,21 +155,11 @@ def test_endpoints_follow_the_api_under_traffic(envoy: Any, api: FakeApi, tmp_pa
                     assert seen["b"] == 0
                     # a second pod becomes ready: traffic reaches it
                     api.put_pod(NS, "backend-v2-bbb", {"envoykit.io/workload": "backend-v2"})
-                    api.put_slice(
-                        NS,
-                        "backend-x1",
-                        "backend",
-                        [("127.0.0.1", "backend-v1-aaa", True), ("127.0.0.1", "backend-v2-bbb", True)],
-                        80,
-                    )
+                    api.put_slice(NS, "backend-b", "backend", [("127.0.0.1", "backend-v2-bbb", True)], b.port)
                     wait_until(lambda: seen["b"] > 20, 10)
                     # the first one terminates (not ready, still serving): it stops getting requests
                     api.put_slice(
-                        NS,
-                        "backend-x1",
-                        "backend",
-                        [("127.0.0.1", "backend-v1-aaa", False), ("127.0.0.1", "backend-v2-bbb", True)],
-                        80,
+                        NS, "backend-a", "backend", [("127.0.0.1", "backend-v1-aaa", False)], a.port
                     )
                     time.sleep(1.5)
                     before = seen["a"]
@@ -184,13 +175,7 @@ def test_endpoints_follow_the_api_under_traffic(envoy: Any, api: FakeApi, tmp_pa
                     # back, with a compacted history: relist, and the first pod returns
                     api.compact()
                     api.put_pod(NS, "backend-v1-ccc", {"envoykit.io/workload": "backend-v1"})
-                    api.put_slice(
-                        NS,
-                        "backend-x1",
-                        "backend",
-                        [("127.0.0.1", "backend-v1-ccc", True), ("127.0.0.1", "backend-v2-bbb", True)],
-                        80,
-                    )
+                    api.put_slice(NS, "backend-a", "backend", [("127.0.0.1", "backend-v1-ccc", True)], a.port)
                     a_before = seen["a"]
                     wait_until(lambda: seen["a"] > a_before + 20, 15)
                 finally:

@@ -81,6 +81,10 @@ def reference_problems(objs: list[Obj]) -> list[str]:
     return out
 
 
+# the first build of the demo's Wasm module (zig's libc) takes minutes on a cold cache
+BUILDS_WASM = pytest.mark.timeout(900)
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[Obj]]]:
     tmp = tmp_path_factory.mktemp("demo")
@@ -88,6 +92,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list
     return mesh, render_mesh(mesh, RenderOptions(state_dir=tmp / "state"))
 
 
+@BUILDS_WASM
 def test_demo_mesh_one_file_per_component(demo: tuple[Path, dict[str, list[Obj]]]) -> None:
     _, files = demo
     assert sorted(files) == [
@@ -116,12 +121,14 @@ def test_demo_mesh_one_file_per_component(demo: tuple[Path, dict[str, list[Obj]]
     } <= kinds
 
 
+@BUILDS_WASM
 def test_demo_mesh_passes_the_schemas_strictly(demo: tuple[Path, dict[str, list[Obj]]]) -> None:
     objs = _all(demo[1])
     assert [e for o in objs for e in schema_errors(o)] == []
     assert reference_problems(objs) == []
 
 
+@BUILDS_WASM
 def test_demo_servers_probes_configmaps_and_redis(demo: tuple[Path, dict[str, list[Obj]]]) -> None:
     _, files = demo
     authz = {o["kind"]: o for o in files["20-authz.yaml"] if o["kind"] != "ConfigMap"}
@@ -137,6 +144,7 @@ def test_demo_servers_probes_configmaps_and_redis(demo: tuple[Path, dict[str, li
     assert args[args.index("--redis-url") + 1] == "redis://envoykit-redis.default.svc.cluster.local:6379/0"
 
 
+@BUILDS_WASM
 def test_in_cluster_mesh_and_bootstraps_pass_envoy(
     demo: tuple[Path, dict[str, list[Obj]]], tmp_path: Path
 ) -> None:
@@ -189,6 +197,7 @@ def test_generated_200_service_mesh_passes_the_schemas(tmp_path: Path) -> None:
     assert cp["metadata"]["namespace"] == "envoykit-system" and cp["spec"]["replicas"] == 3
 
 
+@BUILDS_WASM
 def test_cli_render_writes_the_folder(tmp_path: Path) -> None:
     mesh = demo_copy(tmp_path)
     out = tmp_path / "k8s"

@@ -88,7 +88,9 @@ def test_kill_one_replica_under_traffic(envoy: Any, tmp_path: Path) -> None:
         second = tmp_path / "state-2"
         shutil.copytree(first, second)
         api.put_pod(NS, "backend-v1-a", {"envoykit.io/workload": "backend-v1"})
-        api.put_slice(NS, "backend-s", "backend", [("127.0.0.1", "backend-v1-a", True)], 80)
+        # one slice per target port (the sidecar's inbound), as the EndpointSlice controller makes them
+        inbound = [int(w["sidecar"]["inbound"].rsplit(":", 1)[1]) for w in (w1, w2)]
+        api.put_slice(NS, "backend-1", "backend", [("127.0.0.1", "backend-v1-a", True)], inbound[0])
         kc = kubeconfig(tmp_path / "kubeconfig", api.url)
         replicas: list[tuple[subprocess.Popen[bytes], Address, Path]] = []
         for state in (first, second):
@@ -165,13 +167,7 @@ def test_kill_one_replica_under_traffic(envoy: Any, tmp_path: Path) -> None:
                 assert sum(seen.values()) > n
                 # the survivor keeps serving changes: a second pod becomes an endpoint
                 api.put_pod(NS, "backend-v2-b", {"envoykit.io/workload": "backend-v2"})
-                api.put_slice(
-                    NS,
-                    "backend-s",
-                    "backend",
-                    [("127.0.0.1", "backend-v1-a", True), ("127.0.0.1", "backend-v2-b", True)],
-                    80,
-                )
+                api.put_slice(NS, "backend-2", "backend", [("127.0.0.1", "backend-v2-b", True)], inbound[1])
                 wait_until(lambda: seen["v2"] > 20, 20)
             finally:
                 stop.set()
