@@ -10,7 +10,8 @@ sidecar outbound, admin      ``127.0.0.1`` (only the app and the pod see them)
 ingress gateway              ``0.0.0.0``
 egress gateway               ``<name>.<ns>.svc.<domain>``: sidecars reach it by its Service; a
                              gateway whose host is a name listens on every interface
-extension servers            ``envoykit-<server>.<ns>.svc.<domain>`` (STRICT_DNS clusters)
+extension servers            ``envoykit-<server>.<ns>.svc.<domain>`` (STRICT_DNS clusters); the
+                             access-log server ``envoykit-access-log``
 control plane                ``0.0.0.0`` (Envoys use ``envoykit-control.<ns>.svc.<domain>``)
 Wasm modules, gateway TLS    files mounted from a ConfigMap / Secret
 ==========================  ===============================================================
@@ -28,6 +29,10 @@ from envoykit.k8s import names
 
 LOOPBACK = "127.0.0.1"
 ANY = "0.0.0.0"
+
+
+#: the Service of the access-log telemetry server (``envoykit telemetry serve``)
+ACCESS_LOG = "envoykit-access-log"
 
 
 def server_service(server: str) -> str:
@@ -70,6 +75,15 @@ def k8s_mesh(mesh: Mesh, namespace: str, cluster_domain: str = "cluster.local") 
             "wasm": [w.model_copy(update={"file": wasm_mount_path(w.file)}) for w in ext.wasm],
         }
     )
+    access_log = getattr(ext, "access_log", None)  # the access-log telemetry server, where the model has it
+    if access_log is not None:
+        extensions = extensions.model_copy(
+            update={
+                "access_log": access_log.model_copy(
+                    update={"address": _host(access_log.address, dns(ACCESS_LOG))}
+                )
+            }
+        )
     services = []
     for svc in mesh.services:
         workloads = []

@@ -125,8 +125,21 @@ def _servers(
             if not opts.redis_url:
                 files["25-redis.yaml"] = redis_manifests(ns, opts.images)
         specs.append(spec)
+    access_log = getattr(ext, "access_log", None)
+    extproc_run = getattr(run.servers, "extproc_telemetry", None)
+    if access_log is not None and access_log.enabled:  # Envoys stream access logs to it
+        a = run.servers.telemetry if extproc_run is not None else None
+        specs.append(
+            ServerSpec(
+                "access-log",
+                "telemetry",
+                access_log.address,
+                [*expand(a.args, values, "telemetry"), "--access-log", "-"] if a else ["--access-log", "-"],
+                (a.metrics_port if a else 0) or 9104,
+            )
+        )
     if "telemetry" in used:
-        t = run.servers.telemetry
+        t = extproc_run or run.servers.telemetry
         specs.append(
             ServerSpec(
                 "telemetry",
