@@ -173,7 +173,12 @@ async def run_clients(address: str, state_dir: str, nodes: list[str]) -> None:
         asyncio.create_task(client(address, n, tokens.token_for(n), r, out))
         for n, r in zip(nodes, readies, strict=True)
     ]
-    await asyncio.gather(*(r.wait() for r in readies))
+    all_ready = asyncio.ensure_future(asyncio.gather(*(r.wait() for r in readies)))
+    done, _ = await asyncio.wait([all_ready, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for t in tasks:  # a client that died before it synced would otherwise hang the run
+        if t in done and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+    await all_ready
     print("READY", flush=True)
     while True:
         await asyncio.sleep(0.01)

@@ -34,8 +34,12 @@ class AdsClient:
         self, address: str, node_id: str, token: str | None = None, *, own_connection: bool = False
     ) -> None:
         self.address = address
-        # gRPC shares one connection among channels to one target; a simulated Envoy has its own
-        self._options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else []
+        # no cap on a response's size, as Envoy's ADS client (a mesh of thousands of services sends
+        # CDS responses beyond gRPC's default 4 MiB); gRPC shares one connection among channels to one
+        # target, while a simulated Envoy has its own
+        self._options: list[tuple[str, int]] = [("grpc.max_receive_message_length", -1)]
+        if own_connection:
+            self._options.append(("grpc.use_local_subchannel_pool", 1))
         self.node_id = node_id
         self.token = token
         self._out: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
