@@ -12,12 +12,18 @@ Istio (field names from istio.io's reference: ``MeshConfig.ExtensionProvider``,
     istio-ratelimit.yaml         EnvoyFilter: ``envoy.filters.http.ratelimit`` before the router of the
                                  ingress gateway (its domain, the envoykit-ratelimit cluster), and the
                                  route ``rate_limits`` of the mesh's ingress routes
-    istio-telemetry.yaml         EnvoyFilter: the telemetry ext_proc (observability mode) on sidecars
+    istio-accesslog.yaml         EnvoyFilter: the HTTP connection managers of sidecars (inbound reports as
+                                 destination, outbound as source) and gateways stream access logs to
+                                 envoykit-access-log (``envoy.access_loggers.http_grpc``)
+    istio-telemetry.yaml         EnvoyFilter: the telemetry ext_proc (observability mode) on sidecars, for
+                                 services with ``telemetry: true``
 
 Envoy Gateway (``gateway.envoyproxy.io/v1alpha1``)::
 
     eg-securitypolicy.yaml       SecurityPolicy ``extAuth.grpc.backendRefs`` → envoykit-authz
-    eg-extensionpolicy.yaml      EnvoyExtensionPolicy ``extProc`` → envoykit-telemetry and user processors
+    eg-envoyproxy.yaml           EnvoyProxy ``telemetry.accessLog`` with an ALS sink → envoykit-access-log
+    eg-extensionpolicy.yaml      EnvoyExtensionPolicy ``extProc`` → user processors (and the ext_proc
+                                 telemetry server where the mesh uses it)
     eg-referencegrant.yaml       ReferenceGrant letting the policies reach Services in envoykit's namespace
 
 Envoy's own parts (the filters' ``typed_config``) are built with the same builders the control plane
@@ -32,10 +38,12 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from envoykit.control import filters as f
+from envoykit.control.accesslog import ACCESS_LOG_CLUSTER, http_access_logs
 from envoykit.control.clusters import RATELIMIT_CLUSTER, TELEMETRY_CLUSTER
 from envoykit.control.model import Mesh
 from envoykit.control.routes import rate_limits
 from envoykit.k8s import names
+from envoykit.k8s.kmesh import ACCESS_LOG
 
 Obj = dict[str, Any]
 ISTIO_PROVIDER = "envoykit-authz"
@@ -182,6 +190,43 @@ def istio(
                 },
             }
         ]
+    if ext.access_log.enabled:
+        cluster = (
+            f"outbound|{ext.access_log.address.port}||{names.service_dns(ACCESS_LOG, ns, cluster_domain)}"
+        )
+        hcm_type = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+        def loggers(reporter: str) -> Obj:
+            logs = [
+                _rename_cluster(_json(a), ACCESS_LOG_CLUSTER, cluster)
+                for a in http_access_logs(ext.access_log, reporter)
+            ]
+            return {"typed_config": {"@type": hcm_type, "access_log": logs}}
+
+        files["istio-accesslog.yaml"] = [
+            {
+                "apiVersion": "networking.istio.io/v1alpha3",
+                "kind": "EnvoyFilter",
+                "metadata": _meta("envoykit-access-log", istio_ns),
+                "spec": {
+                    "configPatches": [
+                        {
+                            "applyTo": "NETWORK_FILTER",
+                            "match": {
+                                "context": context,
+                                "listener": {"filterChain": {"filter": {"name": HCM}}},
+                            },
+                            "patch": {"operation": "MERGE", "value": loggers(reporter)},
+                        }
+                        for context, reporter in (
+                            ("SIDECAR_INBOUND", "destination"),
+                            ("SIDECAR_OUTBOUND", "source"),
+                            ("GATEWAY", "source"),
+                        )
+                    ]
+                },
+            }
+        ]
     if any(s.extensions.telemetry for s in mesh.services):
         cluster = f"outbound|{ext.telemetry.address.port}||{fqdn('telemetry')}"
         flt = _rename_cluster(_json(f.telemetry_filter(mesh)), TELEMETRY_CLUSTER, cluster)
@@ -238,15 +283,62 @@ def envoy_gateway(mesh: Mesh, ns: str, gateway: str, gateway_ns: str) -> dict[st
             }
         ]
     }
-    procs: list[Obj] = [
-        {
-            "backendRefs": [ref("telemetry", ext.telemetry.address.port)],
-            "messageTimeout": _duration(ext.telemetry.timeout),
-            # telemetry observes; a request never fails because it is down (as on envoykit's own proxies)
-            "failOpen": True,
-            "processingMode": {"response": {}},
-        }
-    ]
+    if ext.access_log.enabled:
+        # the Gateway's Envoys stream access logs to envoykit's telemetry server (an ALS sink); the
+        # GatewayClass or Gateway names this EnvoyProxy in its parametersRef
+        from envoykit.core.accesslog import LOG_NAMES, REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS
+
+        files["eg-envoyproxy.yaml"] = [
+            {
+                "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+                "kind": "EnvoyProxy",
+                "metadata": _meta("envoykit-telemetry", gateway_ns),
+                "spec": {
+                    "telemetry": {
+                        "accessLog": {
+                            "settings": [
+                                {
+                                    "sinks": [
+                                        {
+                                            "type": "ALS",
+                                            "als": {
+                                                "backendRefs": [
+                                                    {
+                                                        "name": ACCESS_LOG,
+                                                        "namespace": ns,
+                                                        "port": ext.access_log.address.port,
+                                                    }
+                                                ],
+                                                "logName": LOG_NAMES["source"],
+                                                "type": "HTTP",
+                                                "http": {
+                                                    "requestHeaders": list(REQUEST_HEADERS),
+                                                    "responseHeaders": list(RESPONSE_HEADERS),
+                                                    "responseTrailers": list(RESPONSE_TRAILERS),
+                                                },
+                                            },
+                                        }
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                },
+            }
+        ]
+    procs: list[Obj] = []
+    if any(s.extensions.telemetry for s in mesh.services) or any(
+        g.extensions.telemetry for g in mesh.gateways
+    ):
+        procs.append(
+            {
+                "backendRefs": [ref("telemetry", ext.telemetry.address.port)],
+                "messageTimeout": _duration(ext.telemetry.timeout),
+                # telemetry observes; a request never fails because it is down (as on envoykit's proxies)
+                "failOpen": True,
+                "processingMode": {"response": {}},
+            }
+        )
     for p in ext.processors:
         mode: Obj = {"request": {}, "response": {}}
         if p.request_body_mode != "NONE":
@@ -261,14 +353,15 @@ def envoy_gateway(mesh: Mesh, ns: str, gateway: str, gateway_ns: str) -> dict[st
                 "processingMode": mode,
             }
         )
-    files["eg-extensionpolicy.yaml"] = [
-        {
-            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-            "kind": "EnvoyExtensionPolicy",
-            "metadata": _meta("envoykit-extproc", gateway_ns),
-            "spec": {"targetRefs": target, "extProc": procs},
-        }
-    ]
+    if procs:
+        files["eg-extensionpolicy.yaml"] = [
+            {
+                "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+                "kind": "EnvoyExtensionPolicy",
+                "metadata": _meta("envoykit-extproc", gateway_ns),
+                "spec": {"targetRefs": target, "extProc": procs},
+            }
+        ]
     if gateway_ns != ns:
         files["eg-referencegrant.yaml"] = [
             {
@@ -278,7 +371,7 @@ def envoy_gateway(mesh: Mesh, ns: str, gateway: str, gateway_ns: str) -> dict[st
                 "spec": {
                     "from": [
                         {"group": "gateway.envoyproxy.io", "kind": k, "namespace": gateway_ns}
-                        for k in ("SecurityPolicy", "EnvoyExtensionPolicy")
+                        for k in ("SecurityPolicy", "EnvoyExtensionPolicy", "EnvoyProxy")
                     ],
                     "to": [{"group": "", "kind": "Service"}],
                 },

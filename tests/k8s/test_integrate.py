@@ -29,11 +29,14 @@ def integrate(tmp: Path, *args: str) -> dict[str, list[Any]]:
 def test_istio_resources(tmp_path: Path) -> None:
     files = integrate(tmp_path, "istio", "--namespace", "envoykit")
     assert sorted(files) == [
+        "istio-accesslog.yaml",
         "istio-authz.yaml",
         "istio-meshconfig.yaml",
         "istio-ratelimit.yaml",
-        "istio-telemetry.yaml",
     ]
+    (als,) = files["istio-accesslog.yaml"]
+    contexts = [p["match"]["context"] for p in als["spec"]["configPatches"]]
+    assert contexts == ["SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"]
     (op,) = files["istio-meshconfig.yaml"]
     assert op["spec"]["meshConfig"]["extensionProviders"] == [
         {
@@ -59,19 +62,18 @@ def test_istio_resources(tmp_path: Path) -> None:
 def test_istio_envoy_filters_load_in_envoy(tmp_path: Path) -> None:
     files = integrate(tmp_path / "out", "istio")
     (rl,) = files["istio-ratelimit.yaml"]
-    (tel,) = files["istio-telemetry.yaml"]
-    http_filters = [
-        p["patch"]["value"]
-        for p in rl["spec"]["configPatches"] + tel["spec"]["configPatches"]
-        if p["applyTo"] == "HTTP_FILTER"
-    ]
+    (als,) = files["istio-accesslog.yaml"]
+    http_filters = [p["patch"]["value"] for p in rl["spec"]["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
+    # the GATEWAY patch merged into the gateway's HTTP connection manager, as Istio applies MERGE
+    gateway_logs = next(p for p in als["spec"]["configPatches"] if p["match"]["context"] == "GATEWAY")
+    access_log = gateway_logs["patch"]["value"]["typed_config"]["access_log"]
     vhost_merge = next(
         p["patch"]["value"] for p in rl["spec"]["configPatches"] if p["applyTo"] == "VIRTUAL_HOST"
     )
     clusters = []
     for name in (
         "outbound|8081||envoykit-ratelimit.default.svc.cluster.local",
-        "outbound|9292||envoykit-telemetry.default.svc.cluster.local",
+        "outbound|9293||envoykit-access-log.default.svc.cluster.local",
     ):
         host = name.split("||")[1]
         clusters.append(
@@ -126,6 +128,7 @@ def test_istio_envoy_filters_load_in_envoy(tmp_path: Path) -> None:
                 ]
             },
             "http_filters": [*http_filters, router],
+            "access_log": access_log,
         },
     }
     config = {
@@ -175,11 +178,13 @@ def test_envoy_gateway_policies(tmp_path: Path) -> None:
             "failOpen": False,
         },
     }
-    (ep,) = files["eg-extensionpolicy.yaml"]
-    (proc,) = ep["spec"]["extProc"]
-    assert proc["backendRefs"][0]["name"] == "envoykit-telemetry" and proc["processingMode"] == {
-        "response": {}
-    }
+    assert "eg-extensionpolicy.yaml" not in files  # the demo has no processors nor ext_proc telemetry
+    (proxy,) = files["eg-envoyproxy.yaml"]
+    (sink,) = proxy["spec"]["telemetry"]["accessLog"]["settings"][0]["sinks"]
+    assert sink["type"] == "ALS" and sink["als"]["type"] == "HTTP"
+    assert sink["als"]["backendRefs"] == [
+        {"name": "envoykit-access-log", "namespace": "envoykit", "port": 9293}
+    ]
     (grant,) = files["eg-referencegrant.yaml"]
     assert grant["metadata"]["namespace"] == "envoykit" and grant["spec"]["to"] == [
         {"group": "", "kind": "Service"}

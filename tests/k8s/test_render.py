@@ -99,9 +99,9 @@ def test_demo_mesh_one_file_per_component(demo: tuple[Path, dict[str, list[Obj]]
         "00-namespaces.yaml",
         "05-wasm.yaml",
         "10-control-plane.yaml",
+        "20-access-log.yaml",
         "20-authz.yaml",
         "20-ratelimit.yaml",
-        "20-telemetry.yaml",
         "25-redis.yaml",
         "30-gateway-egress.yaml",
         "30-gateway-ingress.yaml",
@@ -155,6 +155,7 @@ def test_in_cluster_mesh_and_bootstraps_pass_envoy(
     kmesh = parse_mesh(text)
     assert kmesh.extensions.authz.address.host == "envoykit-authz.default.svc.cluster.local"
     assert str(kmesh.gateway("egress").address) == "egress.default.svc.cluster.local:8090"
+    assert str(kmesh.extensions.access_log.address) == "envoykit-access-log.default.svc.cluster.local:9293"
     (tmp_path / "mesh.yaml").write_text(text)
     loaded = load_mesh(tmp_path / "mesh.yaml")
     t = translate(loaded.mesh, loaded.base_dir, SpiffeMeshTls())
@@ -187,8 +188,8 @@ def test_generated_200_service_mesh_passes_the_schemas(tmp_path: Path) -> None:
     objs = _all(files)
     assert len([f for f in files if f.startswith("40-service-")]) == 200
     assert (
-        len([o for o in objs if o["kind"] == "Deployment"]) == 220 + 1 + 3 + 1 + 1
-    )  # workloads, cp, servers, redis, ingress
+        len([o for o in objs if o["kind"] == "Deployment"]) == 220 + 1 + 4 + 1 + 1
+    )  # workloads, cp, servers (authz, ratelimit, access log, ext_proc telemetry), redis, ingress
     assert [e for o in objs for e in schema_errors(o)] == []
     assert reference_problems(objs) == []
     roles = {(o["metadata"]["namespace"]) for o in objs if o["kind"] == "Role"}
