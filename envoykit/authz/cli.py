@@ -39,7 +39,13 @@ def authz() -> None:
     show_default=True,
     help="fraction of allows logged",
 )
-@click.option("--threads", type=int, default=2, show_default=True, help="handler threads per worker")
+@click.option(
+    "--threads",
+    type=int,
+    default=2,
+    show_default=True,
+    help="handler threads per worker (lean: for rules marked blocking=True; grpcio: for every call)",
+)
 @click.option("--workers", type=int, default=1, show_default=True, help="server processes on the same port")
 @click.option(
     "--allow-empty-policy",
@@ -52,6 +58,14 @@ def authz() -> None:
     default=250.0,
     show_default=True,
     help="a changed policy loads once its files stayed unchanged this long",
+)
+@click.option(
+    "--server",
+    "server_kind",
+    type=click.Choice(["lean", "grpcio"]),
+    default="lean",
+    show_default=True,
+    help="lean: one event loop, policy inline; grpcio: thread-pool grpcio server (reflection)",
 )
 @click.option("--log-level", default="info", show_default=True)
 def serve(
@@ -67,6 +81,7 @@ def serve(
     workers: int,
     allow_empty_policy: bool,
     settle_ms: float,
+    server_kind: str,
     log_level: str,
 ) -> None:
     """Serve envoy.service.auth.v3.Authorization/Check until SIGTERM."""
@@ -88,6 +103,7 @@ def serve(
         workers=workers,
         allow_empty_policy=allow_empty_policy,
         settle_ms=settle_ms,
+        server=server_kind,
     )
     try:
         run(opts)

@@ -51,6 +51,7 @@ class Policy:
     Attributes:
         rules: every rule, DENY and ALLOW, in file then definition order.
         deny_rules / allow_rules: the same split by action.
+        blocking_rules: the rules marked ``blocking=True`` (decided on a handler thread).
         authenticator: verifies JWTs and API keys (an empty one when there is no ``authn.yaml``).
         files: the files this policy was loaded from.
         yaml_policies: the AuthorizationPolicy documents with the YAML they came from (for RBAC
@@ -69,6 +70,7 @@ class Policy:
     def __post_init__(self) -> None:
         self.deny_rules = [r for r in self.rules if r.action == "DENY"]
         self.allow_rules = [r for r in self.rules if r.action == "ALLOW"]
+        self.blocking_rules = [r for r in self.rules if r.blocking]
 
 
 def read_policy_text(path: Path) -> str:

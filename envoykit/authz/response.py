@@ -20,7 +20,8 @@ from envoykit.authz.decisions import Allow, Deny
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _OK_STATUS = status_pb2.Status(code=code_pb2.OK)
-_PLAIN_OK = ea.CheckResponse(status=_OK_STATUS, ok_response=ea.OkHttpResponse())
+PLAIN_OK = ea.CheckResponse(status=_OK_STATUS, ok_response=ea.OkHttpResponse())
+PLAIN_OK_BYTES = PLAIN_OK.SerializeToString()  # the commonest answer, serialised once
 
 
 def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
@@ -38,7 +39,7 @@ def _struct(data: Any) -> struct_pb2.Struct:
 def ok_response(decision: Allow) -> ea.CheckResponse:
     """CheckResponse for an allow; a shared message when there is nothing to mutate."""
     if not (decision.headers or decision.remove_headers or decision.metadata or decision.response_headers):
-        return _PLAIN_OK
+        return PLAIN_OK
     ok = ea.OkHttpResponse(
         headers=[_header(k, v) for k, v in decision.headers.items()],
         headers_to_remove=list(decision.remove_headers),

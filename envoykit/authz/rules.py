@@ -53,6 +53,8 @@ class Rule:
         fn: the rule function, ``fn(request) -> truthy | Allow | Deny | None``.
         hosts / paths / methods: pre-match globs (``None``: any); hosts match with or without port.
         dry_run: decide and log, but never enforce this rule.
+        blocking: the rule waits (I/O, sleeps): requests it applies to are decided on a handler
+            thread instead of the server's event loop, so they do not stall other requests.
         source: ``file:line`` of the definition, for errors and the decision log.
         scope: ``scope(request)`` says whether the rule applies to the request's destination
             workload (AuthorizationPolicy namespace and selector); ``None``: every workload.
@@ -65,6 +67,7 @@ class Rule:
     paths: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
     dry_run: bool = False
+    blocking: bool = False
     source: str = ""
     scope: Callable[[Request], bool] | None = None
     _host_re: list[re.Pattern[str]] = field(default_factory=list, repr=False)
@@ -101,11 +104,12 @@ def _decorator(
     methods: Iterable[str] | str | None,
     name: str | None,
     dry_run: bool,
+    blocking: bool,
 ) -> Callable[[RuleFn], RuleFn]:
     def wrap(fn: RuleFn) -> RuleFn:
         if inspect.iscoroutinefunction(fn):
-            # The check path is synchronous (the sync gRPC server measured faster); a rule must not
-            # wait on I/O while Envoy waits on it.
+            # Rules run inline on the server's event loop (or on a handler thread with blocking=True);
+            # an awaitable result would never be awaited.
             raise TypeError(f"rule {fn.__qualname__} must be a plain function (def), not async def")
         try:
             inspect.signature(fn).bind(None)
@@ -121,6 +125,7 @@ def _decorator(
             paths=_as_tuple(paths),
             methods=_as_tuple(methods),
             dry_run=dry_run,
+            blocking=blocking,
             source=source,
         )
         setattr(fn, RULE_ATTR, rule)
@@ -136,13 +141,16 @@ def allow_rule(
     methods: Iterable[str] | str | None = None,
     name: str | None = None,
     dry_run: bool = False,
+    blocking: bool = False,
 ) -> Callable[[RuleFn], RuleFn]:
     """Declare an ALLOW rule (see the module docstring for matching and order).
+
+    ``blocking=True`` marks a rule that waits (network, disk, sleep): see :class:`Rule`.
 
     Raises:
         TypeError: the function does not take exactly one argument, or is ``async def``.
     """
-    return _decorator("ALLOW", hosts, paths, methods, name, dry_run)
+    return _decorator("ALLOW", hosts, paths, methods, name, dry_run, blocking)
 
 
 def deny_rule(
@@ -152,10 +160,13 @@ def deny_rule(
     methods: Iterable[str] | str | None = None,
     name: str | None = None,
     dry_run: bool = False,
+    blocking: bool = False,
 ) -> Callable[[RuleFn], RuleFn]:
     """Declare a DENY rule (see the module docstring for matching and order).
+
+    ``blocking=True`` marks a rule that waits (network, disk, sleep): see :class:`Rule`.
 
     Raises:
         TypeError: the function does not take exactly one argument, or is ``async def``.
     """
-    return _decorator("DENY", hosts, paths, methods, name, dry_run)
+    return _decorator("DENY", hosts, paths, methods, name, dry_run, blocking)

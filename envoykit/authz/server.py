@@ -1,10 +1,15 @@
 """Assemble and run the authz server process: policy watcher, engine, servicer, gRPC runner.
 
-The server is the thread-pool gRPC server (:class:`~envoykit.core.server.SyncGrpcServer`), measured
-faster than grpc.aio for this CPU-bound unary call. ``workers > 1`` runs that many processes on the
-same port (the parent's exclusive reservation, shared with its workers only); the parent supervises them and serves their merged metrics (prometheus-client
-multiprocess mode). Envoy spreads calls over processes only across connections, so a multi-worker
-deployment also caps streams per connection on the authz cluster (see ``envoy/authz.yaml``).
+By default Check is served by the lean unary server (:mod:`envoykit.core.unary`): one event loop,
+the policy called inline; requests that a rule marked ``blocking`` applies to are decided on
+``threads`` handler threads. ``server="grpcio"`` keeps the thread-pool grpcio server
+(:class:`~envoykit.core.server.SyncGrpcServer`, with reflection).
+
+``workers > 1`` runs that many processes on the same port (the parent's exclusive reservation,
+shared with its workers only); the parent supervises them and serves their merged metrics
+(prometheus-client multiprocess mode). Envoy spreads calls over processes only across connections,
+so a multi-worker deployment also caps streams per connection on the authz cluster (see
+``envoy/authz.yaml``).
 """
 
 from __future__ import annotations
@@ -16,21 +21,24 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from envoy.service.auth.v3 import external_auth_pb2 as ea
 from envoy.service.auth.v3 import external_auth_pb2_grpc as ea_grpc
 
 from envoykit.authz import metrics
 from envoykit.authz.decisionlog import DecisionLog
 from envoykit.authz.engine import Engine, EngineSettings
 from envoykit.authz.loader import Policy, PolicyEmptied, load_policy
-from envoykit.authz.service import SERVICE_NAME, AuthorizationService
+from envoykit.authz.service import CHECK_PATH, SERVICE_NAME, AuthorizationService
 from envoykit.core.bind import RESERVED_FD_ENV, bind_exclusive
 from envoykit.core.logs import get_logger
 from envoykit.core.metrics import Health, start_metrics_server
 from envoykit.core.reload import WatchedConfig
 from envoykit.core.server import SyncGrpcServer, serve_sync_forever
+from envoykit.core.unary import UnaryMethod, UnaryServer, serve_unary_forever
 
 log = get_logger("authz")
 
@@ -50,10 +58,10 @@ class ServerOptions:
     watch: bool = True
     allow_empty_policy: bool = False
     settle_ms: float = 250.0
+    server: str = "lean"
 
 
-def build(opts: ServerOptions) -> tuple[SyncGrpcServer, WatchedConfig[Policy]]:
-    """Load the policy (raises ConfigError when the first load fails) and build the server."""
+def _service(opts: ServerOptions) -> tuple[AuthorizationService, WatchedConfig[Policy], DecisionLog | None]:
     holder: list[WatchedConfig[Policy]] = []
 
     def loader(path: Path) -> Policy:
@@ -68,7 +76,12 @@ def build(opts: ServerOptions) -> tuple[SyncGrpcServer, WatchedConfig[Policy]]:
     policy = WatchedConfig("authz", opts.policy_dir, loader, settle_ms=opts.settle_ms)
     holder.append(policy)
     dlog = DecisionLog(opts.decision_log, opts.decision_log_sample_allow) if opts.decision_log else None
-    service = AuthorizationService(policy, Engine(opts.settings), dlog)
+    return AuthorizationService(policy, Engine(opts.settings), dlog), policy, dlog
+
+
+def build(opts: ServerOptions) -> tuple[SyncGrpcServer, WatchedConfig[Policy]]:
+    """Load the policy (raises ConfigError when the first load fails) and build the grpcio server."""
+    service, policy, dlog = _service(opts)
     server = SyncGrpcServer("authz", opts.address, threads=opts.threads, metrics_port=opts.metrics_port)
     server.add_service(ea_grpc.add_AuthorizationServicer_to_server, service, SERVICE_NAME)
     if opts.watch:
@@ -80,13 +93,38 @@ def build(opts: ServerOptions) -> tuple[SyncGrpcServer, WatchedConfig[Policy]]:
     return server, policy
 
 
+def build_lean(opts: ServerOptions) -> tuple[UnaryServer, WatchedConfig[Policy]]:
+    """Like :func:`build`, on the lean unary server; call it inside the event loop that serves."""
+    service, policy, dlog = _service(opts)
+    pool = ThreadPoolExecutor(max_workers=max(1, opts.threads), thread_name_prefix="authz-blocking")
+    service.use_offload(pool)
+    server = UnaryServer("authz", opts.address, metrics_port=opts.metrics_port)
+    server.add_service(SERVICE_NAME, [UnaryMethod(CHECK_PATH, ea.CheckRequest, service.lean_check)])
+    if opts.watch:
+        stop = threading.Event()
+        policy.watch_in_thread(stop)
+        server.on_stop(stop.set)
+    server.on_stop(lambda: pool.shutdown(wait=False, cancel_futures=True))
+    if dlog is not None:
+        server.on_stop(dlog.close)
+    return server, policy
+
+
 def run(opts: ServerOptions) -> None:
-    """Serve until SIGTERM/SIGINT, then drain; with ``workers > 1`` supervise that many processes."""
+    """Serve until SIGTERM/SIGINT, then drain; with ``workers > 1`` supervise that many processes.
+
+    Raises:
+        ConfigError: the policy does not load.
+        AddressInUse: another process serves the address.
+    """
     if opts.workers > 1:
         run_workers(opts)
         return
-    server, _ = build(opts)
-    serve_sync_forever(server)
+    if opts.server == "grpcio":
+        server, _ = build(opts)
+        serve_sync_forever(server)
+        return
+    serve_unary_forever(lambda: build_lean(opts)[0])
 
 
 def _worker_args(opts: ServerOptions, address: str) -> list[str]:
@@ -96,6 +134,7 @@ def _worker_args(opts: ServerOptions, address: str) -> list[str]:
         "--policy-dir", str(opts.policy_dir),
         "--address", address,
         "--threads", str(opts.threads),
+        "--server", opts.server,
         "--rule-budget-ms", str(s.rule_budget_ms),
         "--failure-status", str(s.failure_status),
         "--workers", "1",

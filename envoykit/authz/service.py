@@ -6,7 +6,10 @@ takes Envoy's failure path, where ``failure_mode_allow: true`` would let the req
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable
+from concurrent.futures import Executor
 from typing import Any
 
 from envoy.service.auth.v3 import external_auth_pb2 as ea
@@ -18,13 +21,15 @@ from envoykit.authz.decisions import Deny
 from envoykit.authz.engine import Engine
 from envoykit.authz.loader import Policy
 from envoykit.authz.request import Request
-from envoykit.authz.response import denied_response, response_for
+from envoykit.authz.response import PLAIN_OK, PLAIN_OK_BYTES, denied_response, response_for
+from envoykit.authz.watchdog import RuleTimeout
 from envoykit.core.logs import get_logger
 from envoykit.core.reload import WatchedConfig
 
 log = get_logger("authz")
 
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
+CHECK_PATH = f"/{SERVICE_NAME}/Check"
 
 
 class AuthorizationService(ea_grpc.AuthorizationServicer):  # type: ignore[misc]
@@ -43,17 +48,65 @@ class AuthorizationService(ea_grpc.AuthorizationServicer):  # type: ignore[misc]
         self._engine = engine
         self._decision_log = decision_log
         self._failure = Deny(engine.settings.failure_status, "authorization error")
+        self._failure_response = denied_response(self._failure)
+        self._offload: Executor | None = None
 
     def Check(self, request: ea.CheckRequest, context: Any) -> ea.CheckResponse:
+        """The grpcio servicer method (``--server grpcio``)."""
         start = time.perf_counter()
         try:
             req = Request.from_check_request(request)
+        except Exception:
+            return self._internal_error()
+        return self.decide(req, start)
+
+    def lean_check(self, request: ea.CheckRequest) -> bytes | ea.CheckResponse | Awaitable[ea.CheckResponse]:
+        """The lean server's handler: decide inline on the event loop, or on a handler thread when a
+        rule marked ``blocking`` applies (then bounded by the rule budget of every rule)."""
+        start = time.perf_counter()
+        try:
+            req = Request.from_check_request(request)
+        except Exception:
+            return self._internal_error()
+        blocking = self._policy.current.blocking_rules
+        if blocking and self._offload is not None and any(r.applies(req) for r in blocking):
+            return self._decide_offloaded(req, start)
+        try:
+            resp = self.decide(req, start)
+        except RuleTimeout:  # a watchdog shot that landed after the engine returned
+            return self._failure_response
+        return PLAIN_OK_BYTES if resp is PLAIN_OK else resp
+
+    def use_offload(self, pool: Executor) -> None:
+        """Decide requests that a ``blocking`` rule applies to on ``pool`` (the lean server)."""
+        self._offload = pool
+
+    async def _decide_offloaded(self, req: Request, start: float) -> ea.CheckResponse:
+        assert self._offload is not None
+        policy = self._policy.current
+        bound = self._engine.settings.rule_budget_ms / 1000 * max(1, len(policy.rules))
+        fut = asyncio.get_running_loop().run_in_executor(self._offload, self.decide, req, start)
+        try:
+            return await asyncio.wait_for(fut, bound)
+        except TimeoutError:
+            log.error("blocking rules overran their budget; request denied", bound_s=bound)
+            metrics.RULE_ERRORS.labels("<blocking-timeout>").inc()
+            metrics.DECISIONS.labels("deny", "<blocking-timeout>").inc()
+            return self._failure_response
+
+    def _internal_error(self) -> ea.CheckResponse:
+        log.exception("check failed inside the server; answered deny")
+        metrics.INTERNAL_ERRORS.inc()
+        return self._failure_response
+
+    def decide(self, req: Request, start: float) -> ea.CheckResponse:
+        """The CheckResponse for ``req`` (``start``: ``perf_counter()`` at arrival). Never raises for a
+        rule's fault."""
+        try:
             verdict = self._engine.check(self._policy.current, req)
             resp = response_for(verdict.decision)
         except Exception:
-            log.exception("check failed inside the server; answered deny")
-            metrics.INTERNAL_ERRORS.inc()
-            return denied_response(self._failure)
+            return self._internal_error()
         elapsed = time.perf_counter() - start
         if verdict.would_deny is not None:
             result = "dry_run_deny"

@@ -50,7 +50,16 @@ def ratelimit() -> None:
 )
 @click.option("--cache-key-prefix", default="ekrl:", show_default=True, help="Prefix of every counter key.")
 @click.option("--max-stats-keys", default=10_000, show_default=True, help="Bound on distinct stats keys.")
-@click.option("--threads", default=4, show_default=True, help="gRPC worker threads.")
+@click.option(
+    "--threads", default=4, show_default=True, help="Store threads (lean, Redis) or gRPC threads (grpcio)."
+)
+@click.option(
+    "--server",
+    type=click.Choice(["lean", "grpcio"]),
+    default="lean",
+    show_default=True,
+    help="lean: one event loop; grpcio: thread-pool grpcio server (reflection).",
+)
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning or error.")
 @click.option(
     "--metric-names",
@@ -119,6 +128,7 @@ def serve(ctx: click.Context, **params: Any) -> None:
         max_stats_keys=p["max_stats_keys"],
         threads=p["threads"],
         settings=settings,
+        server=p["server"],
     )
     try:
         run(opts)

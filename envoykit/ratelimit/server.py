@@ -1,30 +1,38 @@
-"""The ratelimit process: config watcher, store, servicer and a threaded gRPC server, wired together.
+"""The ratelimit process: config watcher, store, servicer and a gRPC server, wired together.
 
-It runs on envoykit.core's thread-pool runner (:class:`~envoykit.core.server.SyncGrpcServer`): measured through Envoy on the 2-core dev machine, a grpc
-server with a small thread pool answers ShouldRateLimit 30-100 % faster than grpc.aio (per-call CPU
-in grpc.aio's poller/event-loop hand-off dominates a ~17 µs decision), and blocking Redis calls run
-in parallel threads. The runner gives grpc health and reflection, Prometheus ``/metrics`` and a drain
-on SIGTERM/SIGINT (health NOT_SERVING, refuse new calls, ``grace_s`` for calls in flight); the config
-reloads keep-last-good (``WatchedConfig``).
+By default it runs on the lean unary server (:mod:`envoykit.core.unary`, one event loop): with the
+memory store a call is decided inline; with Redis the blocking redis-py call runs on ``threads``
+handler threads (the store combines the calls that meet there into one script call), and the event
+loop answers UNAVAILABLE once ``store_timeout_s`` has passed without an answer, so the store timeout
+bounds a call's time even when the threads are all stuck. ``server="grpcio"`` keeps the thread-pool
+grpcio runner (:class:`~envoykit.core.server.SyncGrpcServer`, with reflection). Both give gRPC
+health, Prometheus ``/metrics`` and a drain on SIGTERM/SIGINT (health NOT_SERVING, refuse new
+calls, ``grace_s`` for calls in flight); the config reloads keep-last-good (``WatchedConfig``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from envoykit.core import WatchedConfig, get_logger
 from envoykit.core.server import SyncGrpcServer, termination_signal, wait_for_termination_signal
+from envoykit.core.unary import UnaryMethod, UnaryServer, serve_unary_forever
 from envoykit.ratelimit.config import RateLimitConfig, dump, load_config_dir
 from envoykit.ratelimit.metrics import StatsRegistry
 from envoykit.ratelimit.service import RateLimitService, ServiceSettings
-from envoykit.ratelimit.stores.base import Store
+from envoykit.ratelimit.stores.base import Store, StoreError
 from envoykit.ratelimit.stores.memory import MemoryStore
 
 SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
+SHOULD_RATE_LIMIT = f"/{SERVICE_NAME}/ShouldRateLimit"
 
 
 @dataclass
@@ -40,8 +48,9 @@ class ServerOptions:
         store_timeout_s: connect and socket timeout of the store, in seconds.
         merge_domains: let several files add to one domain (MERGE_DOMAIN_CONFIG).
         max_stats_keys: bound on distinct stats keys (see :mod:`envoykit.ratelimit.metrics`).
-        threads: gRPC worker threads.
+        threads: gRPC worker threads (grpcio) or store threads (lean, Redis).
         grace_s: drain time on SIGTERM, in seconds.
+        server: ``lean`` (default) or ``grpcio``.
     """
 
     config_dir: Path
@@ -56,6 +65,7 @@ class ServerOptions:
     threads: int = 4
     grace_s: float = 5.0
     settings: ServiceSettings = field(default_factory=ServiceSettings)
+    server: str = "lean"
 
 
 def make_store(opts: ServerOptions) -> Store:
@@ -82,7 +92,7 @@ def make_store(opts: ServerOptions) -> Store:
 
 
 class RateLimitServer:
-    """The whole process, startable in a test: ``start()`` → ``port``; ``stop()`` drains.
+    """The whole process: config, store and servicer, served by :meth:`lean` or :meth:`grpcio`.
 
     Raises (from the constructor):
         ConfigError: the config directory does not load; the server must not start without one.
@@ -100,48 +110,81 @@ class RateLimitServer:
         self._loaded(self.watched.current)
         self.store = make_store(opts)
         self.service = RateLimitService(lambda: self.watched.current, self.store, opts.settings)
-        self._server = SyncGrpcServer(
-            "ratelimit", opts.address, threads=opts.threads, metrics_port=opts.metrics_port
-        )
-        self._server.add_service(
-            rls_pb2_grpc.add_RateLimitServiceServicer_to_server, self.service, SERVICE_NAME
-        )
         self._stop_watch = threading.Event()
-        self._server.on_stop(self._stop_watch.set)
-        self._server.on_stop(self.store.close)
-        self._server.health.add_check("store", self.store.health)  # /readyz, /healthcheck
-        self.port = 0
-        self.metrics_port: int | None = None
 
     def _loaded(self, cfg: RateLimitConfig) -> None:
         self._log.info("rate limits loaded", domains=sorted(cfg.domains), rules=len(dump(cfg)))
 
-    def start(self) -> int:
-        """Bind, serve, mark SERVING, start metrics and the config watcher; return the gRPC port.
-
-        Raises:
-            OSError: the address cannot be bound.
-        """
-        self.port = self._server.start()
-        self.metrics_port = self._server.metrics_port
+    def _ready(self, port: int) -> None:
         self.watched.watch_in_thread(self._stop_watch)
         self._log.info(
             "rate-limit service ready",
+            port=port,
             store=self.store.name,
+            server=self.opts.server,
             threads=self.opts.threads,
             shadow_mode=self.opts.settings.shadow_mode,
         )
-        return self.port
 
-    def stop(self) -> None:
-        """Drain: NOT_SERVING, refuse new calls, wait ``grace_s`` for calls in flight; close the store."""
-        self._server.stop(self.opts.grace_s)
+    def _handler(self) -> Callable[[rls_pb2.RateLimitRequest], Any]:
+        service = self.service
+        if isinstance(self.store, MemoryStore):
+            return service.answer  # no I/O: decided inline on the event loop
+        pool = ThreadPoolExecutor(max_workers=max(1, self.opts.threads), thread_name_prefix="ratelimit-store")
+        bound = self.opts.store_timeout_s
+        self._on_stop_pool = pool
+
+        async def offloaded(request: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
+            fut = asyncio.get_running_loop().run_in_executor(pool, service.answer, request)
+            try:
+                return await asyncio.wait_for(fut, bound)
+            except TimeoutError:
+                raise service.store_failed(StoreError(f"no answer within {bound * 1000:.0f} ms")) from None
+
+        return offloaded
+
+    def lean(self) -> UnaryServer:
+        """The lean unary server for this process (build it inside the loop that serves)."""
+        server = UnaryServer("ratelimit", self.opts.address, metrics_port=self.opts.metrics_port)
+        server.add_service(
+            SERVICE_NAME, [UnaryMethod(SHOULD_RATE_LIMIT, rls_pb2.RateLimitRequest, self._handler())]
+        )
+        server.on_stop(self.close)
+        server.health.add_check("store", self.store.health)  # /readyz, /healthcheck
+        return server
+
+    def grpcio(self) -> SyncGrpcServer:
+        """The thread-pool grpcio server for this process (``--server grpcio``)."""
+        server = SyncGrpcServer(
+            "ratelimit", self.opts.address, threads=self.opts.threads, metrics_port=self.opts.metrics_port
+        )
+        server.add_service(rls_pb2_grpc.add_RateLimitServiceServicer_to_server, self.service, SERVICE_NAME)
+        server.on_stop(self.close)
+        server.health.add_check("store", self.store.health)  # /readyz, /healthcheck
+        return server
+
+    def close(self) -> None:
+        """Stop the config watcher, the store threads and the store (after the drain)."""
+        self._stop_watch.set()
+        pool = getattr(self, "_on_stop_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
 
 
 def run(opts: ServerOptions) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and return."""
-    server = RateLimitServer(opts)
-    stopping = termination_signal()  # before the port answers: an early SIGTERM still drains
-    server.start()
-    wait_for_termination_signal(stopping)
-    server.stop()
+    """Serve until SIGTERM/SIGINT, then drain and return.
+
+    Raises:
+        ConfigError: the config does not load.
+        AddressInUse: another process serves the address.
+    """
+    rl = RateLimitServer(opts)
+    if opts.server == "grpcio":
+        server = rl.grpcio()
+        stopping = termination_signal()  # before the port answers: an early SIGTERM still drains
+        rl._ready(server.start())
+        wait_for_termination_signal(stopping)
+        server.stop(opts.grace_s)
+        return
+    serve_unary_forever(rl.lean, opts.grace_s, on_ready=lambda s: rl._ready(s.port))

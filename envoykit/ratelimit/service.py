@@ -27,6 +27,7 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from envoykit.core.logs import get_logger
+from envoykit.core.unary import GrpcStatusError, StatusCode
 from envoykit.ratelimit.config import Match, RateLimitConfig
 from envoykit.ratelimit.limiter import (
     OK,
@@ -41,6 +42,10 @@ from envoykit.ratelimit.metrics import CALL_SECONDS, STORE_ERRORS
 from envoykit.ratelimit.stores.base import Store, StoreError
 
 MAX_UINT32 = 2**32 - 1
+_GRPCIO_CODES = {
+    StatusCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    StatusCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
 _NO_LIMIT = DescriptorStatus(code=OK)
 
 
@@ -120,19 +125,35 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
     def ShouldRateLimit(
         self, request: rls_pb2.RateLimitRequest, context: grpc.ServicerContext
     ) -> rls_pb2.RateLimitResponse:
-        """Answer one RateLimitRequest (see the module docstring for the steps)."""
+        """The grpcio servicer method (``--server grpcio``; see the module docstring for the steps)."""
+        try:
+            return self.answer(request)
+        except GrpcStatusError as exc:
+            context.abort(_GRPCIO_CODES[exc.code], exc.message)
+        raise AssertionError("unreachable")  # context.abort raises
+
+    def answer(self, request: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
+        """One call with its metrics and error mapping (thread-safe).
+
+        Raises:
+            GrpcStatusError: INVALID_ARGUMENT for an empty domain or descriptor list; UNAVAILABLE when
+                the store failed.
+        """
         start = time.perf_counter()
         try:
             return self.should_rate_limit(request)
         except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise GrpcStatusError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
         except StoreError as exc:
-            self._store_errors.inc()
-            self._log_store_error(exc)
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"rate limit store {self._store.name}: {exc}")
+            raise self.store_failed(exc) from None
         finally:
             CALL_SECONDS.observe(time.perf_counter() - start)
-        raise AssertionError("unreachable")  # context.abort raises
+
+    def store_failed(self, exc: StoreError) -> GrpcStatusError:
+        """Count and log (at most once a second) a store failure; the status to answer with."""
+        self._store_errors.inc()
+        self._log_store_error(exc)
+        return GrpcStatusError(StatusCode.UNAVAILABLE, f"rate limit store {self._store.name}: {exc}")
 
     def _log_store_error(self, exc: StoreError) -> None:
         # an outage under load would log every call: one line per second, with the count
