@@ -20,8 +20,7 @@ from envoykit.authz.decisions import Allow, Deny
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _OK_STATUS = status_pb2.Status(code=code_pb2.OK)
-PLAIN_OK = ea.CheckResponse(status=_OK_STATUS, ok_response=ea.OkHttpResponse())
-PLAIN_OK_BYTES = PLAIN_OK.SerializeToString()  # the commonest answer, serialised once
+_PLAIN_OK = ea.CheckResponse(status=_OK_STATUS, ok_response=ea.OkHttpResponse())
 
 
 def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
@@ -39,7 +38,7 @@ def _struct(data: Any) -> struct_pb2.Struct:
 def ok_response(decision: Allow) -> ea.CheckResponse:
     """CheckResponse for an allow; a shared message when there is nothing to mutate."""
     if not (decision.headers or decision.remove_headers or decision.metadata or decision.response_headers):
-        return PLAIN_OK
+        return _PLAIN_OK
     ok = ea.OkHttpResponse(
         headers=[_header(k, v) for k, v in decision.headers.items()],
         headers_to_remove=list(decision.remove_headers),
@@ -72,3 +71,33 @@ def denied_response(decision: Deny, extra_headers: dict[str, str] | None = None)
 def response_for(decision: Allow | Deny) -> ea.CheckResponse:
     """The CheckResponse for ``decision``."""
     return ok_response(decision) if isinstance(decision, Allow) else denied_response(decision)
+
+
+_BYTES_CACHE_MAX = 4096
+_bytes_cache: dict[tuple[Any, ...], bytes] = {}
+
+
+def response_bytes(decision: Allow | Deny) -> bytes:
+    """The serialised CheckResponse for ``decision``, cached for decisions without metadata.
+
+    Most answers repeat (the plain allow, an allow setting the same identity header, the same deny),
+    so each distinct one is built and serialised once; at most ``4096`` are kept (then the cache
+    starts over).
+    """
+    if isinstance(decision, Allow):
+        if decision.metadata:
+            return ok_response(decision).SerializeToString()
+        key: tuple[Any, ...] = (
+            True,
+            tuple(decision.headers.items()),
+            decision.remove_headers,
+            tuple(decision.response_headers.items()),
+        )
+    else:
+        key = (False, decision.status, decision.body, tuple(decision.headers.items()))
+    hit = _bytes_cache.get(key)
+    if hit is None:
+        if len(_bytes_cache) >= _BYTES_CACHE_MAX:
+            _bytes_cache.clear()
+        hit = _bytes_cache[key] = response_for(decision).SerializeToString()
+    return hit
