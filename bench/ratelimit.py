@@ -162,7 +162,8 @@ def main() -> None:
     ap.add_argument(
         "--rounds", type=int, default=2, help="rounds over all scenarios; the best of each is kept"
     )
-    ap.add_argument("--threads", type=int, default=4, help="ratelimit server worker threads")
+    ap.add_argument("--threads", type=int, default=4, help="ratelimit server threads (store threads on lean)")
+    ap.add_argument("--server", choices=["lean", "grpcio"], default="lean", help="the ratelimit gRPC server")
     args = ap.parse_args()
     for tool in ("wrk", "hey", "redis-server"):
         if shutil.which(tool) is None:
@@ -178,7 +179,7 @@ def main() -> None:
             Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)], redis_port, tmp / "redis.log")
         )  # fmt: skip
         base = [envoykit, "ratelimit", "serve", "--config-dir", str(tmp / "limits"), "--log-level", "warning"]
-        base += ["--threads", str(args.threads)]
+        base += ["--threads", str(args.threads), "--server", args.server]
         procs.append(Proc([*base, "--address", f"127.0.0.1:{mem_port}"], mem_port, tmp / "rl-mem.log"))
         procs.append(
             Proc(
@@ -253,7 +254,7 @@ def main() -> None:
         a = full[0]
         print(
             f"envoykit.ratelimit benchmark — Envoy --concurrency 1, wrk -t1 -c{args.connections}, "
-            f"{args.seconds}s each, best of {args.rounds} rounds, ratelimit --threads {args.threads}"
+            f"{args.seconds}s each, best of {args.rounds} rounds, ratelimit --server {args.server} --threads {args.threads}"
         )
         print(f"{'scenario':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'x/a':>6}")
         for r in full:
@@ -265,6 +266,7 @@ def main() -> None:
         for r in half:
             print(f"{r.name:<40} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.non2xx:>8}")
         print("\nratios: " + "  ".join(f"{r.name[1]}/a={r.rps / a.rps:.2f}" for r in full[1:]))
+        print("targets: b/a >= 0.60 (memory), c/a >= 0.40 (Redis), zero over-admission")
         print(f"\nover-admission check: limit {args.tight} per minute, one burst inside one minute")
         for name, total, admitted, same in admission:
             verdict = (
