@@ -16,14 +16,41 @@ Everything is computed on first access and cached, so a rule pays only for what 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator, Mapping
-from functools import cached_property
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar, overload
 from urllib.parse import parse_qsl
 
 from envoykit.authz.identity import Identity
 from envoykit.authz.paths import normalize_path, path_ambiguity
 from envoykit.authz.spiffe import SpiffeId, parse_spiffe_id
+
+_T = TypeVar("_T")
+
+
+class cached_property(Generic[_T]):  # a drop-in for functools.cached_property
+    """Computed on first access, then a plain instance attribute.
+
+    functools' takes a lock on every access before Python 3.12; a Request lives in one thread, and
+    these run on every Check.
+    """
+
+    def __init__(self, fn: Callable[[Any], _T]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> cached_property[_T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
 
 
 class Headers(Mapping[str, str]):
@@ -38,7 +65,12 @@ class Headers(Mapping[str, str]):
     def from_pairs(cls, pairs: Iterator[tuple[str, str]] | list[tuple[str, str]]) -> Headers:
         multi: dict[str, list[str]] = {}
         for k, v in pairs:
-            multi.setdefault(k.lower(), []).append(v)
+            k = k.lower()
+            values = multi.get(k)
+            if values is None:
+                multi[k] = [v]
+            else:
+                values.append(v)
         return cls(multi)
 
     def __getitem__(self, name: str) -> str:

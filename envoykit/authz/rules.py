@@ -82,13 +82,25 @@ class Rule:
     def applies(self, req: Request) -> bool:
         """True when the rule's scope takes ``req`` and every given pre-match (method, host, path)
         matches it."""
+        # plain loops: this runs for every rule on every Check, and generators cost more than the match
         if self.scope is not None and not self.scope(req):
             return False
         if self._methods and req.method not in self._methods:
             return False
-        if self._host_re and not any(r.match(req.host) or r.match(req.hostname) for r in self._host_re):
+        if self._host_re:
+            host, hostname = req.host, req.hostname
+            for r in self._host_re:
+                if r.match(host) or r.match(hostname):
+                    break
+            else:
+                return False
+        if self._path_re:
+            path = req.path
+            for r in self._path_re:  # noqa: SIM110 - a loop, not any(<generator>): see above
+                if r.match(path):
+                    return True
             return False
-        return not (self._path_re and not any(r.match(req.path) for r in self._path_re))
+        return True
 
 
 def _as_tuple(v: Iterable[str] | str | None) -> tuple[str, ...] | None:
