@@ -14,6 +14,7 @@ Run: ``make bench`` or ``.venv/bin/python bench/authz.py [--seconds 8]``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import subprocess
 import sys
 import tempfile
@@ -189,6 +190,7 @@ def main() -> None:
         srv.args.remove("--decision-log")
         srv.args.remove(str(srv.decision_log))
         srv.start()
+        atexit.register(srv.stop)  # also when a later step fails before the try below
         srv2 = AuthzProcess(
             yaml_dir,
             Path(tmp) / "authz2.log",
@@ -202,6 +204,7 @@ def main() -> None:
         srv2.args.remove("--decision-log")
         srv2.args.remove(str(srv2.decision_log))
         srv2.start()
+        atexit.register(srv2.stop)
         authz_cluster = cluster("authz", srv.port, http2=True)
         if args.workers > 1:
             # Envoy spreads calls over processes only across connections: cap streams per connection.
@@ -215,6 +218,8 @@ def main() -> None:
             )
             for code in (FLOOR_SERVER, GRPCIO_FLOOR_SERVER)
         ]
+        for f in floors:
+            atexit.register(f.kill)
         floor_port, grpcio_floor_port = (int(f.stdout.readline()) for f in floors if f.stdout)
 
         def to(name: str, port: int) -> dict:
