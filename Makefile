@@ -23,7 +23,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# Build the example filters first: a cold zig cache compiles wasi-libc (~1 min), which must not
+# count against the first wasm test's timeout.
 pytest: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/envoykit wasm build > /dev/null
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
