@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import functools
 import shutil
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes_validate
 import yaml
 
@@ -101,3 +104,34 @@ def schema_errors(obj: dict[str, Any]) -> list[str]:
         except kubernetes_validate.ValidationError as exc:
             errors.append(f"{v} {obj.get('kind')} {obj.get('metadata', {}).get('name')}: {exc.message}")
     return errors
+
+
+class Traffic:
+    """GET ``url`` in a loop on a thread until stopped: ``seen`` counts answers by their ``x-upstream``
+    header, ``failures`` holds every non-200 answer and transport error. A context manager."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seen: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5, trust_env=False) as c:
+            while not self._stop.is_set():
+                try:
+                    r = c.get(self.url)
+                    if r.status_code != 200:
+                        self.failures.append(f"{r.status_code} {r.text[:120]}")
+                    self.seen[r.headers.get("x-upstream", "?")] += 1
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)

@@ -5,14 +5,11 @@ resume from their resourceVersion, relist on 410 Gone, and an API outage keeps t
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from kubernetes import client as k8s_client
 
@@ -22,6 +19,7 @@ from tests.control.apps import Echo
 from tests.control.meshkit import control_plane, start_nodes, wait_until, write_mesh
 from tests.control.test_traffic_envoy import gateway_mesh, to
 from tests.k8s.fakeapi import FakeApi
+from tests.k8s.helpers import Traffic
 
 NS = "default"
 SLICE = "endpointslices"
@@ -133,24 +131,8 @@ def test_endpoints_follow_the_api_under_traffic(envoy: Any, api: FakeApi, tmp_pa
                 src.on_change = cpt.reload
                 (proc,) = start_nodes(envoy, cpt, "ingress~ingress")
                 url = f"http://{mesh['gateways'][0]['address']}/"
-                seen: Counter[str] = Counter()
-                failures: list[str] = []
-                stop = threading.Event()
-
-                def traffic() -> None:
-                    with httpx.Client(timeout=5, trust_env=False) as c:
-                        while not stop.is_set():
-                            try:
-                                r = c.get(url)
-                                if r.status_code != 200:
-                                    failures.append(f"{r.status_code} {r.text[:100]}")
-                                seen[r.headers.get("x-upstream", "?")] += 1
-                            except httpx.HTTPError as exc:
-                                failures.append(repr(exc))
-
-                t = threading.Thread(target=traffic)
-                t.start()
-                try:
+                with Traffic(url) as traffic:
+                    seen, failures = traffic.seen, traffic.failures
                     wait_until(lambda: seen["a"] > 20, 10)
                     assert seen["b"] == 0
                     # a second pod becomes ready: traffic reaches it
@@ -178,9 +160,6 @@ def test_endpoints_follow_the_api_under_traffic(envoy: Any, api: FakeApi, tmp_pa
                     api.put_slice(NS, "backend-a", "backend", [("127.0.0.1", "backend-v1-ccc", True)], a.port)
                     a_before = seen["a"]
                     wait_until(lambda: seen["a"] > a_before + 20, 15)
-                finally:
-                    stop.set()
-                    t.join(10)
                 assert failures == []
                 assert sum(seen.values()) > 200 and set(seen) == {"a", "b"}
                 assert proc.stats().get("cluster.outbound|80||backend.default.upstream_rq_5xx", 0) == 0

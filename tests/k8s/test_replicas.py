@@ -12,13 +12,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from google.protobuf.json_format import MessageToDict
@@ -33,6 +30,7 @@ from envoykit.core.net import wait_for_port
 from tests.control.apps import Echo
 from tests.control.meshkit import addr, wait_until, workload, write_mesh
 from tests.k8s.fakeapi import FakeApi
+from tests.k8s.helpers import Traffic
 
 pytestmark = pytest.mark.envoy
 NS = "default"
@@ -133,24 +131,8 @@ def test_kill_one_replica_under_traffic(envoy: Any, tmp_path: Path) -> None:
                 )
                 procs[nid] = envoy(boot, name=nid.replace("~", "-"))
             url = f"http://{ingress}/"
-            seen: Counter[str] = Counter()
-            failures: list[str] = []
-            stop = threading.Event()
-
-            def traffic() -> None:
-                with httpx.Client(timeout=5, trust_env=False) as c:
-                    while not stop.is_set():
-                        try:
-                            r = c.get(url)
-                            if r.status_code != 200:
-                                failures.append(f"{r.status_code} {r.text[:120]}")
-                            seen[r.headers.get("x-upstream", "?")] += 1
-                        except httpx.HTTPError as exc:
-                            failures.append(repr(exc))
-
-            t = threading.Thread(target=traffic)
-            t.start()
-            try:
+            with Traffic(url) as traffic:
+                seen, failures = traffic.seen, traffic.failures
                 wait_until(lambda: seen["v1"] > 20, 20)
                 # kill the replica that serves most nodes, without warning
                 wait_until(lambda: len(streams(first) | streams(second)) == 3, 20)
@@ -169,9 +151,6 @@ def test_kill_one_replica_under_traffic(envoy: Any, tmp_path: Path) -> None:
                 api.put_pod(NS, "backend-v2-b", {"envoykit.io/workload": "backend-v2"})
                 api.put_slice(NS, "backend-2", "backend", [("127.0.0.1", "backend-v2-b", True)], inbound[1])
                 wait_until(lambda: seen["v2"] > 20, 20)
-            finally:
-                stop.set()
-                t.join(10)
             assert failures == []
             assert sum(seen.values()) > 100
         finally:
