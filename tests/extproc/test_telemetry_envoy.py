@@ -22,25 +22,7 @@ from tests.certs import Pair, TestCA
 from tests.envoycfg import bootstrap, cluster, http_listener, route_to
 from tests.extproc.helpers import telemetry_filter
 from tests.extproc.proc import ServerProcess
-
-FRONTEND = {
-    "workload": "frontend-v1",
-    "app": "frontend",
-    "version": "v1",
-    "namespace": "shop",
-    "service_account": "frontend",
-    "principal": "spiffe://envoykit.local/ns/shop/sa/frontend",
-    "mesh_id": "mesh1",
-}
-BACKEND = {
-    "workload": "backend-v2",
-    "app": "backend",
-    "version": "v2",
-    "namespace": "shop",
-    "service_account": "backend",
-    "principal": "spiffe://envoykit.local/ns/shop/sa/backend",
-    "mesh_id": "mesh1",
-}
+from tests.telemetry.helpers import BACKEND, FRONTEND
 
 TELEMETRY_FILTER = telemetry_filter()
 
