@@ -27,20 +27,27 @@ def known_users(req):
 """
 
 
-def test_a_waiting_rule_does_not_stall_other_requests(tmp_path: Path, envoy, echo, authz_server) -> None:  # type: ignore[no-untyped-def]
+def _start(tmp_path: Path, envoy, echo, authz_server, budget_ms: str, timeout: str) -> int:  # type: ignore[no-untyped-def]
+    """POLICY served with ``--rule-budget-ms budget_ms`` behind an Envoy whose ext_authz times out after
+    ``timeout``; returns the Envoy listener's port."""
     pol = tmp_path / "p"
     pol.mkdir()
     (pol / "r.py").write_text(POLICY)
-    srv = authz_server(pol, "--rule-budget-ms", "6000")
+    srv = authz_server(pol, "--rule-budget-ms", budget_ms)
     port = free_port()
     envoy(
         authz_envoy_config(
             port,
             echo.port,
             srv.port,
-            **{"grpc_service": {"envoy_grpc": {"cluster_name": "authz"}, "timeout": "9s"}},
+            **{"grpc_service": {"envoy_grpc": {"cluster_name": "authz"}, "timeout": timeout}},
         )
     )
+    return port
+
+
+def test_a_waiting_rule_does_not_stall_other_requests(tmp_path: Path, envoy, echo, authz_server) -> None:  # type: ignore[no-untyped-def]
+    port = _start(tmp_path, envoy, echo, authz_server, "6000", "9s")
     base = f"http://127.0.0.1:{port}"
     slow: list[tuple[int, float]] = []
 
@@ -67,19 +74,7 @@ def test_a_waiting_rule_does_not_stall_other_requests(tmp_path: Path, envoy, ech
 
 
 def test_a_blocking_rule_past_its_budget_denies(tmp_path: Path, envoy, echo, authz_server) -> None:  # type: ignore[no-untyped-def]
-    pol = tmp_path / "p"
-    pol.mkdir()
-    (pol / "r.py").write_text(POLICY)
-    srv = authz_server(pol, "--rule-budget-ms", "100")
-    port = free_port()
-    envoy(
-        authz_envoy_config(
-            port,
-            echo.port,
-            srv.port,
-            **{"grpc_service": {"envoy_grpc": {"cluster_name": "authz"}, "timeout": "5s"}},
-        )
-    )
+    port = _start(tmp_path, envoy, echo, authz_server, "100", "5s")
     start = time.monotonic()
     r = httpx.get(
         f"http://127.0.0.1:{port}/lookup/z", headers={"x-user": "alice", "x-sleep": "3"}, timeout=10
