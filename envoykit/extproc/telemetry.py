@@ -39,6 +39,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
+from envoykit.core.cardinality import UNKNOWN, LabelGuard
 from envoykit.extproc.exchange import BodyMode, Exchange
 from envoykit.extproc.peer import PEER_HEADER, parse_peer, spiffe_parts
 from envoykit.extproc.processor import Processor
@@ -90,28 +91,8 @@ RESPONSE_ATTRIBUTES = (
 )
 
 REPORTER_METADATA = "x-envoykit-reporter"
-UNKNOWN = "unknown"
 _DIRECTION = {1.0: "destination", 2.0: "source"}  # envoy.config.core.v3.TrafficDirection
 _DONE = "envoykit.telemetry.done"
-
-
-class _Guard:
-    """Keeps each label to at most ``max_values`` distinct values; newcomers beyond become ``unknown``."""
-
-    def __init__(self, max_values: int) -> None:
-        self.max_values = max_values
-        self.seen: dict[int, set[str]] = {}
-
-    def __call__(self, index: int, value: str) -> str:
-        if not value:
-            return UNKNOWN
-        seen = self.seen.setdefault(index, set())
-        if value in seen:
-            return value
-        if len(seen) >= self.max_values or len(value) > 256:
-            return UNKNOWN
-        seen.add(value)
-        return value
 
 
 _METRICS: dict[int, tuple[Counter, Histogram, Histogram, Histogram]] = {}
@@ -161,7 +142,7 @@ class Telemetry(Processor):
 
     def __init__(self, registry: CollectorRegistry = REGISTRY, max_values: int = 200) -> None:
         self.requests, self.duration, self.request_bytes, self.response_bytes = _metrics(registry)
-        self._guard = _Guard(max_values)
+        self._guard = LabelGuard(max_values)
         self._children: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
 
     # -- phases --------------------------------------------------------------------------------

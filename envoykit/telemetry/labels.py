@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envoykit.core.accesslog import parse_cluster_name, reporter_of, service_fqdn
+from envoykit.core.cardinality import UNKNOWN
+from envoykit.core.cardinality import LabelGuard as BaseLabelGuard
 from envoykit.core.peer import spiffe_parts
-
-UNKNOWN = "unknown"
 
 #: Labels of the HTTP/gRPC metrics, in Istio's order.
 HTTP_LABELS = (
@@ -64,32 +64,9 @@ _TCP_INDEX = tuple(HTTP_LABELS.index(n) for n in TCP_LABELS)
 _GRPC = HTTP_LABELS.index("grpc_response_status")
 
 
-class LabelGuard:
-    """Bounded cardinality: each label keeps at most ``max_values`` distinct values; newcomers beyond
-    that (and values longer than 256 characters) become ``unknown``.
-
-    Raises:
-        ValueError: ``max_values`` below 1.
-    """
-
-    def __init__(self, max_values: int = 100) -> None:
-        if max_values < 1:
-            raise ValueError(f"max_values must be at least 1, not {max_values}")
-        self.max_values = max_values
-        self.seen: dict[int, set[str]] = {}
-        self.collapsed = 0  # values turned into ``unknown``
-
-    def __call__(self, index: int, value: str) -> str:
-        if not value:
-            return UNKNOWN
-        seen = self.seen.setdefault(index, set())
-        if value in seen:
-            return value
-        if len(seen) >= self.max_values or len(value) > 256:
-            self.collapsed += 1
-            return UNKNOWN
-        seen.add(value)
-        return value
+class LabelGuard(BaseLabelGuard):
+    """:class:`envoykit.core.cardinality.LabelGuard` with the telemetry labels' own rule for
+    ``grpc_response_status`` (:meth:`apply`)."""
 
     def apply(self, values: tuple[str, ...]) -> tuple[str, ...]:
         """``values`` with each label bounded (label positions as in :data:`HTTP_LABELS`); an empty
