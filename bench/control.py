@@ -31,12 +31,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from envoykit.control.client import AdsClient  # noqa: E402
-from envoykit.control.loader import load_mesh  # noqa: E402
-from envoykit.control.mtls import SpiffeMeshTls  # noqa: E402
-from envoykit.control.pb import CLUSTER, ENDPOINT, LISTENER, ROUTE  # noqa: E402
+from envoykit.control.model.loader import load_mesh  # noqa: E402
 from envoykit.control.server import ControlPlane, build_snapshots  # noqa: E402
-from envoykit.control.translate import translate  # noqa: E402
+from envoykit.control.translate.mtls import SpiffeMeshTls  # noqa: E402
+from envoykit.control.translate.translation import translate  # noqa: E402
+from envoykit.control.xds.client import AdsClient  # noqa: E402
+from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE  # noqa: E402
 from envoykit.core.logs import configure_logging  # noqa: E402
 from envoykit.core.net import free_port  # noqa: E402
 
@@ -164,7 +164,7 @@ def _cluster_eds_name(any_msg: Any) -> str:
 
 
 async def run_clients(address: str, state_dir: str, nodes: list[str]) -> None:
-    from envoykit.control.identity import NodeTokens
+    from envoykit.control.xds.tokens import NodeTokens
 
     tokens = NodeTokens(state_dir)
     readies = [asyncio.Event() for _ in nodes]
@@ -194,7 +194,7 @@ async def run_clients(address: str, state_dir: str, nodes: list[str]) -> None:
 
 
 class DiscoveredEndpoints:
-    """An endpoint source (``envoykit.control.clusters.EndpointSource``) as a discovery source is one:
+    """An endpoint source (``envoykit.control.translate.clusters.EndpointSource``) as a discovery source is one:
     the model's endpoints, except services whose addresses discovery reported (``moved``). A change
     here then ``ControlPlane.reload`` is the road of an EndpointSlice event (envoykit.k8s.discovery)."""
 
@@ -202,7 +202,7 @@ class DiscoveredEndpoints:
         self.moved: dict[str, list[Any]] = {}
 
     def __call__(self, mesh: Any, svc: Any, subset: str) -> list[Any]:
-        from envoykit.control.clusters import model_endpoints
+        from envoykit.control.translate.clusters import model_endpoints
 
         return self.moved.get(svc.name) or model_endpoints(mesh, svc, subset)
 
@@ -300,7 +300,7 @@ async def main_async(services: int, clients: int) -> dict[str, Any]:
             figures["endpoint_change_convergence_s"] = round(conv, 3)
 
             def discovered_change(_: Any) -> None:  # a pod of svc-0002 replaced: a new IP from the API
-                from envoykit.control.types import Address
+                from envoykit.control.model.types import Address
 
                 discovered.moved["svc-0002"] = [Address(host="10.1.2.3", port=15006)]
 

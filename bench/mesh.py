@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import LoadResult, table, wrk
 
-from envoykit.control.loader import load_mesh
-from envoykit.control.model import Mesh, ProxyExtensions
+from envoykit.control.model.loader import load_mesh
+from envoykit.control.model.mesh import Mesh, ProxyExtensions
 from envoykit.mesh.controlplane import absolute_paths
 from envoykit.mesh.planner import PlanOptions, plan_mesh
 from envoykit.mesh.state import StateDir

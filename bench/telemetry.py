@@ -2,7 +2,7 @@
 
 One Envoy (``--concurrency 1``) serves a direct-response route on two listeners in the same run:
 (a) without telemetry; (b) with the ``envoy.access_loggers.http_grpc`` logger exactly as the control
-plane wires it (``envoykit.control.accesslog``, reporter=destination, 1 s flush, 16 KiB buffer),
+plane wires it (``envoykit.control.translate.accesslog``, reporter=destination, 1 s flush, 16 KiB buffer),
 streaming to a real ``envoykit telemetry serve`` process that computes Istio's metrics and writes the
 JSON access log to a file. wrk drives each at maximum throughput (closed loop), alternating a and b
 for ``--rounds`` rounds; the ratio is b's mean requests/s over a's.

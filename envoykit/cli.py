@@ -19,7 +19,7 @@ COMMANDS: dict[str, str] = {
     "validate": "envoykit.mesh.cli:validate",  # builds the example Wasm modules first, as up
     "bootstrap": "envoykit.control.cli:bootstrap",
     "envoy": "envoykit.control.cli:envoy",
-    "ca": "envoykit.control.ca_cli:ca",
+    "ca": "envoykit.control.pki.cli:ca",
     "k8s": "envoykit.k8s.cli:k8s",
     "compose": "envoykit.mesh.cli:compose",
     "up": "envoykit.mesh.cli:up",

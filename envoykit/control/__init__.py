@@ -9,8 +9,10 @@ Public names::
         ControlPlane, AdsClient, remap_ports,
     )
 
-The CA (``CertificateAuthority``), SDS (``SecretProvider``) and identity helpers live in
-``envoykit.control.ca``, ``.sds``, ``.identity`` and ``.tls``. See docs/control.md.
+Sub-packages, one job each: ``model`` (the mesh model, its validation and queries), ``translate`` (the
+model into Envoy resources, bootstraps, ``envoy --mode validate``), ``xds`` (the ADS protocol, snapshots,
+node tokens) and ``pki`` (SPIFFE IDs, the CA, SDS secrets, key files). What remains here is the control
+plane process (``server``), its status and its commands. See docs/control.md.
 """
 
 from __future__ import annotations
@@ -21,35 +23,35 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from envoykit.control.bootstrap import bootstrap
-    from envoykit.control.client import AdsClient
-    from envoykit.control.loader import LoadedMesh, load_mesh, parse_mesh
-    from envoykit.control.model import Mesh
-    from envoykit.control.nodes import NodeInfo, mesh_nodes, node_id, parse_node_id
-    from envoykit.control.ports import remap_ports
-    from envoykit.control.semantics import check_mesh
+    from envoykit.control.model.loader import LoadedMesh, load_mesh, parse_mesh
+    from envoykit.control.model.mesh import Mesh
+    from envoykit.control.model.nodes import NodeInfo, mesh_nodes, node_id, parse_node_id
+    from envoykit.control.model.ports import remap_ports
+    from envoykit.control.model.semantics import check_mesh
     from envoykit.control.server import ControlPlane
-    from envoykit.control.translate import Translation, translate
-    from envoykit.control.validate import validate_translation
+    from envoykit.control.translate.bootstrap import bootstrap
+    from envoykit.control.translate.translation import Translation, translate
+    from envoykit.control.translate.validate import validate_translation
+    from envoykit.control.xds.client import AdsClient
 
 # imported on first use, so `envoykit ca ...` and the CA modules do not load the whole control plane
 _WHERE = {
-    "bootstrap": "bootstrap",
-    "AdsClient": "client",
-    "LoadedMesh": "loader",
-    "load_mesh": "loader",
-    "parse_mesh": "loader",
-    "Mesh": "model",
-    "NodeInfo": "nodes",
-    "mesh_nodes": "nodes",
-    "node_id": "nodes",
-    "parse_node_id": "nodes",
-    "remap_ports": "ports",
-    "check_mesh": "semantics",
+    "bootstrap": "translate.bootstrap",
+    "AdsClient": "xds.client",
+    "LoadedMesh": "model.loader",
+    "load_mesh": "model.loader",
+    "parse_mesh": "model.loader",
+    "Mesh": "model.mesh",
+    "NodeInfo": "model.nodes",
+    "mesh_nodes": "model.nodes",
+    "node_id": "model.nodes",
+    "parse_node_id": "model.nodes",
+    "remap_ports": "model.ports",
+    "check_mesh": "model.semantics",
     "ControlPlane": "server",
-    "Translation": "translate",
-    "translate": "translate",
-    "validate_translation": "validate",
+    "Translation": "translate.translation",
+    "translate": "translate.translation",
+    "validate_translation": "translate.validate",
 }
 
 
@@ -66,7 +68,7 @@ class _Package(types.ModuleType):
     Importing a submodule makes Python set it as an attribute of its package, which would shadow the
     function of the same name for every later ``from envoykit.control import translate``. Those two
     names are never stored, so they always resolve through ``__getattr__`` to the functions; the
-    modules stay importable as ``from envoykit.control.translate import ...``.
+    modules stay importable as ``from envoykit.control.translate.translation import ...``.
     """
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -113,8 +113,8 @@ def serve(
 @output_option()
 def nodes(mesh: Path, output: str) -> None:
     """List the Envoys (node ids) of MESH with their identity."""
-    from envoykit.control.loader import load_mesh
-    from envoykit.control.nodes import mesh_nodes
+    from envoykit.control.model.loader import load_mesh
+    from envoykit.control.model.nodes import mesh_nodes
 
     try:
         loaded = load_mesh(mesh)
@@ -185,11 +185,11 @@ def validate(mesh: Path, nodes_: tuple[str, ...], no_envoy: bool, output: str) -
     With ``-o json|yaml``: one document ``{mesh, ok, layers, nodes, envoy_validated, error}`` where
     ``error`` is ``{file, line, field, message}``; the exit code is 1 when not ok, as in text mode.
     """
-    from envoykit.control.guard import check_not_empty
-    from envoykit.control.loader import load_mesh
-    from envoykit.control.mtls import SpiffeMeshTls
-    from envoykit.control.translate import translate
-    from envoykit.control.validate import validate_translation
+    from envoykit.control.model.loader import load_mesh
+    from envoykit.control.translate.guard import check_not_empty
+    from envoykit.control.translate.mtls import SpiffeMeshTls
+    from envoykit.control.translate.translation import translate
+    from envoykit.control.translate.validate import validate_translation
     from envoykit.core.logs import configure_logging
 
     configure_logging("warning")  # logs to stderr: stdout carries the result
@@ -245,11 +245,11 @@ def bootstrap_cmd(
     """Write the bootstrap of one Envoy of MESH (JSON, which Envoy reads as YAML)."""
     from google.protobuf.json_format import MessageToJson
 
-    from envoykit.control.bootstrap import bootstrap
-    from envoykit.control.identity import NodeTokens
-    from envoykit.control.loader import load_mesh
-    from envoykit.control.nodes import mesh_nodes
-    from envoykit.control.types import Address
+    from envoykit.control.model.loader import load_mesh
+    from envoykit.control.model.nodes import mesh_nodes
+    from envoykit.control.model.types import Address
+    from envoykit.control.translate.bootstrap import bootstrap
+    from envoykit.control.xds.tokens import NodeTokens
 
     try:
         loaded = load_mesh(mesh)
@@ -331,8 +331,8 @@ def inject(
 
     Comments and key order of CONFIG are kept; the result is written only when Envoy accepts it.
     """
-    from envoykit.control.inject import InjectOptions
-    from envoykit.control.inject_file import inject_file
+    from envoykit.control.translate.inject import InjectOptions
+    from envoykit.control.translate.inject_file import inject_file
 
     opts = InjectOptions(
         authz=authz,

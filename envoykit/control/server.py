@@ -5,7 +5,7 @@ A change travels: file event → :func:`load_mesh` (schema, semantics) → :func
 Envoy. Any failure refuses the change whole (logged with file, line and field; counted in
 ``envoykit_config_reloads_total{component="control",result="error"}``) and the mesh keeps running its
 last good config. An empty or truncated mesh, or one that drops a connected node, is refused the
-same way (:mod:`envoykit.control.guard`). Status (nodes, acknowledged versions, NACKs, last refused
+same way (:mod:`envoykit.control.translate.guard`). Status (nodes, acknowledged versions, NACKs, last refused
 change) is written to ``<state_dir>/control-status.json`` once a second, for ``envoykit status``, and
 served with the topology and each node's resources as JSON on the metrics port (``/status``,
 ``/config/<node>``, see :mod:`envoykit.control.statusapi`).
@@ -25,18 +25,18 @@ from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
-from envoykit.control.ads import ADS_SERVICE, AdsServer, add_ads_to_server
-from envoykit.control.ca import CertificateAuthority
-from envoykit.control.clusters import EndpointSource, model_endpoints
-from envoykit.control.guard import check_connected_kept, check_not_empty
-from envoykit.control.identity import NodeTokens
-from envoykit.control.loader import LoadedMesh, load_mesh
-from envoykit.control.mtls import SpiffeMeshTls
-from envoykit.control.pb import SECRET
-from envoykit.control.sds import SecretProvider
-from envoykit.control.snapshot import Part, PartCache, Snapshot, SnapshotCache, TypeSet
+from envoykit.control.model.loader import LoadedMesh, load_mesh
+from envoykit.control.pki.ca import CertificateAuthority
+from envoykit.control.pki.sds import SecretProvider
 from envoykit.control.statusapi import status_routes
-from envoykit.control.translate import MeshTls, Translation, translate
+from envoykit.control.translate.clusters import EndpointSource, model_endpoints
+from envoykit.control.translate.guard import check_connected_kept, check_not_empty
+from envoykit.control.translate.mtls import SpiffeMeshTls
+from envoykit.control.translate.translation import MeshTls, Translation, translate
+from envoykit.control.xds.ads import ADS_SERVICE, AdsServer, add_ads_to_server
+from envoykit.control.xds.snapshot import Part, PartCache, Snapshot, SnapshotCache, TypeSet
+from envoykit.control.xds.tokens import NodeTokens
+from envoykit.control.xds.type_urls import SECRET
 from envoykit.core.logs import get_logger
 from envoykit.core.reload import WatchedConfig, names_path
 from envoykit.core.server import GrpcServer
@@ -78,7 +78,7 @@ class ControlPlane:
             picks a free one, see :attr:`port`).
         state_dir: where node tokens, CA files and the status file live (default: the model's
             ``control_plane.state_dir``, relative to mesh.yaml).
-        require_tokens: check each stream's node token (see :mod:`envoykit.control.identity`).
+        require_tokens: check each stream's node token (see :mod:`envoykit.control.pki.spiffe`).
         mtls: run the mesh CA (``<state_dir>/ca``) and serve each node's certificate over SDS; without
             it only services with ``mtls: DISABLE`` can be translated.
         tls, secrets: replace the CA-based mTLS builders / SDS source (tests).
@@ -170,7 +170,7 @@ class ControlPlane:
         serving = self.config.current.translation if hasattr(self, "config") else None
         check_connected_kept(translation, serving, self.connected_nodes(), str(path))
         if self.envoy_validate:
-            from envoykit.control.validate import validate_translation
+            from envoykit.control.translate.validate import validate_translation
 
             validate_translation(translation, str(path))
         return Compiled(loaded, translation, build_snapshots(translation), time.time())

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 from google.protobuf.json_format import MessageToDict
 
-from envoykit.control.pb import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT
+from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT
 from envoykit.core.metrics import JsonRoute
 
 if TYPE_CHECKING:

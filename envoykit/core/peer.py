@@ -18,7 +18,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 PEER_HEADER = "x-envoykit-peer"
-#: Node-metadata keys carried in the header, in this order (``envoykit.control.nodes``).
+#: Node-metadata keys carried in the header, in this order (``envoykit.control.model.nodes``).
 PEER_KEYS = ("workload", "app", "version", "namespace", "service_account", "principal", "mesh_id")
 
 

@@ -123,7 +123,7 @@ def inject(
     source: Path, mesh_path: Path, output: Path | None, namespace: str | None, image: str, cluster_domain: str
 ) -> None:
     """Add envoykit's sidecar to the pods and pod templates of a manifest (like istioctl kube-inject)."""
-    from envoykit.control.loader import load_mesh
+    from envoykit.control.model.loader import load_mesh
     from envoykit.k8s.inject import inject_documents
     from envoykit.k8s.kmesh import k8s_mesh
     from envoykit.k8s.names import Images
@@ -178,7 +178,7 @@ def integrate(
     gateway_namespace: str,
 ) -> None:
     """Write the resources that wire envoykit's servers into an existing Istio or Envoy Gateway."""
-    from envoykit.control.loader import load_mesh
+    from envoykit.control.model.loader import load_mesh
     from envoykit.k8s import integrate as ig
     from envoykit.k8s.render import write_manifests
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from envoykit.control.ca import CertificateAuthority
-from envoykit.control.identity import NodeTokens
-from envoykit.control.model import Mesh
+from envoykit.control.model.mesh import Mesh
+from envoykit.control.pki.ca import CertificateAuthority
+from envoykit.control.xds.tokens import NodeTokens
 from envoykit.k8s import names
 from envoykit.k8s import objects as o
 

@@ -1,6 +1,6 @@
 """Endpoints from the Kubernetes API: EndpointSlices (and the Pods they point at) → EDS.
 
-:class:`KubernetesEndpoints` is an :data:`envoykit.control.clusters.EndpointSource`: for a service of
+:class:`KubernetesEndpoints` is an :data:`envoykit.control.translate.clusters.EndpointSource`: for a service of
 the mesh it returns the ready addresses of the EndpointSlices labelled
 ``kubernetes.io/service-name=<service>`` in the service's namespace. The port is the model's port of
 the endpoint's workload (sidecar inbound, or the app), found through the Pod's
@@ -31,9 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from envoykit.control.clusters import endpoint_address, subset_members
-from envoykit.control.model import Mesh, Service
-from envoykit.control.types import Address
+from envoykit.control.model.mesh import Mesh, Service
+from envoykit.control.model.queries import endpoint_address, subset_members
+from envoykit.control.model.types import Address
 from envoykit.core.logs import get_logger
 from envoykit.k8s import names
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import jsonpatch
 
-from envoykit.control.model import Mesh
+from envoykit.control.model.mesh import Mesh
 from envoykit.core import ConfigError
 from envoykit.k8s import names
 from envoykit.k8s.sidecar import AlreadyInjected, NotInjectable, SidecarOptions, sidecar_patch

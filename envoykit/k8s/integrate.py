@@ -37,11 +37,11 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from envoykit.control import filters as f
-from envoykit.control.accesslog import ACCESS_LOG_CLUSTER, http_access_logs
-from envoykit.control.clusters import RATELIMIT_CLUSTER, TELEMETRY_CLUSTER
-from envoykit.control.model import Mesh
-from envoykit.control.routes import rate_limits
+from envoykit.control.model.mesh import Mesh
+from envoykit.control.translate import filters as f
+from envoykit.control.translate.accesslog import ACCESS_LOG_CLUSTER, http_access_logs
+from envoykit.control.translate.clusters import RATELIMIT_CLUSTER, TELEMETRY_CLUSTER
+from envoykit.control.translate.routes import rate_limits
 from envoykit.k8s import names
 from envoykit.k8s.kmesh import ACCESS_LOG
 

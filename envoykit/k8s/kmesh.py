@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from envoykit.control.model import Mesh
-from envoykit.control.types import Address
+from envoykit.control.model.mesh import Mesh
+from envoykit.control.model.types import Address
 from envoykit.k8s import names
 
 LOOPBACK = "127.0.0.1"

@@ -27,13 +27,13 @@ import jsonpatch
 import yaml
 from google.protobuf.json_format import MessageToJson
 
-from envoykit.control.bootstrap import bootstrap
-from envoykit.control.ca import CertificateAuthority
-from envoykit.control.identity import NodeTokens
-from envoykit.control.loader import load_mesh
-from envoykit.control.model import Mesh
-from envoykit.control.nodes import NodeInfo, mesh_nodes
-from envoykit.control.semantics import check_mesh
+from envoykit.control.model.loader import load_mesh
+from envoykit.control.model.mesh import Mesh
+from envoykit.control.model.nodes import NodeInfo, mesh_nodes
+from envoykit.control.model.semantics import check_mesh
+from envoykit.control.pki.ca import CertificateAuthority
+from envoykit.control.translate.bootstrap import bootstrap
+from envoykit.control.xds.tokens import NodeTokens
 from envoykit.core import ConfigError
 from envoykit.k8s import names
 from envoykit.k8s import objects as o

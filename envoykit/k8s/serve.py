@@ -34,7 +34,7 @@ def start_discovery(mesh_path: Path, api: Any, timeout: float = 60.0) -> Any:
     Raises:
         ConfigError: the mesh is invalid, or the first list did not finish within ``timeout``.
     """
-    from envoykit.control.loader import load_mesh
+    from envoykit.control.model.loader import load_mesh
     from envoykit.k8s.discovery import KubernetesEndpoints
 
     mesh = load_mesh(mesh_path).mesh
@@ -63,7 +63,7 @@ class WebhookOptions:
 
 def start_webhook(cp: Any, opts: WebhookOptions) -> Any:
     """Serve the injection webhook for control plane ``cp`` (its current mesh, its CA)."""
-    from envoykit.control.ca import CertificateAuthority
+    from envoykit.control.pki.ca import CertificateAuthority
     from envoykit.k8s.sidecar import SidecarOptions
     from envoykit.k8s.webhook import InjectionWebhook
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from envoykit.control.types import Address
+from envoykit.control.model.types import Address
 from envoykit.core import ConfigError
 from envoykit.k8s import names
 from envoykit.k8s import objects as o

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from envoykit.control.model import Mesh, Service, Workload
+from envoykit.control.model.mesh import Mesh, Service, Workload
 from envoykit.k8s import names
 
 JsonPatch = list[dict[str, Any]]

@@ -29,9 +29,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from envoykit.control.ca import CertificateAuthority
-from envoykit.control.identity import spiffe_id, write_private
-from envoykit.control.model import Mesh
+from envoykit.control.model.mesh import Mesh
+from envoykit.control.pki.ca import CertificateAuthority
+from envoykit.control.pki.keyfiles import write_private
+from envoykit.control.pki.spiffe import spiffe_id
 from envoykit.core.logs import get_logger
 from envoykit.k8s import names
 from envoykit.k8s.sidecar import AlreadyInjected, NotInjectable, SidecarOptions, sidecar_patch

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from envoykit.control.model import Mesh
-from envoykit.control.nodes import NodeInfo, mesh_nodes
-from envoykit.control.ports import remap_ports
-from envoykit.control.types import Address
+from envoykit.control.model.mesh import Mesh
+from envoykit.control.model.nodes import NodeInfo, mesh_nodes
+from envoykit.control.model.ports import remap_ports
+from envoykit.control.model.types import Address
 from envoykit.core import envoy_binary
 from envoykit.core.net import FreePorts
 from envoykit.mesh.state import StateDir
@@ -107,7 +107,7 @@ def load_model(path: Path) -> Mesh:
     Raises:
         ConfigError: the file is invalid (names file, line and field).
     """
-    from envoykit.control.loader import load_mesh
+    from envoykit.control.model.loader import load_mesh
 
     return load_mesh(path).mesh
 
@@ -210,8 +210,8 @@ def serve_args(mesh: MeshView) -> list[str]:
 
 def write_bootstrap(mesh: MeshView, envoy: EnvoyView, directory: Path) -> Path:
     """Write the bootstrap of ``envoy`` (node, ADS cluster, node token) to ``directory/<name>.json``."""
-    from envoykit.control.bootstrap import bootstrap
-    from envoykit.control.identity import NodeTokens
+    from envoykit.control.translate.bootstrap import bootstrap
+    from envoykit.control.xds.tokens import NodeTokens
     from envoykit.core.envoy import write_config
 
     directory.mkdir(parents=True, exist_ok=True)

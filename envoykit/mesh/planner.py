@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from envoykit.control.types import Address
+from envoykit.control.model.types import Address
 from envoykit.core import ConfigError
 from envoykit.core.net import FreePorts
 from envoykit.mesh import controlplane as cp

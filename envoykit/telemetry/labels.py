@@ -6,7 +6,7 @@ Label names, order and meaning follow https://istio.io/latest/docs/reference/con
 * ``reporter``: the logger's ``log_name`` (:mod:`envoykit.core.accesslog`): a sidecar's inbound side is
   ``destination``, its outbound side and the gateways are ``source``;
 * the reporting Envoy's own side: its node metadata (``StreamAccessLogsMessage.identifier.node``,
-  keys of :mod:`envoykit.control.nodes`);
+  keys of :mod:`envoykit.control.model.nodes`);
 * the other side: the ``x-envoykit-peer`` header (request header inbound, response header outbound,
   :mod:`envoykit.core.peer`). Inbound, the source principal comes only from the verified client
   certificate (``AccessLogCommon.tls_properties.peer_certificate_properties`` URI SAN), and

@@ -16,10 +16,10 @@ import httpx
 import yaml
 from google.protobuf.json_format import MessageToDict
 
-from envoykit.control.bootstrap import bootstrap
-from envoykit.control.nodes import mesh_nodes
+from envoykit.control.model.nodes import mesh_nodes
+from envoykit.control.model.types import Address
 from envoykit.control.server import ControlPlane
-from envoykit.control.types import Address
+from envoykit.control.translate.bootstrap import bootstrap
 from envoykit.core.envoy import EnvoyProcess
 from envoykit.core.net import FreePorts
 

@@ -10,9 +10,9 @@ from typing import Any
 import grpc
 import pytest
 
-from envoykit.control.client import AdsClient
-from envoykit.control.pb import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from envoykit.control.server import ControlPlane
+from envoykit.control.xds.client import AdsClient
+from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from tests.control.meshkit import addr, workload, write_mesh
 
 

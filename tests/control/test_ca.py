@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from envoykit.control.ca import BACKDATE, CAError, CertificateAuthority, ManualClock
-from envoykit.control.identity import InvalidSpiffeId
+from envoykit.control.pki.ca import BACKDATE, CAError, CertificateAuthority, ManualClock
+from envoykit.control.pki.spiffe import InvalidSpiffeId
 
 TD = "mesh.local"
 SID = f"spiffe://{TD}/ns/default/sa/orders"

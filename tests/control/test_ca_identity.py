@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from envoykit.control.identity import (
-    InvalidSpiffeId,
-    NodeTokens,
-    parse_spiffe_id,
-    spiffe_id,
-    validate_trust_domain,
-)
+from envoykit.control.pki.spiffe import InvalidSpiffeId, parse_spiffe_id, spiffe_id, validate_trust_domain
+from envoykit.control.xds.tokens import NodeTokens
 
 
 def test_spiffe_id_of_a_service_account() -> None:

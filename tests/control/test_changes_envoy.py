@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from envoykit.control.ads import PUSHES
+from envoykit.control.xds.ads import PUSHES
 from tests.control.apps import Echo, TlsEcho, self_signed
 from tests.control.meshkit import addr, control_plane, get, start_nodes, wait_until, workload, write_mesh
 from tests.control.test_traffic_envoy import gateway_mesh, to
@@ -141,9 +141,9 @@ def test_nack_is_reported_and_not_resent(envoy: Any, tmp_path: Path, delta: bool
 
 
 def test_layer3_refuses_what_envoy_would_nack(tmp_path: Path) -> None:
-    from envoykit.control.loader import load_mesh
-    from envoykit.control.translate import translate
-    from envoykit.control.validate import validate_translation
+    from envoykit.control.model.loader import load_mesh
+    from envoykit.control.translate.translation import translate
+    from envoykit.control.translate.validate import validate_translation
     from envoykit.core.errors import ConfigError
 
     mesh = gateway_mesh(

@@ -70,7 +70,7 @@ def test_bootstrap_writes_node_metadata_and_token(tmp_path: Path) -> None:
     assert doc["node"]["id"] == "sidecar~backend-v2"
     assert doc["node"]["metadata"]["principal"] == "spiffe://envoykit.local/ns/default/sa/backend"
     meta = doc["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"][0]
-    from envoykit.control.identity import NodeTokens
+    from envoykit.control.xds.tokens import NodeTokens
 
     assert meta["key"] == "x-envoykit-node-token"
     assert NodeTokens(state).verify("sidecar~backend-v2", meta["value"])

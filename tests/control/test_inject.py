@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from envoykit.cli import main
-from envoykit.control.inject_file import guess_indent
+from envoykit.control.translate.inject_file import guess_indent
 from envoykit.core.net import free_port
 from tests.control.apps import Echo
 from tests.control.doubles import GrpcDouble

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
-from envoykit.control.loader import load_mesh, parse_mesh
-from envoykit.control.model import Mesh
-from envoykit.control.ports import remap_ports
-from envoykit.control.types import Address, parse_duration
+from envoykit.control.model.loader import load_mesh, parse_mesh
+from envoykit.control.model.mesh import Mesh
+from envoykit.control.model.ports import remap_ports
+from envoykit.control.model.types import Address, parse_duration
 from envoykit.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

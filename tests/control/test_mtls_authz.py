@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from envoykit.control.ca import CertificateAuthority
-from envoykit.control.mtls import SpiffeMeshTls
-from envoykit.control.sds import SecretProvider
+from envoykit.control.pki.ca import CertificateAuthority
+from envoykit.control.pki.sds import SecretProvider
+from envoykit.control.translate.mtls import SpiffeMeshTls
 from envoykit.core import EnvoyProcess, free_port, wait_for_port
 from tests.control.meshkit import ControlPlaneThread, get, start_nodes, workload, write_mesh
 from tests.upstream import EchoServer

@@ -13,8 +13,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
 from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.message import Message
 
-from envoykit.control.identity import InvalidSpiffeId
-from envoykit.control.tls import (
+from envoykit.control.pki.spiffe import InvalidSpiffeId
+from envoykit.control.translate.tls import (
     TLS_INSPECTOR,
     inbound_filter_chains,
     inbound_listener_filters,
@@ -112,8 +112,8 @@ def test_envoy_accepts_the_built_listener(mode: str) -> None:
 
 
 def test_spiffe_mesh_tls_follows_the_mesh_model() -> None:
-    from envoykit.control.model import Mesh
-    from envoykit.control.mtls import SpiffeMeshTls
+    from envoykit.control.model.mesh import Mesh
+    from envoykit.control.translate.mtls import SpiffeMeshTls
 
     mesh = Mesh.model_validate(
         {

@@ -29,10 +29,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
 )
 from google.protobuf.json_format import MessageToDict, ParseDict
 
-from envoykit.control.ca import CertificateAuthority
-from envoykit.control.identity import NodeTokens, spiffe_id
-from envoykit.control.sds import SecretProvider
-from envoykit.control.tls import MtlsMode, inbound_filter_chains, inbound_listener_filters
+from envoykit.control.pki.ca import CertificateAuthority
+from envoykit.control.pki.sds import SecretProvider
+from envoykit.control.pki.spiffe import spiffe_id
+from envoykit.control.translate.tls import MtlsMode, inbound_filter_chains, inbound_listener_filters
+from envoykit.control.xds.tokens import NodeTokens
 from envoykit.core import EnvoyProcess, free_port
 from tests.control.test_mtls_harness import (
     MiniAds,
@@ -78,7 +79,7 @@ def rbac_only(principal: str) -> dict[str, Any]:
 def inbound_listener(
     name: str, port: int, mode: MtlsMode, http_filters: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    """An inbound sidecar listener in front of the ``echo`` cluster, built with envoykit.control.tls."""
+    """An inbound sidecar listener in front of the ``echo`` cluster, built with envoykit.control.translate.tls."""
     listener = http_listener(port, [route_to("echo")], http_filters, name=name, hcm_extra=xfcc_hcm())
     hcm = ParseDict(listener["filter_chains"][0]["filters"][0], listener_components_pb2.Filter())
     listener["filter_chains"] = [_d(c) for c in inbound_filter_chains([hcm], TD, mode)]

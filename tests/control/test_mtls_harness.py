@@ -25,9 +25,9 @@ from google.protobuf import any_pb2
 from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.message import Message
 
-from envoykit.control.identity import NODE_TOKEN_HEADER, NodeTokens
-from envoykit.control.sds import SECRET_TYPE_URL, SecretProvider
-from envoykit.control.tls import outbound_tls_context, tls_transport_socket
+from envoykit.control.pki.sds import SECRET_TYPE_URL, SecretProvider
+from envoykit.control.translate.tls import outbound_tls_context, tls_transport_socket
+from envoykit.control.xds.tokens import NODE_TOKEN_HEADER, NodeTokens
 from envoykit.core import free_port
 from tests.envoycfg import cluster, socket_address
 

@@ -20,9 +20,9 @@ import pytest
 from click.testing import CliRunner
 
 from envoykit.cli import main as cli
-from envoykit.control.ca import CertificateAuthority
-from envoykit.control.mtls import SpiffeMeshTls
-from envoykit.control.sds import SecretProvider
+from envoykit.control.pki.ca import CertificateAuthority
+from envoykit.control.pki.sds import SecretProvider
+from envoykit.control.translate.mtls import SpiffeMeshTls
 from envoykit.core import EnvoyProcess
 from tests.control.meshkit import (
     ControlPlaneThread,

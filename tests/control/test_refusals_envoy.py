@@ -133,9 +133,9 @@ def test_empty_and_truncated_mesh_refused_while_envoy_serves(tmp_path: Path, env
 
 def test_refusals_name_the_connected_nodes(tmp_path: Path) -> None:
     """The checks on their own: a change dropping a connected node, and one leaving it without routes."""
-    from envoykit.control.guard import check_connected_kept, check_not_empty
-    from envoykit.control.loader import parse_mesh
-    from envoykit.control.translate import translate
+    from envoykit.control.model.loader import parse_mesh
+    from envoykit.control.translate.guard import check_connected_kept, check_not_empty
+    from envoykit.control.translate.translation import translate
     from envoykit.core.errors import ConfigError
 
     mesh = gateway_mesh([("b1", "v1", 9)], [{"route": [to()]}])

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from envoykit.control.ca import CertificateAuthority, ManualClock
-from envoykit.control.sds import DEFAULT_SECRET, ROOTCA_SECRET, SECRET_TYPE_URL, SecretProvider
+from envoykit.control.pki.ca import CertificateAuthority, ManualClock
+from envoykit.control.pki.sds import DEFAULT_SECRET, ROOTCA_SECRET, SECRET_TYPE_URL, SecretProvider
 
 TD = "mesh.local"
 A = f"spiffe://{TD}/ns/default/sa/a"

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from envoykit.cli import main
-from envoykit.control.ca import CertificateAuthority
+from envoykit.control.pki.ca import CertificateAuthority
 from envoykit.control.statedir import find_control_state
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,14 +15,14 @@ from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf import wrappers_pb2
 
-from envoykit.control.bootstrap import bootstrap
-from envoykit.control.loader import load_mesh, parse_mesh
-from envoykit.control.mtls import SpiffeMeshTls
-from envoykit.control.nodes import mesh_nodes, parse_node_id
-from envoykit.control.pb import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from envoykit.control.model.loader import load_mesh, parse_mesh
+from envoykit.control.model.nodes import mesh_nodes, parse_node_id
+from envoykit.control.model.types import Address
 from envoykit.control.server import build_snapshots
-from envoykit.control.translate import Translation, translate
-from envoykit.control.types import Address
+from envoykit.control.translate.bootstrap import bootstrap
+from envoykit.control.translate.mtls import SpiffeMeshTls
+from envoykit.control.translate.translation import Translation, translate
+from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 REPO = Path(__file__).resolve().parents[2]
 

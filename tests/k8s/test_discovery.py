@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s_client
 
-from envoykit.control.loader import parse_mesh
+from envoykit.control.model.loader import parse_mesh
 from envoykit.k8s.discovery import KubernetesEndpoints
 from tests.control.apps import Echo
 from tests.control.meshkit import control_plane, start_nodes, wait_until, write_mesh

@@ -15,10 +15,10 @@ import yaml
 from click.testing import CliRunner
 
 from envoykit.cli import main
-from envoykit.control.loader import load_mesh, parse_mesh
-from envoykit.control.mtls import SpiffeMeshTls
-from envoykit.control.translate import translate
-from envoykit.control.validate import validate_translation
+from envoykit.control.model.loader import load_mesh, parse_mesh
+from envoykit.control.translate.mtls import SpiffeMeshTls
+from envoykit.control.translate.translation import translate
+from envoykit.control.translate.validate import validate_translation
 from envoykit.core import envoy_binary
 from envoykit.k8s.render import RenderOptions, render_mesh
 from tests.k8s.helpers import demo_copy, generated_mesh, schema_errors

@@ -20,12 +20,12 @@ import pytest
 import yaml
 from google.protobuf.json_format import MessageToDict
 
-from envoykit.control.bootstrap import bootstrap
-from envoykit.control.ca import CertificateAuthority
-from envoykit.control.identity import NodeTokens
-from envoykit.control.loader import load_mesh
-from envoykit.control.nodes import mesh_nodes
-from envoykit.control.types import Address
+from envoykit.control.model.loader import load_mesh
+from envoykit.control.model.nodes import mesh_nodes
+from envoykit.control.model.types import Address
+from envoykit.control.pki.ca import CertificateAuthority
+from envoykit.control.translate.bootstrap import bootstrap
+from envoykit.control.xds.tokens import NodeTokens
 from envoykit.core.net import wait_for_port
 from tests.control.apps import Echo
 from tests.control.meshkit import addr, wait_until, workload, write_mesh

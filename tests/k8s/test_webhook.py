@@ -21,8 +21,8 @@ import jsonpatch
 import pytest
 import yaml
 
-from envoykit.control.ca import CertificateAuthority
-from envoykit.control.loader import load_mesh
+from envoykit.control.model.loader import load_mesh
+from envoykit.control.pki.ca import CertificateAuthority
 from envoykit.core.net import FreePorts
 from envoykit.k8s.kmesh import k8s_mesh
 from tests.k8s.helpers import REPO, schema_errors

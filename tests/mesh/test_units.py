@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from envoykit.control.ports import remap_ports
+from envoykit.control.model.ports import remap_ports
 from envoykit.core import ConfigError
 from envoykit.core.net import FreePorts
 from envoykit.mesh import metrics as pm
@@ -100,8 +100,8 @@ def test_free_ports_never_repeat() -> None:
 
 
 def test_remap_moves_every_address_and_keeps_shared_ones_equal() -> None:
-    from envoykit.control.loader import load_mesh
-    from envoykit.control.model import Address, Mesh
+    from envoykit.control.model.loader import load_mesh
+    from envoykit.control.model.mesh import Address, Mesh
 
     mesh = load_mesh(REPO / "examples" / "mesh.yaml").mesh
     # two fields naming one address must still name one address after the move

@@ -18,9 +18,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from envoykit.control.accesslog import ACCESS_LOG_CLUSTER, http_access_logs, tcp_access_logs
-from envoykit.control.model import AccessLogServer
-from envoykit.control.types import Address
+from envoykit.control.model.mesh import AccessLogServer
+from envoykit.control.model.types import Address
+from envoykit.control.translate.accesslog import ACCESS_LOG_CLUSTER, http_access_logs, tcp_access_logs
 from envoykit.core import free_port, wait_for_port
 from envoykit.core.peer import format_peer
 from tests.envoycfg import bootstrap, cluster, http_listener, route_to, socket_address

@@ -10,8 +10,8 @@ from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
 from prometheus_client import CollectorRegistry, generate_latest
 
-from envoykit.control.clusters import external_cluster_name, outbound_cluster_name
-from envoykit.control.loader import load_mesh
+from envoykit.control.model.loader import load_mesh
+from envoykit.control.translate.clusters import external_cluster_name, outbound_cluster_name
 from envoykit.core.accesslog import LOG_NAMES, parse_cluster_name, reporter_of
 from envoykit.core.peer import format_peer, parse_peer, spiffe_parts
 from envoykit.telemetry.accesslog import AccessLogWriter, trace_id

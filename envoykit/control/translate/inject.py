@@ -1,0 +1,316 @@
+"""``envoykit envoy inject``: add envoykit's filters and clusters to a static Envoy config you run yourself.
+
+Every HTTP connection manager of the static listeners gets, before its router: the telemetry ext_proc,
+ext_authz, the rate-limit filter and Wasm filters (the same messages the control plane builds for the
+mesh); the extension clusters are added to ``static_resources.clusters`` (STATIC for an IP literal,
+STRICT_DNS for a host name, as Envoy's ``Cluster.type`` asks); rate-limit descriptors go on every
+virtual host of inline route configs; ``--workload`` and friends go into ``node.metadata``, which the
+telemetry processor reads for its labels.
+
+The patch works on the round-trip tree of :mod:`ruamel.yaml`, so the comments, key order and quoting
+of the user's file survive. :mod:`envoykit.control.translate.inject_file` reads, validates and writes.
+
+It refuses, saying why, a config it cannot patch safely: no static HTTP listener, an HCM whose last
+filter is not the router, a filter or cluster already present (unless ``replace``), descriptors for
+routes served over RDS, and ``--ratelimit`` where no route would ever call the service.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from envoykit.control.model.mesh import (
+    AuthzServer,
+    ExtensionServers,
+    Mesh,
+    RateLimitServer,
+    TelemetryServer,
+    WasmPlugin,
+)
+from envoykit.control.model.traffic import RouteRateLimit
+from envoykit.control.model.types import Address
+from envoykit.control.translate import clusters as cl
+from envoykit.control.translate import filters as fl
+from envoykit.control.translate.routes import rate_limits
+
+_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+DEFAULT_DOMAIN = "envoykit"
+
+
+@dataclass
+class InjectOptions:
+    """What to add.
+
+    Attributes:
+        authz / ratelimit / extproc: extension servers, ``host:port`` (an IP literal or a DNS name).
+        ratelimit_domain: the rate-limit filter's ``domain``; None: the replaced filter's, else
+            ``envoykit``.
+        descriptors: ``remote_address``, ``header:NAME=KEY`` or ``generic:KEY=VALUE``, one
+            ``rate_limits`` entry per virtual host.
+        wasm: ``FILE[:ROOT_ID[:CONFIGURATION]]``.
+        replace: re-point filters and clusters that are already there instead of refusing.
+        workload, app, version, namespace, service_account, trust_domain, mesh_id: the identity the
+            telemetry processor reports for this Envoy (``node.metadata``); the principal is
+            ``spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>``.
+    """
+
+    authz: str | None = None
+    ratelimit: str | None = None
+    ratelimit_domain: str | None = None
+    descriptors: list[str] = field(default_factory=list)
+    extproc: str | None = None
+    wasm: list[str] = field(default_factory=list)
+    replace: bool = False
+    workload: str | None = None
+    app: str | None = None
+    version: str | None = None
+    namespace: str | None = None
+    service_account: str | None = None
+    trust_domain: str = "cluster.local"
+    mesh_id: str | None = None
+
+
+def _d(msg: Message) -> dict[str, Any]:
+    # through JSON: MessageToDict may hand back OrderedDicts, which YAML cannot dump safely
+    out: dict[str, Any] = json.loads(json.dumps(MessageToDict(msg, preserving_proto_field_name=True)))
+    return out
+
+
+def _descriptor(text: str) -> dict[str, Any]:
+    if text == "remote_address":
+        return {"remote_address": {}}
+    kind, _, rest = text.partition(":")
+    key, eq, value = rest.partition("=")
+    if kind == "header" and eq and key and value:
+        return {"request_headers": {"header_name": key, "descriptor_key": value}}
+    if kind == "generic" and eq and key and value:
+        return {"generic_key": {"descriptor_key": key, "descriptor_value": value}}
+    raise ValueError(f"bad descriptor {text!r}: use remote_address, header:NAME=KEY or generic:KEY=VALUE")
+
+
+def _wasm(spec: str, base: Path) -> WasmPlugin:
+    file, _, rest = spec.partition(":")
+    root_id, _, conf = rest.partition(":")
+    path = Path(file)
+    path = path if path.is_absolute() else (base / path).resolve()
+    if not path.is_file():
+        raise ValueError(f"--wasm {file}: no such file")
+    return WasmPlugin(
+        name=path.stem.lower().replace("_", "-"), file=str(path), root_id=root_id, configuration=conf
+    )
+
+
+def server_cluster(name: str, address: Address) -> dict[str, Any]:
+    """An HTTP/2 cluster for an extension server: STATIC for an IP literal, else STRICT_DNS.
+
+    STRICT_DNS resolves the name and balances over every address it returns (a Kubernetes Service
+    name, ``localhost``); ``V4_PREFERRED`` so ``localhost`` reaches a server bound to 127.0.0.1.
+    Source: envoy.config.cluster.v3.Cluster ``type`` and ``dns_lookup_family``.
+    """
+    c = cl.static_cluster(name, [address], http2=True)
+    try:
+        ipaddress.ip_address(address.host)
+    except ValueError:
+        c.type = cluster_pb2.Cluster.STRICT_DNS
+        c.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
+    return _d(c)
+
+
+def _hcms(config: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for lst in (config.get("static_resources") or {}).get("listeners") or []:
+        chains = list(lst.get("filter_chains") or [])
+        if lst.get("default_filter_chain"):
+            chains.append(lst["default_filter_chain"])
+        for chain in chains:
+            for f in chain.get("filters") or []:
+                tc = f.get("typed_config") or {}
+                if tc.get("@type") == _HCM:
+                    out.append(tc)
+    return out
+
+
+def _route_configs_have_rate_limits(hcms: list[dict[str, Any]]) -> bool:
+    for hcm in hcms:
+        if "route_config" not in hcm:
+            return True  # routes over RDS may carry rate_limits: not ours to judge
+        for vh in hcm["route_config"].get("virtual_hosts") or []:
+            if vh.get("rate_limits") or any(
+                (r.get("route") or {}).get("rate_limits") for r in vh.get("routes") or []
+            ):
+                return True
+    return False
+
+
+def _find(filters: list[Any], new: dict[str, Any]) -> int | None:
+    kind = new["typed_config"]["@type"]
+    for i, f in enumerate(filters):
+        if f.get("name") == new["name"]:
+            return i
+        if kind != _WASM and (f.get("typed_config") or {}).get("@type") == kind:
+            return i
+    return None
+
+
+def _identity(opts: InjectOptions) -> dict[str, str]:
+    md = {
+        "workload": opts.workload,
+        "app": opts.app or opts.workload,
+        "version": opts.version,
+        "namespace": opts.namespace,
+        "service_account": opts.service_account,
+        "mesh_id": opts.mesh_id,
+    }
+    if opts.namespace and opts.service_account:
+        md["principal"] = f"spiffe://{opts.trust_domain}/ns/{opts.namespace}/sa/{opts.service_account}"
+    return {k: v for k, v in md.items() if v}
+
+
+def _servers(opts: InjectOptions) -> ExtensionServers:
+    servers = ExtensionServers()
+    if opts.authz:
+        servers.authz = AuthzServer(address=Address.model_validate(opts.authz))
+    if opts.ratelimit:
+        servers.ratelimit = RateLimitServer(address=Address.model_validate(opts.ratelimit))
+    if opts.extproc:
+        servers.telemetry = TelemetryServer(address=Address.model_validate(opts.extproc))
+    return servers
+
+
+def _existing_domain(hcms: list[dict[str, Any]]) -> str | None:
+    for hcm in hcms:
+        for f in hcm.get("http_filters") or []:
+            if f.get("name") == fl.RATELIMIT or (f.get("typed_config") or {}).get("@type", "").endswith(
+                "ratelimit.v3.RateLimit"
+            ):
+                return str((f.get("typed_config") or {}).get("domain") or "") or None
+    return None
+
+
+def inject_config(config: Any, opts: InjectOptions, base_dir: Path = Path(".")) -> list[str]:
+    """Patch ``config`` (a bootstrap as a mapping; a ruamel round-trip map keeps its comments) in place.
+
+    Returns notes for the user (what was re-pointed, what telemetry will report).
+
+    Raises:
+        ValueError: the config cannot be patched safely (the message says why), or bad options.
+    """
+    if not isinstance(config, dict):
+        raise ValueError("not an Envoy bootstrap (expected a mapping)")
+    hcms = _hcms(config)
+    if not hcms:
+        lds = "lds_config" in (config.get("dynamic_resources") or {})
+        raise ValueError(
+            "listeners come over LDS: patch the control plane instead"
+            if lds
+            else "no static listener with an HTTP connection manager to add filters to"
+        )
+    notes: list[str] = []
+    servers = _servers(opts)
+    mesh = Mesh(extensions=servers)
+    new_filters: list[dict[str, Any]] = []
+    new_clusters: list[dict[str, Any]] = []
+    if opts.extproc:
+        new_filters.append(_d(fl.telemetry_filter(mesh)))
+        new_clusters.append(server_cluster(cl.TELEMETRY_CLUSTER, servers.telemetry.address))
+    if opts.authz:
+        new_filters.append(_d(fl.ext_authz_filter(mesh)))
+        new_clusters.append(server_cluster(cl.AUTHZ_CLUSTER, servers.authz.address))
+    if opts.ratelimit:
+        domain = opts.ratelimit_domain or (_existing_domain(hcms) if opts.replace else None)
+        new_filters.append(_d(fl.ratelimit_filter(mesh, domain or DEFAULT_DOMAIN, False)))
+        new_clusters.append(server_cluster(cl.RATELIMIT_CLUSTER, servers.ratelimit.address))
+    new_filters += [_d(fl.wasm_filter(_wasm(w, base_dir), base_dir)) for w in opts.wasm]
+    if not new_filters:
+        raise ValueError("nothing to inject: give --authz, --ratelimit, --extproc or --wasm")
+    descriptors: list[dict[str, Any]] = []
+    if opts.descriptors:
+        if not opts.ratelimit:
+            raise ValueError("--descriptor needs --ratelimit")
+        rl = RouteRateLimit.model_validate({"actions": [_descriptor(d) for d in opts.descriptors]})
+        descriptors = [_d(r) for r in rate_limits([rl])]
+    elif opts.ratelimit and not _route_configs_have_rate_limits(hcms):
+        raise ValueError(
+            "--ratelimit without --descriptor: no route of this config has rate_limits actions, so "
+            "Envoy would never call the rate-limit service. Say what to count, e.g. "
+            "--descriptor remote_address (per client address), --descriptor header:x-api-key=api_key "
+            "or --descriptor generic:route=all (one shared budget)"
+        )
+
+    for hcm in hcms:
+        prefix = hcm.get("stat_prefix", "?")
+        filters = hcm.get("http_filters")
+        if filters is None:
+            filters = hcm["http_filters"] = []
+        last = filters[-1] if filters else {}
+        if (last.get("typed_config") or {}).get("@type") != _ROUTER and last.get("name") != fl.ROUTER:
+            raise ValueError(f"HCM {prefix}: the last HTTP filter is not the router")
+        for nf in new_filters:
+            at = _find(filters, nf)
+            if at is None:
+                filters.insert(len(filters) - 1, nf)
+            elif opts.replace:
+                notes.append(f"HCM {prefix}: replaced filter {filters[at].get('name')!r} with {nf['name']!r}")
+                filters[at] = nf
+            else:
+                raise ValueError(
+                    f"HCM {prefix} already has filter {filters[at].get('name')!r} "
+                    f"({nf['typed_config']['@type'].rsplit('.', 1)[-1]}): give --replace to re-point it"
+                )
+        if descriptors:
+            if "route_config" not in hcm:
+                raise ValueError(f"HCM {prefix}: routes come over RDS; cannot add descriptors")
+            for vh in hcm["route_config"].get("virtual_hosts") or []:
+                have = vh.get("rate_limits")
+                if have is None:
+                    have = vh["rate_limits"] = []
+                have.extend(d for d in descriptors if d not in have)
+    res: dict[str, Any] = config["static_resources"]
+    clusters = res.get("clusters")
+    if clusters is None:
+        clusters = res["clusters"] = []
+    for c in new_clusters:
+        at = next((i for i, old in enumerate(clusters) if old.get("name") == c["name"]), None)
+        if at is None:
+            clusters.append(c)
+        elif opts.replace:
+            clusters[at] = c
+            notes.append(f"replaced cluster {c['name']!r}")
+        else:
+            raise ValueError(f"a cluster named {c['name']!r} already exists: give --replace to re-point it")
+    notes += _set_identity(config, opts)
+    return notes
+
+
+def _set_identity(config: dict[str, Any], opts: InjectOptions) -> list[str]:
+    ident = _identity(opts)
+    if ident:
+        node = config.get("node")
+        if node is None:
+            node = config["node"] = {}
+        if "workload" in ident:
+            node.setdefault("id", ident["workload"])
+            node.setdefault("cluster", ident.get("app", ident["workload"]))
+        md: dict[str, Any] | None = node.get("metadata")
+        if md is None:
+            md = node["metadata"] = {}
+        md.update(ident)
+    if opts.extproc:
+        have = (config.get("node") or {}).get("metadata") or {}
+        missing = [k for k in ("workload", "namespace", "service_account") if not have.get(k)]
+        if missing:
+            return [
+                "telemetry will report " + ", ".join(missing) + " as 'unknown' for this Envoy: give "
+                "--workload, --namespace and --service-account (node.metadata)"
+            ]
+    return []

@@ -1,0 +1,402 @@
+"""The ADS server: ``envoy.service.discovery.v3.AggregatedDiscoveryService`` on grpc.aio, State of the
+World (this module) and incremental (:mod:`envoykit.control.xds.delta`).
+
+Protocol, per stream and per type (Envoy docs, "xDS REST and gRPC protocol"):
+
+* the first request names the node; when node tokens are on, the stream's ``x-envoykit-node-token``
+  metadata must verify for that node id, otherwise the stream ends with PERMISSION_DENIED;
+* a request whose ``response_nonce`` is not the last nonce sent for its type is stale and ignored;
+* a request with ``error_detail`` is a NACK: recorded (node, type, version, message), logged, counted in
+  ``envoykit_xds_nacks_total``; that version is never sent again to this stream (no loop) and Envoy
+  keeps the last version it accepted;
+* a response is sent when Envoy waits for one (after its request) and the snapshot version or the
+  requested names differ from what it has; only requested names that exist are sent (all for the
+  wildcard types CDS and LDS);
+* pushes go in make-before-break order CDS → EDS → LDS → RDS → SDS: listeners and routes wait until
+  Envoy has acknowledged every cluster and its endpoints (warm), and clusters that a change removes
+  stay in CDS until Envoy has acknowledged the listeners and routes that stop using them;
+* a response body is serialized once for all streams asking the same type, version and names (the
+  nonce is appended per stream: concatenated protobuf messages merge).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import any_pb2
+from prometheus_client import Counter, Gauge
+
+from envoykit.control.xds.delta import DeltaProtocol, DeltaState
+from envoykit.control.xds.snapshot import Snapshot, SnapshotCache
+from envoykit.control.xds.tokens import NODE_TOKEN_HEADER, NodeTokens
+from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT, TYPE_ORDER
+from envoykit.core.logs import get_logger
+
+PUSHES = Counter("envoykit_xds_pushes", "xDS responses sent, by type.", ["type"])
+NACKS = Counter("envoykit_xds_nacks", "xDS responses refused by Envoy (NACK), by type.", ["type"])
+CONNECTED = Gauge("envoykit_xds_connected_streams", "Open ADS streams.")
+WILDCARD_TYPES = {CLUSTER, LISTENER}
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+_WAKE = object()
+_END = object()
+
+
+@dataclass
+class NackRecord:
+    """A refused push: which node, type and version, Envoy's message, when (unix seconds)."""
+
+    node_id: str
+    type_url: str
+    version: str
+    message: str
+    at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (for ``status``)."""
+        return {
+            "node": self.node_id,
+            "type": SHORT.get(self.type_url, self.type_url),
+            "version": self.version,
+            "message": self.message,
+            "at": self.at,
+        }
+
+
+@dataclass
+class _Watch:
+    names: set[str] | None = None  # None: wildcard
+    waiting: bool = False  # Envoy sent a request we have not answered
+    sent_version: str | None = None
+    sent_nonce: str = ""
+    sent_names: frozenset[str] | None = None
+    sent_resources: dict[str, any_pb2.Any] = field(default_factory=dict)
+    acked_version: str = ""
+    nacked_version: str | None = None
+
+
+@dataclass
+class StreamState:
+    """One open ADS stream: its node and, per type, what was sent and acknowledged."""
+
+    node_id: str
+    peer: str
+    watches: dict[str, _Watch] = field(default_factory=dict)
+    delta: DeltaState | None = None
+    last_push: float | None = None  # epoch seconds of the last response written on this stream
+
+    def acked(self) -> dict[str, str]:
+        """Acknowledged version per short type name (CDS, EDS, ...); for a delta stream, the number of
+        resources the client holds."""
+        if self.delta is not None:
+            return {SHORT.get(t, t): str(len(w.known)) for t, w in self.delta.watches.items()}
+        return {SHORT.get(t, t): w.acked_version for t, w in self.watches.items()}
+
+
+@dataclass
+class _Out:
+    """A response to write: its type (for metrics) and the message or its serialized bytes."""
+
+    type_url: str
+    payload: Any
+
+
+@dataclass
+class _Session:
+    state: StreamState
+    on_request: Callable[[Any], None]
+    responses: Callable[[Snapshot], list[_Out]]
+
+
+def _serialize(payload: Any) -> bytes:
+    return payload if isinstance(payload, bytes) else payload.SerializeToString()  # type: ignore[no-any-return]
+
+
+def add_ads_to_server(servicer: AdsServer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` as ``envoy.service.discovery.v3.AggregatedDiscoveryService``; responses may
+    be messages or already-serialized bytes (shared bodies, see :meth:`AdsServer._body`)."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=_serialize,
+        ),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.DeltaAggregatedResources,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=_serialize,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
+
+
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+    """Serves each node its snapshot from ``cache`` over ADS (SotW).
+
+    Args:
+        cache: the snapshots per node.
+        tokens: when given, every stream must carry the node's token (see :mod:`identity`).
+        on_stream: called with the node id when a stream for it opens (the control plane uses it to
+            add the node's secrets to its snapshot before the first response).
+    """
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        tokens: NodeTokens | None = None,
+        on_stream: Any = None,
+    ) -> None:
+        self.cache = cache
+        self.tokens = tokens
+        self.on_stream = on_stream
+        self.nacks: dict[tuple[str, str], NackRecord] = {}
+        self._delta = DeltaProtocol()
+        self._bodies: dict[tuple[str, str, frozenset[str]], bytes] = {}
+        self.streams: dict[int, StreamState] = {}
+        self._nonce = itertools.count(1)
+        self._log = get_logger("control.ads")
+
+    def status(self) -> dict[str, Any]:
+        """Connected nodes with their acknowledged versions, and outstanding NACKs."""
+        return {
+            "streams": [
+                {
+                    "node": s.node_id,
+                    "peer": s.peer,
+                    "delta": s.delta is not None,
+                    "acked": s.acked(),
+                    "last_push": s.last_push,
+                }
+                for s in self.streams.values()
+            ],
+            "nacks": [n.as_dict() for n in self.nacks.values()],
+        }
+
+    async def StreamAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        """The SotW ADS stream (see the module docstring for the protocol)."""
+
+        def make(node_id: str, peer: str) -> _Session:
+            state = StreamState(node_id=node_id, peer=peer)
+            return _Session(state, lambda r: self._on_request(state, r), lambda s: self._responses(state, s))
+
+        async for resp in self._serve(request_iterator, context, make):
+            yield resp
+
+    async def DeltaAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        """The incremental ADS stream (see :mod:`envoykit.control.xds.delta`)."""
+
+        def make(node_id: str, peer: str) -> _Session:
+            state = StreamState(node_id=node_id, peer=peer, delta=DeltaState(node_id))
+            assert state.delta is not None
+            delta = state.delta
+
+            def on_request(req: discovery_pb2.DeltaDiscoveryRequest) -> None:
+                error = self._delta.on_request(delta, req)
+                if error is not None:
+                    self._record_nack(node_id, req.type_url, req.response_nonce, error)
+                elif req.response_nonce:
+                    self.nacks.pop((node_id, req.type_url), None)
+
+            return _Session(
+                state, on_request, lambda s: [_Out(r.type_url, r) for r in self._delta.responses(delta, s)]
+            )
+
+        async for resp in self._serve(request_iterator, context, make):
+            yield resp
+
+    async def _serve(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext, make: Any
+    ) -> AsyncIterator[Any]:
+        """Shared stream plumbing: read requests on a task, check the node token, wake on snapshot
+        changes, hand requests and snapshots to the protocol, write its responses."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for req in request_iterator:
+                    queue.put_nowait(req)
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                pass
+            finally:
+                queue.put_nowait(_END)
+
+        reader = asyncio.create_task(read())
+        first = await queue.get()
+        if first is _END:
+            return
+        node_id = first.node.id
+        if not node_id:
+            reader.cancel()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id")
+        if self.tokens is not None:
+            meta = {k: v for k, v in (context.invocation_metadata() or ())}
+            token = meta.get(NODE_TOKEN_HEADER)
+            if not self.tokens.verify(node_id, token if isinstance(token, str) else None):
+                self._log.warning("stream refused: bad node token", node=node_id, peer=context.peer())
+                reader.cancel()
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED, f"node token does not verify for {node_id}"
+                )
+        session: _Session = make(node_id, context.peer())
+        key = id(session)
+        self.streams[key] = session.state
+        CONNECTED.inc()
+        cancel = self.cache.watch(node_id, lambda: queue.put_nowait(_WAKE))
+        self._log.info(
+            "stream opened", node=node_id, peer=session.state.peer, delta=session.state.delta is not None
+        )
+        try:
+            if node_id not in self.cache.node_ids():
+                self._log.warning("node is not in the mesh; it gets no resources", node=node_id)
+            if self.on_stream is not None:
+                try:
+                    self.on_stream(node_id)
+                except Exception as exc:  # e.g. the CA cannot issue: serve the rest, say why
+                    self._log.error("cannot prepare the node's secrets", node=node_id, error=str(exc))
+            item: Any = first
+            while item is not _END:
+                snap = self.cache.get(node_id)
+                if item is not _WAKE:
+                    session.on_request(item)
+                for resp in session.responses(snap):
+                    PUSHES.labels(SHORT.get(resp.type_url, resp.type_url)).inc()
+                    session.state.last_push = time.time()
+                    yield resp.payload
+                item = await queue.get()
+        finally:
+            cancel()
+            reader.cancel()
+            del self.streams[key]
+            CONNECTED.dec()
+            self._log.info("stream closed", node=node_id)
+
+    # -- protocol --
+
+    def _on_request(self, st: StreamState, req: discovery_pb2.DiscoveryRequest) -> None:
+        t = req.type_url
+        w = st.watches.get(t)
+        if w is None:
+            w = st.watches[t] = _Watch()
+        elif req.response_nonce and req.response_nonce != w.sent_nonce:
+            return  # stale: Envoy has not seen our latest response of this type yet
+        if req.response_nonce and req.response_nonce == w.sent_nonce:
+            if req.HasField("error_detail"):
+                self._nack(st, t, w, req.error_detail.message)
+            else:
+                w.acked_version = req.version_info
+                self.nacks.pop((st.node_id, t), None)
+        elif req.version_info:
+            w.acked_version = req.version_info  # a reconnecting Envoy tells what it runs
+        names = set(req.resource_names)
+        w.names = None if t in WILDCARD_TYPES and (not names or "*" in names) else names
+        w.waiting = True
+
+    def _nack(self, st: StreamState, t: str, w: _Watch, message: str) -> None:
+        w.nacked_version = w.sent_version
+        self._record_nack(st.node_id, t, w.sent_version or "", message)
+
+    def _record_nack(self, node_id: str, t: str, version: str, message: str) -> None:
+        rec = NackRecord(node_id, t, version, message)
+        self.nacks[(node_id, t)] = rec
+        NACKS.labels(SHORT.get(t, t)).inc()
+        self._log.error(
+            "envoy refused config (NACK)",
+            node=node_id,
+            type=SHORT.get(t, t),
+            version=rec.version,
+            error=message,
+        )
+
+    def _routes_current(self, st: StreamState, snap: Snapshot) -> bool:
+        for t in (LISTENER, ROUTE):
+            w = st.watches.get(t)
+            if w is not None and w.acked_version != snap.get(t).version:
+                return False
+        return True
+
+    def _clusters_ready(self, st: StreamState, snap: Snapshot) -> bool:
+        """True when Envoy has accepted every cluster of ``snap`` and the endpoints of each (so they are
+        warm): only then may listeners and routes that use them be pushed."""
+        cds = st.watches.get(CLUSTER)
+        names = snap.get(CLUSTER).names()
+        if names and (
+            cds is None or cds.acked_version != cds.sent_version or not names <= (cds.sent_names or set())
+        ):
+            return False
+        eds_ts = snap.get(ENDPOINT)
+        eds_names = eds_ts.names()
+        if not eds_names:
+            return True
+        eds = st.watches.get(ENDPOINT)
+        return (
+            eds is not None
+            and eds.sent_version == eds_ts.version
+            and eds.acked_version == eds.sent_version
+            and eds_names <= (eds.sent_names or set())
+        )
+
+    def _payload(
+        self, st: StreamState, t: str, w: _Watch, snap: Snapshot
+    ) -> tuple[str, dict[str, any_pb2.Any]]:
+        ts = snap.get(t)
+        if w.names is None:
+            items = {n: a for p in ts.parts for n, a in p.items.items()}
+        else:
+            items = {n: a for p in ts.parts for n, a in p.items.items() if n in w.names}
+        version = ts.version
+        if t == CLUSTER and w.sent_version is not None:
+            removed = set(w.sent_resources) - set(items)
+            if removed and not self._routes_current(st, snap):
+                # make before break: keep removed clusters while listeners/routes may still use them
+                items.update({n: w.sent_resources[n] for n in removed})
+                version = f"{ts.version}+keep{len(removed)}"
+        return version, items
+
+    def _body(self, t: str, version: str, names: frozenset[str], items: dict[str, any_pb2.Any]) -> bytes:
+        """The serialized response without its nonce, shared by every stream asking the same thing
+        (100 sidecars asking for the same 1,000 endpoints cost one serialization, not 100)."""
+        key = (t, version, names)
+        body = self._bodies.get(key)
+        if body is None:
+            if len(self._bodies) > 256:
+                self._bodies.clear()
+            msg = discovery_pb2.DiscoveryResponse(
+                version_info=version, type_url=t, resources=list(items.values())
+            )
+            body = self._bodies[key] = msg.SerializeToString()
+        return body
+
+    def _responses(self, st: StreamState, snap: Snapshot) -> list[_Out]:
+        out: list[_Out] = []
+        for t in [*TYPE_ORDER, *(t for t in st.watches if t not in TYPE_ORDER)]:
+            w = st.watches.get(t)
+            if w is None or not w.waiting:
+                continue
+            if t in (LISTENER, ROUTE) and not self._clusters_ready(st, snap):
+                continue  # make before break: wait until the clusters they use are warm
+            version, items = self._payload(st, t, w, snap)
+            names = frozenset(items)
+            unchanged = w.sent_version is not None and names == w.sent_names
+            if unchanged and version in (w.sent_version, w.nacked_version):
+                continue
+            nonce = str(next(self._nonce))
+            # protobuf merges concatenated messages: the shared body plus this stream's nonce
+            tail = discovery_pb2.DiscoveryResponse(nonce=nonce).SerializeToString()
+            out.append(_Out(t, self._body(t, version, names, items) + tail))
+            w.sent_version, w.sent_nonce, w.sent_names, w.sent_resources = version, nonce, names, items
+            w.waiting = False
+        return out

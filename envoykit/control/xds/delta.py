@@ -1,0 +1,157 @@
+"""Incremental (Delta) xDS on the ADS stream: ``DeltaAggregatedResources``.
+
+Per type the server remembers what the client holds (name → version, seeded from the request's
+``initial_resource_versions`` on reconnect) and what it subscribed to (a wildcard for CDS and LDS when
+no names are given, or ``*``). A response carries only resources whose version differs from what the
+client holds, and ``removed_resources`` for what it holds that no longer exists. Like the SotW stream:
+
+* subscription changes are always applied (they are incremental; a stale nonce only means the request
+  does not acknowledge our last response);
+* one response per type is in flight; the next waits for its ACK or NACK;
+* a NACK is recorded (node, type, Envoy's message) and the refused versions are not resent;
+* listeners and routes wait until every cluster and its endpoints are acknowledged, and clusters that a
+  change removes are removed only once listeners and routes are up to date (make before break).
+
+Source: Envoy docs, "xDS REST and gRPC protocol", section "Incremental xDS".
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from envoykit.control.xds.snapshot import Snapshot
+from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
+
+WILDCARD_TYPES = {CLUSTER, LISTENER}
+
+
+@dataclass
+class _DeltaWatch:
+    subscribed: set[str] = field(default_factory=set)
+    wildcard: bool = False
+    known: dict[str, str] = field(default_factory=dict)  # what the client holds: name → version
+    pending: str = ""  # nonce of our response awaiting ACK/NACK
+    sent: dict[str, str | None] = field(
+        default_factory=dict
+    )  # in that response: name → version (None: removed)
+    before: dict[str, str | None] = field(default_factory=dict)  # what the client held before it
+    nacked: dict[str, str | None] = field(default_factory=dict)
+    started: bool = False
+
+
+@dataclass
+class DeltaState:
+    """One delta stream: per type what the client subscribed to, holds and has not acknowledged yet."""
+
+    node_id: str
+    watches: dict[str, _DeltaWatch] = field(default_factory=dict)
+
+    def acked(self) -> dict[str, int]:
+        """Resources held per type (for status)."""
+        return {t.rsplit(".", 1)[1]: len(w.known) for t, w in self.watches.items()}
+
+
+class DeltaProtocol:
+    """The incremental protocol's decisions, kept apart from the gRPC plumbing (:class:`AdsServer`)."""
+
+    def __init__(self) -> None:
+        self._nonce = itertools.count(1)
+
+    def on_request(self, st: DeltaState, req: discovery_pb2.DeltaDiscoveryRequest) -> str | None:
+        """Apply a request; returns Envoy's error message when it NACKs our last response."""
+        w = st.watches.setdefault(req.type_url, _DeltaWatch())
+        if not w.started:
+            w.started = True
+            w.known.update(req.initial_resource_versions)
+            if req.type_url in WILDCARD_TYPES and not req.resource_names_subscribe:
+                w.wildcard = True  # legacy wildcard: a first CDS/LDS request naming nothing
+        for name in req.resource_names_subscribe:
+            if name == "*":
+                w.wildcard = True
+            else:
+                w.subscribed.add(name)
+        for name in req.resource_names_unsubscribe:
+            if name == "*":
+                w.wildcard = False
+            else:
+                w.subscribed.discard(name)
+                w.known.pop(name, None)
+        error = None
+        if req.response_nonce and req.response_nonce == w.pending:
+            if req.HasField("error_detail"):
+                error = req.error_detail.message
+                w.nacked.update(w.sent)
+                for name, old in w.before.items():  # the client kept what it had
+                    if old is None:
+                        w.known.pop(name, None)
+                    else:
+                        w.known[name] = old
+            else:
+                w.nacked.clear()
+            w.pending, w.sent, w.before = "", {}, {}
+        return error
+
+    def _wanted(self, w: _DeltaWatch, name: str) -> bool:
+        return w.wildcard or name in w.subscribed
+
+    def _settled(self, st: DeltaState, t: str, snap: Snapshot) -> bool:
+        """The client acknowledged everything of type ``t`` that the snapshot has for it (trivially so
+        for a type it never asked for)."""
+        w = st.watches.get(t)
+        if w is None:
+            return True
+        entries = snap.get(t).entries()
+        if w.pending:
+            return False
+        return all(w.known.get(n) == v for n, (v, _) in entries.items() if self._wanted(w, n))
+
+    def responses(self, st: DeltaState, snap: Snapshot) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+        """What to send now, in make-before-break order."""
+        out = []
+        for t in [*TYPE_ORDER, *(t for t in st.watches if t not in TYPE_ORDER)]:
+            w = st.watches.get(t)
+            if w is None or w.pending:
+                continue
+            if t in (LISTENER, ROUTE) and not (
+                self._settled(st, CLUSTER, snap) and self._settled(st, ENDPOINT, snap)
+            ):
+                continue
+            ts = snap.get(t)
+            entries = ts.entries()
+            resources = []
+            sent: dict[str, str | None] = {}
+            for name, (version, packed) in entries.items():
+                if self._wanted(w, name) and w.known.get(name) != version and w.nacked.get(name) != version:
+                    resources.append(discovery_pb2.Resource(name=name, version=version, resource=packed))
+                    sent[name] = version
+            removed = [n for n in w.known if n not in entries and w.nacked.get(n, "") is not None]
+            if (
+                t == CLUSTER
+                and removed
+                and not (self._settled(st, LISTENER, snap) and self._settled(st, ROUTE, snap))
+            ):
+                removed = []  # keep them until listeners and routes stop using them
+            sent.update({n: None for n in removed})
+            if not sent:
+                continue
+            nonce = f"d{next(self._nonce)}"
+            out.append(
+                discovery_pb2.DeltaDiscoveryResponse(
+                    type_url=t,
+                    system_version_info=ts.version,
+                    resources=resources,
+                    removed_resources=removed,
+                    nonce=nonce,
+                )
+            )
+            w.before = {n: w.known.get(n) for n in sent}
+            for n, v in sent.items():
+                if v is None:
+                    w.known.pop(n, None)
+                else:
+                    w.known[n] = v
+            w.pending, w.sent = nonce, sent
+        return out

@@ -1,0 +1,154 @@
+"""Snapshots: per node, the packed resources of each xDS type with a version; and the cache holding them.
+
+A :class:`TypeSet` is a node's resources of one type, made of :class:`Part` groups. Parts are packed
+(``google.protobuf.Any``) and hashed once and shared between nodes, so versions are cheap: the version
+of a type set is a hash of its parts' digests. The :class:`SnapshotCache` keeps the latest snapshot
+per node and wakes the ADS streams of a node when its snapshot changes (as go-control-plane's
+``SnapshotCache`` does for its server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from envoykit.control.translate.pb import pack
+
+
+class Part:
+    """An immutable group of packed resources with a content digest and a version per resource
+    (the latter for incremental xDS)."""
+
+    __slots__ = ("digest", "items", "versions")
+
+    def __init__(self, messages: Mapping[str, Message] | Mapping[str, any_pb2.Any]) -> None:
+        items: dict[str, any_pb2.Any] = {}
+        versions: dict[str, str] = {}
+        h = hashlib.blake2b(digest_size=16)
+        for name in sorted(messages):
+            msg = messages[name]
+            packed = msg if isinstance(msg, any_pb2.Any) else pack(msg)
+            items[name] = packed
+            versions[name] = hashlib.blake2b(packed.value, digest_size=8).hexdigest()
+            h.update(name.encode())
+            h.update(b"\0")
+            h.update(packed.value)
+        self.items = items
+        self.versions = versions
+        self.digest = h.digest()
+
+
+class TypeSet:
+    """A node's resources of one xDS type; ``version`` changes exactly when the content changes."""
+
+    __slots__ = ("parts", "version")
+
+    def __init__(self, parts: Iterable[Part]) -> None:
+        self.parts = tuple(parts)
+        h = hashlib.blake2b(digest_size=6)
+        for p in self.parts:
+            h.update(p.digest)
+        self.version = h.hexdigest()
+
+    def names(self) -> set[str]:
+        """Every resource name."""
+        return {n for p in self.parts for n in p.items}
+
+    def entries(self) -> dict[str, tuple[str, any_pb2.Any]]:
+        """Every resource: name → (its own version, packed message)."""
+        return {n: (p.versions[n], a) for p in self.parts for n, a in p.items.items()}
+
+    def select(self, names: set[str] | None) -> list[any_pb2.Any]:
+        """The resources named ``names`` that exist (all of them for ``None``, a wildcard)."""
+        if names is None:
+            return [a for p in self.parts for a in p.items.values()]
+        out = []
+        for p in self.parts:
+            for n, a in p.items.items():
+                if n in names:
+                    out.append(a)
+        return out
+
+
+EMPTY = TypeSet(())
+
+
+class Snapshot:
+    """One node's resources of every type (``type_url`` → :class:`TypeSet`)."""
+
+    def __init__(self, types: Mapping[str, TypeSet]) -> None:
+        self.types = dict(types)
+
+    def get(self, type_url: str) -> TypeSet:
+        """The type set of ``type_url`` (empty when the node has none)."""
+        return self.types.get(type_url, EMPTY)
+
+    def with_type(self, type_url: str, ts: TypeSet) -> Snapshot:
+        """A copy with ``type_url`` replaced by ``ts``."""
+        return Snapshot({**self.types, type_url: ts})
+
+
+class PartCache:
+    """Packs each shared group once per translation (keyed by the group object's identity)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, tuple[object, Part]] = {}
+
+    def part(self, group: Mapping[str, Message]) -> Part:
+        """The :class:`Part` for ``group``, built on first use."""
+        hit = self._parts.get(id(group))
+        if hit is None or hit[0] is not group:
+            hit = (group, Part(group))
+            self._parts[id(group)] = hit
+        return hit[1]
+
+
+class SnapshotCache:
+    """The latest :class:`Snapshot` per node id; ADS streams subscribe to learn about changes.
+
+    Changes happen on the event loop thread (use ``loop.call_soon_threadsafe`` from elsewhere).
+    """
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, Snapshot] = {}
+        self._watchers: dict[str, set[Callable[[], None]]] = {}
+
+    def get(self, node_id: str) -> Snapshot:
+        """The node's snapshot (an empty one for an unknown node)."""
+        return self._snapshots.get(node_id) or Snapshot({})
+
+    def node_ids(self) -> list[str]:
+        """Nodes that have a snapshot."""
+        return sorted(self._snapshots)
+
+    def set(self, node_id: str, snapshot: Snapshot) -> None:
+        """Replace ``node_id``'s snapshot and wake its streams."""
+        self._snapshots[node_id] = snapshot
+        for cb in list(self._watchers.get(node_id, ())):
+            cb()
+
+    def set_all(self, snapshots: Mapping[str, Snapshot]) -> None:
+        """Replace every snapshot; nodes missing from ``snapshots`` (left the mesh) get an empty one."""
+        for nid in set(self._snapshots) - set(snapshots):
+            self.set(nid, Snapshot({}))
+            del self._snapshots[nid]
+        for nid, snap in snapshots.items():
+            self.set(nid, snap)
+
+    def watch(self, node_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` after each change of ``node_id``'s snapshot; returns the unsubscribe function."""
+        self._watchers.setdefault(node_id, set()).add(callback)
+
+        def cancel() -> None:
+            self._watchers.get(node_id, set()).discard(callback)
+
+        return cancel
+
+    @staticmethod
+    def notifier(event: asyncio.Event) -> Callable[[], None]:
+        """A watch callback that sets ``event``."""
+        return event.set
