@@ -1,0 +1,209 @@
+"""The native gate decides exactly as the all-Python path, and only what no Python rule can touch.
+
+One Envoy, two listeners with the same routes and one authz server: ``gate`` runs the compiled gate
+(RBAC) before ext_authz, ``python`` only ext_authz. Every case goes to both and must get the same
+status and body; each case also says who should decide it on the gate listener, which the second
+half checks with the server stopped (what needs Python fails closed, the rest follows RBAC).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf.json_format import MessageToDict
+
+from envoykit.authz import load_policy
+from envoykit.authz.gate import NoGate, compile_gate
+from envoykit.authz.istio import Workload
+from envoykit.core import free_port, validate_envoy_config
+from tests.authz.conftest import ext_authz_filter
+from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
+
+POLICY_YAML = """
+kind: AuthorizationPolicy
+metadata: {name: public-read}
+spec:
+  action: ALLOW
+  rules:
+    - to: [{operation: {methods: [GET, HEAD], paths: ["/public/*", "/api/*"]}}]
+    - to: [{operation: {paths: ["/admin/*", "/orders*"]}}]
+    - from: [{source: {ipBlocks: [127.0.0.1/32]}}]
+      to: [{operation: {paths: ["/local/*"]}}]
+    - to: [{operation: {paths: ["/canary*"]}}]
+      when: [{key: "request.headers[x-canary]", values: ["yes"]}]
+---
+kind: AuthorizationPolicy
+metadata: {name: no-debug}
+spec:
+  action: DENY
+  rules:
+    - to: [{operation: {paths: ["/public/debug*", "/admin/debug*"]}}]
+---
+kind: AuthorizationPolicy
+metadata: {name: shadow-all}
+spec:
+  action: DENY
+  dryRun: true
+  rules: [{}]
+"""
+
+RULES_PY = """
+from envoykit.authz import allow, allow_rule, deny, deny_rule
+
+@deny_rule(paths=["/admin/*"])
+def admin_needs_header(req):
+    if req.headers.get("x-admin") != "yes":
+        return deny(401, "admin header missing")
+
+@allow_rule(methods=["POST"], paths=["/orders", "/orders/*"])
+def orders(req):
+    return allow(headers={"x-order": "checked"}) if req.headers.get("x-customer") else False
+"""
+
+API_KEY = "secret-key"
+AUTHN = f"api_keys:\n  header: x-api-key\n  keys: [{{name: ci, sha256: {hashlib.sha256(API_KEY.encode()).hexdigest()}}}]\n"
+
+NATIVE, PYTHON = "native", "python"
+CASES: list[tuple[str, str, dict[str, str], str]] = [
+    # (method, path, headers, who decides on the gate listener)
+    ("GET", "/public/a", {}, NATIVE),
+    ("HEAD", "/public/a", {}, NATIVE),
+    ("DELETE", "/public/a", {}, NATIVE),
+    ("GET", "/public/debug/vars", {}, NATIVE),
+    ("GET", "/public/a;jsessionid=1", {}, NATIVE),
+    ("GET", "/public/x%3Bp", {}, NATIVE),  # ambiguous: denied first, by both
+    ("GET", "/public/.;x/a", {}, NATIVE),
+    ("GET", "/api/items", {}, NATIVE),
+    ("POST", "/api/items", {}, NATIVE),
+    ("GET", "/local/x", {}, NATIVE),
+    ("GET", "/canary/v2", {"x-canary": "yes"}, NATIVE),
+    ("GET", "/canary/v2", {"x-canary": "no"}, NATIVE),
+    ("GET", "/nothing", {}, NATIVE),
+    ("PUT", "/orders", {}, NATIVE),  # the Python rule is POST only
+    ("GET", "/admin/x", {}, PYTHON),
+    ("GET", "/admin/x", {"x-admin": "yes"}, PYTHON),
+    ("GET", "/admin/debug/x", {"x-admin": "yes"}, PYTHON),
+    ("GET", "/admin;p/x", {}, PYTHON),  # the server cuts ';p' and the rule applies
+    ("GET", "/public/%2e%2e/admin/x", {}, PYTHON),  # normalised to /admin/x before both
+    ("GET", "/admin%2Fx", {}, PYTHON),
+    ("GET", "/ADMIN/x", {}, PYTHON),  # over-match (methods/paths compare case-insensitively): same answer
+    ("POST", "/orders", {"x-customer": "c1"}, PYTHON),
+    ("POST", "/orders", {}, PYTHON),
+    ("POST", "/orders/7;v=1", {}, PYTHON),
+    ("GET", "/public/..;/admin/x", {}, PYTHON),  # Envoy resolves '..;' as '..': /admin/x
+    ("GET", "/public/a", {"x-api-key": API_KEY}, PYTHON),
+    ("GET", "/public/a", {"x-api-key": "wrong"}, PYTHON),  # 401 only the server gives
+]
+
+HCM = {
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
+}
+
+
+def _policy_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "policy"
+    d.mkdir()
+    (d / "policy.yaml").write_text(POLICY_YAML)
+    (d / "rules.py").write_text(RULES_PY)
+    (d / "authn.yaml").write_text(AUTHN)
+    return d
+
+
+def _send(port: int, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    # http.client sends the target as written (httpx would resolve dot segments itself)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, headers={"host": "svc", **headers})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def _dicts(messages: Any) -> list[dict[str, Any]]:
+    return [MessageToDict(m, preserving_proto_field_name=True) for m in messages]
+
+
+def test_gate_decides_like_python_and_fails_closed(tmp_path: Path, envoy, authz_server) -> None:
+    pol_dir = _policy_dir(tmp_path)
+    gate = compile_gate(load_policy(pol_dir))
+    assert gate.python_rules == ("admin_needs_header", "orders") and gate.credentials == ("x-api-key",)
+    srv = authz_server(pol_dir)
+    with_gate, python_only = free_port(), free_port()
+    routes = [direct_response(200, "ok")]
+    enabled = MessageToDict(gate.ext_authz_enabled, preserving_proto_field_name=True)
+    cfg = bootstrap(
+        [
+            http_listener(
+                with_gate,
+                routes,
+                [*_dicts(gate.filters), ext_authz_filter(filter_enabled_metadata=enabled)],
+                name="gate",
+                hcm_extra=HCM,
+            ),
+            http_listener(python_only, routes, [ext_authz_filter()], name="python", hcm_extra=HCM),
+        ],
+        [cluster("authz", srv.port, http2=True)],
+    )
+    validate_envoy_config(cfg)
+    proxy = envoy(cfg)
+    both = [
+        (case, _send(with_gate, *case[:3]), _send(python_only, *case[:3])) for case in CASES
+    ]
+    differ = [(c, g, p) for c, g, p in both if g != p]
+    assert not differ, f"the gate and the Python path disagree: {differ}"
+    statuses = {c[:2] + (tuple(c[2].items()),): g[0] for c, g, _ in both}
+    # every kind of outcome is covered: native allow and deny, Python allow, deny and 401
+    assert statuses[("GET", "/public/a", ())] == 200
+    assert statuses[("GET", "/public/debug/vars", ())] == 403
+    assert statuses[("GET", "/nothing", ())] == 403
+    assert statuses[("GET", "/admin/x", ())] == 401
+    assert statuses[("GET", "/admin;p/x", ())] == 401
+    assert statuses[("GET", "/admin/x", (("x-admin", "yes"),))] == 200
+    assert statuses[("GET", "/public/a", (("x-api-key", "wrong"),))] == 401
+    python_cases = sum(1 for c in CASES if c[3] == PYTHON)
+    stats = proxy.stats("http.gate.")
+    checks = stats.get("http.gate.ext_authz.ok", 0) + stats.get("http.gate.ext_authz.denied", 0)
+    assert checks == python_cases, stats
+    # the gate's own counters say the same (Envoy puts a '.' after the shadow stat prefix)
+    assert stats["http.gate.rbac.envoykit_gate_.shadow_allowed"] == python_cases, stats
+    native = stats["http.gate.ext_authz.disabled"] + stats["http.gate.rbac.envoykit_gate_allow_.denied"]
+    assert native + stats["http.gate.rbac.envoykit_gate_deny_.denied"] == len(CASES) - python_cases
+
+    srv.stop()  # what needs Python now fails closed; what the gate decides does not change
+    for (method, path, headers, who), (status, body), _ in both:
+        got = _send(with_gate, method, path, headers)
+        if who == PYTHON:
+            assert got[0] == 403, (method, path, headers, got)
+        else:
+            assert got == (status, body), (method, path, headers, got)
+
+
+def test_gate_refuses_what_it_cannot_split(tmp_path: Path) -> None:
+    d = _policy_dir(tmp_path)
+    (d / "catch_all.py").write_text(
+        "from envoykit.authz import allow_rule\n\n@allow_rule()\ndef everything(req):\n    return True\n"
+    )
+    with pytest.raises(NoGate, match=r"catch_all.py:3: Python rule everything has no hosts/paths/methods"):
+        compile_gate(load_policy(d))
+    (d / "catch_all.py").unlink()
+    (d / "jwt.yaml").write_text(
+        "kind: AuthorizationPolicy\nmetadata: {name: jwt}\nspec:\n  rules:\n"
+        "    - from: [{source: {requestPrincipals: ['*']}}]\n"
+    )
+    with pytest.raises(NoGate, match=r"jwt.yaml:5: .*requestPrincipals.*every YAML policy compilable"):
+        compile_gate(load_policy(d))
+    (d / "jwt.yaml").write_text(
+        "kind: AuthorizationPolicy\nmetadata: {name: billing-only, namespace: billing}\nspec:\n  action: DENY\n"
+        "  rules: [{to: [{operation: {paths: [/x]}}]}]\n"
+    )
+    # the server knows the namespace over mTLS only: with both views possible, no gate
+    with pytest.raises(NoGate, match="namespace or selector"):
+        compile_gate(load_policy(d), [Workload("shop"), Workload(None)])
+    assert compile_gate(load_policy(d), [Workload("shop")]).filters
