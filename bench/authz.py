@@ -7,6 +7,8 @@ AuthorizationPolicies; (c) those ten policies compiled to Envoy's native RBAC fi
 (t0) that floor on the grpcio thread-pool server (``--server grpcio``, the runner before issue 13).
 Prints requests/s and p50/p99 of each (wrk, closed loop), the ratios, p50/p99 of (b) with 8 requests
 in flight (wrk -c 8), and p50/p99 of (b) at half its maximum rate (hey, fixed rate).
+(g) the native gate (envoykit.authz.gate) before ext_authz: the ten YAML policies plus two Python rules
+on ``/orders/*``, traffic mixed by a wrk script so 4 in 5 requests need no Python (printed: (g)/a).
 
 Run: ``make bench`` or ``.venv/bin/python bench/authz.py [--seconds 8]``.
 """
@@ -27,6 +29,7 @@ from common import hey_rate, table, wrk
 from google.protobuf.json_format import MessageToDict
 
 from envoykit.authz import load_policy
+from envoykit.authz.gate import compile_gate
 from envoykit.authz.rbac import compile_policy_dir
 from envoykit.core import EnvoyProcess, free_port
 from tests.authz.conftest import AuthzProcess, ext_authz_filter
@@ -119,6 +122,29 @@ spec:
         ]
     )
 )
+
+
+# (g): Python rules with pre-matches beside the YAML policies; only /orders/* needs the server.
+GATE_RULES = """
+from envoykit.authz import allow_rule, deny_rule
+
+@allow_rule(paths=["/orders/*"])
+def orders(req):
+    return req.headers.get("x-user") in ("alice", "bob")
+
+@deny_rule(paths=["/orders/*"], methods=["DELETE", "PUT"])
+def orders_read_only(req):
+    return True
+"""
+# 4 of 5 requests natively decidable (the YAML ALLOW policies), 1 of 5 decided by the Python rules
+GATE_MIX = """
+local paths = {"/api/a", "/public/b", "/api/c", "/public/d", "/orders/1"}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format(nil, paths[(i % #paths) + 1])
+end
+"""
 
 
 # The floor: the lean unary server answering every Check with a constant OK, no policy.
@@ -243,6 +269,28 @@ def main() -> None:
                 to("floor0", grpcio_floor_port),
             ],
         )
+        # (g): the gate's RBAC filters before ext_authz, on the HCM normalisation the gate assumes
+        gate_dir = Path(tmp) / "gate-policy"
+        gate_dir.mkdir()
+        (gate_dir / "policy.yaml").write_text(YAML_POLICY)
+        (gate_dir / "rules.py").write_text(GATE_RULES)
+        (Path(tmp) / "mix.lua").write_text(GATE_MIX)
+        gate = compile_gate(load_policy(gate_dir))
+        srv3 = AuthzProcess(gate_dir, Path(tmp) / "authz3.log", "--server", args.server)
+        srv3.args.remove("--decision-log")
+        srv3.args.remove(str(srv3.decision_log))
+        srv3.start()
+        atexit.register(srv3.stop)
+        ports["gate"] = free_port()
+        gate_filters = [MessageToDict(f, preserving_proto_field_name=True) for f in gate.filters]
+        enabled = MessageToDict(gate.ext_authz_enabled, preserving_proto_field_name=True)
+        gate_filters.append(ext_authz_filter("authz_gate", filter_enabled_metadata=enabled))
+        normalise = {"normalize_path": True, "merge_slashes": True}
+        normalise["path_with_escaped_slashes_action"] = "UNESCAPE_AND_FORWARD"
+        cfg["static_resources"]["listeners"].append(
+            http_listener(ports["gate"], ok, gate_filters, name="gate", hcm_extra=normalise)
+        )
+        cfg["static_resources"]["clusters"].append(to("authz_gate", srv3.port))
         env = EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench")
         scenarios = [
             ("(a) no ext_authz", "plain"),
@@ -285,10 +333,27 @@ def main() -> None:
             )
             if b.errors or half.errors or eight.errors:
                 print(f"WARNING: non-2xx answers under load: {b.errors} + {eight.errors} + {half.errors}")
+            mix, gate_url = str(Path(tmp) / "mix.lua"), f"http://127.0.0.1:{ports['gate']}/"
+            wrk("warm-up", gate_url, seconds=2, connections=args.connections, headers=hdrs, script=mix)
+            before = env.stats("http.gate.ext_authz.")
+            g = wrk(
+                "(g)", gate_url, seconds=args.seconds, connections=args.connections, headers=hdrs, script=mix
+            )
+            after = env.stats("http.gate.ext_authz.")
+            native, called = (
+                after.get(f"http.gate.ext_authz.{k}", 0) - before.get(f"http.gate.ext_authz.{k}", 0)
+                for k in ("disabled", "ok")
+            )
+            print(
+                f"(g)/a = {g.rps / a.rps:.3f} (target >= 0.70): native gate + ext_authz, {g.rps:.0f} req/s, "
+                f"p99 {g.p99_ms:.2f} ms, {native / max(1, native + called):.0%} decided natively, "
+                f"non-2xx {g.errors}"
+            )
         finally:
             env.cleanup()
             srv.stop()
             srv2.stop()
+            srv3.stop()
             for f in floors:
                 f.kill()
 

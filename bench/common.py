@@ -42,13 +42,17 @@ def wrk(
     connections: int = 32,
     threads: int = 1,
     headers: dict[str, str] | None = None,
+    script: str | None = None,
 ) -> LoadResult:
-    """Closed-loop maximum throughput with wrk (``--latency`` for percentiles)."""
+    """Closed-loop maximum throughput with wrk (``--latency`` for percentiles); ``script``: a wrk
+    Lua file (``-s``), e.g. to mix request paths."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", url]
     for k, v in (headers or {}).items():
         cmd += ["-H", f"{k}: {v}"]
+    if script is not None:
+        cmd += ["-s", script]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -156,10 +157,17 @@ def test_cmd(policy_dir: Path, cases: Path, run_pattern: str | None, output: str
 @click.argument("policy_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--namespace", default=None, help="the workload's namespace (policies of others are left out)")
 @click.option("--label", "labels", multiple=True, help="a workload label KEY=VALUE (selectors); repeatable")
-def compile_cmd(policy_dir: Path, namespace: str | None, labels: tuple[str, ...]) -> None:
+@click.option(
+    "--gate",
+    is_flag=True,
+    help="the native gate: RBAC filters for before ext_authz, and ext_authz's filter_enabled_metadata "
+    "(Python rules allowed: their requests go to ext_authz)",
+)
+def compile_cmd(policy_dir: Path, namespace: str | None, labels: tuple[str, ...], gate: bool) -> None:
     """Print Envoy RBAC http_filters (YAML) enforcing POLICY_DIR's AuthorizationPolicies natively.
 
     Without --namespace/--label every policy is compiled, whatever its namespace or selector.
+    With --gate, the policy may also hold Python rules (see docs/authz.md, "The native gate").
     """
     import yaml
     from google.protobuf.json_format import MessageToDict
@@ -177,12 +185,27 @@ def compile_cmd(policy_dir: Path, namespace: str | None, labels: tuple[str, ...]
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--label")
         label_map[key] = value
     workload = Workload(namespace, label_map) if namespace or label_map else None
+
+    def d(msg: Any) -> Any:
+        return json.loads(json.dumps(MessageToDict(msg, preserving_proto_field_name=True)))
+
     try:
+        if gate:
+            from envoykit.authz.gate import compile_gate
+
+            g = compile_gate(load_policy(policy_dir), [workload or Workload()])
+            doc = {
+                "http_filters": [d(f) for f in g.filters],
+                "ext_authz": {"filter_enabled_metadata": d(g.ext_authz_enabled)},
+            }
+            click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
+            sent = ", ".join([*g.python_rules, *(f"header {h}" for h in g.credentials)]) or "nothing"
+            click.echo(f"# to ext_authz: requests matching {sent}", err=True)
+            return
         filters = compile_policy_dir(load_policy(policy_dir), workload)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    dicts = [json.loads(json.dumps(MessageToDict(f, preserving_proto_field_name=True))) for f in filters]
-    click.echo(yaml.safe_dump({"http_filters": dicts}, sort_keys=False), nl=False)
+    click.echo(yaml.safe_dump({"http_filters": [d(f) for f in filters]}, sort_keys=False), nl=False)
 
 
 @click.command()

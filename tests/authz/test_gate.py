@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from google.protobuf.json_format import MessageToDict
 
 from envoykit.authz import load_policy
@@ -153,12 +156,10 @@ def test_gate_decides_like_python_and_fails_closed(tmp_path: Path, envoy, authz_
     )
     validate_envoy_config(cfg)
     proxy = envoy(cfg)
-    both = [
-        (case, _send(with_gate, *case[:3]), _send(python_only, *case[:3])) for case in CASES
-    ]
+    both = [(case, _send(with_gate, *case[:3]), _send(python_only, *case[:3])) for case in CASES]
     differ = [(c, g, p) for c, g, p in both if g != p]
     assert not differ, f"the gate and the Python path disagree: {differ}"
-    statuses = {c[:2] + (tuple(c[2].items()),): g[0] for c, g, _ in both}
+    statuses = {(*c[:2], tuple(c[2].items())): g[0] for c, g, _ in both}
     # every kind of outcome is covered: native allow and deny, Python allow, deny and 401
     assert statuses[("GET", "/public/a", ())] == 200
     assert statuses[("GET", "/public/debug/vars", ())] == 403
@@ -207,3 +208,30 @@ def test_gate_refuses_what_it_cannot_split(tmp_path: Path) -> None:
     with pytest.raises(NoGate, match="namespace or selector"):
         compile_gate(load_policy(d), [Workload("shop"), Workload(None)])
     assert compile_gate(load_policy(d), [Workload("shop")]).filters
+
+
+def test_compile_gate_command(tmp_path: Path) -> None:
+    d = _policy_dir(tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "envoykit.cli", "authz", "compile", "--gate", str(d)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    doc = yaml.safe_load(r.stdout)
+    assert [f["name"] for f in doc["http_filters"]] == ["envoykit.gate.deny", "envoykit.gate.allow"]
+    assert doc["ext_authz"]["filter_enabled_metadata"]["invert"] is True
+    assert "admin_needs_header, orders, header x-api-key" in r.stderr
+    routes = [direct_response(200, "ok")]
+    authz = ext_authz_filter(filter_enabled_metadata=doc["ext_authz"]["filter_enabled_metadata"])
+    listener = http_listener(free_port(), routes, [*doc["http_filters"], authz], hcm_extra=HCM)
+    validate_envoy_config(bootstrap([listener], [cluster("authz", free_port(), http2=True)]))
+    (d / "catch_all.py").write_text("from envoykit.authz import deny_rule\n@deny_rule()\ndef x(req): ...\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "envoykit.cli", "authz", "compile", "--gate", str(d)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1 and "catch_all.py:2: Python rule x has no hosts/paths/methods" in r.stderr
