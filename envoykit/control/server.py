@@ -260,11 +260,14 @@ class ControlPlane:
             files = self.current.loaded.files
             # watch the folders, not the files: a file replaced by rename would drop a watch on it
             dirs = {f.parent for f in files if f.parent.is_dir()}
+            folders = {f for f in files if f.is_dir()}  # every change inside counts (the policy dir)
+            dirs |= folders
             if not dirs:
                 await self._stop.wait()
                 return
             async for changes in awatch(*dirs, stop_event=self._stop, debounce=100, recursive=False):
-                if any(names_path(changes, f) for f in files):
+                inside = any(Path(os.path.realpath(p)).parent in folders for _, p in changes)
+                if inside or any(names_path(changes, f) for f in files):
                     await asyncio.to_thread(self.config.reload)
                     break  # the referenced set may have changed
 

@@ -33,7 +33,8 @@ class LoadedMesh:
         mesh: the model.
         path: the file it was read from.
         base_dir: the file's directory (relative paths in the model are resolved against it).
-        files: the files the model references (Wasm modules, TLS files), watched for changes too.
+        files: the files the model references (Wasm modules, TLS files, the authz policy
+            directory), watched for changes too.
     """
 
     mesh: Mesh
@@ -86,6 +87,9 @@ def _referenced(mesh: Mesh, base: Path) -> tuple[Path, ...]:
     for gw in mesh.gateways:
         if gw.tls is not None:
             files += [Path(gw.tls.cert_file), Path(gw.tls.key_file)]
+    policy_dir = mesh.extensions.authz.policy_dir
+    if policy_dir is not None and mesh.extensions.authz.native_gate:
+        files.append(Path(policy_dir))  # a directory: the native gate follows every file in it
     return tuple(f if f.is_absolute() else (base / f).resolve() for f in files)
 
 
@@ -104,6 +108,9 @@ def load_mesh(path: str | Path) -> LoadedMesh:
             name = getattr(gw.tls, field) if gw.tls else None
             if name and not (base / name).is_file():  # an absolute name stays absolute
                 raise yaml_error(doc, ("gateways", gi, "tls", field), f"no such file: {name}")
+    policy_dir = mesh.extensions.authz.policy_dir
+    if policy_dir is not None and not (base / policy_dir).is_dir():
+        raise yaml_error(doc, ("extensions", "authz", "policy_dir"), f"no such directory: {policy_dir}")
     return LoadedMesh(mesh=mesh, path=p, base_dir=base, files=_referenced(mesh, base))
 
 

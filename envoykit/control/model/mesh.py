@@ -44,10 +44,17 @@ class GrpcExtension(Strict):
 
 
 class AuthzServer(GrpcExtension):
-    """The ext_authz server (``envoy.service.auth.v3.Authorization``); fails closed unless told otherwise."""
+    """The ext_authz server (``envoy.service.auth.v3.Authorization``); fails closed unless told otherwise.
+
+    ``policy_dir``: the directory the server serves (relative to mesh.yaml). With it and
+    ``native_gate`` (default on), proxies get the native gate: Envoy's RBAC decides the requests no
+    Python rule applies to, ext_authz the rest (docs/authz.md, "The native gate").
+    """
 
     address: Address = Address(port=9191)
     failure_mode_allow: bool = False
+    policy_dir: str | None = None
+    native_gate: bool = True
 
 
 class RateLimitServer(GrpcExtension):

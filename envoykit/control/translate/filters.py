@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2
@@ -31,6 +32,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2 as wasm_filter_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.extensions.wasm.v3 import wasm_pb2
+from envoy.type.matcher.v3.metadata_pb2 import MetadataMatcher
 from google.protobuf import wrappers_pb2
 from google.protobuf.message import Message
 
@@ -42,6 +44,9 @@ from envoykit.control.translate.clusters import (
     processor_cluster_name,
 )
 from envoykit.control.translate.pb import duration, envoy_grpc, pack
+
+if TYPE_CHECKING:
+    from envoykit.authz.gate import Gate
 
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 RATELIMIT = "envoy.filters.http.ratelimit"
@@ -61,21 +66,22 @@ def http_filter(name: str, config: Message) -> hcm.HttpFilter:
 LABELS_KEY = "labels"
 
 
-def ext_authz_filter(mesh: Mesh) -> hcm.HttpFilter:
+def ext_authz_filter(mesh: Mesh, enabled: MetadataMatcher | None = None) -> hcm.HttpFilter:
     """ext_authz over gRPC (V3) to the ``ext_authz`` cluster, sending the peer certificate and the
-    node's ``labels`` (``attributes.destination.labels``)."""
+    node's ``labels`` (``attributes.destination.labels``); ``enabled``: its ``filter_enabled_metadata``
+    (the native gate's)."""
     srv = mesh.extensions.authz
-    return http_filter(
-        EXT_AUTHZ,
-        ext_authz_pb2.ExtAuthz(
-            grpc_service=envoy_grpc(AUTHZ_CLUSTER, srv.timeout),
-            transport_api_version=config_source_pb2.V3,
-            failure_mode_allow=srv.failure_mode_allow,
-            include_peer_certificate=True,
-            # the destination workload's labels (AuthorizationPolicy selectors) from node metadata
-            bootstrap_metadata_labels_key=LABELS_KEY,
-        ),
+    conf = ext_authz_pb2.ExtAuthz(
+        grpc_service=envoy_grpc(AUTHZ_CLUSTER, srv.timeout),
+        transport_api_version=config_source_pb2.V3,
+        failure_mode_allow=srv.failure_mode_allow,
+        include_peer_certificate=True,
+        # the destination workload's labels (AuthorizationPolicy selectors) from node metadata
+        bootstrap_metadata_labels_key=LABELS_KEY,
     )
+    if enabled is not None:
+        conf.filter_enabled_metadata.CopyFrom(enabled)
+    return http_filter(EXT_AUTHZ, conf)
 
 
 def authz_per_route(disabled: bool, context_extensions: dict[str, str]) -> ext_authz_pb2.ExtAuthzPerRoute:
@@ -219,15 +225,17 @@ def router_filter() -> hcm.HttpFilter:
 
 
 def extension_filters(
-    mesh: Mesh, ext: ProxyExtensions, base_dir: Path, *, fault: bool = False
+    mesh: Mesh, ext: ProxyExtensions, base_dir: Path, *, fault: bool = False, gate: Gate | None = None
 ) -> list[hcm.HttpFilter]:
     """The HTTP filter chain for a proxy's ``extensions``, in order:
-    telemetry → ext_authz → ratelimit → fault → processors → wasm → router."""
+    telemetry → (native gate →) ext_authz → ratelimit → fault → processors → wasm → router."""
     out: list[hcm.HttpFilter] = []
     if ext.telemetry:
         out.append(telemetry_filter(mesh))
     if ext.authz is not None:
-        out.append(ext_authz_filter(mesh))
+        if gate is not None:
+            out.extend(gate.filters)
+        out.append(ext_authz_filter(mesh, gate.ext_authz_enabled if gate is not None else None))
     if ext.ratelimit is not None:
         out.append(ratelimit_filter(mesh, ext.ratelimit.domain, ext.ratelimit.failure_mode_deny))
     if fault:

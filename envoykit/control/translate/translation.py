@@ -34,6 +34,7 @@ from envoykit.control.translate import clusters as cl
 from envoykit.control.translate import listeners as ls
 from envoykit.control.translate import routes as rt
 from envoykit.control.translate.accesslog import ACCESS_LOG_CLUSTER, http_access_logs, tcp_access_logs
+from envoykit.control.translate.authz_gate import disable_gate_where_authz_is, load_gate_policy, node_gate
 from envoykit.control.translate.filters import (
     extension_filters,
     fault_filter,
@@ -89,7 +90,7 @@ class Translation:
 class _Shared:
     """Groups shared by many nodes, built once per translation."""
 
-    def __init__(self, mesh: Mesh, tls: MeshTls | None, endpoints: cl.EndpointSource) -> None:
+    def __init__(self, mesh: Mesh, tls: MeshTls | None, endpoints: cl.EndpointSource, base_dir: Path) -> None:
         self.mesh = mesh
         upstream = None
         if tls is not None:
@@ -130,6 +131,7 @@ class _Shared:
             if als.enabled
             else {}
         )
+        self.gate_policy = load_gate_policy(mesh, base_dir)  # None: no native gate
         self.processors: dict[str, Group] = {}
         for p in ext.processors:
             name = cl.processor_cluster_name(p.name)
@@ -166,11 +168,14 @@ def _sidecar(
     else:
         routes = rt.inbound_route_config(mesh, svc, wl, svc.extensions.ratelimit)
         routes.response_headers_to_add.append(rt.peer_header(node.metadata()))  # callers learn who answered
+        gate = node_gate(shared.gate_policy, node, base_dir) if svc.extensions.authz else None
+        if gate is not None:
+            disable_gate_where_authz_is(routes, gate)
         out.add(ROUTE, {routes.name: routes})
         inbound_filter = ls.http_connection_manager(
             "inbound",
             routes.name,
-            extension_filters(mesh, svc.extensions, base_dir),
+            extension_filters(mesh, svc.extensions, base_dir, gate=gate),
             forward_client_cert=True,
             strip_any_host_port=True,
             access_log=http_access_logs(als, "destination"),
@@ -222,7 +227,8 @@ def _gateway(
         routes = rt.gateway_route_config(mesh, gw)
         out.add(CLUSTER, shared.clusters)
         out.add(ENDPOINT, shared.endpoints)
-        filters = extension_filters(mesh, gw.extensions, base_dir, fault=True)
+        gate = node_gate(shared.gate_policy, node, base_dir) if gw.extensions.authz else None
+        filters = extension_filters(mesh, gw.extensions, base_dir, fault=True, gate=gate)
         tls = ls.ingress_tls_socket(gw.tls.cert_file, gw.tls.key_file) if gw.tls else None
     else:
         routes = rt.egress_route_config(gw)
@@ -231,13 +237,16 @@ def _gateway(
             for ext in gw.allow
         ]
         out.add(CLUSTER, {c.name: c for c in externals})
-        filters = extension_filters(mesh, gw.extensions, base_dir)
+        gate = node_gate(shared.gate_policy, node, base_dir) if gw.extensions.authz else None
+        filters = extension_filters(mesh, gw.extensions, base_dir, gate=gate)
         tls = None
     for g in shared.extension_clusters(gw.extensions):
         out.add(CLUSTER, g)
     out.add(CLUSTER, shared.access_log)
     if gw.extensions.authz is not None:
         rt.add_authz_context(routes, gw.extensions.authz.context_extensions)
+    if gate is not None:
+        disable_gate_where_authz_is(routes, gate)
     if gw.kind == "ingress":
         routes.request_headers_to_add.append(rt.peer_header(node.metadata()))  # sidecars learn their caller
     hcm = ls.http_connection_manager(
@@ -278,7 +287,7 @@ def translate(
         ValueError: a service needs mTLS and ``tls`` is None.
     """
     base = Path(base_dir)
-    shared = _Shared(mesh, tls, endpoints)
+    shared = _Shared(mesh, tls, endpoints, base)
     nodes: dict[str, NodeConfig] = {}
     for nid, node in mesh_nodes(mesh).items():
         if node.kind == "sidecar":
