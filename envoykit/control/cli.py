@@ -307,6 +307,13 @@ def envoy() -> None:
 @click.option("--service-account", default=None, help="Service account (with --namespace: the principal).")
 @click.option("--trust-domain", default="cluster.local", show_default=True, help="SPIFFE trust domain.")
 @click.option("--mesh-id", default=None, help="Mesh id label.")
+@click.option(
+    "--policy-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The authz server's policy directory: Envoy's RBAC decides what no Python rule applies to.",
+)
+@click.option("--no-gate", is_flag=True, help="With --policy-dir: keep plain ext_authz (no native gate).")
 @click.option("--no-validate", is_flag=True, help="Do not run envoy --mode validate on input and result.")
 def inject(
     config: Path,
@@ -325,6 +332,8 @@ def inject(
     service_account: str | None,
     trust_domain: str,
     mesh_id: str | None,
+    policy_dir: Path | None,
+    no_gate: bool,
     no_validate: bool,
 ) -> None:
     """Add envoykit's filters and clusters to the static Envoy CONFIG and validate the result.
@@ -349,6 +358,8 @@ def inject(
         service_account=service_account,
         trust_domain=trust_domain,
         mesh_id=mesh_id,
+        policy_dir=policy_dir,
+        native_gate=not no_gate,
     )
     try:
         done = inject_file(config, opts, output, validate=not no_validate)

@@ -1,8 +1,8 @@
 """``envoykit envoy inject``: add envoykit's filters and clusters to a static Envoy config you run yourself.
 
 Every HTTP connection manager of the static listeners gets, before its router: the telemetry ext_proc,
-ext_authz, the rate-limit filter and Wasm filters (the same messages the control plane builds for the
-mesh); the extension clusters are added to ``static_resources.clusters`` (STATIC for an IP literal,
+ext_authz (after the native gate, with ``--policy-dir``), the rate-limit filter and Wasm filters (the
+same messages the control plane builds for the mesh); the extension clusters are added to ``static_resources.clusters`` (STATIC for an IP literal,
 STRICT_DNS for a host name, as Envoy's ``Cluster.type`` asks); rate-limit descriptors go on every
 virtual host of inline route configs; ``--workload`` and friends go into ``node.metadata``, which the
 telemetry processor reads for its labels.
@@ -39,6 +39,7 @@ from envoykit.control.model.traffic import RouteRateLimit
 from envoykit.control.model.types import Address
 from envoykit.control.translate import clusters as cl
 from envoykit.control.translate import filters as fl
+from envoykit.control.translate.inject_gate import config_gate, place_gate
 from envoykit.control.translate.routes import rate_limits
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -62,6 +63,8 @@ class InjectOptions:
         workload, app, version, namespace, service_account, trust_domain, mesh_id: the identity the
             telemetry processor reports for this Envoy (``node.metadata``); the principal is
             ``spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>``.
+        policy_dir / native_gate: with ``--authz``, the directory the authz server serves: the
+            native gate is compiled from it (:mod:`envoykit.control.inject_gate`) unless turned off.
     """
 
     authz: str | None = None
@@ -78,6 +81,8 @@ class InjectOptions:
     service_account: str | None = None
     trust_domain: str = "cluster.local"
     mesh_id: str | None = None
+    policy_dir: Path | None = None
+    native_gate: bool = True
 
 
 def _d(msg: Message) -> dict[str, Any]:
@@ -223,9 +228,16 @@ def inject_config(config: Any, opts: InjectOptions, base_dir: Path = Path(".")) 
     if opts.extproc:
         new_filters.append(_d(fl.telemetry_filter(mesh)))
         new_clusters.append(server_cluster(cl.TELEMETRY_CLUSTER, servers.telemetry.address))
+    gate = None
     if opts.authz:
-        new_filters.append(_d(fl.ext_authz_filter(mesh)))
+        if opts.policy_dir is not None and opts.native_gate:
+            gate, gate_notes = config_gate(config, opts.policy_dir)
+            notes += gate_notes
+        enabled = gate.ext_authz_enabled if gate is not None else None
+        new_filters.append(_d(fl.ext_authz_filter(mesh, enabled)))
         new_clusters.append(server_cluster(cl.AUTHZ_CLUSTER, servers.authz.address))
+    elif opts.policy_dir is not None:
+        raise ValueError("--policy-dir is for the native gate in front of --authz: give --authz too")
     if opts.ratelimit:
         domain = opts.ratelimit_domain or (_existing_domain(hcms) if opts.replace else None)
         new_filters.append(_d(fl.ratelimit_filter(mesh, domain or DEFAULT_DOMAIN, False)))
@@ -267,6 +279,8 @@ def inject_config(config: Any, opts: InjectOptions, base_dir: Path = Path(".")) 
                     f"HCM {prefix} already has filter {filters[at].get('name')!r} "
                     f"({nf['typed_config']['@type'].rsplit('.', 1)[-1]}): give --replace to re-point it"
                 )
+        if gate is not None:
+            place_gate(hcm, gate, opts.replace)
         if descriptors:
             if "route_config" not in hcm:
                 raise ValueError(f"HCM {prefix}: routes come over RDS; cannot add descriptors")

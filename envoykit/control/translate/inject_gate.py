@@ -1,0 +1,96 @@
+"""The authz native gate for ``envoykit envoy inject --authz ... --policy-dir DIR``.
+
+The gate (:mod:`envoykit.authz.gate`) is compiled from the directory the authz server serves and
+placed right before ext_authz in every HCM; ext_authz gets its ``filter_enabled_metadata``. What the
+server may read of the destination here is unknown (the listener's certificate is the user's), so the
+views are "no namespace" and "some namespace": policies scoped by namespace make the gate step aside.
+Labels are the config's ``node.metadata.labels`` (what ext_authz sends as the destination's labels).
+
+The HCM must normalise paths as the server does (``normalize_path``, ``merge_slashes``,
+``path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD``), else the gate is refused: RBAC would
+match another path than the server. Where a route or virtual host of an inline ``route_config`` disables ext_authz
+(``ExtAuthzPerRoute.disabled``), the gate filters are disabled too (``RBACPerRoute`` without ``rbac``);
+routes over RDS cannot be seen, so such an HCM is refused (``--no-gate`` keeps plain ext_authz).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+
+from envoykit.authz.gate import GATE_FILTERS, OTHER_NAMESPACE, Gate, NoGate, compile_gate
+from envoykit.authz.istio import Workload
+from envoykit.authz.loader import load_policy
+
+_EXT_AUTHZ_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+_RBAC_PER_ROUTE = {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}
+
+
+def _d(msg: Any) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(MessageToDict(msg, preserving_proto_field_name=True)))
+    return out
+
+
+def config_gate(config: dict[str, Any], policy_dir: Path) -> tuple[Gate | None, list[str]]:
+    """Compile the gate for ``config`` from ``policy_dir``; None (with a note saying why) when the
+    policy cannot be split.
+
+    Raises:
+        ConfigError: the policy directory does not load (file, line and field named).
+    """
+    md = (config.get("node") or {}).get("metadata") or {}
+    raw = md.get("labels") if isinstance(md, dict) else None
+    labels = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+    views = [Workload(None, labels), Workload(OTHER_NAMESPACE, labels)]
+    try:
+        gate = compile_gate(load_policy(policy_dir), views)
+    except NoGate as exc:
+        return None, [f"native gate off, every request goes to ext_authz: {exc}"]
+    sent = ", ".join([*gate.python_rules, *(f"header {h}" for h in gate.credentials)]) or "nothing"
+    return gate, [f"native gate on: ext_authz is called only for requests matching {sent}"]
+
+
+def place_gate(hcm: dict[str, Any], gate: Gate, replace: bool) -> None:
+    """Insert the gate's filters right before ext_authz in ``hcm`` (a mapping) and turn them off where
+    the inline routes disable ext_authz.
+
+    Raises:
+        ValueError: gate filters already there (without ``replace``), or routes over RDS.
+    """
+    prefix = hcm.get("stat_prefix", "?")
+    if "route_config" not in hcm:
+        raise ValueError(
+            f"HCM {prefix}: routes come over RDS, so the native gate cannot follow their per-route "
+            "ext_authz settings: give --no-gate"
+        )
+    wanted = {"normalize_path": True, "merge_slashes": True}
+    wanted["path_with_escaped_slashes_action"] = "UNESCAPE_AND_FORWARD"
+    missing = [f"{k}: {v}".replace("True", "true") for k, v in wanted.items() if hcm.get(k) != v]
+    if missing:
+        # RBAC matches Envoy's path, the server its own normalised one: they agree only on this one
+        raise ValueError(
+            f"HCM {prefix}: the native gate needs the path the authz server matches; set "
+            f"{', '.join(missing)} (docs/authz.md), or give --no-gate"
+        )
+    filters = hcm["http_filters"]
+    present = [i for i, f in enumerate(filters) if f.get("name") in GATE_FILTERS]
+    if present and not replace:
+        raise ValueError(f"HCM {prefix} already has the native gate: give --replace to renew it")
+    for i in reversed(present):
+        del filters[i]
+    at = next(
+        i for i, f in enumerate(filters) if (f.get("typed_config") or {}).get("@type") == _EXT_AUTHZ_TYPE
+    )
+    ext_authz_name = filters[at].get("name")
+    for offset, f in enumerate(gate.filters):
+        filters.insert(at + offset, _d(f))
+    for vh in hcm["route_config"].get("virtual_hosts") or []:
+        for holder in [vh, *(vh.get("routes") or [])]:
+            per = holder.get("typed_per_filter_config") or {}
+            conf = per.get(ext_authz_name) or {}
+            if conf.get("disabled") is True:
+                for name in gate.filter_names:
+                    per[name] = dict(_RBAC_PER_ROUTE)

@@ -1,0 +1,110 @@
+"""`envoykit envoy inject --authz ... --policy-dir DIR`: the native gate in a hand-written config,
+run through a real Envoy and a real authz server; its refusals and off switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from envoykit.authz.gate import GATE_FILTERS
+from envoykit.core.net import free_port
+from tests.authz.conftest import AuthzProcess
+from tests.control.apps import Echo
+from tests.control.test_authz_gate import _policy
+from tests.control.test_inject import run, write
+
+NORMALISE = (
+    "                stat_prefix: main\n"
+    "                normalize_path: true\n"
+    "                merge_slashes: true\n"
+    "                path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD\n"
+)
+UNCHECKED = (
+    "                        - match: {prefix: /public}\n"
+    "                          route: {cluster: app}\n"
+    "                          typed_per_filter_config:\n"
+    "                            envoy.filters.http.ext_authz:\n"
+    '                              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n'
+    "                              disabled: true\n"
+)
+
+
+def _user_config(tmp_path: Path, port: int, app: int) -> Path:
+    p = write(tmp_path, port, app)
+    text = p.read_text().replace("                stat_prefix: main\n", NORMALISE)
+    p.write_text(
+        text.replace("                      routes:\n", "                      routes:\n" + UNCHECKED)
+    )
+    return p
+
+
+def _filters(out: Path) -> list[dict[str, Any]]:
+    doc = yaml.safe_load(out.read_text())
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return list(hcm["http_filters"])
+
+
+def test_inject_gate_through_envoy(tmp_path: Path, envoy: Any) -> None:
+    _policy(tmp_path)
+    srv = AuthzProcess(tmp_path / "policy", tmp_path / "authz.log")
+    port = free_port()
+    with Echo("app") as app:
+        cfg = _user_config(tmp_path, port, app.port)
+        out = tmp_path / "out.yaml"
+        r = run(cfg, "-o", out, "--authz", f"127.0.0.1:{srv.port}", "--policy-dir", tmp_path / "policy")
+        assert r.exit_code == 0, r.output
+        assert (
+            "native gate on: ext_authz is called only for requests matching orders_need_a_customer"
+            in r.output
+        )
+        names = [f["name"] for f in _filters(out)]
+        assert names[-4:] == [*GATE_FILTERS, "envoy.filters.http.ext_authz", "envoy.filters.http.router"]
+        srv.start()
+        try:
+            proxy = envoy(yaml.safe_load(out.read_text()), name="injected")
+            url = f"http://127.0.0.1:{port}"
+
+            def called() -> int:
+                s = proxy.stats("http.main.ext_authz.")
+                return s.get("http.main.ext_authz.ok", 0) + s.get("http.main.ext_authz.denied", 0)
+
+            assert httpx.get(f"{url}/hello", trust_env=False).status_code == 200
+            assert httpx.get(f"{url}/blocked", trust_env=False).status_code == 403
+            assert called() == 0
+            assert httpx.get(f"{url}/orders/1", trust_env=False).status_code == 403
+            assert (
+                httpx.get(f"{url}/orders/1", headers={"x-customer": "c"}, trust_env=False).status_code == 200
+            )
+            assert called() == 2
+            # ext_authz is off on /public: so is the gate (the policy would deny /public-x)
+            assert httpx.get(f"{url}/public-x", trust_env=False).status_code == 200
+            srv.stop()
+            assert (
+                httpx.get(f"{url}/orders/1", headers={"x-customer": "c"}, trust_env=False).status_code == 403
+            )
+            assert httpx.get(f"{url}/hello", trust_env=False).status_code == 200
+        finally:
+            srv.stop()
+
+
+def test_inject_gate_refusals_and_off_switch(tmp_path: Path) -> None:
+    _policy(tmp_path)
+    plain = write(tmp_path, name="plain.yaml")  # no path normalisation: the gate would see another path
+    r = run(plain, "--authz", "127.0.0.1:9191", "--policy-dir", tmp_path / "policy", "--no-validate")
+    assert r.exit_code == 1 and "the native gate needs the path the authz server matches" in r.output
+    r = run(
+        plain, "--authz", "127.0.0.1:9191", "--policy-dir", tmp_path / "policy", "--no-gate", "--no-validate"
+    )
+    assert r.exit_code == 0, r.output
+    assert not set(GATE_FILTERS) & {f["name"] for f in _filters(tmp_path / "plain.envoykit.yaml")}
+    (tmp_path / "policy" / "all.py").write_text(
+        "from envoykit.authz import deny_rule\n@deny_rule()\ndef x(req): ...\n"
+    )
+    cfg = _user_config(tmp_path, 10000, 8000)
+    r = run(cfg, "--authz", "127.0.0.1:9191", "--policy-dir", tmp_path / "policy", "--no-validate")
+    assert r.exit_code == 0 and "native gate off, every request goes to ext_authz" in r.output
+    r = run(cfg, "--ratelimit", "127.0.0.1:1", "--descriptor", "remote_address", "--policy-dir", tmp_path)
+    assert r.exit_code == 1 and "--policy-dir is for the native gate in front of --authz" in r.output
