@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,74 @@ def test_compile_gate_command(tmp_path: Path) -> None:
         timeout=60,
     )
     assert r.returncode == 1 and "catch_all.py:2: Python rule x has no hosts/paths/methods" in r.stderr
+
+
+# Python rules beside the Istio differential's policies: they apply to some paths and change nothing,
+# so the Istio cases keep their expected statuses while the gate sends those paths to the server.
+NOOP_RULES = """
+from envoykit.authz import allow_rule, deny_rule
+
+@allow_rule(paths=["/ops/*"])
+def ops_extra(req):
+    return False
+
+@deny_rule(paths=["/api/legacy/*", "/partner/*"], methods=["GET"])
+def never(req):
+    return False
+"""
+
+
+def test_gate_with_mtls_identities_and_scope(tmp_path: Path, envoy, authz_server) -> None:
+    from tests.authz import test_istio_differential as istio
+    from tests.authz.test_rbac_compile import tls
+    from tests.certs import TestCA
+    from tests.envoycfg import socket_address
+
+    port = free_port()
+    pol_dir = tmp_path / "policy"
+    pol_dir.mkdir()
+    (pol_dir / "policies.yaml").write_text(istio.POLICIES.replace("PORT", str(port)))
+    (pol_dir / "rules.py").write_text(NOOP_RULES)
+    # a sidecar under STRICT mTLS: the server reads the namespace from the listener's certificate
+    gate = compile_gate(load_policy(pol_dir), [Workload("shop", istio.LABELS)])
+    ca = TestCA(tmp_path / "pki")
+    server = ca.issue("backend", dns=["localhost"], uris=[istio.BACKEND], server=True)
+    srv = authz_server(pol_dir)
+    routes = [direct_response(200, "ok")]
+    authz = ext_authz_filter(bootstrap_metadata_labels_key="labels")
+    enabled = MessageToDict(gate.ext_authz_enabled, preserving_proto_field_name=True)
+    gated = [
+        *_dicts(gate.filters),
+        {**authz, "typed_config": {**authz["typed_config"], "filter_enabled_metadata": enabled}},
+    ]
+    listeners = []
+    for host, filters in (("127.0.0.1", gated), ("127.0.0.2", [authz])):
+        lst = http_listener(port, routes, filters, name=host, transport_socket=tls(ca, server), hcm_extra=HCM)
+        lst["address"] = socket_address(port, host)
+        listeners.append(lst)
+    cfg = bootstrap(listeners, [cluster("authz", srv.port, http2=True)])
+    cfg["node"] = {"id": "sidecar~backend-v2", "cluster": "backend", "metadata": {"labels": istio.LABELS}}
+    proxy = envoy(cfg)
+    contexts = {}
+    for uri in (None, istio.FRONTEND, istio.OTHER):
+        ctx = ssl.create_default_context(cafile=str(ca.path))
+        ctx.check_hostname = False  # 127.0.0.2 is not in the certificate; the CA check stays
+        if uri is not None:
+            pair = ca.issue(uri.rsplit("/", 1)[1], uris=[uri])
+            ctx.load_cert_chain(str(pair.cert), str(pair.key))
+        contexts[uri] = ctx
+    wrong = []
+    for ident, method, path, headers, want in istio.CASES:
+        got = []
+        for host in ("127.0.0.1", "127.0.0.2"):
+            conn = http.client.HTTPSConnection(host, port, context=contexts[ident], timeout=5)
+            conn.request(method, path, headers={"host": "backend", **headers})
+            got.append(conn.getresponse().status)
+            conn.close()
+        if got != [want, want]:
+            wrong.append(((ident, method, path, headers), want, got))
+    assert not wrong, f"(case, expected, [gate, python]): {wrong}"
+    to_python = sum(1 for c in istio.CASES if c[2].startswith(("/ops/", "/api/legacy/", "/partner/")))
+    stats = proxy.stats("http.127.0.0.1.ext_authz.")
+    assert stats["http.127.0.0.1.ext_authz.ok"] + stats["http.127.0.0.1.ext_authz.denied"] == to_python
+    assert stats["http.127.0.0.1.ext_authz.disabled"] > 0
