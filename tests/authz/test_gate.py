@@ -94,6 +94,10 @@ CASES: list[tuple[str, str, dict[str, str], str]] = [
     ("GET", "/admin;p/x", {}, PYTHON),  # the server cuts ';p' and the rule applies
     ("GET", "/public/%2e%2e/admin/x", {}, PYTHON),  # normalised to /admin/x before both
     ("GET", "/admin%2Fx", {}, PYTHON),
+    ("GET", "/%61dmin/x", {}, PYTHON),  # an escaped unreserved character, decoded by both
+    ("GET", "//admin//x", {}, PYTHON),
+    ("GET", "/admin/./x;v=2", {}, PYTHON),
+    ("GET", "/public/b;x/../../admin/y", {}, PYTHON),
     ("GET", "/ADMIN/x", {}, PYTHON),  # over-match (methods/paths compare case-insensitively): same answer
     ("POST", "/orders", {"x-customer": "c1"}, PYTHON),
     ("POST", "/orders", {}, PYTHON),
