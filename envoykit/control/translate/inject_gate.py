@@ -66,7 +66,7 @@ def place_gate(hcm: dict[str, Any], gate: Gate, replace: bool) -> None:
             f"HCM {prefix}: routes come over RDS, so the native gate cannot follow their per-route "
             "ext_authz settings: give --no-gate"
         )
-    wanted = {"normalize_path": True, "merge_slashes": True}
+    wanted: dict[str, object] = {"normalize_path": True, "merge_slashes": True}
     wanted["path_with_escaped_slashes_action"] = "UNESCAPE_AND_FORWARD"
     missing = [f"{k}: {v}".replace("True", "true") for k, v in wanted.items() if hcm.get(k) != v]
     if missing:
