@@ -72,8 +72,8 @@ class MeshView:
 
 
 def absolute_paths(mesh: Mesh, base: Path) -> Mesh:
-    """Make the paths mesh.yaml names (Wasm modules, gateway certificates, the control plane's state
-    directory) absolute against ``base``, so a copy written elsewhere means the same files."""
+    """Make the paths mesh.yaml names (Wasm modules, gateway certificates, the authz policy directory,
+    the control plane's state directory) absolute against ``base``, so a copy written elsewhere means the same files."""
 
     def absolute(p: str) -> str:
         return str(p if Path(p).is_absolute() else (base / p).resolve())
@@ -92,9 +92,12 @@ def absolute_paths(mesh: Mesh, base: Path) -> Mesh:
         for g in mesh.gateways
     ]
     control = mesh.control_plane.model_copy(update={"state_dir": absolute(mesh.control_plane.state_dir)})
+    authz = mesh.extensions.authz
+    if authz.policy_dir is not None:
+        authz = authz.model_copy(update={"policy_dir": absolute(authz.policy_dir)})
     return mesh.model_copy(
         update={
-            "extensions": mesh.extensions.model_copy(update={"wasm": wasm}),
+            "extensions": mesh.extensions.model_copy(update={"wasm": wasm, "authz": authz}),
             "gateways": gateways,
             "control_plane": control,
         }

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from envoykit.control.model.mesh import Mesh
 from envoykit.control.model.types import Address
 from envoykit.core import ConfigError
 from envoykit.core.net import FreePorts
@@ -94,6 +95,26 @@ def _server(
         address=f"grpc://{address}",
         metrics=f"127.0.0.1:{metrics}/metrics",
     )
+
+
+def _check_gate_policy_dir(model: Mesh, mesh_path: Path, served: Path | None, rc_path: Path) -> None:
+    """The native gate must compile from the directory the authz server serves: else Envoy and the
+    server would decide by different policies.
+
+    Raises:
+        ConfigError: ``extensions.authz.policy_dir`` names another directory than ``--policy-dir``.
+    """
+    authz = model.extensions.authz
+    if authz.policy_dir is None or not authz.native_gate:
+        return
+    gate_dir = (mesh_path.parent / authz.policy_dir).resolve()
+    if served is None or served.resolve() != gate_dir:
+        raise ConfigError(
+            f"extensions.authz.policy_dir is {gate_dir} but the authz server serves {served}: the native "
+            "gate must compile from the server's directory (or set native_gate: false)",
+            file=str(rc_path),
+            field="servers.authz.args",
+        )
 
 
 def _arg_value(components: list[Component], name: str, flag: str) -> Path | None:
@@ -255,6 +276,7 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
     used = mesh.used_servers
     if "authz" in used:
         servers.append(_server("authz", "authz", mesh.authz, rc.servers.authz, values, ports))
+        _check_gate_policy_dir(mesh.model, mesh.path, _arg_value(servers, "authz", "--policy-dir"), rc_path)
     if "ratelimit" in used:
         servers.append(_server("ratelimit", "ratelimit", mesh.ratelimit, rc.servers.ratelimit, values, ports))
     if mesh.access_log is not None:
