@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import cpu_seconds, hey_rate, table, wrk
+from common import LoadResult, cpu_seconds, hey_rate, table, wrk
 from google.protobuf.json_format import MessageToDict
 
 from envoykit.authz import load_policy
@@ -184,6 +184,15 @@ wait_for_termination_signal()
 """
 
 
+def cpu_line(r: LoadResult, envoy_pid: int, server_pid: int | None, before: tuple[float, float]) -> str:
+    """Envoy's CPU µs per request and the server's per call over one closed-loop run (from /proc)."""
+    n = max(r.requests, 1)
+    line = f"  {r.name:<44} Envoy {(cpu_seconds(envoy_pid) - before[0]) * 1e6 / n:6.1f} µs"
+    if server_pid is not None:
+        line += f"   server {(cpu_seconds(server_pid) - before[1]) * 1e6 / n:6.1f} µs"
+    return line
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=8)
@@ -308,13 +317,20 @@ def main() -> None:
             def url(name: str) -> str:
                 return f"http://127.0.0.1:{ports[name]}/api/x"
 
+            assert env.proc is not None and srv.proc is not None and srv2.proc is not None
+            envoy_pid = env.proc.pid
+            server_pids = {"authz": srv.proc.pid, "authz_yaml": srv2.proc.pid, "floor": floors[0].pid}
+            server_pids["floor0"] = floors[1].pid
             for _, name in scenarios:
                 wrk("warm-up", url(name), seconds=2, connections=args.connections, headers=hdrs)
             results = []
+            cpu: list[str] = []
             for label, name in scenarios:
-                results.append(
-                    wrk(label, url(name), seconds=args.seconds, connections=args.connections, headers=hdrs)
-                )
+                pid = server_pids.get(name)
+                before = (cpu_seconds(envoy_pid), cpu_seconds(pid) if pid else 0.0)
+                r = wrk(label, url(name), seconds=args.seconds, connections=args.connections, headers=hdrs)
+                results.append(r)
+                cpu.append(cpu_line(r, envoy_pid, pid, before))
                 time.sleep(1)
             a, b = results[0], results[1]
             eight = wrk(
@@ -324,6 +340,8 @@ def main() -> None:
                 "(b) at half of its max rate", url("authz"), b.rps / 2, seconds=args.seconds, headers=hdrs
             )
             print(table([*results, eight, half], a))
+            print("\nCPU per request (/proc, user+system, over each closed-loop run above):")
+            print("\n".join(cpu))
             print(
                 f"\nb/a = {b.rps / a.rps:.3f} (target >= 0.33); p99 at 8 in flight = {eight.p99_ms:.2f} ms, "
                 f"at half load = {half.p99_ms:.2f} ms (target < 2 ms)"

@@ -14,8 +14,8 @@ with ``failure_status`` and is logged with its name; the server lives on.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from envoykit.authz.decisions import Allow, Deny
@@ -32,6 +32,7 @@ ALLOWED = Allow()
 DEFAULT_DENY_BODY = "RBAC: access denied"
 #: Shadow entry when dry-run ALLOW rules applied and none matched (their would-be deny).
 DRY_RUN_ALLOW = "<dry-run-allow>"
+_PREMATCH_CACHE_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,38 @@ class Engine:
         self.settings = settings or EngineSettings()
         self._budget_s = self.settings.rule_budget_ms / 1000
         self._watchdog = Watchdog(self._budget_s)
+        # (method, host, path) -> the DENY and ALLOW rules whose pre-matches take it, for one policy
+        self._prematched: dict[tuple[str, str, str], tuple[tuple[Rule, ...], tuple[Rule, ...]]] = {}
+        self._prematched_for: Policy | None = None
+
+    def candidates(self, policy: Policy, req: Request) -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
+        """The DENY and ALLOW rules of ``policy`` whose pre-matches (method, host, path globs) take
+        ``req``, in evaluation order; their scopes are not checked here.
+
+        Cached by ``(method, host, path)`` for the current policy (at most 4096 entries, then the cache
+        starts over): most traffic repeats a few routes, and matching every rule's globs was a good part
+        of a Check's cost (issue 13).
+        """
+        cache = self._prematched
+        if self._prematched_for is not policy:  # a reload: start over (racing threads only redo work)
+            cache = self._prematched = {}
+            self._prematched_for = policy
+        key = (req.method, req.host, req.path)
+        hit = cache.get(key)
+        if hit is None:
+            if len(cache) >= _PREMATCH_CACHE_MAX:
+                cache.clear()
+            hit = cache[key] = (
+                tuple(r for r in policy.deny_rules if r.prematches(req)),
+                tuple(r for r in policy.allow_rules if r.prematches(req)),
+            )
+        return hit
 
     def authenticate(self, policy: Policy, req: Request) -> Deny | None:
         """Fill ``req.identity`` from the JWT and API key; return a 401 Deny for a bad credential."""
         authn = policy.authenticator
+        if not authn.config.jwt and authn.config.api_keys is None:
+            return None  # nothing to verify: do not even read the headers
         token = authn.extract_token(req.headers, req.cookie)
         if token is not None:
             try:
@@ -109,23 +138,15 @@ class Engine:
             req.identity.api_key = name
         return None
 
-    def _run(self, rule: Rule, req: Request) -> Any:
-        start = time.perf_counter()
-        self._watchdog.enter()
-        try:
-            result = rule.fn(req)
-        except RuleTimeout:
-            raise RuleFailure(rule, f"overran its budget of {self.settings.rule_budget_ms} ms") from None
-        finally:
-            self._watchdog.leave()
-        if time.perf_counter() - start > self._budget_s:
-            raise RuleFailure(rule, f"overran its budget of {self.settings.rule_budget_ms} ms")
-        return result
-
     def check(self, policy: Policy, req: Request) -> Verdict:
         """Decide ``req``. Never raises for a rule's fault: failures become denies."""
+        watchdog = self._watchdog
         try:
-            verdict = self._evaluate(policy, req)
+            tid = watchdog.enter()
+            try:
+                verdict = self._evaluate(policy, req, tid)
+            finally:
+                watchdog.leave(tid)  # a watchdog shot lands before this returns
         except RuleFailure as exc:
             log.error(
                 "rule failed, request denied", rule=exc.rule.name, source=exc.rule.source, error=str(exc)
@@ -136,9 +157,12 @@ class Engine:
                 "rule failed",
                 error=str(exc),
             )
-        except RuleTimeout:  # a late watchdog shot: the rule did overrun
+        except RuleTimeout:  # a shot that landed between rules: a rule did overrun
+            log.error("a rule overran its budget, request denied", budget_ms=self.settings.rule_budget_ms)
             verdict = Verdict(
-                Deny(self.settings.failure_status, "authorization rule overran"), "<timeout>", "overran"
+                Deny(self.settings.failure_status, "authorization rule overran"),
+                "<timeout>",
+                "overran",
             )
         if self.settings.dry_run and isinstance(verdict.decision, Deny):
             verdict.would_deny = verdict.decision
@@ -146,15 +170,25 @@ class Engine:
             verdict.reason = f"dry-run: {verdict.reason}"
         return verdict
 
-    def _call(self, rule: Rule, req: Request) -> Any:
+    def _call(self, rule: Rule, req: Request, tid: int) -> Any:
+        """Run one rule under its budget (the watchdog for a rule that never returns, the clock for
+        one that returns late); a raise, timeout or overrun becomes :class:`RuleFailure`."""
+        watchdog = self._watchdog
+        start = perf_counter()
+        watchdog.arm(tid, start + self._budget_s)
         try:
-            return self._run(rule, req)
-        except RuleFailure:
-            raise
+            result = rule.fn(req)
+        except RuleTimeout:
+            raise RuleFailure(rule, f"overran its budget of {self.settings.rule_budget_ms} ms") from None
         except Exception as exc:
             raise RuleFailure(rule, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            watchdog.disarm(tid)
+        if perf_counter() - start > self._budget_s:
+            raise RuleFailure(rule, f"overran its budget of {self.settings.rule_budget_ms} ms")
+        return result
 
-    def _evaluate(self, policy: Policy, req: Request) -> Verdict:
+    def _evaluate(self, policy: Policy, req: Request, tid: int) -> Verdict:
         if req.path_ambiguity is not None:
             # Upstreams disagree on what such a path names; no rule can be trusted to have seen it.
             deny = Deny(self.settings.deny_status, DEFAULT_DENY_BODY)
@@ -163,10 +197,11 @@ class Engine:
         if bad is not None:
             return Verdict(bad, "<authn>", bad.body)
         shadow: list[tuple[str, str]] = []
-        for rule in policy.deny_rules:
-            if not rule.applies(req):
+        deny_rules, allow_rules = self.candidates(policy, req)
+        for rule in deny_rules:
+            if rule.scope is not None and not rule.scope(req):
                 continue
-            result = self._call(rule, req)
+            result = self._call(rule, req, tid)
             if not result:
                 continue
             if isinstance(result, Deny):
@@ -183,10 +218,10 @@ class Engine:
             return Verdict(deny, rule.name, "deny rule matched", shadow=shadow)
         applied = False
         shadow_allow = 0  # dry-run ALLOW rules: 0 none applied, 1 applied none matched, 2 one matched
-        for rule in policy.allow_rules:
-            if not rule.applies(req):
+        for rule in allow_rules:
+            if rule.scope is not None and not rule.scope(req):
                 continue
-            result = self._call(rule, req)
+            result = self._call(rule, req, tid)
             if rule.dry_run:
                 shadow.append((rule.name, "would match" if result else "would not match"))
                 shadow_allow = max(shadow_allow, 2 if result else 1)

@@ -170,43 +170,12 @@ class Request:
 
     @classmethod
     def from_check_request(cls, req: Any) -> Request:
-        """Build the view from an ``envoy.service.auth.v3.CheckRequest`` message."""
-        attrs = req.attributes
-        http = attrs.request.http
-        header_map = http.header_map.headers
-        if header_map:
-            headers = Headers.from_pairs(
-                [
-                    (h.key, h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
-                    for h in header_map
-                ]
-            )
-        else:
-            headers = Headers({k: [v] for k, v in http.headers.items()})
-        src = attrs.source
-        sock = src.address.socket_address
-        dst = attrs.destination.address.socket_address
-        return cls(
-            method=http.method,
-            path=http.path,
-            host=http.host,
-            headers=headers,
-            scheme=http.scheme,
-            protocol=http.protocol,
-            source_address=sock.address,
-            source_port=sock.port_value,
-            source_principal=src.principal,
-            destination_principal=attrs.destination.principal,
-            source_certificate=src.certificate,
-            sni=attrs.tls_session.sni,
-            context_extensions=attrs.context_extensions,
-            body=http.raw_body or http.body.encode(),
-            # x-request-id is what the apps and access logs see; http.id is Envoy's stream id
-            request_id=headers.get("x-request-id") or http.id,
-            destination_address=dst.address,
-            destination_port=dst.port_value,
-            destination_labels=dict(attrs.destination.labels),
-        )
+        """The view of an ``envoy.service.auth.v3.CheckRequest`` message, each field read on first use.
+
+        A policy reads a few fields of a request; building all of them up front cost more than the
+        rules themselves (issue 13). The message must not change while the view is in use.
+        """
+        return _CheckRequestView(req)
 
     @cached_property
     def raw_path(self) -> str:
@@ -283,3 +252,60 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.host}{self.target} principal={self.source_principal!r}>"
+
+
+def _headers(http: Any) -> Headers:
+    header_map = http.header_map.headers
+    if not header_map:
+        return Headers({k.lower(): [v] for k, v in http.headers.items()})
+    multi: dict[str, list[str]] = {}
+    for h in header_map:  # one pass: this runs on every Check whose policy reads a header
+        raw = h.raw_value
+        v = raw.decode("utf-8", "replace") if raw else h.value
+        k = h.key.lower()
+        values = multi.get(k)
+        if values is None:
+            multi[k] = [v]
+        else:
+            values.append(v)
+    return Headers(multi)
+
+
+# How each attribute of a view is read from the CheckRequest (``m``) and the view (``v``).
+_FIELDS: dict[str, Callable[[Any, Any], Any]] = {
+    "_http": lambda m, v: m.attributes.request.http,
+    "method": lambda m, v: v._http.method.upper(),
+    "target": lambda m, v: v._http.path,
+    "host": lambda m, v: v._http.host.lower(),
+    "headers": lambda m, v: _headers(v._http),
+    "scheme": lambda m, v: v._http.scheme,
+    "protocol": lambda m, v: v._http.protocol,
+    "source_address": lambda m, v: m.attributes.source.address.socket_address.address,
+    "source_port": lambda m, v: m.attributes.source.address.socket_address.port_value,
+    "source_principal": lambda m, v: m.attributes.source.principal,
+    "destination_principal": lambda m, v: m.attributes.destination.principal,
+    "source_certificate": lambda m, v: m.attributes.source.certificate,
+    "sni": lambda m, v: m.attributes.tls_session.sni,
+    "context_extensions": lambda m, v: m.attributes.context_extensions,
+    "body": lambda m, v: v._http.raw_body or v._http.body.encode(),
+    # x-request-id is what the apps and access logs see; http.id is Envoy's stream id
+    "request_id": lambda m, v: v.headers.get("x-request-id") or v._http.id,
+    "destination_address": lambda m, v: m.attributes.destination.address.socket_address.address,
+    "destination_port": lambda m, v: m.attributes.destination.address.socket_address.port_value,
+    "destination_labels": lambda m, v: dict(m.attributes.destination.labels),
+    "identity": lambda m, v: Identity.anonymous(v),
+}
+
+
+class _CheckRequestView(Request):
+    """A :class:`Request` whose attributes are read from a CheckRequest on first access, then kept."""
+
+    def __init__(self, message: Any) -> None:  # no super().__init__(): nothing is read up front
+        self._message = message
+
+    def __getattr__(self, name: str) -> Any:  # only called for attributes not read yet
+        read = _FIELDS.get(name)
+        if read is None:
+            raise AttributeError(name)
+        value = self.__dict__[name] = read(self._message, self)
+        return value

@@ -82,9 +82,14 @@ class Rule:
     def applies(self, req: Request) -> bool:
         """True when the rule's scope takes ``req`` and every given pre-match (method, host, path)
         matches it."""
-        # plain loops: this runs for every rule on every Check, and generators cost more than the match
         if self.scope is not None and not self.scope(req):
             return False
+        return self.prematches(req)
+
+    def prematches(self, req: Request) -> bool:
+        """True when every given pre-match (method, host, path) matches ``req``: a function of
+        ``(req.method, req.host, req.path)`` only, so the engine caches it by those three."""
+        # plain loops: this runs for every rule on every Check, and generators cost more than the match
         if self._methods and req.method not in self._methods:
             return False
         if self._host_re:

@@ -7,13 +7,21 @@ times per budget whether the rule now running has passed its deadline and, if so
 C call (``time.sleep``, a socket read) is only interrupted when that call returns; Envoy's own ext_authz
 timeout (200 ms by default) answers the client meanwhile, denied because our configs keep
 ``failure_mode_allow: false``.
+
+Cost per rule matters (it runs for every rule of every Check): arming and disarming are plain dict
+stores; only :meth:`Watchdog.leave`, once per check, takes the lock that the watchdog holds while it
+shoots, so a shot always lands before ``leave`` returns, inside the engine's handling.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 import time
+
+#: The deadline of a thread that is inside a check but between rules: never shot.
+IDLE = math.inf
 
 
 class RuleTimeout(BaseException):
@@ -24,6 +32,10 @@ class RuleTimeout(BaseException):
 class Watchdog:
     """Raises :class:`RuleTimeout` in the thread of a rule that runs past its deadline.
 
+    Use per check: ``tid = enter()``, then ``arm(tid, deadline)`` before each rule and
+    ``disarm(tid)`` after it, and ``leave(tid)`` in a ``finally`` inside the code that handles
+    :class:`RuleTimeout`. Deadlines are ``time.perf_counter()`` seconds.
+
     Args:
         budget_s: a rule's time budget in seconds; the check runs every ``budget_s / 4`` (≥ 5 ms).
     """
@@ -31,30 +43,41 @@ class Watchdog:
     def __init__(self, budget_s: float) -> None:
         self.budget_s = budget_s
         self._lock = threading.Lock()
-        self._running: dict[int, float] = {}  # thread id -> deadline (monotonic s)
+        self._running: dict[int, float] = {}  # thread id -> deadline of its rule (perf_counter s)
         self.fired = 0
         self._interval = max(budget_s / 4, 0.005)
         self._thread = threading.Thread(target=self._loop, daemon=True, name="authz-watchdog")
         self._thread.start()
 
-    def enter(self) -> None:
-        """Mark the start of a rule in the calling thread."""
-        self._running[threading.get_ident()] = time.monotonic() + self.budget_s
+    def enter(self) -> int:
+        """Register the calling thread for one check; returns its id for the calls below."""
+        tid = threading.get_ident()
+        self._running[tid] = IDLE
+        return tid
 
-    def leave(self) -> None:
-        """Mark the end of the calling thread's rule; after this no timeout is raised for it."""
+    def arm(self, tid: int, deadline: float) -> None:
+        """A rule starts in thread ``tid`` and must end by ``deadline``."""
+        self._running[tid] = deadline
+
+    def disarm(self, tid: int) -> None:
+        """The rule of thread ``tid`` returned."""
+        self._running[tid] = IDLE
+
+    def leave(self, tid: int) -> None:
+        """End of the check in thread ``tid``; after this no timeout is raised for it."""
         with self._lock:
-            self._running.pop(threading.get_ident(), None)
+            self._running.pop(tid, None)
 
     def _loop(self) -> None:
         while True:
             time.sleep(self._interval)
-            now = time.monotonic()
             with self._lock:
+                now = time.perf_counter()
                 for tid, deadline in list(self._running.items()):
                     if now > deadline:
                         ctypes.pythonapi.PyThreadState_SetAsyncExc(
                             ctypes.c_ulong(tid), ctypes.py_object(RuleTimeout)
                         )
-                        del self._running[tid]
+                        # stays registered (IDLE) until leave(): the shot lands before leave returns
+                        self._running[tid] = IDLE
                         self.fired += 1
