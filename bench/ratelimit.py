@@ -34,6 +34,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common import process_cpu_seconds  # noqa: E402
+
 from envoykit.core import EnvoyProcess, free_port, wait_for_port  # noqa: E402
 from tests.envoycfg import cluster, http_listener  # noqa: E402
 
@@ -55,6 +57,7 @@ class Result:
     p99_ms: float
     requests: int
     non2xx: int
+    cpu_us: dict[str, float] | None = None  # CPU µs per request by process (/proc), closed-loop runs
 
 
 def _ms(text: str) -> float:
@@ -216,7 +219,17 @@ def main() -> None:
             }
         }
         with EnvoyProcess(config, workdir=tmp / "envoy", concurrency=1, log_level="warning") as envoy:
-            del envoy
+            assert envoy.proc is not None
+            pids = {"Envoy": envoy.proc.pid, "memory server": procs[1].p.pid}
+            pids |= {"Redis server": procs[2].p.pid, "redis-server": procs[0].p.pid}
+
+            def measured(name: str, port: int) -> Result:
+                before = {k: process_cpu_seconds(p) for k, p in pids.items()}
+                r = wrk(name, f"http://127.0.0.1:{port}/", args.seconds, args.connections, header)
+                n = max(r.requests, 1)
+                r.cpu_us = {k: (process_cpu_seconds(p) - before[k]) * 1e6 / n for k, p in pids.items()}
+                return r
+
             header = "x-client: bench"
             scen = [
                 ("(a) no rate limit", pa),
@@ -228,10 +241,7 @@ def main() -> None:
             for _, port in scen:  # warm connections and caches
                 wrk("warm", f"http://127.0.0.1:{port}/", 1, args.connections, header)
             # rounds interleave the scenarios; on a shared machine the best run is the least disturbed
-            runs = [
-                [wrk(n, f"http://127.0.0.1:{p}/", args.seconds, args.connections, header) for n, p in scen]
-                for _ in range(args.rounds)
-            ]
+            runs = [[measured(n, p) for n, p in scen] for _ in range(args.rounds)]
             full = [max(col, key=lambda r: r.rps) for col in zip(*runs, strict=True)]
             half = [
                 hey(n, f"http://127.0.0.1:{p}/", r.rps / 2, max(3, args.seconds // 2), header)
@@ -261,6 +271,10 @@ def main() -> None:
             print(
                 f"{r.name:<40} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.non2xx:>8} {r.rps / a.rps:>6.2f}"
             )
+        print("\nCPU µs per request of the best run (/proc, user+system; idle processes near 0)")
+        for r in full:
+            cpu = r.cpu_us or {}
+            print(f"  {r.name:<40} " + "  ".join(f"{k} {v:6.1f}" for k, v in cpu.items() if v >= 0.5))
         print("\nat half of each scenario's maximum rate (hey, fixed rate)")
         print(f"{'scenario':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
         for r in half:

@@ -1,10 +1,12 @@
 """The ratelimit process: config watcher, store, servicer and a gRPC server, wired together.
 
 By default it runs on the lean unary server (:mod:`envoykit.core.unary`, one event loop): with the
-memory store a call is decided inline; with Redis the blocking redis-py call runs on ``threads``
-handler threads (the store combines the calls that meet there into one script call), and the event
-loop answers UNAVAILABLE once ``store_timeout_s`` has passed without an answer, so the store timeout
-bounds a call's time even when the threads are all stuck. ``server="grpcio"`` keeps the thread-pool
+memory store a call is decided inline; with one Redis the script call is awaited on the same loop
+(redis-py's asyncio client; the calls that meet while one is in flight go out together), bounded by
+``store_timeout_s`` (:mod:`envoykit.ratelimit.stores.loopsender`); with Redis Cluster the blocking
+redis-py call runs on ``threads`` handler threads, and the event loop answers UNAVAILABLE once
+``store_timeout_s`` has passed without an answer, so the store timeout bounds a call's time even
+when the threads are all stuck. ``server="grpcio"`` keeps the thread-pool
 grpcio runner (:class:`~envoykit.core.server.SyncGrpcServer`, with reflection). Both give gRPC
 health, Prometheus ``/metrics`` and a drain on SIGTERM/SIGINT (health NOT_SERVING, refuse new
 calls, ``grace_s`` for calls in flight); the config reloads keep-last-good (``WatchedConfig``).
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +132,13 @@ class RateLimitServer:
         service = self.service
         if isinstance(self.store, MemoryStore):
             return service.answer  # no I/O: decided inline on the event loop
+        apply_async = getattr(self.store, "apply_async", None)
+        if apply_async is not None:  # the store completes on the event loop: no thread hop
+
+            def on_loop(request: rls_pb2.RateLimitRequest) -> Awaitable[rls_pb2.RateLimitResponse]:
+                return service.answer_async(request, apply_async)
+
+            return on_loop
         pool = ThreadPoolExecutor(max_workers=max(1, self.opts.threads), thread_name_prefix="ratelimit-store")
         bound = self.opts.store_timeout_s
         self._on_stop_pool = pool
@@ -149,6 +158,9 @@ class RateLimitServer:
         server.add_service(
             SERVICE_NAME, [UnaryMethod(SHOULD_RATE_LIMIT, rls_pb2.RateLimitRequest, self._handler())]
         )
+        aclose = getattr(self.store, "aclose", None)
+        if aclose is not None:
+            server.on_stop(aclose)  # awaited on the loop, before close() ends the rest
         server.on_stop(self.close)
         server.health.add_check("store", self.store.health)  # /readyz, /healthcheck
         return server

@@ -17,17 +17,17 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
-from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from envoykit.core.logs import get_logger
 from envoykit.core.unary import GrpcStatusError, StatusCode
+from envoykit.ratelimit.algorithms import Count, Hit
 from envoykit.ratelimit.config import Match, RateLimitConfig
 from envoykit.ratelimit.limiter import (
     OK,
@@ -47,6 +47,18 @@ _GRPCIO_CODES = {
     StatusCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 _NO_LIMIT = DescriptorStatus(code=OK)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One call before the store: the matched rules and the hits to apply."""
+
+    matches: list[Match | None]
+    unlimited: list[bool] | None
+    hits: list[Hit]
+    index: list[int]  # the descriptor of each hit
+    addends: list[int]
+    now_ms: int
 
 
 @dataclass(frozen=True)
@@ -166,6 +178,27 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
             self._last_error_log = now
             self._errors_since_log = 0
 
+    async def answer_async(
+        self,
+        request: rls_pb2.RateLimitRequest,
+        apply: Callable[[Sequence[Hit], int, bool], Awaitable[list[Count]]],
+    ) -> rls_pb2.RateLimitResponse:
+        """:meth:`answer` with the store call awaited on the running event loop (``apply``: the store's
+        ``apply_async``), for the lean server; same metrics and errors."""
+        start = time.perf_counter()
+        try:
+            plan = self._plan(request)
+            counts: list[Count] = []
+            if plan.hits:
+                counts = await apply(plan.hits, plan.now_ms, self.settings.stop_when_over)
+            return self._finish(request, plan, counts)
+        except ValueError as exc:
+            raise GrpcStatusError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        except StoreError as exc:
+            raise self.store_failed(exc) from None
+        finally:
+            CALL_SECONDS.observe(time.perf_counter() - start)
+
     def should_rate_limit(self, request: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
         """The decision without gRPC plumbing (thread-safe).
 
@@ -173,6 +206,13 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
             ValueError: empty domain or no descriptors.
             StoreError: the store failed.
         """
+        plan = self._plan(request)
+        counts: list[Count] = []
+        if plan.hits:
+            counts = self._store.apply(plan.hits, plan.now_ms, self.settings.stop_when_over)
+        return self._finish(request, plan, counts)
+
+    def _plan(self, request: rls_pb2.RateLimitRequest) -> _Plan:
         domain = request.domain
         if not domain:
             raise ValueError("rate limit domain must not be empty")
@@ -198,30 +238,25 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
             for i, m in enumerate(matches):
                 if m is not None and m.limit.name and m.limit.name in replacing:
                     matches[i] = None
-        statuses = self._do_limit(domain, descriptors, matches, request.hits_addend)
-        return self._respond(request, matches, statuses, unlimited)
-
-    def _do_limit(
-        self,
-        domain: str,
-        descriptors: Sequence[ratelimit_pb2.RateLimitDescriptor],
-        matches: list[Match | None],
-        request_addend: int,
-    ) -> list[DescriptorStatus]:
         s = self.settings
         hits, index, addends = build_hits(
-            domain, descriptors, matches, request_addend, s.cache_key_prefix, s.quota_mode
+            domain, descriptors, matches, request.hits_addend, s.cache_key_prefix, s.quota_mode
         )
-        statuses = [_NO_LIMIT] * len(matches)
-        if not hits:
-            return statuses
-        counts = self._store.apply(hits, int(self._clock() * 1000), s.stop_when_over)
-        with self._stats_lock:  # stats are plain ints shared by the worker threads
-            for j, i in enumerate(index):
-                m = matches[i]
-                assert m is not None
-                statuses[i] = status_for(m, counts[j], addends[j], s.near_limit_ratio)
-        return statuses
+        now_ms = int(self._clock() * 1000) if hits else 0
+        return _Plan(matches, unlimited, hits, index, addends, now_ms)
+
+    def _finish(
+        self, request: rls_pb2.RateLimitRequest, plan: _Plan, counts: list[Count]
+    ) -> rls_pb2.RateLimitResponse:
+        statuses = [_NO_LIMIT] * len(plan.matches)
+        if plan.hits:
+            ratio = self.settings.near_limit_ratio
+            with self._stats_lock:  # stats are plain ints shared by the worker threads
+                for j, i in enumerate(plan.index):
+                    m = plan.matches[i]
+                    assert m is not None
+                    statuses[i] = status_for(m, counts[j], plan.addends[j], ratio)
+        return self._respond(request, plan.matches, statuses, plan.unlimited)
 
     def _respond(
         self,

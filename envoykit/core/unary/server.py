@@ -21,6 +21,7 @@ engine under it is not.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import socket
 from collections.abc import Callable, Iterable
@@ -98,7 +99,8 @@ class UnaryServer:
         self._services.add(full_name)
 
     def on_stop(self, fn: Callable[[], Any]) -> None:
-        """Call ``fn`` (a plain function) after the server drained: stop watchers, close stores."""
+        """Call ``fn`` after the server drained, in the order given: stop watchers, close stores. An
+        awaitable it returns is awaited (on the serving loop)."""
         self._on_stop.append(fn)
 
     def _health_check(self, req: health_pb2.HealthCheckRequest) -> bytes:
@@ -155,7 +157,9 @@ class UnaryServer:
         for c in list(self._connections):
             c.close()
         for fn in self._on_stop:
-            fn()
+            result = fn()
+            if inspect.isawaitable(result):
+                await result
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server = None

@@ -12,6 +12,10 @@ Failure: connect and socket timeouts (``timeout_s``), a bounded connection pool,
 call never waits longer than ``timeout_s`` (:mod:`envoykit.ratelimit.stores.sender`): any failure
 raises :class:`~envoykit.ratelimit.stores.base.StoreError` within it, and while the store is down
 calls fail at once.
+
+:class:`RedisStore` also serves the lean server's event loop (:meth:`RedisStore.apply_async`): the
+same script through redis-py's asyncio client, under the same bound
+(:mod:`envoykit.ratelimit.stores.loopsender`), so a call crosses no thread (issue 13).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis import BlockingConnectionPool, Redis
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry as LoopRetry
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
@@ -28,6 +34,7 @@ from redis.retry import Retry
 
 from envoykit.ratelimit.algorithms import Algorithm, Count, Hit, window_start
 from envoykit.ratelimit.stores.base import StoreError
+from envoykit.ratelimit.stores.loopsender import LoopSender
 from envoykit.ratelimit.stores.sender import BoundedSender
 
 # One call carries the hits of one or more requests (the format allows batching requests).
@@ -189,6 +196,15 @@ def _store_error(exc: BaseException) -> StoreError:
 _Request = tuple[Sequence[Hit], int, bool]  # hits, now_ms, stop_when_over
 
 
+def _split(batch: Sequence[_Request], counts: list[Count]) -> list[list[Count]]:
+    out: list[list[Count]] = []
+    i = 0
+    for hits, _, _ in batch:
+        out.append(counts[i : i + len(hits)])
+        i += len(hits)
+    return out
+
+
 class RedisStore:
     """Counters in one Redis (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://`` paths).
 
@@ -217,6 +233,55 @@ class RedisStore:
         self._sender: BoundedSender[_Request, list[Count]] = BoundedSender(
             "redis", self._send, self.client.ping, timeout_s
         )
+        self._max_connections = max_connections
+        self._aclient: aioredis.Redis | None = None  # made on the serving loop by apply_async
+        self._loop_sender: LoopSender[_Request, list[Count]] | None = None
+
+    async def apply_async(
+        self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False
+    ) -> list[Count]:
+        """:meth:`apply` on the running event loop (the lean server's), crossing no thread.
+
+        Calls made while a script call is in flight go out together in the next one. Use from one
+        event loop only. Raises StoreError within ``timeout_s``.
+        """
+        sender = self._loop_sender
+        if sender is None:
+            sender = self._start_loop_client()
+        return await sender.call((hits, now_ms, stop_when_over))
+
+    def _start_loop_client(self) -> LoopSender[_Request, list[Count]]:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=self._max_connections,
+            timeout=self.timeout_s,
+            socket_timeout=self.timeout_s,
+            socket_connect_timeout=self.timeout_s,
+            retry=LoopRetry(NoBackoff(), 0),
+        )
+        client = self._aclient = aioredis.Redis(connection_pool=pool, retry=LoopRetry(NoBackoff(), 0))
+        script = client.register_script(LUA)
+
+        async def send(batch: Sequence[_Request]) -> list[list[Count]]:
+            keys: list[str] = []
+            argv: list[int] = []
+            for hits, now_ms, stop in batch:
+                encode_into(keys, argv, hits, now_ms, stop)
+            try:
+                counts = decode(await script(keys=keys, args=argv))
+            except (RedisError, OSError) as exc:
+                raise _store_error(exc) from exc
+            return _split(batch, counts)
+
+        self._loop_sender = LoopSender("redis", send, client.ping, self.timeout_s)
+        return self._loop_sender
+
+    async def aclose(self) -> None:
+        """Close the event loop's client (call on that loop; :meth:`close` closes the rest)."""
+        if self._loop_sender is not None:
+            self._loop_sender.close()
+        if self._aclient is not None:
+            await self._aclient.aclose()
 
     def apply(self, hits: Sequence[Hit], now_ms: int, stop_when_over: bool = False) -> list[Count]:
         """Apply ``hits`` (see :class:`~envoykit.ratelimit.stores.base.Store`).
@@ -235,12 +300,7 @@ class RedisStore:
             counts = decode(self._script(keys=keys, args=argv))
         except (RedisError, OSError) as exc:
             raise _store_error(exc) from exc
-        out: list[list[Count]] = []
-        i = 0
-        for hits, _, _ in batch:
-            out.append(counts[i : i + len(hits)])
-            i += len(hits)
-        return out
+        return _split(batch, counts)
 
     def ping(self) -> bool:
         """True when Redis answers PING within the timeout."""
@@ -249,6 +309,8 @@ class RedisStore:
     def health(self) -> str | None:
         """None when Redis answers PING within the timeout, else why not (the store is then down)."""
         down = self._sender.down
+        if down is None and self._loop_sender is not None:
+            down = self._loop_sender.down
         if down is not None:
             return f"redis: {down}"
         try:
