@@ -76,6 +76,11 @@ class Headers(Mapping[str, str]):
     def __getitem__(self, name: str) -> str:
         return self._multi[name.lower()][0]
 
+    def get(self, name: str, default: Any = None) -> Any:  # Mapping's goes through a KeyError
+        """The first value of ``name``, or ``default``."""
+        values = self._multi.get(name.lower()) if isinstance(name, str) else None
+        return values[0] if values else default
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._multi
 
