@@ -34,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import process_cpu_seconds  # noqa: E402
+from common import cpu_seconds  # noqa: E402
 
 from envoykit.core import EnvoyProcess, free_port, wait_for_port  # noqa: E402
 from tests.envoycfg import cluster, http_listener  # noqa: E402
@@ -224,10 +224,10 @@ def main() -> None:
             pids |= {"Redis server": procs[2].p.pid, "redis-server": procs[0].p.pid}
 
             def measured(name: str, port: int) -> Result:
-                before = {k: process_cpu_seconds(p) for k, p in pids.items()}
+                before = {k: cpu_seconds(p) for k, p in pids.items()}
                 r = wrk(name, f"http://127.0.0.1:{port}/", args.seconds, args.connections, header)
                 n = max(r.requests, 1)
-                r.cpu_us = {k: (process_cpu_seconds(p) - before[k]) * 1e6 / n for k, p in pids.items()}
+                r.cpu_us = {k: (cpu_seconds(p) - before[k]) * 1e6 / n for k, p in pids.items()}
                 return r
 
             header = "x-client: bench"
