@@ -56,12 +56,12 @@ async def test_paused_redis_fails_within_the_timeout_then_recovers(redis_server:
         )
         waited = time.monotonic() - t0
         assert all(isinstance(r, StoreError) for r in results), results
-        assert waited <= TIMEOUT_S + 0.25, waited
+        assert waited <= TIMEOUT_S + 0.3, waited  # the margin of test_redis_faults (a busy 2-core machine)
         assert store.health() is not None  # down: readiness says so
         t0 = time.monotonic()
         with pytest.raises(StoreError, match="unavailable"):
             await store.apply_async([hit], int(time.time() * 1000))
-        assert time.monotonic() - t0 < 0.05  # fails at once while down
+        assert time.monotonic() - t0 < 0.1  # fails at once while down (no round trip)
         deadline = time.monotonic() + 10
         while True:  # the probe brings it back once the pause ends
             try:
