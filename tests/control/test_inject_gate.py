@@ -100,10 +100,19 @@ def test_inject_gate_refusals_and_off_switch(tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert not set(GATE_FILTERS) & {f["name"] for f in _filters(tmp_path / "plain.envoykit.yaml")}
+    # renewing: --replace puts one gate back, not a second one
+    cfg = _user_config(tmp_path, 10000, 8000)
+    once, twice = tmp_path / "once.yaml", tmp_path / "twice.yaml"
+    assert (
+        run(cfg, "-o", once, "--authz", "127.0.0.1:9191", "--policy-dir", tmp_path / "policy").exit_code == 0
+    )
+    r = run(once, "-o", twice, "--authz", "127.0.0.1:9191", "--policy-dir", tmp_path / "policy", "--replace")
+    assert r.exit_code == 0, r.output
+    names = [f["name"] for f in _filters(twice)]
+    assert names == [*GATE_FILTERS, "envoy.filters.http.ext_authz", "envoy.filters.http.router"]
     (tmp_path / "policy" / "all.py").write_text(
         "from envoykit.authz import deny_rule\n@deny_rule()\ndef x(req): ...\n"
     )
-    cfg = _user_config(tmp_path, 10000, 8000)
     r = run(cfg, "--authz", "127.0.0.1:9191", "--policy-dir", tmp_path / "policy", "--no-validate")
     assert r.exit_code == 0 and "native gate off, every request goes to ext_authz" in r.output
     r = run(cfg, "--ratelimit", "127.0.0.1:1", "--descriptor", "remote_address", "--policy-dir", tmp_path)

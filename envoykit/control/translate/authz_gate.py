@@ -19,19 +19,23 @@ gate filters disabled too (``RBACPerRoute`` without ``rbac``), so they stay unch
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac
 
-from envoykit.authz.gate import OTHER_NAMESPACE, Gate, NoGate, compile_gate, gate_disabled_per_route
-from envoykit.authz.istio import Workload
-from envoykit.authz.loader import Policy, load_policy
 from envoykit.control.model.mesh import Mesh
 from envoykit.control.model.nodes import NodeInfo
 from envoykit.control.translate.filters import EXT_AUTHZ
 from envoykit.control.translate.pb import pack
 from envoykit.core.errors import ConfigError
 from envoykit.core.logs import get_logger
+
+if TYPE_CHECKING:  # envoykit.authz (policy loader, JWT libraries) loads only for a mesh with a gate
+    from envoykit.authz.gate import Gate
+    from envoykit.authz.istio import Workload
+    from envoykit.authz.loader import Policy
 
 log = get_logger("control")
 
@@ -61,12 +65,17 @@ def load_gate_policy(mesh: Mesh, base_dir: Path) -> Policy | None:
     d = gate_policy_dir(mesh, base_dir)
     if d is None:
         return None
+    from envoykit.authz.loader import load_policy
+
     policy = load_policy(d, _last.get(d))
     _last[d] = policy
     return policy
 
 
 def _views(node: NodeInfo) -> list[Workload]:
+    from envoykit.authz.gate import OTHER_NAMESPACE
+    from envoykit.authz.istio import Workload
+
     labels = node.labels()
     known, unknown = Workload(node.namespace, labels), Workload(None, labels)
     gw = node.gateway
@@ -81,6 +90,8 @@ def node_gate(policy: Policy | None, node: NodeInfo, base_dir: Path) -> Gate | N
     """The gate for ``node`` (a sidecar's inbound side or a gateway), or None: plain ext_authz."""
     if policy is None:
         return None
+    from envoykit.authz.gate import NoGate, compile_gate
+
     views = _views(node)
     try:
         return compile_gate(policy, views)
@@ -95,7 +106,7 @@ def node_gate(policy: Policy | None, node: NodeInfo, base_dir: Path) -> Gate | N
 def disable_gate_where_authz_is(config: route_pb2.RouteConfiguration, gate: Gate) -> None:
     """Turn the gate's filters off on every virtual host and route of ``config`` that disables
     ext_authz (``ExtAuthzPerRoute.disabled``)."""
-    off = pack(gate_disabled_per_route())
+    off = pack(http_rbac.RBACPerRoute())  # no ``rbac``: the filter is off on this route
     holders = [*config.virtual_hosts, *(r for vh in config.virtual_hosts for r in vh.routes)]
     for h in holders:
         if EXT_AUTHZ not in h.typed_per_filter_config:

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.json_format import MessageToDict
 
-from envoykit.authz.gate import GATE_FILTERS, OTHER_NAMESPACE, Gate, NoGate, compile_gate
-from envoykit.authz.istio import Workload
-from envoykit.authz.loader import load_policy
+if TYPE_CHECKING:  # envoykit.authz loads only when a gate is asked for
+    from envoykit.authz.gate import Gate
 
 _EXT_AUTHZ_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 _RBAC_PER_ROUTE = {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}
@@ -41,6 +40,10 @@ def config_gate(config: dict[str, Any], policy_dir: Path) -> tuple[Gate | None, 
     Raises:
         ConfigError: the policy directory does not load (file, line and field named).
     """
+    from envoykit.authz.gate import OTHER_NAMESPACE, NoGate, compile_gate
+    from envoykit.authz.istio import Workload
+    from envoykit.authz.loader import load_policy
+
     md = (config.get("node") or {}).get("metadata") or {}
     raw = md.get("labels") if isinstance(md, dict) else None
     labels = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
@@ -76,6 +79,8 @@ def place_gate(hcm: dict[str, Any], gate: Gate, replace: bool) -> None:
             f"{', '.join(missing)} (docs/authz.md), or give --no-gate"
         )
     filters = hcm["http_filters"]
+    from envoykit.authz.gate import GATE_FILTERS  # both, though this gate may have one: renew whole
+
     present = [i for i, f in enumerate(filters) if f.get("name") in GATE_FILTERS]
     if present and not replace:
         raise ValueError(f"HCM {prefix} already has the native gate: give --replace to renew it")
