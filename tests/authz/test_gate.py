@@ -138,11 +138,9 @@ def _dicts(messages: Any) -> list[dict[str, Any]]:
     return [MessageToDict(m, preserving_proto_field_name=True) for m in messages]
 
 
-def test_gate_decides_like_python_and_fails_closed(tmp_path: Path, envoy, authz_server) -> None:
-    pol_dir = _policy_dir(tmp_path)
-    gate = compile_gate(load_policy(pol_dir))
-    assert gate.python_rules == ("admin_needs_header", "orders") and gate.credentials == ("x-api-key",)
-    srv = authz_server(pol_dir)
+def _gate_and_python(envoy: Any, gate: Any, authz_port: int) -> tuple[Any, int, int]:
+    """One Envoy with two listeners on the same routes: the gate before ext_authz, and ext_authz
+    alone; returns the Envoy and the two ports."""
     with_gate, python_only = free_port(), free_port()
     routes = [direct_response(200, "ok")]
     enabled = MessageToDict(gate.ext_authz_enabled, preserving_proto_field_name=True)
@@ -157,10 +155,18 @@ def test_gate_decides_like_python_and_fails_closed(tmp_path: Path, envoy, authz_
             ),
             http_listener(python_only, routes, [ext_authz_filter()], name="python", hcm_extra=HCM),
         ],
-        [cluster("authz", srv.port, http2=True)],
+        [cluster("authz", authz_port, http2=True)],
     )
     validate_envoy_config(cfg)
-    proxy = envoy(cfg)
+    return envoy(cfg), with_gate, python_only
+
+
+def test_gate_decides_like_python_and_fails_closed(tmp_path: Path, envoy, authz_server) -> None:
+    pol_dir = _policy_dir(tmp_path)
+    gate = compile_gate(load_policy(pol_dir))
+    assert gate.python_rules == ("admin_needs_header", "orders") and gate.credentials == ("x-api-key",)
+    srv = authz_server(pol_dir)
+    proxy, with_gate, python_only = _gate_and_python(envoy, gate, srv.port)
     both = [(case, _send(with_gate, *case[:3]), _send(python_only, *case[:3])) for case in CASES]
     differ = [(c, g, p) for c, g, p in both if g != p]
     assert not differ, f"the gate and the Python path disagree: {differ}"
@@ -311,3 +317,23 @@ def test_gate_with_mtls_identities_and_scope(tmp_path: Path, envoy, authz_server
     stats = proxy.stats("http.127.0.0.1.ext_authz.")
     assert stats["http.127.0.0.1.ext_authz.ok"] + stats["http.127.0.0.1.ext_authz.denied"] == to_python
     assert stats["http.127.0.0.1.ext_authz.disabled"] > 0
+
+
+def test_shipped_example_through_the_gate(envoy, authz_server) -> None:
+    """examples/gate with its cases file: the gate and the server agree with each other and with the
+    expected decisions, and only /orders reaches the server."""
+    root = Path(__file__).resolve().parents[2]
+    pol_dir = root / "examples" / "gate"
+    gate = compile_gate(load_policy(pol_dir))
+    srv = authz_server(pol_dir)
+    proxy, with_gate, python_only = _gate_and_python(envoy, gate, srv.port)
+    cases = yaml.safe_load((root / "examples" / "gate-cases.yaml").read_text())["cases"]
+    for case in cases:
+        req, want = case["request"], case["expect"]
+        args = (req.get("method", "GET"), req["path"], req.get("headers", {}))
+        got = _send(with_gate, *args)
+        assert got == _send(python_only, *args), case["name"]
+        assert got[0] == (200 if want["result"] == "allow" else want["status"]), (case["name"], got)
+    stats = proxy.stats("http.gate.ext_authz.")
+    orders = sum(1 for c in cases if c["request"]["path"].startswith("/orders"))
+    assert stats["http.gate.ext_authz.ok"] + stats["http.gate.ext_authz.denied"] == orders
