@@ -51,7 +51,10 @@ def ratelimit() -> None:
 @click.option("--cache-key-prefix", default="ekrl:", show_default=True, help="Prefix of every counter key.")
 @click.option("--max-stats-keys", default=10_000, show_default=True, help="Bound on distinct stats keys.")
 @click.option(
-    "--threads", default=4, show_default=True, help="Store threads (lean, Redis) or gRPC threads (grpcio)."
+    "--threads",
+    default=4,
+    show_default=True,
+    help="Store threads (lean, Redis Cluster) or gRPC threads (grpcio).",
 )
 @click.option(
     "--server",

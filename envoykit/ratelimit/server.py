@@ -50,7 +50,7 @@ class ServerOptions:
         store_timeout_s: connect and socket timeout of the store, in seconds.
         merge_domains: let several files add to one domain (MERGE_DOMAIN_CONFIG).
         max_stats_keys: bound on distinct stats keys (see :mod:`envoykit.ratelimit.metrics`).
-        threads: gRPC worker threads (grpcio) or store threads (lean, Redis).
+        threads: gRPC worker threads (grpcio) or store threads (lean, Redis Cluster).
         grace_s: drain time on SIGTERM, in seconds.
         server: ``lean`` (default) or ``grpcio``.
     """
