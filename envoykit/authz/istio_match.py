@@ -67,7 +67,17 @@ def value_matcher(pattern: str) -> Matcher:
 
 def _any(patterns: _Str, fold: Callable[[str], str] = str) -> Callable[[list[str]], bool]:
     ms = [value_matcher(fold(p)) for p in patterns]
-    return lambda values: any(m(fold(v)) for m in ms for v in values)
+
+    def match(values: list[str]) -> bool:
+        # plain loops, not any(<generator>): every policy runs these on every Check (issue 13)
+        for v in values:
+            v = fold(v)
+            for m in ms:
+                if m(v):
+                    return True
+        return False
+
+    return match
 
 
 def _principal_forms(p: str) -> list[str]:
@@ -181,12 +191,48 @@ def _strings(fold: Callable[[str], str] = str) -> Callable[[_Str], Callable[[lis
 
 def _exact(patterns: _Str) -> Callable[[list[str]], bool]:
     want = frozenset(patterns)
-    return lambda values: any(v in want for v in values)
+    return lambda values: not want.isdisjoint(values)
 
 
 def _paths(patterns: _Str) -> Callable[[list[str]], bool]:
     rx = [compiled_path_regex(p) for p in patterns]
-    return lambda values: any(x.fullmatch(v) for x in rx for v in values)
+
+    def match(values: list[str]) -> bool:
+        for v in values:
+            for x in rx:
+                if x.fullmatch(v):
+                    return True
+        return False
+
+    return match
+
+
+def _all(checks: list[Check]) -> Check:
+    """``r -> every check passes`` (a plain loop; no closure at all for zero or one check)."""
+    if not checks:
+        return lambda r: True
+    if len(checks) == 1:
+        return checks[0]
+
+    def every(r: Request) -> bool:
+        for c in checks:  # noqa: SIM110 - a loop, not all(<generator>): see _any
+            if not c(r):
+                return False
+        return True
+
+    return every
+
+
+def _some(checks: list[Check]) -> Check:
+    """``r -> some check passes`` (a plain loop)."""
+
+    def some(r: Request) -> bool:
+        for c in checks:  # noqa: SIM110 - a loop, not any(<generator>): see _any
+            if c(r):
+                return True
+        return False
+
+    return some
 
 
 def _source(s: Source) -> Check:
@@ -198,7 +244,7 @@ def _source(s: Source) -> Check:
         *_pair(s.ip_blocks, s.not_ip_blocks, _FACTS["source.ip"], _ip_matcher),
         *_pair(s.remote_ip_blocks, s.not_remote_ip_blocks, _FACTS["remote.ip"], _ip_matcher),
     ]
-    return lambda r: all(c(r) for c in checks)
+    return _all(checks)
 
 
 def _operation(o: Operation) -> Check:
@@ -208,7 +254,7 @@ def _operation(o: Operation) -> Check:
         *_pair(o.methods, o.not_methods, lambda r: [r.method], _strings()),
         *_pair(o.paths, o.not_paths, lambda r: [r.path], _paths),
     ]
-    return lambda r: all(c(r) for c in checks)
+    return _all(checks)
 
 
 def _condition(c: Condition) -> Check:
@@ -219,31 +265,24 @@ def _condition(c: Condition) -> Check:
     else:
         kind = _strings()
     checks = _pair(c.values, c.not_values, lambda r: condition_values(c.key, r), kind)
-    return lambda r: all(x(r) for x in checks)
+    return _all(checks)
 
 
 def _rule(rs: RuleSpec) -> Check:
-    froms = [_source(f.source) for f in rs.from_]
-    tos = [_operation(t.operation) for t in rs.to]
-    whens = [_condition(c) for c in rs.when]
-
-    def match(r: Request) -> bool:
-        if froms and not any(f(r) for f in froms):
-            return False
-        if tos and not any(t(r) for t in tos):
-            return False
-        return all(w(r) for w in whens)
-
-    return match
+    # Istio: some `from` matches (when any is given), and some `to`, and every `when`
+    parts = []
+    if rs.from_:
+        parts.append(_some([_source(f.source) for f in rs.from_]))
+    if rs.to:
+        parts.append(_some([_operation(t.operation) for t in rs.to]))
+    parts += [_condition(c) for c in rs.when]
+    return _all(parts)
 
 
 def compile_policy(policy: AuthorizationPolicy, source: str) -> Rule:
     """Turn one AuthorizationPolicy into a :class:`Rule`: it applies to the workloads the policy
     selects (:meth:`AuthorizationPolicy.selects`, from the request's destination) and matches per Istio."""
-    matchers = [_rule(r) for r in policy.spec.rules]
-
-    def fn(req: Request) -> bool:
-        return any(m(req) for m in matchers)
+    fn = _some([_rule(r) for r in policy.spec.rules])
 
     scope = (lambda req: policy.selects(Workload.from_request(req))) if policy.scoped else None
     return Rule(
