@@ -31,11 +31,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import LoadResult, table, wrk
+from google.protobuf import json_format
 
+from envoykit.control.accesslog import http_access_logs
+from envoykit.control.model import AccessLogServer
+from envoykit.control.types import Address
 from envoykit.core import EnvoyProcess, free_port
 from envoykit.telemetry.gap import envoy_log_stats
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
-from tests.telemetry.helpers import BACKEND, TelemetryProcess, access_logs, total
+from tests.telemetry.helpers import BACKEND, TelemetryProcess, total
 
 LISTENER = "telemetry"
 
@@ -67,6 +71,12 @@ def settled_count(srv: TelemetryProcess, timeout: float = 30.0) -> float:
     return last
 
 
+def _mean(rs: list[LoadResult]) -> LoadResult:
+    return LoadResult(
+        rs[0].name, sum(r.rps for r in rs) / len(rs), max(r.p50_ms for r in rs), max(r.p99_ms for r in rs)
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=6)
@@ -74,62 +84,80 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--nice", type=int, default=0, help="the telemetry server's --nice")
     ap.add_argument("--no-access-log", action="store_true", help="metrics only, no JSON access log")
+    defaults = AccessLogServer()
+    ap.add_argument(
+        "--buffer-size-bytes", type=int, default=defaults.buffer_size_bytes, help="the logger's buffer"
+    )
+    ap.add_argument("--flush-interval", type=float, default=defaults.buffer_flush_interval, help="seconds")
     args = ap.parse_args()
     extra = ["--nice", str(args.nice)] if args.nice else []
     tmp = tempfile.mkdtemp(prefix="envoykit-bench-")
     with TelemetryProcess(Path(tmp) / "access.json", *extra, access_log=not args.no_access_log) as srv:
+        als = AccessLogServer(
+            address=Address(port=srv.port),
+            buffer_size_bytes=args.buffer_size_bytes,
+            buffer_flush_interval=args.flush_interval,
+        )
         plain, logged = free_port(), free_port()
         ok = [direct_response(200, "ok")]
+        # the access logger exactly as the control plane builds it for a sidecar's inbound side
+        loggers = [
+            json_format.MessageToDict(a, preserving_proto_field_name=True)
+            for a in http_access_logs(als, "destination")
+        ]
         cfg = bootstrap(
             [
                 http_listener(plain, ok, name="plain"),
-                http_listener(
-                    logged, ok, name=LISTENER, hcm_extra={"access_log": access_logs(srv.port, "destination")}
-                ),
+                http_listener(logged, ok, name=LISTENER, hcm_extra={"access_log": loggers}),
             ],
             [cluster("envoykit_telemetry", srv.port, http2=True)],
         )
-        # the access log as the mesh configures it: 1 s flush, 16 KiB buffer
-        for a in cfg["static_resources"]["listeners"][1]["filter_chains"][0]["filters"][0]["typed_config"][
-            "access_log"
-        ]:
-            a["typed_config"]["common_config"]["buffer_flush_interval"] = "1s"
         cfg["node"] = {"id": "sidecar~backend-v2", "cluster": "backend", "metadata": BACKEND}
         with EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench") as env:
+            assert env.proc is not None and srv.proc is not None
+            pids = {"envoy": env.proc.pid, "server": srv.proc.pid}
             url = {"a": f"http://127.0.0.1:{plain}/x", "b": f"http://127.0.0.1:{logged}/x"}
             for k in "ab":
                 wrk("warm-up", url[k], seconds=1, connections=args.connections)
-            assert srv.proc is not None
-            cpu_before = cpu_seconds(srv.proc.pid)
-            warm = settled_count(srv)
+            settled_count(srv)
             runs: dict[str, list[LoadResult]] = {"a": [], "b": []}
+            # CPU seconds per scenario, summed over rounds; (b)'s server CPU includes its catching up
+            # after each round (the next round of (a) starts only once the count settled)
+            cpu = {k: {"envoy": 0.0, "server": 0.0} for k in "ab"}
             for _ in range(args.rounds):
                 for k in "ab":
                     name = "(a) no telemetry" if k == "a" else "(b) access-log telemetry"
+                    before = {n: cpu_seconds(p) for n, p in pids.items()}
                     runs[k].append(wrk(name, url[k], seconds=args.seconds, connections=args.connections))
+                    if k == "b":
+                        settled_count(srv)
+                    for n, p in pids.items():
+                        cpu[k][n] += cpu_seconds(p) - before[n]
             counted = settled_count(srv)
             received = downstream_requests(env.admin_url)
             _, envoy_stats = envoy_log_stats(env.admin_url)
             lines = sum(len(f.read_bytes().splitlines()) for f in Path(tmp).glob("access.json*"))
-            assert srv.proc is not None
-            server_cpu = cpu_seconds(srv.proc.pid) - cpu_before
     shutil.rmtree(tmp, ignore_errors=True)
-    mean = {
-        k: LoadResult(
-            rs[0].name, sum(r.rps for r in rs) / len(rs), max(r.p50_ms for r in rs), max(r.p99_ms for r in rs)
-        )
-        for k, rs in runs.items()
-    }
+    mean = {k: _mean(rs) for k, rs in runs.items()}
+    sent = {k: sum(r.requests for r in rs) for k, rs in runs.items()}
+    us = {k: {n: v * 1e6 / max(sent[k], 1) for n, v in c.items()} for k, c in cpu.items()}
     print(f"maximum throughput (wrk, closed loop, {args.connections} connections, {args.seconds} s):")
     print(table([r for k in "ab" for r in runs[k]], mean["a"]))
     print(f"\nmeans over {args.rounds} rounds (p50/p99: worst round):")
     print(table([mean["a"], mean["b"]], mean["a"]))
-    print(f"\ntelemetry server: nice {args.nice}, JSON access log {'off' if args.no_access_log else 'on'}")
+    print(
+        f"\ntelemetry server: nice {args.nice}, JSON access log {'off' if args.no_access_log else 'on'}; "
+        f"Envoy's logger: buffer_size_bytes {als.buffer_size_bytes}, "
+        f"buffer_flush_interval {als.buffer_flush_interval:g} s"
+    )
     print(f"telemetry: {counted:.0f} counted, {lines} JSON lines, {received} requests received by Envoy")
     print(
         f"Envoy's access logger: {envoy_stats['logs_written']} written, {envoy_stats['logs_dropped']} dropped"
     )
-    print(f"telemetry server CPU: {server_cpu * 1e6 / max(counted - warm, 1):.1f} µs per entry")
+    print("CPU µs per request (from /proc, summed over the rounds):")
+    print(f"  (a) Envoy {us['a']['envoy']:.1f}")
+    print(f"  (b) Envoy {us['b']['envoy']:.1f}, telemetry server {us['b']['server']:.1f}")
+    print(f"telemetry server CPU: {us['b']['server']:.1f} µs per entry")
     print(f"ratio = {mean['b'].rps / mean['a'].rps:.2f}")
     print(f"lost = {received - int(counted)} of {received}")
 

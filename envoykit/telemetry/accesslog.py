@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from envoykit.core.accesslog import TEXT_FORMAT
+
 _PROTOCOLS = {1: "HTTP/1.0", 2: "HTTP/1.1", 3: "HTTP/2", 4: "HTTP/3"}  # HTTPAccessLogEntry.HTTPVersion
 
 
@@ -95,6 +97,11 @@ def static_fields(values: tuple[str, ...], node: str) -> str:
 _q = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C: a JSON string with its quotes
 
 
+def quote(value: str) -> str:
+    """``value`` as a JSON string, with its quotes."""
+    return str(_q(value))
+
+
 def _num(v: float | None) -> str:
     return "null" if v is None else repr(v)
 
@@ -133,6 +140,52 @@ def http_line(static: str, entry: Any, grpc_status: str) -> str:
     )
 
 
+_TEXT_QUOTES = TEXT_FORMAT.count('"')
+
+
+def tagged_line(
+    static: str,
+    ts: str,
+    protocol: str,
+    duration_ms: float,
+    upstream_ms: float | None,
+    request_bytes: int,
+    response_bytes: int,
+    trace: str,
+    text: str,
+    entry: Any,
+) -> str:
+    """The JSON line for one HTTP entry that carries the control plane's tag
+    (:data:`envoykit.core.accesslog.TAG`): ``static`` from its key part (labels, status, gRPC
+    status), the values parsed by the caller, ``trace`` and ``text`` its last two parts. ``text`` is spliced as is when it is safe, else those
+    fields are written from the entry's proto, escaped."""
+    if text.count('"') != _TEXT_QUOTES or len(_q(text)) != len(text) + 2 + _TEXT_QUOTES:
+        text = _text_fields(entry)  # a value holds a quote, a backslash or a control character
+    tp, _, b3 = trace.partition("\n")
+    if tp:
+        parts = tp.split("-")
+        if len(parts) >= 3:
+            b3 = parts[1]
+    return (
+        f'{{"@timestamp":{_q(ts)},{static},"kind":"http","duration_ms":{duration_ms!r},'
+        f'"upstream_service_time_ms":{_num(upstream_ms)},"request_bytes":{request_bytes},'
+        f'"response_bytes":{response_bytes},"protocol":{_q(protocol)},"trace_id":{_q(b3)},{text}}}'
+    )
+
+
+def _text_fields(entry: Any) -> str:
+    """The :data:`~envoykit.core.accesslog.TEXT_FORMAT` fields from the entry's proto, escaped."""
+    c = entry.common_properties
+    req = entry.request
+    return (
+        f'"method":"{accesslog_method(req.request_method)}","authority":{_q(req.authority)},'
+        f'"path":{_q(req.path)},"request_id":{_q(req.request_id)},"user_agent":{_q(req.user_agent)},'
+        f'"response_code_details":{_q(entry.response.response_code_details)},'
+        f'"upstream_cluster":{_q(c.upstream_cluster)},"upstream_host":{_q(address(c.upstream_remote_address))},'
+        f'"downstream_remote_address":{_q(address(c.downstream_remote_address))}'
+    )
+
+
 def tcp_line(static: str, entry: Any) -> str:
     """The JSON line for one ``TCPAccessLogEntry`` (a closed connection)."""
     conn = entry.connection_properties
@@ -163,9 +216,14 @@ def dumps(obj: dict[str, Any]) -> str:
 class AccessLogWriter:
     """Writes JSON lines to stdout (``path`` None or ``-``) or to ``path``, rotated by size.
 
+    A batch is written as one block and flushed, never split across files. Rotation (``path`` →
+    ``path.1`` … ``path.<backups>``) is ``logging.handlers.RotatingFileHandler.doRollover``; its
+    per-record path (a format and a size check per record) is not used: a batch is a few hundred
+    lines.
+
     Args:
         path: the file (its folder is created), or None/``-`` for stdout.
-        max_bytes: rotate when the file would grow beyond this (0: never).
+        max_bytes: rotate before a batch would take the file beyond this (characters; 0: never).
         backups: rotated files kept (``path.1`` is the newest).
 
     Raises:
@@ -174,29 +232,18 @@ class AccessLogWriter:
 
     def __init__(self, path: str | Path | None, max_bytes: int = 100 * 1024 * 1024, backups: int = 5) -> None:
         self.path = None if path in (None, "-") else Path(str(path))
-        self._logger = logging.getLogger(f"envoykit.telemetry.access.{id(self)}")
-        self._logger.propagate = False
-        self._logger.setLevel(logging.INFO)
-        handler: logging.Handler
-        if self.path is None:
-            handler = logging.StreamHandler(sys.stdout)
-        else:
+        self.max_bytes = max_bytes
+        self._files: logging.handlers.RotatingFileHandler | None = None
+        self._size = 0
+        if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.handlers.RotatingFileHandler(
+            self._files = logging.handlers.RotatingFileHandler(
                 self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
             )
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        # a failed write must be seen (counted by the caller), not printed and swallowed
-        handler.handleError = self._raise  # type: ignore[method-assign]
-        self._handler = handler
-        self._logger.addHandler(handler)
-
-    @staticmethod
-    def _raise(record: logging.LogRecord) -> None:
-        raise
+            self._size = self.path.stat().st_size
 
     def write(self, lines: Iterable[str]) -> int:
-        """Write ``lines`` (no newlines inside) as one record, so a batch lands in one file.
+        """Write ``lines`` (no newlines inside) as one block, so a batch lands in one file.
 
         Returns:
             the number of lines written.
@@ -204,12 +251,26 @@ class AccessLogWriter:
         Raises:
             OSError: the write failed.
         """
-        batch = list(lines)
-        if batch:
-            self._logger.info("\n".join(batch))
+        batch = lines if isinstance(lines, list) else list(lines)
+        if not batch:
+            return 0
+        data = "\n".join(batch) + "\n"
+        files = self._files
+        if files is None:
+            sys.stdout.write(data)
+            sys.stdout.flush()
+            return len(batch)
+        if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
+            files.doRollover()
+            self._size = 0
+        stream = files.stream
+        assert stream is not None  # opened in __init__ and by every rollover
+        stream.write(data)
+        stream.flush()
+        self._size += len(data)
         return len(batch)
 
     def close(self) -> None:
         """Flush and close the file."""
-        self._logger.removeHandler(self._handler)
-        self._handler.close()
+        if self._files is not None:
+            self._files.close()

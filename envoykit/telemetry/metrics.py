@@ -32,7 +32,9 @@ ENVOY_BUCKETS = (
     0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000,
     1800000, 3600000,
 )  # fmt: skip
-_BOUNDS = tuple(float(b) for b in ENVOY_BUCKETS)
+#: Upper bounds of the buckets as floats; an observation counts in ``counts[bisect_left(BOUNDS, v)]``.
+BOUNDS = tuple(float(b) for b in ENVOY_BUCKETS)
+_BOUNDS = BOUNDS
 _LE = [*(floatToGoString(b) for b in _BOUNDS), "+Inf"]  # as prometheus_client's own Histogram
 
 

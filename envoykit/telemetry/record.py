@@ -12,15 +12,25 @@ that ``stream_id`` (a connection that never reached its upstream).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
 from envoykit.core import get_logger
-from envoykit.core.accesslog import RESPONSE_HEADERS
+from envoykit.core.accesslog import RESPONSE_HEADERS, TAG
 from envoykit.core.peer import PEER_HEADER, parse_peer
-from envoykit.telemetry.accesslog import AccessLogWriter, http_line, millis, static_fields, tcp_line
+from envoykit.telemetry.accesslog import (
+    AccessLogWriter,
+    http_line,
+    millis,
+    quote,
+    static_fields,
+    tagged_line,
+    tcp_line,
+)
 from envoykit.telemetry.flags import response_flags
 from envoykit.telemetry.labels import LabelGuard, Reporter, label_values, tcp_values
+from envoykit.telemetry.metrics import BOUNDS as _BOUNDS
 from envoykit.telemetry.metrics import HttpSeries, IstioMetrics, ServerMetrics, TcpSeries
 
 assert PEER_HEADER in RESPONSE_HEADERS
@@ -29,6 +39,24 @@ _TCP_CONNECTED = 1  # envoy.data.accesslog.v3.AccessLogType.TcpUpstreamConnected
 _TCP_PERIODIC = 2
 _MAX_CACHE = 4096
 _MAX_CONNECTED = 65536
+_MAX_SIZES = 256
+
+
+def _sizes(by_size: dict[str, tuple[int, int, int, int]], sizes: str) -> tuple[int, int, int, int]:
+    """A tag's sizes part → (request bucket, request bytes, response bucket, response bytes), kept in
+    ``by_size`` (bounded).
+
+    Raises:
+        ValueError: not four integers.
+    """
+    qh, qb, rh, rb = (int(x) if x else 0 for x in sizes.split(" "))
+    req, resp = qh + qb, rh + rb
+    out = bisect_left(_BOUNDS, req), req, bisect_left(_BOUNDS, resp), resp
+    if len(by_size) < _MAX_SIZES:
+        by_size[sizes] = out
+    return out
+
+
 _log = get_logger("telemetry")
 
 
@@ -68,59 +96,135 @@ class Recorder:
 
     def http(self, rep: Reporter, entries: Sequence[Any]) -> None:
         """Count a batch of ``HTTPAccessLogEntry`` from ``rep``."""
-        lines: list[str] = []
-        writer = self.writer
+        lines: list[str] | None = [] if self.writer is not None else None
         cache = rep.cache
         inbound = rep.reporter == "destination"
+        bounds = _BOUNDS
         with self.metrics.lock:
             for e in entries:
-                c = e.common_properties
-                req = e.request
-                resp = e.response
-                headers = req.request_headers
-                is_grpc = headers.get("content-type", "").startswith(_GRPC)
-                code = resp.response_code.value
-                if is_grpc:
-                    grpc = resp.response_trailers.get("grpc-status") or resp.response_headers.get(
-                        "grpc-status", "unknown"
-                    )
-                else:
-                    grpc = ""
-                flags_set = c.HasField("response_flags") and c.response_flags.ListFields()
-                if inbound:
-                    key: tuple[Any, ...] = (
-                        headers.get(PEER_HEADER, ""),
-                        _san_uri(c),
-                        code,
-                        grpc,
-                        is_grpc,
-                        flags_set and response_flags(c.response_flags),
-                    )
-                else:
-                    key = (
-                        resp.response_headers.get(PEER_HEADER, ""),
-                        c.upstream_cluster,
-                        "" if c.upstream_cluster else req.authority,
-                        code,
-                        grpc,
-                        is_grpc,
-                        flags_set and response_flags(c.response_flags),
-                    )
-                hit = cache.get(key)
-                if hit is None:
-                    hit = self._http_series(rep, key, inbound)
-                series, static = hit
+                tag = e.common_properties.custom_tags.get(TAG)
+                if tag is None:  # not formatted by Envoy (another control plane): read the proto
+                    self._http_fields(rep, e, inbound, lines)
+                    continue
+                try:  # parse everything before counting anything
+                    key, times, sizes, trace, text = tag.split("\r", 4)
+                    ts, proto, ds_us, dur_ms, up_us = times.split(" ")
+                    ms = int(ds_us) / 1000 if ds_us else float(dur_ms)
+                    upstream_ms = int(up_us) / 1000 if up_us else None
+                    series, static, by_size = cache.get(key) or self._tagged_series(rep, key, inbound)
+                    size = by_size.get(sizes) or _sizes(by_size, sizes)  # a series sees few sizes
+                except ValueError:  # not the tag of this server's format: read the proto
+                    self._http_fields(rep, e, inbound, lines)
+                    continue
+                # Histo.observe inline: this loop is the server's hot path
+                h = series.duration
+                h.counts[bisect_left(bounds, ms)] += 1
+                h.sum += ms
+                req_i, req_bytes, resp_i, resp_bytes = size
+                h = series.request_bytes
+                h.counts[req_i] += 1
+                h.sum += req_bytes
+                h = series.response_bytes
+                h.counts[resp_i] += 1
+                h.sum += resp_bytes
                 series.requests += 1
-                if c.HasField("time_to_last_downstream_tx_byte"):
-                    series.duration.observe(millis(c.time_to_last_downstream_tx_byte))
-                elif c.HasField("duration"):
-                    series.duration.observe(millis(c.duration))
-                series.request_bytes.observe(req.request_headers_bytes + req.request_body_bytes)
-                series.response_bytes.observe(resp.response_headers_bytes + resp.response_body_bytes)
-                if writer is not None:
-                    lines.append(http_line(static, e, grpc))
+                if lines is not None:
+                    lines.append(
+                        tagged_line(static, ts, proto, ms, upstream_ms, req_bytes, resp_bytes, trace, text, e)
+                    )
         self.server.entries.labels(rep.node_label or rep.node_id, rep.reporter, "http").inc(len(entries))
-        self._write(lines)
+        if lines:
+            self._write(lines)
+
+    def _tagged_series(self, rep: Reporter, key: str, inbound: bool) -> tuple[HttpSeries, str, dict]:
+        """The series, static line part and size cache for a tag's key part (a cache miss)."""
+        if inbound:
+            code, flags, ctype, grpc_t, grpc_h, sans, peer = key.split("\n", 6)
+            principal = sans.split(",", 1)[0]
+            cluster = authority = ""
+        else:
+            code, flags, ctype, grpc_t, grpc_h, cluster, authority, peer = key.split("\n", 7)
+            principal = ""
+        is_grpc = ctype.startswith(_GRPC)
+        grpc = (grpc_t or grpc_h or "unknown") if is_grpc else ""
+        values = label_values(
+            rep,
+            parse_peer(peer),
+            principal,
+            cluster,
+            "" if cluster else authority,
+            "grpc" if is_grpc else "http",
+            code or "0",
+            grpc,
+            flags or "-",
+        )
+        # the parts of the line fixed by the key, serialized once
+        status = int(code) if code.isdigit() else 0
+        static = f'{static_fields(values, rep.node_id)},"status":{status},"grpc_status":{quote(grpc)}'
+        return self._cache(rep, key, (self._bounded_http(values), static, {}))  # type: ignore[return-value]
+
+    def _bounded_http(self, values: tuple[str, ...]) -> HttpSeries:
+        before = self.guard.collapsed
+        series = self.metrics.http(self.guard.apply(values))
+        if self.guard.collapsed > before:
+            self.server.collapsed.inc(self.guard.collapsed - before)
+        return series
+
+    @staticmethod
+    def _cache(rep: Reporter, key: Any, hit: tuple[Any, ...]) -> tuple[Any, ...]:
+        if len(rep.cache) >= _MAX_CACHE:
+            rep.cache.clear()
+        rep.cache[key] = hit
+        return hit
+
+    def _http_fields(self, rep: Reporter, e: Any, inbound: bool, lines: list[str] | None) -> None:
+        """Count one entry from its proto fields and the headers it logged (Envoys configured by
+        another control plane: :data:`envoykit.core.accesslog.REQUEST_HEADERS` and friends)."""
+        c = e.common_properties
+        req = e.request
+        resp = e.response
+        headers = req.request_headers
+        is_grpc = headers.get("content-type", "").startswith(_GRPC)
+        code = resp.response_code.value
+        if is_grpc:
+            grpc = resp.response_trailers.get("grpc-status") or resp.response_headers.get(
+                "grpc-status", "unknown"
+            )
+        else:
+            grpc = ""
+        flags_set = c.HasField("response_flags") and c.response_flags.ListFields()
+        if inbound:
+            key: tuple[Any, ...] = (
+                headers.get(PEER_HEADER, ""),
+                _san_uri(c),
+                code,
+                grpc,
+                is_grpc,
+                flags_set and response_flags(c.response_flags),
+            )
+        else:
+            key = (
+                resp.response_headers.get(PEER_HEADER, ""),
+                c.upstream_cluster,
+                "" if c.upstream_cluster else req.authority,
+                code,
+                grpc,
+                is_grpc,
+                flags_set and response_flags(c.response_flags),
+            )
+        hit = rep.cache.get(key)
+        if hit is None:
+            hit = self._http_series(rep, key, inbound)
+        series, static = hit
+        series.requests += 1
+        if c.HasField("time_to_last_downstream_tx_byte"):
+            series.duration.observe(millis(c.time_to_last_downstream_tx_byte))
+        elif c.HasField("duration"):
+            series.duration.observe(millis(c.duration))
+        series.request_bytes.observe(req.request_headers_bytes + req.request_body_bytes)
+        series.response_bytes.observe(resp.response_headers_bytes + resp.response_body_bytes)
+        if lines is not None:
+            lines.append(http_line(static, e, grpc))
 
     def _http_series(self, rep: Reporter, key: tuple[Any, ...], inbound: bool) -> tuple[HttpSeries, str]:
         if inbound:
@@ -140,14 +244,7 @@ class Recorder:
             grpc,
             flags or "-",
         )
-        before = self.guard.collapsed
-        series = self.metrics.http(self.guard.apply(values))
-        if self.guard.collapsed > before:
-            self.server.collapsed.inc(self.guard.collapsed - before)
-        if len(rep.cache) >= _MAX_CACHE:
-            rep.cache.clear()
-        rep.cache[key] = (series, static_fields(values, rep.node_id))
-        return series, rep.cache[key][1]
+        return self._cache(rep, key, (self._bounded_http(values), static_fields(values, rep.node_id)))
 
     # -- TCP -----------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 Every sidecar's inbound side (``reporter=destination``), its outbound side and the gateways
 (``reporter=source``) stream their entries to ``extensions.access_log`` with
 ``envoy.access_loggers.http_grpc`` (HTTP connection managers) and ``envoy.access_loggers.tcp_grpc``
-(``tcp_proxy``), with the log names, headers and trailers of :mod:`envoykit.core.accesslog`. Envoy
+(``tcp_proxy``), with the log names and, for HTTP, the ``custom_tags`` of :mod:`envoykit.core.accesslog`
+(the entry's facts formatted by Envoy, so the server reads a few strings per entry). Envoy
 buffers entries and flushes them every ``buffer_flush_interval`` or when ``buffer_size_bytes`` is
 reached; both are written out explicitly. ``tcp_proxy`` also logs when the upstream connects
 (``flush_access_log_on_connected``), so a connection is counted as opened while it lives.
@@ -20,7 +21,7 @@ from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 
 from envoykit.control.model.mesh import AccessLogServer
 from envoykit.control.translate.pb import duration, envoy_grpc, pack
-from envoykit.core.accesslog import LOG_NAMES, REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS
+from envoykit.core.accesslog import LOG_NAMES, TAG, TAG_FORMATS
 
 #: The telemetry server's cluster (HTTP/2, static).
 ACCESS_LOG_CLUSTER = "envoykit_telemetry"
@@ -44,12 +45,10 @@ def http_access_logs(srv: AccessLogServer, reporter: str) -> list[accesslog_pb2.
     (``destination`` or ``source``); empty when ``srv.enabled`` is false."""
     if not srv.enabled:
         return []
-    conf = als_pb2.HttpGrpcAccessLogConfig(
-        common_config=_common(srv, reporter),
-        additional_request_headers_to_log=list(REQUEST_HEADERS),
-        additional_response_headers_to_log=list(RESPONSE_HEADERS),
-        additional_response_trailers_to_log=list(RESPONSE_TRAILERS),
-    )
+    common = _common(srv, reporter)
+    # the entry's facts formatted by Envoy (envoykit.core.accesslog), instead of headers to log
+    common.custom_tags.add(tag=TAG, value=TAG_FORMATS[reporter])
+    conf = als_pb2.HttpGrpcAccessLogConfig(common_config=common)
     return [accesslog_pb2.AccessLog(name=HTTP_GRPC, typed_config=pack(conf))]
 
 
