@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import LoadResult, table, wrk
 from google.protobuf import json_format
 
-from envoykit.control.accesslog import http_access_logs
-from envoykit.control.model import AccessLogServer
-from envoykit.control.types import Address
+from envoykit.control.model.mesh import AccessLogServer
+from envoykit.control.model.types import Address
+from envoykit.control.translate.accesslog import http_access_logs
 from envoykit.core import EnvoyProcess, free_port
 from envoykit.telemetry.gap import envoy_log_stats
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
