@@ -83,14 +83,14 @@ class Reporter:
         node_id: ``Node.id`` (``sidecar~backend-v1``), as sent.
         meta: its node metadata (string values only).
         cache: raw entry facts → series, filled by the recorder (few distinct keys per stream).
-        connected: TCP ``stream_id``s whose upstream-connected entry was counted (opened).
+        connected: open TCP connections' ``stream_id`` → [sent, received] bytes counted for them so far.
     """
 
     reporter: str
     node_id: str
     meta: dict[str, str]
     cache: dict[Any, Any] = field(default_factory=dict)
-    connected: dict[int, None] = field(default_factory=dict)
+    connected: dict[str, list[int]] = field(default_factory=dict)
     node_label: str = ""  # node_id as the server's own metrics label it (bounded like the others)
 
     @classmethod

@@ -3,11 +3,25 @@
 Per entry the recorder reads the few facts that decide the labels (peer header, peer certificate,
 upstream cluster, code, flags, gRPC status), looks the series up by those facts in the stream's cache
 (a mesh has few distinct combinations), and counts. Labels are computed and bounded only on a cache
-miss. TCP connections: ``istio_tcp_connections_opened_total`` counts the upstream-connected entry
-(``access_log_type: TcpUpstreamConnected``, sent when the control plane sets
-``flush_access_log_on_connected``); the end entry (``TcpConnectionEnd``, or ``NotSet`` from a logger
-without it) counts the close and the bytes, and the open too when no connected entry was seen for
-that ``stream_id`` (a connection that never reached its upstream).
+miss.
+
+TCP connections (``tcp_proxy``'s entries carry the connection's byte totals so far):
+
+* the upstream-connected entry (``access_log_type: TcpUpstreamConnected``, sent when the control plane
+  sets ``flush_access_log_on_connected``) counts ``istio_tcp_connections_opened_total``; the
+  connection's ``stream_id`` is then remembered with the bytes counted for it (none yet);
+* a periodic entry (``TcpPeriodic``, every ``access_log_flush_interval``) counts the bytes since the
+  last entry of that connection, so a long-lived connection's bytes grow while it is open; one for a
+  connection not remembered (this server started after it opened, when an earlier server had counted
+  its bytes up to then) counts nothing and is remembered from there;
+* the end entry (``TcpConnectionEnd``, or ``NotSet`` from a logger without options) counts the close
+  and the bytes not counted yet, and the open too when no entry was seen for that ``stream_id``
+  before (a connection that never reached its upstream, or a logger without the connected entry).
+
+Each byte is counted once while the server runs. Across a restart, bytes a connection carried between
+its last entry to the old server and its first periodic entry to the new one are not counted (lost
+with the stream, like unsent HTTP entries); a connection that ends before its first periodic entry to
+the new server is counted whole there (what the old server counted of it, twice).
 """
 
 from __future__ import annotations
@@ -249,34 +263,52 @@ class Recorder:
     # -- TCP -----------------------------------------------------------------------------------
 
     def tcp(self, rep: Reporter, entries: Sequence[Any]) -> None:
-        """Count a batch of ``TCPAccessLogEntry`` from ``rep``."""
+        """Count a batch of ``TCPAccessLogEntry`` from ``rep`` (see the module doc for which entry
+        counts what: each byte once, whether a connection reports periodically or only at its end)."""
         lines: list[str] = []
         writer = self.writer
-        connected = rep.connected
+        counted = rep.connected
         with self.metrics.lock:
             for e in entries:
                 c = e.common_properties
                 kind = c.access_log_type
-                if kind == _TCP_PERIODIC:
-                    continue  # bytes are counted once, at the end (periodic entries repeat the totals)
+                sid = c.stream_id
                 series, static = self._tcp_series(rep, c)
+                conn = e.connection_properties
+                sent, received = conn.sent_bytes, conn.received_bytes
                 if kind == _TCP_CONNECTED:
                     series.opened += 1
-                    if len(connected) >= _MAX_CONNECTED:
-                        connected.pop(next(iter(connected)))
-                    connected[c.stream_id] = None
+                    self._remember(counted, sid, [0, 0])
                     continue
-                if c.stream_id in connected:
-                    del connected[c.stream_id]
-                else:
+                last = counted.get(sid)
+                if kind == _TCP_PERIODIC:
+                    if last is None:
+                        # opened and partly counted before this stream began (the server restarted):
+                        # what it carried until now is not counted again
+                        self._remember(counted, sid, [sent, received])
+                        continue
+                    series.sent += sent - last[0]
+                    series.received += received - last[1]
+                    last[0], last[1] = sent, received
+                    continue
+                if last is None:
                     series.opened += 1  # no connected entry was counted for this connection
+                    last = [0, 0]
+                else:
+                    del counted[sid]
                 series.closed += 1
-                series.sent += e.connection_properties.sent_bytes
-                series.received += e.connection_properties.received_bytes
+                series.sent += sent - last[0]
+                series.received += received - last[1]
                 if writer is not None:
                     lines.append(tcp_line(static, e))
         self.server.entries.labels(rep.node_label or rep.node_id, rep.reporter, "tcp").inc(len(entries))
         self._write(lines)
+
+    @staticmethod
+    def _remember(counted: dict[str, list[int]], sid: str, totals: list[int]) -> None:
+        if len(counted) >= _MAX_CONNECTED:  # bounded: the oldest connection is forgotten
+            counted.pop(next(iter(counted)))
+        counted[sid] = totals
 
     def _tcp_series(self, rep: Reporter, c: Any) -> tuple[TcpSeries, str]:
         flags = response_flags(c.response_flags) if c.HasField("response_flags") else "-"

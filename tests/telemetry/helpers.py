@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from envoykit.control.model.mesh import AccessLogServer
 from envoykit.control.model.types import Address
 from envoykit.control.translate.accesslog import ACCESS_LOG_CLUSTER, http_access_logs, tcp_access_logs
+from envoykit.control.translate.listeners import tcp_proxy
 from envoykit.core import free_port, wait_for_port
 from envoykit.core.peer import format_peer
 from tests.envoycfg import bootstrap, cluster, http_listener, route_to, socket_address
@@ -138,8 +139,10 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
-def _als(port: int) -> AccessLogServer:
-    return AccessLogServer(address=Address(port=port), buffer_flush_interval=0.2)
+def _als(port: int, tcp_flush_interval: float | None = None) -> AccessLogServer:
+    return AccessLogServer(
+        address=Address(port=port), buffer_flush_interval=0.2, tcp_flush_interval=tcp_flush_interval
+    )
 
 
 def access_logs(port: int, reporter: str, kind: str = "http") -> list[dict[str, Any]]:
@@ -194,18 +197,17 @@ def http_sidecars(
     return client_cfg, server_cfg, out_port
 
 
-def tcp_listener(name: str, port: int, target: str, als_port: int, reporter: str) -> dict[str, Any]:
-    proxy = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-        "stat_prefix": name,
-        "cluster": target,
-        "access_log": access_logs(als_port, reporter, "tcp"),
-        "access_log_options": {"flush_access_log_on_connected": True},
-    }
+def tcp_listener(
+    name: str, port: int, target: str, als_port: int, reporter: str, flush_interval: float | None = None
+) -> dict[str, Any]:
+    """A listener with the control plane's ``tcp_proxy`` and TCP access logger (periodic entries every
+    ``flush_interval`` seconds when given)."""
+    als = _als(als_port, flush_interval)
+    proxy = tcp_proxy(name, target, tcp_access_logs(als, reporter), als.tcp_flush_interval)
     return {
         "name": name,
         "address": socket_address(port),
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}],
+        "filter_chains": [{"filters": [json_format.MessageToDict(proxy, preserving_proto_field_name=True)]}],
     }
 
 

@@ -166,3 +166,38 @@ def test_a_second_server_on_a_served_address_exits_1(tmp_path: Path) -> None:
         )
     assert out.returncode == 1
     assert f"address in use: 127.0.0.1:{srv.port}" in out.stderr
+
+
+def _tcp(kind: int, sid: str, sent: int, received: int) -> accesslog_pb2.TCPAccessLogEntry:
+    e = accesslog_pb2.TCPAccessLogEntry()
+    e.common_properties.access_log_type = kind  # type: ignore[assignment]
+    e.common_properties.stream_id = sid
+    e.connection_properties.sent_bytes = sent
+    e.connection_properties.received_bytes = received
+    return e
+
+
+def test_tcp_bytes_count_once_across_periodic_entries_and_a_restart() -> None:
+    registry = CollectorRegistry()
+    metrics = IstioMetrics()
+    registry.register(metrics)
+    rec = Recorder(metrics, ServerMetrics(registry), LabelGuard(max_values=10))
+    ident = als_pb2.StreamAccessLogsMessage.Identifier(log_name=LOG_NAMES["source"])
+    rep = Reporter.from_identifier(ident)
+    connected, periodic, end = 1, 2, 3  # AccessLogType
+    rec.tcp(rep, [_tcp(connected, "a", 0, 0), _tcp(periodic, "a", 100, 10)])
+    rec.tcp(rep, [_tcp(periodic, "a", 250, 10), _tcp(periodic, "a", 250, 10), _tcp(end, "a", 300, 12)])
+    # "b" opened before this server: its first periodic entry is the baseline, not counted again
+    rec.tcp(rep, [_tcp(periodic, "b", 1000, 500), _tcp(end, "b", 1200, 600)])
+    # "c" never reached its upstream (no connected entry): counted opened and closed at its end
+    rec.tcp(rep, [_tcp(end, "c", 0, 7)])
+    text = generate_latest(registry).decode()
+
+    def value(name: str) -> float:
+        return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name + "{"))
+
+    assert value("istio_tcp_sent_bytes_total") == 300 + 200 + 0
+    assert value("istio_tcp_received_bytes_total") == 12 + 100 + 7
+    assert value("istio_tcp_connections_opened_total") == 2  # a and c; b's open was counted before
+    assert value("istio_tcp_connections_closed_total") == 3
+    assert rep.connected == {}

@@ -78,15 +78,26 @@ class AccessLogServer(Strict):
     (``CommonGrpcAccessLogConfig``); while the server is unreachable it holds at most that many bytes
     and drops beyond (Envoy's ``access_logs.grpc_access_log.logs_dropped``); entries already sent on a
     stream that then broke are lost too (``logs_written`` minus what the server counted). 256 KiB: the
-    server's cost per gRPC message is large against its cost per entry (bench/telemetry.py: 20.6 µs
-    per entry with 16 KiB messages, 8.9 with 256 KiB, same run), and the larger buffer rides out a
+    server's cost per gRPC message is large against its cost per entry (bench/telemetry.py, consecutive
+    runs: 20.6 µs per entry with 16 KiB messages, 8.9 with 256 KiB), and the larger buffer rides out a
     slow server without drops.
+
+    ``tcp_flush_interval`` is ``tcp_proxy``'s ``access_log_options.access_log_flush_interval``: an open
+    TCP connection is logged this often (``TcpPeriodic`` entries, cumulative byte counts), so its bytes
+    are counted while it lives, as Istio reports TCP metrics periodically; None: only at close.
     """
 
     address: Address = Address(port=9293)
     enabled: bool = True
     buffer_flush_interval: Duration = 1.0
     buffer_size_bytes: int = Field(default=262144, ge=0)
+    tcp_flush_interval: Duration | None = 5.0
+
+    @model_validator(mode="after")
+    def _positive_tcp_flush(self) -> AccessLogServer:
+        if self.tcp_flush_interval is not None and self.tcp_flush_interval < 0.001:
+            raise ValueError("tcp_flush_interval must be at least 1ms (Envoy's bound), or null for none")
+        return self
 
 
 class ProcessorServer(GrpcExtension):

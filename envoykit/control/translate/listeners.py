@@ -73,14 +73,20 @@ def http_connection_manager(
 
 
 def tcp_proxy(
-    stat_prefix: str, cluster: str, access_log: Sequence[accesslog_pb2.AccessLog] = ()
+    stat_prefix: str,
+    cluster: str,
+    access_log: Sequence[accesslog_pb2.AccessLog] = (),
+    flush_interval: float | None = None,
 ) -> lc.Filter:
     """A ``tcp_proxy`` network filter to ``cluster``; with ``access_log``, an entry is also logged when
     the upstream connects (``access_log_options.flush_access_log_on_connected``: opened connections
-    are counted while they live)."""
+    are counted while they live) and every ``flush_interval`` seconds while the connection is open
+    (``access_log_options.access_log_flush_interval``: its bytes are counted while it lives)."""
     conf = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster, access_log=list(access_log))
     if access_log:
         conf.access_log_options.flush_access_log_on_connected = True
+        if flush_interval:
+            conf.access_log_options.access_log_flush_interval.CopyFrom(duration(flush_interval))
     return lc.Filter(name="envoy.filters.network.tcp_proxy", typed_config=pack(conf))
 
 

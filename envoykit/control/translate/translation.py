@@ -164,7 +164,9 @@ def _sidecar(
     out.add(CLUSTER, shared.access_log)
     als = mesh.extensions.access_log
     if svc.protocol == "tcp":
-        inbound_filter = ls.tcp_proxy("inbound", inbound_cluster.name, tcp_access_logs(als, "destination"))
+        inbound_filter = ls.tcp_proxy(
+            "inbound", inbound_cluster.name, tcp_access_logs(als, "destination"), als.tcp_flush_interval
+        )
     else:
         routes = rt.inbound_route_config(mesh, svc, wl, svc.extensions.ratelimit)
         routes.response_headers_to_add.append(rt.peer_header(node.metadata()))  # callers learn who answered
@@ -209,7 +211,8 @@ def _sidecar(
         target = mesh.service(name)
         if target is not None:
             cluster = cl.outbound_cluster_name(mesh, target)
-            proxy = ls.tcp_proxy(f"outbound_tcp|{name}", cluster, tcp_access_logs(als, "source"))
+            logs = tcp_access_logs(als, "source")
+            proxy = ls.tcp_proxy(f"outbound_tcp|{name}", cluster, logs, als.tcp_flush_interval)
             chain = ls.lc.FilterChain(filters=[proxy])
             lst = ls.listener(f"outbound_tcp|{name}", address, [chain])
             listeners[lst.name] = lst
