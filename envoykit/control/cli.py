@@ -299,6 +299,15 @@ def envoy() -> None:
 )
 @click.option("--extproc", default=None, help="Telemetry ext_proc server host:port (IP or DNS name).")
 @click.option("--wasm", "wasm", multiple=True, help="FILE.wasm[:ROOT_ID[:CONFIGURATION]] (repeatable).")
+@click.option(
+    "--telemetry", default=None, help="Access-log telemetry server host:port (envoykit telemetry serve)."
+)
+@click.option(
+    "--reporter",
+    type=click.Choice(["destination", "source"]),
+    default=None,
+    help="Istio reporter of every listener [default: destination if INBOUND, else source].",
+)
 @click.option("--replace", is_flag=True, help="Re-point filters and clusters that are already there.")
 @click.option("--workload", default=None, help="Workload name telemetry reports (node.metadata).")
 @click.option("--app", default=None, help="App label [default: the workload name].")
@@ -324,6 +333,8 @@ def inject(
     descriptors: tuple[str, ...],
     extproc: str | None,
     wasm: tuple[str, ...],
+    telemetry: str | None,
+    reporter: str | None,
     replace: bool,
     workload: str | None,
     app: str | None,
@@ -350,6 +361,8 @@ def inject(
         descriptors=list(descriptors),
         extproc=extproc,
         wasm=list(wasm),
+        telemetry=telemetry,
+        reporter=reporter,
         replace=replace,
         workload=workload,
         app=app,

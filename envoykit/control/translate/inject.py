@@ -2,7 +2,11 @@
 
 Every HTTP connection manager of the static listeners gets, before its router: the telemetry ext_proc,
 ext_authz (after the native gate, with ``--policy-dir``), the rate-limit filter and Wasm filters (the
-same messages the control plane builds for the mesh); the extension clusters are added to ``static_resources.clusters`` (STATIC for an IP literal,
+same messages the control plane builds for the mesh); with ``--telemetry``, every HTTP connection
+manager and ``tcp_proxy`` also gets the gRPC access logger the control plane gives a sidecar
+(:mod:`envoykit.control.translate.accesslog`: Istio's metrics and JSON access logs from ``envoykit
+telemetry serve``; reporter ``destination`` on an INBOUND listener, else ``source``, or ``--reporter``);
+the extension clusters are added to ``static_resources.clusters`` (STATIC for an IP literal,
 STRICT_DNS for a host name, as Envoy's ``Cluster.type`` asks); rate-limit descriptors go on every
 virtual host of inline route configs; ``--workload`` and friends go into ``node.metadata``, which the
 telemetry processor reads for its labels.
@@ -11,7 +15,7 @@ The patch works on the round-trip tree of :mod:`ruamel.yaml`, so the comments, k
 of the user's file survive. :mod:`envoykit.control.translate.inject_file` reads, validates and writes.
 
 It refuses, saying why, a config it cannot patch safely: no static HTTP listener, an HCM whose last
-filter is not the router, a filter or cluster already present (unless ``replace``), descriptors for
+filter is not the router, a filter, access logger or cluster already present (unless ``replace``), descriptors for
 routes served over RDS, and ``--ratelimit`` where no route would ever call the service.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from envoykit.control.model.mesh import (
+    AccessLogServer,
     AuthzServer,
     ExtensionServers,
     Mesh,
@@ -39,12 +45,15 @@ from envoykit.control.model.traffic import RouteRateLimit
 from envoykit.control.model.types import Address
 from envoykit.control.translate import clusters as cl
 from envoykit.control.translate import filters as fl
+from envoykit.control.translate.accesslog import ACCESS_LOG_CLUSTER, http_access_logs, tcp_access_logs
 from envoykit.control.translate.inject_gate import config_gate, place_gate
 from envoykit.control.translate.routes import rate_limits
+from envoykit.core.accesslog import LOG_NAMES
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 _WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+_TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 DEFAULT_DOMAIN = "envoykit"
 
 
@@ -59,6 +68,9 @@ class InjectOptions:
         descriptors: ``remote_address``, ``header:NAME=KEY`` or ``generic:KEY=VALUE``, one
             ``rate_limits`` entry per virtual host.
         wasm: ``FILE[:ROOT_ID[:CONFIGURATION]]``.
+        telemetry: the access-log telemetry server (``envoykit telemetry serve``), ``host:port``.
+        reporter: ``destination`` or ``source`` for every listener; None: from each listener's
+            ``traffic_direction`` (INBOUND: destination, else source).
         replace: re-point filters and clusters that are already there instead of refusing.
         workload, app, version, namespace, service_account, trust_domain, mesh_id: the identity the
             telemetry processor reports for this Envoy (``node.metadata``); the principal is
@@ -73,6 +85,8 @@ class InjectOptions:
     descriptors: list[str] = field(default_factory=list)
     extproc: str | None = None
     wasm: list[str] = field(default_factory=list)
+    telemetry: str | None = None
+    reporter: str | None = None
     replace: bool = False
     workload: str | None = None
     app: str | None = None
@@ -131,18 +145,19 @@ def server_cluster(name: str, address: Address) -> dict[str, Any]:
     return _d(c)
 
 
-def _hcms(config: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
+def _network_filters(config: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(listener, network filter ``typed_config``) of every static listener's filter chains."""
     for lst in (config.get("static_resources") or {}).get("listeners") or []:
         chains = list(lst.get("filter_chains") or [])
         if lst.get("default_filter_chain"):
             chains.append(lst["default_filter_chain"])
         for chain in chains:
             for f in chain.get("filters") or []:
-                tc = f.get("typed_config") or {}
-                if tc.get("@type") == _HCM:
-                    out.append(tc)
-    return out
+                yield lst, f.get("typed_config") or {}
+
+
+def _hcms(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return [tc for _, tc in _network_filters(config) if tc.get("@type") == _HCM]
 
 
 def _route_configs_have_rate_limits(hcms: list[dict[str, Any]]) -> bool:
@@ -213,12 +228,13 @@ def inject_config(config: Any, opts: InjectOptions, base_dir: Path = Path(".")) 
     if not isinstance(config, dict):
         raise ValueError("not an Envoy bootstrap (expected a mapping)")
     hcms = _hcms(config)
-    if not hcms:
+    tcp = any(tc.get("@type") == _TCP_PROXY for _, tc in _network_filters(config))
+    if not hcms and not (opts.telemetry and tcp):
         lds = "lds_config" in (config.get("dynamic_resources") or {})
         raise ValueError(
             "listeners come over LDS: patch the control plane instead"
             if lds
-            else "no static listener with an HTTP connection manager to add filters to"
+            else "no static listener with an HTTP connection manager (or, for --telemetry, a tcp_proxy)"
         )
     notes: list[str] = []
     servers = _servers(opts)
@@ -243,8 +259,12 @@ def inject_config(config: Any, opts: InjectOptions, base_dir: Path = Path(".")) 
         new_filters.append(_d(fl.ratelimit_filter(mesh, domain or DEFAULT_DOMAIN, False)))
         new_clusters.append(server_cluster(cl.RATELIMIT_CLUSTER, servers.ratelimit.address))
     new_filters += [_d(fl.wasm_filter(_wasm(w, base_dir), base_dir)) for w in opts.wasm]
-    if not new_filters:
-        raise ValueError("nothing to inject: give --authz, --ratelimit, --extproc or --wasm")
+    if opts.telemetry:
+        als = AccessLogServer(address=Address.model_validate(opts.telemetry))
+        new_clusters.append(server_cluster(ACCESS_LOG_CLUSTER, als.address))
+        notes += _add_access_logs(config, als, opts)
+    elif not new_filters:
+        raise ValueError("nothing to inject: give --authz, --ratelimit, --extproc, --wasm or --telemetry")
     descriptors: list[dict[str, Any]] = []
     if opts.descriptors:
         if not opts.ratelimit:
@@ -319,7 +339,7 @@ def _set_identity(config: dict[str, Any], opts: InjectOptions) -> list[str]:
         if md is None:
             md = node["metadata"] = {}
         md.update(ident)
-    if opts.extproc:
+    if opts.extproc or opts.telemetry:
         have = (config.get("node") or {}).get("metadata") or {}
         missing = [k for k in ("workload", "namespace", "service_account") if not have.get(k)]
         if missing:
@@ -328,3 +348,39 @@ def _set_identity(config: dict[str, Any], opts: InjectOptions) -> list[str]:
                 "--workload, --namespace and --service-account (node.metadata)"
             ]
     return []
+
+
+def _add_access_logs(config: dict[str, Any], als: AccessLogServer, opts: InjectOptions) -> list[str]:
+    """Add the control plane's gRPC access logger to every static HCM and ``tcp_proxy``."""
+    if opts.reporter not in (None, "destination", "source"):
+        raise ValueError(f"--reporter {opts.reporter!r}: use destination or source")
+    notes: list[str] = []
+    ours = set(LOG_NAMES.values())
+    for lst, tc in _network_filters(config):
+        reporter = opts.reporter or ("destination" if lst.get("traffic_direction") == "INBOUND" else "source")
+        if tc.get("@type") == _HCM:
+            new = [_d(a) for a in http_access_logs(als, reporter)]
+        elif tc.get("@type") == _TCP_PROXY:
+            new = [_d(a) for a in tcp_access_logs(als, reporter)]
+            options = tc.get("access_log_options")
+            if options is None:
+                options = tc["access_log_options"] = {}
+            options["flush_access_log_on_connected"] = True
+            if als.tcp_flush_interval:
+                options["access_log_flush_interval"] = f"{als.tcp_flush_interval:g}s"
+        else:
+            continue
+        logs = tc.get("access_log")
+        if logs is None:
+            logs = tc["access_log"] = []
+        name = tc.get("stat_prefix", "?")
+        for i, old in reversed(list(enumerate(logs))):
+            if ((old.get("typed_config") or {}).get("common_config") or {}).get("log_name") in ours:
+                if not opts.replace:
+                    raise ValueError(
+                        f"{name} already has envoykit's access logger: give --replace to re-point it"
+                    )
+                del logs[i]
+                notes.append(f"{name}: replaced envoykit's access logger")
+        logs.extend(new)
+    return notes
