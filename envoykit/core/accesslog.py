@@ -6,13 +6,12 @@ agree here on:
 
 * ``log_name`` → reporter: a sidecar's inbound side logs as :data:`LOG_NAMES` ``["destination"]``,
   its outbound side and the gateways as ``["source"]`` (Istio's ``reporter`` label);
-* the request/response headers and trailers each HTTP entry carries (the peer header, ``content-type``
-  to tell gRPC, ``grpc-status``, trace ids);
-* the ``custom_tags`` (``CustomTag.value``: Envoy's substitution formatter, in C++) into which the
-  control plane's HTTP loggers format each entry's facts, so the server reads one string per entry
+* the ``custom_tags`` entry (``CustomTag.value``: Envoy's substitution formatter, in C++) into which
+  the control plane's HTTP loggers format each entry's facts, so the server reads one string per entry
   instead of some thirty proto fields (:data:`TAG`, :data:`TAG_FORMATS`);
-  an entry without them (another control plane's Envoy) is read from its proto fields and the
-  headers above;
+* for loggers without that tag (an Envoy configured by Istio through ``envoykit.k8s``, or by hand),
+  the request/response headers and trailers the entry must carry (the peer header, ``content-type``
+  to tell gRPC, ``grpc-status``, trace ids): the server then reads the proto fields;
 * Istio-shaped cluster names, from which the source reporter learns the destination service:
   ``outbound|<port>|<subset>|<name>.<namespace>`` and ``external|<port>||<host>``.
 """
