@@ -16,6 +16,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import wrappers_pb2
 
 from envoykit.control.model.loader import load_mesh, parse_mesh
+from envoykit.control.model.mesh import AccessLogServer
 from envoykit.control.model.nodes import mesh_nodes, parse_node_id
 from envoykit.control.model.types import Address
 from envoykit.control.server import build_snapshots
@@ -23,6 +24,7 @@ from envoykit.control.translate.bootstrap import bootstrap
 from envoykit.control.translate.mtls import SpiffeMeshTls
 from envoykit.control.translate.translation import Translation, translate
 from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from envoykit.core.accesslog import TAG, TAG_FORMATS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,12 +144,14 @@ def test_every_listener_streams_its_access_log_to_the_telemetry_server() -> None
     ingress = _access_log(hcm_of(t.nodes["ingress~ingress"].resources(LISTENER)["ingress|ingress"]))
     assert inbound.common_config.log_name == "envoykit.destination"
     assert outbound.common_config.log_name == ingress.common_config.log_name == "envoykit.source"
-    for conf in (inbound, outbound, ingress):
+    for conf, reporter in ((inbound, "destination"), (outbound, "source"), (ingress, "source")):
         common = conf.common_config
         assert common.grpc_service.envoy_grpc.cluster_name == "envoykit_telemetry"
-        assert common.buffer_flush_interval.seconds == 1 and common.buffer_size_bytes.value == 16384
-        assert "x-envoykit-peer" in conf.additional_request_headers_to_log
-        assert "grpc-status" in conf.additional_response_trailers_to_log
+        assert common.buffer_flush_interval.seconds == 1
+        assert common.buffer_size_bytes.value == AccessLogServer().buffer_size_bytes
+        # the entry's facts formatted by Envoy into one tag (envoykit.core.accesslog), no headers
+        assert [(t.tag, t.value) for t in common.custom_tags] == [(TAG, TAG_FORMATS[reporter])]
+        assert not conf.additional_request_headers_to_log
 
 
 def test_tcp_proxies_log_on_connect_and_access_logs_can_be_turned_off() -> None:
@@ -176,10 +180,18 @@ services:
         proxy = tcp_proxy_pb2.TcpProxy()
         lst.filter_chains[0].filters[0].typed_config.Unpack(proxy)
         assert proxy.access_log_options.flush_access_log_on_connected
+        assert proxy.access_log_options.access_log_flush_interval.seconds == 5  # bytes while open
         assert _access_log(proxy).common_config.log_name == f"envoykit.{reporter}"
     off = translate(parse_mesh("extensions: {access_log: {enabled: false}}\n" + doc), ".")
     assert "envoykit_telemetry" not in off.nodes["sidecar~app-v1"].resources(CLUSTER)
     assert not hcm_of(off.nodes["sidecar~app-v1"].resources(LISTENER)["outbound"]).access_log
+    never = translate(parse_mesh("extensions: {access_log: {tcp_flush_interval: null}}\n" + doc), ".")
+    proxy = tcp_proxy_pb2.TcpProxy()
+    never.nodes["sidecar~db-v1"].resources(LISTENER)["inbound"].filter_chains[0].filters[
+        0
+    ].typed_config.Unpack(proxy)
+    assert proxy.access_log_options.flush_access_log_on_connected
+    assert not proxy.access_log_options.HasField("access_log_flush_interval")
 
 
 def test_permissive_uses_tls_inspector_and_two_chains() -> None:
