@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import LoadResult, table, wrk
+from common import LoadResult, cpu_seconds, table, wrk
 from google.protobuf import json_format
 
 from envoykit.control.model.mesh import AccessLogServer
@@ -47,12 +46,6 @@ from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
 from tests.telemetry.helpers import BACKEND, TelemetryProcess, total
 
 LISTENER = "telemetry"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far, in seconds (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def downstream_requests(admin: str, listener: str = LISTENER) -> int:
