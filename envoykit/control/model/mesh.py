@@ -79,8 +79,8 @@ class AccessLogServer(Strict):
     and drops beyond (Envoy's ``access_logs.grpc_access_log.logs_dropped``); entries already sent on a
     stream that then broke are lost too (``logs_written`` minus what the server counted). 256 KiB: the
     server's cost per gRPC message is large against its cost per entry (bench/telemetry.py, consecutive
-    runs: 20.6 µs per entry with 16 KiB messages, 8.9 with 256 KiB), and the larger buffer rides out a
-    slow server without drops.
+    runs: 20.6 µs per entry with 16 KiB messages, 8.9 with 256 KiB), and the larger buffer holds out
+    longer against a slow server before Envoy drops.
 
     ``tcp_flush_interval`` is ``tcp_proxy``'s ``access_log_options.access_log_flush_interval``: an open
     TCP connection is logged this often (``TcpPeriodic`` entries, cumulative byte counts), so its bytes
