@@ -67,6 +67,9 @@ def test_istio_envoy_filters_load_in_envoy(tmp_path: Path) -> None:
     # the GATEWAY patch merged into the gateway's HTTP connection manager, as Istio applies MERGE
     gateway_logs = next(p for p in als["spec"]["configPatches"] if p["match"]["context"] == "GATEWAY")
     access_log = gateway_logs["patch"]["value"]["typed_config"]["access_log"]
+    # Istio's proxies may predate CustomTag.value: headers, which the telemetry server reads instead
+    assert "custom_tags" not in access_log[0]["typed_config"]["common_config"]
+    assert "x-envoykit-peer" in access_log[0]["typed_config"]["additional_request_headers_to_log"]
     vhost_merge = next(
         p["patch"]["value"] for p in rl["spec"]["configPatches"] if p["applyTo"] == "VIRTUAL_HOST"
     )

@@ -21,7 +21,14 @@ from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 
 from envoykit.control.model.mesh import AccessLogServer
 from envoykit.control.translate.pb import duration, envoy_grpc, pack
-from envoykit.core.accesslog import LOG_NAMES, TAG, TAG_FORMATS
+from envoykit.core.accesslog import (
+    LOG_NAMES,
+    REQUEST_HEADERS,
+    RESPONSE_HEADERS,
+    RESPONSE_TRAILERS,
+    TAG,
+    TAG_FORMATS,
+)
 
 #: The telemetry server's cluster (HTTP/2, static).
 ACCESS_LOG_CLUSTER = "envoykit_telemetry"
@@ -40,15 +47,29 @@ def _common(srv: AccessLogServer, reporter: str) -> als_pb2.CommonGrpcAccessLogC
     return conf
 
 
-def http_access_logs(srv: AccessLogServer, reporter: str) -> list[accesslog_pb2.AccessLog]:
+def http_access_logs(
+    srv: AccessLogServer, reporter: str, *, tagged: bool = True
+) -> list[accesslog_pb2.AccessLog]:
     """The ``access_log`` list of an HTTP connection manager reporting as ``reporter``
-    (``destination`` or ``source``); empty when ``srv.enabled`` is false."""
+    (``destination`` or ``source``); empty when ``srv.enabled`` is false.
+
+    ``tagged``: the entry's facts formatted by Envoy into the tag of :mod:`envoykit.core.accesslog`
+    (``CustomTag.value``, Envoy ≥ 1.37: the Envoys envoykit runs); False for Envoys of unknown
+    version (Istio's proxies): the headers the server then reads instead.
+    """
     if not srv.enabled:
         return []
     common = _common(srv, reporter)
-    # the entry's facts formatted by Envoy (envoykit.core.accesslog), instead of headers to log
-    common.custom_tags.add(tag=TAG, value=TAG_FORMATS[reporter])
-    conf = als_pb2.HttpGrpcAccessLogConfig(common_config=common)
+    if tagged:
+        common.custom_tags.add(tag=TAG, value=TAG_FORMATS[reporter])
+        conf = als_pb2.HttpGrpcAccessLogConfig(common_config=common)
+    else:
+        conf = als_pb2.HttpGrpcAccessLogConfig(
+            common_config=common,
+            additional_request_headers_to_log=list(REQUEST_HEADERS),
+            additional_response_headers_to_log=list(RESPONSE_HEADERS),
+            additional_response_trailers_to_log=list(RESPONSE_TRAILERS),
+        )
     return [accesslog_pb2.AccessLog(name=HTTP_GRPC, typed_config=pack(conf))]
 
 
