@@ -15,8 +15,14 @@ Protocol, per stream and per type (Envoy docs, "xDS REST and gRPC protocol"):
 * pushes go in make-before-break order CDS → EDS → LDS → RDS → SDS: listeners and routes wait until
   Envoy has acknowledged every cluster and its endpoints (warm), and clusters that a change removes
   stay in CDS until Envoy has acknowledged the listeners and routes that stop using them;
-* a response body is serialized once for all streams asking the same type, version and names (the
-  nonce is appended per stream: concatenated protobuf messages merge).
+* Listener and Cluster responses carry the node's whole set; the other types (EDS, RDS, SDS) carry
+  only what the stream lacks: newly requested names and resources whose version changed (the xDS
+  protocol's "Grouping Resources into Responses"), so an endpoint change sends one
+  ClusterLoadAssignment to each Envoy, not every one of them;
+* resources are serialized once per :class:`~envoykit.control.snapshot.Part` for every stream (a
+  response is the concatenation of shared ``resources`` bytes, its header and its nonce: protobuf
+  merges concatenated fields), and the bytes being written to all streams together are bounded
+  (``send_budget``), so a thousand Envoys syncing at once do not each hold a copy in gRPC's buffers.
 """
 
 from __future__ import annotations
@@ -34,7 +40,13 @@ from google.protobuf import any_pb2
 from prometheus_client import Counter, Gauge
 
 from envoykit.control.xds.delta import DeltaProtocol, DeltaState
-from envoykit.control.xds.snapshot import Snapshot, SnapshotCache
+from envoykit.control.xds.snapshot import (
+    Snapshot,
+    SnapshotCache,
+    TypeSet,
+    changed_resources,
+    resources_wire,
+)
 from envoykit.control.xds.tokens import NODE_TOKEN_HEADER, NodeTokens
 from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT, TYPE_ORDER
 from envoykit.core.logs import get_logger
@@ -71,14 +83,54 @@ class NackRecord:
 
 @dataclass
 class _Watch:
-    names: set[str] | None = None  # None: wildcard
+    names: frozenset[str] | None = None  # None: wildcard
     waiting: bool = False  # Envoy sent a request we have not answered
     sent_version: str | None = None
     sent_nonce: str = ""
+    # what the client holds from us: the (shared) type set of our last response and the names it
+    # was subscribed to then (None: nothing known, send everything asked for)
+    sent: TypeSet | None = None
     sent_names: frozenset[str] | None = None
-    sent_resources: dict[str, any_pb2.Any] = field(default_factory=dict)
+    kept: dict[str, any_pb2.Any] = field(default_factory=dict)  # removed clusters still sent
     acked_version: str = ""
     nacked_version: str | None = None
+
+
+class SendBudget:
+    """Bounds the bytes of responses being written on all streams at once.
+
+    grpc.aio completes a write when the transport has taken the message; until then gRPC holds a
+    copy. Without a bound, 1,000 Envoys connecting together each hold a multi-megabyte CDS response
+    in the server's buffers. A stream waits for room before it writes; one that waits longer than
+    ``max_wait`` seconds writes anyway (a client that stopped reading must not stall the others).
+    """
+
+    def __init__(self, limit: int, max_wait: float = 5.0) -> None:
+        self.limit = limit
+        self.max_wait = max_wait
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def acquire(self, n: int) -> int:
+        """Wait for room for ``n`` bytes (at most the whole budget); returns what was taken."""
+        n = min(n, self.limit)
+        deadline = time.monotonic() + self.max_wait
+        while self.used + n > self.limit:
+            self._freed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._freed.wait(), left)
+            except TimeoutError:
+                break
+        self.used += n
+        return n
+
+    def release(self, n: int) -> None:
+        """Give back what :meth:`acquire` took."""
+        self.used -= n
+        self._freed.set()
 
 
 @dataclass
@@ -144,6 +196,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         tokens: when given, every stream must carry the node's token (see :mod:`identity`).
         on_stream: called with the node id when a stream for it opens (the control plane uses it to
             add the node's secrets to its snapshot before the first response).
+        send_budget: bytes of responses in gRPC's write buffers at once, all streams together
+            (:class:`SendBudget`).
     """
 
     def __init__(
@@ -151,13 +205,18 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         cache: SnapshotCache,
         tokens: NodeTokens | None = None,
         on_stream: Any = None,
+        send_budget: int = 128 * 1024 * 1024,
     ) -> None:
         self.cache = cache
         self.tokens = tokens
         self.on_stream = on_stream
         self.nacks: dict[tuple[str, str], NackRecord] = {}
         self._delta = DeltaProtocol()
-        self._bodies: dict[tuple[str, str, frozenset[str]], bytes] = {}
+        self._budget: SendBudget | None = None  # made on the serving loop
+        self._budget_limit = send_budget
+        # shared across streams: one set object per distinct subscription, one diff per change
+        self._name_sets: dict[frozenset[str], frozenset[str]] = {}
+        self._diffs: dict[tuple[Any, ...], tuple[int, bytes]] = {}
         self.streams: dict[int, StreamState] = {}
         self._nonce = itertools.count(1)
         self._log = get_logger("control.ads")
@@ -267,6 +326,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     self.on_stream(node_id)
                 except Exception as exc:  # e.g. the CA cannot issue: serve the rest, say why
                     self._log.error("cannot prepare the node's secrets", node=node_id, error=str(exc))
+            if self._budget is None:
+                self._budget = SendBudget(self._budget_limit)
+            budget = self._budget
             item: Any = first
             while item is not _END:
                 snap = self.cache.get(node_id)
@@ -275,7 +337,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 for resp in session.responses(snap):
                     PUSHES.labels(SHORT.get(resp.type_url, resp.type_url)).inc()
                     session.state.last_push = time.time()
-                    yield resp.payload
+                    size = len(resp.payload) if isinstance(resp.payload, bytes) else resp.payload.ByteSize()
+                    taken = await budget.acquire(size)
+                    try:
+                        yield resp.payload  # returns once gRPC has taken the message
+                    finally:
+                        budget.release(taken)
                 item = await queue.get()
         finally:
             cancel()
@@ -301,12 +368,18 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 self.nacks.pop((st.node_id, t), None)
         elif req.version_info:
             w.acked_version = req.version_info  # a reconnecting Envoy tells what it runs
-        names = set(req.resource_names)
-        w.names = None if t in WILDCARD_TYPES and (not names or "*" in names) else names
+        names = frozenset(req.resource_names)
+        if t in WILDCARD_TYPES and (not names or "*" in names):
+            w.names = None
+        else:  # every sidecar asks for the same 5,000 EDS names: keep one set object for all
+            if len(self._name_sets) > 1024:
+                self._name_sets.clear()
+            w.names = self._name_sets.setdefault(names, names)
         w.waiting = True
 
     def _nack(self, st: StreamState, t: str, w: _Watch, message: str) -> None:
         w.nacked_version = w.sent_version
+        w.sent = w.sent_names = None  # it kept what it had before: send everything it asks next time
         self._record_nack(st.node_id, t, w.sent_version or "", message)
 
     def _record_nack(self, node_id: str, t: str, version: str, message: str) -> None:
@@ -332,53 +405,77 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         """True when Envoy has accepted every cluster of ``snap`` and the endpoints of each (so they are
         warm): only then may listeners and routes that use them be pushed."""
         cds = st.watches.get(CLUSTER)
-        names = snap.get(CLUSTER).names()
-        if names and (
-            cds is None or cds.acked_version != cds.sent_version or not names <= (cds.sent_names or set())
+        cds_ts = snap.get(CLUSTER)
+        if cds_ts.parts and (
+            cds is None
+            or cds.sent is None
+            or cds.sent.version != cds_ts.version
+            or cds.acked_version != cds.sent_version
         ):
             return False
         eds_ts = snap.get(ENDPOINT)
-        eds_names = eds_ts.names()
-        if not eds_names:
+        if not any(p.items for p in eds_ts.parts):
             return True
         eds = st.watches.get(ENDPOINT)
         return (
             eds is not None
-            and eds.sent_version == eds_ts.version
+            and eds.sent is not None
+            and eds.sent.version == eds_ts.version
             and eds.acked_version == eds.sent_version
-            and eds_names <= (eds.sent_names or set())
+            and eds.sent_names is not None
+            and eds_ts.covered_by(eds.sent_names)
         )
 
-    def _payload(
-        self, st: StreamState, t: str, w: _Watch, snap: Snapshot
-    ) -> tuple[str, dict[str, any_pb2.Any]]:
+    def _wildcard(self, st: StreamState, t: str, w: _Watch, snap: Snapshot) -> tuple[str, list[bytes], int]:
+        """A Listener/Cluster response: the node's whole set, plus (make before break) clusters the
+        change removed while listeners and routes may still use them. Returns (version, the
+        ``resources`` bytes, how many resources are kept)."""
         ts = snap.get(t)
-        if w.names is None:
-            items = {n: a for p in ts.parts for n, a in p.items.items()}
-        else:
-            items = {n: a for p in ts.parts for n, a in p.items.items() if n in w.names}
-        version = ts.version
-        if t == CLUSTER and w.sent_version is not None:
-            removed = set(w.sent_resources) - set(items)
-            if removed and not self._routes_current(st, snap):
-                # make before break: keep removed clusters while listeners/routes may still use them
-                items.update({n: w.sent_resources[n] for n in removed})
-                version = f"{ts.version}+keep{len(removed)}"
-        return version, items
+        kept: dict[str, any_pb2.Any] = {}
+        if (t == CLUSTER and w.sent is not None and w.sent.version != ts.version) or w.kept:
+            gone = _removed(w.sent, w.kept, ts)
+            if gone and not self._routes_current(st, snap):
+                kept = gone
+        w.kept = kept
+        version = f"{ts.version}+keep{len(kept)}" if kept else ts.version
+        wires = [p.wire() for p in ts.parts]
+        if kept:
+            wires.append(resources_wire(kept.values()))
+        return version, wires, len(kept)
 
-    def _body(self, t: str, version: str, names: frozenset[str], items: dict[str, any_pb2.Any]) -> bytes:
-        """The serialized response without its nonce, shared by every stream asking the same thing
-        (100 sidecars asking for the same 1,000 endpoints cost one serialization, not 100)."""
-        key = (t, version, names)
-        body = self._bodies.get(key)
-        if body is None:
-            if len(self._bodies) > 256:
-                self._bodies.clear()
-            msg = discovery_pb2.DiscoveryResponse(
-                version_info=version, type_url=t, resources=list(items.values())
-            )
-            body = self._bodies[key] = msg.SerializeToString()
-        return body
+    def _named(self, w: _Watch, t: str, snap: Snapshot) -> tuple[str, list[bytes]] | None:
+        """An EDS/RDS/SDS response: what the stream lacks of the names it asked for (None: nothing).
+        The diff is computed once for every stream in the same position (shared parts and names)."""
+        ts = snap.get(t)
+        names = w.names or frozenset()
+        key = (t, w.sent.parts if w.sent is not None else None, w.sent_names, ts.parts, names)
+        hit = self._diffs.get(key)
+        if hit is None:
+            if len(self._diffs) > 256:
+                self._diffs.clear()
+            if w.sent is None:  # full: whole parts where the subscription covers them
+                count, wires = 0, []
+                for p in ts.parts:
+                    if p.names <= names:
+                        count += len(p.items)
+                        wires.append(p.wire())
+                    else:
+                        chosen = [a for n, a in p.items.items() if n in names]
+                        count += len(chosen)
+                        wires.append(resources_wire(chosen))
+                hit = (count, b"".join(wires))
+            else:
+                changed = changed_resources(w.sent, w.sent_names, ts, names)
+                hit = (len(changed), resources_wire(changed.values()))
+            self._diffs[key] = hit
+        count, wire = hit
+        if not count and w.sent is not None:
+            # nothing it asked for changed: it holds this version as much as the last one it acked
+            if w.acked_version == w.sent_version:
+                w.sent, w.sent_names = ts, w.names
+                w.sent_version = w.acked_version = ts.version
+            return None
+        return ts.version, [wire]
 
     def _responses(self, st: StreamState, snap: Snapshot) -> list[_Out]:
         out: list[_Out] = []
@@ -388,15 +485,44 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 continue
             if t in (LISTENER, ROUTE) and not self._clusters_ready(st, snap):
                 continue  # make before break: wait until the clusters they use are warm
-            version, items = self._payload(st, t, w, snap)
-            names = frozenset(items)
-            unchanged = w.sent_version is not None and names == w.sent_names
-            if unchanged and version in (w.sent_version, w.nacked_version):
-                continue
+            ts = snap.get(t)
+            if w.names is None:
+                if w.sent is not None and ts.version == w.sent.version and not w.kept:
+                    continue
+                version, wires, _ = self._wildcard(st, t, w, snap)
+                if version in (w.sent_version, w.nacked_version):
+                    continue
+            else:
+                if w.sent is not None and ts is w.sent and w.names is w.sent_names:
+                    continue
+                if ts.version == w.nacked_version:
+                    continue
+                named = self._named(w, t, snap)
+                if named is None:
+                    continue
+                version, wires = named
             nonce = str(next(self._nonce))
-            # protobuf merges concatenated messages: the shared body plus this stream's nonce
-            tail = discovery_pb2.DiscoveryResponse(nonce=nonce).SerializeToString()
-            out.append(_Out(t, self._body(t, version, names, items) + tail))
-            w.sent_version, w.sent_nonce, w.sent_names, w.sent_resources = version, nonce, names, items
+            head = discovery_pb2.DiscoveryResponse(version_info=version, type_url=t, nonce=nonce)
+            out.append(_Out(t, b"".join([head.SerializeToString(), *wires])))
+            w.sent_version, w.sent_nonce, w.sent, w.sent_names = version, nonce, ts, w.names
             w.waiting = False
         return out
+
+
+def _removed(sent: TypeSet | None, kept: dict[str, any_pb2.Any], now: TypeSet) -> dict[str, any_pb2.Any]:
+    """Resources the client holds from ``sent`` (and ``kept``) that ``now`` no longer has."""
+    if sent is None:
+        return {n: a for n, a in kept.items() if not any(n in p.names for p in now.parts)}
+    common = {id(p) for p in sent.parts} & {id(p) for p in now.parts}
+    new_names: set[str] = set()
+    for p in now.parts:
+        if id(p) not in common:
+            new_names |= p.names
+    out: dict[str, any_pb2.Any] = {}
+    for q in sent.parts:
+        if id(q) not in common:
+            out.update((n, a) for n, a in q.items.items() if n not in new_names)
+    out.update(
+        (n, a) for n, a in kept.items() if n not in new_names and not any(n in p.names for p in now.parts)
+    )
+    return out
