@@ -60,6 +60,24 @@ class Compiled:
     at: float
 
 
+def return_large_buffers_to_os() -> None:
+    """Serve buffers of 256 KiB and more from their own mappings (glibc ``M_MMAP_THRESHOLD``), so
+    memory goes back to the system when a push is written. Otherwise glibc raises that threshold on
+    the first large free and keeps the freed megabyte-sized responses of 1,000 streams in its heap:
+    measured at 5,000 services, 1.2 GB resident after every Envoy had acknowledged, 0.33 GB with it.
+    A no-op where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "mallopt"):
+            libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD (malloc.h)
+    except OSError:
+        pass
+
+
 def build_snapshots(translation: Translation) -> dict[str, Snapshot]:
     """Pack a translation into one :class:`Snapshot` per node (shared groups are packed once)."""
     parts = PartCache()
@@ -276,6 +294,7 @@ class ControlPlane:
     async def start(self) -> int:
         """Start serving ADS and watching the files; return the bound port."""
         self._loop = asyncio.get_running_loop()
+        return_large_buffers_to_os()
         port = await self.server.start()
         self._tasks = [asyncio.create_task(self._status_loop())]
         if self.watch:
