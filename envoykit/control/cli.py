@@ -85,7 +85,7 @@ def serve(
             **extra,
         )
         if source is not None:
-            source.on_change = cp.reload
+            source.on_change = lambda: cp.update_endpoints(source.take_changed())  # endpoints only
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -18,13 +18,14 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
+from envoykit.control.endpoint_update import assignments, with_assignments
 from envoykit.control.model.loader import LoadedMesh, load_mesh
 from envoykit.control.pki.ca import CertificateAuthority
 from envoykit.control.pki.sds import SecretProvider
@@ -104,7 +105,8 @@ class ControlPlane:
         watch: reload when mesh.yaml or the files it names change (else only on :meth:`reload`).
         metrics_port: serve Prometheus ``/metrics`` there (None: not at all).
         endpoints: where services' endpoints come from (the model's workloads by default; e.g.
-            :class:`envoykit.k8s.discovery.KubernetesEndpoints`). When it changes, call :meth:`reload`.
+            :class:`envoykit.k8s.discovery.KubernetesEndpoints`). When it changes, call
+            :meth:`update_endpoints` (only endpoints move) or :meth:`reload`.
 
     Raises:
         ConfigError: the first load of the mesh fails (a control plane never starts without a good config).
@@ -174,6 +176,36 @@ class ControlPlane:
     def port(self) -> int:
         """The bound gRPC port (after :meth:`start`)."""
         return self.server.port
+
+    def update_endpoints(self, services: Iterable[str] | None = None) -> int:
+        """Push new endpoints of ``services`` (None: every service) from the endpoint source without
+        translating anything else (:mod:`envoykit.control.endpoint_update`): only assignments that
+        differ from the served ones are repacked, and each Envoy receives only those. Blocking (call
+        from a thread, as :meth:`reload`); a reload and an update never interleave.
+
+        Returns:
+            how many ClusterLoadAssignments changed (0: nothing was pushed).
+
+        Raises:
+            whatever the endpoint source raises (the served endpoints stay).
+        """
+        count = 0
+
+        def derive(cur: Compiled) -> Compiled | None:
+            nonlocal count
+            result = with_assignments(cur, assignments(cur.loaded.mesh, self.endpoints, services))
+            if result is None:
+                return None
+            new, count = result
+            return new
+
+        t0 = time.perf_counter()
+        self.config.update(derive)
+        if count:
+            self._log.info(
+                "endpoints updated", assignments=count, ms=round((time.perf_counter() - t0) * 1000, 1)
+            )
+        return count
 
     def on_apply(self, fn: Callable[[Compiled], None]) -> None:
         """Call ``fn`` (on the event loop) after each accepted version is pushed to the cache."""

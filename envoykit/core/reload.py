@@ -119,6 +119,24 @@ class WatchedConfig(Generic[T]):
             self._on_change(value)
         return True
 
+    def update(self, derive: Callable[[T], T | None]) -> bool:
+        """Swap in ``derive(current)``, a change made from the current value without loading the files
+        again (the control plane's endpoint-only road); ``None`` keeps the current one. Runs under the
+        reload lock, so a reload and an update never interleave; ``on_change`` follows as for a reload.
+
+        Returns:
+            True when a new value replaced the current one.
+        """
+        with self._lock:
+            value = derive(self._current)
+            if value is None:
+                return False
+            self._current = value
+            self.generation += 1
+            if self._on_change is not None:
+                self._on_change(value)  # in order with the swap (it only schedules the push)
+        return True
+
     def _fingerprint(self) -> dict[str, str]:
         """sha256 of every file under ``path`` (symlinks to files followed, as the loader reads them)."""
         files = [str(self.path)] if not self.path.is_dir() else []

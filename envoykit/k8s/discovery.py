@@ -18,8 +18,11 @@ Each (namespace, resource) pair is one list-then-watch loop on its own thread, w
 * any other failure (API server gone, 5xx, refused connection) keeps every endpoint known so far and
   retries with backoff: a lost API server never empties the mesh's endpoints.
 
-Changes are coalesced (``settle`` seconds) and reported through ``on_change`` (the control plane's
-``reload``, which translates again and pushes what changed).
+Changes are coalesced (``settle`` seconds) and reported through ``on_change``; :meth:`take_changed`
+names the services whose endpoints may have moved since the last call (an EndpointSlice's service;
+for a Pod whose labels changed, the services whose slices point at it; everything after a list), for
+the control plane's endpoint-only road (``ControlPlane.update_endpoints``), which repacks only those
+services' ClusterLoadAssignments and pushes only the ones that differ.
 """
 
 from __future__ import annotations
@@ -125,6 +128,7 @@ class KubernetesEndpoints:
         self.backoff = backoff
         self._lock = threading.Lock()
         self._state = _State()
+        self._dirty: set[str] | None = set()  # services to look at again; None: all
         self._changed = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -152,6 +156,20 @@ class KubernetesEndpoints:
                         continue
                     out.update((ip, port) for ip in ep.ips)
         return [Address(host=h, port=p) for h, p in sorted(out)]
+
+    def take_changed(self) -> set[str] | None:
+        """Names of the services whose endpoints may have changed since the last call (None: any of
+        them, e.g. after a list), and start collecting again."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def _mark(self, services: set[str] | None) -> None:
+        # with self._lock held
+        if services is None or self._dirty is None:
+            self._dirty = None
+        else:
+            self._dirty |= services
 
     # -- lifecycle --
 
@@ -201,10 +219,24 @@ class KubernetesEndpoints:
             else:
                 table = self._state.pods
                 value = dict((obj.get("metadata") or {}).get("labels") or {})
+            old = table.get((ns, name))
             if kind == "DELETED" or value is None:
                 table.pop((ns, name), None)
+                value = None
             else:
                 table[(ns, name)] = value
+            if old == value:
+                return  # e.g. a Pod's status moved: its labels, all envoykit reads, did not
+            if resource == "endpointslices":
+                self._mark({s.service for s in (old, value) if s is not None})
+            else:  # the pod's workload label decides its port and subsets
+                self._mark(
+                    {
+                        s.service
+                        for (sns, _), s in self._state.slices.items()
+                        if sns == ns and any(ep.pod == name for ep in s.endpoints)
+                    }
+                )
         self._changed.set()
 
     def _relist(self, st: WatchStatus) -> None:
@@ -219,6 +251,7 @@ class KubernetesEndpoints:
             )
             for key in [k for k in table if k[0] == st.namespace]:
                 del table[key]
+            self._mark(None)
         for obj in items:
             self._apply(st.resource, st.namespace, "ADDED", obj)
         st.resource_version = (doc.get("metadata") or {}).get("resourceVersion")

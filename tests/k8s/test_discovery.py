@@ -128,7 +128,9 @@ def test_endpoints_follow_the_api_under_traffic(envoy: Any, api: FakeApi, tmp_pa
         src = source(api, watch_timeout=2)
         try:
             with control_plane(path, endpoints=src) as cpt:
-                src.on_change = cpt.reload
+                # the endpoint-only road, as `control serve --discovery kubernetes` wires it
+                src.on_change = lambda: cpt.cp.update_endpoints(src.take_changed())
+                translation = cpt.cp.current.translation
                 (proc,) = start_nodes(envoy, cpt, "ingress~ingress")
                 url = f"http://{mesh['gateways'][0]['address']}/"
                 with Traffic(url) as traffic:
@@ -163,5 +165,6 @@ def test_endpoints_follow_the_api_under_traffic(envoy: Any, api: FakeApi, tmp_pa
                 assert failures == []
                 assert sum(seen.values()) > 200 and set(seen) == {"a", "b"}
                 assert proc.stats().get("cluster.outbound|80||backend.default.upstream_rq_5xx", 0) == 0
+                assert cpt.cp.current.translation is translation  # no change was translated again
         finally:
             src.stop()
