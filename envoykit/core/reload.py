@@ -87,6 +87,7 @@ class WatchedConfig(Generic[T]):
         self.last_refused_at: float | None = None  # time.time() of the last refusal
         self.generation = 0
         self._lock = threading.Lock()
+        self._loaded_target = os.path.realpath(self.path)
         self._current: T = loader(self.path)
         RELOADS.labels(component, "success").inc()
         CONFIG_OK.labels(component).set(1)
@@ -103,6 +104,7 @@ class WatchedConfig(Generic[T]):
             True when the new version replaced the old one, False when it was refused.
         """
         with self._lock:
+            self._loaded_target = os.path.realpath(self.path)
             try:
                 value = self._load_settled()
             except ConfigError as exc:
@@ -205,6 +207,9 @@ class WatchedConfig(Generic[T]):
 
         target = self.path if self.path.is_dir() else self.path.parent
         async for changes in awatch(target, stop_event=stop, debounce=debounce_ms, recursive=True):
-            if self.path.is_file() and not names_path(changes, self.path):
+            # a file mounted from a ConfigMap is a symlink through ``..data``, which the kubelet swaps
+            # to a new folder: no event names the file, but it now resolves elsewhere
+            moved = os.path.realpath(self.path) != self._loaded_target
+            if self.path.is_file() and not moved and not names_path(changes, self.path):
                 continue
             await asyncio.to_thread(self.reload)
