@@ -167,6 +167,12 @@ def inject(
 @click.option("--istio-namespace", default="istio-system", show_default=True)
 @click.option("--gateway", default="eg", show_default=True, help="Envoy Gateway: the Gateway to attach to.")
 @click.option("--gateway-namespace", default="default", show_default=True)
+@click.option(
+    "--gateway-listener",
+    default="http",
+    show_default=True,
+    help="Envoy Gateway: the Gateway's HTTP listener the rate-limit patch goes into.",
+)
 def integrate(
     target: str,
     mesh_path: Path,
@@ -176,6 +182,7 @@ def integrate(
     istio_namespace: str,
     gateway: str,
     gateway_namespace: str,
+    gateway_listener: str,
 ) -> None:
     """Write the resources that wire envoykit's servers into an existing Istio or Envoy Gateway."""
     from envoykit.control.model.loader import load_mesh
@@ -190,6 +197,6 @@ def integrate(
     if target == "istio":
         files = ig.istio(mesh, ns, cluster_domain, istio_namespace)
     else:
-        files = ig.envoy_gateway(mesh, ns, gateway, gateway_namespace)
+        files = ig.envoy_gateway(mesh, ns, gateway, gateway_namespace, gateway_listener, cluster_domain)
     for path in write_manifests(files, out, f"integrate {target}"):
         click.echo(f"wrote {path}")

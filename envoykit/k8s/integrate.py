@@ -25,6 +25,14 @@ Envoy Gateway (``gateway.envoyproxy.io/v1alpha1``)::
     eg-extensionpolicy.yaml      EnvoyExtensionPolicy ``extProc`` → user processors (and the ext_proc
                                  telemetry server where the mesh uses it)
     eg-referencegrant.yaml       ReferenceGrant letting the policies reach Services in envoykit's namespace
+    eg-ratelimit.yaml            EnvoyPatchPolicy (JSONPatch on the xDS Envoy Gateway generates; needs
+                                 ``extensionApis.enableEnvoyPatchPolicy: true`` in the EnvoyGateway
+                                 config): ``envoy.filters.http.ratelimit`` first in the Gateway
+                                 listener's HTTP filters, carrying the ingress routes' rate-limit
+                                 actions itself (the filter's ``rate_limits``, so no route is patched),
+                                 and an ``envoykit-ratelimit`` cluster. Envoy Gateway's own global rate
+                                 limit (BackendTrafficPolicy) runs the rate-limit service it deploys and
+                                 configures; it has no field naming another one.
 
 Envoy's own parts (the filters' ``typed_config``) are built with the same builders the control plane
 uses and printed with their ``@type``; Istio names a Service's cluster
@@ -33,14 +41,16 @@ uses and printed with their ``@type``; Istio names a Service's cluster
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
 from envoykit.control.model.mesh import Mesh
+from envoykit.control.model.types import Address
 from envoykit.control.translate import filters as f
 from envoykit.control.translate.accesslog import ACCESS_LOG_CLUSTER, http_access_logs
-from envoykit.control.translate.clusters import RATELIMIT_CLUSTER, TELEMETRY_CLUSTER
+from envoykit.control.translate.clusters import RATELIMIT_CLUSTER, TELEMETRY_CLUSTER, static_cluster
 from envoykit.control.translate.routes import rate_limits
 from envoykit.k8s import names
 from envoykit.k8s.kmesh import ACCESS_LOG
@@ -55,7 +65,8 @@ def _duration(seconds: float) -> str:
 
 
 def _json(msg: Any) -> Obj:
-    out: Obj = MessageToDict(msg, preserving_proto_field_name=True)
+    # through JSON: MessageToDict gives OrderedDicts for Any fields, which YAML's safe dumper refuses
+    out: Obj = json.loads(json.dumps(MessageToDict(msg, preserving_proto_field_name=True)))
     return out
 
 
@@ -164,13 +175,7 @@ def istio(
                 "patch": {"operation": "INSERT_BEFORE", "value": flt},
             }
         ]
-        actions = [
-            _json(r)
-            for vs in mesh.virtual_services
-            if ingress.name in vs.gateways
-            for route in vs.http
-            for r in rate_limits(route.rate_limits)
-        ]
+        actions = _ingress_rate_limits(mesh, ingress.name)
         if actions:
             patches.append(
                 {
@@ -259,8 +264,89 @@ def istio(
     return files
 
 
-def envoy_gateway(mesh: Mesh, ns: str, gateway: str, gateway_ns: str) -> dict[str, list[Obj]]:
-    """Envoy Gateway policies attaching envoykit's servers (in ``ns``) to Gateway ``gateway_ns/gateway``."""
+def _ingress_rate_limits(mesh: Mesh, gateway_name: str) -> list[Obj]:
+    """The rate-limit actions of the routes bound to ``gateway_name`` (``config.route.v3.RateLimit``)."""
+    return [
+        _json(r)
+        for vs in mesh.virtual_services
+        if gateway_name in vs.gateways
+        for route in vs.http
+        for r in rate_limits(route.rate_limits)
+    ]
+
+
+EG_RATELIMIT_CLUSTER = "envoykit-ratelimit"
+
+
+def envoy_gateway_ratelimit(
+    mesh: Mesh, ns: str, gateway: str, gateway_ns: str, listener: str, cluster_domain: str
+) -> list[Obj]:
+    """The EnvoyPatchPolicy wiring envoykit's rate-limit server into Gateway ``gateway_ns/gateway``'s
+    listener ``listener`` (an HTTP listener: its connection manager is the default filter chain's
+    first filter), or [] when the mesh's ingress gateway uses no rate limit.
+
+    Envoy Gateway names a listener and its route configuration ``<namespace>/<gateway>/<listener>``
+    (its EnvoyPatchPolicy task); a JSONPatch ``add`` with an empty path adds a whole resource.
+    """
+    ingress = next((g for g in mesh.gateways if g.kind == "ingress"), None)
+    if ingress is None or ingress.extensions.ratelimit is None:
+        return []
+    rl = ingress.extensions.ratelimit
+    flt = _rename_cluster(
+        _json(f.ratelimit_filter(mesh, rl.domain, rl.failure_mode_deny)),
+        RATELIMIT_CLUSTER,
+        EG_RATELIMIT_CLUSTER,
+    )
+    actions = _ingress_rate_limits(mesh, ingress.name)
+    if actions:  # the filter's own descriptors: route and virtual host rate_limits are then ignored
+        flt["typed_config"]["rate_limits"] = actions
+    host = names.service_dns(EG_RATELIMIT_CLUSTER, ns, cluster_domain)
+    cluster = _json(
+        static_cluster(
+            EG_RATELIMIT_CLUSTER,
+            [Address(host=host, port=mesh.extensions.ratelimit.address.port)],
+            http2=True,
+        )
+    )
+    return [
+        {
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "EnvoyPatchPolicy",
+            "metadata": _meta("envoykit-ratelimit", gateway_ns),
+            "spec": {
+                "targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway},
+                "type": "JSONPatch",
+                "jsonPatches": [
+                    {
+                        "type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+                        "name": f"{gateway_ns}/{gateway}/{listener}",
+                        "operation": {
+                            "op": "add",
+                            "path": "/default_filter_chain/filters/0/typed_config/http_filters/0",
+                            "value": flt,
+                        },
+                    },
+                    {
+                        "type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+                        "name": EG_RATELIMIT_CLUSTER,
+                        "operation": {"op": "add", "path": "", "value": cluster},
+                    },
+                ],
+            },
+        }
+    ]
+
+
+def envoy_gateway(
+    mesh: Mesh,
+    ns: str,
+    gateway: str,
+    gateway_ns: str,
+    listener: str = "http",
+    cluster_domain: str = "cluster.local",
+) -> dict[str, list[Obj]]:
+    """Envoy Gateway policies attaching envoykit's servers (in ``ns``) to Gateway ``gateway_ns/gateway``
+    (its listener ``listener`` for the rate limit)."""
     ext = mesh.extensions
     target = [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway}]
 
@@ -362,6 +448,9 @@ def envoy_gateway(mesh: Mesh, ns: str, gateway: str, gateway_ns: str) -> dict[st
                 "spec": {"targetRefs": target, "extProc": procs},
             }
         ]
+    ratelimit = envoy_gateway_ratelimit(mesh, ns, gateway, gateway_ns, listener, cluster_domain)
+    if ratelimit:
+        files["eg-ratelimit.yaml"] = ratelimit
     if gateway_ns != ns:
         files["eg-referencegrant.yaml"] = [
             {

@@ -192,3 +192,92 @@ def test_envoy_gateway_policies(tmp_path: Path) -> None:
     assert grant["metadata"]["namespace"] == "envoykit" and grant["spec"]["to"] == [
         {"group": "", "kind": "Service"}
     ]
+
+
+def _json_patch_add(doc: Any, path: str, value: Any) -> None:
+    """RFC 6902 ``add`` at a JSON pointer (objects and arrays; ``-`` appends), as Envoy Gateway applies
+    an EnvoyPatchPolicy's operations."""
+    *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+    for part in parents:
+        doc = doc[int(part)] if isinstance(doc, list) else doc[part]
+    if isinstance(doc, list):
+        doc.insert(len(doc) if last == "-" else int(last), value)
+    else:
+        doc[last] = value
+
+
+def test_envoy_gateway_rate_limit_patch_loads_in_envoy(tmp_path: Path) -> None:
+    files = integrate(
+        tmp_path / "out",
+        "envoy-gateway",
+        *("--namespace", "envoykit", "--gateway", "eg", "--gateway-namespace", "edge"),
+    )
+    (policy,) = files["eg-ratelimit.yaml"]
+    assert (policy["apiVersion"], policy["kind"], policy["metadata"]["namespace"]) == (
+        "gateway.envoyproxy.io/v1alpha1",
+        "EnvoyPatchPolicy",
+        "edge",
+    )
+    spec = policy["spec"]
+    assert spec["type"] == "JSONPatch"
+    assert spec["targetRef"] == {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}
+    listener_patch, cluster_patch = spec["jsonPatches"]
+    assert listener_patch["type"] == "type.googleapis.com/envoy.config.listener.v3.Listener"
+    assert listener_patch["name"] == "edge/eg/http"  # <gateway namespace>/<gateway>/<listener>
+    flt = listener_patch["operation"]["value"]
+    assert flt["name"] == "envoy.filters.http.ratelimit"
+    assert flt["typed_config"]["rate_limit_service"]["grpc_service"]["envoy_grpc"] == {
+        "cluster_name": "envoykit-ratelimit"
+    }
+    assert flt["typed_config"]["rate_limits"]  # the demo's ingress routes' actions, on the filter
+    assert cluster_patch["operation"]["path"] == "" and cluster_patch["name"] == "envoykit-ratelimit"
+    cluster = cluster_patch["operation"]["value"]
+    assert cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {
+        "socket_address": {"address": "envoykit-ratelimit.envoykit.svc.cluster.local", "port_value": 8081}
+    }
+    # a listener shaped as Envoy Gateway generates one for an HTTP Gateway listener, patched as it
+    # applies the policy, must load in Envoy
+    listener = {
+        "name": "edge/eg/http",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 10080}},
+        "default_filter_chain": {
+            "filters": [
+                {
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "http-10080",
+                        "route_config": {
+                            "name": "edge/eg/http",
+                            "virtual_hosts": [
+                                {
+                                    "name": "edge/eg/http/www_example_com",
+                                    "domains": ["www.example.com"],
+                                    "routes": [
+                                        {"match": {"prefix": "/"}, "direct_response": {"status": 200}}
+                                    ],
+                                }
+                            ],
+                        },
+                        "http_filters": [
+                            {
+                                "name": "envoy.filters.http.router",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                                },
+                            }
+                        ],
+                    },
+                }
+            ]
+        },
+    }
+    _json_patch_add(listener, listener_patch["operation"]["path"], flt)
+    assert listener["default_filter_chain"]["filters"][0]["typed_config"]["http_filters"][0] is flt
+    config = {"static_resources": {"listeners": [listener], "clusters": [cluster]}}
+    path = tmp_path / "envoy.json"
+    path.write_text(json.dumps(config))
+    r = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
