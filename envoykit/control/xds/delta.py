@@ -12,6 +12,11 @@ client holds, and ``removed_resources`` for what it holds that no longer exists.
 * listeners and routes wait until every cluster and its endpoints are acknowledged, and clusters that a
   change removes are removed only once listeners and routes are up to date (make before break).
 
+A stream remembers the type set it last reconciled with (``seen``); until its subscriptions change or
+it NACKs, a type whose set is the same object is skipped, and one whose set changed is compared only
+in the parts that changed (an endpoint change at 5,000 services compares one part, not every
+resource, for each of 1,000 streams).
+
 Source: Envoy docs, "xDS REST and gRPC protocol", section "Incremental xDS".
 """
 
@@ -22,7 +27,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from envoykit.control.xds.snapshot import Snapshot
+from envoykit.control.xds.snapshot import Snapshot, TypeSet
 from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
 
 WILDCARD_TYPES = {CLUSTER, LISTENER}
@@ -40,6 +45,8 @@ class _DeltaWatch:
     before: dict[str, str | None] = field(default_factory=dict)  # what the client held before it
     nacked: dict[str, str | None] = field(default_factory=dict)
     started: bool = False
+    seen: TypeSet | None = None  # the type set last reconciled with (everything it needed was sent)
+    touched: bool = True  # subscriptions changed or a NACK since then: compare everything again
 
 
 @dataclass
@@ -63,6 +70,8 @@ class DeltaProtocol:
     def on_request(self, st: DeltaState, req: discovery_pb2.DeltaDiscoveryRequest) -> str | None:
         """Apply a request; returns Envoy's error message when it NACKs our last response."""
         w = st.watches.setdefault(req.type_url, _DeltaWatch())
+        if req.resource_names_subscribe or req.resource_names_unsubscribe or not w.started:
+            w.touched = True
         if not w.started:
             w.started = True
             w.known.update(req.initial_resource_versions)
@@ -83,6 +92,7 @@ class DeltaProtocol:
         if req.response_nonce and req.response_nonce == w.pending:
             if req.HasField("error_detail"):
                 error = req.error_detail.message
+                w.touched = True
                 w.nacked.update(w.sent)
                 for name, old in w.before.items():  # the client kept what it had
                     if old is None:
@@ -103,10 +113,12 @@ class DeltaProtocol:
         w = st.watches.get(t)
         if w is None:
             return True
-        entries = snap.get(t).entries()
         if w.pending:
             return False
-        return all(w.known.get(n) == v for n, (v, _) in entries.items() if self._wanted(w, n))
+        ts = snap.get(t)
+        if w.seen is ts and not w.touched:
+            return True
+        return all(w.known.get(n) == v for n, (v, _) in ts.entries().items() if self._wanted(w, n))
 
     def responses(self, st: DeltaState, snap: Snapshot) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         """What to send now, in make-before-break order."""
@@ -120,21 +132,40 @@ class DeltaProtocol:
             ):
                 continue
             ts = snap.get(t)
-            entries = ts.entries()
+            if w.seen is ts and not w.touched:
+                continue
+            if w.seen is not None and not w.touched:  # only the parts that changed since
+                common = {id(p) for p in w.seen.parts} & {id(p) for p in ts.parts}
+                scan = [p for p in ts.parts if id(p) not in common]
+                now = {n for p in scan for n in p.items}
+                gone = [n for q in w.seen.parts if id(q) not in common for n in q.items if n not in now]
+            else:
+                scan = list(ts.parts)
+                now = ts.names()
+                gone = list(w.known)
             resources = []
             sent: dict[str, str | None] = {}
-            for name, (version, packed) in entries.items():
-                if self._wanted(w, name) and w.known.get(name) != version and w.nacked.get(name) != version:
-                    resources.append(discovery_pb2.Resource(name=name, version=version, resource=packed))
-                    sent[name] = version
-            removed = [n for n in w.known if n not in entries and w.nacked.get(n, "") is not None]
-            if (
+            for p in scan:
+                for name, packed in p.items.items():
+                    version = p.versions[name]
+                    if (
+                        self._wanted(w, name)
+                        and w.known.get(name) != version
+                        and w.nacked.get(name) != version
+                    ):
+                        resources.append(discovery_pb2.Resource(name=name, version=version, resource=packed))
+                        sent[name] = version
+            removed = [n for n in gone if n in w.known and n not in now and w.nacked.get(n, "") is not None]
+            deferred = (
                 t == CLUSTER
-                and removed
+                and bool(removed)
                 and not (self._settled(st, LISTENER, snap) and self._settled(st, ROUTE, snap))
-            ):
+            )
+            if deferred:
                 removed = []  # keep them until listeners and routes stop using them
             sent.update({n: None for n in removed})
+            if not deferred:
+                w.seen, w.touched = ts, False
             if not sent:
                 continue
             nonce = f"d{next(self._nonce)}"
