@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import gc
 import json
 import resource
 import subprocess
@@ -44,7 +42,6 @@ from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE  #
 from envoykit.core.logs import configure_logging  # noqa: E402
 from envoykit.core.net import free_port  # noqa: E402
 
-_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -116,7 +113,7 @@ def generate(services: int, canary_every: int = 10) -> dict[str, Any]:
 
 
 def rss_mb() -> tuple[float, float]:
-    """(current, peak since :func:`reset_peak`) resident memory of this process in MB."""
+    """(current, peak) resident memory of this process in MB."""
     current = peak = 0.0
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -124,14 +121,6 @@ def rss_mb() -> tuple[float, float]:
         elif line.startswith("VmHWM:"):
             peak = int(line.split()[1]) / 1024
     return current, peak or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def reset_peak() -> None:
-    """Start the peak (VmHWM) again from the current size (Linux ``/proc/self/clear_refs``, value 5), so
-    the control plane's peak is not the benchmark's own YAML generation and first translation."""
-    gc.collect()
-    with contextlib.suppress(OSError):  # not Linux: the peak is the process's
-        Path("/proc/self/clear_refs").write_text("5")
 
 
 # -- clients (run in a child process) --
@@ -262,44 +251,48 @@ async def converge(
     return reload_s, max(got.values()) - applied_wall
 
 
+def prepare(folder: Path, services: int) -> dict[str, Any]:
+    """Write the generated mesh (``mesh.yaml``) and its two edited versions (``route.yaml``,
+    ``endpoint.yaml``) to ``folder``, and time validate, translate and pack once. Runs in a child
+    process, so that the control plane's process holds none of this."""
+    doc = generate(services)
+    path = folder / "mesh.yaml"
+    path.write_text(yaml.dump(doc, Dumper=_YAML_DUMPER, sort_keys=False))
+    t0 = time.perf_counter()
+    loaded = load_mesh(path)
+    t1 = time.perf_counter()
+    translation = translate(loaded.mesh, loaded.base_dir, SpiffeMeshTls())
+    t2 = time.perf_counter()
+    build_snapshots(translation)
+    t3 = time.perf_counter()
+    # route change: a canary's weights; endpoint change: an app (and its sidecar's inbound) moved
+    doc["virtual_services"][0]["http"][0]["route"][0]["weight"] = 80
+    doc["virtual_services"][0]["http"][0]["route"][1]["weight"] = 20
+    (folder / "route.yaml").write_text(yaml.dump(doc, Dumper=_YAML_DUMPER, sort_keys=False))
+    doc["services"][1]["workloads"][0]["address"] = "127.0.0.1:64999"
+    doc["services"][1]["workloads"][0]["sidecar"]["inbound"] = "127.0.0.1:64998"
+    (folder / "endpoint.yaml").write_text(yaml.dump(doc, Dumper=_YAML_DUMPER, sort_keys=False))
+    return {
+        "services": services,
+        "nodes": len(translation.nodes),
+        "validate_s": round(t1 - t0, 3),
+        "translate_s": round(t2 - t1, 3),
+        "snapshots_s": round(t3 - t2, 3),
+    }
+
+
 async def main_async(services: int, clients: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="envoykit-bench-") as tmp:
-        doc = generate(services)
+        r = subprocess.run(
+            [sys.executable, __file__, "--prepare-mode", tmp, str(services)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        figures: dict[str, Any] = json.loads(r.stdout)
         path = Path(tmp) / "mesh.yaml"
-        path.write_text(yaml.dump(doc, Dumper=_YAML_DUMPER, sort_keys=False))
-        t0 = time.perf_counter()
-        loaded = load_mesh(path)
-        t1 = time.perf_counter()
-        translation = translate(loaded.mesh, loaded.base_dir, SpiffeMeshTls())
-        t2 = time.perf_counter()
-        build_snapshots(translation)
-        t3 = time.perf_counter()
-        del translation
-        figures: dict[str, Any] = {
-            "services": services,
-            "nodes": len(loaded.mesh.services)
-            + sum(len(s.workloads) for s in loaded.mesh.services)
-            - services
-            + 1,
-            "validate_s": round(t1 - t0, 3),
-            "translate_s": round(t2 - t1, 3),
-            "snapshots_s": round(t3 - t2, 3),
-        }
-
-        def route_change(d: dict[str, Any]) -> None:
-            d["virtual_services"][0]["http"][0]["route"][0]["weight"] = 80
-            d["virtual_services"][0]["http"][0]["route"][1]["weight"] = 20
-
-        def endpoint_change(d: dict[str, Any]) -> None:
-            d["services"][1]["workloads"][0]["address"] = "127.0.0.1:64999"  # an app moved
-            d["services"][1]["workloads"][0]["sidecar"]["inbound"] = "127.0.0.1:64998"
-
-        route_change(doc)
-        route_text = yaml.dump(doc, Dumper=_YAML_DUMPER, sort_keys=False)
-        endpoint_change(doc)
-        endpoint_text = yaml.dump(doc, Dumper=_YAML_DUMPER, sort_keys=False)
-        del doc, loaded
-        reset_peak()
+        route_text = (Path(tmp) / "route.yaml").read_text()
+        endpoint_text = (Path(tmp) / "endpoint.yaml").read_text()
         state = Path(tmp) / "state"
         discovered = DiscoveredEndpoints()
         cp = ControlPlane(
@@ -360,6 +353,9 @@ async def main_async(services: int, clients: int) -> dict[str, Any]:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--client-mode":
         asyncio.run(run_clients(sys.argv[2], sys.argv[3], sys.argv[4:]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--prepare-mode":
+        print(json.dumps(prepare(Path(sys.argv[2]), int(sys.argv[3]))))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--services", type=int, default=1000)
