@@ -248,7 +248,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._budget_limit = send_budget
         # shared across streams: one set object per distinct subscription, one diff per change
         self._name_sets: dict[frozenset[str], frozenset[str]] = {}
-        self._diffs: dict[tuple[Any, ...], tuple[int, bytes]] = {}
+        # chunks, not joined: a node's RDS is its own part plus the shared 5,000-host ``outbound``
+        # part, which must stay one object for every node, not a copy per node
+        self._diffs: dict[tuple[Any, ...], tuple[int, list[bytes]]] = {}
         self.streams: dict[int, StreamState] = {}
         self._nonce = itertools.count(1)
         self._log = get_logger("control.ads")
@@ -506,19 +508,19 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                         chosen = [a for n, a in p.items.items() if n in names]
                         count += len(chosen)
                         wires.append(resources_wire(chosen))
-                hit = (count, b"".join(wires))
+                hit = (count, wires)
             else:
                 changed = changed_resources(w.sent, w.sent_names, ts, names)
-                hit = (len(changed), resources_wire(changed.values()))
+                hit = (len(changed), [resources_wire(changed.values())])
             self._diffs[key] = hit
-        count, wire = hit
+        count, chunks = hit
         if not count and w.sent is not None:
             # nothing it asked for changed: it holds this version as much as the last one it acked
             if w.acked_version == w.sent_version:
                 w.sent, w.sent_names = ts, w.names
                 w.sent_version = w.acked_version = ts.version
             return None
-        return ts.version, [wire]
+        return ts.version, list(chunks)
 
     def _responses(self, st: StreamState, snap: Snapshot) -> list[_Out]:
         out: list[_Out] = []
