@@ -2,49 +2,73 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from envoykit.wasmhost.abi import BufferType, MapType
 from envoykit.wasmhost.headermap import HeaderMap
 
 
-@dataclass(eq=False)
 class ContextState:
     """One Proxy-Wasm context as the host sees it.
+
+    A plain class with slots, not a dataclass: one is made per stream, on the hot path.
 
     Attributes:
         id: context id (root 1, streams 2, 3... never reused; cpp-host ``allocContextId``).
         parent_id: 0 for the root context, else the root context's id.
         kind: ``"root"``, ``"http"`` or ``"tcp"``.
         maps: the header maps the filter can reach right now (absent = not available, as in
-            Envoy ``getMap`` which returns null outside the owning callback).
+            Envoy ``getMap`` which returns null outside the owning callback), by ``MapType`` value.
         bodies: the body / data buffers reachable right now, by buffer type.
         deferred: actions recorded by host calls, applied after the module returns.
     """
 
-    id: int
-    parent_id: int
-    kind: str
-    maps: dict[MapType, HeaderMap] = field(default_factory=dict)
-    bodies: dict[int, bytearray] = field(default_factory=dict)
-    deferred: list[tuple[str, Any]] = field(default_factory=list)
-    properties: dict[str, Any] = field(default_factory=dict)
-    filter_state: dict[str, bytes] = field(default_factory=dict)
-    live_maps: dict[MapType, HeaderMap] = field(default_factory=dict)  # writable in on_log
-    response_headers_seen: HeaderMap | None = None
-    connection_id: int | None = None
-    start_ns: int = 0  # request.time: when the stream began (wall clock)
-    request_bytes: int = 0  # request body bytes received from the client so far
-    upstream_reached: bool = False  # the router sent the request upstream (upstream.address)
-    access_log_phase: bool = False
-    route_cache_cleared: int = 0
-    created: bool = False
-    deleted: bool = False
+    __slots__ = (
+        "access_log_phase",
+        "bodies",
+        "connection_id",
+        "created",
+        "deferred",
+        "deleted",
+        "dirty",
+        "filter_state",
+        "id",
+        "kind",
+        "live_maps",
+        "maps",
+        "parent_id",
+        "properties",
+        "request_bytes",
+        "response_headers_seen",
+        "route_cache_cleared",
+        "start_ns",
+        "upstream_reached",
+    )  # fmt: skip
 
-    dirty: list[ContextState] | None = field(
-        default=None, repr=False
-    )  # the plugin's list of contexts with deferred actions
+    def __init__(
+        self, id: int, parent_id: int, kind: str, *, dirty: list[ContextState] | None = None
+    ) -> None:
+        self.id = id
+        self.parent_id = parent_id
+        self.kind = kind
+        self.maps: dict[int, HeaderMap] = {}
+        self.bodies: dict[int, bytearray] = {}
+        self.deferred: list[tuple[str, Any]] = []
+        self.properties: dict[str, Any] = {}
+        self.filter_state: dict[str, bytes] = {}
+        self.live_maps: dict[int, HeaderMap] = {}  # writable in on_log
+        self.response_headers_seen: HeaderMap | None = None
+        self.connection_id: int | None = None
+        self.start_ns = 0  # request.time: when the stream began (wall clock)
+        self.request_bytes = 0  # request body bytes received from the client so far
+        self.upstream_reached = False  # the router sent the request upstream (upstream.address)
+        self.access_log_phase = False
+        self.route_cache_cleared = 0
+        self.created = False
+        self.deleted = False
+        self.dirty = dirty  # the plugin's list of contexts with deferred actions
+
+    def __repr__(self) -> str:
+        return f"ContextState(id={self.id}, parent_id={self.parent_id}, kind={self.kind!r})"
 
     def defer(self, action: str, value: Any) -> None:
         """Record an action to apply after the current call into the module."""
@@ -57,7 +81,7 @@ class ContextState:
         out, self.deferred = self.deferred, []
         return out
 
-    def set_body(self, kind: BufferType, data: bytearray | None) -> None:
+    def set_body(self, kind: int, data: bytearray | None) -> None:
         """Make a body/data buffer reachable (or unreachable with ``None``)."""
         if data is None:
             self.bodies.pop(kind, None)

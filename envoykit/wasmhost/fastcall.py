@@ -42,13 +42,21 @@ except (ImportError, AttributeError):  # pragma: no cover - depends on the wasmt
 Caller = Callable[..., Any]
 
 
+def _raw_call() -> Any:
+    """``wasmtime_func_call_unchecked`` with every argument a plain address (no per-call ctypes
+    type checks or pointer objects)."""
+    return ctypes.CFUNCTYPE(
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p
+    )(("wasmtime_func_call_unchecked", raw.dll))
+
+
 def caller(func: wasmtime.Func, store: wasmtime.Store, params: str, results: str) -> Caller:
     """A callable ``(store, *ints) -> int | None`` for an export, its result read as a u32.
 
     ``params`` / ``results`` are the export's value kinds (``"i"`` i32, ``"I"`` i64, anything else
     makes it take the public path). The all-integer ones are called through
-    ``wasmtime_func_call_unchecked`` with one preallocated raw value array per function (a nested
-    call of the same function gets its own).
+    ``wasmtime_func_call_unchecked`` with one preallocated raw value array per function, written
+    and read through u32 / i64 views of it (a nested call of the same function gets its own).
     """
     if not ENABLED or any(k not in "iI" for k in params + results):
 
@@ -57,43 +65,63 @@ def caller(func: wasmtime.Func, store: wasmtime.Store, params: str, results: str
             return result & 0xFFFFFFFF if isinstance(result, int) else None
 
         return slow
-    fref = ctypes.byref(func._func)
-    context = store._context()
+    call_raw = _CALL_UNCHECKED
+    fref = ctypes.addressof(func._func)
+    context = ctypes.cast(store._context(), ctypes.c_void_p).value
     size = max(len(params), len(results), 1)
-    raw_t = ffi.wasmtime_val_raw_t * size
-    call_unchecked = raw._wasmtime_func_call_unchecked
-    trap_t = ctypes.POINTER(ffi.wasm_trap_t)
     n_results = len(results)
     i64_result = results == "I"
-    free = [raw_t()]
+    all_i32 = "I" not in params
+
+    def buffers() -> tuple[Any, Any, Any, int, int]:
+        vals = (ffi.wasmtime_val_raw_t * size)()
+        trap = (ctypes.c_void_p * 1)()
+        u32 = (ctypes.c_uint32 * (4 * size)).from_buffer(vals)  # a raw value is 16 bytes, i32 first
+        i64 = (ctypes.c_int64 * (2 * size)).from_buffer(vals)
+        return u32, i64, trap, ctypes.addressof(vals), ctypes.addressof(trap)
+
+    own = buffers()
+    busy = [False]
 
     def call(store: wasmtime.Store, *args: int) -> int | None:
-        vals = free.pop() if free else raw_t()
+        if busy[0]:  # re-entered (the module called back into itself through a host function)
+            u32, i64, trap, vals_at, trap_at = buffers()
+        else:
+            u32, i64, trap, vals_at, trap_at = own
+            busy[0] = True
         try:
-            for i, value in enumerate(args):
-                if params[i] == "i":
-                    vals[i].i32 = value  # ctypes keeps the low 32 bits: u32 and i32 alike
-                else:
-                    vals[i].i64 = value
-            trap = trap_t()
-            error = call_unchecked(context, fref, vals, size, ctypes.byref(trap))
+            if all_i32:
+                # the low 32 bits of each argument: u32 and i32 alike, as cpp-host passes them
+                for i, value in enumerate(args):
+                    u32[4 * i] = value & 0xFFFFFFFF
+            else:
+                for i, value in enumerate(args):
+                    if params[i] == "i":
+                        u32[4 * i] = value & 0xFFFFFFFF
+                    else:
+                        i64[2 * i] = value
+            trap[0] = None
+            error = call_raw(context, fref, vals_at, size, trap_at)
             if error:
                 wfunc.maybe_raise_last_exn()
-                raise wasmtime.WasmtimeError._from_ptr(error)
-            if trap:
-                failure = wasmtime.Trap._from_ptr(trap)
+                raise wasmtime.WasmtimeError._from_ptr(
+                    ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t))
+                )
+            if trap[0]:
+                failure = wasmtime.Trap._from_ptr(ctypes.cast(trap[0], ctypes.POINTER(ffi.wasm_trap_t)))
                 wfunc.maybe_raise_last_exn()  # a host function's exception wins, as in wasmtime-py
                 raise failure
             if not n_results:
                 return None
-            return int(vals[0].i64) if i64_result else vals[0].i32 & 0xFFFFFFFF  # u32, as cpp-host reads it
+            return int(i64[0]) if i64_result else int(u32[0])  # u32, as cpp-host reads it
         finally:
-            free.append(vals)
+            if u32 is own[0]:
+                busy[0] = False
 
     return call
 
 
-_TABLE: dict[int, tuple[Callable[..., Any], str, str]] = {}
+_TABLE: dict[int, tuple[Callable[..., Any], str | None, str, int]] = {}
 _ids = itertools.count(1)
 
 
@@ -107,13 +135,15 @@ def set_fuel(store: wasmtime.Store) -> Callable[[int], None]:
     """A fast ``store.set_fuel`` (once per callback: the loop guard's budget)."""
     if not ENABLED:
         return store.set_fuel
-    context = store._context()
-    set_raw = raw._wasmtime_context_set_fuel
+    context = ctypes.cast(store._context(), ctypes.c_void_p).value
+    set_raw = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64)(
+        ("wasmtime_context_set_fuel", raw.dll)
+    )
 
     def set_(fuel: int) -> None:
         error = set_raw(context, fuel)
         if error:
-            raise wasmtime.WasmtimeError._from_ptr(error)
+            raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t)))
 
     return set_
 
@@ -141,19 +171,21 @@ def memory_view(store: wasmtime.Store, memory: wasmtime.Memory) -> Callable[[], 
 
 
 def _trampoline(idx: int, _caller: Any, vals: Any, _n: int) -> int:
+    # ``vals`` is the raw value array seen as u32s: value i starts at vals[4 * i].
     try:
-        fn, kinds, result = _TABLE[idx or 0]
+        fn, kinds, result, n = _TABLE[idx or 0]
         # Every i32 of the ABI is a u32 (sizes, offsets, pointers, ids): cpp-host reads them with
         # ``get<uint32_t>()``, so 0xffffffff is 4294967295, never -1. i64s stay signed: the one
         # signed parameter is ``proxy_increment_metric``'s delta; u64 users mask it themselves.
-        if "I" not in kinds:
-            value = fn(*[vals[i].i32 & 0xFFFFFFFF for i in range(len(kinds))])
+        if kinds is None:
+            value = fn(*vals[0 : 4 * n : 4]) if n else fn()
         else:
-            value = fn(*[vals[i].i32 & 0xFFFFFFFF if k == "i" else vals[i].i64 for i, k in enumerate(kinds)])
+            value = fn(*[vals[4 * i] if k == "i" else _i64(vals, i) for i, k in enumerate(kinds)])
         if result == "i":
-            vals[0].i32 = int(value)
+            vals[0] = int(value) & 0xFFFFFFFF
         elif result == "I":
-            vals[0].i64 = int(value)
+            value = int(value) & 0xFFFFFFFFFFFFFFFF
+            vals[0], vals[1] = value & 0xFFFFFFFF, value >> 32
         return 0
     except BaseException as exc:  # re-raised after the call unwinds, as wasmtime-py does
         wfunc.LAST_EXCEPTION = exc  # type: ignore[assignment]
@@ -161,13 +193,24 @@ def _trampoline(idx: int, _caller: Any, vals: Any, _n: int) -> int:
         return int(ctypes.cast(trap, ctypes.c_void_p).value or 0)
 
 
+def _i64(vals: Any, i: int) -> int:
+    value = vals[4 * i] | vals[4 * i + 1] << 32
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 def _finalize(idx: int) -> None:
     _TABLE.pop(idx or 0, None)
 
 
 if ENABLED:
-    _TRAMPOLINE = ffi.wasmtime_func_unchecked_callback_t(_trampoline)
+    # The callback sees the value array as u32s (no union object per argument); it is handed to
+    # wasmtime as the C API's callback type, which has the same C signature.
+    _CALLBACK = ctypes.CFUNCTYPE(
+        ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32), ctypes.c_size_t
+    )(_trampoline)
+    _TRAMPOLINE = ctypes.cast(_CALLBACK, ffi.wasmtime_func_unchecked_callback_t)
     _FINALIZE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize)
+    _CALL_UNCHECKED = _raw_call()
 
 
 def _unsigned(fn: Callable[..., Any], kinds: str) -> Callable[..., Any]:
@@ -197,7 +240,7 @@ def define(
         linker.define_func(module, name, functype, _unsigned(fn, params))
         return
     idx = next(_ids)
-    _TABLE[idx] = (fn, params, results)
+    _TABLE[idx] = (fn, None if "I" not in params else params, results, len(params))
     mod, nm = module.encode(), name.encode()
     error = raw._wasmtime_linker_define_func_unchecked(
         linker.ptr(),

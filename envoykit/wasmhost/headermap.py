@@ -12,13 +12,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Union
 
-from envoykit.wasmhost.pairs import Pairs
+from envoykit.wasmhost.pairs import Pairs, encode_pairs
 
 HeadersLike = Union[Mapping[str, str], Iterable[tuple[str | bytes, str | bytes]], "HeaderMap", None]
 
 
 def _b(s: str | bytes) -> bytes:
     return s if isinstance(s, bytes) else s.encode()
+
+
+_KEYS: dict[str | bytes, bytes] = {}  # name as given -> lowercased bytes (a few hundred at most)
+
+
+def _key(key: str | bytes) -> bytes:
+    """``key`` lowercased as bytes (Envoy ``LowerCaseString``), memoised: the same few names
+    are looked up on every request."""
+    k = _KEYS.get(key)
+    if k is None:
+        k = (key if isinstance(key, bytes) else key.encode()).lower()
+        if len(_KEYS) < 4096:
+            _KEYS[key] = k
+    return k
 
 
 class HeaderMap:
@@ -28,14 +42,16 @@ class HeaderMap:
     ``m["x-a"]`` is the first value (``KeyError`` when absent), ``m.get_all("x-a")`` every value.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_encoded", "_entries")
 
     def __init__(self, headers: HeadersLike = None) -> None:
         self._entries: Pairs = []
+        self._encoded: bytes | None = None  # the pairs serialised, until the map changes
         if headers is None:
             return
         if isinstance(headers, HeaderMap):
             self._entries = list(headers._entries)  # already normalised
+            self._encoded = headers._encoded
             return
         items: Iterable[tuple[str | bytes, str | bytes]]
         items = headers.items() if isinstance(headers, Mapping) else headers
@@ -49,9 +65,10 @@ class HeaderMap:
     # -- Envoy operations (bytes) -------------------------------------------------------------
     def add(self, key: str | bytes, value: str | bytes) -> None:
         """``addCopy``: append (pseudo-headers after the last pseudo-header)."""
-        k = (key if isinstance(key, bytes) else key.encode()).lower()
+        k = _key(key)
         entry = (k, value if isinstance(value, bytes) else value.encode())
         entries = self._entries
+        self._encoded = None
         if k[:1] == b":":
             i = 0
             while i < len(entries) and entries[i][0][:1] == b":":
@@ -62,7 +79,7 @@ class HeaderMap:
 
     def get_bytes(self, key: str | bytes) -> bytes | None:
         """The first value of ``key`` or ``None``."""
-        k = _b(key).lower()
+        k = _key(key)
         for ek, ev in self._entries:
             if ek == k:
                 return ev
@@ -70,8 +87,9 @@ class HeaderMap:
 
     def remove(self, key: str | bytes) -> None:
         """Remove every entry of ``key``."""
-        k = _b(key).lower()
+        k = _key(key)
         self._entries = [e for e in self._entries if e[0] != k]
+        self._encoded = None
 
     def replace(self, key: str | bytes, value: str | bytes) -> None:
         """``setCopy``: remove every entry of ``key``, then add one."""
@@ -81,10 +99,18 @@ class HeaderMap:
     def set_pairs(self, pairs: Pairs) -> None:
         """Envoy ``setHeaderMapPairs``: drop every entry, then add ``pairs`` in order."""
         self._entries = HeaderMap(pairs)._entries
+        self._encoded = None
 
     def pairs(self) -> Pairs:
         """A copy of the entries as (key, value) bytes, in map order."""
         return list(self._entries)
+
+    def encoded(self) -> bytes:
+        """The entries in the Proxy-Wasm pairs format (:func:`~envoykit.wasmhost.pairs.encode_pairs`),
+        serialised once and kept until the map changes (SDKs read whole maps on every callback)."""
+        if self._encoded is None:
+            self._encoded = encode_pairs(self._entries)
+        return self._encoded
 
     def byte_size(self) -> int:
         """Sum of key and value lengths (Envoy ``HeaderMap::byteSize``)."""

@@ -85,9 +85,13 @@ def grpc_percent_encode(data: bytes) -> str:
     return "".join(chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}" for b in data)
 
 
-@dataclass
 class _Direction:
-    """One direction (request or response) of the stream."""
+    """One direction (request or response) of the stream.
+
+    Defaults live on the class and an instance only gets the attributes a stream writes (one
+    pair is made per stream, on the hot path); the ``bytes`` defaults are immutable, so ``+=``
+    rebinds rather than changing a shared value.
+    """
 
     headers_cb: str
     body_cb: str
@@ -98,30 +102,41 @@ class _Direction:
     stream_type: StreamType
     headers: HeaderMap | None = None
     trailers: HeaderMap | None = None
-    forwarded_body: bytearray = field(default_factory=bytearray)
-    headers_forwarded: bool = False
-    headers_paused: bool = False
-    buffering: bool = False
-    buffer: bytearray = field(default_factory=bytearray)
-    held: bytearray = field(default_factory=bytearray)
-    held_any: bool = False
-    held_eos: bool = False
+    forwarded_body: bytes | bytearray = b""
+    headers_forwarded = False
+    headers_paused = False
+    buffering = False
+    buffer: bytes | bytearray = b""
+    held: bytes | bytearray = b""
+    held_any = False
+    held_eos = False
     held_trailers: HeaderMap | None = None
-    eos_seen: bool = False
-    complete: bool = False  # everything forwarded
-    stopped: bool = False  # a local reply or reset ended this direction
+    eos_seen = False
+    complete = False  # everything forwarded
+    stopped = False  # a local reply or reset ended this direction
 
 
-def _request() -> _Direction:
-    return _Direction("proxy_on_request_headers", "proxy_on_request_body", "proxy_on_request_trailers",
-                      MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_REQUEST_TRAILERS,
-                      BufferType.HTTP_REQUEST_BODY, StreamType.HTTP_REQUEST)  # fmt: skip
+class _Request(_Direction):
+    headers_cb, body_cb, trailers_cb = (
+        "proxy_on_request_headers",
+        "proxy_on_request_body",
+        "proxy_on_request_trailers",
+    )
+    headers_map, trailers_map = MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_REQUEST_TRAILERS
+    body_buffer, stream_type = BufferType.HTTP_REQUEST_BODY, StreamType.HTTP_REQUEST
 
 
-def _response() -> _Direction:
-    return _Direction("proxy_on_response_headers", "proxy_on_response_body", "proxy_on_response_trailers",
-                      MapType.HTTP_RESPONSE_HEADERS, MapType.HTTP_RESPONSE_TRAILERS,
-                      BufferType.HTTP_RESPONSE_BODY, StreamType.HTTP_RESPONSE)  # fmt: skip
+class _Response(_Direction):
+    headers_cb, body_cb = "proxy_on_response_headers", "proxy_on_response_body"
+    trailers_cb = "proxy_on_response_trailers"
+    headers_map, trailers_map = MapType.HTTP_RESPONSE_HEADERS, MapType.HTTP_RESPONSE_TRAILERS
+    body_buffer, stream_type = BufferType.HTTP_RESPONSE_BODY, StreamType.HTTP_RESPONSE
+
+
+_request, _response = _Request, _Response
+
+
+_END_CALLBACKS = frozenset({"proxy_on_log", "proxy_on_done", "proxy_on_delete"})
 
 
 class HttpStream:
@@ -253,6 +268,9 @@ class HttpStream:
             plugin.delete_context(ctx)
             return
         plugin.create_context(ctx)  # Envoy Context::log creates a context that never saw headers
+        if plugin.failed is not None or not plugin.vm.funcs.keys() & _END_CALLBACKS:
+            plugin.delete_context(ctx)  # nothing of the module runs at the end: no maps to set up
+            return
         # Envoy keeps two views: the maps its pointers still reach (a paused request's headers,
         # say) stay writable and, after on_log, readable in on_done/on_delete; on_log reads the
         # access-log view, the final request and response headers (getConstMap vs getMap).
@@ -376,8 +394,15 @@ class HttpStream:
         return self._deliver_body(d, data, eos)
 
     def _deliver_body(self, d: _Direction, data: bytes, eos: bool) -> Action | int | None:
-        if d.buffering:
-            d.buffer += data
+        if d.body_cb not in self.plugin.vm.funcs and not d.buffering and self.plugin.failed is None:
+            # Not exported: Envoy's wrapper continues and the filter never sees the buffer.
+            self.actions.append((d.body_cb, Action.CONTINUE))
+            d.forwarded_body += data
+            if eos:
+                d.complete = True
+            return Action.CONTINUE
+        if d.buffering and isinstance(d.buffer, bytearray):
+            d.buffer += data  # in place: the same buffer the filter's host calls edit
         else:
             d.buffer = bytearray(data)
         self.ctx.set_body(d.body_buffer, d.buffer)
@@ -392,7 +417,7 @@ class HttpStream:
 
     def _forward_body(self, d: _Direction, eos: bool) -> None:
         d.forwarded_body += d.buffer
-        d.buffer = bytearray()
+        d.buffer = b""
         d.buffering = False
         self.ctx.set_body(d.body_buffer, None)
         if eos:

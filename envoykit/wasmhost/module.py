@@ -24,12 +24,15 @@ _memory_cache: dict[str, WasmModule] = {}
 
 
 def engine() -> wasmtime.Engine:
-    """The process-wide engine: fuel metering enabled (the loop budget of every callback)."""
+    """The process-wide engine: fuel metering enabled (the loop budget of every callback), and
+    linear memories that never move (a 32-bit memory fits its 4 GiB reservation), so the host
+    keeps a memory's base address instead of asking wasmtime for it on every access."""
     global _engine
     with _engine_lock:
         if _engine is None:
             cfg = wasmtime.Config()
             cfg.consume_fuel = True
+            cfg.memory_may_move = False
             _engine = wasmtime.Engine(cfg)
         return _engine
 
@@ -66,7 +69,7 @@ class WasmModule:
 def _cache_key(digest: str) -> str:
     # The serialized format is tied to the wasmtime build and engine settings.
     version = getattr(wasmtime, "__version__", "") or _wasmtime_version()
-    return hashlib.sha256(f"{digest}|wasmtime-{version}|fuel".encode()).hexdigest()
+    return hashlib.sha256(f"{digest}|wasmtime-{version}|fuel|fixed-memory".encode()).hexdigest()
 
 
 def _wasmtime_version() -> str:

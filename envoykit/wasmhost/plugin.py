@@ -214,16 +214,20 @@ class Plugin:
         """
         if self.failed is not None:
             raise PluginFailedError(f"the plugin failed earlier: {self.failed}")
-        if not self.vm.has(name):
+        vm = self.vm
+        if name not in vm.funcs:
             return default
-        outer = self.vm.depth == 0
+        outer = vm.depth == 0
         saved = self.effective
         self.effective = ctx
         try:
-            result = self._guarded(name, ctx.id, *args)
+            result = vm.call(name, *args, context_id=ctx.id)
+        except FilterFailure as failure:
+            self.failed = failure
+            raise
         finally:
             self.effective = saved
-        if outer:
+        if outer and (self._dirty or self._pending_queue):
             self._after_call()
         return result
 

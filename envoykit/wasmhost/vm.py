@@ -81,6 +81,8 @@ class VM:
             raise ModuleLoadError(f"{module.name}: the module exports no memory")
         self.memory = mem
         self._memory_view = fastcall.memory_view(self.store, mem)
+        self._mem_base, self._mem_len = 0, 0
+        self._base()
         self.funcs: dict[str, fastcall.Caller] = {}
         for name in module.exports:
             f = exports.get(name)
@@ -118,30 +120,38 @@ class VM:
 
     # -- memory -----------------------------------------------------------------------------------
     def _base(self) -> tuple[int, int]:
+        """(base address, length) of the memory, asked of wasmtime; cached for the fast paths.
+
+        The engine never moves a memory (``memory_may_move`` off), so the base stays valid; the
+        length only grows, so a cached length is a safe lower bound, refreshed on a miss."""
         if self._memory_view is not None:
-            return self._memory_view()
-        ptr = self.memory.data_ptr(self.store)
-        return ctypes.cast(ptr, ctypes.c_void_p).value or 0, self.memory.data_len(self.store)
+            base, length = self._memory_view()
+        else:
+            ptr = self.memory.data_ptr(self.store)
+            base, length = ctypes.cast(ptr, ctypes.c_void_p).value or 0, self.memory.data_len(self.store)
+        self._mem_base, self._mem_len = base, length
+        return base, length
 
     def read(self, ptr: int, size: int) -> bytes:
         """``size`` bytes at ``ptr``. Raises :class:`OutOfBounds`."""
-        base, length = self._base()
-        if ptr < 0 or size < 0 or ptr + size > length:
+        end = ptr + size
+        if (end > self._mem_len and end > self._base()[1]) or ptr < 0 or size < 0:
             raise OutOfBounds
-        return ctypes.string_at(base + ptr, size) if size else b""
+        return ctypes.string_at(self._mem_base + ptr, size) if size else b""
 
     def check(self, ptr: int, size: int) -> None:
         """Raise :class:`OutOfBounds` unless ``[ptr, ptr + size)`` is inside memory (no copy)."""
-        if ptr < 0 or size < 0 or ptr + size > self._base()[1]:
+        end = ptr + size
+        if (end > self._mem_len and end > self._base()[1]) or ptr < 0 or size < 0:
             raise OutOfBounds
 
     def write(self, ptr: int, data: bytes) -> None:
         """Copy ``data`` to ``ptr``. Raises :class:`OutOfBounds`."""
-        base, length = self._base()
-        if ptr < 0 or ptr + len(data) > length:
+        end = ptr + len(data)
+        if (end > self._mem_len and end > self._base()[1]) or ptr < 0:
             raise OutOfBounds
         if data:
-            ctypes.memmove(base + ptr, data, len(data))
+            ctypes.memmove(self._mem_base + ptr, data, len(data))
 
     def write_u32(self, ptr: int, value: int) -> None:
         """Little-endian u32 at ``ptr`` (out-parameters)."""
@@ -194,26 +204,19 @@ class VM:
         self.depth += 1
         try:
             return func(self.store, *args)
-        except wasmtime.Trap as exc:
+        except (wasmtime.Trap, HostTrap, wasmtime.WasmtimeError) as exc:
             raise self._failure(name, context_id, exc) from exc
-        except HostTrap as exc:
-            raise FilterFailure(
-                f"{name} (context {context_id}) failed: {exc}",
-                callback=name,
-                context_id=context_id,
-                reason="trap",
-            ) from exc
-        except wasmtime.WasmtimeError as exc:
-            raise FilterFailure(
-                f"{name} (context {context_id}) failed: {exc}",
-                callback=name,
-                context_id=context_id,
-                reason="trap",
-            ) from exc
         finally:
             self.depth -= 1
 
-    def _failure(self, name: str, context_id: int, exc: wasmtime.Trap) -> FilterFailure:
+    def _failure(self, name: str, context_id: int, exc: Exception) -> FilterFailure:
+        if not isinstance(exc, wasmtime.Trap):  # a HostTrap or a wasmtime error
+            return FilterFailure(
+                f"{name} (context {context_id}) failed: {exc}",
+                callback=name,
+                context_id=context_id,
+                reason="trap",
+            )
         code = exc.trap_code
         lines = [ln.strip() for ln in (exc.message or "").splitlines() if ln.strip()]
         cause = next((ln.split("wasm trap:", 1)[1].strip() for ln in lines if "wasm trap:" in ln), "")

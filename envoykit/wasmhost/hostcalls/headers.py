@@ -17,7 +17,7 @@ from typing import Any
 from envoykit.wasmhost.abi import AbiVersion, MapType, Status
 from envoykit.wasmhost.headermap import HeaderMap
 from envoykit.wasmhost.hostcalls import Table
-from envoykit.wasmhost.pairs import decode_pairs, encode_pairs
+from envoykit.wasmhost.pairs import decode_pairs
 
 _WRITABLE = {
     MapType.HTTP_REQUEST_HEADERS,
@@ -30,7 +30,7 @@ _WRITABLE = {
 def _map(vm: Any, kind: int) -> HeaderMap | None:
     plugin = vm.plugin
     if kind in _WRITABLE:
-        return plugin.effective.maps.get(MapType(kind))
+        return plugin.effective.maps.get(kind)  # keyed by MapType, an int
     if kind in (MapType.HTTP_CALL_RESPONSE_HEADERS, MapType.HTTP_CALL_RESPONSE_TRAILERS):
         resp = plugin.http_call_response
         if resp is None:
@@ -49,7 +49,7 @@ def _writable(vm: Any, kind: int) -> HeaderMap | None:
     ctx = vm.plugin.effective
     if ctx.access_log_phase:
         # Envoy getMap in on_log: only the maps its pointers still reach (not the access-log view).
-        return ctx.live_maps.get(MapType(kind))
+        return ctx.live_maps.get(kind)
     return _map(vm, kind)
 
 
@@ -84,7 +84,7 @@ def proxy_get_header_map_pairs(vm: Any, kind: int, ptr_ptr: int, size_ptr: int) 
     -> status``.
     """
     hmap = _map(vm, kind)
-    vm.return_bytes(encode_pairs(hmap.pairs()) if hmap is not None else b"", ptr_ptr, size_ptr)
+    vm.return_bytes(hmap.encoded() if hmap is not None else b"", ptr_ptr, size_ptr)
     return Status.OK
 
 
