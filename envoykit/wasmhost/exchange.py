@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from envoykit.wasmhost.callouts import HttpCall
 from envoykit.wasmhost.errors import FilterFailure
 from envoykit.wasmhost.headermap import HeaderMap
+from envoykit.wasmhost.headermap import _key as key
 from envoykit.wasmhost.http import HttpStream, LocalResponse
 from envoykit.wasmhost.plugin import LogRecord, Plugin
 
@@ -35,13 +36,22 @@ class HttpRequest:
 
     def envoy_headers(self) -> HeaderMap:
         """The request headers as the first filter sees them behind Envoy's HTTP/1 codec and HCM."""
-        hmap = HeaderMap([(":authority", self.authority), (":path", self.path), (":method", self.method)])
-        for k, v in self.headers:
-            hmap.add(k, v)
+        # Built as entries (one list, no per-header method calls): the pseudo-headers, the
+        # client's headers (content-length last when there is a body: Envoy's ``setCopy``), then
+        # x-forwarded-proto and what a header_mutation filter ahead appends.
+        client = [(key(k), v.encode()) for k, v in self.headers]
+        entries = [(b":authority", self.authority.encode()), (b":path", self.path.encode()),
+                   (b":method", self.method.encode())]  # fmt: skip
+        if any(k[:1] == b":" for k, _ in client):  # never from an HTTP/1 client; kept in front
+            entries += [e for e in client if e[0][:1] == b":"]
+            client = [e for e in client if e[0][:1] != b":"]
+        entries.append((b":scheme", b"http"))
+        entries += client
         if self.body:
-            hmap.replace("content-length", str(len(self.body)))
-        hmap.add(":scheme", "http")
-        hmap.add("x-forwarded-proto", "http")
+            entries = [e for e in entries if e[0] != b"content-length"]
+            entries.append((b"content-length", str(len(self.body)).encode()))
+        entries.append((b"x-forwarded-proto", b"http"))
+        hmap = HeaderMap.of_entries(entries)
         for k, v in self.added_by_filters:
             hmap.add(k, v)  # a header_mutation filter ahead appends (APPEND_IF_EXISTS_OR_ADD)
         return hmap
@@ -59,14 +69,11 @@ class HttpResponse:
 
     def envoy_headers(self) -> HeaderMap:
         """The response headers as the filter sees them from an HTTP/1.1 upstream."""
-        hmap = HeaderMap([(":status", str(self.status))])
-        for k, v in self.headers:
-            hmap.add(k, v)
-        if self.status == 204:
-            hmap.remove("content-length")  # Envoy's HTTP/1 codec drops it (RFC 9110 section 8.6)
-        else:
-            hmap.replace("content-length", str(len(self.body)))
-        return hmap
+        entries = [(b":status", str(self.status).encode())]
+        entries += [(key(k), v.encode()) for k, v in self.headers if key(k) != b"content-length"]
+        if self.status != 204:  # Envoy's HTTP/1 codec drops it from a 204 (RFC 9110 section 8.6)
+            entries.append((b"content-length", str(len(self.body)).encode()))
+        return HeaderMap.of_entries(entries)
 
 
 @dataclass
@@ -112,7 +119,7 @@ def http1_read(headers: HeaderMap, body: bytes) -> tuple[bytes, bool]:
     ``content-length`` truncates it for the peer, or leaves the peer waiting; Envoy sends what the
     filter produced and the peer's parser decides (checked by the differential tests).
     """
-    length = headers.get("content-length")
+    length = headers.get_bytes(b"content-length")
     if length is None or not length.isdigit():
         return body, True
     n = int(length)
@@ -120,15 +127,19 @@ def http1_read(headers: HeaderMap, body: bytes) -> tuple[bytes, bool]:
 
 
 # Methods Envoy's HTTP/1 codec sends without a body and without "content-length: 0".
-BODILESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "TRACE", "CONNECT"})
+BODILESS_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"TRACE", b"CONNECT"})
 
 
 def http1_upstream_headers(headers: HeaderMap, body: bytes) -> HeaderMap:
     """The request headers as Envoy's HTTP/1 codec writes them upstream: a request that ends with
     its headers gets ``content-length: 0`` unless its method is bodiless (a bodiless POST, PUT or
     PATCH; not GET or DELETE, observed in Envoy 1.40). The filter never sees that header."""
-    method = headers.get(":method") or ""
-    if body or method in BODILESS_METHODS or "content-length" in headers or "transfer-encoding" in headers:
+    if body or headers.get_bytes(b":method") in BODILESS_METHODS:
+        return headers
+    if (
+        headers.get_bytes(b"content-length") is not None
+        or headers.get_bytes(b"transfer-encoding") is not None
+    ):
         return headers
     out = HeaderMap(headers)
     out.add("content-length", "0")
@@ -136,7 +147,7 @@ def http1_upstream_headers(headers: HeaderMap, body: bytes) -> HeaderMap:
 
 
 def _client_view(out: Outcome, headers: HeaderMap, body: bytes) -> None:
-    status = headers.get(":status") or ""
+    status = headers.get_bytes(b":status") or b""
     if not status.isdigit():
         # Envoy's HTTP/1 codec refuses to encode it and answers with its own 502.
         text = b"missing required header: :status"
@@ -150,7 +161,7 @@ def _client_view(out: Outcome, headers: HeaderMap, body: bytes) -> None:
         out.reset = True  # the client sees the connection end before the promised body
         return
     out.status, out.headers, out.body = int(status), headers, read
-    if not body and "content-length" not in headers and out.status not in (204, 304):
+    if not body and headers.get_bytes(b"content-length") is None and out.status not in (204, 304):
         # Envoy's HTTP/1 codec writes "content-length: 0" for a response without a body.
         out.headers = HeaderMap(headers)
         out.headers.add("content-length", "0")
@@ -198,44 +209,53 @@ def run_exchange(
     """
     table = callouts or {}
     first_log = len(plugin.logs)
-    stream: HttpStream = plugin.http_stream(**(properties or {}))
+    stream: HttpStream = plugin.http_stream(**properties) if properties else plugin.http_stream()
     body = request.body
     # Callouts are answered once the direction's frames are in: over the network the body is
     # buffered in Envoy before a callout's answer comes back (checked by the differential tests).
-    stream.send_request_headers(request.envoy_headers(), end_of_stream=not body)
-    for chunk, eos in ((body, False), (b"", True)) if body else ():
-        if stream.local_response is None and stream.reset is None:
-            stream.send_request_body(chunk, end_of_stream=eos)
-    root_failure = _answer_callouts(plugin, table)
+    stream.send_request_headers(request.envoy_headers(), end_of_stream=not body, copy=False)
+    if body:
+        for chunk, eos in ((body, False), (b"", True)):
+            if stream.local_response is None and stream.reset is None:
+                stream.send_request_body(chunk, end_of_stream=eos)
+    root_failure = _answer_callouts(plugin, table) if plugin.http_calls else None
     out = Outcome()
+    req = stream.req
     if stream.request_complete:
         out.upstream_complete = True
-        out.upstream_headers = http1_upstream_headers(stream.request_headers, stream.request_body)
-        out.upstream_body, whole = http1_read(stream.request_headers, stream.request_body)
+        sent_headers = stream.request_headers
+        sent_body = bytes(req.forwarded_body)
+        out.upstream_headers = http1_upstream_headers(sent_headers, sent_body)
+        out.upstream_body, whole = http1_read(sent_headers, sent_body)
         if not whole:  # the upstream waits for bytes that never come (Envoy's route timeout)
             out.upstream_complete = False
             out.stalled = True
-            stream.complete()
-            out.logs = plugin.logs[first_log:]
-            out.actions = [(name, int(action)) for name, action in stream.actions]
-            out.failure = stream.failure or root_failure
-            return out
+            return _finish(out, plugin, stream, first_log, root_failure)
         resp_body = upstream.body if upstream.status != 204 else b""
-        stream.send_response_headers(upstream.envoy_headers(), end_of_stream=not resp_body)
-        for chunk, eos in ((resp_body, False), (b"", True)) if resp_body else ():
-            if stream.reset is None and stream.local_response is None:
-                stream.send_response_body(chunk, end_of_stream=eos)
-        root_failure = root_failure or _answer_callouts(plugin, table)
-    elif stream.request_headers_sent:
+        stream.send_response_headers(upstream.envoy_headers(), end_of_stream=not resp_body, copy=False)
+        if resp_body:
+            for chunk, eos in ((resp_body, False), (b"", True)):
+                if stream.reset is None and stream.local_response is None:
+                    stream.send_response_body(chunk, end_of_stream=eos)
+        if plugin.http_calls:
+            root_failure = root_failure or _answer_callouts(plugin, table)
+    elif req.headers_forwarded:
         # The router started the upstream request at the headers; the rest never came.
         out.upstream_headers = stream.request_headers
-        out.upstream_body = stream.request_body
+        out.upstream_body = bytes(req.forwarded_body)
     out.local_response = stream.local_response
     out.reset = stream.reset is not None
-    if stream.response_complete and not out.reset:
-        _client_view(out, stream.response_headers, stream.response_body)
+    if stream.resp.complete and not out.reset:
+        _client_view(out, stream.response_headers, bytes(stream.resp.forwarded_body))
     elif not out.reset:
         out.stalled = True
+    return _finish(out, plugin, stream, first_log, root_failure)
+
+
+def _finish(
+    out: Outcome, plugin: Plugin, stream: HttpStream, first_log: int, root_failure: FilterFailure | None
+) -> Outcome:
+    """End the stream (on_log, on_done, on_delete) and fill in what the filter logged and did."""
     stream.complete()
     out.logs = plugin.logs[first_log:]
     out.actions = [(name, int(action)) for name, action in stream.actions]

@@ -54,13 +54,25 @@ class HeaderMap:
             self._encoded = headers._encoded
             return
         items: Iterable[tuple[str | bytes, str | bytes]]
-        items = headers.items() if isinstance(headers, Mapping) else headers
-        entries = [
-            ((k if isinstance(k, bytes) else k.encode()).lower(), v if isinstance(v, bytes) else v.encode())
-            for k, v in items
-        ]
+        # a list first: the ABC check of Mapping costs more than building a small map
+        items = (
+            headers
+            if isinstance(headers, list)
+            else headers.items()
+            if isinstance(headers, Mapping)
+            else headers
+        )
+        entries = [(_key(k), v if isinstance(v, bytes) else v.encode()) for k, v in items]
         # pseudo-headers first, each group in its own order (what adding them one by one gives)
         self._entries = [e for e in entries if e[0][:1] == b":"] + [e for e in entries if e[0][:1] != b":"]
+
+    @classmethod
+    def of_entries(cls, entries: Pairs) -> HeaderMap:
+        """A map over ``entries`` as they are: lowercase bytes names, pseudo-headers first (no
+        copy, no checks; for maps the host builds itself)."""
+        hmap = cls.__new__(cls)
+        hmap._entries, hmap._encoded = entries, None
+        return hmap
 
     # -- Envoy operations (bytes) -------------------------------------------------------------
     def add(self, key: str | bytes, value: str | bytes) -> None:
@@ -79,7 +91,7 @@ class HeaderMap:
 
     def get_bytes(self, key: str | bytes) -> bytes | None:
         """The first value of ``key`` or ``None``."""
-        k = _key(key)
+        k = _KEYS.get(key) or _key(key)
         for ek, ev in self._entries:
             if ek == k:
                 return ev

@@ -222,9 +222,13 @@ class HttpStream:
         return self.resp.complete
 
     # -- request side --------------------------------------------------------------------------------
-    def send_request_headers(self, headers: HeadersLike, end_of_stream: bool = False) -> Action | int | None:
-        """Run ``proxy_on_request_headers`` (``decodeHeaders``)."""
-        return self._headers(self.req, HeaderMap(headers), end_of_stream)
+    def send_request_headers(
+        self, headers: HeadersLike, end_of_stream: bool = False, *, copy: bool = True
+    ) -> Action | int | None:
+        """Run ``proxy_on_request_headers`` (``decodeHeaders``). ``copy=False`` hands a
+        :class:`HeaderMap` over as it is: the stream then owns it and the filter edits it."""
+        hmap = headers if not copy and isinstance(headers, HeaderMap) else HeaderMap(headers)
+        return self._headers(self.req, hmap, end_of_stream)
 
     def send_request_body(self, data: bytes | str, end_of_stream: bool = False) -> Action | int | None:
         """Run ``proxy_on_request_body`` for one chunk (``decodeData``)."""
@@ -235,13 +239,16 @@ class HttpStream:
         return self._trailers(self.req, HeaderMap(trailers))
 
     # -- response side -------------------------------------------------------------------------------
-    def send_response_headers(self, headers: HeadersLike, end_of_stream: bool = False) -> Action | int | None:
-        """Run ``proxy_on_response_headers`` (``encodeHeaders``)."""
+    def send_response_headers(
+        self, headers: HeadersLike, end_of_stream: bool = False, *, copy: bool = True
+    ) -> Action | int | None:
+        """Run ``proxy_on_response_headers`` (``encodeHeaders``); ``copy`` as for the request."""
         if self.local_response is not None:
             raise StreamStateError(
                 "a local response was sent: the upstream response never reaches the filter"
             )
-        return self._headers(self.resp, HeaderMap(headers), end_of_stream)
+        hmap = headers if not copy and isinstance(headers, HeaderMap) else HeaderMap(headers)
+        return self._headers(self.resp, hmap, end_of_stream)
 
     def send_response_body(self, data: bytes | str, end_of_stream: bool = False) -> Action | int | None:
         """Run ``proxy_on_response_body`` for one chunk (``encodeData``)."""
@@ -267,7 +274,8 @@ class HttpStream:
         if plugin.failed is not None:  # a failed VM is not called again, not even to log
             plugin.delete_context(ctx)
             return
-        plugin.create_context(ctx)  # Envoy Context::log creates a context that never saw headers
+        if not ctx.created:
+            plugin.create_context(ctx)  # Envoy Context::log creates a context that never saw headers
         if plugin.failed is not None or not plugin.vm.funcs.keys() & _END_CALLBACKS:
             plugin.delete_context(ctx)  # nothing of the module runs at the end: no maps to set up
             return
@@ -343,9 +351,11 @@ class HttpStream:
     def _headers(self, d: _Direction, headers: HeaderMap, eos: bool) -> Action | int | None:
         if d.headers is not None:
             raise StreamStateError(f"{d.headers_cb}: headers were sent already")
-        if not self._check_open(d):
+        if self.done:
+            raise StreamStateError("the stream is complete")
+        if d.stopped or self.reset is not None:
             return None
-        if self.plugin.failed is None:
+        if not self.ctx.created and self.plugin.failed is None:
             self.plugin.create_context(self.ctx)
         d.headers = headers
         d.eos_seen = eos
@@ -381,7 +391,9 @@ class HttpStream:
     def _body(self, d: _Direction, data: bytes, eos: bool) -> Action | int | None:
         if d.headers is None or d.eos_seen:
             raise StreamStateError(f"{d.body_cb}: no headers yet, or the stream already ended")
-        if not self._check_open(d):
+        if self.done:
+            raise StreamStateError("the stream is complete")
+        if d.stopped or self.reset is not None:
             return None
         d.eos_seen = eos
         if d is self.req:
@@ -401,10 +413,12 @@ class HttpStream:
             if eos:
                 d.complete = True
             return Action.CONTINUE
-        if d.buffering and isinstance(d.buffer, bytearray):
+        if not d.buffering:
+            d.buffer = bytearray(data)
+        elif isinstance(d.buffer, bytearray):
             d.buffer += data  # in place: the same buffer the filter's host calls edit
         else:
-            d.buffer = bytearray(data)
+            d.buffer = bytearray(d.buffer) + data
         self.ctx.set_body(d.body_buffer, d.buffer)
         action = self._call(d, d.body_cb, len(d.buffer), int(eos))
         if d.stopped or self.reset is not None:
@@ -426,7 +440,9 @@ class HttpStream:
     def _trailers(self, d: _Direction, trailers: HeaderMap) -> Action | int | None:
         if d.headers is None or d.eos_seen:
             raise StreamStateError(f"{d.trailers_cb}: no headers yet, or the stream already ended")
-        if not self._check_open(d):
+        if self.done:
+            raise StreamStateError("the stream is complete")
+        if d.stopped or self.reset is not None:
             return None
         d.eos_seen = True
         d.trailers = trailers

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from envoykit.wasmhost.plugin import Plugin
 
 WASM_PAGE = 65536
+_U32 = struct.Struct("<I")
 
 
 class OutOfBounds(Exception):
@@ -82,6 +83,7 @@ class VM:
         self.memory = mem
         self._memory_view = fastcall.memory_view(self.store, mem)
         self._mem_base, self._mem_len = 0, 0
+        self._mv = memoryview(bytearray())  # replaced by the view over the memory at once
         self._base()
         self.funcs: dict[str, fastcall.Caller] = {}
         for name in module.exports:
@@ -122,13 +124,16 @@ class VM:
     def _base(self) -> tuple[int, int]:
         """(base address, length) of the memory, asked of wasmtime; cached for the fast paths.
 
-        The engine never moves a memory (``memory_may_move`` off), so the base stays valid; the
-        length only grows, so a cached length is a safe lower bound, refreshed on a miss."""
+        The engine never moves a memory (``memory_may_move`` off), so the base and a view over
+        the whole 32-bit address space from it stay valid; the length only grows, so a cached
+        length is a safe lower bound, refreshed on a miss. Every access checks the length first."""
         if self._memory_view is not None:
             base, length = self._memory_view()
         else:
             ptr = self.memory.data_ptr(self.store)
             base, length = ctypes.cast(ptr, ctypes.c_void_p).value or 0, self.memory.data_len(self.store)
+        if base != self._mem_base or not len(self._mv):
+            self._mv = memoryview((ctypes.c_char * (1 << 32)).from_address(base)).cast("B")
         self._mem_base, self._mem_len = base, length
         return base, length
 
@@ -137,7 +142,7 @@ class VM:
         end = ptr + size
         if (end > self._mem_len and end > self._base()[1]) or ptr < 0 or size < 0:
             raise OutOfBounds
-        return ctypes.string_at(self._mem_base + ptr, size) if size else b""
+        return self._mv[ptr:end].tobytes()
 
     def check(self, ptr: int, size: int) -> None:
         """Raise :class:`OutOfBounds` unless ``[ptr, ptr + size)`` is inside memory (no copy)."""
@@ -150,12 +155,13 @@ class VM:
         end = ptr + len(data)
         if (end > self._mem_len and end > self._base()[1]) or ptr < 0:
             raise OutOfBounds
-        if data:
-            ctypes.memmove(self._mem_base + ptr, data, len(data))
+        self._mv[ptr:end] = data
 
     def write_u32(self, ptr: int, value: int) -> None:
         """Little-endian u32 at ``ptr`` (out-parameters)."""
-        self.write(ptr, struct.pack("<I", value & 0xFFFFFFFF))
+        if (ptr + 4 > self._mem_len and ptr + 4 > self._base()[1]) or ptr < 0:
+            raise OutOfBounds
+        _U32.pack_into(self._mv, ptr, value & 0xFFFFFFFF)
 
     def write_u64(self, ptr: int, value: int) -> None:
         """Little-endian u64 at ``ptr``."""
