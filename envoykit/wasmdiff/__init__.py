@@ -95,7 +95,9 @@ def run_diff(
     host_obs = []
     t0 = time.perf_counter()
     for case in case_file.cases:
-        host_obs.append(run_tcp_case(plugin, case.messages) if tcp else run_case(plugin, case, case_file))
+        host_obs.append(
+            run_tcp_case(plugin, case.messages, case_file) if tcp else run_case(plugin, case, case_file)
+        )
     report.host_seconds = time.perf_counter() - t0
     runner = TcpEnvoyRunner if tcp else EnvoyRunner
     with runner(Path(wasm), case_file, workdir=Path(workdir) if workdir else None) as envoy:

@@ -6,7 +6,8 @@ Shape (YAML)::
     configuration: "x-hello: world"     # plugin configuration (string)
     vm_configuration: ""                # VM configuration (string)
     log_level: info                     # the ``wasm`` logger level on both sides
-    failure_policy: FAIL_CLOSED         # or FAIL_OPEN: what streams get once the VM failed
+    failure_policy: FAIL_CLOSED         # or FAIL_OPEN, FAIL_RELOAD: what streams get once the VM failed
+    reload_backoff_ms: 2                # FAIL_RELOAD's backoff base (2..20 ms here: see below)
     node: {id: sidecar~1, metadata: {team: payments}}   # Envoy's node: xds.node.id, xds.node.metadata.*
     singleton: {root_id: s, configuration: "..."}       # a bootstrap (singleton) extension (file: optional)
     before: {add_request_headers: {x-a: "1"}}           # a header_mutation filter before the Wasm one
@@ -23,6 +24,11 @@ Shape (YAML)::
         upstream: {status: 404}         # optional override of the default answer
 
 Headers may be a mapping or a list of ``[name, value]`` pairs (to repeat a name).
+
+With ``FAIL_RELOAD`` Envoy reloads a failed VM on a stream that comes at least the (jittered,
+up to 1.5 *) backoff after the last load. Envoy runs the cases a few milliseconds apart and the
+host moves its clock by 1.5 * the backoff before each case, so both reload on the first stream
+after a failure only while the backoff stays short: 2 to 20 ms (``reload_config.backoff``).
 
 A network (TCP) filter is checked with ``protocol: tcp``; each case is one connection to an echo
 upstream through ``tcp_proxy``, sending ``messages`` one by one (each waits for its echo), then
@@ -83,6 +89,7 @@ class CaseFile:
     name: str = "envoykit_wasm"
     log_level: LogLevel = LogLevel.INFO
     failure_policy: str = "FAIL_CLOSED"
+    reload_backoff_ms: int = 2
     node: dict[str, Any] = field(default_factory=dict)
     singleton: Singleton | None = None
     before_headers: list[tuple[str, str]] = field(default_factory=list)
@@ -155,7 +162,7 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
         raise CasesError(f"{source}: the document must be a mapping")
     known = {
         "protocol", "root_id", "configuration", "vm_configuration", "vm_id", "name", "log_level",
-        "upstream", "clusters", "cases", "failure_policy", "node", "singleton", "before",
+        "upstream", "clusters", "cases", "failure_policy", "reload_backoff_ms", "node", "singleton", "before",
     }  # fmt: skip
     unknown = set(doc) - known
     if unknown:
@@ -168,8 +175,11 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
     if not isinstance(clusters_doc, dict):
         raise CasesError(f"{source}: clusters: expected a mapping of cluster name to answer")
     policy = str(doc.get("failure_policy", "FAIL_CLOSED"))
-    if policy not in ("FAIL_CLOSED", "FAIL_OPEN"):
-        raise CasesError(f"{source}: failure_policy: FAIL_CLOSED or FAIL_OPEN, got {policy!r}")
+    if policy not in ("FAIL_CLOSED", "FAIL_OPEN", "FAIL_RELOAD"):
+        raise CasesError(f"{source}: failure_policy: FAIL_CLOSED, FAIL_OPEN or FAIL_RELOAD, got {policy!r}")
+    backoff = doc.get("reload_backoff_ms", 2)
+    if not isinstance(backoff, int) or isinstance(backoff, bool) or not 2 <= backoff <= 20:
+        raise CasesError(f"{source}: reload_backoff_ms: milliseconds 2..20, got {backoff!r}")
     protocol = str(doc.get("protocol", "http"))
     if protocol not in ("http", "tcp"):
         raise CasesError(f"{source}: protocol: 'http' or 'tcp', got {protocol!r}")
@@ -182,6 +192,7 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
         name=str(doc.get("name", "envoykit_wasm")),
         log_level=LogLevel(_LEVELS[level]),
         failure_policy=policy,
+        reload_backoff_ms=backoff,
         node=_node(doc.get("node"), f"{source}: node"),
         singleton=_singleton(doc.get("singleton"), f"{source}: singleton", Path(source).parent),
         before_headers=_before(doc.get("before"), f"{source}: before"),

@@ -67,6 +67,8 @@ def plugin_config(wasm: Path, cases: CaseFile, name: str, root_id: str, configur
         "vm_config": vm_config,
         "failure_policy": cases.failure_policy,
     }
+    if cases.failure_policy == "FAIL_RELOAD":
+        config["reload_config"] = {"backoff": {"base_interval": f"{cases.reload_backoff_ms / 1000}s"}}
     if configuration:
         config["configuration"] = {"@type": _STRING, "value": configuration}
     return config
@@ -223,14 +225,22 @@ def send_request(port: int, req: HttpRequest, timeout: float) -> tuple[int, list
 class EnvoyRunner:
     """A running Envoy with the filter, its scripted upstreams, and a reader of its log.
 
-    Use as a context manager; :meth:`run` observes one case.
+    Use as a context manager; :meth:`run` observes one case. With ``collect_logs=False`` Envoy
+    logs only the filter's lines (no ``http:debug`` end-of-case markers) and :meth:`run` leaves
+    ``logs`` empty: a plain run of the requests, for timing.
 
     Raises:
         EnvoyError: Envoy refused the configuration or did not start (e.g. the module failed).
     """
 
     def __init__(
-        self, wasm: Path, cases: CaseFile, *, workdir: Path | None = None, timeout: float = 10.0
+        self,
+        wasm: Path,
+        cases: CaseFile,
+        *,
+        workdir: Path | None = None,
+        timeout: float = 10.0,
+        collect_logs: bool = True,
     ) -> None:
         from envoykit.core.net import free_port
 
@@ -249,11 +259,14 @@ class EnvoyRunner:
             workdir=workdir,
             name="wasmdiff",
             log_level="error",
-            component_log_level=f"wasm:{level},http:debug",
+            # http:debug logs the end-of-case markers; without log collection Envoy logs only
+            # the filter's lines, as in a plain test run (the benchmark's request time).
+            component_log_level=f"wasm:{level},http:debug" if collect_logs else f"wasm:{level}",
             extra_args=["--log-format", "%l|%n|%v", "--file-flush-interval-msec", "5"],
         )
         self._offset = 0
         self._markers = 0
+        self.collect_logs = collect_logs
         self.startup_logs: list[tuple[str, str]] = []
 
     def __enter__(self) -> EnvoyRunner:
@@ -265,7 +278,8 @@ class EnvoyRunner:
         self._offset = 0
         # Envoy starts the VM several times (base VM, then one per thread): those start-up lines
         # are drained up to a first marker so they never land in the first case.
-        self.startup_logs = self._wait_stream_end()
+        if self.collect_logs:
+            self.startup_logs = self._wait_stream_end()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -290,7 +304,8 @@ class EnvoyRunner:
             r = self.upstream.requests[-1]
             hdrs = [(k, v) for k, v in r["headers"] if k not in UPSTREAM_IGNORED]
             obs.upstream = (r["method"], r["path"], hdrs, r["body"])
-        obs.logs = self._wait_stream_end()
+        if self.collect_logs:
+            obs.logs = self._wait_stream_end()
         return obs
 
     def _wait_stream_end(self) -> list[tuple[str, str]]:

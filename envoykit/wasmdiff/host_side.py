@@ -51,7 +51,15 @@ def start_plugin(wasm: Path | WasmModule, cases: CaseFile) -> Plugin:
         vm_id=cases.vm_id,
         name=cases.name,
         failure_policy=cases.failure_policy,
+        reload_backoff_ms=cases.reload_backoff_ms,
     )
+
+
+def between_cases(plugin: Plugin, cases: CaseFile) -> None:
+    """Time passing between two cases, as far as it matters: with FAIL_RELOAD, past the longest
+    backoff (Envoy runs its cases more than 1.5 * a 2..20 ms backoff apart)."""
+    if cases.failure_policy == "FAIL_RELOAD":
+        plugin.host.advance(cases.reload_backoff_ms * 1.5)
 
 
 def observe(outcome: Outcome) -> Observation:
@@ -77,6 +85,7 @@ def observe(outcome: Outcome) -> Observation:
 
 def run_case(plugin: Plugin, case: Case, cases: CaseFile) -> Observation:
     """One case through the filter in the host."""
+    between_cases(plugin, cases)
     request = case.request
     if cases.before_headers:
         request = dataclasses.replace(request, added_by_filters=list(cases.before_headers))

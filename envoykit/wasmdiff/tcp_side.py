@@ -12,6 +12,7 @@ from typing import Any
 
 from envoykit.wasmdiff.cases import CaseFile
 from envoykit.wasmdiff.envoy_side import EnvoyRunner, marker_listener, socket_address, static_cluster
+from envoykit.wasmdiff.host_side import between_cases
 from envoykit.wasmdiff.observe import LEVEL_NAMES, Observation
 from envoykit.wasmhost.plugin import Plugin
 from envoykit.wasmhost.tcp import run_tcp_exchange
@@ -84,6 +85,8 @@ def tcp_bootstrap(
         },
         "failure_policy": cases.failure_policy,
     }
+    if cases.failure_policy == "FAIL_RELOAD":
+        config["reload_config"] = {"backoff": {"base_interval": f"{cases.reload_backoff_ms / 1000}s"}}
     if cases.configuration:
         config["configuration"] = {
             "@type": "type.googleapis.com/google.protobuf.StringValue",
@@ -175,8 +178,10 @@ class TcpEnvoyRunner(EnvoyRunner):
             time.sleep(0.005)
 
 
-def run_tcp_case(plugin: Plugin, messages: list[bytes]) -> Observation:
-    """The same connection through the filter in the host."""
+def run_tcp_case(plugin: Plugin, messages: list[bytes], cases: CaseFile | None = None) -> Observation:
+    """The same connection through the filter in the host (after :func:`between_cases`)."""
+    if cases is not None:
+        between_cases(plugin, cases)
     out = run_tcp_exchange(plugin, messages)
     return Observation(
         body=out.client_received,

@@ -31,6 +31,7 @@ class ContextState:
         "deleted",
         "dirty",
         "filter_state",
+        "generation",
         "id",
         "kind",
         "live_maps",
@@ -66,6 +67,7 @@ class ContextState:
         self.created = False
         self.deleted = False
         self.dirty = dirty  # the plugin's list of contexts with deferred actions
+        self.generation = 0  # which VM of the plugin (FAIL_RELOAD makes new ones)
 
     def __repr__(self) -> str:
         return f"ContextState(id={self.id}, parent_id={self.parent_id}, kind={self.kind!r})"

@@ -198,8 +198,9 @@ def _i64(vals: Any, i: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _finalize(idx: int) -> None:
-    _TABLE.pop(idx or 0, None)
+def _finalize(idx: int, table: dict[int, Any] = _TABLE) -> None:
+    # the table is bound here: at interpreter exit module globals may already be gone
+    table.pop(idx or 0, None)
 
 
 if ENABLED:

@@ -118,6 +118,10 @@ class Host:
         """``n`` pseudo-random bytes from the seeded generator (WASI ``random_get``)."""
         return bytes(self._random.getrandbits(8) for _ in range(n))
 
+    def random_int(self, n: int) -> int:
+        """A pseudo-random integer in ``[0, n)`` (0 when ``n`` is 0) from the seeded generator."""
+        return self._random.randrange(n) if n > 0 else 0
+
     def metric(self, name: str) -> int:
         """Value of counter or gauge ``name``. Raises ``KeyError`` if undefined."""
         return self.metrics.by_name[name].value

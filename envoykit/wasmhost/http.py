@@ -271,12 +271,12 @@ class HttpStream:
             return
         self.done = True
         plugin, ctx = self.plugin, self.ctx
-        if plugin.failed is not None:  # a failed VM is not called again, not even to log
+        if plugin.stream_failed(ctx):  # a failed VM is not called again, not even to log
             plugin.delete_context(ctx)
             return
         if not ctx.created:
             plugin.create_context(ctx)  # Envoy Context::log creates a context that never saw headers
-        if plugin.failed is not None or not plugin.vm.funcs.keys() & _END_CALLBACKS:
+        if plugin.stream_failed(ctx) or not plugin.vm.funcs.keys() & _END_CALLBACKS:
             plugin.delete_context(ctx)  # nothing of the module runs at the end: no maps to set up
             return
         # Envoy keeps two views: the maps its pointers still reach (a paused request's headers,
@@ -308,7 +308,7 @@ class HttpStream:
         return not d.stopped and self.reset is None
 
     def _call(self, d: _Direction, name: str, *args: int) -> Action | int:
-        if self.plugin.failed is not None:
+        if self.plugin.stream_failed(self.ctx):
             return self._failed_vm()
         if name not in self.plugin.vm.funcs:  # not exported: Envoy's wrapper continues
             self.actions.append((name, Action.CONTINUE))
@@ -355,7 +355,7 @@ class HttpStream:
             raise StreamStateError("the stream is complete")
         if d.stopped or self.reset is not None:
             return None
-        if not self.ctx.created and self.plugin.failed is None:
+        if not self.ctx.created and not self.plugin.stream_failed(self.ctx):
             self.plugin.create_context(self.ctx)
         d.headers = headers
         d.eos_seen = eos
@@ -406,7 +406,11 @@ class HttpStream:
         return self._deliver_body(d, data, eos)
 
     def _deliver_body(self, d: _Direction, data: bytes, eos: bool) -> Action | int | None:
-        if d.body_cb not in self.plugin.vm.funcs and not d.buffering and self.plugin.failed is None:
+        if (
+            d.body_cb not in self.plugin.vm.funcs
+            and not d.buffering
+            and not self.plugin.stream_failed(self.ctx)
+        ):
             # Not exported: Envoy's wrapper continues and the filter never sees the buffer.
             self.actions.append((d.body_cb, Action.CONTINUE))
             d.forwarded_body += data

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from envoykit.wasmhost.tcp import TcpStream
 
 ROOT_CONTEXT_ID = 1
-# Envoy PluginConfig.failure_policy values the host models (FAIL_RELOAD is not modelled).
-FAILURE_POLICIES = ("FAIL_CLOSED", "FAIL_OPEN")
+# Envoy PluginConfig.failure_policy values (FAIL_UNSPECIFIED is FAIL_CLOSED in Envoy 1.40).
+FAILURE_POLICIES = ("FAIL_CLOSED", "FAIL_OPEN", "FAIL_RELOAD")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,12 @@ class Plugin:
             bomb), Envoy's ``PluginConfig.failure_policy``: ``"FAIL_CLOSED"`` (Envoy 1.40's default)
             answers the failing stream and every later one with a 503 and an empty body (gRPC:
             UNAVAILABLE) without calling the module again; ``"FAIL_OPEN"`` lets them through as
-            if the filter were not there.
+            if the filter were not there; ``"FAIL_RELOAD"`` answers like FAIL_CLOSED until a
+            new stream comes at least the backoff after the last (re)load, which then gets a
+            fresh VM (see :meth:`new_context`).
+        reload_backoff_ms: ``reload_config.backoff.base_interval`` of FAIL_RELOAD (Envoy's default
+            1000 ms); each reload waits a jittered ``[base, 1.5 * base)`` since the last load
+            (Envoy ``JitteredLowerBoundBackOffStrategy``, which needs more than 1 ms).
 
     Raises:
         ModuleLoadError: the module cannot be linked (unknown import, no malloc, no memory).
@@ -84,10 +89,20 @@ class Plugin:
         memory_limit: int = 256 * 1024 * 1024,
         environment: dict[str, str] | None = None,
         failure_policy: str = "FAIL_CLOSED",
+        reload_backoff_ms: int = 1000,
     ) -> None:
         if failure_policy not in FAILURE_POLICIES:
             raise ValueError(f"failure_policy: one of {', '.join(FAILURE_POLICIES)}, got {failure_policy!r}")
+        if reload_backoff_ms < 2:
+            raise ValueError(
+                f"reload_backoff_ms: at least 2 (Envoy's jittered backoff), got {reload_backoff_ms}"
+            )
         self.failure_policy = failure_policy
+        self.reload_backoff_ms = reload_backoff_ms
+        self.fuel, self.memory_limit = fuel, memory_limit
+        self.generation = 0  # bumped by every FAIL_RELOAD reload: contexts of older VMs stay failed
+        self.reloads = 0  # successful reloads (Envoy's wasm.<name>.vm_reload_success... events)
+        self.reload_failures = 0
         self.host = host
         self.module = module
         self.configuration = configuration
@@ -98,6 +113,11 @@ class Plugin:
         self.environment = dict(environment or {})
         self.logs: list[LogRecord] = []
         self.failed: FilterFailure | None = None
+        self._new_vm()
+
+    def _new_vm(self) -> None:
+        """Everything that belongs to one VM, fresh, then the VM itself started (cpp-host: a
+        new ``WasmBase`` with its own context ids, root context, timers and callouts)."""
         self.configuring = False
         self.status: tuple[int, str] = (0, "")
         self.http_calls: list[HttpCall] = []
@@ -121,8 +141,36 @@ class Plugin:
         self.root = ContextState(next(self._ids), 0, "root", dirty=self._dirty)
         self.contexts[self.root.id] = self.root
         self.effective = self.root
-        self.vm = VM(module, self, fuel=fuel, memory_limit=memory_limit)
+        self.last_load_ns = self.host.clock.monotonic_ns
+        self.vm = VM(self.module, self, fuel=self.fuel, memory_limit=self.memory_limit)
         self._start()
+
+    def _maybe_reload(self) -> None:
+        """FAIL_RELOAD, as Envoy's ``PluginConfig::maybeReloadHandleIfNeeded`` on each new stream:
+        only a runtime failure (not a refused start) reloads; the backoff is drawn on every
+        try; within it the failed VM stays (its streams fail closed); past it the last-load time
+        moves and a fresh VM replaces the failed one, unless that one fails to start too."""
+        assert self.failed is not None
+        if self.failure_policy != "FAIL_RELOAD" or self.failed.reason == "refused":
+            return
+        base = self.reload_backoff_ms
+        interval_ms = base + self.host.random_int(base >> 1)
+        now = self.host.clock.monotonic_ns
+        if now - self.last_load_ns < interval_ms * 1_000_000:
+            return
+        failed, saved = self.failed, dict(self.__dict__)
+        self.failed = None
+        self.generation += 1
+        try:
+            self._new_vm()
+        except FilterFailure:
+            # Envoy keeps the failed handle (VmReloadFailure); only the load time moves.
+            generation = self.generation
+            self.__dict__.update(saved)
+            self.failed, self.generation, self.last_load_ns = failed, generation, now
+            self.reload_failures += 1
+            return
+        self.reloads += 1
 
     # -- start-up and shutdown --------------------------------------------------------------------
     def _start(self) -> None:
@@ -253,11 +301,17 @@ class Plugin:
         """Allocate the next context id for a stream (not yet created in the module).
 
         Once the plugin failed, Envoy gives a stream a context without a VM (id 0, never
-        registered): the stream gets the failure policy's answer and the module is not called.
+        registered): the stream gets the failure policy's answer and the module is not called;
+        with FAIL_RELOAD past the backoff, the VM is reloaded first and the stream uses it.
         """
         if self.failed is not None:
-            return ContextState(0, self.root.id, kind)
+            self._maybe_reload()
+        if self.failed is not None:
+            ctx = ContextState(0, self.root.id, kind)
+            ctx.generation = self.generation
+            return ctx
         ctx = ContextState(next(self._ids), self.root.id, kind, dirty=self._dirty)
+        ctx.generation = self.generation
         self.contexts[ctx.id] = ctx
         self.streams[ctx.id] = stream
         return ctx
@@ -269,10 +323,16 @@ class Plugin:
             self.call(ctx, "proxy_on_context_create", ctx.id, ctx.parent_id)
 
     def delete_context(self, ctx: ContextState) -> None:
-        """Forget a finished stream context (its id is never reused)."""
+        """Forget a finished stream context (its id is never reused within a VM)."""
         ctx.deleted = True
-        self.contexts.pop(ctx.id, None)
-        self.streams.pop(ctx.id, None)
+        if self.contexts.get(ctx.id) is ctx:  # not a reloaded VM's context of the same id
+            del self.contexts[ctx.id]
+            self.streams.pop(ctx.id, None)
+
+    def stream_failed(self, ctx: ContextState) -> bool:
+        """Whether the VM of ``ctx`` failed: the current one, or one a reload replaced (Envoy: the
+        stream's ``Context`` keeps its own, failed, VM)."""
+        return self.failed is not None or ctx.generation != self.generation
 
     # -- ticks, callouts, queues ------------------------------------------------------------------
     def set_tick_period(self, period_ms: int) -> None:

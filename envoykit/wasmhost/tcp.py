@@ -56,7 +56,7 @@ class TcpStream:
         return self.ctx.id
 
     def _call(self, name: str, *args: int) -> Action | int:
-        if self.plugin.failed is not None:
+        if self.plugin.stream_failed(self.ctx):
             return self._failed_vm()
         try:
             result = self.plugin.call(self.ctx, name, self.ctx.id, *args, default=0)
@@ -88,7 +88,7 @@ class TcpStream:
         """A new connection: create the context and run ``proxy_on_new_connection``."""
         if self.ctx.created:
             raise StreamStateError("the connection is already open")
-        if self.plugin.failed is None:
+        if not self.plugin.stream_failed(self.ctx):
             self.plugin.create_context(self.ctx)
         else:
             self.ctx.created = True
@@ -157,7 +157,7 @@ class TcpStream:
         if self.done:
             return
         for name in ("proxy_on_done", "proxy_on_log", "proxy_on_delete"):
-            if self.plugin.failed is None:
+            if not self.plugin.stream_failed(self.ctx):
                 self._call(name)
                 self.actions.pop()
         self.done = True

@@ -112,6 +112,8 @@ def test_build_command_lists_paths(wasm_example):
         ({"cases": [{}], "clusters": [1]}, "clusters: expected a mapping"),
         ({"cases": [{"upstream": {"delay_ms": 5}}]}, "cases.0.upstream: unknown field(s) ['delay_ms']"),
         ({"cases": [{}], "clusters": {"a": {"delay_ms": -1}}}, "clusters.a.delay_ms: milliseconds 0..10000"),
+        ({"cases": [{}], "failure_policy": "FAIL_SOMETIMES"}, "failure_policy: FAIL_CLOSED, FAIL_OPEN or"),
+        ({"cases": [{}], "reload_backoff_ms": 1000}, "reload_backoff_ms: milliseconds 2..20"),
     ],
 )
 def test_cases_validation_names_the_field(doc, message):

@@ -55,6 +55,7 @@ DIFFS = [
     ("wat_panic", "panic_response"),
     ("wat_panic", "panic_fail_open"),
     ("wat_panic", "panic_callout"),
+    ("wat_reload", "reload"),
     ("wat_tcp_close", "tcp_close"),
     ("wat_tcp_close", "tcp_panic"),
     ("wat_envoy_properties", "envoy_properties"),

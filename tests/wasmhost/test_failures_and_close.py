@@ -4,7 +4,7 @@ against Envoy in test_examples_vs_envoy: panic_*.yaml, tcp_close.yaml, tcp_panic
 from __future__ import annotations
 
 from envoykit.wasmdiff.observe import Observation, differences
-from envoykit.wasmhost import HttpRequest, HttpResponse, LogLevel, load_plugin, run_exchange
+from envoykit.wasmhost import Action, HttpRequest, HttpResponse, LogLevel, load_plugin, run_exchange
 from envoykit.wasmhost.tcp import run_tcp_exchange
 from tests.wasmhost.conftest import WAT
 
@@ -53,6 +53,37 @@ def test_fail_open_lets_later_requests_through():
     later = run_exchange(plugin, HttpRequest(path="/c"), HttpResponse(body=b"ok"))
     assert (later.status, later.body, later.logs) == (200, b"ok", [])
     assert later.upstream_headers is not None and later.upstream_headers[":path"] == "/c"
+
+
+def test_fail_reload_waits_out_the_backoff_then_starts_a_fresh_vm():
+    plugin = load_plugin(WAT / "reload.wat", failure_policy="FAIL_RELOAD", reload_backoff_ms=1000)
+    host, up = plugin.host, HttpResponse(body=b"ok")
+    assert run_exchange(plugin, HttpRequest(path="/a"), up).logs[0].message == "request 1 in context 2"
+    held = plugin.http_stream()  # a stream of the VM that is about to fail
+    bad = run_exchange(plugin, HttpRequest(headers=[("x-panic", "1")]), up)
+    assert (bad.status, bad.failure is not None) == (503, True)
+    host.advance(999)  # within the backoff (jittered: 1000..1499 ms after the load)
+    assert (run_exchange(plugin, HttpRequest(), up).status, plugin.reloads) == (503, 0)
+    host.advance(500)
+    fresh = run_exchange(plugin, HttpRequest(path="/d"), up)
+    assert fresh.status == 200 and plugin.reloads == 1 and plugin.failed is None
+    assert [r.message for r in fresh.logs] == ["vm start", "configure", "request 1 in context 2"]
+    assert (
+        held.send_request_headers({":path": "/"}, end_of_stream=True) == Action.PAUSE
+    )  # still the failed VM's
+    assert held.local_response is not None and held.local_response.status == 503
+    assert run_exchange(plugin, HttpRequest(), up).logs[0].message == "request 2 in context 3"
+
+
+def test_fail_closed_and_open_never_reload():
+    for policy in ("FAIL_CLOSED", "FAIL_OPEN"):
+        plugin = load_plugin(WAT / "reload.wat", failure_policy=policy, reload_backoff_ms=2)
+        run_exchange(plugin, HttpRequest(headers=[("x-panic", "1")]), HttpResponse())
+        plugin.host.advance(10_000)
+        out = run_exchange(plugin, HttpRequest(), HttpResponse(body=b"ok"))
+        assert (out.status, out.logs, plugin.reloads) == (
+            (503, [], 0) if policy == "FAIL_CLOSED" else (200, [], 0)
+        )
 
 
 def test_tcp_close_time_write_goes_before_the_fin_and_its_echo_ends_the_stream():
