@@ -9,8 +9,11 @@ Built-in attributes (names from Envoy's ``docs/root/intro/arch_overview/advanced
 ``plugin_name``, ``plugin_root_id``, ``plugin_vm_id``, ``request.{path,url_path,host,scheme,method,
 headers,referer,useragent,id,protocol,query}``, ``response.{code,headers}``, ``connection_id``,
 ``source.{address,port}`` and ``destination.{address,port}`` (loopback defaults: Envoy always
-has them), ``xds.node.id`` (Envoy's default node: ``""``), ``xds.node.metadata.*`` (none by
-default), ``xds.cluster_name`` (``"upstream"``) and ``xds.route_name`` (``""``) from the first
+has them), ``xds.node.id`` and ``xds.node.cluster`` (Envoy's default node: ``""``),
+``xds.node.user_agent_name`` (``"envoy"``), ``xds.node.metadata`` (a map: Struct numbers are
+doubles, lists are indexable by position, a ``null`` anywhere in what is read is
+SERIALIZATION_FAILURE; pinned by ``node_metadata.wat``), ``xds.node`` whole (the serialized
+``Node`` message, without Envoy's build fields: see :func:`node_message`), ``xds.cluster_name`` (``"upstream"``) and ``xds.route_name`` (``""``) from the first
 callback, ``request.time`` (int64 ns), ``request.size`` (the content-length header while it is
 reachable, else the body bytes received), ``upstream.address`` once the request went upstream,
 ``request.duration`` only in ``on_log``; ``node.*`` is NOT_FOUND, as in Envoy 1.40 (all pinned by
@@ -38,12 +41,22 @@ if TYPE_CHECKING:
 PropertyValue = str | bytes | int | float | bool | Mapping[str, Any] | Sequence[Any]
 
 
+_EMPTY = b"\0\0\0\0"
+
+
+class Unserializable(Exception):
+    """A value Envoy's ``serializeValue`` has no form for (a Struct ``null``): SERIALIZATION_FAILURE."""
+
+
 def encode_value(value: Any) -> bytes:
     """Envoy's byte form of ``value`` (see module docstring).
 
     Raises:
+        Unserializable: ``None`` (a ``null`` in node metadata), alone or inside a map or list.
         TypeError: a type Envoy has no encoding for.
     """
+    if value is None:
+        raise Unserializable
     if isinstance(value, bytes | bytearray):
         return bytes(value)
     if isinstance(value, str):
@@ -54,25 +67,31 @@ def encode_value(value: Any) -> bytes:
         return struct.pack("<q", value) if value < 0 else struct.pack("<Q", value)
     if isinstance(value, float):
         return struct.pack("<d", value)
+    # Maps and lists are pairs with their count even when empty (4 zero bytes): Envoy marshals
+    # them itself, unlike a header map handed over empty (observed, node_metadata_bare.yaml).
     if isinstance(value, Mapping):
-        return encode_pairs([(encode_value(k), encode_value(v)) for k, v in value.items()])
+        return encode_pairs([(encode_value(k), encode_value(v)) for k, v in value.items()]) or _EMPTY
     if isinstance(value, Sequence):
-        return encode_pairs([(encode_value(v), b"") for v in value])
+        return encode_pairs([(encode_value(v), b"") for v in value]) or _EMPTY
     raise TypeError(f"no Envoy encoding for a property of type {type(value).__name__}")
 
 
+_MISSING = object()
+
+
 def _walk(value: Any, rest: list[str]) -> Any:
+    """The value at ``rest`` below ``value``, or ``_MISSING`` (``None`` is a ``null`` value)."""
     for part in rest:
         if isinstance(value, Mapping):
             if part not in value:
-                return None
+                return _MISSING
             value = value[part]
         elif isinstance(value, Sequence) and not isinstance(value, str | bytes):
             if not part.isdigit() or int(part) >= len(value):
-                return None
+                return _MISSING
             value = value[int(part)]
         else:
-            return None
+            return _MISSING
     return value
 
 
@@ -103,8 +122,9 @@ def builtins(plugin: Plugin, ctx: ContextState | None) -> dict[str, Any]:
         "plugin_name": plugin.name,
         "plugin_root_id": plugin.root_id,
         "plugin_vm_id": plugin.vm_id,
-        # Envoy's default node has an empty id and no metadata (xds.node.metadata.* NOT_FOUND).
-        "xds": {"node": {"id": ""}},
+        # Envoy's default node: empty id and cluster, empty metadata (xds.node.metadata.* NOT_FOUND),
+        # and its own user_agent_name; Node fields a message does not set read as their defaults.
+        "xds": {"node": {"id": "", "cluster": "", "metadata": {}, "user_agent_name": "envoy"}},
     }
     if ctx is None or ctx.kind == "root":
         return attrs
@@ -161,6 +181,31 @@ def builtins(plugin: Plugin, ctx: ContextState | None) -> dict[str, Any]:
     return attrs
 
 
+def node_message(plugin: Plugin, ctx: ContextState | None) -> bytes:
+    """``xds.node`` whole: Envoy serializes the ``envoy.config.core.v3.Node`` message. The host
+    fills ``id``, ``cluster``, ``metadata`` and ``user_agent_name`` as the attributes below it
+    read; Envoy's own build fields (``user_agent_build_version``, ``extensions``,
+    ``client_features``) are not reproduced, so the bytes are a subset of Envoy's."""
+    from envoy.config.core.v3 import base_pb2
+    from google.protobuf import json_format
+
+    def field(name: str) -> Any:
+        for source in (
+            _nest(ctx.properties) if ctx is not None else {},
+            _nest(plugin.host.properties),
+            builtins(plugin, ctx),
+        ):
+            value = _walk(source, ["xds", "node", name])
+            if value is not _MISSING:
+                return value
+        return None
+
+    node = base_pb2.Node(id=str(field("id") or ""), cluster=str(field("cluster") or ""),
+                         user_agent_name=str(field("user_agent_name") or ""))  # fmt: skip
+    json_format.ParseDict(field("metadata") or {}, node.metadata)
+    return node.SerializeToString(deterministic=True)
+
+
 def lookup(plugin: Plugin, ctx: ContextState | None, segments: list[bytes]) -> bytes | None:
     """Resolve a property path: filter state set by the module, then test overrides, then built-ins."""
     names = [s.decode(errors="replace") for s in segments]
@@ -170,12 +215,14 @@ def lookup(plugin: Plugin, ctx: ContextState | None, segments: list[bytes]) -> b
         state = ctx.filter_state.get(".".join(names))
         if state is not None:
             return state
+    if names == ["xds", "node"]:
+        return node_message(plugin, ctx)
     for source in (
         _nest(ctx.properties) if ctx is not None else {},
         _nest(plugin.host.properties),
         builtins(plugin, ctx),
     ):
         value = _walk(source, names)
-        if value is not None:
+        if value is not _MISSING:
             return encode_value(value)
     return None

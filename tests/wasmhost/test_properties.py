@@ -72,3 +72,17 @@ def test_node_properties_are_refused():
 
     with pytest.raises(ValueError, match=r"xds\.node\.id"):
         Host(properties={"node.id": "x"})
+
+
+def test_xds_node_whole_is_the_serialized_node_message(wasm_host: Host, wat):
+    from envoy.config.core.v3 import base_pb2
+
+    from envoykit.wasmhost.properties import lookup
+
+    wasm_host.properties["xds.node"] = {"id": "web", "metadata": {"team": "payments", "replicas": 3.0}}
+    plugin = wat("properties", root_id="my_root")
+    node = base_pb2.Node.FromString(lookup(plugin, None, [b"xds", b"node"]) or b"")
+    assert (node.id, node.cluster, node.user_agent_name) == ("web", "", "envoy")
+    assert dict(node.metadata) == {"team": "payments", "replicas": 3.0}
+    assert lookup(plugin, None, [b"xds", b"node", b"metadata", b"missing"]) is None
+    assert encode_value({}) == encode_value([]) == b"\0\0\0\0"  # Envoy marshals an empty map itself

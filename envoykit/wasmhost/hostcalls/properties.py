@@ -12,12 +12,16 @@ from typing import Any
 
 from envoykit.wasmhost.abi import Status
 from envoykit.wasmhost.hostcalls import Table
+from envoykit.wasmhost.properties import Unserializable
 
 
 def proxy_get_property(vm: Any, pp: int, ps: int, ptr_ptr: int, size_ptr: int) -> int:
     """``proxy_get_property(path_data, path_size, return_value_data **, return_value_size *) -> status``."""
     path = vm.read(pp, ps)
-    value = vm.plugin.lookup_property(path.rstrip(b"\0").split(b"\0"))
+    try:
+        value = vm.plugin.lookup_property(path.rstrip(b"\0").split(b"\0"))
+    except Unserializable:  # Envoy serializeValue of a null
+        return Status.SERIALIZATION_FAILURE
     if value is None:
         return Status.NOT_FOUND
     vm.return_bytes(value, ptr_ptr, size_ptr)
