@@ -308,9 +308,10 @@ class HttpStream:
         return not d.stopped and self.reset is None
 
     def _call(self, d: _Direction, name: str, *args: int) -> Action | int:
-        if self.plugin.stream_failed(self.ctx):
+        plugin = self.plugin
+        if plugin.failed is not None or self.ctx.generation != plugin.generation:  # stream_failed
             return self._failed_vm()
-        if name not in self.plugin.vm.funcs:  # not exported: Envoy's wrapper continues
+        if name not in plugin.vm.funcs:  # not exported: Envoy's wrapper continues
             self.actions.append((name, Action.CONTINUE))
             return Action.CONTINUE
         index = len(self.actions)

@@ -13,6 +13,8 @@ import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import wasmtime
+
 from envoykit.wasmhost import properties as props
 from envoykit.wasmhost.abi import LogLevel, Status
 from envoykit.wasmhost.callouts import CalloutResponse, GrpcCall, HttpCall
@@ -20,7 +22,7 @@ from envoykit.wasmhost.context import ContextState
 from envoykit.wasmhost.errors import FilterFailure, PluginFailedError, StreamStateError
 from envoykit.wasmhost.headermap import HeaderMap, HeadersLike
 from envoykit.wasmhost.module import WasmModule
-from envoykit.wasmhost.vm import VM
+from envoykit.wasmhost.vm import VM, HostTrap
 
 if TYPE_CHECKING:
     from envoykit.wasmhost.host import Host
@@ -263,17 +265,22 @@ class Plugin:
         if self.failed is not None:
             raise PluginFailedError(f"the plugin failed earlier: {self.failed}")
         vm = self.vm
-        if name not in vm.funcs:
+        func = vm.funcs.get(name)
+        if func is None:
             return default
         outer = vm.depth == 0
         saved = self.effective
         self.effective = ctx
+        # VM.call inlined (the per-callback path): a fresh fuel budget, traps as FilterFailure.
+        vm.set_fuel(vm.fuel)
+        vm.depth += 1
         try:
-            result = vm.call(name, *args, context_id=ctx.id)
-        except FilterFailure as failure:
-            self.failed = failure
-            raise
+            result = func(vm.store, *args)
+        except (wasmtime.Trap, HostTrap, wasmtime.WasmtimeError) as exc:
+            self.failed = vm.failure(name, ctx.id, exc)
+            raise self.failed from exc
         finally:
+            vm.depth -= 1
             self.effective = saved
         if outer and (self._dirty or self._pending_queue):
             self._after_call()

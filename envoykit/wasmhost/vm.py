@@ -93,7 +93,7 @@ class VM:
                 self.funcs[name] = fastcall.caller(
                     f, self.store, fastcall.kinds(ty.params), fastcall.kinds(ty.results)
                 )
-        self._set_fuel = fastcall.set_fuel(self.store)
+        self.set_fuel = fastcall.set_fuel(self.store)
         # cpp-host getFunctions: malloc first, proxy_on_memory_allocate only without it.
         self.malloc = self.funcs.get("malloc") or self.funcs.get("proxy_on_memory_allocate")
         if self.malloc is None:
@@ -206,16 +206,17 @@ class VM:
             FilterFailure: the call trapped, ran out of fuel, or died after hitting the memory limit.
         """
         func = self.funcs[name]
-        self._set_fuel(self.fuel)
+        self.set_fuel(self.fuel)
         self.depth += 1
         try:
             return func(self.store, *args)
         except (wasmtime.Trap, HostTrap, wasmtime.WasmtimeError) as exc:
-            raise self._failure(name, context_id, exc) from exc
+            raise self.failure(name, context_id, exc) from exc
         finally:
             self.depth -= 1
 
-    def _failure(self, name: str, context_id: int, exc: Exception) -> FilterFailure:
+    def failure(self, name: str, context_id: int, exc: Exception) -> FilterFailure:
+        """The :class:`FilterFailure` for ``exc`` raised by a call of ``name`` for ``context_id``."""
         if not isinstance(exc, wasmtime.Trap):  # a HostTrap or a wasmtime error
             return FilterFailure(
                 f"{name} (context {context_id}) failed: {exc}",

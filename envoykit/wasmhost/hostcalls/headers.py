@@ -11,7 +11,6 @@ A missing key is NOT_FOUND, except ABI 0.1.0 which gets OK and an empty value.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from envoykit.wasmhost.abi import AbiVersion, MapType, Status
@@ -19,6 +18,7 @@ from envoykit.wasmhost.headermap import HeaderMap
 from envoykit.wasmhost.hostcalls import Table
 from envoykit.wasmhost.pairs import decode_pairs
 
+_LAST_MAP = MapType.HTTP_CALL_RESPONSE_TRAILERS
 _WRITABLE = {
     MapType.HTTP_REQUEST_HEADERS,
     MapType.HTTP_REQUEST_TRAILERS,
@@ -59,6 +59,8 @@ def proxy_get_header_map_value(
     """``proxy_get_header_map_value(map_id, key_data, key_size, return_value_data **, return_value_size *) ->
     status``.
     """
+    if kind > _LAST_MAP:  # cpp-host checks the map type before anything else
+        return Status.BAD_ARGUMENT
     key = vm.read(key_ptr, key_size)
     hmap = _map(vm, kind)
     old_abi = vm.module.abi_version is AbiVersion.V0_1_0
@@ -83,6 +85,8 @@ def proxy_get_header_map_pairs(vm: Any, kind: int, ptr_ptr: int, size_ptr: int) 
     """``proxy_get_header_map_pairs(map_id, return_serialized_pairs_data **, return_serialized_pairs_size *)
     -> status``.
     """
+    if kind > _LAST_MAP:  # cpp-host checks the map type before anything else
+        return Status.BAD_ARGUMENT
     hmap = _map(vm, kind)
     vm.return_bytes(hmap.encoded() if hmap is not None else b"", ptr_ptr, size_ptr)
     return Status.OK
@@ -90,6 +94,8 @@ def proxy_get_header_map_pairs(vm: Any, kind: int, ptr_ptr: int, size_ptr: int) 
 
 def proxy_get_header_map_size(vm: Any, kind: int, size_ptr: int) -> int:
     """``proxy_get_header_map_size(map_id, return_serialized_pairs_size *) -> status``."""
+    if kind > _LAST_MAP:  # cpp-host checks the map type before anything else
+        return Status.BAD_ARGUMENT
     hmap = _writable(vm, kind)
     if hmap is None:
         return Status.BAD_ARGUMENT
@@ -99,6 +105,8 @@ def proxy_get_header_map_size(vm: Any, kind: int, size_ptr: int) -> int:
 
 def proxy_set_header_map_pairs(vm: Any, kind: int, ptr: int, size: int) -> int:
     """``proxy_set_header_map_pairs(map_id, serialized_pairs_data, serialized_pairs_size) -> status``."""
+    if kind > _LAST_MAP:  # cpp-host checks the map type before anything else
+        return Status.BAD_ARGUMENT
     data = vm.read(ptr, size)
     hmap = _writable(vm, kind)
     if hmap is None:
@@ -110,6 +118,8 @@ def proxy_set_header_map_pairs(vm: Any, kind: int, ptr: int, size: int) -> int:
 
 def proxy_add_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int, vs: int) -> int:
     """``proxy_add_header_map_value(map_id, key_data, key_size, value_data, value_size) -> status``."""
+    if kind > _LAST_MAP:  # cpp-host checks the map type before anything else
+        return Status.BAD_ARGUMENT
     key, value = vm.read(kp, ks), vm.read(vp, vs)
     hmap = _writable(vm, kind)
     if hmap is None:
@@ -120,6 +130,8 @@ def proxy_add_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int, vs
 
 def proxy_replace_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int, vs: int) -> int:
     """``proxy_replace_header_map_value(map_id, key_data, key_size, value_data, value_size) -> status``."""
+    if kind > _LAST_MAP:  # cpp-host checks the map type before anything else
+        return Status.BAD_ARGUMENT
     key, value = vm.read(kp, ks), vm.read(vp, vs)
     hmap = _writable(vm, kind)
     if hmap is None:
@@ -130,6 +142,8 @@ def proxy_replace_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int
 
 def proxy_remove_header_map_value(vm: Any, kind: int, kp: int, ks: int) -> int:
     """``proxy_remove_header_map_value(map_id, key_data, key_size) -> status``."""
+    if kind > _LAST_MAP:  # cpp-host checks the map type before anything else
+        return Status.BAD_ARGUMENT
     key = vm.read(kp, ks)
     hmap = _writable(vm, kind)
     if hmap is None:
@@ -138,23 +152,12 @@ def proxy_remove_header_map_value(vm: Any, kind: int, kp: int, ks: int) -> int:
     return Status.OK
 
 
-def _known_type(fn: Callable[..., int]) -> Callable[..., int]:
-    """cpp-host checks the map type before anything else: above the last one is BAD_ARGUMENT."""
-
-    def run(vm: Any, kind: int, *args: int) -> int:
-        if kind > MapType.HTTP_CALL_RESPONSE_TRAILERS:
-            return Status.BAD_ARGUMENT
-        return fn(vm, kind, *args)
-
-    return run
-
-
 FUNCTIONS: Table = {
-    "proxy_get_header_map_value": ("iiiii>i", _known_type(proxy_get_header_map_value)),
-    "proxy_get_header_map_pairs": ("iii>i", _known_type(proxy_get_header_map_pairs)),
-    "proxy_get_header_map_size": ("ii>i", _known_type(proxy_get_header_map_size)),
-    "proxy_set_header_map_pairs": ("iii>i", _known_type(proxy_set_header_map_pairs)),
-    "proxy_add_header_map_value": ("iiiii>i", _known_type(proxy_add_header_map_value)),
-    "proxy_replace_header_map_value": ("iiiii>i", _known_type(proxy_replace_header_map_value)),
-    "proxy_remove_header_map_value": ("iii>i", _known_type(proxy_remove_header_map_value)),
+    "proxy_get_header_map_value": ("iiiii>i", proxy_get_header_map_value),
+    "proxy_get_header_map_pairs": ("iii>i", proxy_get_header_map_pairs),
+    "proxy_get_header_map_size": ("ii>i", proxy_get_header_map_size),
+    "proxy_set_header_map_pairs": ("iii>i", proxy_set_header_map_pairs),
+    "proxy_add_header_map_value": ("iiiii>i", proxy_add_header_map_value),
+    "proxy_replace_header_map_value": ("iiiii>i", proxy_replace_header_map_value),
+    "proxy_remove_header_map_value": ("iii>i", proxy_remove_header_map_value),
 }
