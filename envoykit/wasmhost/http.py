@@ -407,10 +407,12 @@ class HttpStream:
         return self._deliver_body(d, data, eos)
 
     def _deliver_body(self, d: _Direction, data: bytes, eos: bool) -> Action | int | None:
+        plugin = self.plugin
         if (
-            d.body_cb not in self.plugin.vm.funcs
+            d.body_cb not in plugin.vm.funcs
             and not d.buffering
-            and not self.plugin.stream_failed(self.ctx)
+            and plugin.failed is None
+            and self.ctx.generation == plugin.generation  # not stream_failed
         ):
             # Not exported: Envoy's wrapper continues and the filter never sees the buffer.
             self.actions.append((d.body_cb, Action.CONTINUE))
