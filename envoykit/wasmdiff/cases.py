@@ -10,7 +10,7 @@ Shape (YAML)::
     reload_backoff_ms: 2                # FAIL_RELOAD's backoff base (2..20 ms here: see below)
     node: {id: sidecar~1, metadata: {team: payments}}   # Envoy's node: xds.node.id, xds.node.metadata.*
     singleton: {root_id: s, configuration: "..."}       # a bootstrap (singleton) extension (file: optional)
-    before: {add_request_headers: {x-a: "1"}}           # a header_mutation filter before the Wasm one
+    before: {add_request_headers: {x-a: "1"}, buffer: true}  # header_mutation / buffer filters before it
     upstream:                           # default upstream answer
       status: 200
       headers: {content-type: text/plain}
@@ -93,6 +93,7 @@ class CaseFile:
     node: dict[str, Any] = field(default_factory=dict)
     singleton: Singleton | None = None
     before_headers: list[tuple[str, str]] = field(default_factory=list)
+    before_buffer: bool = False  # an envoy.filters.http.buffer filter before the Wasm one
     clusters: dict[str, HttpResponse] = field(default_factory=dict)
     cases: list[Case] = field(default_factory=list)
 
@@ -183,6 +184,7 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
     protocol = str(doc.get("protocol", "http"))
     if protocol not in ("http", "tcp"):
         raise CasesError(f"{source}: protocol: 'http' or 'tcp', got {protocol!r}")
+    before = _before(doc.get("before"), f"{source}: before")
     out = CaseFile(
         protocol=protocol,
         root_id=str(doc.get("root_id", "")),
@@ -195,7 +197,8 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
         reload_backoff_ms=backoff,
         node=_node(doc.get("node"), f"{source}: node"),
         singleton=_singleton(doc.get("singleton"), f"{source}: singleton", Path(source).parent),
-        before_headers=_before(doc.get("before"), f"{source}: before"),
+        before_headers=before[0],
+        before_buffer=before[1],
         clusters={
             str(k): _response(v, f"{source}: clusters.{k}", callout=True) for k, v in clusters_doc.items()
         },
@@ -246,13 +249,17 @@ def _singleton(value: Any, where: str, base: Path) -> Singleton | None:
     )
 
 
-def _before(value: Any, where: str) -> list[tuple[str, str]]:
-    """``before: {add_request_headers: {...}}``: a header_mutation filter ahead of the Wasm one."""
+def _before(value: Any, where: str) -> tuple[list[tuple[str, str]], bool]:
+    """``before:`` filters ahead of the Wasm one: ``add_request_headers`` (a header_mutation
+    filter) and ``buffer: true`` (a buffer filter: the whole request body in one data callback)."""
     if value is None:
-        return []
-    if not isinstance(value, dict) or set(value) - {"add_request_headers"}:
-        raise CasesError(f"{where}: expected a mapping with add_request_headers")
-    return _headers(value.get("add_request_headers"), f"{where}.add_request_headers")
+        return [], False
+    if not isinstance(value, dict) or set(value) - {"add_request_headers", "buffer"}:
+        raise CasesError(f"{where}: expected a mapping with add_request_headers and/or buffer")
+    buffer = value.get("buffer", False)
+    if not isinstance(buffer, bool):
+        raise CasesError(f"{where}.buffer: true or false, got {buffer!r}")
+    return _headers(value.get("add_request_headers"), f"{where}.add_request_headers"), buffer
 
 
 def _tcp_case(item: dict[str, Any], i: int, where: str) -> Case:

@@ -105,6 +105,17 @@ def header_mutation(headers: list[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
+def buffer_filter() -> dict[str, Any]:
+    """An ``envoy.filters.http.buffer`` filter: the request body is held until complete (1 MiB)."""
+    return {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": 1 << 20,
+        },
+    }
+
+
 def wasm_filter(wasm: Path, cases: CaseFile) -> dict[str, Any]:
     """The ``envoy.filters.http.wasm`` filter entry for ``wasm`` with the cases' configuration."""
     return {
@@ -167,6 +178,7 @@ def bootstrap(
         },
         "http_filters": [
             *([header_mutation(cases.before_headers)] if cases.before_headers else []),
+            *([buffer_filter()] if cases.before_buffer else []),
             wasm_filter(wasm, cases),
             {
                 "name": "envoy.filters.http.router",

@@ -87,6 +87,8 @@ def run_case(plugin: Plugin, case: Case, cases: CaseFile) -> Observation:
     """One case through the filter in the host."""
     between_cases(plugin, cases)
     request = case.request
-    if cases.before_headers:
-        request = dataclasses.replace(request, added_by_filters=list(cases.before_headers))
+    if cases.before_headers or cases.before_buffer:
+        request = dataclasses.replace(
+            request, added_by_filters=list(cases.before_headers), buffered_by_filters=cases.before_buffer
+        )
     return observe(run_exchange(plugin, request, case.upstream, callouts=dict(cases.clusters)))

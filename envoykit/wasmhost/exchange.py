@@ -33,6 +33,7 @@ class HttpRequest:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     added_by_filters: list[tuple[str, str]] = field(default_factory=list)  # by filters before this one
+    buffered_by_filters: bool = False  # a buffer filter before this one: the body in one data frame
 
     def envoy_headers(self) -> HeaderMap:
         """The request headers as the first filter sees them behind Envoy's HTTP/1 codec and HCM."""
@@ -215,7 +216,9 @@ def run_exchange(
     # buffered in Envoy before a callout's answer comes back (checked by the differential tests).
     stream.send_request_headers(request.envoy_headers(), end_of_stream=not body, copy=False)
     if body:
-        for chunk, eos in ((body, False), (b"", True)):
+        # Envoy's buffer filter ahead hands the whole body on with the end of stream.
+        frames = ((body, True),) if request.buffered_by_filters else ((body, False), (b"", True))
+        for chunk, eos in frames:
             if stream.local_response is None and stream.reset is None:
                 stream.send_request_body(chunk, end_of_stream=eos)
     root_failure = _answer_callouts(plugin, table) if plugin.http_calls else None

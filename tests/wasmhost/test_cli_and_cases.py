@@ -114,6 +114,11 @@ def test_build_command_lists_paths(wasm_example):
         ({"cases": [{}], "clusters": {"a": {"delay_ms": -1}}}, "clusters.a.delay_ms: milliseconds 0..10000"),
         ({"cases": [{}], "failure_policy": "FAIL_SOMETIMES"}, "failure_policy: FAIL_CLOSED, FAIL_OPEN or"),
         ({"cases": [{}], "reload_backoff_ms": 1000}, "reload_backoff_ms: milliseconds 2..20"),
+        (
+            {"cases": [{}], "before": {"lua": {}}},
+            "before: expected a mapping with add_request_headers and/or",
+        ),
+        ({"cases": [{}], "before": {"buffer": "yes"}}, "before.buffer: true or false"),
     ],
 )
 def test_cases_validation_names_the_field(doc, message):

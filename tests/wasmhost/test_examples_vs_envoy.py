@@ -41,6 +41,7 @@ DIFFS = [
     ("shared_state", "shared_state"),
     ("as_shared_state", "shared_state"),
     ("inspect", "inspect"),
+    ("inspect", "inspect_buffered"),
     ("body_limit", "body_limit"),
     ("wat_local_reply", "local_reply"),
     ("wat_abi_0_1_0_log", "abi_0_1_0"),
