@@ -121,7 +121,7 @@ def caller(func: wasmtime.Func, store: wasmtime.Store, params: str, results: str
     return call
 
 
-_TABLE: dict[int, tuple[Callable[..., Any], str | None, str, int]] = {}
+_TABLE: dict[int, tuple[Any, ...]] = {}
 _ids = itertools.count(1)
 
 
@@ -170,17 +170,28 @@ def memory_view(store: wasmtime.Store, memory: wasmtime.Memory) -> Callable[[], 
     return view
 
 
+class _Never(Exception):
+    """Never raised: the ``fault_on`` of a host function without a bad-pointer answer."""
+
+
 def _trampoline(idx: int, _caller: Any, vals: Any, _n: int) -> int:
     # ``vals`` is the raw value array seen as u32s: value i starts at vals[4 * i].
     try:
-        fn, kinds, result, n = _TABLE[idx or 0]
+        fn, kinds, result, n, gate, label, fault, fault_on = _TABLE[idx or 0]
+        if gate is not None and gate.restricted:
+            gate.deny(label)  # raises: the call is not allowed now (start-up)
         # Every i32 of the ABI is a u32 (sizes, offsets, pointers, ids): cpp-host reads them with
         # ``get<uint32_t>()``, so 0xffffffff is 4294967295, never -1. i64s stay signed: the one
         # signed parameter is ``proxy_increment_metric``'s delta; u64 users mask it themselves.
-        if kinds is None:
-            value = fn(*vals[0 : 4 * n : 4]) if n else fn()
-        else:
-            value = fn(*[vals[4 * i] if k == "i" else _i64(vals, i) for i, k in enumerate(kinds)])
+        try:
+            if kinds is None:
+                value = fn(*vals[0 : 4 * n : 4]) if n else fn()
+            else:
+                value = fn(*[vals[4 * i] if k == "i" else _i64(vals, i) for i, k in enumerate(kinds)])
+        except fault_on:
+            if fault is None:
+                raise
+            value = fault
         if result == "i":
             vals[0] = int(value) & 0xFFFFFFFF
         elif result == "I":
@@ -214,11 +225,26 @@ if ENABLED:
     _CALL_UNCHECKED = _raw_call()
 
 
-def _unsigned(fn: Callable[..., Any], kinds: str) -> Callable[..., Any]:
-    """``fn`` with its i32 arguments read as u32, as the fast trampoline reads them."""
+def _guarded(
+    fn: Callable[..., Any],
+    kinds: str,
+    gate: Any,
+    label: str,
+    fault: int | None,
+    fault_on: type[BaseException],
+) -> Callable[..., Any]:
+    """``fn`` with the trampoline's checks, for the public path: i32 arguments read as u32, the
+    gate's start-up restriction, ``fault`` answered for ``fault_on``."""
 
     def call(*args: int) -> Any:
-        return fn(*(a & 0xFFFFFFFF if k == "i" else a for a, k in zip(args, kinds, strict=True)))
+        if gate is not None and gate.restricted:
+            gate.deny(label)
+        try:
+            return fn(*(a & 0xFFFFFFFF if k == "i" else a for a, k in zip(args, kinds, strict=True)))
+        except fault_on:
+            if fault is None:
+                raise
+            return fault
 
     return call
 
@@ -230,18 +256,36 @@ def define(
     functype: wasmtime.FuncType,
     sig: str,
     fn: Callable[..., Any],
+    *,
+    gate: Any = None,
+    fault: int | None = None,
+    fault_on: type[BaseException] = _Never,
 ) -> None:
     """Define host function ``module.name`` with signature ``sig`` (``"iI>i"``: i32, i64 → i32).
+
+    The trampoline calls ``fn`` with the arguments (no Python wrapper in between): first, when
+    ``gate.restricted`` is true, ``gate.deny("module.name")`` (which raises); a ``fault_on``
+    exception from ``fn`` becomes the result ``fault`` (a bad guest pointer's status).
 
     Raises:
         wasmtime.WasmtimeError: the linker refused the definition.
     """
     params, _, results = sig.partition(">")
+    label = f"{module}.{name}"
     if not ENABLED:
-        linker.define_func(module, name, functype, _unsigned(fn, params))
+        linker.define_func(module, name, functype, _guarded(fn, params, gate, label, fault, fault_on))
         return
     idx = next(_ids)
-    _TABLE[idx] = (fn, None if "I" not in params else params, results, len(params))
+    _TABLE[idx] = (
+        fn,
+        None if "I" not in params else params,
+        results,
+        len(params),
+        gate,
+        label,
+        fault,
+        fault_on,
+    )
     mod, nm = module.encode(), name.encode()
     error = raw._wasmtime_linker_define_func_unchecked(
         linker.ptr(),

@@ -10,8 +10,8 @@ version (``src/wasm.cc`` ``registerCallbacks``); any other import fails the load
 from __future__ import annotations
 
 import ctypes
+import functools
 import struct
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import wasmtime
@@ -68,9 +68,11 @@ class VM:
                     f"{module.name}: Failed to load Wasm module due to a missing import: "
                     f"{imp.module}.{imp.name} (not provided for ABI {module.abi_version.value})"
                 )
+            fn = entry.raw if entry.raw is not None else entry.fn
             fastcall.define(
-                linker, imp.module, imp.name or "", entry.functype, entry.sig, self._bind(key, entry)
-            )
+                linker, imp.module, imp.name or "", entry.functype, entry.sig, functools.partial(fn, self),
+                gate=None if key in _STARTUP_ALLOWED else self, fault=entry.fault, fault_on=OutOfBounds,
+            )  # fmt: skip
         self.store.set_fuel(fuel)
         try:
             self.instance = linker.instantiate(self.store, module.module)
@@ -99,26 +101,13 @@ class VM:
         if self.malloc is None:
             raise ModuleLoadError(f"{module.name}: Wasm module is missing malloc function.")
 
-    def _bind(self, key: tuple[str, str], entry: Any) -> Callable[..., Any]:
-        allowed = key in _STARTUP_ALLOWED
-        name = f"{key[0]}.{key[1]}"
-        fn: Callable[..., Any] = entry.raw if entry.raw is not None else entry.fn
-        fault = entry.fault
+    def deny(self, label: str) -> None:
+        """cpp-host ``setRestrictedCallback``: the VM fails on any other host call during start-up.
 
-        # One closure per import (the start-up restriction and the bad-pointer answer together):
-        # a host call is the hot path of a filter.
-        def call(*args: Any) -> Any:
-            if self.restricted and not allowed:
-                # cpp-host setRestrictedCallback: the VM fails on any other call during start-up.
-                raise HostTrap(f"Function: {name} is not allowed during VM start-up (_initialize/_start)")
-            try:
-                return fn(self, *args)
-            except OutOfBounds:
-                if fault is None:
-                    raise
-                return fault
-
-        return call
+        Raises:
+            HostTrap: always (the fast path calls it only while :attr:`restricted`).
+        """
+        raise HostTrap(f"Function: {label} is not allowed during VM start-up (_initialize/_start)")
 
     # -- memory -----------------------------------------------------------------------------------
     def _base(self) -> tuple[int, int]:
