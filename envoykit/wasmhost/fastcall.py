@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -177,17 +178,18 @@ class _Never(Exception):
 def _trampoline(idx: int, _caller: Any, vals: Any, _n: int) -> int:
     # ``vals`` is the raw value array seen as u32s: value i starts at vals[4 * i].
     try:
-        fn, kinds, result, n, gate, label, fault, fault_on = _TABLE[idx or 0]
-        if gate is not None and gate.restricted:
-            gate.deny(label)  # raises: the call is not allowed now (start-up)
+        fn, kinds, result, n, owner_ref, gated, label, fault, fault_on = _TABLE[idx or 0]
+        owner = owner_ref()  # alive: its store is running this call
+        if gated and owner.restricted:
+            owner.deny(label)  # raises: the call is not allowed now (start-up)
         # Every i32 of the ABI is a u32 (sizes, offsets, pointers, ids): cpp-host reads them with
         # ``get<uint32_t>()``, so 0xffffffff is 4294967295, never -1. i64s stay signed: the one
         # signed parameter is ``proxy_increment_metric``'s delta; u64 users mask it themselves.
         try:
             if kinds is None:
-                value = fn(*vals[0 : 4 * n : 4]) if n else fn()
+                value = fn(owner, *vals[0 : 4 * n : 4]) if n else fn(owner)
             else:
-                value = fn(*[vals[4 * i] if k == "i" else _i64(vals, i) for i, k in enumerate(kinds)])
+                value = fn(owner, *[vals[4 * i] if k == "i" else _i64(vals, i) for i, k in enumerate(kinds)])
         except fault_on:
             if fault is None:
                 raise
@@ -223,24 +225,30 @@ if ENABLED:
     _TRAMPOLINE = ctypes.cast(_CALLBACK, ffi.wasmtime_func_unchecked_callback_t)
     _FINALIZE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize)
     _CALL_UNCHECKED = _raw_call()
+    # Stores still alive when the interpreter exits are deleted after this module's globals are
+    # cleared, and each calls the finalizer: the thunks must never be freed, or wasmtime jumps
+    # into freed memory (a crash at exit). One extra reference each, never released.
+    for _thunk in (_CALLBACK, _FINALIZE):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(_thunk))
 
 
 def _guarded(
     fn: Callable[..., Any],
     kinds: str,
-    gate: Any,
+    owner: Any,
+    gated: bool,
     label: str,
     fault: int | None,
     fault_on: type[BaseException],
 ) -> Callable[..., Any]:
     """``fn`` with the trampoline's checks, for the public path: i32 arguments read as u32, the
-    gate's start-up restriction, ``fault`` answered for ``fault_on``."""
+    owner's start-up restriction, ``fault`` answered for ``fault_on``."""
 
     def call(*args: int) -> Any:
-        if gate is not None and gate.restricted:
-            gate.deny(label)
+        if gated and owner.restricted:
+            owner.deny(label)
         try:
-            return fn(*(a & 0xFFFFFFFF if k == "i" else a for a, k in zip(args, kinds, strict=True)))
+            return fn(owner, *(a & 0xFFFFFFFF if k == "i" else a for a, k in zip(args, kinds, strict=True)))
         except fault_on:
             if fault is None:
                 raise
@@ -257,15 +265,18 @@ def define(
     sig: str,
     fn: Callable[..., Any],
     *,
-    gate: Any = None,
+    owner: Any,
+    gated: bool = False,
     fault: int | None = None,
     fault_on: type[BaseException] = _Never,
 ) -> None:
     """Define host function ``module.name`` with signature ``sig`` (``"iI>i"``: i32, i64 → i32).
 
-    The trampoline calls ``fn`` with the arguments (no Python wrapper in between): first, when
-    ``gate.restricted`` is true, ``gate.deny("module.name")`` (which raises); a ``fault_on``
-    exception from ``fn`` becomes the result ``fault`` (a bad guest pointer's status).
+    The trampoline calls ``fn(owner, *arguments)`` (no Python wrapper in between): first, if
+    ``gated`` and ``owner.restricted``, ``owner.deny("module.name")`` (which raises); a
+    ``fault_on`` exception from ``fn`` becomes the result ``fault`` (a bad guest pointer's
+    status). The table holds ``owner`` weakly: a VM nobody uses is freed with its store, whose
+    finalizer drops the entries (a strong reference kept every VM to the end of the process).
 
     Raises:
         wasmtime.WasmtimeError: the linker refused the definition.
@@ -273,19 +284,11 @@ def define(
     params, _, results = sig.partition(">")
     label = f"{module}.{name}"
     if not ENABLED:
-        linker.define_func(module, name, functype, _guarded(fn, params, gate, label, fault, fault_on))
+        linker.define_func(module, name, functype, _guarded(fn, params, owner, gated, label, fault, fault_on))
         return
     idx = next(_ids)
-    _TABLE[idx] = (
-        fn,
-        None if "I" not in params else params,
-        results,
-        len(params),
-        gate,
-        label,
-        fault,
-        fault_on,
-    )
+    kinds = None if "I" not in params else params
+    _TABLE[idx] = (fn, kinds, results, len(params), weakref.ref(owner), gated, label, fault, fault_on)
     mod, nm = module.encode(), name.encode()
     error = raw._wasmtime_linker_define_func_unchecked(
         linker.ptr(),

@@ -10,7 +10,6 @@ version (``src/wasm.cc`` ``registerCallbacks``); any other import fails the load
 from __future__ import annotations
 
 import ctypes
-import functools
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -70,8 +69,8 @@ class VM:
                 )
             fn = entry.raw if entry.raw is not None else entry.fn
             fastcall.define(
-                linker, imp.module, imp.name or "", entry.functype, entry.sig, functools.partial(fn, self),
-                gate=None if key in _STARTUP_ALLOWED else self, fault=entry.fault, fault_on=OutOfBounds,
+                linker, imp.module, imp.name or "", entry.functype, entry.sig, fn, owner=self,
+                gated=key not in _STARTUP_ALLOWED, fault=entry.fault, fault_on=OutOfBounds,
             )  # fmt: skip
         self.store.set_fuel(fuel)
         try:
