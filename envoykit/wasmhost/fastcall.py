@@ -149,6 +149,15 @@ def set_fuel(store: wasmtime.Store) -> Callable[[int], None]:
     return set_
 
 
+def raw_fuel_setter(store: wasmtime.Store) -> tuple[Callable[[Any, int], Any], Any]:
+    """``(setter, context)``: ``setter(context, fuel)`` sets the fuel and returns a non-NULL error
+    pointer on failure (one C call, no Python frame around it; :func:`set_fuel` raises it)."""
+    if not ENABLED:
+        return (lambda _ctx, fuel: store.set_fuel(fuel)), None
+    context = ctypes.cast(store._context(), ctypes.c_void_p).value
+    return _SET_FUEL, context
+
+
 def memory_view(store: wasmtime.Store, memory: wasmtime.Memory) -> Callable[[], tuple[int, int]] | None:
     """A fast ``() -> (base address, length)`` of ``memory`` (two plain C calls), or ``None``."""
     if not ENABLED:
@@ -225,6 +234,9 @@ if ENABLED:
     _TRAMPOLINE = ctypes.cast(_CALLBACK, ffi.wasmtime_func_unchecked_callback_t)
     _FINALIZE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize)
     _CALL_UNCHECKED = _raw_call()
+    _SET_FUEL = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64)(
+        ("wasmtime_context_set_fuel", raw.dll)
+    )
     # Stores still alive when the interpreter exits are deleted after this module's globals are
     # cleared, and each calls the finalizer: the thunks must never be freed, or wasmtime jumps
     # into freed memory (a crash at exit). One extra reference each, never released.

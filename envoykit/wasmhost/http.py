@@ -22,7 +22,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from envoykit.wasmhost.abi import AbiVersion, Action, BufferType, MapType, StreamType
+from envoykit.wasmhost.abi import _ACTIONS, AbiVersion, Action, BufferType, MapType, StreamType
 from envoykit.wasmhost.errors import FilterFailure, StreamStateError
 from envoykit.wasmhost.headermap import HeaderMap, HeadersLike
 
@@ -30,6 +30,12 @@ if TYPE_CHECKING:
     from envoykit.wasmhost.plugin import Plugin
 
 _connection_ids = itertools.count(1)  # each stream on its own downstream connection, as in the diff
+
+# Plain names for the enum members used per request: an attribute of an Enum class goes
+# through EnumType.__getattr__ on Python 3.11, which costs more than the rest of the line.
+_CONTINUE = Action.CONTINUE
+_PAUSE = Action.PAUSE
+_V0_1_0 = AbiVersion.V0_1_0
 
 
 @dataclass
@@ -152,10 +158,11 @@ class HttpStream:
 
     def __init__(self, plugin: Plugin, properties: dict[str, Any] | None = None) -> None:
         self.plugin = plugin
-        self.ctx = plugin.new_context("http", self)
-        self.ctx.properties.update(properties or {})
-        self.ctx.connection_id = next(_connection_ids)
-        self.ctx.start_ns = plugin.host.clock.wall_ns
+        self.ctx = ctx = plugin.new_context("http", self)
+        if properties:
+            ctx.properties.update(properties)
+        ctx.connection_id = next(_connection_ids)
+        ctx.start_ns = plugin.host.clock.wall_ns
         self.req = _request()
         self.resp = _response()
         self.local_response: LocalResponse | None = None
@@ -312,10 +319,10 @@ class HttpStream:
         if plugin.failed is not None or self.ctx.generation != plugin.generation:  # stream_failed
             return self._failed_vm()
         if name not in plugin.vm.funcs:  # not exported: Envoy's wrapper continues
-            self.actions.append((name, Action.CONTINUE))
-            return Action.CONTINUE
+            self.actions.append((name, _CONTINUE))
+            return _CONTINUE
         index = len(self.actions)
-        self.actions.append((name, Action.CONTINUE))  # placeholder: keeps call order under nesting
+        self.actions.append((name, _CONTINUE))  # placeholder: keeps call order under nesting
         try:
             result = self.plugin.call(self.ctx, name, self.ctx.id, *args, default=0)
         except FilterFailure as failure:
@@ -324,7 +331,7 @@ class HttpStream:
             failed = self._failed_vm()
             self.actions[index] = (name, failed)
             return failed
-        action = Action.of(int(result))
+        action = _ACTIONS.get(result, result)  # Action.of: the member, or the raw int
         self.actions[index] = (name, action)
         return action
 
@@ -336,7 +343,7 @@ class HttpStream:
         is reset. With FAIL_OPEN later streams go on as if the filter were not there (both
         observed in Envoy 1.40, ``panic_*.yaml``)."""
         if self.plugin.failure_policy == "FAIL_OPEN" and self.failure is None:
-            return Action.CONTINUE
+            return _CONTINUE
         if self.local_response is None and self.reset is None:
             if self.resp.headers_forwarded:
                 self.reset = StreamType.HTTP_RESPONSE
@@ -347,7 +354,7 @@ class HttpStream:
                 self.ctx.bodies.clear()
                 self._replace_response(reply)
         self.req.stopped = self.resp.stopped = True
-        return Action.PAUSE
+        return _PAUSE
 
     def _headers(self, d: _Direction, headers: HeaderMap, eos: bool) -> Action | int | None:
         if d.headers is not None:
@@ -364,14 +371,14 @@ class HttpStream:
         if d is self.resp:
             self.ctx.response_headers_seen = headers  # response.code: stream info, stays readable
         args = (
-            (len(headers),)
-            if self.plugin.module.abi_version is AbiVersion.V0_1_0
-            else (len(headers), int(eos))
+            (len(headers._entries),)
+            if self.plugin.module.abi_version is _V0_1_0
+            else (len(headers._entries), int(eos))
         )
         action = self._call(d, d.headers_cb, *args)
         if d.stopped or self.reset is not None:
             return action
-        if action == Action.CONTINUE:
+        if action == _CONTINUE:
             self._forward_headers(d)
         else:
             d.headers_paused = True
@@ -415,11 +422,11 @@ class HttpStream:
             and self.ctx.generation == plugin.generation  # not stream_failed
         ):
             # Not exported: Envoy's wrapper continues and the filter never sees the buffer.
-            self.actions.append((d.body_cb, Action.CONTINUE))
+            self.actions.append((d.body_cb, _CONTINUE))
             d.forwarded_body += data
             if eos:
                 d.complete = True
-            return Action.CONTINUE
+            return _CONTINUE
         if not d.buffering:
             d.buffer = bytearray(data)
         elif isinstance(d.buffer, bytearray):
@@ -430,7 +437,7 @@ class HttpStream:
         action = self._call(d, d.body_cb, len(d.buffer), int(eos))
         if d.stopped or self.reset is not None:
             return action
-        if action == Action.CONTINUE:
+        if action == _CONTINUE:
             self._forward_body(d, eos)
         else:
             d.buffering = True
@@ -465,7 +472,7 @@ class HttpStream:
         action = self._call(d, d.trailers_cb, len(d.trailers))
         if d.stopped or self.reset is not None:
             return action
-        if action == Action.CONTINUE:
+        if action == _CONTINUE:
             self.ctx.maps.pop(d.trailers_map, None)
             if d.buffering:
                 self._forward_body(d, False)

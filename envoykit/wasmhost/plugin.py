@@ -272,7 +272,8 @@ class Plugin:
         saved = self.effective
         self.effective = ctx
         # VM.call inlined (the per-callback path): a fresh fuel budget, traps as FilterFailure.
-        vm.set_fuel(vm.fuel)
+        if vm.set_fuel_raw(vm.context_address, vm.fuel):  # non-NULL: a wasmtime error
+            vm.set_fuel(vm.fuel)  # raises it
         vm.depth += 1
         try:
             result = func(vm.store, *args)

@@ -95,6 +95,7 @@ class VM:
                     f, self.store, fastcall.kinds(ty.params), fastcall.kinds(ty.results)
                 )
         self.set_fuel = fastcall.set_fuel(self.store)
+        self.set_fuel_raw, self.context_address = fastcall.raw_fuel_setter(self.store)
         # cpp-host getFunctions: malloc first, proxy_on_memory_allocate only without it.
         self.malloc = self.funcs.get("malloc") or self.funcs.get("proxy_on_memory_allocate")
         if self.malloc is None:
