@@ -15,11 +15,12 @@ Numbers depend on the machine and its load; run it on a quiet one.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from common import cpu_seconds
 
 from envoykit.wasmdiff import run_diff
 from envoykit.wasmdiff.cases import Case, CaseFile
@@ -71,12 +72,6 @@ def module_load(example: str) -> dict[str, float]:
     return out
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` has used, from ``/proc/<pid>/stat``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def suite(n_cases: int, rounds: int) -> None:
     """The same ``n_cases`` in the host and through Envoy, ``rounds`` times alternately.
 
@@ -111,13 +106,13 @@ def suite(n_cases: int, rounds: int) -> None:
                     run_exchange(plugin, case.request, case.upstream)
                 host_runs.append((time.perf_counter() - t0, time.process_time() - c0))
 
-                e0, c0, t0 = _cpu_s(pid), time.process_time(), time.perf_counter()
+                e0, c0, t0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
                 for case in cases.cases:
                     envoy.upstream.answer = case.upstream
                     status, _, _ = send_request(envoy.port, case.request, 10)
                     assert status == case.upstream.status
                 wall = time.perf_counter() - t0
-                envoy_runs.append((wall, time.process_time() - c0 + _cpu_s(pid) - e0))
+                envoy_runs.append((wall, time.process_time() - c0 + cpu_seconds(pid) - e0))
         finally:
             envoy.__exit__(None, None, None)
 
