@@ -343,6 +343,11 @@ async def main_async(services: int, clients: int) -> dict[str, Any]:
         finally:
             proc.kill()
             proc.wait()
+            # let the server see every stream end first: handlers cancelled by stop() make gRPC print
+            # a traceback each
+            deadline = time.monotonic() + 10
+            while cp.ads.streams and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             await cp.stop(0.1)
         current, peak = rss_mb()
         figures["rss_mb"] = round(current, 1)
