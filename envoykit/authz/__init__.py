@@ -14,7 +14,7 @@ from envoykit.authz.loader import Policy, load_policy
 from envoykit.authz.paths import normalize_path
 from envoykit.authz.request import Headers, Request
 from envoykit.authz.rules import Rule, allow_rule, deny_rule
-from envoykit.authz.spiffe import SpiffeId, parse_spiffe_id
+from envoykit.core.spiffe import SpiffeId, peer_spiffe_id
 
 __all__ = [
     "Allow",
@@ -34,5 +34,5 @@ __all__ = [
     "deny_rule",
     "load_policy",
     "normalize_path",
-    "parse_spiffe_id",
+    "peer_spiffe_id",
 ]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from envoykit.authz.request import Request
-    from envoykit.authz.spiffe import SpiffeId
+    from envoykit.core.spiffe import SpiffeId
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 
 from envoykit.authz.identity import Identity
 from envoykit.authz.paths import normalize_path, path_ambiguity
-from envoykit.authz.spiffe import SpiffeId, parse_spiffe_id
+from envoykit.core.spiffe import SpiffeId, peer_spiffe_id
 
 _T = TypeVar("_T")
 
@@ -234,12 +234,12 @@ class Request:
     @cached_property
     def source_spiffe(self) -> SpiffeId | None:
         """The peer's SPIFFE ID when ``source_principal`` is one, else ``None``."""
-        return parse_spiffe_id(self.source_principal) if self.source_principal else None
+        return peer_spiffe_id(self.source_principal) if self.source_principal else None
 
     @cached_property
     def destination_spiffe(self) -> SpiffeId | None:
         """This side's SPIFFE ID when ``destination_principal`` is one, else ``None``."""
-        return parse_spiffe_id(self.destination_principal) if self.destination_principal else None
+        return peer_spiffe_id(self.destination_principal) if self.destination_principal else None
 
     @property
     def mtls(self) -> bool:

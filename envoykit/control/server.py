@@ -97,7 +97,7 @@ class ControlPlane:
             picks a free one, see :attr:`port`).
         state_dir: where node tokens, CA files and the status file live (default: the model's
             ``control_plane.state_dir``, relative to mesh.yaml).
-        require_tokens: check each stream's node token (see :mod:`envoykit.control.pki.spiffe`).
+        require_tokens: check each stream's node token (see :mod:`envoykit.control.xds.tokens`).
         mtls: run the mesh CA (``<state_dir>/ca``) and serve each node's certificate over SDS; without
             it only services with ``mtls: DISABLE`` can be translated.
         tls, secrets: replace the CA-based mTLS builders / SDS source (tests).

@@ -1,4 +1,4 @@
-"""Who is on the other side: the peer-metadata header and SPIFFE IDs (the contract both sides read).
+"""Who is on the other side: the peer-metadata header (the contract both sides read).
 
 The control plane writes it, the telemetry servers (ext_proc and access log) read it; it lives here once.
 
@@ -16,6 +16,8 @@ telemetry only: a reporter that sees a verified peer certificate takes the princ
 from __future__ import annotations
 
 from functools import lru_cache
+
+from envoykit.core.spiffe import peer_spiffe_id
 
 PEER_HEADER = "x-envoykit-peer"
 #: Node-metadata keys carried in the header, in this order (``envoykit.control.model.nodes``).
@@ -43,17 +45,10 @@ def format_peer(meta: dict[str, str]) -> str:
     return ",".join(f"{k}={meta[k]}" for k in PEER_KEYS if meta.get(k))
 
 
-@lru_cache(maxsize=1024)
 def spiffe_parts(principal: str) -> tuple[str, str]:
     """``spiffe://<trust domain>/ns/<namespace>/sa/<service account>`` → ``(namespace, service account)``;
-    empty strings when the ID has another shape."""
-    if not principal.startswith("spiffe://"):
+    empty strings when ``principal`` is not a valid SPIFFE ID of that shape (:mod:`envoykit.core.spiffe`)."""
+    sid = peer_spiffe_id(principal)
+    if sid is None:
         return "", ""
-    segments = principal[len("spiffe://") :].split("/")
-    ns = sa = ""
-    for i in range(1, len(segments) - 1):
-        if segments[i] == "ns":
-            ns = segments[i + 1]
-        elif segments[i] == "sa":
-            sa = segments[i + 1]
-    return ns, sa
+    return sid.namespace or "", sid.service_account or ""

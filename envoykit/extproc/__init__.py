@@ -11,6 +11,7 @@ Write processors with :class:`Processor` or :func:`processor`; run them with
 ``envoykit extproc serve --processor module.path:object``. See docs/extproc.md.
 """
 
+from envoykit.core.extproc import RESPONSE_ATTRIBUTES
 from envoykit.extproc.exchange import BodyMode, Exchange, Phase
 from envoykit.extproc.headers import Headers
 from envoykit.extproc.processor import (
@@ -23,7 +24,7 @@ from envoykit.extproc.processor import (
 )
 from envoykit.extproc.server import build_server, serve
 from envoykit.extproc.service import ExternalProcessorService
-from envoykit.extproc.telemetry import LABELS, RESPONSE_ATTRIBUTES, Telemetry
+from envoykit.extproc.telemetry import LABELS, Telemetry
 
 __all__ = [
     "LABELS",

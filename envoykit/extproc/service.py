@@ -20,13 +20,13 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from prometheus_client import Counter
 
+from envoykit.core.extproc import PROCESSORS_HEADER
 from envoykit.core.logs import get_logger
 from envoykit.extproc.exchange import Exchange
 from envoykit.extproc.processor import Chain, Processor
 from envoykit.extproc.stream import StreamMachine
 
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
-SELECT_HEADER = "x-envoykit-processors"
 
 STREAMS = Counter(
     "envoykit_extproc_streams",
@@ -79,7 +79,7 @@ class ExternalProcessorService(pb_grpc.ExternalProcessorServicer):
             for item in md:
                 if isinstance(item.value, str):
                     grpc_md[item.key] = item.value
-            selection = grpc_md.get(SELECT_HEADER)
+            selection = grpc_md.get(PROCESSORS_HEADER)
         ex = Exchange(grpc_md)
         ex.send = context.write
         machine: StreamMachine | None = None

@@ -11,14 +11,14 @@ all with Envoy's default histogram buckets (0.5 ms … 3 600 000) and the labels
 
 It is meant for an ext_proc filter in ``observability_mode`` (Envoy never waits for it) with
 ``request_header_mode: SKIP``, ``response_header_mode: SEND``, ``response_trailer_mode: SEND`` and
-:data:`RESPONSE_ATTRIBUTES` as ``response_attributes``: one message per exchange carries everything
+:data:`envoykit.core.extproc.RESPONSE_ATTRIBUTES` as ``response_attributes``: one message per exchange carries everything
 (two for responses with trailers, such as gRPC). Where each value comes from:
 
 * the reporting Envoy's labels: its node metadata (``xds.node.metadata.<key>``);
 * ``reporter``: ``xds.listener_direction`` (INBOUND → destination, OUTBOUND → source), else the
   gRPC metadata ``x-envoykit-reporter`` of the filter's ``grpc_service``, else ``unknown``;
 * the peer: the ``x-envoykit-peer`` header (request header inbound, response header outbound,
-  see :mod:`envoykit.extproc.peer`); the peer's principal from its certificate
+  see :mod:`envoykit.core.peer`); the peer's principal from its certificate
   (``connection.uri_san_peer_certificate`` inbound, ``upstream.uri_san_peer_certificate`` outbound);
 * sizes: ``request.total_size``; response header bytes + ``content-length`` (or the counted body
   when ``response_body_mode`` is STREAMED);
@@ -40,8 +40,9 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from envoykit.core.cardinality import UNKNOWN, LabelGuard
+from envoykit.core.extproc import TELEMETRY_PROCESSOR
+from envoykit.core.peer import PEER_HEADER, PEER_KEYS, parse_peer, spiffe_parts
 from envoykit.extproc.exchange import BodyMode, Exchange
-from envoykit.extproc.peer import PEER_HEADER, parse_peer, spiffe_parts
 from envoykit.extproc.processor import Processor
 
 # Envoy's default histogram buckets (source/common/stats/histogram_impl.h, supported_buckets).
@@ -69,25 +70,6 @@ LABELS = (
     "response_code",
     "grpc_response_status",
     "connection_security_policy",
-)
-
-NODE_KEYS = ("workload", "app", "version", "namespace", "service_account", "principal", "mesh_id")
-
-#: The ``response_attributes`` the telemetry processor reads (CEL expressions, Envoy attributes).
-RESPONSE_ATTRIBUTES = (
-    *(f"xds.node.metadata.{k}" for k in NODE_KEYS),
-    "xds.listener_direction",
-    "xds.cluster_name",
-    "request.host",
-    "request.protocol",
-    "request.time",
-    "request.total_size",
-    "request.headers['content-type']",
-    f"request.headers['{PEER_HEADER}']",
-    "response.code",
-    "connection.mtls",
-    "connection.uri_san_peer_certificate",
-    "upstream.uri_san_peer_certificate",
 )
 
 REPORTER_METADATA = "x-envoykit-reporter"
@@ -137,7 +119,7 @@ class Telemetry(Processor):
         max_values: the most distinct values one label may take before new ones become ``unknown``.
     """
 
-    name = "telemetry"
+    name = TELEMETRY_PROCESSOR
     observer = True
 
     def __init__(self, registry: CollectorRegistry = REGISTRY, max_values: int = 200) -> None:
@@ -225,7 +207,7 @@ class Telemetry(Processor):
         """The label values (in :data:`LABELS` order) for one exchange."""
         a = ex.attributes
         g = self._guard
-        me = {k: a.get(f"xds.node.metadata.{k}") or "" for k in NODE_KEYS}
+        me = {k: a.get(f"xds.node.metadata.{k}") or "" for k in PEER_KEYS}
         reporter = _DIRECTION.get(a.get("xds.listener_direction", 0.0), "")
         if not reporter:
             reporter = ex.grpc_metadata.get(REPORTER_METADATA, "")

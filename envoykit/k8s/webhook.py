@@ -32,8 +32,8 @@ from typing import Any
 from envoykit.control.model.mesh import Mesh
 from envoykit.control.pki.ca import CertificateAuthority
 from envoykit.control.pki.keyfiles import write_private
-from envoykit.control.pki.spiffe import spiffe_id
 from envoykit.core.logs import get_logger
+from envoykit.core.spiffe import spiffe_id
 from envoykit.k8s import names
 from envoykit.k8s.sidecar import AlreadyInjected, NotInjectable, SidecarOptions, sidecar_patch
 

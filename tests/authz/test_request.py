@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2 as ea
 
-from envoykit.authz import Request, normalize_path, parse_spiffe_id
+from envoykit.authz import Request, normalize_path, peer_spiffe_id
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_joined_headers_without_header_map() -> None:
     ],
 )
 def test_spiffe_parsing(value: str, ok: bool) -> None:
-    assert (parse_spiffe_id(value) is not None) is ok
+    assert (peer_spiffe_id(value) is not None) is ok
 
 
 def test_non_spiffe_principal_is_not_a_spiffe_identity() -> None:

@@ -15,7 +15,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from envoykit.control.pki.ca import BACKDATE, CAError, CertificateAuthority, ManualClock
-from envoykit.control.pki.spiffe import InvalidSpiffeId
+from envoykit.core.spiffe import InvalidSpiffeId
 
 TD = "mesh.local"
 SID = f"spiffe://{TD}/ns/default/sa/orders"

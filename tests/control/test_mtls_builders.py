@@ -13,7 +13,6 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
 from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.message import Message
 
-from envoykit.control.pki.spiffe import InvalidSpiffeId
 from envoykit.control.translate.tls import (
     TLS_INSPECTOR,
     inbound_filter_chains,
@@ -23,6 +22,7 @@ from envoykit.control.translate.tls import (
     tls_transport_socket,
 )
 from envoykit.core import free_port, validate_envoy_config
+from envoykit.core.spiffe import InvalidSpiffeId
 from tests.envoycfg import cluster, http_listener, route_to
 
 TD = "mesh.local"

@@ -31,10 +31,10 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 
 from envoykit.control.pki.ca import CertificateAuthority
 from envoykit.control.pki.sds import SecretProvider
-from envoykit.control.pki.spiffe import spiffe_id
 from envoykit.control.translate.tls import MtlsMode, inbound_filter_chains, inbound_listener_filters
 from envoykit.control.xds.tokens import NodeTokens
 from envoykit.core import EnvoyProcess, free_port
+from envoykit.core.spiffe import spiffe_id
 from tests.control.test_mtls_harness import (
     MiniAds,
     client_ssl_context,

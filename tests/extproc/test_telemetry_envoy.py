@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from envoykit.core import GrpcServer, free_port
-from envoykit.extproc.peer import format_peer
+from envoykit.core.peer import format_peer
 from tests.certs import Pair, TestCA
 from tests.envoycfg import bootstrap, cluster, http_listener, route_to
 from tests.extproc.helpers import telemetry_filter

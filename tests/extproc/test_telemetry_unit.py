@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
+from envoykit.core.peer import format_peer, parse_peer, spiffe_parts
 from envoykit.extproc import LABELS, Exchange, Telemetry
 from envoykit.extproc.headers import Headers
-from envoykit.extproc.peer import format_peer, parse_peer, spiffe_parts
 
 ME = {"workload": "backend-v1", "app": "backend", "version": "v1", "namespace": "shop"}
 

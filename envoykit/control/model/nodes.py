@@ -23,7 +23,7 @@ from typing import Literal
 
 from envoykit.control.model.mesh import Gateway, Mesh, Service, Workload
 from envoykit.control.model.types import Address
-from envoykit.control.pki.spiffe import spiffe_id
+from envoykit.core.spiffe import spiffe_id
 
 NodeKind = Literal["sidecar", "ingress", "egress"]
 NODE_KINDS: tuple[NodeKind, ...] = ("sidecar", "ingress", "egress")

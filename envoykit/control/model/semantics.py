@@ -22,7 +22,7 @@ from envoykit.control.model.mesh import Mesh, ProxyExtensions
 from envoykit.control.model.queries import subset_members
 from envoykit.control.model.traffic import Destination
 from envoykit.control.model.types import Address
-from envoykit.control.pki.spiffe import InvalidSpiffeId, spiffe_id
+from envoykit.core.spiffe import InvalidSpiffeId, spiffe_id
 
 Loc = tuple[str | int, ...]
 

@@ -48,7 +48,6 @@ from typing import Any
 from cryptography import x509
 
 from envoykit.control.pki.keyfiles import read_private, write_private
-from envoykit.control.pki.spiffe import parse_spiffe_id, validate_trust_domain
 from envoykit.control.pki.x509 import (
     BACKDATE,
     CAError,
@@ -65,6 +64,7 @@ from envoykit.control.pki.x509 import (
     new_key,
     workload_certificate,
 )
+from envoykit.core.spiffe import parse_spiffe_id, validate_trust_domain
 
 Clock = Callable[[], datetime]
 

@@ -25,9 +25,9 @@ from cryptography import x509
 
 from envoykit.control.pki.ca import CAError, CertificateAuthority, fingerprint
 from envoykit.control.pki.keyfiles import write_private
-from envoykit.control.pki.spiffe import InvalidSpiffeId, spiffe_id
 from envoykit.control.statedir import find_control_state
 from envoykit.core.output import emit, output_option
+from envoykit.core.spiffe import InvalidSpiffeId, spiffe_id
 
 _state_dir = click.option(
     "--state-dir",

@@ -44,6 +44,7 @@ from envoykit.control.translate.clusters import (
     processor_cluster_name,
 )
 from envoykit.control.translate.pb import duration, envoy_grpc, pack
+from envoykit.core.extproc import PROCESSORS_HEADER, RESPONSE_ATTRIBUTES, TELEMETRY_PROCESSOR
 
 if TYPE_CHECKING:
     from envoykit.authz.gate import Gate
@@ -109,35 +110,12 @@ def ratelimit_filter(mesh: Mesh, domain: str, failure_mode_deny: bool) -> hcm.Ht
     )
 
 
-#: Attributes the telemetry processor reads with the response headers (docs/extproc.md): the node
-#: metadata contract, the listener direction (INBOUND: reporter=destination) and the request facts.
-TELEMETRY_ATTRIBUTES = (
-    *(f"xds.node.metadata.{k}" for k in ("workload", "app", "version", "namespace", "service_account")),
-    "xds.node.metadata.principal",
-    "xds.node.metadata.mesh_id",
-    "xds.listener_direction",
-    "xds.cluster_name",
-    "request.host",
-    "request.protocol",
-    "request.time",
-    "request.total_size",
-    "request.headers['content-type']",
-    "request.headers['x-envoykit-peer']",
-    "response.code",
-    "response.grpc_status",
-    "connection.mtls",
-    "connection.uri_san_peer_certificate",
-    "upstream.uri_san_peer_certificate",
-)
-PROCESSORS_HEADER = "x-envoykit-processors"
-
-
 def telemetry_filter(mesh: Mesh) -> hcm.HttpFilter:
     """The telemetry ext_proc in observability mode (as envoy/extproc.yaml): only response headers are
-    sent, with :data:`TELEMETRY_ATTRIBUTES`; Envoy never waits for it and passes when it is down."""
+    sent, with :data:`envoykit.core.extproc.RESPONSE_ATTRIBUTES`; Envoy never waits for it and passes when it is down."""
     srv = mesh.extensions.telemetry
     grpc = envoy_grpc(TELEMETRY_CLUSTER)
-    grpc.initial_metadata.append(base_pb2.HeaderValue(key=PROCESSORS_HEADER, value="telemetry"))
+    grpc.initial_metadata.append(base_pb2.HeaderValue(key=PROCESSORS_HEADER, value=TELEMETRY_PROCESSOR))
     conf = ext_proc_pb2.ExternalProcessor(
         grpc_service=grpc,
         observability_mode=True,
@@ -152,7 +130,7 @@ def telemetry_filter(mesh: Mesh) -> hcm.HttpFilter:
             request_trailer_mode=_HEADER_MODE.SKIP,
             response_trailer_mode=_HEADER_MODE.SKIP,
         ),
-        response_attributes=list(TELEMETRY_ATTRIBUTES),
+        response_attributes=list(RESPONSE_ATTRIBUTES),
     )
     return http_filter(TELEMETRY_FILTER, conf)
 

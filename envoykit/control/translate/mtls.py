@@ -14,8 +14,8 @@ from __future__ import annotations
 from envoy.config.core.v3 import base_pb2
 
 from envoykit.control.model.mesh import Gateway, Mesh, Service
-from envoykit.control.pki.spiffe import spiffe_id
 from envoykit.control.translate.tls import inbound_tls_context, outbound_tls_context, tls_transport_socket
+from envoykit.core.spiffe import spiffe_id
 
 
 class SpiffeMeshTls:

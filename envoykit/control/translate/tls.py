@@ -41,7 +41,7 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2
 
 from envoykit.control.pki.sds import DEFAULT_SECRET, ROOTCA_SECRET
-from envoykit.control.pki.spiffe import parse_spiffe_id, validate_trust_domain
+from envoykit.core.spiffe import parse_spiffe_id, validate_trust_domain
 
 MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"

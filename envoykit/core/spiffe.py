@@ -1,9 +1,11 @@
-"""Workload identity: SPIFFE IDs.
+"""Workload identity: SPIFFE IDs, parsed one way by everyone (the contract the mesh's two sides read).
 
-Public API::
+The control plane builds and checks them (CA, mesh model, mTLS config); the authz server and the
+telemetry read a peer's principal with the same rules. Public API::
 
     spiffe_id("mesh.local", "default", "orders")  -> "spiffe://mesh.local/ns/default/sa/orders"
-    parse_spiffe_id(text) -> SpiffeId            # raises InvalidSpiffeId
+    parse_spiffe_id(text) -> SpiffeId            # raises InvalidSpiffeId (configuration: say why)
+    peer_spiffe_id(text) -> SpiffeId | None      # a peer's principal: None when it is not a SPIFFE ID
     validate_trust_domain(text) -> str           # raises InvalidSpiffeId
 
 SPIFFE IDs follow the SPIFFE-ID specification (github.com/spiffe/spiffe, standards/SPIFFE-ID.md,
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 _MAX_ID_LEN = 2048  # SPIFFE-ID spec 2.3: URIs longer than 2048 bytes are not valid SPIFFE IDs.
 _MAX_TD_LEN = 255  # SPIFFE-ID spec 2.1: trust domain at most 255 characters.
@@ -28,7 +31,7 @@ class InvalidSpiffeId(ValueError):
     """Text that is not a valid SPIFFE ID or trust domain; the message says which rule it breaks."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpiffeId:
     """A parsed SPIFFE ID.
 
@@ -123,3 +126,18 @@ def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
     _validate_segment(namespace, "namespace")
     _validate_segment(service_account, "service account")
     return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
+@lru_cache(maxsize=1024)
+def peer_spiffe_id(principal: str) -> SpiffeId | None:
+    """A peer's principal as a :class:`SpiffeId`, or ``None`` when it is not a valid SPIFFE ID.
+
+    Envoy's ``source.principal`` (``envoy.service.auth.v3.AttributeContext.Peer.principal``) and the
+    ``uri_san_peer_certificate`` attribute are the first URI SAN of the peer certificate *whatever its
+    scheme*, so a server must not assume a SPIFFE ID; the rules are those of :func:`parse_spiffe_id`.
+    Cached: a mesh has few distinct peers.
+    """
+    try:
+        return parse_spiffe_id(principal)
+    except InvalidSpiffeId:
+        return None
