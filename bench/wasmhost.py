@@ -22,11 +22,11 @@ from pathlib import Path
 
 from common import cpu_seconds
 
+from envoykit.wasmbuild.build import build_example
 from envoykit.wasmdiff import run_diff
 from envoykit.wasmdiff.cases import Case, CaseFile
 from envoykit.wasmdiff.envoy_side import EnvoyRunner, send_request
 from envoykit.wasmhost import HttpRequest, HttpResponse, load_module, load_plugin, run_exchange
-from envoykit.wasmhost.build import build_example
 from envoykit.wasmhost.module import clear_memory_cache
 
 CONFIG = "x-hello: world"

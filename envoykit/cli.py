@@ -14,7 +14,7 @@ COMMANDS: dict[str, str] = {
     "ratelimit": "envoykit.ratelimit.cli:ratelimit",
     "extproc": "envoykit.extproc.cli:extproc",
     "telemetry": "envoykit.telemetry.cli:telemetry",
-    "wasm": "envoykit.wasmhost.cli:wasm",
+    "wasm": "envoykit.cli:wasm",
     "control": "envoykit.control.cli:control",
     "validate": "envoykit.mesh.cli:validate",  # builds the example Wasm modules first, as up
     "bootstrap": "envoykit.control.cli:bootstrap",
@@ -28,16 +28,29 @@ COMMANDS: dict[str, str] = {
     "demo": "envoykit.mesh.cli:demo",
     "dashboard": "envoykit.dashboard.cli:dashboard",
 }
+#: ``envoykit wasm``: one group over three rooms (the host, the differential check, the example builds).
+WASM_COMMANDS: dict[str, str] = {
+    "run": "envoykit.wasmhost.cli:run",
+    "diff": "envoykit.wasmdiff.cli:diff",
+    "build": "envoykit.wasmbuild.cli:build",
+}
 
 
 class _LazyGroup(click.Group):
-    """A click group whose sub-commands are imported only when invoked (fast ``--help`` and start)."""
+    """A click group whose sub-commands are imported only when invoked (fast ``--help`` and start).
+
+    ``commands`` maps each sub-command name to the ``"module:attribute"`` of its click command.
+    """
+
+    def __init__(self, *args: Any, commands: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = COMMANDS if commands is None else commands
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(self.lazy)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
+        target = self.lazy.get(cmd_name)
         if target is None:
             return None
         module, _, attr = target.partition(":")
@@ -60,6 +73,11 @@ class _LazyGroup(click.Group):
 @click.version_option(package_name="envoykit")
 def main() -> None:
     """envoykit: extend Envoy in Python (authz, extproc, ratelimit, Wasm host, control plane, mesh)."""
+
+
+@click.group(cls=_LazyGroup, commands=WASM_COMMANDS)
+def wasm() -> None:
+    """Test Proxy-Wasm filters: run one request in the host, diff against Envoy, build examples."""
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def ensure_wasm_modules(mesh_path: Path) -> list[Path]:
         path = Path(file) if Path(file).is_absolute() else mesh_path.absolute().parent / file
         if path.exists():
             continue
-        from envoykit.wasmhost.build import BuildError, build_example, list_examples
+        from envoykit.wasmbuild.build import BuildError, build_example, list_examples
 
         name = path.stem
         if name not in list_examples():

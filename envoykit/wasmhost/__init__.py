@@ -42,10 +42,11 @@ from envoykit.wasmhost.errors import (
 from envoykit.wasmhost.exchange import HttpRequest, HttpResponse, Outcome, run_exchange
 from envoykit.wasmhost.headermap import HeaderMap
 from envoykit.wasmhost.host import Host, load_plugin
-from envoykit.wasmhost.http import HttpStream, LocalResponse
+from envoykit.wasmhost.http import HttpStream
 from envoykit.wasmhost.module import WasmModule, load_module
-from envoykit.wasmhost.plugin import LogRecord, Plugin
+from envoykit.wasmhost.plugin import Plugin
 from envoykit.wasmhost.tcp import TcpOutcome, TcpStream, run_tcp_exchange
+from envoykit.wasmhost.types import LocalResponse, LogRecord
 
 __all__ = [
     "AbiVersion",

@@ -1,4 +1,4 @@
-"""``envoykit wasm``: run a Proxy-Wasm filter on one request, compare it with Envoy, build examples."""
+"""``envoykit wasm run``: run a Proxy-Wasm filter on one request in the host."""
 
 from __future__ import annotations
 
@@ -35,12 +35,7 @@ def _header(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     return out
 
 
-@click.group()
-def wasm() -> None:
-    """Test Proxy-Wasm filters: run one request in the host, diff against Envoy, build examples."""
-
-
-@wasm.command("run")
+@click.command("run")
 @click.argument(
     "filter_path", metavar="FILTER.wasm", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
@@ -185,41 +180,3 @@ def run(
         click.echo(f"metric {name} = {value}")
     if outcome.failure is not None:
         sys.exit(1)  # the whole outcome is printed; the exit status still says the filter failed
-
-
-@wasm.command("diff")
-@click.argument(
-    "filter_path", metavar="FILTER.wasm", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-@click.argument(
-    "cases_path", metavar="CASES.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-@click.option("--verbose", "-v", is_flag=True, help="Also print every identical case.")
-def diff(filter_path: Path, cases_path: Path, verbose: bool) -> None:
-    """Run every case in the host and in a real Envoy; exit 1 on any difference."""
-    from envoykit.wasmdiff import CasesError, EnvoyError, run_diff  # the one room the diff may use
-
-    try:
-        report = run_diff(filter_path, cases_path)
-    except (CasesError, EnvoyError, WasmHostError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    if verbose:
-        for case in report.cases:
-            mark = "same" if not case.differences else "DIFFERENT"
-            click.echo(f"{mark:9} {case.name}: {case.host.status}")
-    click.echo(report.summary())
-    click.echo(f"host {report.host_seconds * 1000:.1f} ms, envoy {report.envoy_seconds * 1000:.1f} ms")
-    sys.exit(0 if report.ok else 1)
-
-
-@wasm.command("build")
-@click.argument("names", nargs=-1)
-def build(names: tuple[str, ...]) -> None:
-    """Build example filters from examples/wasm (all of them without NAMES); print their paths."""
-    from envoykit.wasmhost.build import BuildError, build_example, list_examples
-
-    try:
-        for name in names or tuple(list_examples()):
-            click.echo(f"{name}\t{build_example(name)}")
-    except BuildError as exc:
-        raise click.ClickException(str(exc)) from exc

@@ -42,10 +42,20 @@ class StreamStateError(WasmHostError):
     """The test drove a stream out of order (e.g. request headers twice, body after end of stream)."""
 
 
+class OutOfBounds(Exception):
+    """A pointer/size pair from the module falls outside its memory (→ ``INVALID_MEMORY_ACCESS``)."""
+
+
+class HostTrap(Exception):
+    """Raised inside a host function to fail the running callback (a trap in Envoy's terms)."""
+
+
 __all__ = [
     "AbiError",
     "FilterFailure",
+    "HostTrap",
     "ModuleLoadError",
+    "OutOfBounds",
     "PluginFailedError",
     "StreamStateError",
     "WasmHostError",

@@ -19,8 +19,9 @@ from envoykit.wasmhost.callouts import HttpCall
 from envoykit.wasmhost.errors import FilterFailure
 from envoykit.wasmhost.headermap import HeaderMap
 from envoykit.wasmhost.headermap import _key as key
-from envoykit.wasmhost.http import HttpStream, LocalResponse
-from envoykit.wasmhost.plugin import LogRecord, Plugin
+from envoykit.wasmhost.http import HttpStream
+from envoykit.wasmhost.plugin import Plugin
+from envoykit.wasmhost.types import LocalResponse, LogRecord
 
 
 @dataclass

@@ -10,7 +10,6 @@ Streams get ids 2, 3, ... and are created lazily on their first event.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import wasmtime
@@ -19,28 +18,20 @@ from envoykit.wasmhost import properties as props
 from envoykit.wasmhost.abi import LogLevel, Status
 from envoykit.wasmhost.callouts import CalloutResponse, GrpcCall, HttpCall
 from envoykit.wasmhost.context import ContextState
-from envoykit.wasmhost.errors import FilterFailure, PluginFailedError, StreamStateError
+from envoykit.wasmhost.errors import FilterFailure, HostTrap, PluginFailedError, StreamStateError
 from envoykit.wasmhost.headermap import HeaderMap, HeadersLike
+from envoykit.wasmhost.http import HttpStream
 from envoykit.wasmhost.module import WasmModule
-from envoykit.wasmhost.vm import VM, HostTrap
+from envoykit.wasmhost.tcp import TcpStream
+from envoykit.wasmhost.types import LogRecord
+from envoykit.wasmhost.vm import VM
 
 if TYPE_CHECKING:
     from envoykit.wasmhost.host import Host
-    from envoykit.wasmhost.http import HttpStream
-    from envoykit.wasmhost.tcp import TcpStream
 
 ROOT_CONTEXT_ID = 1
 # Envoy PluginConfig.failure_policy values (FAIL_UNSPECIFIED is FAIL_CLOSED in Envoy 1.40).
 FAILURE_POLICIES = ("FAIL_CLOSED", "FAIL_OPEN", "FAIL_RELOAD")
-
-
-@dataclass(frozen=True)
-class LogRecord:
-    """One line the filter logged (``proxy_log`` or stdout/stderr through WASI ``fd_write``)."""
-
-    level: LogLevel
-    message: str
-    context_id: int
 
 
 class _Driven(Protocol):
@@ -470,12 +461,8 @@ class Plugin:
 
     def http_stream(self, **properties: Any) -> HttpStream:
         """A new HTTP stream (context created on its first event)."""
-        from envoykit.wasmhost.http import HttpStream
-
         return HttpStream(self, properties)
 
     def tcp_stream(self, **properties: Any) -> TcpStream:
         """A new TCP (network filter) stream."""
-        from envoykit.wasmhost.tcp import TcpStream
-
         return TcpStream(self, properties)

@@ -18,7 +18,8 @@ from envoykit.wasmhost.abi import Action, BufferType, PeerType, StreamType
 from envoykit.wasmhost.errors import FilterFailure, StreamStateError
 
 if TYPE_CHECKING:
-    from envoykit.wasmhost.plugin import LogRecord, Plugin
+    from envoykit.wasmhost.plugin import Plugin
+    from envoykit.wasmhost.types import LogRecord
 
 _connection_ids = itertools.count(1)
 

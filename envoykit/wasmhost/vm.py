@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import wasmtime
 
 from envoykit.wasmhost import fastcall
-from envoykit.wasmhost.errors import FilterFailure, ModuleLoadError
+from envoykit.wasmhost.errors import FilterFailure, HostTrap, ModuleLoadError, OutOfBounds
+from envoykit.wasmhost.hostcalls import host_functions
 from envoykit.wasmhost.module import WasmModule, engine
 
 if TYPE_CHECKING:
@@ -24,10 +25,6 @@ if TYPE_CHECKING:
 
 WASM_PAGE = 65536
 _U32 = struct.Struct("<I")
-
-
-class OutOfBounds(Exception):
-    """A pointer/size pair from the module falls outside its memory (→ ``INVALID_MEMORY_ACCESS``)."""
 
 
 class VM:
@@ -47,8 +44,6 @@ class VM:
     """
 
     def __init__(self, module: WasmModule, plugin: Plugin, *, fuel: int, memory_limit: int) -> None:
-        from envoykit.wasmhost.hostcalls import host_functions
-
         self.module = module
         self.plugin = plugin
         self.fuel = fuel
@@ -235,10 +230,6 @@ class VM:
         return FilterFailure(
             f"{name} (context {context_id}) {text}", callback=name, context_id=context_id, reason=reason
         )
-
-
-class HostTrap(Exception):
-    """Raised inside a host function to fail the running callback (a trap in Envoy's terms)."""
 
 
 # cpp-host WasmBase::startVm: the only host calls allowed while _initialize / _start run.

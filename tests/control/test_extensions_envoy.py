@@ -132,7 +132,7 @@ def test_authz_ratelimit_and_telemetry_wiring(envoy: Any, tmp_path: Path) -> Non
 
 def test_wasm_filter_adds_a_response_header(envoy: Any, tmp_path: Path) -> None:
     try:
-        from envoykit.wasmhost.build import BuildError, build_example
+        from envoykit.wasmbuild.build import BuildError, build_example
 
         module = build_example("add_header")
     except (ImportError, BuildError) as exc:  # no clang/wasi-libc here

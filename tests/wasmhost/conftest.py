@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from envoykit.wasmhost.build import examples_dir
+from envoykit.wasmbuild.build import examples_dir
+from envoykit.wasmbuild.pytest_plugin import wasm_example  # noqa: F401
+from envoykit.wasmdiff.pytest_plugin import wasm_diff  # noqa: F401
 from envoykit.wasmhost.plugin import Plugin
-from envoykit.wasmhost.pytest_plugin import wasm_diff, wasm_example, wasm_host, wasm_load  # noqa: F401
+from envoykit.wasmhost.pytest_plugin import wasm_host, wasm_load  # noqa: F401
 
 WAT = examples_dir() / "wat"
 CASES = Path(__file__).parent / "cases"

@@ -48,9 +48,9 @@ def test_encodings_follow_envoy():
 
 def test_envoy_1_40_attributes_in_each_phase():
     """What envoy_properties.wat logs (diffed against Envoy in test_examples_vs_envoy)."""
+    from envoykit.wasmbuild.build import build_example
     from envoykit.wasmdiff.cases import load_cases
     from envoykit.wasmdiff.host_side import run_case, start_plugin
-    from envoykit.wasmhost.build import build_example
     from tests.wasmhost.conftest import CASES
 
     cases = load_cases(CASES / "envoy_properties.yaml")

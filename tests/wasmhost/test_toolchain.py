@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from envoykit.wasmbuild.build import build_dir, build_example, c_compiler
 from envoykit.wasmdiff.cases import load_cases
 from envoykit.wasmdiff.host_side import run_case, start_plugin
 from envoykit.wasmhost import HttpRequest, HttpResponse, load_plugin, run_exchange
-from envoykit.wasmhost.build import build_dir, build_example, c_compiler
 from tests.wasmhost.conftest import CASES
 from tests.wasmhost.toolchain import path_without_c_compilers
 

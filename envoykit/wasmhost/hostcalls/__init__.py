@@ -7,7 +7,6 @@ signature is ``"params>results"`` with ``i`` for i32 and ``I`` for i64. Implemen
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -15,9 +14,20 @@ from typing import Any
 import wasmtime
 
 from envoykit.wasmhost.abi import AbiVersion, Status
-
-HostFn = Callable[..., Any]
-Table = dict[str, tuple[str, HostFn]]
+from envoykit.wasmhost.errors import OutOfBounds
+from envoykit.wasmhost.hostcalls import (
+    buffers,
+    callouts,
+    context,
+    headers,
+    logging,
+    metrics,
+    properties,
+    shared,
+    stream,
+    wasi,
+)
+from envoykit.wasmhost.hostcalls.table import HostFn, Table
 
 
 @dataclass(frozen=True)
@@ -39,7 +49,6 @@ def _functype(sig: str) -> wasmtime.FuncType:
 
 def _guard(fn: HostFn, fault: int) -> HostFn:
     """Map a bad guest pointer to ``fault`` (INVALID_MEMORY_ACCESS, or WASI EFAULT)."""
-    from envoykit.wasmhost.vm import OutOfBounds
 
     def run(vm: Any, *args: Any) -> Any:
         try:
@@ -60,19 +69,6 @@ def host_functions(version: AbiVersion) -> dict[tuple[str, str], Entry]:
     ``proxy_continue_request/response`` and ``proxy_clear_route_cache``; 0.2.0 adds
     ``proxy_continue_stream`` and ``proxy_close_stream``; 0.2.1 also ``proxy_get_log_level``.
     """
-    from envoykit.wasmhost.hostcalls import (
-        buffers,
-        callouts,
-        context,
-        headers,
-        logging,
-        metrics,
-        properties,
-        shared,
-        stream,
-        wasi,
-    )
-
     table: Table = {}
     for family in (buffers, callouts, context, headers, logging, metrics, properties, shared, stream):
         table.update(family.FUNCTIONS)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoykit.wasmhost.abi import BufferType, Status
-from envoykit.wasmhost.hostcalls import Table
+from envoykit.wasmhost.hostcalls.table import Table
 
 _MUTABLE = {
     BufferType.HTTP_REQUEST_BODY,

@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from envoykit.wasmhost.abi import Status
-from envoykit.wasmhost.hostcalls import Table
+from envoykit.wasmhost.callouts import GrpcCall, HttpCall
+from envoykit.wasmhost.headermap import HeaderMap
+from envoykit.wasmhost.hostcalls.table import Table
 from envoykit.wasmhost.pairs import decode_pairs
 
 
@@ -34,9 +36,6 @@ def proxy_http_call(
     body_data, body_size, serialized_trailers_data, serialized_trailers_size, timeout_ms, return_call_id
     *) -> status``.
     """
-    from envoykit.wasmhost.callouts import HttpCall
-    from envoykit.wasmhost.headermap import HeaderMap
-
     cluster = vm.read(up_ptr, up_size).decode(errors="replace")
     headers = HeaderMap(decode_pairs(vm.read(hdr_ptr, hdr_size)) or [])
     body = vm.read(body_ptr, body_size)
@@ -68,8 +67,6 @@ def proxy_http_call(
 def _grpc_common(
     vm: Any, up: tuple[int, int], svc: tuple[int, int], meth: tuple[int, int], md: tuple[int, int]
 ) -> Any:
-    from envoykit.wasmhost.headermap import HeaderMap
-
     return (
         vm.read(*up).decode(errors="replace"),
         vm.read(*svc).decode(errors="replace"),
@@ -87,8 +84,6 @@ def proxy_grpc_call(
     serialized_initial_metadata_size, message_data, message_size, timeout_ms, return_call_id *) ->
     status``.
     """
-    from envoykit.wasmhost.callouts import GrpcCall
-
     cluster, service, method, metadata = _grpc_common(
         vm, (up_p, up_s), (sv_p, sv_s), (me_p, me_s), (md_p, md_s)
     )
@@ -120,8 +115,6 @@ def proxy_grpc_stream(
     method_name_data, method_name_size, serialized_initial_metadata_data,
     serialized_initial_metadata_size, return_stream_id *) -> status``.
     """
-    from envoykit.wasmhost.callouts import GrpcCall
-
     cluster, service, method, metadata = _grpc_common(
         vm, (up_p, up_s), (sv_p, sv_s), (me_p, me_s), (md_p, md_s)
     )

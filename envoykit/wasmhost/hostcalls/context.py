@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoykit.wasmhost.abi import Status
-from envoykit.wasmhost.hostcalls import Table
+from envoykit.wasmhost.hostcalls.table import Table
 
 
 def proxy_set_effective_context(vm: Any, context_id: int) -> int:

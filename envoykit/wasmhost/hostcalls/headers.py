@@ -15,7 +15,7 @@ from typing import Any
 
 from envoykit.wasmhost.abi import AbiVersion, MapType, Status
 from envoykit.wasmhost.headermap import HeaderMap
-from envoykit.wasmhost.hostcalls import Table
+from envoykit.wasmhost.hostcalls.table import Table
 from envoykit.wasmhost.pairs import decode_pairs
 
 # Plain names for the enum members used per request: an attribute of an Enum class goes

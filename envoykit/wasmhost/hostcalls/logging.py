@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoykit.wasmhost.abi import LogLevel, Status
-from envoykit.wasmhost.hostcalls import Table
+from envoykit.wasmhost.hostcalls.table import Table
 
 # Plain names for the enum members used per request: an attribute of an Enum class goes
 # through EnumType.__getattr__ on Python 3.11, which costs more than the rest of the line.

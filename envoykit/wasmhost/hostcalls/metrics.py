@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoykit.wasmhost.abi import MetricType, Status
-from envoykit.wasmhost.hostcalls import Table
+from envoykit.wasmhost.hostcalls.table import Table
 
 
 def proxy_define_metric(vm: Any, kind: int, np: int, ns: int, id_ptr: int) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoykit.wasmhost.abi import Status
-from envoykit.wasmhost.hostcalls import Table
+from envoykit.wasmhost.hostcalls.table import Table
 from envoykit.wasmhost.properties import Unserializable
 
 

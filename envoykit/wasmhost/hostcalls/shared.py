@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoykit.wasmhost.abi import Status
-from envoykit.wasmhost.hostcalls import Table
+from envoykit.wasmhost.hostcalls.table import Table
 
 
 def proxy_get_shared_data(vm: Any, kp: int, ks: int, ptr_ptr: int, size_ptr: int, cas_ptr: int) -> int:

@@ -14,8 +14,9 @@ from typing import Any
 
 from envoykit.wasmhost.abi import Status as S
 from envoykit.wasmhost.abi import StreamType
-from envoykit.wasmhost.hostcalls import Table
+from envoykit.wasmhost.hostcalls.table import Table
 from envoykit.wasmhost.pairs import decode_pairs
+from envoykit.wasmhost.types import LocalResponse
 
 
 def proxy_continue_stream(vm: Any, stream_type: int) -> int:
@@ -66,8 +67,6 @@ def proxy_send_local_response(
     """``proxy_send_local_response(status_code, details_data, details_size, body_data, body_size,
     serialized_headers_data, serialized_headers_size, grpc_status) -> status``.
     """
-    from envoykit.wasmhost.http import LocalResponse
-
     details = vm.read(details_ptr, details_size).decode(errors="replace")
     body = vm.read(body_ptr, body_size)
     pairs = decode_pairs(vm.read(headers_ptr, headers_size)) or []

@@ -13,7 +13,8 @@ import struct
 from typing import Any
 
 from envoykit.wasmhost.abi import LogLevel
-from envoykit.wasmhost.hostcalls import Table
+from envoykit.wasmhost.errors import HostTrap
+from envoykit.wasmhost.hostcalls.table import Table
 
 SUCCESS, EBADF, EFAULT, EINVAL, ENOENT, ENOSYS, ENOTSUP = 0, 8, 21, 28, 44, 52, 58
 
@@ -152,8 +153,6 @@ def poll_oneoff(vm: Any, in_ptr: int, out_ptr: int, nsub: int, nevents_ptr: int)
 
 def proc_exit(vm: Any, code: int) -> None:
     """WASI ``proc_exit(code) -> never returns: fails the running callback``."""
-    from envoykit.wasmhost.vm import HostTrap
-
     raise HostTrap(f"proc_exit({code}) called by the module")
 
 

@@ -1,7 +1,7 @@
 /* The raw Proxy-Wasm ABI (0.2.1) for envoykit's C example filters: host imports, callback
  * export helper, and a few small helpers. Numbers are the spec's (proxy-wasm/spec
  * abi-versions/v0.2.1). Build: clang --target=wasm32-wasi -mexec-model=reactor (see
- * envoykit.wasmhost.build). */
+ * envoykit.wasmbuild.build). */
 #pragma once
 #include <stddef.h>
 #include <stdio.h>

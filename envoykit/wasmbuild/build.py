@@ -10,7 +10,7 @@
 Example names are the file stems; AssemblyScript ones are prefixed ``as_`` and WAT ones ``wat_``
 (``build_example("as_add_header")``). For the local mesh::
 
-    from envoykit.wasmhost.build import build_example
+    from envoykit.wasmbuild.build import build_example
     path = build_example("add_header")   # C filter, root_id "add_header", config "name: value" lines
 """
 
@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 
 import wasmtime
-
-from envoykit.wasmhost.errors import WasmHostError
 
 AS_PREFIX = "as_"
 WAT_PREFIX = "wat_"
@@ -43,7 +41,7 @@ CLANG_FLAGS = [
 ]
 
 
-class BuildError(WasmHostError):
+class BuildError(Exception):
     """A compiler is missing or failed; ``output`` holds its messages."""
 
     def __init__(self, message: str, output: str = "") -> None:
