@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 lint: venv
 	$(BIN)/ruff check envoykit tests bench examples
 	$(BIN)/ruff format --check envoykit tests bench examples
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy

@@ -19,7 +19,13 @@ from collections.abc import Callable, Iterable, Mapping
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from envoykit.control.translate.pb import pack
+
+def _pack(msg: Message) -> any_pb2.Any:
+    """``msg`` in an ``Any`` (the protocol layer packs for itself: it does not import the translation)."""
+    out = any_pb2.Any()
+    out.Pack(msg)
+    return out
+
 
 _RESOURCES_TAG = b"\x12"  # DiscoveryResponse.resources: field 2, length-delimited
 
@@ -58,7 +64,7 @@ class Part:
         h = hashlib.blake2b(digest_size=16)
         for name in sorted(messages):
             msg = messages[name]
-            packed = msg if isinstance(msg, any_pb2.Any) else pack(msg)
+            packed = msg if isinstance(msg, any_pb2.Any) else _pack(msg)
             items[name] = packed
             versions[name] = hashlib.blake2b(packed.value, digest_size=8).hexdigest()
             h.update(name.encode())
@@ -79,7 +85,7 @@ class Part:
     def replace(self, changed: Mapping[str, Message]) -> Part:
         """A new part with the resources named in ``changed`` replaced (or added); the others keep
         their packed form (an endpoint change repacks one ClusterLoadAssignment, not 5,000)."""
-        return Part({**self.items, **{n: pack(m) for n, m in changed.items()}})
+        return Part({**self.items, **{n: _pack(m) for n, m in changed.items()}})
 
 
 class TypeSet:
