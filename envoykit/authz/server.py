@@ -37,7 +37,7 @@ from envoykit.core.bind import RESERVED_FD_ENV, bind_exclusive
 from envoykit.core.logs import get_logger
 from envoykit.core.metrics import Health, start_metrics_server
 from envoykit.core.reload import WatchedConfig
-from envoykit.core.server import SyncGrpcServer, serve_sync_forever
+from envoykit.core.server import SyncGrpcServer, serve_sync_forever, termination_signal
 from envoykit.core.unary import UnaryMethod, UnaryServer, serve_unary_forever
 
 log = get_logger("authz")
@@ -184,9 +184,7 @@ def run_workers(opts: ServerOptions) -> None:
 
         procs = [start() for _ in range(opts.workers)]
         log.info("workers started", address=address, workers=opts.workers, pids=[p.pid for p, _ in procs])
-        stopping = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stopping.set())
+        stopping = termination_signal()
         quick_exits = 0
         while not stopping.wait(0.5):
             for i, (p, started) in enumerate(procs):

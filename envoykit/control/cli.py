@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,7 @@ def serve(
     """Serve MESH over ADS until SIGTERM; reload it (keep-last-good) when it or its files change."""
     from envoykit.control.server import ControlPlane
     from envoykit.core.logs import configure_logging
+    from envoykit.core.server import loop_termination_signal
 
     configure_logging(log_level)
 
@@ -86,10 +86,7 @@ def serve(
         )
         if source is not None:
             source.on_change = lambda: cp.update_endpoints(source.take_changed())  # endpoints only
-        loop = asyncio.get_running_loop()
-        stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
+        stopping = loop_termination_signal()
         await cp.start()
         if webhook is not None:
             from envoykit.k8s.serve import WebhookOptions, start_webhook

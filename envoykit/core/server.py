@@ -254,12 +254,25 @@ class SyncGrpcServer(_ServerParts):
         self._stop_metrics()
 
 
-async def serve_forever(server: GrpcServer, grace: float = 5.0) -> None:
-    """Start ``server`` and run until SIGTERM or SIGINT, then drain for ``grace`` seconds and return."""
+def loop_termination_signal() -> asyncio.Event:
+    """Handle SIGTERM and SIGINT on the running event loop from now on by setting the returned event.
+
+    The asyncio twin of :func:`termination_signal`, for every long-lived process on an event loop (the
+    grpc.aio servers, the control plane, the lean unary server). Call it before the server listens.
+
+    Raises:
+        RuntimeError: no running event loop.
+    """
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    return stopping
+
+
+async def serve_forever(server: GrpcServer, grace: float = 5.0) -> None:
+    """Start ``server`` and run until SIGTERM or SIGINT, then drain for ``grace`` seconds and return."""
+    stopping = loop_termination_signal()
     await server.start()
     await stopping.wait()
     await server.stop(grace)

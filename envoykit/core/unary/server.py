@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import signal
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,6 +31,7 @@ from grpc_health.v1 import health_pb2
 from envoykit.core.bind import bind_exclusive, reserved_by_parent, split_address
 from envoykit.core.logs import get_logger
 from envoykit.core.metrics import Health, start_metrics_server
+from envoykit.core.server import loop_termination_signal
 from envoykit.core.unary.protocol import Dispatch, Limits, UnaryConnection, UnaryMethod
 from envoykit.core.unary.wire import GrpcStatusError, StatusCode
 
@@ -205,10 +205,7 @@ def serve_unary_forever(
     """
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
+        stopping = loop_termination_signal()
         server = build()
         await server.start()
         if on_ready is not None:
