@@ -312,7 +312,13 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
         "servers": {s.name: {"address": s.address, "metrics": f"http://{s.metrics}"} for s in servers},
     }
     metrics_urls = {s.name: f"http://{s.metrics}" for s in servers if s.metrics}
-    info["demo"] = demo_facts(mesh, _arg_value(servers, "ratelimit", "--config-dir"), metrics_urls)
+    token_key = expand([rc.demo.token_key], values, "demo.token_key")[0] if rc.demo.token_key else ""
+    info["demo"] = demo_facts(
+        mesh,
+        _arg_value(servers, "ratelimit", "--config-dir"),
+        metrics_urls,
+        Path(token_key) if token_key else None,
+    )
     prom = prometheus_binary() if opts.prometheus else None
     if prom is not None:
         port = _port(opts.prometheus_port, ports)

@@ -14,6 +14,7 @@ serves a workload, nor where the policies and rate limits live. The run config (
       extproc_telemetry: {args: ["--telemetry"], metrics_port: 9105}  # ext_proc telemetry, if used
       processors: {}             # user processor name -> {args, metrics_port}
     control_plane: {args: [], metrics_port: 9100}
+    demo: {token_key: "{mesh_dir}/demo-issuer/key.pem"}  # the key envoykit demo signs its JWT with
 
 Placeholders in commands and args: ``{python}`` (this Python), ``{dir}`` (the run config's folder),
 ``{mesh_dir}`` (mesh.yaml's folder), and for apps ``{port}``, ``{host}``, ``{version}``, ``{workload}``,
@@ -57,12 +58,20 @@ class Servers(_Strict):
     processors: dict[str, ServerRun] = {}
 
 
+class DemoRun(_Strict):
+    """What ``envoykit demo`` needs beyond mesh.yaml: ``token_key``, the private key (PEM) it signs its
+    test JWT with (placeholders as in args; empty: the JWT check has no key)."""
+
+    token_key: str = ""
+
+
 class RunConfig(_Strict):
     """The whole run config (see the module docstring)."""
 
     apps: dict[str, AppCommand] = {}
     servers: Servers = Servers()
     control_plane: ServerRun = ServerRun(metrics_port=9100)
+    demo: DemoRun = DemoRun()
 
 
 def load_run_config(path: str | Path) -> RunConfig:
