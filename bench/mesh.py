@@ -27,10 +27,10 @@ from common import LoadResult, table, wrk
 
 from envoykit.control.model.loader import load_mesh
 from envoykit.control.model.mesh import Mesh, ProxyExtensions
-from envoykit.mesh.controlplane import absolute_paths
 from envoykit.mesh.planner import PlanOptions, plan_mesh
 from envoykit.mesh.state import StateDir
 from envoykit.mesh.supervisor import Supervisor
+from envoykit.mesh.view import absolute_paths
 
 
 def without_extensions(mesh: Mesh) -> Mesh:

@@ -9,7 +9,7 @@ dependencies; a :class:`Supervisor` starts them in order, restarts crashed ones 
 them by process group; a :class:`StateDir` holds the plan, the live status and one log per component.
 """
 
-from envoykit.mesh.spec import Component, Plan, PlanError, Probe
+from envoykit.mesh.plan import Component, Plan, PlanError, Probe
 from envoykit.mesh.state import StateDir
 from envoykit.mesh.supervisor import Interrupted, MeshStartError, Supervisor
 

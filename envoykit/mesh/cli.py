@@ -15,7 +15,7 @@ from rich.console import Console
 
 from envoykit.core import ConfigError
 from envoykit.core.output import emit, output_option
-from envoykit.mesh.spec import Plan
+from envoykit.mesh.plan import Plan
 from envoykit.mesh.state import StateDir, default_state_dir, pid_alive
 
 _state_dir_option = click.option(
@@ -349,6 +349,7 @@ def _validate_command() -> click.Command:
     clone the demo filter exists only as C source, and validation must not depend on having run
     ``up`` first."""
     from envoykit.control.cli import validate as control_validate
+    from envoykit.control.model.loader import load_mesh
     from envoykit.mesh.wasm import ensure_wasm_modules
 
     inner = control_validate.callback
@@ -358,7 +359,12 @@ def _validate_command() -> click.Command:
         mesh = kwargs.get("mesh")
         if isinstance(mesh, Path) and mesh.is_file():
             try:
-                ensure_wasm_modules(mesh)
+                loaded = load_mesh(mesh)
+            except ConfigError:
+                loaded = None  # the control plane's validate reports it, in its output format
+            try:
+                if loaded is not None:
+                    ensure_wasm_modules(loaded)
             except ConfigError as exc:
                 raise click.ClickException(str(exc)) from exc
         return inner(**kwargs)

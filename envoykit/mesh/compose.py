@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from envoykit.mesh.spec import Plan
+from envoykit.mesh.plan import Plan
 
 IMAGE = "envoykit:local"
 APP_DIR = "/app"

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from envoykit.mesh import metrics as pm
-from envoykit.mesh.spec import Plan
+from envoykit.mesh.plan import Plan
 
 CLIENT_HEADER = "x-client-id"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from envoykit.mesh.controlplane import MeshView, control_state_dir
+from envoykit.mesh.view import MeshView, control_state_dir
 
 
 def canary_weights(view: MeshView, service: str) -> dict[str, int]:

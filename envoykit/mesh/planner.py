@@ -21,13 +21,12 @@ from envoykit.control.model.mesh import Mesh
 from envoykit.control.model.types import Address
 from envoykit.core import ConfigError
 from envoykit.core.net import FreePorts
-from envoykit.mesh import controlplane as cp
+from envoykit.mesh import view as mview
 from envoykit.mesh.facts import demo_facts
+from envoykit.mesh.plan import Component, Plan, Probe
 from envoykit.mesh.prometheus import prometheus_binary, prometheus_component
 from envoykit.mesh.runconfig import RunConfig, ServerRun, expand, load_run_config
-from envoykit.mesh.spec import Component, Plan, Probe
 from envoykit.mesh.state import StateDir
-from envoykit.mesh.wasm import ensure_wasm_modules
 
 CONTROL = "control-plane"
 #: the JSON access log of the telemetry server, in the state's ``logs/`` (read by ``envoykit logs access``)
@@ -125,7 +124,7 @@ def _arg_value(components: list[Component], name: str, flag: str) -> Path | None
     return None
 
 
-def _apps(mesh: cp.MeshView, rc: RunConfig, rc_path: Path, values: dict[str, str]) -> list[Component]:
+def _apps(mesh: mview.MeshView, rc: RunConfig, rc_path: Path, values: dict[str, str]) -> list[Component]:
     """One app process per workload, with the command the run config gives its service."""
     apps: list[Component] = []
     for wl in mesh.workloads:
@@ -158,12 +157,12 @@ def _apps(mesh: cp.MeshView, rc: RunConfig, rc_path: Path, values: dict[str, str
 
 
 def _envoys(
-    mesh: cp.MeshView, state: StateDir, server_names: tuple[str, ...], log_level: str
+    mesh: mview.MeshView, state: StateDir, server_names: tuple[str, ...], log_level: str
 ) -> list[Component]:
     """One Envoy per sidecar and gateway, its bootstrap written to ``<state>/work/envoy/``."""
     envoys: list[Component] = []
     for node in mesh.envoys:
-        bootstrap = cp.write_bootstrap(mesh, node, state.work / "envoy")
+        bootstrap = mview.write_bootstrap(mesh, node, state.work / "envoy")
         after = (CONTROL, *server_names, *((node.workload,) if node.workload else ()))
         if node.kind != "sidecar":  # gateways come last: every sidecar they route to is up
             after = (*after, *(e.name for e in envoys if e.kind == "sidecar"))
@@ -171,7 +170,7 @@ def _envoys(
             Component(
                 name=node.name if node.kind != "sidecar" else f"{node.name}-sidecar",
                 kind="sidecar" if node.kind == "sidecar" else "gateway",
-                command=cp.envoy_command(bootstrap, log_level),
+                command=mview.envoy_command(bootstrap, log_level),
                 probe=Probe("envoy", node.admin.port, timeout_s=90),
                 depends_on=after,
                 address=node.address,
@@ -251,10 +250,10 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
     mesh_path = mesh_path.absolute()
     rc_path = (opts.run_config or mesh_path.parent / "apps" / "run.yaml").absolute()
     rc = load_run_config(rc_path) if rc_path.exists() else RunConfig()
-    if opts.build_wasm:
-        ensure_wasm_modules(mesh_path)
     ports = FreePorts() if opts.free_ports else None
-    mesh = cp.load(mesh_path, state, free_ports=ports, public_ingress=opts.public_ingress)
+    mesh = mview.load(
+        mesh_path, state, free_ports=ports, public_ingress=opts.public_ingress, build_wasm=opts.build_wasm
+    )
     values = {"python": opts.python, "dir": str(rc_path.parent), "mesh_dir": str(mesh_path.parent)}
 
     cp_metrics = _port(rc.control_plane.metrics_port, ports)
@@ -263,7 +262,7 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
         kind="control-plane",
         command=_envoykit(
             opts.python,
-            *cp.serve_args(mesh),
+            *mview.serve_args(mesh),
             "--metrics-port",
             str(cp_metrics),
             *expand(rc.control_plane.args, values, "control_plane.args"),
@@ -307,7 +306,7 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
     info: dict[str, Any] = {
         "mesh_file": str(mesh.path),
         "control_state_dir": mesh.model.control_plane.state_dir,
-        "control_status": str(cp.control_state_dir(mesh) / "control-status.json"),
+        "control_status": str(mview.control_state_dir(mesh) / "control-status.json"),
         "nodes": {e.name: {"admin": f"http://{n.admin}"} for e, n in zip(envoys, mesh.envoys, strict=True)},
         "servers": {s.name: {"address": s.address, "metrics": f"http://{s.metrics}"} for s in servers},
     }

@@ -6,7 +6,7 @@ import socket
 import urllib.error
 import urllib.request
 
-from envoykit.mesh.spec import Probe
+from envoykit.mesh.plan import Probe
 
 _HOST = "127.0.0.1"
 
@@ -44,7 +44,7 @@ def probe_ready(probe: Probe, timeout: float = 1.0) -> bool:
     """Run one readiness check and return whether it passed.
 
     Args:
-        probe: what to check (see :class:`~envoykit.mesh.spec.Probe`).
+        probe: what to check (see :class:`~envoykit.mesh.plan.Probe`).
         timeout: seconds for this one attempt.
     """
     if probe.kind == "none":

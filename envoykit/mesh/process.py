@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from envoykit.mesh.spec import Component
+from envoykit.mesh.plan import Component
 
 
 def group_alive(pgid: int) -> bool:

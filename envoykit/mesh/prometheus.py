@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from envoykit.mesh.spec import Component, Probe
+from envoykit.mesh.plan import Component, Probe
 
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 

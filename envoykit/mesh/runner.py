@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
+from envoykit.mesh.plan import Plan
 from envoykit.mesh.probes import probe_ready
-from envoykit.mesh.spec import Plan
 from envoykit.mesh.state import StateDir, pid_alive
 from envoykit.mesh.supervisor import Interrupted, MeshStartError, Supervisor
 from envoykit.mesh.table import status_table

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envoykit.mesh.spec import Plan
+from envoykit.mesh.plan import Plan
 
 DEFAULT_STATE_DIR = ".envoykit/mesh"
 STATE_DIR_ENV = "ENVOYKIT_STATE_DIR"

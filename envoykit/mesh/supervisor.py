@@ -22,9 +22,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from envoykit.mesh.plan import Component, Plan
 from envoykit.mesh.probes import probe_ready
 from envoykit.mesh.process import ManagedProcess
-from envoykit.mesh.spec import Component, Plan
 from envoykit.mesh.state import ComponentStatus, MeshStatus, StateDir
 
 
@@ -45,7 +45,7 @@ class _Slot:
 
 
 class Supervisor:
-    """Runs one :class:`~envoykit.mesh.spec.Plan`.
+    """Runs one :class:`~envoykit.mesh.plan.Plan`.
 
     Args:
         plan: the components.

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from envoykit.core.output import iso_time
-from envoykit.mesh.spec import Plan
+from envoykit.mesh.plan import Plan
 from envoykit.mesh.state import MeshStatus
 
 _STATE_STYLE = {

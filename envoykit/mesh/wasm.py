@@ -12,44 +12,42 @@ import os
 import shutil
 from pathlib import Path
 
-from envoykit.core import ConfigError, get_logger, load_yaml_file
+from envoykit.control.model.loader import LoadedMesh
+from envoykit.core import ConfigError, get_logger
 
 _log = get_logger("mesh")
 
 
-def ensure_wasm_modules(mesh_path: Path) -> list[Path]:
-    """Build every missing example module mesh.yaml names; return the paths built.
+def ensure_wasm_modules(loaded: LoadedMesh) -> list[Path]:
+    """Build every missing example module the validated mesh names; return the paths built.
 
     Raises:
         ConfigError: a module is missing and is no example, or its build failed (compiler output in
-            the message).
+            the message); it names mesh.yaml, the line and the field.
     """
-    doc = load_yaml_file(mesh_path)
-    plugins = ((doc.data or {}).get("extensions") or {}).get("wasm") or []
+    from envoykit.wasmbuild.build import BuildError, build_example, list_examples  # wasmtime: load on use
+
+    mesh_path = loaded.path
     built = []
-    for i, plugin in enumerate(plugins):
-        file = plugin.get("file") if isinstance(plugin, dict) else None
-        if not file:
-            continue  # the model's validation reports it
-        path = Path(file) if Path(file).is_absolute() else mesh_path.absolute().parent / file
+    for i, plugin in enumerate(loaded.mesh.extensions.wasm):
+        path = Path(plugin.file)
+        path = path if path.is_absolute() else loaded.base_dir / path
         if path.exists():
             continue
-        from envoykit.wasmbuild.build import BuildError, build_example, list_examples
-
+        field = f"extensions.wasm.{i}.file"
+        line = loaded.doc.line_of(["extensions", "wasm", i, "file"]) if loaded.doc else None
         name = path.stem
         if name not in list_examples():
             raise ConfigError(
                 f"{path} does not exist and is not an example filter ({', '.join(list_examples())})",
                 file=str(mesh_path),
-                line=doc.line_of(["extensions", "wasm", i, "file"]),
-                field=f"extensions.wasm.{i}.file",
+                line=line,
+                field=field,
             )
         try:
             module = build_example(name)
         except BuildError as exc:
-            raise ConfigError(
-                f"building {name}: {exc}", file=str(mesh_path), field=f"extensions.wasm.{i}.file"
-            ) from exc
+            raise ConfigError(f"building {name}: {exc}", file=str(mesh_path), field=field) from exc
         path.parent.mkdir(parents=True, exist_ok=True)
         # copy then rename: a runner starting beside this one never reads half a module
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

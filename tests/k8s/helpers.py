@@ -26,11 +26,12 @@ VERSIONS = ("1.29.0", "1.37.0")
 
 def demo_copy(tmp: Path) -> Path:
     """examples/ copied under ``tmp`` with add_header.wasm built; returns the copy's mesh.yaml."""
+    from envoykit.control.model.loader import load_mesh
     from envoykit.mesh.wasm import ensure_wasm_modules
 
     shutil.copytree(REPO / "examples", tmp / "examples", ignore=shutil.ignore_patterns("*.wasm"))
     mesh = tmp / "examples" / "mesh.yaml"
-    ensure_wasm_modules(mesh)
+    ensure_wasm_modules(load_mesh(mesh))
     return mesh
 
 

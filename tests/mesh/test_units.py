@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from envoykit.control.model.loader import load_mesh
 from envoykit.control.model.ports import remap_ports
 from envoykit.core import ConfigError
 from envoykit.core.net import FreePorts
 from envoykit.mesh import metrics as pm
+from envoykit.mesh.plan import Component
 from envoykit.mesh.prometheus import scrape_config
 from envoykit.mesh.runconfig import expand, load_run_config
-from envoykit.mesh.spec import Component
 from envoykit.mesh.state import StateDir
 from envoykit.mesh.wasm import ensure_wasm_modules
 
@@ -139,7 +140,7 @@ def test_remap_moves_every_address_and_keeps_shared_ones_equal() -> None:
 def test_public_ingress_copy_keeps_the_shared_state_and_files(tmp_path: Path) -> None:
     """What each compose container plans: the control plane serves a copy whose ingress listens on
     0.0.0.0 and whose state directory and Wasm file are still those of the original mesh.yaml."""
-    from envoykit.mesh.controlplane import control_state_dir, load
+    from envoykit.mesh.view import control_state_dir, load
 
     state = StateDir(tmp_path)
     state.prepare()
@@ -158,15 +159,15 @@ def test_public_ingress_copy_keeps_the_shared_state_and_files(tmp_path: Path) ->
 def test_missing_wasm_module_is_built_from_its_example(tmp_path: Path) -> None:
     mesh = tmp_path / "mesh.yaml"
     mesh.write_text("extensions:\n  wasm:\n    - name: hdr\n      file: out/add_header.wasm\n")
-    assert ensure_wasm_modules(mesh) == [tmp_path / "out" / "add_header.wasm"]
+    assert ensure_wasm_modules(load_mesh(mesh)) == [tmp_path / "out" / "add_header.wasm"]
     assert (tmp_path / "out" / "add_header.wasm").read_bytes()[:4] == b"\0asm"
-    assert ensure_wasm_modules(mesh) == []  # present now: nothing to do
+    assert ensure_wasm_modules(load_mesh(mesh)) == []  # present now: nothing to do
 
 
 def test_missing_wasm_module_that_is_no_example_names_the_field(tmp_path: Path) -> None:
     mesh = tmp_path / "mesh.yaml"
     mesh.write_text("api_version: envoykit/v1\nextensions:\n  wasm:\n    - name: x\n      file: nope.wasm\n")
     with pytest.raises(ConfigError) as err:
-        ensure_wasm_modules(mesh)
+        ensure_wasm_modules(load_mesh(mesh))
     assert (err.value.line, err.value.field) == (5, "extensions.wasm.0.file")
     assert "nope.wasm does not exist and is not an example filter" in str(err.value)

@@ -35,12 +35,14 @@ class LoadedMesh:
         base_dir: the file's directory (relative paths in the model are resolved against it).
         files: the files the model references (Wasm modules, TLS files, the authz policy
             directory), watched for changes too.
+        doc: the parsed YAML document, for errors about a field found after validation (its line).
     """
 
     mesh: Mesh
     path: Path
     base_dir: Path
     files: tuple[Path, ...]
+    doc: YamlDocument | None = None
 
 
 # libyaml when present: a 1,000-service mesh.yaml parses several times faster
@@ -111,7 +113,7 @@ def load_mesh(path: str | Path) -> LoadedMesh:
     policy_dir = mesh.extensions.authz.policy_dir
     if policy_dir is not None and not (base / policy_dir).is_dir():
         raise yaml_error(doc, ("extensions", "authz", "policy_dir"), f"no such directory: {policy_dir}")
-    return LoadedMesh(mesh=mesh, path=p, base_dir=base, files=_referenced(mesh, base))
+    return LoadedMesh(mesh=mesh, path=p, base_dir=base, files=_referenced(mesh, base), doc=doc)
 
 
 def parse_mesh(text: str, name: str = "<mesh>") -> Mesh:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from envoykit.control.model.loader import load_mesh, parse_mesh
 from envoykit.control.model.mesh import Mesh
 from envoykit.control.model.nodes import NodeInfo, mesh_nodes
 from envoykit.control.model.ports import remap_ports
@@ -24,6 +25,7 @@ from envoykit.control.model.types import Address
 from envoykit.core import envoy_binary
 from envoykit.core.net import FreePorts
 from envoykit.mesh.state import StateDir
+from envoykit.mesh.wasm import ensure_wasm_modules
 
 
 @dataclass(frozen=True)
@@ -104,26 +106,28 @@ def absolute_paths(mesh: Mesh, base: Path) -> Mesh:
     )
 
 
-def load_model(path: Path) -> Mesh:
-    """Load and validate mesh.yaml with the control plane's loader.
+def load(
+    path: Path,
+    state: StateDir,
+    *,
+    free_ports: FreePorts | None = None,
+    public_ingress: bool = False,
+    build_wasm: bool = False,
+) -> MeshView:
+    """Load ``path`` into a :class:`MeshView`: mesh.yaml is read and validated once, here.
+
+    With ``build_wasm`` the example Wasm modules the mesh names are built when missing
+    (:func:`envoykit.mesh.wasm.ensure_wasm_modules`). With ``free_ports`` (a copy on ports from that
+    allocator, with its own control-plane state) or ``public_ingress`` (the ingress gateway on 0.0.0.0),
+    a copy is written to ``<state>/work/mesh.yaml`` and served instead.
 
     Raises:
-        ConfigError: the file is invalid (names file, line and field).
+        ConfigError: the file is invalid, or a missing Wasm module cannot be built (file, line, field).
     """
-    from envoykit.control.model.loader import load_mesh
-
-    return load_mesh(path).mesh
-
-
-def load(
-    path: Path, state: StateDir, *, free_ports: FreePorts | None = None, public_ingress: bool = False
-) -> MeshView:
-    """Load ``path`` into a :class:`MeshView`.
-
-    With ``free_ports`` (a copy on ports from that allocator, with its own control-plane state) or ``public_ingress``
-    (the ingress gateway on 0.0.0.0), a copy is written to ``<state>/work/mesh.yaml`` and served instead.
-    """
-    mesh = load_model(path)
+    loaded = load_mesh(path)
+    if build_wasm:
+        ensure_wasm_modules(loaded)
+    mesh = loaded.mesh
     if free_ports or public_ingress:
         mesh = absolute_paths(mesh, path.parent)
     if free_ports:
@@ -142,8 +146,9 @@ def load(
         mesh = mesh.model_copy(update={"gateways": gateways})
     if free_ports or public_ingress:
         path = state.work / "mesh.yaml"
-        path.write_text(yaml.safe_dump(mesh.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
-        mesh = load_model(path)  # the copy must pass the same validation as the original
+        text = yaml.safe_dump(mesh.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
+        path.write_text(text)
+        mesh = parse_mesh(text, str(path))  # the copy must pass the same validation as the original
     return view(mesh, path)
 
 
