@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck pytest up demo bench clean wasm
+.PHONY: venv test test-fast lint typecheck pytest up demo bench clean wasm
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ pytest: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The tests that start no Envoy, Redis or server process (markers in tests/conftest.py), in a minute or two.
+test-fast: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH ENVOYKIT_TEST_FAST=1 $(BIN)/pytest -m "not envoy and not redis and not server and not docker" $(PYTEST_ARGS)
 
 up: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/envoykit up examples/mesh.yaml

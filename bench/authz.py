@@ -295,7 +295,7 @@ def main() -> None:
         gate_filters = [MessageToDict(f, preserving_proto_field_name=True) for f in gate.filters]
         enabled = MessageToDict(gate.ext_authz_enabled, preserving_proto_field_name=True)
         gate_filters.append(ext_authz_filter("authz_gate", filter_enabled_metadata=enabled))
-        normalise = {"normalize_path": True, "merge_slashes": True}
+        normalise: dict[str, Any] = {"normalize_path": True, "merge_slashes": True}
         normalise["path_with_escaped_slashes_action"] = "UNESCAPE_AND_FORWARD"
         cfg["static_resources"]["listeners"].append(
             http_listener(ports["gate"], ok, gate_filters, name="gate", hcm_extra=normalise)

@@ -177,7 +177,8 @@ async def run_clients(address: str, state_dir: str, nodes: list[str]) -> None:
         for n, r in zip(nodes, readies, strict=True)
     ]
     all_ready = asyncio.ensure_future(asyncio.gather(*(r.wait() for r in readies)))
-    done, _ = await asyncio.wait([all_ready, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    waiting: list[asyncio.Future[Any]] = [all_ready, *tasks]
+    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     for t in tasks:  # a client that died before it synced would otherwise hang the run
         if t in done and t.exception() is not None:
             raise t.exception()  # type: ignore[misc]

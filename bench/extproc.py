@@ -43,7 +43,7 @@ def cpu_seconds(pid: int) -> float:
 def sequential(url: str, n: int) -> tuple[float, float]:
     """p50 and p99 in ms of ``n`` requests sent one after another on one connection (no queueing)."""
     parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
     lat = []
     for i in range(n):
         t0 = time.perf_counter()

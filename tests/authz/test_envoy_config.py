@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from envoykit.core import validate_envoy_config
 from tests.envoycfg import shipped
@@ -29,6 +30,7 @@ def _first_answer(send: Callable[[], httpx.Response], want: int = 200) -> httpx.
     return r
 
 
+@pytest.mark.envoy
 def test_validates() -> None:
     validate_envoy_config(CONFIG)
 

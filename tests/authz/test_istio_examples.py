@@ -48,6 +48,7 @@ def test_cases_pass() -> None:
         None,
     ],
 )
+@pytest.mark.envoy
 def test_compile_for_each_workload_validates(workload: Workload | None) -> None:
     policy = load_policy(ROOT / "examples/istio")
     declarative = [(p, d) for p, d in policy.yaml_policies if not d.path.endswith("jwt.yaml")]

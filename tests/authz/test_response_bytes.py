@@ -5,12 +5,12 @@ from __future__ import annotations
 from envoy.service.auth.v3 import external_auth_pb2 as ea
 
 from envoykit.authz import allow, deny
-from envoykit.authz.decisions import Allow
+from envoykit.authz.decisions import Allow, Deny
 from envoykit.authz.response import response_bytes, response_for
 
 
 def test_cached_bytes_equal_the_built_response() -> None:
-    decisions = [
+    decisions: list[Allow | Deny] = [
         Allow(),
         allow({"x-authz-user": "alice"}, remove_headers=["x-secret"], response_headers={"x-r": "1"}),
         allow({"x-authz-user": "bob"}),

@@ -10,11 +10,12 @@ import pytest
 
 from tests.control.apps import Echo
 from tests.control.meshkit import addr, control_plane, get, start_nodes, workload, write_mesh
+from tests.upstream import EchoServer
 
 pytestmark = pytest.mark.envoy
 
 
-def basic_mesh(backend: Echo, frontend: Echo) -> dict[str, Any]:
+def basic_mesh(backend: EchoServer, frontend: EchoServer) -> dict[str, Any]:
     return {
         "api_version": "envoykit/v1",
         "mesh_id": "test",
@@ -114,7 +115,7 @@ def test_tcp_service_over_mtls(envoy: Any, tmp_path: Path) -> None:
         local_db = addr()
         front = workload("frontend-v1", "v1", frontend.port)
         front["sidecar"]["outbound_tcp"] = {"db": local_db}
-        mesh = {
+        mesh: dict[str, Any] = {
             "trust_domain": "test.local",
             "services": [
                 {

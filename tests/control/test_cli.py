@@ -29,6 +29,7 @@ def run(*args: str) -> Any:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
+@pytest.mark.envoy
 def test_validate_runs_three_layers(tmp_path: Path) -> None:
     good = write_mesh(tmp_path / "mesh.yaml", gateway_mesh([("b1", "v1", 9)], [{"route": [to()]}]))
     r = run("validate", str(good))

@@ -12,11 +12,12 @@ import pytest
 from tests.control.apps import Echo
 from tests.control.doubles import GrpcDouble
 from tests.control.meshkit import addr, control_plane, get, start_nodes, wait_until, workload, write_mesh
+from tests.upstream import EchoServer
 
 pytestmark = pytest.mark.envoy
 
 
-def extension_mesh(app: Echo, authz: str, ratelimit: str, extproc: str) -> dict[str, Any]:
+def extension_mesh(app: EchoServer, authz: str, ratelimit: str, extproc: str) -> dict[str, Any]:
     return {
         "trust_domain": "test.local",
         "extensions": {
@@ -139,7 +140,7 @@ def test_wasm_filter_adds_a_response_header(envoy: Any, tmp_path: Path) -> None:
         pytest.skip(f"cannot build the add_header example: {exc}")
     shutil.copy(module, tmp_path / "add_header.wasm")
     with Echo("backend") as app:
-        mesh = {
+        mesh: dict[str, Any] = {
             "extensions": {
                 "wasm": [
                     {

@@ -60,7 +60,7 @@ admin:
 """
 
 
-def run(*args: str) -> Any:
+def run(*args: str | Path) -> Any:
     return CliRunner().invoke(main, ["envoy", "inject", *map(str, args)], catch_exceptions=False)
 
 
@@ -75,6 +75,7 @@ def filters_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return list(hcm["http_filters"])
 
 
+@pytest.mark.envoy
 def test_round_trip_keeps_every_line_comment_and_order(tmp_path: Path) -> None:
     src = write(tmp_path)
     out = tmp_path / "out.yaml"
@@ -129,6 +130,7 @@ def test_replace_repoints_an_existing_filter(tmp_path: Path, envoy: Any) -> None
         assert len(second.requests) == 1 and first.requests == []
 
 
+@pytest.mark.envoy
 def test_ratelimit_needs_descriptors_and_replace_keeps_the_domain(tmp_path: Path) -> None:
     src = write(tmp_path)
     r = run(src, "-o", tmp_path / "rl.yaml", "--ratelimit", "127.0.0.1:8081")
@@ -151,6 +153,7 @@ def test_ratelimit_needs_descriptors_and_replace_keeps_the_domain(tmp_path: Path
     assert vh["route_config"]["virtual_hosts"][0]["rate_limits"] == [{"actions": [{"remote_address": {}}]}]
 
 
+@pytest.mark.envoy
 def test_invalid_input_is_reported_as_the_inputs_fault(tmp_path: Path) -> None:
     src = write(tmp_path)
     src.write_text(src.read_text().replace("route: {cluster: app}", "route: {cluster: nowhere}"))
@@ -160,6 +163,7 @@ def test_invalid_input_is_reported_as_the_inputs_fault(tmp_path: Path) -> None:
     assert not (tmp_path / "out.yaml").exists()
 
 
+@pytest.mark.envoy
 def test_a_refused_result_is_never_written(tmp_path: Path) -> None:
     src = write(tmp_path)
     junk = tmp_path / "junk.wasm"
@@ -206,6 +210,7 @@ def telemetry_addr(srv: ServerProcess) -> str:
     return f"127.0.0.1:{srv.port}"
 
 
+@pytest.mark.envoy
 def test_json_stays_json(tmp_path: Path) -> None:
     src = tmp_path / "in.json"
     src.write_text(json.dumps(yaml.safe_load(USER.format(port=10000, app=8000)), indent=2))

@@ -86,7 +86,11 @@ def test_authz_policy_sees_the_mtls_peer_as_source_principal(
             path = write_mesh(tmp_path / "mesh.yaml", mesh)
             provider = SecretProvider(CertificateAuthority(tmp_path / "state", TD))
             cpt = ControlPlaneThread(path, tls=SpiffeMeshTls(), secrets=provider)
-            provider.on_change = lambda nid: cpt.loop.call_soon_threadsafe(cpt.cp.refresh_secrets, nid)
+
+            def push(nid: str) -> None:
+                cpt.loop.call_soon_threadsafe(cpt.cp.refresh_secrets, nid)
+
+            provider.on_change = push
             refresher = asyncio.run_coroutine_threadsafe(provider.run(), cpt.loop)
             try:
                 start_nodes(envoy, cpt, "sidecar~frontend-v1", "sidecar~intruder-v1", "sidecar~backend-v1")

@@ -35,7 +35,7 @@ from envoykit.control.translate.tls import MtlsMode, inbound_filter_chains, inbo
 from envoykit.control.xds.tokens import NodeTokens
 from envoykit.core import EnvoyProcess, free_port
 from envoykit.core.spiffe import spiffe_id
-from tests.control.test_mtls_harness import (
+from tests.control.mtls_harness import (
     MiniAds,
     client_ssl_context,
     mesh_cluster,

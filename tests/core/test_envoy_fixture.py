@@ -18,11 +18,13 @@ def test_envoy_proxies_to_echo_upstream(envoy, echo) -> None:
     assert e.stats("cluster.echo.upstream_rq_200")["cluster.echo.upstream_rq_200"] == 1
 
 
+@pytest.mark.envoy
 def test_direct_response_and_validate() -> None:
     cfg = bootstrap([http_listener(free_port(), [direct_response(201, "made")])], [])
     assert "OK" in validate_envoy_config(cfg)
 
 
+@pytest.mark.envoy
 def test_validate_names_the_problem() -> None:
     cfg = bootstrap([http_listener(free_port(), [route_to("missing")])], [])
     cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][

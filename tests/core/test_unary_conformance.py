@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -69,7 +70,7 @@ def _stub(ch: grpc.Channel, name: str) -> grpc.UnaryUnaryMultiCallable:
 
 
 @pytest.fixture
-def served() -> ServerThread:
+def served() -> Iterator[ServerThread]:
     probe = Probe()
     with ServerThread(probe.methods(), limits=Limits(max_receive_message_bytes=8 * 1024 * 1024)) as st:
         st.probe = probe  # type: ignore[attr-defined]

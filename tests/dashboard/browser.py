@@ -58,7 +58,7 @@ def page(width: int = 1500, height: int = 1000) -> Iterator[Any]:
             pg = browser.new_page(viewport={"width": width, "height": height})
             errors: list[str] = []
             pg.on("pageerror", lambda e: errors.append(str(e)))
-            pg.errors = errors
+            pg.errors = errors  # type: ignore[attr-defined]  # the page's JS errors ride along to the test
             yield pg
         finally:
             browser.close()

@@ -49,6 +49,7 @@ def _fetch(source: PrometheusSource | ScrapeSource) -> Snapshot:
     return asyncio.run(go())
 
 
+@pytest.mark.server
 def test_prometheus_and_direct_scrape_agree(exporter: tuple[int, Counter], tmp_path: Path) -> None:
     port, reqs = exporter
     reqs.labels("destination", "backend-v1", "200").inc(42)

@@ -8,11 +8,13 @@ import subprocess
 import sys
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.extproc.proc import ROOT, ServerProcess
 
 
+@pytest.mark.server
 def test_health_logs_and_sigterm_drain() -> None:
     with ServerProcess("--processor", "tests.extproc.procs:chain", "--log-level", "info") as srv:
         with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
@@ -27,6 +29,7 @@ def test_health_logs_and_sigterm_drain() -> None:
     assert events[-3:] == ["serving", "draining", "stopped"]
 
 
+@pytest.mark.server
 def test_bad_processor_is_refused_with_a_clear_message() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "envoykit.cli", "extproc", "serve", "--address", "127.0.0.1:0",
@@ -37,6 +40,7 @@ def test_bad_processor_is_refused_with_a_clear_message() -> None:
     assert "processor" in out.stderr and "nothing_here" in out.stderr
 
 
+@pytest.mark.server
 def test_nice_applies_to_every_thread() -> None:
     from pathlib import Path
 
@@ -50,6 +54,7 @@ def test_nice_applies_to_every_thread() -> None:
     assert len(tasks) > 1 and nices == {7}
 
 
+@pytest.mark.server
 def test_second_server_on_a_served_port_fails_with_a_clear_message() -> None:
     with ServerProcess() as srv:
         out = subprocess.run(

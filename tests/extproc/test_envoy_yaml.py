@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 from envoykit.core import free_port, validate_envoy_config
@@ -22,6 +23,7 @@ def filters(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     return list(hcm["http_filters"])
 
 
+@pytest.mark.envoy
 def test_validates_and_asks_for_every_attribute_telemetry_reads() -> None:
     assert "OK" in validate_envoy_config(CONFIG)
     telemetry = filters(yaml.safe_load(CONFIG.read_text()))[0]["typed_config"]

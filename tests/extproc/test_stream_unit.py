@@ -23,7 +23,7 @@ def machine(*procs: Processor) -> StreamMachine:
     return StreamMachine(Chain(procs), Exchange(), get_logger("test"))
 
 
-def req_headers(body_mode: int = 0, **kv: str) -> pb.ProcessingRequest:
+def req_headers(body_mode: int = 0, /, **kv: str) -> pb.ProcessingRequest:
     r = pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=header_map(**kv)))
     r.protocol_config.request_body_mode = body_mode
     r.protocol_config.response_body_mode = body_mode
@@ -107,7 +107,7 @@ async def test_content_length_kept_right_per_body_mode(
     mode: BodyMode, removed_on_headers: bool, set_on_body: list[str]
 ) -> None:
     m = machine(Grow())
-    h = await m.handle(req_headers(body_mode=int(mode), **PATH, **{"content-length": "5"}))
+    h = await m.handle(req_headers(int(mode), **PATH, **{"content-length": "5"}))
     assert h is not None
     removed = "content-length" in h.request_headers.response.header_mutation.remove_headers
     assert removed == removed_on_headers
@@ -129,14 +129,14 @@ async def test_content_length_kept_right_per_body_mode(
 
 async def test_no_body_handler_leaves_content_length_alone() -> None:
     h = await machine(processor("none")).handle(
-        req_headers(body_mode=int(BodyMode.STREAMED), **PATH, **{"content-length": "5"})
+        req_headers(int(BodyMode.STREAMED), **PATH, **{"content-length": "5"})
     )
     assert h is not None and not h.request_headers.response.HasField("header_mutation")
 
 
 async def test_full_duplex_sends_unchanged_chunks_back() -> None:
     m = machine(processor("noop"))
-    await m.handle(req_headers(body_mode=int(BodyMode.FULL_DUPLEX_STREAMED), **PATH))
+    await m.handle(req_headers(int(BodyMode.FULL_DUPLEX_STREAMED), **PATH))
     resp = await m.handle(pb.ProcessingRequest(request_body=pb.HttpBody(body=b"chunk")))
     assert resp is not None
     sr = resp.request_body.response.body_mutation.streamed_response

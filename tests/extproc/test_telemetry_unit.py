@@ -12,7 +12,7 @@ ME = {"workload": "backend-v1", "app": "backend", "version": "v1", "namespace": 
 
 
 def exchange(
-    attrs: dict[str, object], response_headers: list[tuple[str, str]] | None = None, **md: str
+    attrs: dict[str, object], response_headers: list[tuple[str, str]] | None = None, /, **md: str
 ) -> Exchange:
     ex = Exchange(md)
     ex.attributes = {**{f"xds.node.metadata.{k}": v for k, v in ME.items()}, **attrs}

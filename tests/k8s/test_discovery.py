@@ -129,7 +129,11 @@ def test_endpoints_follow_the_api_under_traffic(envoy: Any, api: FakeApi, tmp_pa
         try:
             with control_plane(path, endpoints=src) as cpt:
                 # the endpoint-only road, as `control serve --discovery kubernetes` wires it
-                src.on_change = lambda: cpt.cp.update_endpoints(src.take_changed())
+
+                def endpoints_changed() -> None:
+                    cpt.cp.update_endpoints(src.take_changed())
+
+                src.on_change = endpoints_changed
                 translation = cpt.cp.current.translation
                 (proc,) = start_nodes(envoy, cpt, "ingress~ingress")
                 url = f"http://{mesh['gateways'][0]['address']}/"

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -59,6 +60,7 @@ def test_istio_resources(tmp_path: Path) -> None:
     assert policies["envoykit-authz-ingressgateway"]["metadata"]["namespace"] == "istio-system"
 
 
+@pytest.mark.envoy
 def test_istio_envoy_filters_load_in_envoy(tmp_path: Path) -> None:
     files = integrate(tmp_path / "out", "istio")
     (rl,) = files["istio-ratelimit.yaml"]
@@ -237,7 +239,7 @@ def test_envoy_gateway_rate_limit_patch_loads_in_envoy(tmp_path: Path) -> None:
     }
     # a listener shaped as Envoy Gateway generates one for an HTTP Gateway listener, patched as it
     # applies the policy, must load in Envoy
-    listener = {
+    listener: dict[str, Any] = {
         "name": "edge/eg/http",
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": 10080}},
         "default_filter_chain": {

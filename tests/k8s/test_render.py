@@ -144,6 +144,7 @@ def test_demo_servers_probes_configmaps_and_redis(demo: tuple[Path, dict[str, li
     assert args[args.index("--redis-url") + 1] == "redis://envoykit-redis.default.svc.cluster.local:6379/0"
 
 
+@pytest.mark.envoy
 @BUILDS_WASM
 def test_in_cluster_mesh_and_bootstraps_pass_envoy(
     demo: tuple[Path, dict[str, list[Obj]]], tmp_path: Path
@@ -154,7 +155,9 @@ def test_in_cluster_mesh_and_bootstraps_pass_envoy(
     text = cm["data"]["mesh.yaml"].replace("/etc/envoykit/wasm", str(mesh_path.parent / "wasm"))
     kmesh = parse_mesh(text)
     assert kmesh.extensions.authz.address.host == "envoykit-authz.default.svc.cluster.local"
-    assert str(kmesh.gateway("egress").address) == "egress.default.svc.cluster.local:8090"
+    egress = kmesh.gateway("egress")
+    assert egress is not None
+    assert str(egress.address) == "egress.default.svc.cluster.local:8090"
     assert str(kmesh.extensions.access_log.address) == "envoykit-access-log.default.svc.cluster.local:9293"
     (tmp_path / "mesh.yaml").write_text(text)
     loaded = load_mesh(tmp_path / "mesh.yaml")

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from envoykit.mesh import Plan, StateDir
@@ -22,6 +23,7 @@ def _envoykit(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*ENVOYKIT, *args], capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.server
 def test_up_status_logs_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
     be = backend()
     plan = Plan([be, frontend(be.probe.port)])
@@ -88,6 +90,7 @@ def test_up_status_logs_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
     assert out.returncode == 1 and yaml.safe_load(out.stdout)["state"] == "stopped"
 
 
+@pytest.mark.server
 def test_up_refuses_a_bad_mesh_naming_file_line_and_field(tmp_path: Path) -> None:
     mesh = tmp_path / "mesh.yaml"
     mesh.write_text(
@@ -103,6 +106,7 @@ def test_up_refuses_a_bad_mesh_naming_file_line_and_field(tmp_path: Path) -> Non
     assert f"{mesh}:6: services.0.workloads.0.address" in out.stderr, out.stderr
 
 
+@pytest.mark.server
 def test_up_refuses_a_service_without_a_command(tmp_path: Path) -> None:
     mesh = tmp_path / "mesh.yaml"
     mesh.write_text(

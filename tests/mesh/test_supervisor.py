@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -17,8 +18,14 @@ from envoykit.mesh import Component, MeshStartError, Plan, PlanError, Probe, Sta
 from tests.mesh.helpers import backend, frontend, get_json, group_members
 
 
-def _sup(plan: Plan, tmp_path: Path, **kw: float) -> Supervisor:
+def _sup(plan: Plan, tmp_path: Path, **kw: Any) -> Supervisor:
     return Supervisor(plan, StateDir(tmp_path / "state"), console=Console(file=io.StringIO()), **kw)
+
+
+def _ticked(sup: Supervisor, state: str) -> bool:
+    """One supervision round, then whether the backend is in ``state``."""
+    sup.tick()
+    return sup.status.components["backend"].state == state
 
 
 def _wait(cond: object, timeout: float = 20.0) -> None:
@@ -103,11 +110,11 @@ def test_crash_is_restarted_with_doubling_backoff(tmp_path: Path) -> None:
         for n, expect_delay in ((1, 0.3), (2, 0.6)):
             pid = sup.slots["backend"].proc.pid
             os.kill(pid, signal.SIGKILL)
-            _wait(lambda: (sup.tick(), sup.status.components["backend"].state == "restarting")[1])
+            _wait(lambda: _ticked(sup, "restarting"))
             assert sup.status.components["backend"].last_exit == -signal.SIGKILL
             restart_in = sup.slots["backend"].restart_at - time.monotonic()
             assert expect_delay - 0.25 < restart_in <= expect_delay  # doubled after each crash
-            _wait(lambda: (sup.tick(), sup.status.components["backend"].state == "ready")[1])
+            _wait(lambda: _ticked(sup, "ready"))
             assert sup.status.components["backend"].restarts == n
             assert sup.slots["backend"].proc.pid != pid
             assert get_json(f"{be.address}/x")[0] == 200

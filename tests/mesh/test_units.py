@@ -129,7 +129,7 @@ def test_remap_moves_every_address_and_keeps_shared_ones_equal() -> None:
 
     before, after = addresses(shared), addresses(moved)
     assert len(before) == len(after) >= 10  # xds, servers, workloads and sidecars, gateways
-    old_to_new = {}
+    old_to_new: dict[int, int] = {}
     for a, b in zip(before, after, strict=True):
         assert b.port != a.port and b.host == a.host
         assert old_to_new.setdefault(a.port, b.port) == b.port  # one old port, one new port

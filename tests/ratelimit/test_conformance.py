@@ -140,17 +140,20 @@ def test_limit_override() -> None:
     lk = Lookup(cfg)
     d = descriptor(("key1", "value1"), ("subkey1", "something"), limit=(10, Unit.DAY))
     m = lk.get_limit("test-domain", d)
+    assert m is not None
     assert (m.limit.requests_per_unit, m.limit.unit) == (10, Unit.DAY)
     assert m.limit.full_key == "test-domain.key1_value1.subkey1_something"
     assert not m.limit.shadow_mode
     m2 = lk.get_limit(
         "test-domain", descriptor(("key1", "value1"), ("subkey1", "something"), limit=(42, Unit.HOUR))
     )
+    assert m2 is not None
     assert (m2.limit.requests_per_unit, m2.limit.unit) == (42, Unit.HOUR)
     assert m2.stats is m.stats
     m3 = lk.get_limit(
         "test-domain", descriptor(("key1", "value1"), ("subkey1", "something_else"), limit=(1, 1))
     )
+    assert m3 is not None
     assert m3.stats is not m.stats and m3.stats_key == "key1_value1.subkey1_something_else"
     assert lk.get_limit("foo_domain", d) is None
 

@@ -160,6 +160,7 @@ def test_reference_deployment_env_through_envoy_and_redis(tmp_path: Path, envoy,
         _stop(proc)
 
 
+@pytest.mark.server
 def test_flags_win_and_refusals_stop_the_start(tmp_path: Path) -> None:
     conf = tmp_path / "limits"
     conf.mkdir()

@@ -53,7 +53,7 @@ descriptors:
 """
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def store(request: pytest.FixtureRequest) -> Iterator[Store]:
     if request.param == "memory":
         yield MemoryStore()
@@ -94,6 +94,7 @@ def test_fixed_window_admits_limit_then_over(store: Store) -> None:
     )
     stats = svc.lookup().config.stats.get("web", "client")
     assert stats is not None
+    assert stats is not None
     # 8 hits, 6 within; over: 2 (past the limit); near: floor(5*.8)=4 → the 5th hit
     assert (stats.total_hits, stats.within_limit, stats.over_limit, stats.near_limit) == (9, 7, 2, 1)
 
@@ -107,6 +108,7 @@ def test_hits_addend(store: Store) -> None:
     r = svc.should_rate_limit(request("web", descriptor(("client", "x"), hits_addend=3)))
     assert (r.overall_code, r.statuses[0].limit_remaining) == (OVER_LIMIT, 0)
     stats = svc.lookup().config.stats.get("web", "client")
+    assert stats is not None
     # 3 within (near: 0); then 3 with 3 before: over 1, near 4-3=1... reference: near += 5 - max(4, 3) = 1
     assert (stats.over_limit, stats.near_limit, stats.within_limit) == (1, 1, 3)
 
@@ -116,7 +118,8 @@ def test_shadow_unlimited_replaces_and_unknown(store: Store) -> None:
     for _ in range(3):
         r = svc.should_rate_limit(request("web", descriptor(("shadow", "s"))))
     assert (r.overall_code, r.statuses[0].code, r.statuses[0].limit_remaining) == (OK, OK, 0)
-    assert svc.lookup().config.stats.get("web", "shadow").shadow_mode == 2
+    shadow = svc.lookup().config.stats.get("web", "shadow")
+    assert shadow is not None and shadow.shadow_mode == 2
     r = svc.should_rate_limit(request("web", descriptor(("vip", "v"))))
     assert (r.overall_code, r.statuses[0].limit_remaining) == (OK, 2**32 - 1)
     assert not r.statuses[0].HasField("current_limit")

@@ -142,6 +142,7 @@ def test_logs_access_prints_the_last_lines_of_a_file(tmp_path: Path) -> None:
     assert missing.exit_code != 0 and "no log yet" in missing.output
 
 
+@pytest.mark.server
 def test_a_second_server_on_a_served_address_exits_1(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -8,7 +8,7 @@ from envoykit.wasmhost import Action, HttpRequest, HttpResponse, Status, fastcal
 from tests.wasmhost.conftest import WAT, slot
 
 
-def test_configuration_buffers(wat):
+def test_configuration_buffers(wat) -> None:
     plugin = wat("buffers", configuration="abcdefgh", vm_configuration="vm-conf")
     assert slot(plugin, 0) == 7  # vm configuration size passed to on_vm_start
     assert (slot(plugin, 1), slot(plugin, 2)) == (Status.OK, 7)
@@ -21,7 +21,7 @@ def test_configuration_buffers(wat):
     assert slot(plugin, 11) == Status.BAD_ARGUMENT  # unknown buffer type
 
 
-def test_request_body_is_buffered_then_edited_with_envoys_rules(wat):
+def test_request_body_is_buffered_then_edited_with_envoys_rules(wat) -> None:
     plugin = wat("buffers", configuration="x")
     stream = plugin.http_stream()
     stream.send_request_headers({":path": "/", ":method": "POST"})
@@ -37,7 +37,7 @@ def test_request_body_is_buffered_then_edited_with_envoys_rules(wat):
     assert stream.request_body == b"<hello world>"
 
 
-def test_response_body_replaced(wat):
+def test_response_body_replaced(wat) -> None:
     plugin = wat("buffers", configuration="x")
     stream = plugin.http_stream()
     stream.send_request_headers({":path": "/"}, end_of_stream=True)
@@ -48,7 +48,7 @@ def test_response_body_replaced(wat):
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_u32_arguments_are_unsigned_on_both_call_paths(monkeypatch, enabled):
+def test_u32_arguments_are_unsigned_on_both_call_paths(monkeypatch, enabled) -> None:
     """0xffffffff is "to the end" / "append", never -1 (examples/wasm/wat/u32_args.wat; the same
     answers are diffed against Envoy in test_examples_vs_envoy)."""
     monkeypatch.setattr(fastcall, "ENABLED", enabled and fastcall.ENABLED)

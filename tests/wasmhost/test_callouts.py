@@ -15,7 +15,7 @@ def plugin():
     return load_plugin(WAT / "callouts.wat", clusters={"backend", "grpc_backend"})
 
 
-def test_http_call_is_recorded_and_answered_on_the_root_context(plugin):
+def test_http_call_is_recorded_and_answered_on_the_root_context(plugin) -> None:
     stream = plugin.http_stream()
     assert stream.send_request_headers(GET, end_of_stream=True) == Action.PAUSE
     assert slot(plugin, 0) == Status.OK and slot(plugin, 1) == 4  # first HTTP call id
@@ -43,7 +43,7 @@ def test_http_call_is_recorded_and_answered_on_the_root_context(plugin):
         call.respond()
 
 
-def test_failed_call_has_no_headers_and_a_reset_status(plugin):
+def test_failed_call_has_no_headers_and_a_reset_status(plugin) -> None:
     stream = plugin.http_stream()
     stream.send_request_headers(GET, end_of_stream=True)
     plugin.http_calls[0].fail()
@@ -53,7 +53,7 @@ def test_failed_call_has_no_headers_and_a_reset_status(plugin):
     assert stream.request_complete
 
 
-def test_grpc_call(plugin):
+def test_grpc_call(plugin) -> None:
     plugin.http_stream().send_request_headers(GET, end_of_stream=True)
     assert slot(plugin, 4) == Status.OK and slot(plugin, 5) == 5  # first gRPC call id
     [call] = plugin.grpc_calls
@@ -69,7 +69,7 @@ def test_grpc_call(plugin):
     assert plugin.grpc_calls == []
 
 
-def test_any_cluster_accepted_without_a_cluster_list():
+def test_any_cluster_accepted_without_a_cluster_list() -> None:
     plugin = Host().load(WAT / "callouts.wat")
     plugin.http_stream().send_request_headers(GET, end_of_stream=True)
     assert slot(plugin, 3) == Status.OK  # "nope" is fine when clusters are not restricted

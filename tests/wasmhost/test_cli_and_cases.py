@@ -12,7 +12,7 @@ from envoykit.wasmdiff import CasesError, parse_cases
 from tests.wasmhost.conftest import CASES
 
 
-def test_run_prints_what_the_filter_did(wasm_example):
+def test_run_prints_what_the_filter_did(wasm_example) -> None:
     wasm = wasm_example("deny")
     args = ["wasm", "run", str(wasm), "--root-id", "deny", "--config", "x-deny", "-H", "x-deny: 1", "--json"]
     result = CliRunner().invoke(main, args)
@@ -25,7 +25,7 @@ def test_run_prints_what_the_filter_did(wasm_example):
     assert out["actions"][0] == ["proxy_on_request_headers", 1]
 
 
-def test_run_text_output_with_callout(wasm_example):
+def test_run_text_output_with_callout(wasm_example) -> None:
     wasm = wasm_example("callout")
     args = ["wasm", "run", str(wasm), "--root-id", "callout", "--config", "auth", "--callout", "auth=200:tok",
             "--request", "POST /x", "--body", "hi", "--upstream-body", "done"]  # fmt: skip
@@ -43,13 +43,13 @@ def test_run_text_output_with_callout(wasm_example):
         (["--callout", "auth"], "is not CLUSTER=STATUS"),
     ],
 )
-def test_run_bad_input(wasm_example, extra, message):
+def test_run_bad_input(wasm_example, extra, message) -> None:
     result = CliRunner().invoke(main, ["wasm", "run", str(wasm_example("add_header")), *extra])
     assert result.exit_code == 2
     assert message in result.output
 
 
-def test_run_reports_a_failing_filter(tmp_path):
+def test_run_reports_a_failing_filter(tmp_path) -> None:
     from tests.wasmhost.conftest import WAT
 
     result = CliRunner().invoke(main, ["wasm", "run", str(WAT / "limits.wat"), "--request", "GET /trap"])
@@ -83,7 +83,7 @@ def test_diff_command_exit_codes(wasm_example, monkeypatch):
     assert "status: host 500 != envoy 404" in bad.output
 
 
-def test_diff_command_bad_cases_file(wasm_example, tmp_path):
+def test_diff_command_bad_cases_file(wasm_example, tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("root_id: x\ncases:\n  - request: {path: nope}\n")
     result = CliRunner().invoke(main, ["wasm", "diff", str(wasm_example("add_header")), str(bad)])
@@ -91,7 +91,7 @@ def test_diff_command_bad_cases_file(wasm_example, tmp_path):
     assert "cases.0.request.path: must start with '/'" in result.output
 
 
-def test_build_command_lists_paths(wasm_example):
+def test_build_command_lists_paths(wasm_example) -> None:
     result = CliRunner().invoke(main, ["wasm", "build", "add_header", "wat_logging"])
     assert result.exit_code == 0, result.output
     lines = dict(line.split("\t") for line in result.output.splitlines())
@@ -121,14 +121,14 @@ def test_build_command_lists_paths(wasm_example):
         ({"cases": [{}], "before": {"buffer": "yes"}}, "before.buffer: true or false"),
     ],
 )
-def test_cases_validation_names_the_field(doc, message):
+def test_cases_validation_names_the_field(doc, message) -> None:
     with pytest.raises(CasesError) as err:
         parse_cases(doc, "f.yaml")
     assert message in str(err.value)
     assert str(err.value).startswith("f.yaml")
 
 
-def test_cases_defaults_and_repeated_headers():
+def test_cases_defaults_and_repeated_headers() -> None:
     cf = parse_cases({"cases": [{"request": {"headers": [["x-r", 1], ["X-R", 2]], "body": "b"}}]})
     case = cf.cases[0]
     assert case.request.headers == [("x-r", "1"), ("x-r", "2")]

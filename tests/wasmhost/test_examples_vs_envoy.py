@@ -79,7 +79,7 @@ TIMING_DEPENDENT = {"callout_phases"}
 
 
 @pytest.mark.parametrize(("example", "cases"), DIFFS, ids=[f"{e}-{c}" for e, c in DIFFS])
-def test_host_matches_envoy(wasm_example, wasm_diff, example, cases):
+def test_host_matches_envoy(wasm_example, wasm_diff, example, cases) -> None:
     report = wasm_diff(wasm_example(example), CASES / f"{cases}.yaml")
     if not report.ok and cases in TIMING_DEPENDENT:
         report = wasm_diff(wasm_example(example), CASES / f"{cases}.yaml")  # one more draw of the timing
@@ -88,7 +88,7 @@ def test_host_matches_envoy(wasm_example, wasm_diff, example, cases):
 
 
 @pytest.mark.parametrize("example", ["add_header", "as_add_header"])
-def test_add_header_outcome(wasm_example, example):
+def test_add_header_outcome(wasm_example, example) -> None:
     plugin = load_plugin(wasm_example(example), root_id="add_header", configuration="x-a: 1\nx-b:  two ")
     out = run_exchange(
         plugin, HttpRequest(path="/"), HttpResponse(200, [("content-type", "text/plain")], b"hi")
@@ -99,7 +99,7 @@ def test_add_header_outcome(wasm_example, example):
 
 
 @pytest.mark.parametrize("example", ["deny", "as_deny"])
-def test_deny_outcome(wasm_example, example):
+def test_deny_outcome(wasm_example, example) -> None:
     plugin = load_plugin(wasm_example(example), root_id="deny", configuration="x-deny")
     stream = plugin.http_stream()
     assert (
@@ -115,7 +115,7 @@ def test_deny_outcome(wasm_example, example):
 
 
 @pytest.mark.parametrize("example", ["counter", "as_counter"])
-def test_counter_outcome(wasm_example, example):
+def test_counter_outcome(wasm_example, example) -> None:
     plugin = load_plugin(wasm_example(example), root_id="counter", configuration="count")
     for n in range(1, 4):
         out = run_exchange(plugin, HttpRequest(), HttpResponse())
@@ -124,7 +124,7 @@ def test_counter_outcome(wasm_example, example):
 
 
 @pytest.mark.parametrize("example", ["callout", "as_callout"])
-def test_callout_outcome(wasm_example, example):
+def test_callout_outcome(wasm_example, example) -> None:
     plugin = load_plugin(wasm_example(example), root_id="callout", configuration="auth", clusters={"auth"})
     stream = plugin.http_stream()
     assert (
@@ -143,7 +143,7 @@ def test_callout_outcome(wasm_example, example):
 
 
 @pytest.mark.parametrize("example", ["shared_state", "as_shared_state"])
-def test_shared_state_outcome(wasm_example, example):
+def test_shared_state_outcome(wasm_example, example) -> None:
     plugin = load_plugin(wasm_example(example), root_id="shared_state", configuration="hits")
     other = plugin.host.load(wasm_example(example), root_id="shared_state", configuration="hits")
     run_exchange(plugin, HttpRequest(), HttpResponse())
@@ -152,7 +152,7 @@ def test_shared_state_outcome(wasm_example, example):
     assert plugin.host.shared_data.items() == {"hits": b"2"}
 
 
-def test_assemblyscript_empty_configuration_traps_in_both(wasm_example, tmp_path):
+def test_assemblyscript_empty_configuration_traps_in_both(wasm_example, tmp_path) -> None:
     """The SDK's known bug: an empty plugin configuration traps in onConfigure, in Envoy too."""
     wasm = wasm_example("as_counter")
     with pytest.raises(FilterFailure, match="out of bounds memory access") as err:
@@ -167,7 +167,7 @@ def test_assemblyscript_empty_configuration_traps_in_both(wasm_example, tmp_path
     assert "Function: proxy_on_configure failed" in envoy.log()
 
 
-def test_bad_signature_refused_by_both(wasm_example, tmp_path):
+def test_bad_signature_refused_by_both(wasm_example, tmp_path) -> None:
     wasm = wasm_example("wat_bad_signature")
     with pytest.raises(ModuleLoadError, match="Bad function signature for: proxy_on_request_headers"):
         load_plugin(wasm)
@@ -179,7 +179,7 @@ def test_bad_signature_refused_by_both(wasm_example, tmp_path):
     assert "Bad function signature for: proxy_on_request_headers" in envoy.log()
 
 
-def test_tcp_inspect_outcome(wasm_example):
+def test_tcp_inspect_outcome(wasm_example) -> None:
     from envoykit.wasmhost.tcp import run_tcp_exchange
 
     plugin = load_plugin(wasm_example("tcp_inspect"), root_id="tcp_inspect")
@@ -188,7 +188,7 @@ def test_tcp_inspect_outcome(wasm_example):
     assert [r.message for r in out.logs][-4:] == ["downstream close peer=1", "done", "log", "delete"]
 
 
-def test_body_limit_outcome(wasm_example):
+def test_body_limit_outcome(wasm_example) -> None:
     plugin = load_plugin(wasm_example("body_limit"), root_id="body_limit", configuration="8")
     big = run_exchange(plugin, HttpRequest("POST", "/", body=b"0123456789"), HttpResponse(body=b"ok"))
     assert (big.status, big.body) == (413, b"payload too large\n")
@@ -198,7 +198,7 @@ def test_body_limit_outcome(wasm_example):
     assert (small.status, small.upstream_body, small.upstream_complete) == (200, b"0123", True)
 
 
-def test_grpc_local_reply_outcome(wasm_example):
+def test_grpc_local_reply_outcome(wasm_example) -> None:
     plugin = load_plugin(wasm_example("wat_local_reply"))
     grpc = HttpRequest("POST", "/r", headers=[("content-type", "application/grpc")], body=b"x")
     out = run_exchange(plugin, grpc, HttpResponse())
@@ -209,7 +209,7 @@ def test_grpc_local_reply_outcome(wasm_example):
     assert (plain.status, plain.headers.items()) == (200, [(":status", "200"), ("content-length", "0")])
 
 
-def test_callout_timeout_is_envoys_504(wasm_example):
+def test_callout_timeout_is_envoys_504(wasm_example) -> None:
     plugin = load_plugin(wasm_example("callout"), root_id="callout", configuration="auth")
     stream = plugin.http_stream()
     stream.send_request_headers({":path": "/", ":method": "GET"}, end_of_stream=True)
@@ -218,7 +218,7 @@ def test_callout_timeout_is_envoys_504(wasm_example):
     assert stream.local_response is not None and stream.local_response.status == 403
 
 
-def test_a_request_paused_to_the_end_keeps_its_headers_reachable(wasm_example):
+def test_a_request_paused_to_the_end_keeps_its_headers_reachable(wasm_example) -> None:
     """Observed in Envoy (the callout never answered, the client gave up): on_log can still size
     the held request headers, and on_done still reads them and request.path."""
     plugin = load_plugin(wasm_example("wat_return_codes_late"), clusters={"backend"})
@@ -230,7 +230,7 @@ def test_a_request_paused_to_the_end_keeps_its_headers_reachable(wasm_example):
     assert (codes["ee"], codes["fa"], codes["fb"]) == ("00", "00", "00")
 
 
-def test_singleton_and_filter_before_outcome(wasm_example):
+def test_singleton_and_filter_before_outcome(wasm_example) -> None:
     """What singleton.yaml pins against Envoy: the singleton's shared data and the header the
     filter before the Wasm one added both reach the filter."""
     from envoykit.wasmdiff.host_side import run_case, start_plugin

@@ -11,7 +11,7 @@ from tests.wasmhost.conftest import WAT
 PANIC = "panicked at src/lib.rs:7:9:\nboom: the filter gave up\nnote: run with RUST_BACKTRACE=1"
 
 
-def test_a_trap_in_a_request_is_envoys_503_then_fail_closed():
+def test_a_trap_in_a_request_is_envoys_503_then_fail_closed() -> None:
     plugin = load_plugin(WAT / "panic.wat")
     ok = run_exchange(plugin, HttpRequest(path="/a"), HttpResponse(body=b"ok"))
     assert (ok.status, ok.body, ok.failure) == (200, b"ok", None)
@@ -25,14 +25,14 @@ def test_a_trap_in_a_request_is_envoys_503_then_fail_closed():
     assert (later.status, later.body, later.logs, later.upstream_headers) == (503, b"", [], None)
 
 
-def test_a_trap_in_the_response_headers_still_answers_503():
+def test_a_trap_in_the_response_headers_still_answers_503() -> None:
     plugin = load_plugin(WAT / "panic.wat")
     bad = run_exchange(plugin, HttpRequest(headers=[("x-panic", "response")]), HttpResponse(body=b"ok"))
     assert bad.upstream_complete and (bad.status, bad.body) == (503, b"")
     assert bad.failure is not None and bad.failure.callback == "proxy_on_response_headers"
 
 
-def test_a_trap_answering_a_callout_leaves_the_request_paused():
+def test_a_trap_answering_a_callout_leaves_the_request_paused() -> None:
     plugin = load_plugin(WAT / "panic.wat", clusters={"auth"})
     out = run_exchange(
         plugin,
@@ -46,7 +46,7 @@ def test_a_trap_answering_a_callout_leaves_the_request_paused():
     assert (later.status, later.body) == (503, b"")
 
 
-def test_fail_open_lets_later_requests_through():
+def test_fail_open_lets_later_requests_through() -> None:
     plugin = load_plugin(WAT / "panic.wat", failure_policy="FAIL_OPEN")
     bad = run_exchange(plugin, HttpRequest(headers=[("x-panic", "request")]), HttpResponse(body=b"ok"))
     assert bad.status == 503
@@ -55,7 +55,7 @@ def test_fail_open_lets_later_requests_through():
     assert later.upstream_headers is not None and later.upstream_headers[":path"] == "/c"
 
 
-def test_fail_reload_waits_out_the_backoff_then_starts_a_fresh_vm():
+def test_fail_reload_waits_out_the_backoff_then_starts_a_fresh_vm() -> None:
     plugin = load_plugin(WAT / "reload.wat", failure_policy="FAIL_RELOAD", reload_backoff_ms=1000)
     host, up = plugin.host, HttpResponse(body=b"ok")
     assert run_exchange(plugin, HttpRequest(path="/a"), up).logs[0].message == "request 1 in context 2"
@@ -75,7 +75,7 @@ def test_fail_reload_waits_out_the_backoff_then_starts_a_fresh_vm():
     assert run_exchange(plugin, HttpRequest(), up).logs[0].message == "request 2 in context 3"
 
 
-def test_fail_closed_and_open_never_reload():
+def test_fail_closed_and_open_never_reload() -> None:
     for policy in ("FAIL_CLOSED", "FAIL_OPEN"):
         plugin = load_plugin(WAT / "reload.wat", failure_policy=policy, reload_backoff_ms=2)
         run_exchange(plugin, HttpRequest(headers=[("x-panic", "1")]), HttpResponse())
@@ -86,7 +86,7 @@ def test_fail_closed_and_open_never_reload():
         )
 
 
-def test_tcp_close_time_write_goes_before_the_fin_and_its_echo_ends_the_stream():
+def test_tcp_close_time_write_goes_before_the_fin_and_its_echo_ends_the_stream() -> None:
     plugin = load_plugin(WAT / "tcp_close.wat")
     out = run_tcp_exchange(plugin, [b"hello\n"])
     assert (out.upstream_received, out.client_received) == (b"hello\nbye\n", b"hello\n")
@@ -96,7 +96,7 @@ def test_tcp_close_time_write_goes_before_the_fin_and_its_echo_ends_the_stream()
     ]  # fmt: skip
 
 
-def test_tcp_trap_closes_the_connection_and_later_ones():
+def test_tcp_trap_closes_the_connection_and_later_ones() -> None:
     plugin = load_plugin(WAT / "tcp_close.wat")
     bad = run_tcp_exchange(plugin, [b"!\n"])
     assert bad.failure is not None and (bad.upstream_received, bad.client_received) == (b"", b"")

@@ -16,7 +16,7 @@ def _run(wasm):
     return [(r.level, r.message) for r in out.logs], out.headers.items(), out.upstream_body
 
 
-def test_fast_and_public_paths_agree(wasm_example, monkeypatch):
+def test_fast_and_public_paths_agree(wasm_example, monkeypatch) -> None:
     wasm = wasm_example("inspect")
     fast = _run(wasm)
     monkeypatch.setattr(fastcall, "ENABLED", False)
@@ -26,7 +26,7 @@ def test_fast_and_public_paths_agree(wasm_example, monkeypatch):
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_i64_arguments_and_traps_cross_both_paths(monkeypatch, enabled):
+def test_i64_arguments_and_traps_cross_both_paths(monkeypatch, enabled) -> None:
     monkeypatch.setattr(fastcall, "ENABLED", enabled and fastcall.ENABLED)
     plugin = load_plugin(WAT / "metrics.wat")
     assert slot(plugin, 8) == 0 and plugin.host.metric("active") == 7  # gauge got -3 as an i64

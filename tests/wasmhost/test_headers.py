@@ -10,7 +10,7 @@ REQUEST = [(":path", "/"), (":method", "GET"), ("x-a", "first"), ("x-a", "second
            ("x-b", "2"), ("x-gone", "bye")]  # fmt: skip
 
 
-def test_request_header_operations(wat):
+def test_request_header_operations(wat) -> None:
     plugin = wat("headers")
     stream = plugin.http_stream()
     assert stream.send_request_headers(REQUEST, end_of_stream=True) == Action.CONTINUE
@@ -30,7 +30,7 @@ def test_request_header_operations(wat):
     assert pairs == [(k.encode(), v.encode()) for k, v in stream.request_headers.items()]
 
 
-def test_unavailable_map_answers_like_envoy(wat):
+def test_unavailable_map_answers_like_envoy(wat) -> None:
     plugin = wat("headers")
     plugin.http_stream().send_request_headers(REQUEST, end_of_stream=True)
     assert slot(plugin, 13) == Status.BAD_ARGUMENT  # get on a map that is not there
@@ -40,7 +40,7 @@ def test_unavailable_map_answers_like_envoy(wat):
     assert slot(plugin, 17) == Status.BAD_ARGUMENT  # size
 
 
-def test_set_pairs_replaces_the_response_map(wat):
+def test_set_pairs_replaces_the_response_map(wat) -> None:
     plugin = wat("headers")
     stream = plugin.http_stream()
     stream.send_request_headers(REQUEST, end_of_stream=True)
@@ -51,7 +51,7 @@ def test_set_pairs_replaces_the_response_map(wat):
     assert slot(plugin, 22) == Status.BAD_ARGUMENT  # response trailers are not there
 
 
-def test_pairs_round_trip_and_malformed_input():
+def test_pairs_round_trip_and_malformed_input() -> None:
     pairs = [(b"a", b"1"), (b"", b""), (b"long-key", b"v" * 300)]
     assert decode_pairs(encode_pairs(pairs)) == pairs
     assert encode_pairs([]) == b""
@@ -62,7 +62,7 @@ def test_pairs_round_trip_and_malformed_input():
     assert decode_pairs(b"\x01\x04\x00\x00" + b"\0" * 8) is None  # too many pairs
 
 
-def test_header_map_keeps_pseudo_headers_first_and_replace_appends():
+def test_header_map_keeps_pseudo_headers_first_and_replace_appends() -> None:
     m = HeaderMap([("x-a", "1"), (":path", "/")])
     m.add(":method", "GET")
     assert list(m) == [":path", ":method", "x-a"]

@@ -22,7 +22,7 @@ def module(body: bytes, imports: bytes = b"") -> bytes:
     return b"(module " + imports + PRELUDE + body + b")"
 
 
-def test_only_startup_safe_calls_during_initialize():
+def test_only_startup_safe_calls_during_initialize() -> None:
     wasm = module(
         b'(func (export "_initialize") (drop (call $tick (i32.const 10))))',
         b'(import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))',
@@ -33,7 +33,7 @@ def test_only_startup_safe_calls_during_initialize():
         load_plugin(wasm)
 
 
-def test_main_runs_after_initialize():
+def test_main_runs_after_initialize() -> None:
     wasm = module(
         b"(global $seq (mut i32) (i32.const 0))"
         b'(func (export "_initialize") (global.set $seq (i32.const 1)))'
@@ -45,14 +45,14 @@ def test_main_runs_after_initialize():
 
 
 @pytest.mark.parametrize("callback", ["proxy_on_vm_start", "proxy_on_configure"])
-def test_refusing_start_or_configuration_fails_the_load(callback):
+def test_refusing_start_or_configuration_fails_the_load(callback) -> None:
     wasm = module(f'(func (export "{callback}") (param i32 i32) (result i32) (i32.const 0))'.encode())
     with pytest.raises(FilterFailure) as err:
         load_plugin(wasm)
     assert err.value.callback == callback and err.value.reason == "refused"
 
 
-def test_validate_configuration():
+def test_validate_configuration() -> None:
     wasm = module(
         b'(func (export "proxy_validate_configuration") (param i32 i32) (result i32)'
         b"  (i32.lt_u (local.get 1) (i32.const 4)))"
@@ -62,7 +62,7 @@ def test_validate_configuration():
     assert plugin.validate_configuration(b"too long") is False
 
 
-def test_grpc_stream_send_close_cancel():
+def test_grpc_stream_send_close_cancel() -> None:
     imports = (
         b'(import "env" "proxy_grpc_stream" (func $stream (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))'
         b'(import "env" "proxy_grpc_send" (func $send (param i32 i32 i32 i32) (result i32)))'
@@ -96,12 +96,12 @@ def test_grpc_stream_send_close_cancel():
     assert plugin.vm.read_u32(280) == 14 and plugin.grpc_calls == []
 
 
-def test_start_runs_for_wasi_commands():
+def test_start_runs_for_wasi_commands() -> None:
     wasm = module(b'(func (export "_start") (i32.store (i32.const 256) (i32.const 42)))')
     assert load_plugin(wasm).vm.read_u32(256) == 42
 
 
-def test_compiled_module_cache(tmp_path):
+def test_compiled_module_cache(tmp_path) -> None:
     from envoykit.wasmhost import load_module
     from envoykit.wasmhost.module import clear_memory_cache
 
@@ -118,7 +118,7 @@ def test_compiled_module_cache(tmp_path):
     assert load_module(wasm, cache_dir=tmp_path).from_cache == ""  # recompiled, not trusted
 
 
-def test_trailers_are_reachable_in_their_callbacks_and_can_pause():
+def test_trailers_are_reachable_in_their_callbacks_and_can_pause() -> None:
     imports = (
         b'(import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))'
         b'(import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))'

@@ -13,7 +13,7 @@ def value(plugin, i: int) -> bytes:
     return plugin.vm.read(slot(plugin, i + 1), slot(plugin, i + 2))
 
 
-def test_builtin_and_test_set_properties(wasm_host: Host, wat):
+def test_builtin_and_test_set_properties(wasm_host: Host, wat) -> None:
     wasm_host.properties["xds.node.id"] = "sidecar~10.0.0.1"
     plugin = wat("properties", root_id="my_root")
     assert slot(plugin, 0) == Status.OK and value(plugin, 0) == b"my_root"
@@ -30,14 +30,14 @@ def test_builtin_and_test_set_properties(wasm_host: Host, wat):
     assert struct.unpack("<q", value(plugin, 17))[0] == 404  # integers: 8 bytes little-endian
 
 
-def test_per_stream_property_overrides(wat):
+def test_per_stream_property_overrides(wat) -> None:
     plugin = wat("properties")
     stream = plugin.http_stream(**{"xds.node.id": "per-stream"})
     stream.send_request_headers({":path": "/"}, end_of_stream=True)
     assert value(plugin, 7) == b"per-stream"
 
 
-def test_encodings_follow_envoy():
+def test_encodings_follow_envoy() -> None:
     assert encode_value("s") == b"s"
     assert encode_value(True) == b"\x01"
     assert encode_value(-2) == struct.pack("<q", -2)
@@ -46,7 +46,7 @@ def test_encodings_follow_envoy():
     assert encode_value(["a"]) == b"\x01\0\0\0\x01\0\0\0\0\0\0\0a\0\0"
 
 
-def test_envoy_1_40_attributes_in_each_phase():
+def test_envoy_1_40_attributes_in_each_phase() -> None:
     """What envoy_properties.wat logs (diffed against Envoy in test_examples_vs_envoy)."""
     from envoykit.wasmbuild.build import build_example
     from envoykit.wasmdiff.cases import load_cases
@@ -67,7 +67,7 @@ def test_envoy_1_40_attributes_in_each_phase():
     assert bodiless.upstream is not None and ("content-length", "0") in bodiless.upstream[2]
 
 
-def test_node_properties_are_refused():
+def test_node_properties_are_refused() -> None:
     import pytest
 
     with pytest.raises(ValueError, match=r"xds\.node\.id"):

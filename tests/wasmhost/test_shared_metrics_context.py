@@ -6,7 +6,7 @@ from envoykit.wasmhost import Host, MetricType, Status
 from tests.wasmhost.conftest import WAT, slot
 
 
-def test_shared_data_cas(wat, wasm_host: Host):
+def test_shared_data_cas(wat, wasm_host: Host) -> None:
     plugin = wat("shared")
     assert (slot(plugin, 0), slot(plugin, 1)) == (Status.OK, Status.OK)
     assert slot(plugin, 2) > 0
@@ -16,14 +16,14 @@ def test_shared_data_cas(wat, wasm_host: Host):
     assert wasm_host.shared_data.items("") == {"k": b"v2"}
 
 
-def test_shared_data_is_shared_between_plugins_of_one_vm_id(wasm_host: Host):
+def test_shared_data_is_shared_between_plugins_of_one_vm_id(wasm_host: Host) -> None:
     a = wasm_host.load(WAT / "shared.wat", vm_id="same")
     b = wasm_host.load(WAT / "shared.wat", vm_id="same")
     assert slot(a, 0) == Status.OK and slot(b, 0) == Status.OK
     assert slot(b, 2) > slot(a, 2)  # the CAS counter is host-wide
 
 
-def test_shared_queue(wat):
+def test_shared_queue(wat) -> None:
     plugin = wat("shared")
     token = slot(plugin, 7)
     assert slot(plugin, 6) == Status.OK and token > 0
@@ -37,7 +37,7 @@ def test_shared_queue(wat):
     assert plugin.vm.read(slot(plugin, 16), slot(plugin, 17)) == b"item"
 
 
-def test_metrics_rules(wat, wasm_host: Host):
+def test_metrics_rules(wat, wasm_host: Host) -> None:
     plugin = wat("metrics")
     c, g, h = slot(plugin, 1), slot(plugin, 2), slot(plugin, 3)
     assert (c & 3, g & 3, h & 3) == (MetricType.COUNTER, MetricType.GAUGE, MetricType.HISTOGRAM)
@@ -58,7 +58,7 @@ def test_metrics_rules(wat, wasm_host: Host):
     )
 
 
-def test_foreign_functions_effective_context_and_deferred_done(wasm_host: Host):
+def test_foreign_functions_effective_context_and_deferred_done(wasm_host: Host) -> None:
     wasm_host.register_foreign_function("reverse", lambda data: data[::-1])
     plugin = wasm_host.load(WAT / "context.wat")
     assert slot(plugin, 0) == Status.OK

@@ -10,7 +10,7 @@ from tests.wasmhost.conftest import slot
 GET = {":path": "/", ":method": "GET", ":authority": "a"}
 
 
-def test_local_response_is_deferred_and_runs_through_the_response_side(wat):
+def test_local_response_is_deferred_and_runs_through_the_response_side(wat) -> None:
     plugin = wat("stream", configuration="L")
     stream = plugin.http_stream()
     assert stream.send_request_headers(GET, end_of_stream=True) == Action.PAUSE
@@ -29,7 +29,7 @@ def test_local_response_is_deferred_and_runs_through_the_response_side(wat):
         stream.send_response_headers({":status": "200"})
 
 
-def test_pause_holds_the_body_until_continue_from_another_context(wasm_host: Host, wat):
+def test_pause_holds_the_body_until_continue_from_another_context(wasm_host: Host, wat) -> None:
     plugin = wat("stream", configuration="P")
     stream = plugin.http_stream()
     assert stream.send_request_headers({**GET, ":method": "POST"}) == Action.PAUSE
@@ -43,7 +43,7 @@ def test_pause_holds_the_body_until_continue_from_another_context(wasm_host: Hos
     assert stream.request_complete and stream.request_body == b"abcdef"
 
 
-def test_body_pause_buffers(wat):
+def test_body_pause_buffers(wat) -> None:
     plugin = wat("stream", configuration="B")
     stream = plugin.http_stream()
     stream.send_request_headers(GET)
@@ -55,7 +55,7 @@ def test_body_pause_buffers(wat):
     assert stream.request_body == b"12345"
 
 
-def test_no_body_callback_when_headers_end_the_stream(wat):
+def test_no_body_callback_when_headers_end_the_stream(wat) -> None:
     plugin = wat("stream", configuration="B")
     stream = plugin.http_stream()
     stream.send_request_headers(GET, end_of_stream=True)
@@ -64,7 +64,7 @@ def test_no_body_callback_when_headers_end_the_stream(wat):
     assert slot(plugin, 4) == 0
 
 
-def test_close_stream_resets(wat):
+def test_close_stream_resets(wat) -> None:
     plugin = wat("stream", configuration="C")
     stream = plugin.http_stream()
     stream.send_request_headers(GET, end_of_stream=True)
@@ -73,7 +73,7 @@ def test_close_stream_resets(wat):
     assert not stream.request_complete
 
 
-def test_end_of_stream_order_and_ids_never_reused(wat):
+def test_end_of_stream_order_and_ids_never_reused(wat) -> None:
     plugin = wat("stream", configuration="B")
     first = plugin.http_stream()
     first.send_request_headers(GET, end_of_stream=True)
@@ -88,7 +88,7 @@ def test_end_of_stream_order_and_ids_never_reused(wat):
     assert slot(plugin, 0) == 3
 
 
-def test_client_and_upstream_views_follow_http1_framing(wat):
+def test_client_and_upstream_views_follow_http1_framing(wat) -> None:
     from envoykit.wasmhost import HttpRequest, HttpResponse, run_exchange
     from envoykit.wasmhost.exchange import http1_read
 

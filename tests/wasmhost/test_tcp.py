@@ -6,7 +6,7 @@ from envoykit.wasmhost import Action, PeerType, Status
 from tests.wasmhost.conftest import slot
 
 
-def test_data_is_held_until_the_filter_continues_then_edited(wat):
+def test_data_is_held_until_the_filter_continues_then_edited(wat) -> None:
     plugin = wat("tcp")
     conn = plugin.tcp_stream()
     assert conn.connect() == Action.CONTINUE
@@ -20,7 +20,7 @@ def test_data_is_held_until_the_filter_continues_then_edited(wat):
     assert conn.downstream_data == b"pong"
 
 
-def test_close_order_is_envoys(wat):
+def test_close_order_is_envoys(wat) -> None:
     plugin = wat("tcp")
     conn = plugin.tcp_stream()
     conn.send_downstream_data("x\n")
@@ -35,7 +35,7 @@ def test_close_order_is_envoys(wat):
     assert conn.done and conn.id not in plugin.contexts
 
 
-def test_client_close_ends_the_context_at_once(wat):
+def test_client_close_ends_the_context_at_once(wat) -> None:
     plugin = wat("tcp")
     conn = plugin.tcp_stream()
     conn.connect()

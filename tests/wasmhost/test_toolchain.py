@@ -24,7 +24,7 @@ C_CASES = [("add_header", "add_header"), ("deny", "deny"), ("counter", "counter"
 
 
 @pytest.mark.timeout(900)  # zig compiles its wasi-libc on first use: a minute, more on a busy machine
-def test_zig_builds_the_demo_filter_without_a_system_compiler(monkeypatch, tmp_path):
+def test_zig_builds_the_demo_filter_without_a_system_compiler(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("PATH", path_without_c_compilers(tmp_path))
     monkeypatch.delenv("CLANG", raising=False)
     assert shutil.which("clang") is None and shutil.which("cc") is None
@@ -55,7 +55,7 @@ def test_clang_and_zig_builds_answer_alike(monkeypatch, example, cases):
 
 @pytest.mark.envoy
 @pytest.mark.timeout(900)
-def test_validate_builds_the_demo_filter_on_a_fresh_clone(tmp_path):
+def test_validate_builds_the_demo_filter_on_a_fresh_clone(tmp_path) -> None:
     """`envoykit validate examples/mesh.yaml` before any `envoykit up`: the module is built (with
     zig, no system compiler on PATH) where up builds it, then Envoy validates the config."""
     mesh = tmp_path / "mesh.yaml"

@@ -22,7 +22,7 @@ from envoykit.wasmhost.hostcalls.wasi import EBADF, ENOTSUP
 from tests.wasmhost.conftest import WAT, slot
 
 
-def test_wasi_stdout_stderr_clock_random_environ(wasm_load):
+def test_wasi_stdout_stderr_clock_random_environ(wasm_load) -> None:
     plugin = wasm_load(WAT / "wasi.wat", environment={"A": "1", "BB": "22"})
     assert slot(plugin, 0) == 0 and slot(plugin, 1) == 10
     assert [(r.level, r.message) for r in plugin.logs] == [
@@ -37,7 +37,7 @@ def test_wasi_stdout_stderr_clock_random_environ(wasm_load):
     assert plugin.vm.read(1300, 10) == b"A=1\0BB=22\0"
 
 
-def test_proc_exit_fails_the_callback_and_the_plugin(wasm_load):
+def test_proc_exit_fails_the_callback_and_the_plugin(wasm_load) -> None:
     plugin = wasm_load(WAT / "wasi.wat")
     stream = plugin.http_stream()
     stream.send_request_headers({":path": "/"})
@@ -57,7 +57,7 @@ def test_proc_exit_fails_the_callback_and_the_plugin(wasm_load):
         plugin.tick()
 
 
-def test_abi_0_1_0_module(wasm_load):
+def test_abi_0_1_0_module(wasm_load) -> None:
     plugin = wasm_load(WAT / "abi_0_1_0.wat", configuration="conf!")
     assert plugin.module.abi_version is AbiVersion.V0_1_0
     assert slot(plugin, 0) == Status.OK
@@ -71,7 +71,7 @@ def test_abi_0_1_0_module(wasm_load):
     assert slot(plugin, 6) == Status.OK
 
 
-def test_abi_0_1_0_with_0_2_signatures_is_refused():
+def test_abi_0_1_0_with_0_2_signatures_is_refused() -> None:
     from envoykit.wasmhost import load_module
 
     with pytest.raises(ModuleLoadError, match="Bad function signature for: proxy_on_request_headers") as err:
@@ -79,7 +79,7 @@ def test_abi_0_1_0_with_0_2_signatures_is_refused():
     assert isinstance(err.value.__cause__, AbiError)
 
 
-def test_unknown_abi_and_unknown_import_are_refused():
+def test_unknown_abi_and_unknown_import_are_refused() -> None:
     from envoykit.wasmhost import load_module, load_plugin
 
     with pytest.raises(ModuleLoadError, match="Missing or unknown Proxy-Wasm ABI version"):
@@ -108,7 +108,7 @@ def test_unknown_abi_and_unknown_import_are_refused():
         ("/memory", "memory", "memory limit of 4194304 bytes"),
     ],
 )
-def test_failures_are_contained_and_named(wasm_load, path, reason, text):
+def test_failures_are_contained_and_named(wasm_load, path, reason, text) -> None:
     plugin = wasm_load(WAT / "limits.wat", fuel=2_000_000, memory_limit=4 * 1024 * 1024)
     out = run_exchange(plugin, HttpRequest(path=path), HttpResponse())
     assert isinstance(out.failure, FilterFailure) and text in str(out.failure)

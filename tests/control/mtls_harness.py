@@ -1,4 +1,4 @@
-"""Test harness (no tests here): a tiny state-of-the-world ADS server and sidecar bootstraps.
+"""Test harness: a tiny state-of-the-world ADS server and sidecar bootstraps.
 
 :class:`MiniAds` serves, per node, Secrets from a :class:`SecretProvider` and Clusters given by the test,
 checks each stream's node token (``x-envoykit-node-token``, :class:`NodeTokens`), records ACKs and NACKs,
