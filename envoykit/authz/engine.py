@@ -14,11 +14,12 @@ with ``failure_status`` and is logged with its name; the server lives on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import Any
 
 from envoykit.authz.decisions import Allow, Deny
+from envoykit.authz.identity import Identity
 from envoykit.authz.jwt_verify import TokenError
 from envoykit.authz.loader import Policy
 from envoykit.authz.request import Request
@@ -114,37 +115,51 @@ class Engine:
             )
         return hit
 
-    def authenticate(self, policy: Policy, req: Request) -> Deny | None:
-        """Fill ``req.identity`` from the JWT and API key; return a 401 Deny for a bad credential."""
+    def authenticate(
+        self, policy: Policy, req: Request, claims: dict[str, Any] | None = None
+    ) -> Identity | Deny | None:
+        """The verified identity of ``req``, a 401 Deny for a credential that does not verify, or None
+        when the policy verifies nothing (``req.identity``, the mTLS peer, stands; no header is read).
+
+        The identity is ``req.identity`` with the JWT's claims and the API key's name added when they
+        are present and valid. ``claims``: a token that already verified (the cases of ``envoykit authz
+        test``); no JWT is looked for then. ``req`` is not changed.
+        """
         authn = policy.authenticator
-        if not authn.config.jwt and authn.config.api_keys is None:
-            return None  # nothing to verify: do not even read the headers
-        token = authn.extract_token(req.headers, req.cookie)
-        if token is not None:
-            try:
-                claims, iss = authn.verify(token)
-            except TokenError as exc:
-                return Deny(
-                    401, f"invalid token: {exc}", {"www-authenticate": 'Bearer error="invalid_token"'}
-                )
-            ident = req.identity
-            ident.claims = claims
-            ident.issuer = iss.issuer
-            ident.request_principal = f"{claims.get('iss')}/{claims.get('sub')}"
+        if claims is None and not authn.config.jwt and authn.config.api_keys is None:
+            return None
+        ident = req.identity
+        if claims is not None:
+            principal = f"{claims.get('iss')}/{claims.get('sub')}"
+            ident = replace(ident, claims=claims, request_principal=principal)
+        else:
+            token = authn.extract_token(req.headers, req.cookie)
+            if token is not None:
+                try:
+                    verified, iss = authn.verify(token)
+                except TokenError as exc:
+                    return Deny(
+                        401, f"invalid token: {exc}", {"www-authenticate": 'Bearer error="invalid_token"'}
+                    )
+                principal = f"{verified.get('iss')}/{verified.get('sub')}"
+                ident = replace(ident, claims=verified, issuer=iss.issuer, request_principal=principal)
         if authn.config.api_keys is not None and authn.config.api_keys.header in req.headers:
             name = authn.api_key_name(req.headers)
             if name is None:
                 return Deny(401, "unknown API key")
-            req.identity.api_key = name
-        return None
+            ident = replace(ident, api_key=name)
+        return ident
 
-    def check(self, policy: Policy, req: Request) -> Verdict:
-        """Decide ``req``. Never raises for a rule's fault: failures become denies."""
+    def check(self, policy: Policy, req: Request, claims: dict[str, Any] | None = None) -> Verdict:
+        """Decide ``req``. Never raises for a rule's fault: failures become denies.
+
+        ``claims``: a token that already verified (see :meth:`authenticate`).
+        """
         watchdog = self._watchdog
         try:
             tid = watchdog.enter()
             try:
-                verdict = self._evaluate(policy, req, tid)
+                verdict = self._evaluate(policy, req, tid, claims)
             finally:
                 watchdog.leave(tid)  # a watchdog shot lands before this returns
         except RuleFailure as exc:
@@ -188,14 +203,16 @@ class Engine:
             raise RuleFailure(rule, f"overran its budget of {self.settings.rule_budget_ms} ms")
         return result
 
-    def _evaluate(self, policy: Policy, req: Request, tid: int) -> Verdict:
+    def _evaluate(self, policy: Policy, req: Request, tid: int, claims: dict[str, Any] | None) -> Verdict:
         if req.path_ambiguity is not None:
             # Upstreams disagree on what such a path names; no rule can be trusted to have seen it.
             deny = Deny(self.settings.deny_status, DEFAULT_DENY_BODY)
             return Verdict(deny, "<ambiguous-path>", req.path_ambiguity)
-        bad = self.authenticate(policy, req)
-        if bad is not None:
-            return Verdict(bad, "<authn>", bad.body)
+        ident = self.authenticate(policy, req, claims)
+        if isinstance(ident, Deny):
+            return Verdict(ident, "<authn>", ident.body)
+        if ident is not None:
+            req.identity = ident  # the one attribute set after the view is built: rules read it
         shadow: list[tuple[str, str]] = []
         deny_rules, allow_rules = self.candidates(policy, req)
         for rule in deny_rules:

@@ -101,7 +101,7 @@ class Headers(Mapping[str, str]):
 class Request:
     """What a rule sees of one request (built from a CheckRequest, or directly in tests).
 
-    Attributes (all read-only):
+    Attributes (read-only for rules):
         method: HTTP method, upper case (``GET``).
         raw_path: the request target as sent, without the query (``/a/%2e%2e/b``).
         path: the normalised path (:func:`envoykit.authz.paths.normalize_path`): unreserved escapes
@@ -124,7 +124,8 @@ class Request:
             ``attributes.request.http.id``.
         context_extensions: the route's ``context_extensions`` map.
         body: request body bytes when Envoy sends it (``with_request_body``), else ``b""``.
-        identity: the verified caller identity (filled by the server before rules run).
+        identity: the verified caller identity: the mTLS peer until :meth:`Engine.check
+            <envoykit.authz.engine.Engine.check>` sets what authenticated, before any rule runs.
     """
 
     def __init__(
