@@ -40,7 +40,7 @@ from envoykit.control.xds.tokens import NodeTokens
 from envoykit.control.xds.type_urls import SECRET
 from envoykit.core.logs import get_logger
 from envoykit.core.reload import WatchedConfig, names_path
-from envoykit.core.server import GrpcServer
+from envoykit.core.server import AioGrpcServer
 
 
 class SecretSource(Protocol):
@@ -150,7 +150,7 @@ class ControlPlane:
             self.secrets = self._provider
         self.ads = AdsServer(self.cache, self.tokens, on_stream=self._stream_opened)
         self.address = address or str(mesh.control_plane.xds)
-        self.server = GrpcServer("control", self.address, metrics_port=metrics_port)
+        self.server = AioGrpcServer("control", self.address, metrics_port=metrics_port)
         self.server.add_service(add_ads_to_server, self.ads, ADS_SERVICE)
         for prefix, route in status_routes(self).items():
             self.server.add_json_route(prefix, route)

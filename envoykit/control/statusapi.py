@@ -104,7 +104,7 @@ def node_config(compiled: Compiled, node_id: str) -> dict[str, dict[str, Any]] |
 
 
 def status_routes(cp: ControlPlane, timeout_s: float = 5.0) -> dict[str, JsonRoute]:
-    """The ``/status`` and ``/config/`` routes of ``cp`` (add them with ``GrpcServer.add_json_route``)."""
+    """The ``/status`` and ``/config/`` routes of ``cp`` (add them with ``AioGrpcServer.add_json_route``)."""
 
     def on_loop(fn: Callable[[], tuple[int, Any]]) -> tuple[int, Any]:
         loop = cp.loop

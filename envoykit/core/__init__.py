@@ -4,7 +4,7 @@ Public names::
 
     from envoykit.core import (
         AddressInUse, bind_exclusive, ConfigError, configure_logging, get_logger, start_metrics_server,
-        GrpcServer, serve_forever, WatchedConfig, load_yaml_file, yaml_error,
+        AioGrpcServer, serve_forever, WatchedConfig, load_yaml_file, yaml_error,
         EnvoyProcess, envoy_binary, validate_envoy_config, free_port,
     )
 """
@@ -16,16 +16,16 @@ from envoykit.core.logs import configure_logging, get_logger
 from envoykit.core.metrics import Health, start_metrics_server
 from envoykit.core.net import FreePorts, free_port, wait_for_port
 from envoykit.core.reload import WatchedConfig
-from envoykit.core.server import GrpcServer, SyncGrpcServer, serve_forever, serve_sync_forever
+from envoykit.core.server import AioGrpcServer, SyncGrpcServer, serve_forever, serve_sync_forever
 from envoykit.core.yamlfile import load_yaml_file, validation_error_to_config_error, yaml_error
 
 __all__ = [
     "AddressInUse",
+    "AioGrpcServer",
     "ConfigError",
     "EnvoyError",
     "EnvoyProcess",
     "FreePorts",
-    "GrpcServer",
     "Health",
     "SyncGrpcServer",
     "WatchedConfig",

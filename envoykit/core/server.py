@@ -1,8 +1,8 @@
 """The gRPC server runners every envoykit server uses.
 
-Two flavours with one face: :class:`GrpcServer` (grpc.aio, for streaming services such as ext_proc
-and xDS) and :class:`SyncGrpcServer` (a thread pool, for CPU-bound unary calls such as Check and
-ShouldRateLimit). Both add ``grpc.health.v1.Health`` and server reflection, optionally a metrics port
+Two flavours with one face, named by their gRPC runtime: :class:`AioGrpcServer` (grpc.aio, for
+streaming services such as ext_proc and xDS) and :class:`SyncGrpcServer` (a thread pool, for CPU-bound
+unary calls such as Check and ShouldRateLimit). Both add ``grpc.health.v1.Health`` and server reflection, optionally a metrics port
 (Prometheus ``/metrics``, and ``/healthz``, ``/readyz``, ``/healthcheck``: see
 :mod:`envoykit.core.metrics`), and drain on SIGTERM/SIGINT: health flips to NOT_SERVING, new calls are
 refused, calls in flight get ``grace`` seconds to finish, then the process exits. They bind their
@@ -113,7 +113,7 @@ class _ServerParts:
         self._log.info("stopped")
 
 
-class GrpcServer(_ServerParts):
+class AioGrpcServer(_ServerParts):
     """A grpc.aio server with health, reflection and metrics.
 
     Args:
@@ -270,7 +270,7 @@ def loop_termination_signal() -> asyncio.Event:
     return stopping
 
 
-async def serve_forever(server: GrpcServer, grace: float = 5.0) -> None:
+async def serve_forever(server: AioGrpcServer, grace: float = 5.0) -> None:
     """Start ``server`` and run until SIGTERM or SIGINT, then drain for ``grace`` seconds and return."""
     stopping = loop_termination_signal()
     await server.start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from envoykit.core import GrpcServer, serve_forever
+from envoykit.core import AioGrpcServer, serve_forever
 from envoykit.extproc.processor import Chain, Processor, load_processors
 from envoykit.extproc.service import ExternalProcessorService, add_to_server
 from envoykit.extproc.telemetry import Telemetry
@@ -18,7 +18,7 @@ def build_server(
     processors: Sequence[str | Processor] = (),
     telemetry: bool = True,
     metrics_port: int | None = 0,
-) -> tuple[GrpcServer, ExternalProcessorService]:
+) -> tuple[AioGrpcServer, ExternalProcessorService]:
     """A ready-to-start gRPC server with the ``ExternalProcessor`` service, health and reflection.
 
     Args:
@@ -35,7 +35,7 @@ def build_server(
         loaded.extend(load_processors(spec) if isinstance(spec, str) else [spec])
     Chain(loaded)  # validate names and failure modes before binding anything
     service = ExternalProcessorService(loaded)
-    server = GrpcServer("extproc", address, metrics_port=metrics_port)
+    server = AioGrpcServer("extproc", address, metrics_port=metrics_port)
     add_to_server(server, service)
     return server, service
 

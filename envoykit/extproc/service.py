@@ -103,7 +103,7 @@ class ExternalProcessorService(pb_grpc.ExternalProcessorServicer):
 
 
 def add_to_server(server: Any, service: ExternalProcessorService) -> None:
-    """Register ``service`` on an envoykit :class:`~envoykit.core.GrpcServer`."""
+    """Register ``service`` on an envoykit :class:`~envoykit.core.AioGrpcServer`."""
     server.add_service(pb_grpc.add_ExternalProcessorServicer_to_server, service, SERVICE_NAME)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from envoykit.core import GrpcServer, serve_forever
+from envoykit.core import AioGrpcServer, serve_forever
 from envoykit.telemetry.accesslog import AccessLogWriter
 from envoykit.telemetry.gap import EnvoyLogStats
 from envoykit.telemetry.labels import LabelGuard
@@ -28,7 +28,7 @@ def build_server(
     access_log_backups: int = 5,
     envoy_admins: Sequence[str] = (),
     registry: CollectorRegistry = REGISTRY,
-) -> tuple[GrpcServer, AccessLogService]:
+) -> tuple[AioGrpcServer, AccessLogService]:
     """A ready-to-start gRPC server with ``AccessLogService``, health, reflection and ``/metrics``.
 
     Args:
@@ -52,7 +52,7 @@ def build_server(
     writer = AccessLogWriter(access_log, access_log_max_bytes, access_log_backups) if access_log else None
     recorder = Recorder(metrics, ServerMetrics(registry), LabelGuard(max_label_values), writer)
     service = AccessLogService(recorder)
-    server = GrpcServer("telemetry", address, metrics_port=metrics_port, registry=registry)
+    server = AioGrpcServer("telemetry", address, metrics_port=metrics_port, registry=registry)
     add_to_server(server, service)
     if writer is not None:
 

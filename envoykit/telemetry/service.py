@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
-from envoykit.core import GrpcServer, get_logger
+from envoykit.core import AioGrpcServer, get_logger
 from envoykit.telemetry.labels import Reporter
 from envoykit.telemetry.record import Recorder
 
@@ -62,6 +62,6 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
         return als_pb2.StreamAccessLogsResponse()
 
 
-def add_to_server(server: GrpcServer, service: Any) -> None:
+def add_to_server(server: AioGrpcServer, service: Any) -> None:
     """Register ``service`` (an AccessLogService servicer) with health and reflection."""
     server.add_service(als_pb2_grpc.add_AccessLogServiceServicer_to_server, service, SERVICE_NAME)

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from envoykit.core import AddressInUse, GrpcServer, SyncGrpcServer, bind_exclusive
+from envoykit.core import AddressInUse, AioGrpcServer, SyncGrpcServer, bind_exclusive
 from envoykit.core.bind import RESERVED_FD_ENV, reserved_by_parent, split_address
 
 
@@ -52,11 +52,11 @@ def test_grpc_servers_refuse_a_served_address() -> None:
 
 
 async def test_async_grpc_server_refuses_a_served_address() -> None:
-    first = GrpcServer("first", "127.0.0.1:0")
+    first = AioGrpcServer("first", "127.0.0.1:0")
     port = await first.start()
     try:
         with pytest.raises(AddressInUse, match=f"127.0.0.1:{port}"):
-            await GrpcServer("second", f"127.0.0.1:{port}").start()
+            await AioGrpcServer("second", f"127.0.0.1:{port}").start()
     finally:
         await first.stop(0)
 

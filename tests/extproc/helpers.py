@@ -6,7 +6,7 @@ import asyncio
 import threading
 from typing import Any
 
-from envoykit.core import GrpcServer
+from envoykit.core import AioGrpcServer
 from envoykit.extproc.processor import Processor
 from envoykit.extproc.service import ExternalProcessorService, add_to_server
 from tests.envoycfg import bootstrap, cluster, http_listener, route_to
@@ -20,7 +20,7 @@ class ThreadedServer:
     def __init__(self, processors: list[Processor]) -> None:
         self.service = ExternalProcessorService(processors)
         self.loop = asyncio.new_event_loop()
-        self.server: GrpcServer | None = None
+        self.server: AioGrpcServer | None = None
         self.port = 0
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
@@ -28,7 +28,7 @@ class ThreadedServer:
         self._thread.start()
 
         async def start() -> int:
-            self.server = GrpcServer("extproc-test", "127.0.0.1:0")
+            self.server = AioGrpcServer("extproc-test", "127.0.0.1:0")
             add_to_server(self.server, self.service)
             return await self.server.start()
 

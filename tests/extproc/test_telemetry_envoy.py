@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from envoykit.core import GrpcServer, free_port
+from envoykit.core import AioGrpcServer, free_port
 from envoykit.core.peer import format_peer
 from tests.certs import Pair, TestCA
 from tests.envoycfg import bootstrap, cluster, http_listener, route_to
@@ -243,8 +243,8 @@ def test_grpc_requests_get_protocol_and_status_from_the_trailers(envoy, server) 
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
 
-    async def start_upstream() -> tuple[GrpcServer, int]:
-        srv = GrpcServer("grpc-upstream", "127.0.0.1:0")  # serves grpc.health.v1.Health
+    async def start_upstream() -> tuple[AioGrpcServer, int]:
+        srv = AioGrpcServer("grpc-upstream", "127.0.0.1:0")  # serves grpc.health.v1.Health
         return srv, await srv.start()
 
     upstream, up_port = asyncio.run_coroutine_threadsafe(start_upstream(), loop).result(10)

@@ -11,7 +11,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from envoykit.core import GrpcServer, free_port
+from envoykit.core import AioGrpcServer, free_port
 from tests.certs import TestCA
 from tests.envoycfg import bootstrap, cluster, http_listener, route_to
 from tests.extproc.test_telemetry_envoy import tls_socket
@@ -132,8 +132,8 @@ def test_grpc_status_comes_from_the_trailers(envoy, tmp_path: Path) -> None:
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
 
-    async def start_upstream() -> tuple[GrpcServer, int]:
-        srv = GrpcServer("grpc-upstream", "127.0.0.1:0")  # serves grpc.health.v1.Health
+    async def start_upstream() -> tuple[AioGrpcServer, int]:
+        srv = AioGrpcServer("grpc-upstream", "127.0.0.1:0")  # serves grpc.health.v1.Health
         return srv, await srv.start()
 
     upstream, up_port = asyncio.run_coroutine_threadsafe(start_upstream(), loop).result(10)
