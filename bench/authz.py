@@ -33,8 +33,9 @@ from envoykit.authz import load_policy
 from envoykit.authz.gate import compile_gate
 from envoykit.authz.rbac import compile_policy_dir
 from envoykit.core import EnvoyProcess, free_port
-from tests.authz.conftest import AuthzProcess, ext_authz_filter
+from tests.authz.conftest import ext_authz_filter
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
+from tests.serverproc import ServerProcess
 
 POLICY = """
 from envoykit.authz import allow, allow_rule, deny, deny_rule
@@ -213,32 +214,11 @@ def main() -> None:
             MessageToDict(f, preserving_proto_field_name=True)
             for f in compile_policy_dir(load_policy(yaml_dir))
         ]
-        srv = AuthzProcess(
-            policy,
-            Path(tmp) / "authz.log",
-            "--workers",
-            str(args.workers),
-            "--threads",
-            str(args.threads),
-            "--server",
-            args.server,
-        )
-        srv.args.remove("--decision-log")
-        srv.args.remove(str(srv.decision_log))
+        tuning = ["--workers", str(args.workers), "--threads", str(args.threads), "--server", args.server]
+        srv = ServerProcess("authz", ["--policy-dir", str(policy), *tuning], Path(tmp), health=True)
         srv.start()
         atexit.register(srv.stop)  # also when a later step fails before the try below
-        srv2 = AuthzProcess(
-            yaml_dir,
-            Path(tmp) / "authz2.log",
-            "--workers",
-            str(args.workers),
-            "--threads",
-            str(args.threads),
-            "--server",
-            args.server,
-        )
-        srv2.args.remove("--decision-log")
-        srv2.args.remove(str(srv2.decision_log))
+        srv2 = ServerProcess("authz", ["--policy-dir", str(yaml_dir), *tuning], Path(tmp), health=True)
         srv2.start()
         atexit.register(srv2.stop)
         authz_cluster = cluster("authz", srv.port, http2=True)
@@ -286,9 +266,9 @@ def main() -> None:
         (gate_dir / "rules.py").write_text(GATE_RULES)
         (Path(tmp) / "mix.lua").write_text(GATE_MIX)
         gate = compile_gate(load_policy(gate_dir))
-        srv3 = AuthzProcess(gate_dir, Path(tmp) / "authz3.log", "--server", args.server)
-        srv3.args.remove("--decision-log")
-        srv3.args.remove(str(srv3.decision_log))
+        srv3 = ServerProcess(
+            "authz", ["--policy-dir", str(gate_dir), "--server", args.server], Path(tmp), health=True
+        )
         srv3.start()
         atexit.register(srv3.stop)
         ports["gate"] = free_port()

@@ -17,6 +17,7 @@ import copy
 import http.client
 import os
 import sys
+import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -28,8 +29,8 @@ from common import LoadResult, hey_rate, table, wrk
 from envoykit.core import EnvoyProcess, free_port
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
 from tests.extproc.helpers import ext_proc_filter, telemetry_filter
-from tests.extproc.proc import ServerProcess
 from tests.extproc.test_telemetry_envoy import total
+from tests.serverproc import ServerProcess
 
 KEYS = "abnc"
 
@@ -72,10 +73,15 @@ def main() -> None:
         processing_mode={"request_header_mode": "SEND", "response_header_mode": "SKIP"}
     )
     blocking["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = "extproc_blocking"
+    work = Path(tempfile.mkdtemp(prefix="envoykit-bench-extproc-"))
+
+    def extproc(*args: str) -> ServerProcess:
+        return ServerProcess("extproc", ["--log-level", "warning", *args], work).start()
+
     with (
-        ServerProcess() as tele_srv,
-        ServerProcess("--nice", "19") as nice_srv,
-        ServerProcess("--no-telemetry", "--processor", "envoykit.extproc.examples:stamp") as block_srv,
+        extproc() as tele_srv,
+        extproc("--nice", "19") as nice_srv,
+        extproc("--no-telemetry", "--processor", "envoykit.extproc.examples:stamp") as block_srv,
     ):
         ports = {k: free_port() for k in KEYS}
         ok = [direct_response(200, "ok")]

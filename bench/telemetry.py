@@ -43,7 +43,8 @@ from envoykit.core import EnvoyProcess, free_port
 from envoykit.core.accesslog import REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS
 from envoykit.telemetry.gap import envoy_log_stats
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
-from tests.telemetry.helpers import BACKEND, TelemetryProcess, total
+from tests.serverproc import ServerProcess
+from tests.telemetry.helpers import BACKEND, total
 
 LISTENER = "telemetry"
 
@@ -56,7 +57,7 @@ def downstream_requests(admin: str, listener: str = LISTENER) -> int:
     return int(stats[0]["value"]) if stats else 0
 
 
-def settled_count(srv: TelemetryProcess, timeout: float = 30.0) -> float:
+def settled_count(srv: ServerProcess, timeout: float = 30.0) -> float:
     """``istio_requests_total`` once it stopped moving (Envoy flushes every second)."""
     last = -1.0
     deadline = time.monotonic() + timeout
@@ -98,7 +99,9 @@ def main() -> None:
     names = {"a": "(a) no telemetry", "b": "(b) access-log telemetry", "c": "(c) same, untagged entries"}
     extra = ["--nice", str(args.nice)] if args.nice else []
     tmp = tempfile.mkdtemp(prefix="envoykit-bench-")
-    with TelemetryProcess(Path(tmp) / "access.json", *extra, access_log=not args.no_access_log) as srv:
+    log_args = [] if args.no_access_log else ["--access-log", str(Path(tmp) / "access.json")]
+    server_args = ["--log-level", "warning", *log_args, *extra]
+    with ServerProcess("telemetry", server_args, Path(tmp)).start() as srv:
         als = AccessLogServer(
             address=Address(port=srv.port),
             buffer_size_bytes=args.buffer_size_bytes,

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from envoykit.core.envoy import EnvoyProcess
+from tests.serverproc import ServerProcess, StartServer
 from tests.upstream import EchoServer
 
 #: fixture → the marker of the process it starts (fixtures of a conftest or a shared helper module)
@@ -25,8 +26,7 @@ PROCESS_FIXTURES = {
     "envoy": "envoy",
     "redis_server": "redis",
     "redis_cluster": "redis",
-    "authz_server": "server",
-    "ratelimit": "server",
+    "server_process": "server",
 }
 PROCESS_MARKERS = ("envoy", "redis", "server", "docker")
 #: binaries whose start makes a test slow: a proxy, a store, a server of envoykit, a scraper
@@ -110,3 +110,24 @@ def echo() -> Iterator[EchoServer]:
     """An echo HTTP upstream on a free loopback port (see tests/upstream.py)."""
     with EchoServer() as srv:
         yield srv
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[StartServer]:
+    """Start envoykit servers as real processes: ``server_process("ratelimit", "--config-dir", str(d))`` →
+    a started :class:`tests.serverproc.ServerProcess` (``health=True``: wait for gRPC health SERVING;
+    ``port=``/``metrics_port=``: given ports). At teardown each one still running gets SIGTERM and must
+    drain and exit 0."""
+    started: list[ServerProcess] = []
+
+    def start(room: str, *args: str, **kw: Any) -> ServerProcess:
+        p = ServerProcess(room, list(args), tmp_path, **kw)
+        started.append(p)
+        return p.start()
+
+    yield start
+    for p in started:
+        running = p.proc is not None and p.proc.poll() is None
+        code = p.stop()
+        if running:
+            assert code == 0, f"{p.room} exited {code} on SIGTERM:\n{p.log()[-3000:]}"

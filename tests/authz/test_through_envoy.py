@@ -121,7 +121,7 @@ def test_raising_rule_denies_and_server_lives(stack) -> None:
 def test_decision_log_has_one_line_per_decision(stack) -> None:
     httpx.get(stack["url"] + "/api/one", headers={"x-user": "alice"})
     httpx.get(stack["url"] + "/api/two", headers={"x-user": "bob"})
-    lines = [json.loads(x) for x in stack["srv"].decision_log.read_text().splitlines()]
+    lines = [json.loads(x) for x in stack["srv"].log_path.with_suffix(".decisions").read_text().splitlines()]
     by_path = {x["path"]: x for x in lines}
     assert len(lines) == 2
     assert by_path["/api/one"]["result"] == "allow" and by_path["/api/one"]["rule"] == "api_callers"

@@ -16,9 +16,9 @@ from envoykit.control.model.loader import load_mesh
 from envoykit.control.translate.translation import translate
 from envoykit.control.xds.type_urls import LISTENER, ROUTE
 from envoykit.core.errors import ConfigError
-from tests.authz.conftest import AuthzProcess
 from tests.control.apps import Echo
 from tests.control.meshkit import addr, control_plane, get, start_nodes, workload, write_mesh
+from tests.serverproc import ServerProcess
 
 POLICY = """
 kind: AuthorizationPolicy
@@ -141,9 +141,11 @@ def test_translation_wires_the_gate_and_its_off_switches(tmp_path: Path) -> None
 
 
 @pytest.mark.envoy
+@pytest.mark.server
 def test_gate_through_the_ingress_and_a_sidecar(envoy: Any, tmp_path: Path) -> None:
     _policy(tmp_path)
-    srv = AuthzProcess(tmp_path / "policy", tmp_path / "authz.log")
+    # started once the config naming its port is written
+    srv = ServerProcess("authz", ["--policy-dir", str(tmp_path / "policy")], tmp_path, health=True)
     with Echo("frontend-v1") as app:
         mesh = gate_mesh(app.port, srv.port)
         path = write_mesh(tmp_path / "mesh.yaml", mesh)

@@ -19,7 +19,8 @@ from envoykit.control.translate.inject_file import guess_indent
 from envoykit.core.net import free_port
 from tests.control.apps import Echo
 from tests.control.doubles import GrpcDouble
-from tests.extproc.proc import ServerProcess
+from tests.extproc.proc import start_extproc
+from tests.serverproc import ServerProcess, StartServer
 
 # A user's file: comments, an unusual key order, quoted keys, sequences indented under their key.
 USER = """\
@@ -177,8 +178,8 @@ def test_a_refused_result_is_never_written(tmp_path: Path) -> None:
 
 
 @pytest.mark.envoy
-def test_workload_identity_labels_telemetry(tmp_path: Path, envoy: Any) -> None:
-    with Echo("app") as app, ServerProcess() as telemetry:
+def test_workload_identity_labels_telemetry(tmp_path: Path, envoy: Any, server_process: StartServer) -> None:
+    with Echo("app") as app, start_extproc(server_process) as telemetry:
         port = free_port()
         src = write(tmp_path, port, app.port)
         out = tmp_path / "out.yaml"

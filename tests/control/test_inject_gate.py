@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 from envoykit.authz.gate import GATE_FILTERS
 from envoykit.core.net import free_port
-from tests.authz.conftest import AuthzProcess
 from tests.control.apps import Echo
 from tests.control.test_authz_gate import _policy
 from tests.control.test_inject import run, write
+from tests.serverproc import ServerProcess
 
 NORMALISE = (
     "                stat_prefix: main\n"
@@ -47,9 +48,11 @@ def _filters(out: Path) -> list[dict[str, Any]]:
     return list(hcm["http_filters"])
 
 
+@pytest.mark.server
 def test_inject_gate_through_envoy(tmp_path: Path, envoy: Any) -> None:
     _policy(tmp_path)
-    srv = AuthzProcess(tmp_path / "policy", tmp_path / "authz.log")
+    # started once the config naming its port is written
+    srv = ServerProcess("authz", ["--policy-dir", str(tmp_path / "policy")], tmp_path, health=True)
     port = free_port()
     with Echo("app") as app:
         cfg = _user_config(tmp_path, port, app.port)

@@ -14,7 +14,8 @@ from envoykit.cli import main
 from envoykit.core.net import free_port
 from tests.control.apps import Echo
 from tests.control.test_inject import USER
-from tests.telemetry.helpers import TcpEcho, TelemetryProcess, read_lines, tcp_exchange, total, wait_total
+from tests.serverproc import StartServer
+from tests.telemetry.helpers import TcpEcho, read_lines, start_telemetry, tcp_exchange, total, wait_total
 
 
 def _tcp_listener(port: int, cluster: str) -> dict[str, Any]:
@@ -35,8 +36,10 @@ def inject(*args: Any) -> Any:
     return CliRunner().invoke(main, ["envoy", "inject", *map(str, args)], catch_exceptions=False)
 
 
-def test_injected_envoy_reports_http_and_tcp_telemetry(tmp_path: Path, envoy: Any) -> None:
-    with Echo("app") as app, TcpEcho() as db, TelemetryProcess(tmp_path / "access.log") as srv:
+def test_injected_envoy_reports_http_and_tcp_telemetry(
+    tmp_path: Path, envoy: Any, server_process: StartServer
+) -> None:
+    with Echo("app") as app, TcpEcho() as db, start_telemetry(server_process, tmp_path / "access.log") as srv:
         port, tcp_port = free_port(), free_port()
         doc = yaml.safe_load(USER.format(port=port, app=app.port))
         doc["static_resources"]["listeners"].append(_tcp_listener(tcp_port, "db"))

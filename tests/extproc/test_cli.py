@@ -11,19 +11,22 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.extproc.proc import ROOT, ServerProcess
+from tests.extproc.proc import ROOT, start_extproc
+from tests.serverproc import StartServer
 
 
 @pytest.mark.server
-def test_health_logs_and_sigterm_drain() -> None:
-    with ServerProcess("--processor", "tests.extproc.procs:chain", "--log-level", "info") as srv:
+def test_health_logs_and_sigterm_drain(server_process: StartServer) -> None:
+    with start_extproc(
+        server_process, "--processor", "tests.extproc.procs:chain", "--log-level", "info"
+    ) as srv:
         with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
             stub = health_pb2_grpc.HealthStub(ch)
             for service in ("", "envoy.service.ext_proc.v3.ExternalProcessor"):
                 resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
                 assert resp.status == health_pb2.HealthCheckResponse.SERVING
         assert "envoykit_extproc_streams" in srv.metrics()  # /metrics answers with our families
-        code, err = srv.terminate()
+        code, err = srv.stop(), srv.log()
     assert code == 0
     events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
     assert events[-3:] == ["serving", "draining", "stopped"]
@@ -41,10 +44,10 @@ def test_bad_processor_is_refused_with_a_clear_message() -> None:
 
 
 @pytest.mark.server
-def test_nice_applies_to_every_thread() -> None:
+def test_nice_applies_to_every_thread(server_process: StartServer) -> None:
     from pathlib import Path
 
-    with ServerProcess("--nice", "7") as srv:
+    with start_extproc(server_process, "--nice", "7") as srv:
         assert srv.proc is not None
         tasks = list(Path(f"/proc/{srv.proc.pid}/task").iterdir())
         nices = set()
@@ -55,8 +58,8 @@ def test_nice_applies_to_every_thread() -> None:
 
 
 @pytest.mark.server
-def test_second_server_on_a_served_port_fails_with_a_clear_message() -> None:
-    with ServerProcess() as srv:
+def test_second_server_on_a_served_port_fails_with_a_clear_message(server_process: StartServer) -> None:
+    with start_extproc(server_process) as srv:
         out = subprocess.run(
             [sys.executable, "-m", "envoykit.cli", "extproc", "serve", "--address", f"127.0.0.1:{srv.port}"],
             cwd=ROOT, capture_output=True, text=True, timeout=30,

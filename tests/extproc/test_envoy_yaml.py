@@ -12,8 +12,9 @@ import yaml
 
 from envoykit.core import free_port, validate_envoy_config
 from envoykit.extproc import RESPONSE_ATTRIBUTES
-from tests.extproc.proc import ServerProcess
+from tests.extproc.proc import start_extproc
 from tests.extproc.test_telemetry_envoy import total
+from tests.serverproc import StartServer
 
 CONFIG = Path(__file__).resolve().parents[2] / "envoy" / "extproc.yaml"
 
@@ -31,9 +32,9 @@ def test_validates_and_asks_for_every_attribute_telemetry_reads() -> None:
     assert telemetry["response_attributes"] == list(RESPONSE_ATTRIBUTES)
 
 
-def test_runs_as_written(envoy, echo) -> None:
+def test_runs_as_written(envoy, echo, server_process: StartServer) -> None:
     cfg = yaml.safe_load(CONFIG.read_text())
-    with ServerProcess("--processor", "envoykit.extproc.examples:stamp") as srv:
+    with start_extproc(server_process, "--processor", "envoykit.extproc.examples:stamp") as srv:
         port = free_port()
         res = cfg["static_resources"]
         res["listeners"][0]["address"]["socket_address"]["port_value"] = port

@@ -12,7 +12,8 @@ import pytest
 from envoykit.core import free_port
 from tests.extproc import procs
 from tests.extproc.helpers import ThreadedServer, ext_proc_filter, proxy_config
-from tests.extproc.proc import ServerProcess
+from tests.extproc.proc import start_extproc
+from tests.serverproc import StartServer
 from tests.upstream import EchoServer
 
 
@@ -120,9 +121,9 @@ def test_processor_that_raises_follows_its_failure_mode(envoy, upstream) -> None
 
 @pytest.mark.parametrize(("allow", "status"), [(True, 200), (False, 500)])
 def test_server_killed_mid_stream_follows_failure_mode_allow(
-    envoy, upstream, allow: bool, status: int
+    envoy, upstream, allow: bool, status: int, server_process: StartServer
 ) -> None:
-    with ServerProcess("--no-telemetry", "--processor", "tests.extproc.procs:Slow") as srv:
+    with start_extproc(server_process, "--no-telemetry", "--processor", "tests.extproc.procs:Slow") as srv:
         url = start(envoy, upstream, srv.port, failure_mode_allow=allow, timeout_ms=20000)
         assert httpx.get(f"{url}/warmup").status_code == 200
         result: list[httpx.Response] = []

@@ -20,8 +20,9 @@ import yaml
 
 from envoykit.core import free_port, wait_for_port
 from tests.extproc.helpers import proxy_config
-from tests.extproc.proc import ServerProcess
+from tests.extproc.proc import start_extproc
 from tests.extproc.test_telemetry_envoy import BACKEND, TELEMETRY_FILTER
+from tests.serverproc import StartServer
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
 DASHBOARD = COMPOSE / "grafana" / "dashboards" / "mesh.json"
@@ -80,9 +81,11 @@ def query(port: int, expr: str) -> list[dict[str, Any]]:
     return list(body["data"]["result"])
 
 
-def test_dashboard_queries_work_on_real_prometheus(envoy, echo, prometheus) -> None:
+def test_dashboard_queries_work_on_real_prometheus(
+    envoy, echo, prometheus, server_process: StartServer
+) -> None:
     prom_port, tmp = prometheus
-    with ServerProcess() as srv:
+    with start_extproc(server_process) as srv:
         port = free_port()
         cfg = proxy_config(
             port,

@@ -21,15 +21,16 @@ from envoykit.core.peer import format_peer
 from tests.certs import Pair, TestCA
 from tests.envoycfg import bootstrap, cluster, http_listener, route_to
 from tests.extproc.helpers import telemetry_filter
-from tests.extproc.proc import ServerProcess
+from tests.extproc.proc import start_extproc
+from tests.serverproc import ServerProcess, StartServer
 from tests.telemetry.helpers import BACKEND, FRONTEND
 
 TELEMETRY_FILTER = telemetry_filter()
 
 
 @pytest.fixture
-def server() -> Iterator[ServerProcess]:
-    with ServerProcess() as srv:
+def server(server_process: StartServer) -> Iterator[ServerProcess]:
+    with start_extproc(server_process) as srv:
         yield srv
 
 

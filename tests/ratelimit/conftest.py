@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.ratelimit.redisproc import RedisCluster, RedisServer, have_redis
-from tests.ratelimit.rlproc import RateLimitProcess
+from tests.serverproc import ServerProcess, StartServer
 
 
 @pytest.fixture
@@ -33,21 +33,12 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         cluster.stop()
 
 
-StartRL = Callable[..., RateLimitProcess]
-
-
 @pytest.fixture
-def ratelimit(tmp_path: Path) -> Iterator[StartRL]:
-    """Start ``envoykit ratelimit serve`` processes: ``ratelimit(config_dir, *args)``; SIGTERM at teardown."""
-    started: list[RateLimitProcess] = []
+def ratelimit(server_process: StartServer) -> Callable[..., ServerProcess]:
+    """``ratelimit(config_dir, *args)``: ``envoykit ratelimit serve`` (tests/serverproc.py); at teardown
+    it gets SIGTERM and must exit 0."""
 
-    def start(config_dir: Path, *args: str) -> RateLimitProcess:
-        p = RateLimitProcess(config_dir, tmp_path, *args).start()
-        started.append(p)
-        return p
+    def start(config_dir: Path, *args: str) -> ServerProcess:
+        return server_process("ratelimit", "--config-dir", str(config_dir), *args)
 
-    yield start
-    for p in started:
-        if p.proc is not None:
-            code = p.stop()
-            assert code == 0, f"ratelimit exited {code} on SIGTERM:\n{p.log()[-3000:]}"
+    return start

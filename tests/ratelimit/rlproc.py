@@ -1,68 +1,14 @@
-"""Start ``envoykit ratelimit serve`` as a real process and build Envoy configs that call it."""
+"""Envoy configs that call ``envoykit ratelimit serve`` (started by the ``ratelimit`` fixture)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from envoykit.core import free_port, wait_for_port
 from tests.envoycfg import bootstrap, cluster, http_listener
 
 ENVOYKIT = str(Path(sys.executable).parent / "envoykit")
-
-
-class RateLimitProcess:
-    """One ``envoykit ratelimit serve`` process on free ports; its stderr (JSON logs) goes to a file."""
-
-    def __init__(self, config_dir: Path, workdir: Path, *args: str) -> None:
-        self.config_dir = config_dir
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.log_path = workdir / f"ratelimit-{self.port}.log"
-        self.args = list(args)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30) -> RateLimitProcess:
-        cmd = [
-            ENVOYKIT, "ratelimit", "serve", "--config-dir", str(self.config_dir),
-            "--address", f"127.0.0.1:{self.port}", "--metrics-port", str(self.metrics_port), *self.args,
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(self.log_path, "ab") as log:  # the child keeps its own copy
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
-        try:
-            wait_for_port(self.port, timeout=timeout)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"ratelimit did not start:\n{self.log()}") from None
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def metrics(self) -> str:
-        import httpx
-
-        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-
-    def stop(self, timeout: float = 15) -> int | None:
-        """SIGTERM (drain), then SIGKILL; returns the exit code."""
-        if self.proc is None:
-            return None
-        code = self.proc.poll()
-        if code is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                code = self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                code = self.proc.wait()
-        self.proc = None
-        return code
 
 
 def ratelimit_filter(

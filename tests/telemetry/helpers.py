@@ -4,15 +4,10 @@ plane's own access-logger builders, a TCP echo upstream, and /metrics readers.""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import socketserver
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +17,10 @@ from envoykit.control.model.mesh import AccessLogServer
 from envoykit.control.model.types import Address
 from envoykit.control.translate.accesslog import ACCESS_LOG_CLUSTER, http_access_logs, tcp_access_logs
 from envoykit.control.translate.listeners import tcp_proxy
-from envoykit.core import free_port, wait_for_port
+from envoykit.core import free_port
 from envoykit.core.peer import format_peer
 from tests.envoycfg import bootstrap, cluster, http_listener, route_to, socket_address
+from tests.serverproc import ServerProcess, StartServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,63 +46,13 @@ BACKEND = {
 BACKEND_CLUSTER = "outbound|80||backend.shop"
 
 
-class TelemetryProcess:
-    """``python -m envoykit.cli telemetry serve`` on free ports (or ``port``), JSON lines in ``log``."""
-
-    def __init__(
-        self, log: Path, *args: str, port: int = 0, metrics_port: int = 0, access_log: bool = True
-    ) -> None:
-        self.access_log = access_log
-        self.port = port or free_port()
-        self.metrics_port = metrics_port or free_port()
-        self.log = log
-        self.args = list(args)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> TelemetryProcess:
-        cmd = [
-            sys.executable, "-m", "envoykit.cli", "telemetry", "serve",
-            "--address", f"127.0.0.1:{self.port}", "--metrics-port", str(self.metrics_port),
-            "--log-level", "warning", *self.args,
-        ]  # fmt: skip
-        if self.access_log:
-            cmd += ["--access-log", str(self.log)]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.stderr = self.log.with_name(self.log.name + f".{self.port}.stderr")
-        with open(self.stderr, "ab") as err:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=err)
-        try:
-            wait_for_port(self.port, timeout=20)
-            wait_for_port(self.metrics_port, timeout=5)
-        except TimeoutError:
-            self.proc.kill()
-            raise RuntimeError(self.stderr.read_text()) from None
-        return self
-
-    def __enter__(self) -> TelemetryProcess:
-        return self.start()
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
-            return str(r.read().decode())
-
-    def kill(self) -> None:
-        """SIGKILL: the server dies mid-stream without a goodbye."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def terminate(self, timeout: float = 15) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=timeout)
-        return self.proc.returncode
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+def start_telemetry(
+    server_process: StartServer, access_log: Path | None, *args: str, **kw: Any
+) -> ServerProcess:
+    """``envoykit telemetry serve <args>`` with warning-level logs and its JSON access log in ``access_log``
+    (None: metrics only), started by the ``server_process`` fixture (``port=`` etc. as it takes)."""
+    log_args = ["--access-log", str(access_log)] if access_log is not None else []
+    return server_process("telemetry", "--log-level", "warning", *log_args, *args, **kw)
 
 
 def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -124,7 +70,7 @@ def total(text: str, name: str, **match: str) -> float:
     return sum(v for lbl, v in samples(text, name) if all(lbl.get(k) == x for k, x in match.items()))
 
 
-def wait_total(srv: TelemetryProcess, name: str, expected: float, timeout: float = 20.0) -> str:
+def wait_total(srv: ServerProcess, name: str, expected: float, timeout: float = 20.0) -> str:
     """Scrape until ``name`` adds up to ``expected``, then once more after a pause (nothing extra)."""
     deadline = time.monotonic() + timeout
     text = srv.metrics()

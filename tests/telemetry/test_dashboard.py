@@ -19,11 +19,12 @@ import yaml
 from envoykit.core import free_port, wait_for_port
 from tests.envoycfg import bootstrap, cluster
 from tests.extproc.test_prometheus_grafana import DASHBOARD, PROMETHEUS, query
+from tests.serverproc import StartServer
 from tests.telemetry.helpers import (
     BACKEND,
     TcpEcho,
-    TelemetryProcess,
     http_sidecars,
+    start_telemetry,
     tcp_exchange,
     tcp_listener,
 )
@@ -47,13 +48,15 @@ def panel_queries(dash: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def test_every_panel_has_data_from_the_telemetry_server(envoy, echo, tmp_path: Path) -> None:
+def test_every_panel_has_data_from_the_telemetry_server(
+    envoy, echo, tmp_path: Path, server_process: StartServer
+) -> None:
     if not Path(PROMETHEUS).exists():
         pytest.skip("prometheus is not installed (apt-get install prometheus)")
     admins = (free_port(), free_port(), free_port())
     args = [a for p in admins for a in ("--envoy-admin", f"http://127.0.0.1:{p}")]
     prom_port = free_port()
-    with TcpEcho() as db, TelemetryProcess(tmp_path / "access.json", *args) as srv:
+    with TcpEcho() as db, start_telemetry(server_process, tmp_path / "access.json", *args) as srv:
         client_cfg, server_cfg, port = http_sidecars(echo.port, srv.port, admin_ports=admins[:2])
         envoy(server_cfg, name="backend-sidecar")
         envoy(client_cfg, name="frontend-sidecar")

@@ -15,14 +15,15 @@ from envoykit.core import AioGrpcServer, free_port
 from tests.certs import TestCA
 from tests.envoycfg import bootstrap, cluster, http_listener, route_to
 from tests.extproc.test_telemetry_envoy import tls_socket
+from tests.serverproc import StartServer
 from tests.telemetry.helpers import (
     BACKEND,
     FRONTEND,
     TcpEcho,
-    TelemetryProcess,
     access_logs,
     http_sidecars,
     read_lines,
+    start_telemetry,
     tcp_exchange,
     tcp_listener,
     total,
@@ -33,10 +34,10 @@ BACKEND_SERVICE = "backend.shop.svc.cluster.local"
 
 
 def test_http_requests_counted_exactly_on_both_reporters_with_istio_labels(
-    envoy, echo, tmp_path: Path
+    envoy, echo, tmp_path: Path, server_process: StartServer
 ) -> None:
     log = tmp_path / "access.log"
-    with TelemetryProcess(log) as srv:
+    with start_telemetry(server_process, log) as srv:
         ca = TestCA(tmp_path / "pki")
         front = ca.issue("frontend", uris=[FRONTEND["principal"]])
         back = ca.issue("backend", uris=[BACKEND["principal"]], server=True)
@@ -128,7 +129,7 @@ def test_http_requests_counted_exactly_on_both_reporters_with_istio_labels(
         assert len(set(ids)) == len(ids)
 
 
-def test_grpc_status_comes_from_the_trailers(envoy, tmp_path: Path) -> None:
+def test_grpc_status_comes_from_the_trailers(envoy, tmp_path: Path, server_process: StartServer) -> None:
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
 
@@ -138,7 +139,7 @@ def test_grpc_status_comes_from_the_trailers(envoy, tmp_path: Path) -> None:
 
     upstream, up_port = asyncio.run_coroutine_threadsafe(start_upstream(), loop).result(10)
     try:
-        with TelemetryProcess(tmp_path / "access.log") as srv:
+        with start_telemetry(server_process, tmp_path / "access.log") as srv:
             port = free_port()
             lst = http_listener(
                 port,
@@ -172,8 +173,10 @@ def test_grpc_status_comes_from_the_trailers(envoy, tmp_path: Path) -> None:
     assert total(text, "istio_requests_total", source_workload="unknown") == 7  # no peer header sent
 
 
-def test_tcp_bytes_and_connections_on_both_reporters(envoy, tmp_path: Path) -> None:
-    with TcpEcho() as app, TelemetryProcess(tmp_path / "access.log") as srv:
+def test_tcp_bytes_and_connections_on_both_reporters(
+    envoy, tmp_path: Path, server_process: StartServer
+) -> None:
+    with TcpEcho() as app, start_telemetry(server_process, tmp_path / "access.log") as srv:
         in_port, out_port = free_port(), free_port()
         als = cluster("envoykit_telemetry", srv.port, http2=True)
         server_cfg = bootstrap(

@@ -10,17 +10,19 @@ from pathlib import Path
 import httpx
 
 from envoykit.core import free_port
-from tests.telemetry.helpers import TelemetryProcess, http_sidecars, read_lines, samples, total
+from tests.serverproc import StartServer
+from tests.telemetry.helpers import http_sidecars, read_lines, samples, start_telemetry, total
 
 N = 400
 
 
-def test_restart_mid_traffic_reports_the_gap_and_counts_nothing_twice(envoy, echo, tmp_path: Path) -> None:
+def test_restart_mid_traffic_reports_the_gap_and_counts_nothing_twice(
+    envoy, echo, tmp_path: Path, server_process: StartServer
+) -> None:
     admins = (free_port(), free_port())
     args = [a for p in admins for a in ("--envoy-admin", f"http://127.0.0.1:{p}")]
     log = tmp_path / "access.log"
-    first = TelemetryProcess(log, *args).start()
-    second = TelemetryProcess(log, *args, port=first.port, metrics_port=first.metrics_port)
+    first = start_telemetry(server_process, log, *args)
     try:
         client_cfg, server_cfg, port = http_sidecars(echo.port, first.port, admin_ports=admins)
         envoy(server_cfg, name="backend-sidecar")
@@ -42,7 +44,7 @@ def test_restart_mid_traffic_reports_the_gap_and_counts_nothing_twice(envoy, ech
         first.kill()  # mid-stream, without a goodbye
         while len(codes) < N // 2:
             time.sleep(0.02)
-        second.start()
+        second = start_telemetry(server_process, log, *args, port=first.port, metrics_port=first.metrics_port)
         t.join(60)
         assert sent.is_set() and codes == [200] * N
         deadline = time.monotonic() + 20
@@ -55,8 +57,7 @@ def test_restart_mid_traffic_reports_the_gap_and_counts_nothing_twice(envoy, ech
             text = now
         text = second.metrics()
     finally:
-        first.__exit__()
-        second.__exit__()
+        first.kill()  # already dead; the second one is stopped (SIGTERM, exit 0) by the fixture
 
     lines = read_lines(log)  # both lives of the server wrote here
     for reporter, node in (("source", "sidecar~frontend-v1"), ("destination", "sidecar~backend-v2")):

@@ -14,13 +14,14 @@ from envoykit.core import free_port
 from envoykit.core.accesslog import REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS, TAG
 from envoykit.core.peer import format_peer
 from tests.envoycfg import bootstrap, cluster, http_listener, route_to
+from tests.serverproc import StartServer
 from tests.telemetry.helpers import (
     BACKEND,
     FRONTEND,
-    TelemetryProcess,
     access_logs,
     read_lines,
     samples,
+    start_telemetry,
     wait_total,
 )
 
@@ -41,8 +42,13 @@ def _untagged(logs: list[dict[str, Any]], cluster_name: str) -> list[dict[str, A
     return out
 
 
-def test_tagged_and_untagged_entries_count_and_log_the_same(envoy, echo, tmp_path: Path) -> None:
-    with TelemetryProcess(tmp_path / "a.log") as tagged, TelemetryProcess(tmp_path / "b.log") as plain:
+def test_tagged_and_untagged_entries_count_and_log_the_same(
+    envoy, echo, tmp_path: Path, server_process: StartServer
+) -> None:
+    with (
+        start_telemetry(server_process, tmp_path / "a.log") as tagged,
+        start_telemetry(server_process, tmp_path / "b.log") as plain,
+    ):
         ports = free_port(), free_port()
         logs = access_logs(tagged.port, "destination")
         listeners = [

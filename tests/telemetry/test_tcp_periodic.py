@@ -9,12 +9,13 @@ from pathlib import Path
 
 from envoykit.core import free_port
 from tests.envoycfg import bootstrap, cluster
+from tests.serverproc import StartServer
 from tests.telemetry.helpers import (
     BACKEND,
     FRONTEND,
     TcpEcho,
-    TelemetryProcess,
     read_lines,
+    start_telemetry,
     tcp_listener,
     total,
     wait_total,
@@ -32,8 +33,10 @@ def _echo(s: socket.socket, n: int) -> None:
         got += len(chunk)
 
 
-def test_open_connection_reports_bytes_periodically_and_exactly_at_close(envoy, tmp_path: Path) -> None:
-    with TcpEcho() as app, TelemetryProcess(tmp_path / "access.log") as srv:
+def test_open_connection_reports_bytes_periodically_and_exactly_at_close(
+    envoy, tmp_path: Path, server_process: StartServer
+) -> None:
+    with TcpEcho() as app, start_telemetry(server_process, tmp_path / "access.log") as srv:
         in_port, out_port = free_port(), free_port()
         als = cluster("envoykit_telemetry", srv.port, http2=True)
         server_cfg = bootstrap(

@@ -19,6 +19,7 @@ from envoykit.telemetry.flags import response_flags
 from envoykit.telemetry.labels import HTTP_LABELS, LabelGuard, Reporter, destination_service
 from envoykit.telemetry.metrics import IstioMetrics, ServerMetrics
 from envoykit.telemetry.record import Recorder
+from tests.serverproc import StartServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,13 +144,13 @@ def test_logs_access_prints_the_last_lines_of_a_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.server
-def test_a_second_server_on_a_served_address_exits_1(tmp_path: Path) -> None:
+def test_a_second_server_on_a_served_address_exits_1(tmp_path: Path, server_process: StartServer) -> None:
     import subprocess
     import sys
 
-    from tests.telemetry.helpers import ROOT, TelemetryProcess
+    from tests.telemetry.helpers import ROOT, start_telemetry
 
-    with TelemetryProcess(tmp_path / "a.json") as srv:
+    with start_telemetry(server_process, tmp_path / "a.json") as srv:
         out = subprocess.run(
             [
                 sys.executable,
