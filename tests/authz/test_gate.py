@@ -221,6 +221,7 @@ def test_gate_refuses_what_it_cannot_split(tmp_path: Path) -> None:
     assert compile_gate(load_policy(d), [Workload("shop")]).filters
 
 
+@pytest.mark.envoy
 def test_compile_gate_command(tmp_path: Path) -> None:
     d = _policy_dir(tmp_path)
     r = subprocess.run(

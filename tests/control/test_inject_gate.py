@@ -93,6 +93,7 @@ def test_inject_gate_through_envoy(tmp_path: Path, envoy: Any) -> None:
             srv.stop()
 
 
+@pytest.mark.envoy
 def test_inject_gate_refusals_and_off_switch(tmp_path: Path) -> None:
     _policy(tmp_path)
     plain = write(tmp_path, name="plain.yaml")  # no path normalisation: the gate would see another path
