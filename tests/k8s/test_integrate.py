@@ -208,6 +208,7 @@ def _json_patch_add(doc: Any, path: str, value: Any) -> None:
         doc[last] = value
 
 
+@pytest.mark.envoy
 def test_envoy_gateway_rate_limit_patch_loads_in_envoy(tmp_path: Path) -> None:
     files = integrate(
         tmp_path / "out",
