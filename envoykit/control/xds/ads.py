@@ -326,11 +326,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
         async def read() -> None:
             try:
-                async for req in request_iterator:
+                # context.read(), not ``async for`` over request_iterator: gRPC's iterator keeps the
+                # last message it yielded in its frame until the next one arrives
+                while (req := await context.read()) is not grpc.aio.EOF:
                     hold = in_flight.pop(req.response_nonce, 0)
                     if hold:
                         budget.release(hold)
                     queue.put_nowait(req)
+                    # an idle stream must not keep its last request: a sidecar's EDS ACK names
+                    # 5,500 clusters (~0.4 MB parsed); 1,000 of them held 0.4 GB after an endpoint push
+                    del req
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 pass
             finally:
@@ -370,10 +375,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 except Exception as exc:  # e.g. the CA cannot issue: serve the rest, say why
                     self._log.error("cannot prepare the node's secrets", node=node_id, error=str(exc))
             item: Any = first
+            del first
             while item is not _END:
                 snap = self.cache.get(node_id)
                 if item is not _WAKE:
                     session.on_request(item)
+                item = None  # not kept while the stream waits (see read)
                 out = session.responses(snap)
                 while out:  # popped, so that an idle stream keeps no reference to what it sent
                     resp = out.pop(0)
