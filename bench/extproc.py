@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import http.client
-import os
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import LoadResult, hey_rate, table, wrk
+from common import LoadResult, cpu_seconds, hey_rate, table, wrk
 
 from envoykit.core import EnvoyProcess, free_port
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
@@ -33,12 +32,6 @@ from tests.extproc.test_telemetry_envoy import total
 from tests.serverproc import ServerProcess
 
 KEYS = "abnc"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far, in seconds (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sequential(url: str, n: int) -> tuple[float, float]:
