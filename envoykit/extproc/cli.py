@@ -9,6 +9,7 @@ import sys
 import click
 
 from envoykit.core import ConfigError, configure_logging, get_logger
+from envoykit.core.options import process_options
 from envoykit.extproc.server import DEFAULT_ADDRESS
 
 
@@ -30,20 +31,7 @@ def extproc() -> None:
     help="Load processors from a module path; repeat for a chain (runs in the order given).",
 )
 @click.option("--telemetry/--no-telemetry", default=True, show_default=True, help="Istio-standard metrics.")
-@click.option("--grace", type=float, default=5.0, show_default=True, help="Drain time on SIGTERM, seconds.")
-@click.option(
-    "--nice",
-    type=click.IntRange(0, 19),
-    default=0,
-    show_default=True,
-    help="Lower the CPU priority of the whole server (0-19): telemetry yields the CPU to Envoy.",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
+@process_options("Lower the CPU priority of the whole server (0-19): telemetry yields the CPU to Envoy.")
 def serve(
     address: str,
     metrics_port: int,

@@ -8,6 +8,7 @@ import os
 import click
 
 from envoykit.core import configure_logging, get_logger
+from envoykit.core.options import process_options
 from envoykit.telemetry.server import DEFAULT_ADDRESS
 
 
@@ -52,20 +53,7 @@ def telemetry() -> None:
     metavar="URL",
     help="An Envoy admin URL whose access-log counters (written, dropped) are exported; repeat.",
 )
-@click.option("--grace", type=float, default=5.0, show_default=True, help="Drain time on SIGTERM, seconds.")
-@click.option(
-    "--nice",
-    type=click.IntRange(0, 19),
-    default=0,
-    show_default=True,
-    help="Lower the CPU priority of the server (0-19): telemetry yields the CPU to Envoy.",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
+@process_options("Lower the CPU priority of the server (0-19): telemetry yields the CPU to Envoy.")
 def serve(
     address: str,
     metrics_port: int,
