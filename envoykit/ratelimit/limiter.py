@@ -29,6 +29,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from envoykit.ratelimit.algorithms import ENFORCED, SHADOW, Algorithm, Count, Hit
 from envoykit.ratelimit.config import Match
+from envoykit.ratelimit.metrics import RuleStats
 
 OK = rls_pb2.RateLimitResponse.OK
 OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
@@ -63,37 +64,47 @@ def hits_addend(request_addend: int, descriptor: ratelimit_pb2.RateLimitDescript
     return request_addend if request_addend > 0 else 1
 
 
-def status_for(match: Match, count: Count, addend: int, near_limit_ratio: float) -> DescriptorStatus:
-    """The DescriptorStatus for one counted hit, updating the rule's stats (reference semantics)."""
-    limit = match.limit
-    stats = match.stats
-    over_thr = limit.requests_per_unit
-    near_thr = math.floor(over_thr * near_limit_ratio)
-    before, after = count.before, count.after
-    reset = Duration(seconds=max(0, -(-count.reset_ms // 1000)))
-    if after > over_thr:
-        if before >= over_thr:
+def count_stats(
+    stats: RuleStats, limit: int, near_thr: int, before: int, after: int, addend: int, shadow: bool
+) -> bool:
+    """Count one hit into the rule's ``stats`` (reference semantics); True when it is over ``limit``.
+
+    Near limit is the share of the hit above ``near_thr``; over limit only the share past ``limit``.
+    """
+    if after > limit:
+        if before >= limit:
             stats.over_limit += addend
         else:
-            stats.over_limit += after - over_thr
-            stats.near_limit += over_thr - max(near_thr, before)
+            stats.over_limit += after - limit
+            stats.near_limit += limit - max(near_thr, before)
         stats.total_hits += addend
-        if limit.shadow_mode:
+        if shadow:
             stats.shadow_mode += addend
-            code = OK
-        else:
-            code = OVER_LIMIT
-        return DescriptorStatus(
-            code=code, current_limit=limit.current_limit, limit_remaining=0, duration_until_reset=reset
-        )
+        return True
     if after > near_thr:
         stats.near_limit += addend if before >= near_thr else after - near_thr
     stats.within_limit += addend
     stats.total_hits += addend
+    return False
+
+
+def status_for(match: Match, count: Count, addend: int, near_limit_ratio: float) -> DescriptorStatus:
+    """The DescriptorStatus for one counted hit, updating the rule's stats (reference semantics)."""
+    limit = match.limit
+    over_thr = limit.requests_per_unit
+    near_thr = math.floor(over_thr * near_limit_ratio)
+    reset = Duration(seconds=max(0, -(-count.reset_ms // 1000)))
+    if count_stats(match.stats, over_thr, near_thr, count.before, count.after, addend, limit.shadow_mode):
+        return DescriptorStatus(
+            code=OK if limit.shadow_mode else OVER_LIMIT,
+            current_limit=limit.current_limit,
+            limit_remaining=0,
+            duration_until_reset=reset,
+        )
     return DescriptorStatus(
         code=OK,
         current_limit=limit.current_limit,
-        limit_remaining=over_thr - after,
+        limit_remaining=over_thr - count.after,
         duration_until_reset=reset,
     )
 

@@ -131,7 +131,7 @@ class RateLimitServer:
     def _handler(self) -> Callable[[rls_pb2.RateLimitRequest], Any]:
         service = self.service
         if isinstance(self.store, MemoryStore):
-            return service.answer  # no I/O: decided inline on the event loop
+            return service.fast_path(self.store)  # no I/O: decided inline on the event loop
         apply_async = getattr(self.store, "apply_async", None)
         if apply_async is not None:  # the store completes on the event loop: no thread hop
 
@@ -155,9 +155,9 @@ class RateLimitServer:
     def lean(self) -> UnaryServer:
         """The lean unary server for this process (build it inside the loop that serves)."""
         server = UnaryServer("ratelimit", self.opts.address, metrics_port=self.opts.metrics_port)
-        server.add_service(
-            SERVICE_NAME, [UnaryMethod(SHOULD_RATE_LIMIT, rls_pb2.RateLimitRequest, self._handler())]
-        )
+        handler = self._handler()
+        request_type = getattr(handler, "request_type", rls_pb2.RateLimitRequest)  # the fast path's: bytes
+        server.add_service(SERVICE_NAME, [UnaryMethod(SHOULD_RATE_LIMIT, request_type, handler)])
         aclose = getattr(self.store, "aclose", None)
         if aclose is not None:
             server.on_stop(aclose)  # awaited on the loop, before close() ends the rest

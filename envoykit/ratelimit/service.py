@@ -29,6 +29,7 @@ from envoykit.core.logs import get_logger
 from envoykit.core.unary import GrpcStatusError, StatusCode
 from envoykit.ratelimit.algorithms import Count, Hit
 from envoykit.ratelimit.config import Match, RateLimitConfig
+from envoykit.ratelimit.fastpath import FastPath
 from envoykit.ratelimit.limiter import (
     OK,
     OVER_LIMIT,
@@ -40,6 +41,7 @@ from envoykit.ratelimit.limiter import (
 from envoykit.ratelimit.lookup import Lookup
 from envoykit.ratelimit.metrics import CALL_SECONDS, STORE_ERRORS
 from envoykit.ratelimit.stores.base import Store, StoreError
+from envoykit.ratelimit.stores.memory import MemoryStore
 
 MAX_UINT32 = 2**32 - 1
 _GRPCIO_CODES = {
@@ -125,6 +127,22 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         self._stats_lock = threading.Lock()
         self._last_error_log = 0.0
         self._errors_since_log = 0
+
+    def fast_path(self, store: MemoryStore) -> FastPath:
+        """The lean server's handler for the memory store (:mod:`envoykit.ratelimit.fastpath`)."""
+        s = self.settings
+        plain = not (
+            s.shadow_mode or s.quota_mode or s.response_headers or s.response_dynamic_metadata or s.stop_when_over
+        )
+        return FastPath(
+            self.lookup,
+            self.answer,
+            store,
+            plain_settings=plain,
+            near_limit_ratio=s.near_limit_ratio,
+            cache_key_prefix=s.cache_key_prefix,
+            clock=self._clock,
+        )
 
     def lookup(self) -> Lookup:
         """The lookup for the current config (rebuilt when the config object changes)."""

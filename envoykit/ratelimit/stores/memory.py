@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Protocol
 
 from envoykit.ratelimit.algorithms import (
     Algorithm,
@@ -25,6 +26,17 @@ from envoykit.ratelimit.algorithms import (
 )
 
 _SWEEP_EVERY_MS = 1000
+
+
+class FixedHit(Protocol):
+    """A fixed-window hit whose counter key (window start included) is already built."""
+
+    window_key: str
+    window_start: int
+    window_ms: int
+    addend: int
+
+
 _Write = tuple[str, float, int, bool]  # key, value, expires_at_ms, absolute (else added)
 
 
@@ -97,6 +109,26 @@ class MemoryStore:
             c if yes or c.after > h.limit else uncounted(c)
             for h, c, yes in zip(hits, counts, counted, strict=True)
         ]
+
+    def add_fixed(self, hits: Sequence[FixedHit], now_ms: int) -> list[int]:
+        """Count fixed-window hits (the lean path's plans, :mod:`envoykit.ratelimit.fastpath`): add
+        each ``addend`` to the counter ``window_key`` (expiring at ``window_start + window_ms``), in
+        order and atomically; the counts before each hit. Same counters as :meth:`apply`."""
+        with self._lock:
+            if now_ms >= self._next_sweep or len(self._data) > self.max_keys:
+                self._sweep(now_ms)
+            data = self._data
+            befores = []
+            for h in hits:
+                cell = data.get(h.window_key)
+                if cell is None or cell[1] <= now_ms:
+                    befores.append(0)
+                    if h.addend:
+                        data[h.window_key] = [h.addend, h.window_start + h.window_ms]
+                else:
+                    befores.append(int(cell[0]))
+                    cell[0] += h.addend
+            return befores
 
     def _count(self, hit: Hit, now_ms: int) -> tuple[Count, list[_Write]]:
         """The hit's count and the writes that apply it (none for a refused sliding/GCRA hit)."""
