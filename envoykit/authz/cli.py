@@ -68,6 +68,13 @@ def authz() -> None:
     show_default=True,
     help="lean: one event loop, policy inline; grpcio: thread-pool grpcio server (reflection)",
 )
+@click.option(
+    "--gate-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="write the native gate of the policy served here (JSON), atomically, on start and after every "
+    "accepted reload; the control plane reads it (also served at /gate on --metrics-port)",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     policy_dir: Path,
@@ -83,6 +90,7 @@ def serve(
     allow_empty_policy: bool,
     settle_ms: float,
     server_kind: str,
+    gate_file: Path | None,
     log_level: str,
 ) -> None:
     """Serve envoy.service.auth.v3.Authorization/Check until SIGTERM."""
@@ -105,6 +113,7 @@ def serve(
         allow_empty_policy=allow_empty_policy,
         settle_ms=settle_ms,
         server=server_kind,
+        gate_file=gate_file,
     )
     try:
         run(opts)
@@ -163,11 +172,20 @@ def test_cmd(policy_dir: Path, cases: Path, run_pattern: str | None, output: str
     help="the native gate: RBAC filters for before ext_authz, and ext_authz's filter_enabled_metadata "
     "(Python rules allowed: their requests go to ext_authz)",
 )
-def compile_cmd(policy_dir: Path, namespace: str | None, labels: tuple[str, ...], gate: bool) -> None:
+@click.option(
+    "--document",
+    is_flag=True,
+    help="with --gate: print the gate document (JSON) the server publishes with --gate-file, for "
+    "`envoykit envoy inject --gate FILE`",
+)
+def compile_cmd(
+    policy_dir: Path, namespace: str | None, labels: tuple[str, ...], gate: bool, document: bool
+) -> None:
     """Print Envoy RBAC http_filters (YAML) enforcing POLICY_DIR's AuthorizationPolicies natively.
 
     Without --namespace/--label every policy is compiled, whatever its namespace or selector.
-    With --gate, the policy may also hold Python rules (see docs/authz.md, "The native gate").
+    With --gate, the policy may also hold Python rules (see docs/authz.md, "The native gate");
+    --gate --document prints the gate as data instead (the server's --gate-file document).
     """
     import yaml
     from google.protobuf.json_format import MessageToDict
@@ -190,6 +208,13 @@ def compile_cmd(policy_dir: Path, namespace: str | None, labels: tuple[str, ...]
         return json.loads(json.dumps(MessageToDict(msg, preserving_proto_field_name=True)))
 
     try:
+        if gate and document:
+            from envoykit.authz.gate import gate_document
+
+            click.echo(gate_document(load_policy(policy_dir)).model_dump_json(indent=1))
+            return
+        if document:
+            raise click.UsageError("--document goes with --gate")
         if gate:
             from envoykit.authz.gate import compile_gate
 

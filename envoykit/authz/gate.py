@@ -43,69 +43,52 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
-from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
+from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 
-from envoykit.authz.istio import Workload
+from envoykit.authz.istio import ROOT_NAMESPACE, Workload
 from envoykit.authz.loader import Policy
 from envoykit.authz.rbac import AMBIGUOUS_PATH_POLICY, NotCompilable, compile_policies
 from envoykit.authz.rules import Rule
-from envoykit.core.errors import ConfigError
+from envoykit.core.authzgate import (
+    ALLOW_FILTER,
+    DENY_FILTER,
+    GATE_FILTERS,
+    GATE_PREFIX,
+    OTHER_NAMESPACE,
+    PYTHON_POLICY,
+    RBAC_METADATA_NAMESPACE,
+    RESULT_KEY,
+    Gate,
+    GateDocument,
+    NoGate,
+    ScopedPolicy,
+    Where,
+    assemble,
+    ext_authz_enabled_matcher,
+    proto_json,
+    with_digest,
+)
 
-#: Dynamic metadata namespace the HTTP RBAC filter writes (its shadow engine result).
-RBAC_METADATA_NAMESPACE = "envoy.filters.http.rbac"
-#: ``shadow_rules_stat_prefix`` of the gate; also the prefix of its metadata keys and shadow stats.
-GATE_PREFIX = "envoykit_gate_"
-#: The metadata key ext_authz reads: ``allowed`` = Python must decide, ``denied`` = decided here.
-RESULT_KEY = GATE_PREFIX + "shadow_engine_result"
-#: The RBAC policy standing for "a Python rule applies or a credential is present".
-PYTHON_POLICY = "envoykit-python"
-DENY_FILTER = "envoykit.gate.deny"
-ALLOW_FILTER = "envoykit.gate.allow"
-GATE_FILTERS = (DENY_FILTER, ALLOW_FILTER)
-#: A namespace no policy names: the view "the server knows some other namespace".
-OTHER_NAMESPACE = "\x00other"
-
-
-class NoGate(ConfigError):
-    """The policy cannot be split safely (the message says why): every request goes to ext_authz."""
-
-
-@dataclass(frozen=True)
-class Gate:
-    """A compiled gate.
-
-    Attributes:
-        filters: the RBAC ``HttpFilter`` messages to place, in order, right before ext_authz.
-        ext_authz_enabled: the ext_authz filter's ``filter_enabled_metadata``.
-        python_rules: names of the rules whose requests go to ext_authz.
-        credentials: header names whose presence sends a request to ext_authz (authn.yaml).
-    """
-
-    filters: tuple[hcm.HttpFilter, ...]
-    ext_authz_enabled: metadata_pb2.MetadataMatcher
-    python_rules: tuple[str, ...]
-    credentials: tuple[str, ...]
-
-    @property
-    def filter_names(self) -> tuple[str, ...]:
-        """Names of the gate's filters (to disable them where ext_authz is disabled per route)."""
-        return tuple(f.name for f in self.filters)
-
-
-def ext_authz_enabled_matcher() -> metadata_pb2.MetadataMatcher:
-    """ext_authz runs unless the gate's shadow result is ``denied`` (``MetadataMatcher.invert``)."""
-    return metadata_pb2.MetadataMatcher(
-        filter=RBAC_METADATA_NAMESPACE,
-        path=[metadata_pb2.MetadataMatcher.PathSegment(key=RESULT_KEY)],
-        value=value_pb2.ValueMatcher(string_match=string_pb2.StringMatcher(exact="denied")),
-        invert=True,
-    )
+__all__ = [
+    "ALLOW_FILTER",
+    "DENY_FILTER",
+    "GATE_FILTERS",
+    "GATE_PREFIX",
+    "OTHER_NAMESPACE",
+    "PYTHON_POLICY",
+    "RBAC_METADATA_NAMESPACE",
+    "RESULT_KEY",
+    "Gate",
+    "NoGate",
+    "compile_gate",
+    "ext_authz_enabled_matcher",
+    "gate_document",
+]
 
 
 def _regex(rx: str) -> string_pb2.StringMatcher:
@@ -198,23 +181,75 @@ def _needs_python(policy: Policy) -> tuple[rbac_pb2.Permission | None, list[str]
     return (_or(parts) if parts else None), [r.name for r in rules], creds
 
 
-def _unpack(f: hcm.HttpFilter) -> http_rbac.RBAC:
-    cfg = http_rbac.RBAC()
-    f.typed_config.Unpack(cfg)
-    return cfg
-
-
-def _compile_view(policy: Policy, view: Workload) -> dict[str, http_rbac.RBAC]:
-    enforced = [p for p in policy.yaml_policies if not p[0].dry_run]  # dry-run ones never decide
-    out: dict[str, http_rbac.RBAC] = {}
-    for f in compile_policies(enforced, view):
-        cfg = _unpack(f)
-        out["DENY" if cfg.rules.action == rbac_pb2.RBAC.DENY else "ALLOW"] = cfg
+def _scoped(policy: Policy) -> list[ScopedPolicy]:
+    out = []
+    for pol, doc in policy.yaml_policies:
+        if pol.dry_run:  # dry-run policies never decide
+            continue
+        ns = pol.metadata.namespace
+        scope = ScopedPolicy(
+            id=pol.id,
+            action="DENY" if pol.spec.action == "DENY" else "ALLOW",
+            namespace=ns if ns and ns != ROOT_NAMESPACE else None,
+            match_labels=dict(pol.spec.selector.match_labels) if pol.spec.selector else {},
+        )
+        try:
+            filters = compile_policies([(pol, doc)])
+        except NotCompilable as exc:
+            where = Where(message=exc.message, file=exc.file, line=exc.line, field=exc.field)
+            out.append(scope.model_copy(update={"not_compilable": where}))
+            continue
+        rules: dict[str, dict[str, Any]] = {}
+        for f in filters:
+            cfg = http_rbac.RBAC()
+            f.typed_config.Unpack(cfg)
+            for name, p in cfg.rules.policies.items():
+                if name != AMBIGUOUS_PATH_POLICY:
+                    rules[name] = proto_json(p)
+        out.append(scope.model_copy(update={"rules": rules}))
     return out
 
 
+def gate_document(policy: Policy) -> GateDocument:
+    """The gate of ``policy`` as data (:class:`~envoykit.core.authzgate.GateDocument`, digest filled
+    in): what ``envoykit authz serve`` publishes and the control plane assembles per listener.
+
+    A Python rule without pre-match sets ``no_gate`` (file and line named); a YAML policy needing JWT
+    facts is marked ``not_compilable`` (listeners it applies to get no gate).
+    """
+    needs, names, creds = _needs_python(policy)
+    no_gate = None
+    for rule in python_rules(policy):
+        if rule.methods or rule.hosts or rule.paths:
+            continue
+        file, _, line = rule.source.rpartition(":")
+        no_gate = Where(
+            message=f"Python rule {rule.name} has no hosts/paths/methods pre-match: it applies to every request",
+            file=file or None,
+            line=int(line) if line.isdigit() else None,
+        )
+        break
+    ambiguous = compile_policies([])[0]
+    amb_cfg = http_rbac.RBAC()
+    ambiguous.typed_config.Unpack(amb_cfg)
+    return with_digest(
+        GateDocument(
+            policy_files=tuple(str(f) for f in policy.files),
+            no_gate=no_gate,
+            ambiguous_path_name=AMBIGUOUS_PATH_POLICY,
+            ambiguous_path=proto_json(amb_cfg.rules.policies[AMBIGUOUS_PATH_POLICY]),
+            python=proto_json(needs) if needs is not None else None,
+            python_rules=tuple(names),
+            credentials=creds,
+            policies=tuple(_scoped(policy)),
+        )
+    )
+
+
 def compile_gate(policy: Policy, views: Sequence[Workload] = (Workload(),)) -> Gate:
-    """Compile the gate for ``policy`` on a listener where the server may see any of ``views``.
+    """Compile the gate for ``policy`` on a listener where the server may see any of ``views``: its
+    :func:`gate_document`, assembled (:func:`~envoykit.core.authzgate.assemble`) — the same path the
+    control plane takes from the published document.
 
     Args:
         policy: a loaded policy directory (:func:`~envoykit.authz.loader.load_policy`).
@@ -224,69 +259,7 @@ def compile_gate(policy: Policy, views: Sequence[Workload] = (Workload(),)) -> G
         NoGate: a YAML policy needs Python (JWT facts; file and line named), a Python rule applies to
             every request, or the policies' scope differs between ``views``.
     """
-    needs, names, creds = _needs_python(policy)
-    for rule in python_rules(policy):
-        if rule.methods or rule.hosts or rule.paths:
-            continue
-        file, _, line = rule.source.rpartition(":")
-        raise NoGate(
-            f"Python rule {rule.name} has no hosts/paths/methods pre-match: it applies to every request",
-            file=file or None,
-            line=int(line) if line.isdigit() else None,
-        )
-    try:
-        compiled = [_compile_view(policy, v) for v in views]
-    except NotCompilable as exc:
-        raise NoGate(
-            f"{exc.message}; the gate needs every YAML policy compilable",
-            file=exc.file,
-            line=exc.line,
-            field=exc.field,
-        ) from None
-    first = compiled[0]
-    for other in compiled[1:]:
-        if {k: v.SerializeToString(deterministic=True) for k, v in other.items()} != {
-            k: v.SerializeToString(deterministic=True) for k, v in first.items()
-        }:
-            raise NoGate(
-                "a policy's namespace or selector decides differently for what the server may see here"
-            )
-    deny = first.get("DENY") or http_rbac.RBAC()
-    deny_rules = rbac_pb2.RBAC(action=rbac_pb2.RBAC.DENY)
-    for name, pol in deny.rules.policies.items():
-        gated = rbac_pb2.Policy()
-        gated.CopyFrom(pol)
-        if needs is not None and name != AMBIGUOUS_PATH_POLICY:
-            perm = _or(list(pol.permissions))
-            del gated.permissions[:]
-            gated.permissions.append(_and([perm, rbac_pb2.Permission(not_rule=needs)]))
-        deny_rules.policies[name].CopyFrom(gated)
-    shadow = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW)
-    if needs is not None:
-        shadow.policies[PYTHON_POLICY].CopyFrom(
-            rbac_pb2.Policy(permissions=[needs], principals=[rbac_pb2.Principal(any=True)])
-        )
-    filters = [hcm.HttpFilter(name=DENY_FILTER)]
-    filters[0].typed_config.Pack(
-        http_rbac.RBAC(
-            rules=deny_rules,
-            rules_stat_prefix=GATE_PREFIX + "deny_",
-            shadow_rules=shadow,
-            shadow_rules_stat_prefix=GATE_PREFIX,
-        )
-    )
-    allow = first.get("ALLOW")
-    if allow is not None and allow.HasField("rules"):
-        allow_rules = rbac_pb2.RBAC()
-        allow_rules.CopyFrom(allow.rules)
-        if needs is not None:
-            allow_rules.policies[PYTHON_POLICY].CopyFrom(
-                rbac_pb2.Policy(permissions=[needs], principals=[rbac_pb2.Principal(any=True)])
-            )
-        f = hcm.HttpFilter(name=ALLOW_FILTER)
-        f.typed_config.Pack(http_rbac.RBAC(rules=allow_rules, rules_stat_prefix=GATE_PREFIX + "allow_"))
-        filters.append(f)
-    return Gate(tuple(filters), ext_authz_enabled_matcher(), tuple(names), creds)
+    return assemble(gate_document(policy), views)
 
 
 def gate_disabled_per_route() -> http_rbac.RBACPerRoute:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from envoykit.authz.paths import check_path_pattern
+from envoykit.core.authzgate import policy_selects
 
 if TYPE_CHECKING:
     from envoykit.authz.request import Request
@@ -282,12 +283,9 @@ class AuthorizationPolicy(_M):
     def selects(self, workload: Workload) -> bool:
         """True when this policy applies to ``workload`` (unknown facts never exclude it)."""
         ns = self.metadata.namespace
-        if ns and ns != ROOT_NAMESPACE and workload.namespace and ns != workload.namespace:
-            return False
         want = self.spec.selector.match_labels if self.spec.selector else {}
-        if want and workload.labels:
-            return all(workload.labels.get(k) == v for k, v in want.items())
-        return True
+        # one rule for the server and the gate the control plane assembles (envoykit.core.authzgate)
+        return policy_selects(ns if ns != ROOT_NAMESPACE else None, want, workload)
 
     @property
     def scoped(self) -> bool:

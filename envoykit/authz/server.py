@@ -31,6 +31,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as ea_grpc
 from envoykit.authz import metrics
 from envoykit.authz.decisionlog import DecisionLog
 from envoykit.authz.engine import Engine, EngineSettings
+from envoykit.authz.gatepub import GatePublisher
 from envoykit.authz.loader import Policy, PolicyEmptied, load_policy
 from envoykit.authz.service import CHECK_PATH, SERVICE_NAME, AuthorizationService
 from envoykit.core.bind import RESERVED_FD_ENV, bind_exclusive
@@ -59,10 +60,14 @@ class ServerOptions:
     allow_empty_policy: bool = False
     settle_ms: float = 250.0
     server: str = "lean"
+    gate_file: Path | None = None
 
 
-def _service(opts: ServerOptions) -> tuple[AuthorizationService, WatchedConfig[Policy], DecisionLog | None]:
+def _service(
+    opts: ServerOptions,
+) -> tuple[AuthorizationService, WatchedConfig[Policy], DecisionLog | None, GatePublisher]:
     holder: list[WatchedConfig[Policy]] = []
+    publisher: list[GatePublisher] = []
 
     def loader(path: Path) -> Policy:
         try:
@@ -73,16 +78,22 @@ def _service(opts: ServerOptions) -> tuple[AuthorizationService, WatchedConfig[P
             metrics.EMPTIED_REFUSED.inc()
             raise
 
-    policy = WatchedConfig("authz", opts.policy_dir, loader, settle_ms=opts.settle_ms)
+    def changed(_policy: Policy) -> None:
+        publisher[0].publish()  # the gate follows every reload the server accepted, and only those
+
+    policy = WatchedConfig("authz", opts.policy_dir, loader, settle_ms=opts.settle_ms, on_change=changed)
     holder.append(policy)
+    publisher.append(GatePublisher(policy, opts.gate_file, dry_run=opts.settings.dry_run))
+    publisher[0].publish()
     dlog = DecisionLog(opts.decision_log, opts.decision_log_sample_allow) if opts.decision_log else None
-    return AuthorizationService(policy, Engine(opts.settings), dlog), policy, dlog
+    return AuthorizationService(policy, Engine(opts.settings), dlog), policy, dlog, publisher[0]
 
 
 def build(opts: ServerOptions) -> tuple[SyncGrpcServer, WatchedConfig[Policy]]:
     """Load the policy (raises ConfigError when the first load fails) and build the grpcio server."""
-    service, policy, dlog = _service(opts)
+    service, policy, dlog, gate = _service(opts)
     server = SyncGrpcServer("authz", opts.address, threads=opts.threads, metrics_port=opts.metrics_port)
+    server.add_json_route("/gate", gate.route)
     server.add_service(ea_grpc.add_AuthorizationServicer_to_server, service, SERVICE_NAME)
     if opts.watch:
         stop = threading.Event()
@@ -95,10 +106,11 @@ def build(opts: ServerOptions) -> tuple[SyncGrpcServer, WatchedConfig[Policy]]:
 
 def build_lean(opts: ServerOptions) -> tuple[UnaryServer, WatchedConfig[Policy]]:
     """Like :func:`build`, on the lean unary server; call it inside the event loop that serves."""
-    service, policy, dlog = _service(opts)
+    service, policy, dlog, gate = _service(opts)
     pool = ThreadPoolExecutor(max_workers=max(1, opts.threads), thread_name_prefix="authz-blocking")
     service.use_offload(pool)
     server = UnaryServer("authz", opts.address, metrics_port=opts.metrics_port)
+    server.add_json_route("/gate", gate.route)
     server.add_service(SERVICE_NAME, [UnaryMethod(CHECK_PATH, ea.CheckRequest, service.lean_check)])
     if opts.watch:
         stop = threading.Event()
@@ -142,6 +154,8 @@ def _worker_args(opts: ServerOptions, address: str) -> list[str]:
     ]  # fmt: skip
     if opts.allow_empty_policy:
         args.append("--allow-empty-policy")
+    if opts.gate_file is not None:  # every worker loads the same directory and writes the same document
+        args += ["--gate-file", str(opts.gate_file)]
     if s.dry_run:
         args.append("--dry-run")
     if opts.decision_log:

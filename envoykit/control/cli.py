@@ -314,12 +314,12 @@ def envoy() -> None:
 @click.option("--trust-domain", default="cluster.local", show_default=True, help="SPIFFE trust domain.")
 @click.option("--mesh-id", default=None, help="Mesh id label.")
 @click.option(
-    "--policy-dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    "--gate",
     default=None,
-    help="The authz server's policy directory: Envoy's RBAC decides what no Python rule applies to.",
+    help="The native gate document the authz server publishes (its --gate-file, its /gate URL, or "
+    "`envoykit authz compile --gate --document`): Envoy's RBAC decides what no Python rule applies to.",
 )
-@click.option("--no-gate", is_flag=True, help="With --policy-dir: keep plain ext_authz (no native gate).")
+@click.option("--no-gate", is_flag=True, help="With --gate: keep plain ext_authz (no native gate).")
 @click.option("--no-validate", is_flag=True, help="Do not run envoy --mode validate on input and result.")
 def inject(
     config: Path,
@@ -340,7 +340,7 @@ def inject(
     service_account: str | None,
     trust_domain: str,
     mesh_id: str | None,
-    policy_dir: Path | None,
+    gate: str | None,
     no_gate: bool,
     no_validate: bool,
 ) -> None:
@@ -368,7 +368,7 @@ def inject(
         service_account=service_account,
         trust_domain=trust_domain,
         mesh_id=mesh_id,
-        policy_dir=policy_dir,
+        gate=gate,
         native_gate=not no_gate,
     )
     try:

@@ -321,6 +321,27 @@ class ControlPlane:
                     await asyncio.to_thread(self.config.reload)
                     break  # the referenced set may have changed
 
+    async def _poll_gate(self, every_s: float = 1.0) -> None:
+        """Follow a gate document served over HTTP (``extensions.authz.gate: http://…/gate``): reload
+        when its digest differs from the one translated, or when it became unreadable (the reload then
+        drops the gate: fail closed)."""
+        from envoykit.control.translate.authz_gate import gate_source
+        from envoykit.core.authzgate import GateDocError, read_document
+
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), every_s)
+            cur = self.current
+            src = gate_source(cur.loaded.mesh, cur.loaded.base_dir)
+            if src is None or not src.startswith(("http://", "https://")):
+                continue
+            try:
+                digest: str | None = (await asyncio.to_thread(read_document, src)).digest
+            except GateDocError:
+                digest = None
+            if digest != cur.translation.gate_digest:
+                await asyncio.to_thread(self.config.reload)
+
     # -- lifecycle --
 
     async def start(self) -> int:
@@ -332,6 +353,7 @@ class ControlPlane:
         if self.watch:
             self._tasks.append(asyncio.create_task(self.config.watch(self._stop)))
             self._tasks.append(asyncio.create_task(self._watch_files()))
+            self._tasks.append(asyncio.create_task(self._poll_gate()))
         if self._provider is not None:
             self._tasks.append(asyncio.create_task(self._provider.run()))
         return port

@@ -116,6 +116,16 @@ def _check_gate_policy_dir(model: Mesh, mesh_path: Path, served: Path | None, rc
         )
 
 
+def _publish_gate(model: Mesh, mesh_path: Path, authz: Component) -> None:
+    """Have the authz server write the gate document where mesh.yaml's ``extensions.authz.gate``
+    tells the control plane to read it (a file; a URL is the server's own ``/gate``)."""
+    cfg = model.extensions.authz
+    if cfg.gate is None or not cfg.native_gate or cfg.gate.startswith(("http://", "https://")):
+        return
+    if "--gate-file" not in authz.command:
+        authz.command.extend(["--gate-file", str((mesh_path.parent / cfg.gate).resolve())])
+
+
 def _arg_value(components: list[Component], name: str, flag: str) -> Path | None:
     """The value after ``flag`` in the command of component ``name`` (None if absent)."""
     for c in components:
@@ -276,6 +286,7 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
     if "authz" in used:
         servers.append(_server("authz", "authz", mesh.authz, rc.servers.authz, values, ports))
         _check_gate_policy_dir(mesh.model, mesh.path, _arg_value(servers, "authz", "--policy-dir"), rc_path)
+        _publish_gate(mesh.model, mesh.path, servers[-1])
     if "ratelimit" in used:
         servers.append(_server("ratelimit", "ratelimit", mesh.ratelimit, rc.servers.ratelimit, values, ports))
     if mesh.access_log is not None:

@@ -97,6 +97,8 @@ def absolute_paths(mesh: Mesh, base: Path) -> Mesh:
     authz = mesh.extensions.authz
     if authz.policy_dir is not None:
         authz = authz.model_copy(update={"policy_dir": absolute(authz.policy_dir)})
+    if authz.gate is not None and not authz.gate.startswith(("http://", "https://")):
+        authz = authz.model_copy(update={"gate": absolute(authz.gate)})
     return mesh.model_copy(
         update={
             "extensions": mesh.extensions.model_copy(update={"wasm": wasm, "authz": authz}),

@@ -101,7 +101,7 @@ class RawRequest:
     """The lean server's ``request_type`` for a handler that takes the request's bytes unparsed."""
 
     @staticmethod
-    def FromString(data: bytes) -> bytes:  # noqa: N802 (the protobuf message API's name)
+    def FromString(data: bytes) -> bytes:
         return data
 
 
@@ -178,10 +178,11 @@ class FastPath:
         over = False
         parts = []
         j = 0
-        for c in plan.items:
-            if c is None:
+        for item in plan.items:
+            if item is None:
                 parts.append(_NO_LIMIT_STATUS)
                 continue
+            c = item
             before = befores[j]
             j += 1
             after = before + c.addend

@@ -132,7 +132,11 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         """The lean server's handler for the memory store (:mod:`envoykit.ratelimit.fastpath`)."""
         s = self.settings
         plain = not (
-            s.shadow_mode or s.quota_mode or s.response_headers or s.response_dynamic_metadata or s.stop_when_over
+            s.shadow_mode
+            or s.quota_mode
+            or s.response_headers
+            or s.response_dynamic_metadata
+            or s.stop_when_over
         )
         return FastPath(
             self.lookup,

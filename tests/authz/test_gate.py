@@ -21,9 +21,10 @@ import yaml
 from google.protobuf.json_format import MessageToDict
 
 from envoykit.authz import load_policy
-from envoykit.authz.gate import NoGate, compile_gate
+from envoykit.authz.gate import NoGate, compile_gate, gate_document
 from envoykit.authz.istio import Workload
 from envoykit.core import free_port, validate_envoy_config
+from envoykit.core.authzgate import Gate, assemble, parse_document
 from tests.authz.conftest import ext_authz_filter
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
 
@@ -161,9 +162,21 @@ def _gate_and_python(envoy: Any, gate: Any, authz_port: int) -> tuple[Any, int, 
     return envoy(cfg), with_gate, python_only
 
 
+def _published(pol_dir: Path, views: list[Workload] | None = None) -> Gate:
+    """The gate as the control plane gets it: the server's published document (JSON), read back and
+    assembled; the same filters as compiling in process."""
+    doc = gate_document(load_policy(pol_dir))
+    gate = assemble(parse_document(doc.model_dump_json(indent=1), "published"), views or [Workload()])
+    direct = compile_gate(load_policy(pol_dir), views or [Workload()])
+    assert [f.SerializeToString(deterministic=True) for f in gate.filters] == [
+        f.SerializeToString(deterministic=True) for f in direct.filters
+    ]
+    return gate
+
+
 def test_gate_decides_like_python_and_fails_closed(tmp_path: Path, envoy, authz_server) -> None:
     pol_dir = _policy_dir(tmp_path)
-    gate = compile_gate(load_policy(pol_dir))
+    gate = _published(pol_dir)
     assert gate.python_rules == ("admin_needs_header", "orders") and gate.credentials == ("x-api-key",)
     srv = authz_server(pol_dir)
     proxy, with_gate, python_only = _gate_and_python(envoy, gate, srv.port)
@@ -247,6 +260,16 @@ def test_compile_gate_command(tmp_path: Path) -> None:
         timeout=60,
     )
     assert r.returncode == 1 and "catch_all.py:2: Python rule x has no hosts/paths/methods" in r.stderr
+    # --document: the same as data (what the server publishes); it says why there is no gate
+    r = subprocess.run(
+        [sys.executable, "-m", "envoykit.cli", "authz", "compile", "--gate", "--document", str(d)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    published = parse_document(r.stdout, "stdout")
+    assert published.no_gate is not None and "Python rule x has no" in published.no_gate.message
 
 
 # Python rules beside the Istio differential's policies: they apply to some paths and change nothing,
@@ -276,7 +299,7 @@ def test_gate_with_mtls_identities_and_scope(tmp_path: Path, envoy, authz_server
     (pol_dir / "policies.yaml").write_text(istio.POLICIES.replace("PORT", str(port)))
     (pol_dir / "rules.py").write_text(NOOP_RULES)
     # a sidecar under STRICT mTLS: the server reads the namespace from the listener's certificate
-    gate = compile_gate(load_policy(pol_dir), [Workload("shop", istio.LABELS)])
+    gate = _published(pol_dir, [Workload("shop", istio.LABELS)])
     ca = TestCA(tmp_path / "pki")
     server = ca.issue("backend", dns=["localhost"], uris=[istio.BACKEND], server=True)
     srv = authz_server(pol_dir)

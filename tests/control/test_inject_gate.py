@@ -1,5 +1,6 @@
-"""`envoykit envoy inject --authz ... --policy-dir DIR`: the native gate in a hand-written config,
-run through a real Envoy and a real authz server; its refusals and off switch."""
+"""`envoykit envoy inject --authz ... --gate FILE|URL`: the native gate, from the document the authz
+server publishes, in a hand-written config, run through a real Envoy and a real authz server; its
+refusals and off switch."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import yaml
 from envoykit.authz.gate import GATE_FILTERS
 from envoykit.core.net import free_port
 from tests.control.apps import Echo
-from tests.control.test_authz_gate import _policy
+from tests.control.test_authz_gate import _policy, _publish
 from tests.control.test_inject import run, write
 from tests.serverproc import ServerProcess
 
@@ -57,16 +58,14 @@ def test_inject_gate_through_envoy(tmp_path: Path, envoy: Any) -> None:
     with Echo("app") as app:
         cfg = _user_config(tmp_path, port, app.port)
         out = tmp_path / "out.yaml"
-        r = run(cfg, "-o", out, "--authz", f"127.0.0.1:{srv.port}", "--policy-dir", tmp_path / "policy")
-        assert r.exit_code == 0, r.output
-        assert (
-            "native gate on: ext_authz is called only for requests matching orders_need_a_customer"
-            in r.output
-        )
-        names = [f["name"] for f in _filters(out)]
-        assert names[-4:] == [*GATE_FILTERS, "envoy.filters.http.ext_authz", "envoy.filters.http.router"]
         srv.start()
-        try:
+        try:  # the gate document as the running server serves it on its metrics port
+            gate_url = f"http://127.0.0.1:{srv.metrics_port}/gate"
+            r = run(cfg, "-o", out, "--authz", f"127.0.0.1:{srv.port}", "--gate", gate_url)
+            assert r.exit_code == 0, r.output
+            assert "ext_authz is called only for requests matching orders_need_a_customer" in r.output
+            names = [f["name"] for f in _filters(out)]
+            assert names[-4:] == [*GATE_FILTERS, "envoy.filters.http.ext_authz", "envoy.filters.http.router"]
             proxy = envoy(yaml.safe_load(out.read_text()), name="injected")
             url = f"http://127.0.0.1:{port}"
 
@@ -96,28 +95,30 @@ def test_inject_gate_through_envoy(tmp_path: Path, envoy: Any) -> None:
 @pytest.mark.envoy
 def test_inject_gate_refusals_and_off_switch(tmp_path: Path) -> None:
     _policy(tmp_path)
+    _publish(tmp_path)
+    gate = tmp_path / "gate.json"
     plain = write(tmp_path, name="plain.yaml")  # no path normalisation: the gate would see another path
-    r = run(plain, "--authz", "127.0.0.1:9191", "--policy-dir", tmp_path / "policy", "--no-validate")
+    r = run(plain, "--authz", "127.0.0.1:9191", "--gate", gate, "--no-validate")
     assert r.exit_code == 1 and "the native gate needs the path the authz server matches" in r.output
-    r = run(
-        plain, "--authz", "127.0.0.1:9191", "--policy-dir", tmp_path / "policy", "--no-gate", "--no-validate"
-    )
+    r = run(plain, "--authz", "127.0.0.1:9191", "--gate", gate, "--no-gate", "--no-validate")
     assert r.exit_code == 0, r.output
     assert not set(GATE_FILTERS) & {f["name"] for f in _filters(tmp_path / "plain.envoykit.yaml")}
     # renewing: --replace puts one gate back, not a second one
     cfg = _user_config(tmp_path, 10000, 8000)
     once, twice = tmp_path / "once.yaml", tmp_path / "twice.yaml"
-    assert (
-        run(cfg, "-o", once, "--authz", "127.0.0.1:9191", "--policy-dir", tmp_path / "policy").exit_code == 0
-    )
-    r = run(once, "-o", twice, "--authz", "127.0.0.1:9191", "--policy-dir", tmp_path / "policy", "--replace")
+    assert run(cfg, "-o", once, "--authz", "127.0.0.1:9191", "--gate", gate).exit_code == 0
+    r = run(once, "-o", twice, "--authz", "127.0.0.1:9191", "--gate", gate, "--replace")
     assert r.exit_code == 0, r.output
     names = [f["name"] for f in _filters(twice)]
     assert names == [*GATE_FILTERS, "envoy.filters.http.ext_authz", "envoy.filters.http.router"]
     (tmp_path / "policy" / "all.py").write_text(
         "from envoykit.authz import deny_rule\n@deny_rule()\ndef x(req): ...\n"
     )
-    r = run(cfg, "--authz", "127.0.0.1:9191", "--policy-dir", tmp_path / "policy", "--no-validate")
+    _publish(tmp_path)
+    r = run(cfg, "--authz", "127.0.0.1:9191", "--gate", gate, "--no-validate")
     assert r.exit_code == 0 and "native gate off, every request goes to ext_authz" in r.output
-    r = run(cfg, "--ratelimit", "127.0.0.1:1", "--descriptor", "remote_address", "--policy-dir", tmp_path)
-    assert r.exit_code == 1 and "--policy-dir is for the native gate in front of --authz" in r.output
+    r = run(cfg, "--ratelimit", "127.0.0.1:1", "--descriptor", "remote_address", "--gate", gate)
+    assert r.exit_code == 1 and "--gate is for the native gate in front of --authz" in r.output
+    gate.write_text("[1]")  # not a gate document: refused, naming the file
+    r = run(cfg, "--authz", "127.0.0.1:9191", "--gate", gate, "--no-validate")
+    assert r.exit_code == 1 and f"{gate}: not an envoykit gate document" in r.output

@@ -1,5 +1,6 @@
-"""``envoykit up`` and the authz native gate: the gate compiles from the directory the authz server
-serves, or the plan is refused; a copy of mesh.yaml on free ports keeps naming the same directory."""
+"""``envoykit up`` and the authz native gate: the gate comes from the directory the authz server
+serves, or the plan is refused; the server writes the gate document where mesh.yaml's ``gate`` points;
+a copy of mesh.yaml on free ports keeps naming the same directory and document."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from envoykit.mesh.state import StateDir
 
 MESH = """
 extensions:
-  authz: {address: 127.0.0.1:9191, policy_dir: policies}
+  authz: {address: 127.0.0.1:9191, policy_dir: policies, gate: state/authz-gate.json}
 services:
   - name: web
     extensions: {authz: {}}
@@ -50,8 +51,11 @@ def test_gate_and_server_share_the_policy_dir(tmp_path: Path) -> None:
     plan = plan_mesh(mesh, state, opts)
     authz = next(c for c in plan.components if c.name == "authz")
     assert str(tmp_path / "policies") in authz.command
+    # the server publishes the gate where the control plane reads it
+    assert authz.command[-2:] == ["--gate-file", str(tmp_path / "state" / "authz-gate.json")]
     served = state.work / "mesh.yaml"  # the copy on free ports names the same directory
     assert f"policy_dir: {tmp_path / 'policies'}" in served.read_text()
+    assert f"gate: {tmp_path / 'state' / 'authz-gate.json'}" in served.read_text()
 
 
 def test_a_gate_on_another_directory_is_refused(tmp_path: Path) -> None:

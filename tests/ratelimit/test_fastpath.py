@@ -81,7 +81,7 @@ def test_same_bytes_counters_and_stats_as_the_full_path(settings: ServiceSetting
         raw = req.SerializeToString()
         want = full.answer(req)
         got = fast(raw)
-        got_bytes = got if type(got) is bytes else got.SerializeToString()
+        got_bytes = got if isinstance(got, bytes) else got.SerializeToString()
         assert rls_pb2.RateLimitResponse.FromString(got_bytes) == want, (step, req)
         assert got_bytes == want.SerializeToString(), (step, req)
         over += any(st.code == OVER_LIMIT for st in want.statuses)

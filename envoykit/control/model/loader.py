@@ -89,9 +89,13 @@ def _referenced(mesh: Mesh, base: Path) -> tuple[Path, ...]:
     for gw in mesh.gateways:
         if gw.tls is not None:
             files += [Path(gw.tls.cert_file), Path(gw.tls.key_file)]
-    policy_dir = mesh.extensions.authz.policy_dir
-    if policy_dir is not None and mesh.extensions.authz.native_gate:
-        files.append(Path(policy_dir))  # a directory: the native gate follows every file in it
+    gate = mesh.extensions.authz.gate
+    if (
+        gate is not None
+        and mesh.extensions.authz.native_gate
+        and not gate.startswith(("http://", "https://"))
+    ):
+        files.append(Path(gate))  # the native gate follows the document the authz server rewrites
     return tuple(f if f.is_absolute() else (base / f).resolve() for f in files)
 
 

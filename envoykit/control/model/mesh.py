@@ -46,14 +46,19 @@ class GrpcExtension(Strict):
 class AuthzServer(GrpcExtension):
     """The ext_authz server (``envoy.service.auth.v3.Authorization``); fails closed unless told otherwise.
 
-    ``policy_dir``: the directory the server serves (relative to mesh.yaml). With it and
-    ``native_gate`` (default on), proxies get the native gate: Envoy's RBAC decides the requests no
-    Python rule applies to, ext_authz the rest (docs/authz.md, "The native gate").
+    ``policy_dir``: the directory the server serves (relative to mesh.yaml; ``envoykit up`` starts
+    the server on it). ``gate``: where the control plane reads the native gate the server publishes
+    for the policy it serves — the file of ``envoykit authz serve --gate-file`` (relative to
+    mesh.yaml) or its ``http://HOST:METRICS_PORT/gate`` URL. With it and ``native_gate`` (default on),
+    proxies get the native gate: Envoy's RBAC decides the requests no Python rule applies to,
+    ext_authz the rest (docs/authz.md, "The native gate"). The control plane never reads the policy
+    files themselves.
     """
 
     address: Address = Address(port=9191)
     failure_mode_allow: bool = False
     policy_dir: str | None = None
+    gate: str | None = None
     native_gate: bool = True
 
 

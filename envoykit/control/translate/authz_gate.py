@@ -1,16 +1,22 @@
-"""Wiring the authz native gate (:mod:`envoykit.authz.gate`) into sidecars and the ingress.
+"""Wiring the authz native gate into sidecars and the ingress, from the document the server publishes.
 
-With ``extensions.authz.policy_dir`` (the directory ``envoykit authz serve`` serves) and
-``native_gate`` on (the default), every HTTP proxy with ``extensions.authz`` gets the gate's RBAC
-filters right before ext_authz, and ext_authz its ``filter_enabled_metadata``: Envoy decides the
-requests no Python rule applies to, the server the rest. When the policy cannot be split
-(:class:`~envoykit.authz.gate.NoGate`: a Python rule without pre-match, a YAML policy needing JWT
-facts, a scope the server may see differently), that proxy keeps plain ext_authz (logged once).
+``envoykit authz serve --gate-file FILE`` (or ``GET /gate`` on its metrics port) publishes the gate of
+the policy it serves (:mod:`envoykit.core.authzgate`), rewritten on every reload it accepts. With
+``extensions.authz.gate`` naming that file or URL and ``native_gate`` on (the default), every HTTP
+proxy with ``extensions.authz`` gets the gate's RBAC filters right before ext_authz, and ext_authz its
+``filter_enabled_metadata``: Envoy decides the requests no Python rule applies to, the server the rest.
+The control plane never loads the policy files (nor their Python): it only assembles that data.
 
-The views of the destination the server may read (:class:`~envoykit.authz.istio.Workload`): its
-namespace comes from the proxy's own certificate, so a sidecar under STRICT mTLS has one view, under
-PERMISSIVE two (known over mTLS, unknown over plaintext), under DISABLE none known; an ingress with a
-certificate of its own may present any namespace. The labels are the node's ``labels``.
+Fail closed: when the document cannot be read or checked (missing, unreachable, torn, another
+version), or says the policy cannot be split, or a proxy's views make it step aside
+(:class:`~envoykit.core.authzgate.NoGate`), the proxy keeps plain ext_authz: every request goes to
+the server, which is always safe. A policy the server refused changes nothing: it publishes only
+what it serves.
+
+The views of the destination the server may read: its namespace comes from the proxy's own
+certificate, so a sidecar under STRICT mTLS has one view, under PERMISSIVE two (known over mTLS,
+unknown over plaintext), under DISABLE none known; an ingress with a certificate of its own may
+present any namespace. The labels are the node's ``labels``.
 
 Routes where ext_authz is disabled (``skip_paths``, a route's ``authz: {disabled: true}``) get the
 gate filters disabled too (``RBACPerRoute`` without ``rbac``), so they stay unchecked as before.
@@ -18,8 +24,8 @@ gate filters disabled too (``RBACPerRoute`` without ``rbac``), so they stay unch
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
@@ -29,77 +35,95 @@ from envoykit.control.model.mesh import Mesh
 from envoykit.control.model.nodes import NodeInfo
 from envoykit.control.translate.filters import EXT_AUTHZ
 from envoykit.control.translate.pb import pack
+from envoykit.core.authzgate import (
+    OTHER_NAMESPACE,
+    Gate,
+    GateDocError,
+    GateDocument,
+    NoGate,
+    assemble,
+    read_document,
+)
 from envoykit.core.errors import ConfigError
 from envoykit.core.logs import get_logger
 
-if TYPE_CHECKING:  # envoykit.authz (policy loader, JWT libraries) loads only for a mesh with a gate
-    from envoykit.authz.gate import Gate
-    from envoykit.authz.istio import Workload
-    from envoykit.authz.loader import Policy
-
 log = get_logger("control")
 
-#: The last policy compiled per directory: a reload that empties it is refused (as the server does).
-_last: dict[Path, Policy] = {}
-_noted: dict[Path, str] = {}
+_noted: dict[str, str] = {}
 
 
-def gate_policy_dir(mesh: Mesh, base_dir: Path) -> Path | None:
-    """The policy directory the gate compiles from, or None (no ``policy_dir``, or ``native_gate``
-    off)."""
+@dataclass(frozen=True)
+class _View:
+    namespace: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _note(key: str, message: str, warn: bool = False, **kw: object) -> None:
+    if _noted.get(key) != message + repr(kw):  # once per distinct reason, not on every reload
+        _noted[key] = message + repr(kw)
+        (log.warning if warn else log.info)(message, **kw)
+
+
+def gate_source(mesh: Mesh, base_dir: Path) -> str | None:
+    """Where the gate document is read from (an absolute path or an http(s) URL), or None: no
+    ``gate``, or ``native_gate`` off."""
     srv = mesh.extensions.authz
-    if srv.policy_dir is None or not srv.native_gate:
+    if srv.gate is None or not srv.native_gate:
         return None
-    d = Path(srv.policy_dir)
-    return d if d.is_absolute() else (base_dir / d).resolve()
+    if srv.gate.startswith(("http://", "https://")):
+        return srv.gate
+    p = Path(srv.gate)
+    return str(p if p.is_absolute() else (base_dir / p).resolve())
 
 
-def load_gate_policy(mesh: Mesh, base_dir: Path) -> Policy | None:
-    """Load the gate's policy directory, refusing what the server would refuse.
-
-    Raises:
-        ConfigError: a policy file is invalid, or the reload would empty the last one loaded
-            (:func:`~envoykit.authz.loader.check_not_emptied`): the mesh change is refused whole, and
-            the serving gate stays, in step with the server keeping its last good policy.
-    """
-    d = gate_policy_dir(mesh, base_dir)
-    if d is None:
+def load_gate_document(mesh: Mesh, base_dir: Path) -> GateDocument | None:
+    """The published gate document, or None: no gate source, or the document cannot be read or
+    checked (logged once per reason; every proxy then keeps plain ext_authz)."""
+    src = gate_source(mesh, base_dir)
+    if src is None:
+        srv = mesh.extensions.authz
+        if srv.policy_dir is not None and srv.native_gate:
+            _note(
+                "source",
+                "native gate off: extensions.authz.gate is not set (the file `envoykit authz serve "
+                "--gate-file` writes, or its /gate URL)",
+            )
         return None
-    from envoykit.authz.loader import load_policy
+    try:
+        doc = read_document(src)
+    except GateDocError as exc:
+        _note(src, "native gate off: every request goes to ext_authz", warn=True, reason=str(exc))
+        return None
+    _noted.pop(src, None)
+    return doc
 
-    policy = load_policy(d, _last.get(d))
-    _last[d] = policy
-    return policy
 
-
-def _views(node: NodeInfo) -> list[Workload]:
-    from envoykit.authz.gate import OTHER_NAMESPACE
-    from envoykit.authz.istio import Workload
-
+def _views(node: NodeInfo) -> list[_View]:
     labels = node.labels()
-    known, unknown = Workload(node.namespace, labels), Workload(None, labels)
+    known, unknown = _View(node.namespace, labels), _View(None, labels)
     gw = node.gateway
     if gw is not None and gw.kind == "ingress":
         # its TLS certificate is the operator's: whatever namespace a URI SAN in it may name
-        return [unknown, Workload(OTHER_NAMESPACE, labels)] if gw.tls is not None else [unknown]
+        return [unknown, _View(OTHER_NAMESPACE, labels)] if gw.tls is not None else [unknown]
     mtls = node.service.mtls if node.service is not None else gw.mtls if gw is not None else "DISABLE"
     return {"STRICT": [known], "PERMISSIVE": [known, unknown]}.get(mtls, [unknown])
 
 
-def node_gate(policy: Policy | None, node: NodeInfo, base_dir: Path) -> Gate | None:
+def node_gate(doc: GateDocument | None, node: NodeInfo, base_dir: Path) -> Gate | None:
     """The gate for ``node`` (a sidecar's inbound side or a gateway), or None: plain ext_authz."""
-    if policy is None:
+    if doc is None:
         return None
-    from envoykit.authz.gate import NoGate, compile_gate
-
-    views = _views(node)
     try:
-        return compile_gate(policy, views)
-    except NoGate as exc:
-        key = Path(policy.files[0]).parent if policy.files else base_dir
-        if _noted.get(key) != str(exc):
-            _noted[key] = str(exc)
-            log.info("native gate off: every request goes to ext_authz", node=node.id, reason=str(exc))
+        return assemble(doc, _views(node))
+    except ConfigError as exc:  # NoGate, or a message in the document that does not parse
+        warn = not isinstance(exc, NoGate)
+        _note(
+            f"gate:{doc.digest}",
+            "native gate off: every request goes to ext_authz",
+            warn,
+            node=node.id,
+            reason=str(exc),
+        )
         return None
 
 

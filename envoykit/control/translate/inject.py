@@ -75,8 +75,10 @@ class InjectOptions:
         workload, app, version, namespace, service_account, trust_domain, mesh_id: the identity the
             telemetry processor reports for this Envoy (``node.metadata``); the principal is
             ``spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>``.
-        policy_dir / native_gate: with ``--authz``, the directory the authz server serves: the
-            native gate is compiled from it (:mod:`envoykit.control.inject_gate`) unless turned off.
+        gate / native_gate: with ``--authz``, the gate document the authz server publishes (the
+            file of ``--gate-file``, its ``/gate`` URL, or ``envoykit authz compile --gate
+            --document``): the native gate is assembled from it (:mod:`envoykit.control.translate.inject_gate`)
+            unless turned off.
     """
 
     authz: str | None = None
@@ -95,7 +97,7 @@ class InjectOptions:
     service_account: str | None = None
     trust_domain: str = "cluster.local"
     mesh_id: str | None = None
-    policy_dir: Path | None = None
+    gate: str | None = None
     native_gate: bool = True
 
 
@@ -246,14 +248,14 @@ def inject_config(config: Any, opts: InjectOptions, base_dir: Path = Path(".")) 
         new_clusters.append(server_cluster(cl.TELEMETRY_CLUSTER, servers.telemetry.address))
     gate = None
     if opts.authz:
-        if opts.policy_dir is not None and opts.native_gate:
-            gate, gate_notes = config_gate(config, opts.policy_dir)
+        if opts.gate is not None and opts.native_gate:
+            gate, gate_notes = config_gate(config, opts.gate)
             notes += gate_notes
         enabled = gate.ext_authz_enabled if gate is not None else None
         new_filters.append(_d(fl.ext_authz_filter(mesh, enabled)))
         new_clusters.append(server_cluster(cl.AUTHZ_CLUSTER, servers.authz.address))
-    elif opts.policy_dir is not None:
-        raise ValueError("--policy-dir is for the native gate in front of --authz: give --authz too")
+    elif opts.gate is not None:
+        raise ValueError("--gate is for the native gate in front of --authz: give --authz too")
     if opts.ratelimit:
         domain = opts.ratelimit_domain or (_existing_domain(hcms) if opts.replace else None)
         new_filters.append(_d(fl.ratelimit_filter(mesh, domain or DEFAULT_DOMAIN, False)))

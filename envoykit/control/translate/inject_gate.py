@@ -1,7 +1,8 @@
-"""The authz native gate for ``envoykit envoy inject --authz ... --policy-dir DIR``.
+"""The authz native gate for ``envoykit envoy inject --authz ... --gate FILE|URL``.
 
-The gate (:mod:`envoykit.authz.gate`) is compiled from the directory the authz server serves and
-placed right before ext_authz in every HCM; ext_authz gets its ``filter_enabled_metadata``. What the
+The gate is assembled (:mod:`envoykit.core.authzgate`) from the document the authz server publishes
+for the policy it serves (``--gate-file``, ``/gate``) or ``envoykit authz compile --gate --document``
+writes — never from the policy files — and placed right before ext_authz in every HCM; ext_authz gets its ``filter_enabled_metadata``. What the
 server may read of the destination here is unknown (the listener's certificate is the user's), so the
 views are "no namespace" and "some namespace": policies scoped by namespace make the gate step aside.
 Labels are the config's ``node.metadata.labels`` (what ext_authz sends as the destination's labels).
@@ -16,13 +17,11 @@ routes over RDS cannot be seen, so such an HCM is refused (``--no-gate`` keeps p
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-if TYPE_CHECKING:  # envoykit.authz loads only when a gate is asked for
-    from envoykit.authz.gate import Gate
+from envoykit.core.authzgate import GATE_FILTERS, OTHER_NAMESPACE, Gate, NoGate, assemble, read_document
 
 _EXT_AUTHZ_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 _RBAC_PER_ROUTE = {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}
@@ -33,27 +32,32 @@ def _d(msg: Any) -> dict[str, Any]:
     return out
 
 
-def config_gate(config: dict[str, Any], policy_dir: Path) -> tuple[Gate | None, list[str]]:
-    """Compile the gate for ``config`` from ``policy_dir``; None (with a note saying why) when the
-    policy cannot be split.
+class _View:
+    def __init__(self, namespace: str | None, labels: dict[str, str]) -> None:
+        self.namespace = namespace
+        self.labels = labels
+
+
+def config_gate(config: dict[str, Any], source: str) -> tuple[Gate | None, list[str]]:
+    """Assemble the gate for ``config`` from the gate document at ``source`` (file or http URL);
+    None (with a note saying why) when the policy cannot be split.
 
     Raises:
-        ConfigError: the policy directory does not load (file, line and field named).
+        GateDocError: the document cannot be read or is not a valid one.
     """
-    from envoykit.authz.gate import OTHER_NAMESPACE, NoGate, compile_gate
-    from envoykit.authz.istio import Workload
-    from envoykit.authz.loader import load_policy
-
     md = (config.get("node") or {}).get("metadata") or {}
     raw = md.get("labels") if isinstance(md, dict) else None
     labels = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
-    views = [Workload(None, labels), Workload(OTHER_NAMESPACE, labels)]
+    views = [_View(None, labels), _View(OTHER_NAMESPACE, labels)]
+    doc = read_document(source)
     try:
-        gate = compile_gate(load_policy(policy_dir), views)
+        gate = assemble(doc, views)
     except NoGate as exc:
         return None, [f"native gate off, every request goes to ext_authz: {exc}"]
     sent = ", ".join([*gate.python_rules, *(f"header {h}" for h in gate.credentials)]) or "nothing"
-    return gate, [f"native gate on: ext_authz is called only for requests matching {sent}"]
+    return gate, [
+        f"native gate on (document {doc.digest[:12]}): ext_authz is called only for requests matching {sent}"
+    ]
 
 
 def place_gate(hcm: dict[str, Any], gate: Gate, replace: bool) -> None:
@@ -79,8 +83,7 @@ def place_gate(hcm: dict[str, Any], gate: Gate, replace: bool) -> None:
             f"{', '.join(missing)} (docs/authz.md), or give --no-gate"
         )
     filters = hcm["http_filters"]
-    from envoykit.authz.gate import GATE_FILTERS  # both, though this gate may have one: renew whole
-
+    # both gate filters, though this gate may have one: renew whole
     present = [i for i, f in enumerate(filters) if f.get("name") in GATE_FILTERS]
     if present and not replace:
         raise ValueError(f"HCM {prefix} already has the native gate: give --replace to renew it")

@@ -34,7 +34,7 @@ from envoykit.control.translate import clusters as cl
 from envoykit.control.translate import listeners as ls
 from envoykit.control.translate import routes as rt
 from envoykit.control.translate.accesslog import ACCESS_LOG_CLUSTER, http_access_logs, tcp_access_logs
-from envoykit.control.translate.authz_gate import disable_gate_where_authz_is, load_gate_policy, node_gate
+from envoykit.control.translate.authz_gate import disable_gate_where_authz_is, load_gate_document, node_gate
 from envoykit.control.translate.filters import (
     extension_filters,
     fault_filter,
@@ -85,6 +85,7 @@ class Translation:
 
     mesh: Mesh
     nodes: dict[str, NodeConfig]
+    gate_digest: str | None = None  # the authz gate document used (None: none read)
 
 
 class _Shared:
@@ -131,7 +132,7 @@ class _Shared:
             if als.enabled
             else {}
         )
-        self.gate_policy = load_gate_policy(mesh, base_dir)  # None: no native gate
+        self.gate_doc = load_gate_document(mesh, base_dir)  # None: no native gate
         self.processors: dict[str, Group] = {}
         for p in ext.processors:
             name = cl.processor_cluster_name(p.name)
@@ -170,7 +171,7 @@ def _sidecar(
     else:
         routes = rt.inbound_route_config(mesh, svc, wl, svc.extensions.ratelimit)
         routes.response_headers_to_add.append(rt.peer_header(node.metadata()))  # callers learn who answered
-        gate = node_gate(shared.gate_policy, node, base_dir) if svc.extensions.authz else None
+        gate = node_gate(shared.gate_doc, node, base_dir) if svc.extensions.authz else None
         if gate is not None:
             disable_gate_where_authz_is(routes, gate)
         out.add(ROUTE, {routes.name: routes})
@@ -230,7 +231,7 @@ def _gateway(
         routes = rt.gateway_route_config(mesh, gw)
         out.add(CLUSTER, shared.clusters)
         out.add(ENDPOINT, shared.endpoints)
-        gate = node_gate(shared.gate_policy, node, base_dir) if gw.extensions.authz else None
+        gate = node_gate(shared.gate_doc, node, base_dir) if gw.extensions.authz else None
         filters = extension_filters(mesh, gw.extensions, base_dir, fault=True, gate=gate)
         tls = ls.ingress_tls_socket(gw.tls.cert_file, gw.tls.key_file) if gw.tls else None
     else:
@@ -240,7 +241,7 @@ def _gateway(
             for ext in gw.allow
         ]
         out.add(CLUSTER, {c.name: c for c in externals})
-        gate = node_gate(shared.gate_policy, node, base_dir) if gw.extensions.authz else None
+        gate = node_gate(shared.gate_doc, node, base_dir) if gw.extensions.authz else None
         filters = extension_filters(mesh, gw.extensions, base_dir, gate=gate)
         tls = None
     for g in shared.extension_clusters(gw.extensions):
@@ -299,7 +300,8 @@ def translate(
         else:
             assert node.gateway is not None
             nodes[nid] = _gateway(shared, node, node.gateway, base, tls)
-    return Translation(mesh=mesh, nodes=nodes)
+    digest = shared.gate_doc.digest if shared.gate_doc is not None else None
+    return Translation(mesh=mesh, nodes=nodes, gate_digest=digest)
 
 
 __all__ = [

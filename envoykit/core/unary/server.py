@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2
 
 from envoykit.core.bind import bind_exclusive, reserved_by_parent, split_address
 from envoykit.core.logs import get_logger
-from envoykit.core.metrics import Health, start_metrics_server
+from envoykit.core.metrics import Health, JsonRoute, start_metrics_server
 from envoykit.core.server import loop_termination_signal
 from envoykit.core.unary.protocol import Dispatch, Limits, UnaryConnection, UnaryMethod
 from envoykit.core.unary.wire import GrpcStatusError, StatusCode
@@ -83,6 +83,7 @@ class UnaryServer:
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[UnaryConnection] = set()
         self._on_stop: list[Callable[[], Any]] = []
+        self._json_routes: dict[str, JsonRoute] = {}
         self._log = get_logger(name)
         self.add_service(
             "grpc.health.v1.Health",
@@ -97,6 +98,13 @@ class UnaryServer:
         for m in methods:
             self._methods[m.path] = m
         self._services.add(full_name)
+
+    def add_json_route(self, prefix: str, route: JsonRoute) -> None:
+        """Serve read-only JSON under ``prefix`` on the metrics port (see :mod:`envoykit.core.metrics`).
+
+        ``route`` runs on the metrics server's thread; call before ``start``.
+        """
+        self._json_routes[prefix] = route
 
     def on_stop(self, fn: Callable[[], Any]) -> None:
         """Call ``fn`` after the server drained, in the order given: stop watchers, close stores. An
@@ -129,7 +137,7 @@ class UnaryServer:
         self._serving = True
         if self._metrics_req is not None:
             self._metrics_server, _, self.metrics_port = start_metrics_server(
-                self._metrics_req, self._metrics_host, health=self.health
+                self._metrics_req, self._metrics_host, health=self.health, routes=self._json_routes
             )
         host = self.address.rsplit(":", 1)[0]
         self._log.info(
