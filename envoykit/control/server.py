@@ -324,10 +324,12 @@ class ControlPlane:
     async def _poll_gate(self, every_s: float = 1.0) -> None:
         """Follow a gate document served over HTTP (``extensions.authz.gate: http://…/gate``): reload
         when its digest differs from the one translated, or when it became unreadable (the reload then
-        drops the gate: fail closed)."""
+        drops the gate: fail closed) — once two polls in a row agree, so that replicas behind one
+        Service reloading at different moments do not make every proxy flip between their gates."""
         from envoykit.control.translate.authz_gate import gate_source
         from envoykit.core.authzgate import GateDocError, read_document
 
+        seen: object = object()  # the differing digest of the last poll (a sentinel: none yet)
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), every_s)
@@ -339,7 +341,12 @@ class ControlPlane:
                 digest: str | None = (await asyncio.to_thread(read_document, src)).digest
             except GateDocError:
                 digest = None
-            if digest != cur.translation.gate_digest:
+            if digest == cur.translation.gate_digest:
+                seen = object()
+            elif digest != seen:
+                seen = digest
+            else:
+                seen = object()
                 await asyncio.to_thread(self.config.reload)
 
     # -- lifecycle --

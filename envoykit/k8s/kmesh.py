@@ -49,6 +49,18 @@ def wasm_mount_path(file: str) -> str:
     return str(PurePosixPath(names.WASM_DIR) / Path(file).name)
 
 
+def with_gate_url(mesh: Mesh, namespace: str, cluster_domain: str, metrics_port: int) -> Mesh:
+    """Point ``extensions.authz.gate`` (when set, with ``native_gate`` on) at the authz Service's
+    ``/gate`` on its metrics port: the control plane's pod does not mount the policy directory, and
+    reads only the gate document the servers publish for the policy they serve."""
+    authz = mesh.extensions.authz
+    if authz.gate is None or not authz.native_gate:
+        return mesh
+    host = names.service_dns(server_service("authz"), namespace, cluster_domain)
+    authz = authz.model_copy(update={"gate": f"http://{host}:{metrics_port}/gate"})
+    return mesh.model_copy(update={"extensions": mesh.extensions.model_copy(update={"authz": authz})})
+
+
 def k8s_mesh(mesh: Mesh, namespace: str, cluster_domain: str = "cluster.local") -> Mesh:
     """The in-cluster copy of ``mesh`` (see the module docstring); ``namespace`` is where envoykit's own
     components (control plane, servers) run. The copy still passes :func:`envoykit.control.check_mesh`."""

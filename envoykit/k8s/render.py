@@ -38,11 +38,15 @@ from envoykit.core import ConfigError
 from envoykit.k8s import names
 from envoykit.k8s import objects as o
 from envoykit.k8s.controlplane import control_plane_manifests
-from envoykit.k8s.kmesh import k8s_mesh, xds_address
+from envoykit.k8s.kmesh import k8s_mesh, with_gate_url, xds_address
 from envoykit.k8s.servers import ServerSpec, redis_manifests, server_manifests
 from envoykit.k8s.sidecar import SidecarOptions, envoy_container, envoy_volumes, sidecar_patch
 
 Obj = dict[str, Any]
+
+
+#: The authz server's metrics port when the run config names none (its /gate too).
+AUTHZ_METRICS_PORT = 9101
 
 
 @dataclass
@@ -102,7 +106,11 @@ def _servers(
         a = run.servers.authz
         specs.append(
             ServerSpec(
-                "authz", "authz", ext.authz.address, expand(a.args, values, "authz"), a.metrics_port or 9101
+                "authz",
+                "authz",
+                ext.authz.address,
+                expand(a.args, values, "authz"),
+                a.metrics_port or AUTHZ_METRICS_PORT,
             )
         )
     files: dict[str, list[Obj]] = {}
@@ -320,6 +328,9 @@ def render_mesh(mesh_path: Path, opts: RenderOptions | None = None) -> dict[str,
         raise ConfigError(f"{mesh_path}: the in-cluster mesh is invalid: {problems[0]}")
     rc_path = opts.run_config or base / "apps" / "run.yaml"
     run = load_run_config(rc_path) if rc_path.exists() else RunConfig()
+    kmesh = with_gate_url(
+        kmesh, ns, opts.cluster_domain, run.servers.authz.metrics_port or AUTHZ_METRICS_PORT
+    )
     image_dir = opts.image_mesh_dir
     try:
         rc_rel = rc_path.absolute().parent.relative_to(base.absolute()).as_posix()

@@ -111,7 +111,14 @@ def server_manifests(spec: ServerSpec, ns: str, images: names.Images) -> list[Ob
             replicas=spec.replicas,
             annotations={"prometheus.io/scrape": "true", "prometheus.io/port": str(spec.metrics_port)},
         ),
-        o.service(name, ns, spec.name, selector, [o.port("grpc", port, "grpc", "grpc")]),
+        o.service(
+            name,
+            ns,
+            spec.name,
+            selector,
+            # metrics too: the authz server's /gate is read there by the control plane
+            [o.port("grpc", port, "grpc", "grpc"), o.port("metrics", spec.metrics_port, "metrics", "http")],
+        ),
         o.pdb(name, ns, spec.name, selector, spec.replicas),
     ]
     return docs

@@ -244,3 +244,27 @@ def test_render_refuses_an_app_without_image(tmp_path: Path) -> None:
     )
     assert r.exit_code != 0 and "no image for service 'svc-0000'" in r.output
     assert not (tmp_path / "o").exists()
+
+
+@BUILDS_WASM
+def test_the_gate_is_read_from_the_authz_service(tmp_path: Path) -> None:
+    """In a cluster the control plane's pod has no policy directory: it reads the gate document the
+    authz servers publish on their metrics port, through the authz Service."""
+    mesh_path = demo_copy(tmp_path)
+    text = mesh_path.read_text()
+    old = "  authz: {address: 127.0.0.1:9191, timeout: 500ms}"
+    assert old in text
+    mesh_path.write_text(text.replace(old, old[:-1] + ", gate: authz-gate.json}"))
+    files = render_mesh(mesh_path, RenderOptions(state_dir=tmp_path / "state"))
+    cm = next(o for o in files["10-control-plane.yaml"] if o["kind"] == "ConfigMap")
+    kmesh = parse_mesh(cm["data"]["mesh.yaml"].replace("/etc/envoykit/wasm", str(mesh_path.parent / "wasm")))
+    assert kmesh.extensions.authz.gate == "http://envoykit-authz.default.svc.cluster.local:9101/gate"
+    svc = next(o for o in files["20-authz.yaml"] if o["kind"] == "Service")
+    assert {
+        "name": "metrics",
+        "port": 9101,
+        "targetPort": "metrics",
+        "protocol": "TCP",
+        "appProtocol": "http",
+    } in (svc["spec"]["ports"])
+    assert not reference_problems(_all(files))
