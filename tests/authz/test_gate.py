@@ -13,6 +13,8 @@ import http.client
 import ssl
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from envoykit.authz import load_policy
 from envoykit.authz.gate import NoGate, compile_gate, gate_document
 from envoykit.authz.istio import Workload
 from envoykit.core import free_port, validate_envoy_config
-from envoykit.core.authzgate import Gate, assemble, parse_document
+from envoykit.core.authzgate import Gate, assemble, parse_document, read_document
 from tests.authz.conftest import ext_authz_filter
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
 
@@ -208,6 +210,61 @@ def test_gate_decides_like_python_and_fails_closed(tmp_path: Path, envoy, authz_
             assert got[0] == 403, (method, path, headers, got)
         else:
             assert got == (status, body), (method, path, headers, got)
+
+
+def _wait_for(what: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _differential(envoy: Any, gate: Gate, authz_port: int) -> int:
+    """Every case through the gate and through the all-Python path: identical; the calls the gate made."""
+    proxy, with_gate, python_only = _gate_and_python(envoy, gate, authz_port)
+    both = [(case, _send(with_gate, *case[:3]), _send(python_only, *case[:3])) for case in CASES]
+    differ = [(c, g, p) for c, g, p in both if g != p]
+    assert not differ, f"the gate and the Python path disagree: {differ}"
+    stats = proxy.stats("http.gate.")
+    return int(stats.get("http.gate.ext_authz.ok", 0) + stats.get("http.gate.ext_authz.denied", 0))
+
+
+RELOADED_RULE = """
+from envoykit.authz import deny, deny_rule
+
+@deny_rule(methods=["POST"], paths=["/api/*"])
+def api_writes_need_a_token(req):
+    return deny(401, "token missing") if not req.headers.get("x-token") else None
+"""
+
+
+def test_published_gate_follows_the_servers_reloads(tmp_path: Path, envoy, authz_server) -> None:
+    """The server's --gate-file, after each reload it accepts, decides like the all-Python path of the
+    policy the server then serves; a reload it refuses leaves the document as it was."""
+    pol_dir = _policy_dir(tmp_path)
+    gate_file = tmp_path / "gate.json"
+    srv = authz_server(pol_dir, "--gate-file", str(gate_file), "--settle-ms", "50")
+    first = read_document(str(gate_file))
+    assert first == gate_document(load_policy(pol_dir))  # the served policy's gate, as compiled offline
+    assert _differential(envoy, assemble(first, [Workload()]), srv.port) == sum(c[3] == PYTHON for c in CASES)
+    # a new Python rule takes POST /api/* from Envoy, a new YAML DENY takes /public/a: both published
+    (pol_dir / "api.py").write_text(RELOADED_RULE)
+    (pol_dir / "deny.yaml").write_text(
+        "kind: AuthorizationPolicy\nmetadata: {name: no-a}\nspec:\n  action: DENY\n"
+        '  rules: [{to: [{operation: {paths: ["/public/a"]}}]}]\n'
+    )
+    _wait_for(lambda: (d := read_document(str(gate_file))).digest != first.digest and len(d.policies) == 3)
+    second = read_document(str(gate_file))
+    assert "api_writes_need_a_token" in second.python_rules
+    calls = _differential(envoy, assemble(second, [Workload()]), srv.port)
+    assert calls == sum(c[3] == PYTHON for c in CASES) + 1  # POST /api/items now asks the server
+    # a refused reload (the server keeps its policy) publishes nothing
+    (pol_dir / "broken.yaml").write_text("kind: AuthorizationPolicy\nmetadata: [\n")
+    _wait_for(lambda: "broken.yaml" in srv.log_path.read_text())
+    time.sleep(0.5)
+    assert read_document(str(gate_file)) == second
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/gate", timeout=5) as r:
+        assert parse_document(r.read(), "/gate") == second  # the metrics port serves the same document
 
 
 def test_gate_refuses_what_it_cannot_split(tmp_path: Path) -> None:
