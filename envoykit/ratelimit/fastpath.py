@@ -29,7 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from envoy.service.ratelimit.v3 import rls_pb2
+from google.protobuf.message import DecodeError
 
+from envoykit.core.unary import GrpcStatusError, StatusCode
 from envoykit.ratelimit.algorithms import Algorithm
 from envoykit.ratelimit.config import Match
 from envoykit.ratelimit.limiter import build_hits, count_stats
@@ -83,6 +85,13 @@ class _Plan:
 
 
 _FULL_PATH = _Plan([], [])  # marker: this request always takes the full path
+
+
+def _parse(raw: bytes) -> rls_pb2.RateLimitRequest:
+    try:
+        return rls_pb2.RateLimitRequest.FromString(raw)
+    except DecodeError:  # as the lean server answers a request it cannot parse
+        raise GrpcStatusError(StatusCode.INTERNAL, "cannot parse the request message") from None
 
 
 def _status(code: int, c: _Counted, remaining: int, reset_s: int) -> bytes:
@@ -153,14 +162,14 @@ class FastPath:
             self._plans_of = lk
         plan = self._plans.get(raw)
         if plan is None:
-            request = rls_pb2.RateLimitRequest.FromString(raw)
+            request = _parse(raw)
             plan = self._compile(lk, request) if self._plain else _FULL_PATH
             if len(self._plans) >= MAX_PLANS:
                 self._plans = {}
             self._plans[raw] = plan
             return self._full(request)  # this call counts once, on the full path
         if plan is _FULL_PATH:
-            return self._full(rls_pb2.RateLimitRequest.FromString(raw))
+            return self._full(_parse(raw))
         start = time.perf_counter()
         try:
             return self._answer(plan)

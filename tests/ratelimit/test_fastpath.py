@@ -8,6 +8,7 @@ import itertools
 import pytest
 from envoy.service.ratelimit.v3 import rls_pb2
 
+from envoykit.core.unary import GrpcStatusError, StatusCode
 from envoykit.ratelimit import MemoryStore, RateLimitService, ServiceSettings, load_texts
 from envoykit.ratelimit.config import RateLimitConfig
 from envoykit.ratelimit.fastpath import _FULL_PATH, MAX_PLANS, FastPath
@@ -120,3 +121,13 @@ def test_plans_are_bounded() -> None:
     for i in range(MAX_PLANS + 5):
         fast(request("web", descriptor(("client", f"c{i}"))).SerializeToString())
     assert len(fast._plans) <= MAX_PLANS
+
+
+def test_a_request_that_does_not_parse_is_refused() -> None:
+    cfg = _config()
+    store = MemoryStore()
+    fast = RateLimitService(lambda: cfg, store, clock=Clock()).fast_path(store)
+    with pytest.raises(GrpcStatusError) as info:
+        fast(b"\x0a\xff")  # a length past the end
+    assert info.value.code == StatusCode.INTERNAL
+    assert not fast._plans and not store._data
