@@ -47,7 +47,7 @@ from envoykit.control.translate.pb import duration, envoy_grpc, pack
 from envoykit.core.extproc import PROCESSORS_HEADER, RESPONSE_ATTRIBUTES, TELEMETRY_PROCESSOR
 
 if TYPE_CHECKING:
-    from envoykit.authz.gate import Gate
+    from envoykit.core.authzgate import Gate
 
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 RATELIMIT = "envoy.filters.http.ratelimit"
