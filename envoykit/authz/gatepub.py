@@ -42,6 +42,7 @@ class GatePublisher:
         self._file = gate_file
         self._dry_run = dry_run
         self._lock = threading.Lock()
+        self._written = False
         self.document: GateDocument | None = None
 
     def publish(self, _changed: Any = None) -> None:
@@ -49,7 +50,8 @@ class GatePublisher:
         current one is always what is published last).
 
         Raises:
-            OSError: the gate file cannot be written (at start: the server does not start).
+            OSError: the gate file cannot be written at start (the server does not start); later, a
+                failed write removes the file instead (the control plane then drops the gate).
         """
         with self._lock:
             policy = self._watched.current
@@ -61,9 +63,9 @@ class GatePublisher:
                 except Exception as exc:  # never leave the old gate published for a new policy
                     log.exception("native gate not compiled: publishing no gate")
                     doc = _no_gate(f"the gate could not be compiled: {type(exc).__name__}: {exc}")
+            self.document = doc  # /gate follows the policy served, whatever happens to the file
             if self._file is not None:
-                write_document(doc, self._file)
-            self.document = doc
+                self._write(doc)
             log.info(
                 "native gate published",
                 digest=doc.digest[:12],
@@ -71,6 +73,24 @@ class GatePublisher:
                 reason=doc.no_gate.message if doc.no_gate else None,
                 file=str(self._file) if self._file else None,
             )
+
+    def _write(self, doc: GateDocument) -> None:
+        assert self._file is not None
+        try:
+            write_document(doc, self._file)
+        except OSError as exc:
+            if not self._written:
+                raise  # at start: the server does not start without its gate file
+            # the old document must not outlive the policy it belongs to: remove it (no gate)
+            log.error(
+                "cannot write the gate file: removing it (no gate)", file=str(self._file), error=str(exc)
+            )
+            try:
+                self._file.unlink(missing_ok=True)
+            except OSError as exc2:
+                log.error("cannot remove the stale gate file either", file=str(self._file), error=str(exc2))
+            return
+        self._written = True
 
     def route(self, rest: str) -> tuple[int, Any]:
         """The ``/gate`` JSON route of the metrics port."""
