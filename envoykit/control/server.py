@@ -273,7 +273,8 @@ class ControlPlane:
     # -- status --
 
     def status(self) -> dict[str, Any]:
-        """Nodes of the mesh, open streams with acknowledged versions, NACKs, the last refused change."""
+        """Nodes of the mesh, open streams with acknowledged versions, NACKs, the last refused change, the
+        authz gate document in use."""
         cur = self.current
         return {
             "mesh": str(cur.loaded.path),
@@ -282,6 +283,7 @@ class ControlPlane:
             "last_error": self.config.last_error,
             "last_refused_at": self.config.last_refused_at,
             "nodes": sorted(cur.snapshots),
+            "authz_gate": cur.translation.gate_digest,  # digest of the gate document translated (None: none)
             "address": f"{self.address.rsplit(':', 1)[0]}:{self.port}",
             **self.ads.status(),
         }

@@ -50,6 +50,8 @@ def status_lines(doc: dict[str, Any]) -> list[str]:
         f"mesh:          {doc.get('mesh', '?')} (generation {doc.get('generation')}, "
         f"applied {doc.get('applied_at')})",
     ]
+    if doc.get("authz_gate"):
+        lines.append(f"authz gate:    document {doc['authz_gate'][:12]} (pushed with the generation above)")
     if doc.get("last_error"):
         at = f" at {doc['last_refused_at']}" if doc.get("last_refused_at") else ""
         lines.append(f"last change refused{at} (serving the last good version): {doc['last_error']}")

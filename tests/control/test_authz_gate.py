@@ -20,7 +20,7 @@ from envoykit.authz.gate import DENY_FILTER, GATE_FILTERS, gate_document
 from envoykit.control.model.loader import load_mesh
 from envoykit.control.translate.translation import translate
 from envoykit.control.xds.type_urls import LISTENER, ROUTE
-from envoykit.core.authzgate import write_document
+from envoykit.core.authzgate import read_document, write_document
 from envoykit.core.errors import ConfigError
 from tests.control.apps import Echo
 from tests.control.meshkit import addr, control_plane, get, start_nodes, workload, write_mesh
@@ -244,6 +244,8 @@ def test_gate_through_the_ingress_and_a_sidecar(envoy: Any, tmp_path: Path, sour
                 assert checks()[0] == calls[0]
                 assert get(f"{url}/hello").status_code == 200
                 assert gate_file.read_text() != first
+                # `envoykit control status` names the gate document the pushed version was built from
+                assert cpt.cp.status()["authz_gate"] == read_document(str(gate_file)).digest
                 # a reload the server refuses changes neither the server nor the gate
                 second = gate_file.read_text()
                 (tmp_path / "policy" / "broken.yaml").write_text("kind: AuthorizationPolicy\nmetadata: [\n")
