@@ -99,8 +99,8 @@ class GateDocument(BaseModel):
 
     Attributes:
         kind / version: :data:`KIND`, 1.
-        digest: sha256 of the document's content without ``digest`` (:func:`document_digest`): the
-            gate's version; equal digests are equal gates.
+        digest: sha256 of the document's content without ``digest`` and ``policy_files``
+            (:func:`document_digest`): the gate's version; equal digests are equal gates.
         policy_files: the policy files it was compiled from (for humans).
         no_gate: set when the policy cannot be split at all (a Python rule without pre-match).
         ambiguous_path: the RBAC ``Policy`` that denies ambiguous paths, as the server does.
@@ -166,8 +166,11 @@ def proto_json(msg: Any) -> dict[str, Any]:
 
 
 def document_digest(doc: GateDocument) -> str:
-    """sha256 (hex) of ``doc``'s canonical JSON without its ``digest``."""
-    body = json.dumps(doc.model_dump(mode="json", exclude={"digest"}), sort_keys=True, separators=(",", ":"))
+    """sha256 (hex) of ``doc``'s canonical JSON without its ``digest`` and ``policy_files`` (where the
+    files were read from does not change the gate: replicas mounting them elsewhere agree)."""
+    body = json.dumps(
+        doc.model_dump(mode="json", exclude={"digest", "policy_files"}), sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(body.encode()).hexdigest()
 
 

@@ -4,11 +4,13 @@ no longer be written is removed rather than left describing an older policy."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from envoykit.authz import load_policy
+from envoykit.authz.gate import gate_document
 from envoykit.authz.gatepub import GatePublisher
 from envoykit.authz.loader import Policy
 from envoykit.core.authzgate import read_document
@@ -75,3 +77,12 @@ def test_an_unwritable_gate_file_is_removed(tmp_path: Path, monkeypatch: pytest.
     assert watched.reload()
     assert not out.exists()  # the control plane reads no gate rather than the old policy's
     assert pub.document is not None and [p.id for p in pub.document.policies] == ["a", "b"]  # /gate follows
+
+
+def test_the_digest_does_not_depend_on_where_the_files_are(tmp_path: Path) -> None:
+    d, _, _, _ = _setup(tmp_path)
+    shutil.copytree(d, tmp_path / "elsewhere")
+    here, there = gate_document(load_policy(d)), gate_document(load_policy(tmp_path / "elsewhere"))
+    assert here.policy_files != there.policy_files and here.digest == there.digest
+    (tmp_path / "elsewhere" / "a.yaml").write_text(DENY % ("a", "b"))
+    assert gate_document(load_policy(tmp_path / "elsewhere")).digest != here.digest
