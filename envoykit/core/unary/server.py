@@ -21,6 +21,7 @@ engine under it is not.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import socket
 from collections.abc import Callable, Iterable
@@ -202,6 +203,17 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def _freeze_startup_heap() -> None:
+    """Keep what start-up built (policy, protobuf classes, caches: ~70k objects for the authz bench
+    policy) out of every later collection. A full collection walks them all: 42 ms of CPU on the
+    2-core bench machine (over 100 ms of wall time when loaded), stalling every call in flight; after
+    ``gc.freeze()`` it walks only what was allocated since (0.001 ms just after start). Collected
+    first so no garbage is frozen. The price: frozen reference cycles are never collected, so the
+    start-up policy or config, once a reload replaces it, stays in memory (once, not per reload)."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve_unary_forever(
     build: Callable[[], UnaryServer],
     grace: float = 5.0,
@@ -210,12 +222,14 @@ def serve_unary_forever(
     """Run ``build()``'s server on a new uvloop until SIGTERM or SIGINT, then drain for ``grace`` s.
 
     ``build`` runs inside the loop, so handlers that create loop objects may do so at build time.
+    Once started, the heap built so far is frozen out of the garbage collector (``gc.freeze``).
     """
 
     async def main() -> None:
         stopping = loop_termination_signal()
         server = build()
         await server.start()
+        _freeze_startup_heap()
         if on_ready is not None:
             on_ready(server)
         await stopping.wait()
