@@ -8,7 +8,8 @@ AuthorizationPolicies; (c) those ten policies compiled to Envoy's native RBAC fi
 Prints requests/s and p50/p99 of each (wrk, closed loop), the ratios, p50/p99 of (b) with 8 requests
 in flight (wrk -c 8), and p50/p99 of (b) at half its maximum rate (hey, fixed rate).
 (g) the native gate (envoykit.authz.gate) before ext_authz: the ten YAML policies plus two Python rules
-on ``/orders/*``, traffic mixed by a wrk script so 4 in 5 requests need no Python (printed: (g)/a).
+on ``/orders/*``, traffic mixed by a wrk script so 4 in 5 requests need no Python (printed: (g)/a), and
+(g100) the same gate with no request needing Python (the gate's own cost in Envoy).
 
 Run: ``make bench`` or ``.venv/bin/python bench/authz.py [--seconds 8]``.
 """
@@ -147,6 +148,9 @@ request = function()
   return wrk.format(nil, paths[(i % #paths) + 1])
 end
 """
+# (g100): the same paths without /orders/*: every request decided natively, so Envoy's CPU per request
+# against (a) is the gate's own cost (its RBAC filters, the skipped ext_authz filter)
+GATE_NATIVE_ONLY = GATE_MIX.replace(', "/orders/1"}', "}")
 
 
 # The floor: the lean unary server answering every Check with a constant OK, no policy.
@@ -265,6 +269,7 @@ def main() -> None:
         (gate_dir / "policy.yaml").write_text(YAML_POLICY)
         (gate_dir / "rules.py").write_text(GATE_RULES)
         (Path(tmp) / "mix.lua").write_text(GATE_MIX)
+        (Path(tmp) / "native.lua").write_text(GATE_NATIVE_ONLY)
         gate = compile_gate(load_policy(gate_dir))
         srv3 = ServerProcess(
             "authz", ["--policy-dir", str(gate_dir), "--server", args.server], Path(tmp), health=True
@@ -353,13 +358,20 @@ def main() -> None:
 
             a2, a2_cpu, _ = measured(url("plain"), None)
             g, g_cpu, g_stats = measured(gate_url, mix)
+            g100, g100_cpu, g100_stats = measured(gate_url, str(Path(tmp) / "native.lua"))
             native, called = g_stats.get("disabled", 0), g_stats.get("ok", 0) + g_stats.get("denied", 0)
             print(
                 f"(g)/a = {g.rps / a2.rps:.3f} (target >= 0.70): native gate + ext_authz, {g.rps:.0f} vs "
-                f"{a2.rps:.0f} req/s bare just before, {native / max(1, native + called):.0%} decided natively; "
+                f"{a2.rps:.0f} req/s bare just before, {native / max(1, native + called):.0%} decided natively "
+                f"({called} of {g.requests} requests reached the server); "
                 f"Envoy CPU {g_cpu[0] * 1e6 / max(1, g.requests):.0f} vs {a2_cpu[0] * 1e6 / max(1, a2.requests):.0f}"
                 f" us/req bare, server {g_cpu[1] * 1e6 / max(1, called):.0f} us per check; "
                 f"p99 {g.p99_ms:.2f} ms, non-2xx {g.errors}"
+            )
+            reached = g100_stats.get("ok", 0) + g100_stats.get("denied", 0)
+            print(
+                f"(g100)/a = {g100.rps / a2.rps:.3f}: the gate alone (every request decided natively, "
+                f"{reached} reached the server), Envoy CPU {g100_cpu[0] * 1e6 / max(1, g100.requests):.0f} us/req"
             )
         finally:
             env.cleanup()
