@@ -7,6 +7,8 @@ ratelimit test, which run on this server by default.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -273,3 +275,24 @@ def test_many_concurrent_calls_from_grpc_aio() -> None:
 
     with ServerThread(probe.methods()) as st:
         assert asyncio.run(run(st.port)) == [str(i).encode() for i in range(300)]
+
+
+_FREEZE_PROBE = """
+import gc, os, signal
+from envoykit.core.unary import UnaryServer, serve_unary_forever
+def ready(server):
+    print("frozen", gc.get_freeze_count(), len(gc.get_objects()), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+serve_unary_forever(lambda: UnaryServer("probe", "127.0.0.1:0"), grace=0.1, on_ready=ready)
+"""
+
+
+def test_a_started_server_has_frozen_its_start_up_heap() -> None:
+    # A full collection walks every tracked object; frozen ones are skipped (gc.freeze), so what a
+    # collection walks after start is only what was allocated since.
+    out = subprocess.run(
+        [sys.executable, "-c", _FREEZE_PROBE], capture_output=True, text=True, timeout=60, check=True
+    )
+    line = next(x for x in out.stdout.splitlines() if x.startswith("frozen "))
+    frozen, tracked = (int(x) for x in line.split()[1:])
+    assert frozen > 10_000 and tracked < frozen / 10
