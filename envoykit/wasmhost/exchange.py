@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from envoykit.wasmhost.callouts import HttpCall
 from envoykit.wasmhost.errors import FilterFailure
-from envoykit.wasmhost.headermap import HeaderMap
+from envoykit.wasmhost.headermap import _KEYS, HeaderMap
 from envoykit.wasmhost.headermap import _key as key
 from envoykit.wasmhost.http import HttpStream
 from envoykit.wasmhost.plugin import Plugin
@@ -41,17 +42,20 @@ class HttpRequest:
         # Built as entries (one list, no per-header method calls): the pseudo-headers, the
         # client's headers (content-length last when there is a body: Envoy's ``setCopy``), then
         # x-forwarded-proto and what a header_mutation filter ahead appends.
-        client = [(key(k), v.encode()) for k, v in self.headers]
         entries = [(b":authority", self.authority.encode()), (b":path", self.path.encode()),
                    (b":method", self.method.encode())]  # fmt: skip
-        if any(k[:1] == b":" for k, _ in client):  # never from an HTTP/1 client; kept in front
-            entries += [e for e in client if e[0][:1] == b":"]
-            client = [e for e in client if e[0][:1] != b":"]
+        client = []
+        body = self.body
+        for k, v in self.headers:
+            name = _KEYS.get(k) or key(k)
+            if name[:1] == b":":  # never from an HTTP/1 client; kept in front
+                entries.append((name, v.encode()))
+            elif not body or name != b"content-length":
+                client.append((name, v.encode()))
         entries.append((b":scheme", b"http"))
         entries += client
-        if self.body:
-            entries = [e for e in entries if e[0] != b"content-length"]
-            entries.append((b"content-length", str(len(self.body)).encode()))
+        if body:
+            entries.append((b"content-length", str(len(body)).encode()))
         entries.append((b"x-forwarded-proto", b"http"))
         hmap = HeaderMap.of_entries(entries)
         for k, v in self.added_by_filters:
@@ -72,7 +76,10 @@ class HttpResponse:
     def envoy_headers(self) -> HeaderMap:
         """The response headers as the filter sees them from an HTTP/1.1 upstream."""
         entries = [(b":status", str(self.status).encode())]
-        entries += [(key(k), v.encode()) for k, v in self.headers if key(k) != b"content-length"]
+        for k, v in self.headers:
+            name = _KEYS.get(k) or key(k)
+            if name != b"content-length":
+                entries.append((name, v.encode()))
         if self.status != 204:  # Envoy's HTTP/1 codec drops it from a 204 (RFC 9110 section 8.6)
             entries.append((b"content-length", str(len(self.body)).encode()))
         return HeaderMap.of_entries(entries)
@@ -170,6 +177,7 @@ def _client_view(out: Outcome, headers: HeaderMap, body: bytes) -> None:
 
 
 CalloutAnswer = HttpResponse | Callable[[HttpCall], HttpResponse | None] | None
+_NO_CALLOUTS: Mapping[str, CalloutAnswer] = MappingProxyType({})
 
 
 def _answer_callouts(plugin: Plugin, callouts: Mapping[str, CalloutAnswer]) -> FilterFailure | None:
@@ -209,9 +217,9 @@ def run_exchange(
     A callback that traps, loops or runs out of memory fails the VM as in Envoy: the client gets
     the failure policy's answer (a 503, empty body) and ``Outcome.failure`` names the trap.
     """
-    table = callouts or {}
+    table = callouts or _NO_CALLOUTS
     first_log = len(plugin.logs)
-    stream: HttpStream = plugin.http_stream(**properties) if properties else plugin.http_stream()
+    stream = HttpStream(plugin, properties)  # Plugin.http_stream(**properties)
     body = request.body
     # Callouts are answered once the direction's frames are in: over the network the body is
     # buffered in Envoy before a callout's answer comes back (checked by the differential tests).
@@ -223,7 +231,10 @@ def run_exchange(
             if stream.local_response is None and stream.reset is None:
                 stream.send_request_body(chunk, end_of_stream=eos)
     root_failure = _answer_callouts(plugin, table) if plugin.http_calls else None
-    out = Outcome()
+    # Outcome() without the dataclass __init__ (13 stores, 3 factories; one per case): the plain
+    # defaults are class attributes, logs and actions are set by _finish, headers here.
+    out = Outcome.__new__(Outcome)
+    out.headers = HeaderMap()
     req = stream.req
     if stream.request_complete:
         out.upstream_complete = True

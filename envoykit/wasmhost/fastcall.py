@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import operator
 import os
 import weakref
 from collections.abc import Callable
@@ -45,8 +46,10 @@ Caller = Callable[..., Any]
 
 def _raw_call() -> Any:
     """``wasmtime_func_call_unchecked`` with every argument a plain address (no per-call ctypes
-    type checks or pointer objects)."""
-    return ctypes.CFUNCTYPE(
+    type checks or pointer objects). Called holding the GIL (``PYFUNCTYPE``): releasing it costs
+    more than most callbacks, and every host function the module calls takes it back at once;
+    a runaway callback is cut short by its fuel budget."""
+    return ctypes.PYFUNCTYPE(
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p
     )(("wasmtime_func_call_unchecked", raw.dll))
 
@@ -67,51 +70,48 @@ def caller(func: wasmtime.Func, store: wasmtime.Store, params: str, results: str
 
         return slow
     call_raw = _CALL_UNCHECKED
-    fref = ctypes.addressof(func._func)
-    context = ctypes.cast(store._context(), ctypes.c_void_p).value
+    # The C call's arguments are ctypes objects made once: a Python int argument costs ctypes a
+    # format-table search and a new argument object on every call.
+    fref = ctypes.c_void_p(ctypes.addressof(func._func))
+    context = ctypes.c_void_p(ctypes.cast(store._context(), ctypes.c_void_p).value)
     size = max(len(params), len(results), 1)
+    c_size = ctypes.c_size_t(size)
     n_results = len(results)
     i64_result = results == "I"
     all_i32 = "I" not in params
+    end = 4 * len(params)  # the u32 slots of the arguments: 0, 4, 8... below this
 
-    def buffers() -> tuple[Any, Any, Any, int, int]:
+    def buffers() -> tuple[Any, Any, Any, tuple[Any, ...]]:
         vals = (ffi.wasmtime_val_raw_t * size)()
         trap = (ctypes.c_void_p * 1)()
         u32 = (ctypes.c_uint32 * (4 * size)).from_buffer(vals)  # a raw value is 16 bytes, i32 first
         i64 = (ctypes.c_int64 * (2 * size)).from_buffer(vals)
-        return u32, i64, trap, ctypes.addressof(vals), ctypes.addressof(trap)
+        at = ctypes.addressof
+        return u32, i64, trap, (context, fref, ctypes.c_void_p(at(vals)), c_size, ctypes.c_void_p(at(trap)))
 
     own = buffers()
     busy = [False]
 
     def call(store: wasmtime.Store, *args: int) -> int | None:
         if busy[0]:  # re-entered (the module called back into itself through a host function)
-            u32, i64, trap, vals_at, trap_at = buffers()
+            u32, i64, trap, c_args = buffers()
         else:
-            u32, i64, trap, vals_at, trap_at = own
+            u32, i64, trap, c_args = own
             busy[0] = True
         try:
             if all_i32:
-                # the low 32 bits of each argument: u32 and i32 alike, as cpp-host passes them
-                for i, value in enumerate(args):
-                    u32[4 * i] = value & 0xFFFFFFFF
+                # One slice store; a c_uint32 store keeps the low 32 bits of each argument (u32
+                # and i32 alike, as cpp-host passes them).
+                u32[0:end:4] = args
             else:
                 for i, value in enumerate(args):
                     if params[i] == "i":
                         u32[4 * i] = value & 0xFFFFFFFF
                     else:
                         i64[2 * i] = value
-            trap[0] = None
-            error = call_raw(context, fref, vals_at, size, trap_at)
-            if error:
-                wfunc.maybe_raise_last_exn()
-                raise wasmtime.WasmtimeError._from_ptr(
-                    ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t))
-                )
-            if trap[0]:
-                failure = wasmtime.Trap._from_ptr(ctypes.cast(trap[0], ctypes.POINTER(ffi.wasm_trap_t)))
-                wfunc.maybe_raise_last_exn()  # a host function's exception wins, as in wasmtime-py
-                raise failure
+            error = call_raw(*c_args)
+            if error or trap[0]:
+                _raise(error, trap)
             if not n_results:
                 return None
             return int(i64[0]) if i64_result else int(u32[0])  # u32, as cpp-host reads it
@@ -122,7 +122,19 @@ def caller(func: wasmtime.Func, store: wasmtime.Store, params: str, results: str
     return call
 
 
-_TABLE: dict[int, tuple[Any, ...]] = {}
+def _raise(error: int | None, trap: Any) -> None:
+    """Raise the wasmtime error or the trap of a failed unchecked call (the trap slot is cleared:
+    wasmtime writes it only on a trap, so it is not reset before every call)."""
+    if error:
+        wfunc.maybe_raise_last_exn()
+        raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t)))
+    failure = wasmtime.Trap._from_ptr(ctypes.cast(trap[0], ctypes.POINTER(ffi.wasm_trap_t)))
+    trap[0] = None
+    wfunc.maybe_raise_last_exn()  # a host function's exception wins, as in wasmtime-py
+    raise failure
+
+
+_TABLE: dict[int, Any] = {}  # id -> the host function's C callback
 _ids = itertools.count(1)
 
 
@@ -149,13 +161,14 @@ def set_fuel(store: wasmtime.Store) -> Callable[[int], None]:
     return set_
 
 
-def raw_fuel_setter(store: wasmtime.Store) -> tuple[Callable[[Any, int], Any], Any]:
-    """``(setter, context)``: ``setter(context, fuel)`` sets the fuel and returns a non-NULL error
-    pointer on failure (one C call, no Python frame around it; :func:`set_fuel` raises it)."""
+def raw_fuel_setter(store: wasmtime.Store, fuel: int) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """``(setter, args)``: ``setter(*args)`` sets the store's fuel to ``fuel`` and returns a
+    non-NULL error pointer on failure (one C call with arguments made once, no Python frame
+    around it; :func:`set_fuel` raises the error)."""
     if not ENABLED:
-        return (lambda _ctx, fuel: store.set_fuel(fuel)), None
+        return (lambda: store.set_fuel(fuel)), ()
     context = ctypes.cast(store._context(), ctypes.c_void_p).value
-    return _SET_FUEL, context
+    return _SET_FUEL, (ctypes.c_void_p(context), ctypes.c_uint64(fuel))
 
 
 def memory_view(store: wasmtime.Store, memory: wasmtime.Memory) -> Callable[[], tuple[int, int]] | None:
@@ -184,35 +197,60 @@ class _Never(Exception):
     """Never raised: the ``fault_on`` of a host function without a bad-pointer answer."""
 
 
-def _trampoline(idx: int, _caller: Any, vals: Any, _n: int) -> int:
-    # ``vals`` is the raw value array seen as u32s: value i starts at vals[4 * i].
-    try:
-        fn, kinds, result, n, owner_ref, gated, label, fault, fault_on = _TABLE[idx or 0]
-        owner = owner_ref()  # alive: its store is running this call
-        if gated and owner.restricted:
-            owner.deny(label)  # raises: the call is not allowed now (start-up)
-        # Every i32 of the ABI is a u32 (sizes, offsets, pointers, ids): cpp-host reads them with
-        # ``get<uint32_t>()``, so 0xffffffff is 4294967295, never -1. i64s stay signed: the one
-        # signed parameter is ``proxy_increment_metric``'s delta; u64 users mask it themselves.
+def _handler(
+    fn: Callable[..., Any],
+    params: str,
+    result: str,
+    owner_ref: weakref.ref[Any],
+    gated: bool,
+    label: str,
+    fault: int | None,
+    fault_on: type[BaseException],
+) -> Callable[[int, int, Any, int], int]:
+    """The C callback of one host function (wasmtime's unchecked callback signature), its
+    argument reader chosen once; an exception becomes a trap and is re-raised by the caller.
+
+    Every i32 of the ABI is a u32 (sizes, offsets, pointers, ids): cpp-host reads them with
+    ``get<uint32_t>()``, so 0xffffffff is 4294967295, never -1. i64s stay signed: the one signed
+    parameter is ``proxy_increment_metric``'s delta; u64 users mask it themselves.
+    """
+    n = len(params)
+    read: Callable[[Any], Any]
+    if "I" in params:
+
+        def read(vals: Any) -> list[int]:
+            return [vals[4 * i] if k == "i" else _i64(vals, i) for i, k in enumerate(params)]
+    elif n == 1:
+
+        def read(vals: Any) -> tuple[int]:
+            return (vals[0],)
+    else:  # a C getter: a tuple of the u32s (none: an empty tuple)
+        read = operator.itemgetter(*range(0, 4 * n, 4)) if n else (lambda _vals: ())
+
+    def handle(_env: int, _caller: int, vals: Any, _n: int) -> int:
+        # ``vals`` is the raw value array seen as u32s: value i starts at vals[4 * i].
         try:
-            if kinds is None:
-                value = fn(owner, *vals[0 : 4 * n : 4]) if n else fn(owner)
-            else:
-                value = fn(owner, *[vals[4 * i] if k == "i" else _i64(vals, i) for i, k in enumerate(kinds)])
-        except fault_on:
-            if fault is None:
-                raise
-            value = fault
-        if result == "i":
-            vals[0] = int(value) & 0xFFFFFFFF
-        elif result == "I":
-            value = int(value) & 0xFFFFFFFFFFFFFFFF
-            vals[0], vals[1] = value & 0xFFFFFFFF, value >> 32
-        return 0
-    except BaseException as exc:  # re-raised after the call unwinds, as wasmtime-py does
-        wfunc.LAST_EXCEPTION = exc  # type: ignore[assignment]
-        trap = wasmtime.Trap("python exception")._consume()
-        return int(ctypes.cast(trap, ctypes.c_void_p).value or 0)
+            owner: Any = owner_ref()  # alive: its store is running this call
+            if gated and owner.restricted:
+                owner.deny(label)  # raises: the call is not allowed now (start-up)
+            try:
+                value = fn(owner, *read(vals))
+            except fault_on:
+                if fault is None:
+                    raise
+                value = fault
+            if result == "i":
+                vals[0] = value
+            elif result == "I":
+                value = int(value) & 0xFFFFFFFFFFFFFFFF
+                vals[0], vals[1] = value & 0xFFFFFFFF, value >> 32
+            return 0
+        except BaseException as exc:  # re-raised after the call unwinds, as wasmtime-py does
+            wfunc.LAST_EXCEPTION = exc  # type: ignore[assignment]
+            trap = wasmtime.Trap("python exception")._consume()
+            return int(ctypes.cast(trap, ctypes.c_void_p).value or 0)
+
+    return handle
 
 
 def _i64(vals: Any, i: int) -> int:
@@ -226,22 +264,21 @@ def _finalize(idx: int, table: dict[int, Any] = _TABLE) -> None:
 
 
 if ENABLED:
-    # The callback sees the value array as u32s (no union object per argument); it is handed to
-    # wasmtime as the C API's callback type, which has the same C signature.
+    # A host function's callback sees the value array as u32s (no union object per argument); it
+    # is handed to wasmtime as the C API's callback type, which has the same C signature.
     _CALLBACK = ctypes.CFUNCTYPE(
         ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32), ctypes.c_size_t
-    )(_trampoline)
-    _TRAMPOLINE = ctypes.cast(_CALLBACK, ffi.wasmtime_func_unchecked_callback_t)
+    )
     _FINALIZE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize)
     _CALL_UNCHECKED = _raw_call()
-    _SET_FUEL = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64)(
-        ("wasmtime_context_set_fuel", raw.dll)
+    _SET_FUEL = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64)(
+        ("wasmtime_context_set_fuel", raw.dll)  # holding the GIL: a few instructions of C
     )
     # Stores still alive when the interpreter exits are deleted after this module's globals are
-    # cleared, and each calls the finalizer: the thunks must never be freed, or wasmtime jumps
-    # into freed memory (a crash at exit). One extra reference each, never released.
-    for _thunk in (_CALLBACK, _FINALIZE):
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(_thunk))
+    # cleared, and each calls the finalizer: its thunk must never be freed, or wasmtime jumps
+    # into freed memory (a crash at exit). One extra reference, never released. (A host
+    # function's thunk lives in the table until the finalizer drops it: nothing calls it later.)
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(_FINALIZE))
 
 
 def _guarded(
@@ -284,7 +321,7 @@ def define(
 ) -> None:
     """Define host function ``module.name`` with signature ``sig`` (``"iI>i"``: i32, i64 → i32).
 
-    The trampoline calls ``fn(owner, *arguments)`` (no Python wrapper in between): first, if
+    The C callback calls ``fn(owner, *arguments)`` (no Python wrapper in between): first, if
     ``gated`` and ``owner.restricted``, ``owner.deny("module.name")`` (which raises); a
     ``fault_on`` exception from ``fn`` becomes the result ``fault`` (a bad guest pointer's
     status). The table holds ``owner`` weakly: a VM nobody uses is freed with its store, whose
@@ -299,8 +336,9 @@ def define(
         linker.define_func(module, name, functype, _guarded(fn, params, owner, gated, label, fault, fault_on))
         return
     idx = next(_ids)
-    kinds = None if "I" not in params else params
-    _TABLE[idx] = (fn, kinds, results, len(params), weakref.ref(owner), gated, label, fault, fault_on)
+    # One C callback per host function (no shared trampoline frame looking the function up).
+    thunk = _CALLBACK(_handler(fn, params, results, weakref.ref(owner), gated, label, fault, fault_on))
+    _TABLE[idx] = thunk
     mod, nm = module.encode(), name.encode()
     error = raw._wasmtime_linker_define_func_unchecked(
         linker.ptr(),
@@ -309,7 +347,7 @@ def define(
         ctypes.create_string_buffer(nm),
         len(nm),
         functype.ptr(),
-        _TRAMPOLINE,
+        ctypes.cast(thunk, ffi.wasmtime_func_unchecked_callback_t),
         idx,
         _FINALIZE,
     )

@@ -89,9 +89,6 @@ class _Response(_Direction):
 _request, _response = _Request, _Response
 
 
-_END_CALLBACKS = frozenset({"proxy_on_log", "proxy_on_done", "proxy_on_delete"})
-
-
 class HttpStream:
     """One HTTP request/response through the filter. Get one from :meth:`Plugin.http_stream`.
 
@@ -230,7 +227,7 @@ class HttpStream:
             return
         if not ctx.created:
             plugin.create_context(ctx)  # Envoy Context::log creates a context that never saw headers
-        if plugin.stream_failed(ctx) or not plugin.vm.funcs.keys() & _END_CALLBACKS:
+        if plugin.stream_failed(ctx) or not plugin.vm.end_callbacks:
             plugin.delete_context(ctx)  # nothing of the module runs at the end: no maps to set up
             return
         # Envoy keeps two views: the maps its pointers still reach (a paused request's headers,
@@ -271,7 +268,7 @@ class HttpStream:
         index = len(self.actions)
         self.actions.append((name, _CONTINUE))  # placeholder: keeps call order under nesting
         try:
-            result = self.plugin.call(self.ctx, name, self.ctx.id, *args, default=0)
+            result = self.plugin.call(self.ctx, name, self.ctx.id, *args)  # exported: no default
         except FilterFailure as failure:
             self.failure = failure
             self.ctx.take_deferred()
@@ -310,19 +307,25 @@ class HttpStream:
             raise StreamStateError("the stream is complete")
         if d.stopped or self.reset is not None:
             return None
-        if not self.ctx.created and not self.plugin.stream_failed(self.ctx):
-            self.plugin.create_context(self.ctx)
+        ctx, plugin = self.ctx, self.plugin
+        live = plugin.failed is None and ctx.generation == plugin.generation  # not stream_failed
+        if live and not ctx.created:
+            plugin.create_context(ctx)
+            live = plugin.failed is None
         d.headers = headers
         d.eos_seen = eos
-        self.ctx.maps[d.headers_map] = headers
+        ctx.maps[d.headers_map] = headers
         if d is self.resp:
-            self.ctx.response_headers_seen = headers  # response.code: stream info, stays readable
-        args = (
-            (len(headers._entries),)
-            if self.plugin.module.abi_version is _V0_1_0
-            else (len(headers._entries), int(eos))
-        )
-        action = self._call(d, d.headers_cb, *args)
+            ctx.response_headers_seen = headers  # response.code: stream info, stays readable
+        name = d.headers_cb
+        if live and name not in plugin.vm.funcs:
+            # not exported: Envoy's wrapper continues (``_call``'s first answer, without a call)
+            self.actions.append((name, _CONTINUE))
+            action: Action | int = _CONTINUE
+        elif plugin.module.abi_version is _V0_1_0:
+            action = self._call(d, name, len(headers._entries))
+        else:
+            action = self._call(d, name, len(headers._entries), int(eos))
         if d.stopped or self.reset is not None:
             return action
         if action == _CONTINUE:
@@ -358,6 +361,19 @@ class HttpStream:
             d.held_any = True
             d.held_eos = eos
             return None
+        plugin = self.plugin
+        if (
+            d.body_cb not in plugin.vm.funcs
+            and not d.buffering
+            and plugin.failed is None
+            and self.ctx.generation == plugin.generation
+        ):
+            # _deliver_body's first case inline (most filters export no body callback)
+            self.actions.append((d.body_cb, _CONTINUE))
+            d.forwarded_body += data
+            if eos:
+                d.complete = True
+            return _CONTINUE
         return self._deliver_body(d, data, eos)
 
     def _deliver_body(self, d: _Direction, data: bytes, eos: bool) -> Action | int | None:

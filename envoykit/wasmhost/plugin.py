@@ -263,7 +263,7 @@ class Plugin:
         saved = self.effective
         self.effective = ctx
         # VM.call inlined (the per-callback path): a fresh fuel budget, traps as FilterFailure.
-        if vm.set_fuel_raw(vm.context_address, vm.fuel):  # non-NULL: a wasmtime error
+        if vm.set_fuel_raw(*vm.fuel_args):  # non-NULL: a wasmtime error
             vm.set_fuel(vm.fuel)  # raises it
         vm.depth += 1
         try:

@@ -89,8 +89,10 @@ class VM:
                 self.funcs[name] = fastcall.caller(
                     f, self.store, fastcall.kinds(ty.params), fastcall.kinds(ty.results)
                 )
+        # Whether a stream's end runs any of the module (else no access-log maps are set up).
+        self.end_callbacks = bool(self.funcs.keys() & {"proxy_on_log", "proxy_on_done", "proxy_on_delete"})
         self.set_fuel = fastcall.set_fuel(self.store)
-        self.set_fuel_raw, self.context_address = fastcall.raw_fuel_setter(self.store)
+        self.set_fuel_raw, self.fuel_args = fastcall.raw_fuel_setter(self.store, fuel)
         # cpp-host getFunctions: malloc first, proxy_on_memory_allocate only without it.
         self.malloc = self.funcs.get("malloc") or self.funcs.get("proxy_on_memory_allocate")
         if self.malloc is None:
