@@ -222,12 +222,12 @@ class HttpStream:
             return
         self.done = True
         plugin, ctx = self.plugin, self.ctx
-        if plugin.stream_failed(ctx):  # a failed VM is not called again, not even to log
-            plugin.delete_context(ctx)
+        if plugin.failed is not None or ctx.generation != plugin.generation:  # stream_failed
+            plugin.delete_context(ctx)  # a failed VM is not called again, not even to log
             return
         if not ctx.created:
             plugin.create_context(ctx)  # Envoy Context::log creates a context that never saw headers
-        if plugin.stream_failed(ctx) or not plugin.vm.end_callbacks:
+        if plugin.failed is not None or not plugin.vm.end_callbacks:  # the generation is ctx's
             plugin.delete_context(ctx)  # nothing of the module runs at the end: no maps to set up
             return
         # Envoy keeps two views: the maps its pointers still reach (a paused request's headers,

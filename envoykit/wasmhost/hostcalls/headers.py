@@ -58,7 +58,7 @@ def _writable(vm: Any, kind: int) -> HeaderMap | None:
     if ctx.access_log_phase:
         # Envoy getMap in on_log: only the maps its pointers still reach (not the access-log view).
         return ctx.live_maps.get(kind)
-    return _map(vm, kind)
+    return ctx.maps.get(kind)  # _map of a writable kind
 
 
 def proxy_get_header_map_value(
