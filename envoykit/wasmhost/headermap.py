@@ -77,7 +77,7 @@ class HeaderMap:
     # -- Envoy operations (bytes) -------------------------------------------------------------
     def add(self, key: str | bytes, value: str | bytes) -> None:
         """``addCopy``: append (pseudo-headers after the last pseudo-header)."""
-        k = _key(key)
+        k = _KEYS.get(key) or _key(key)
         entry = (k, value if isinstance(value, bytes) else value.encode())
         entries = self._entries
         self._encoded = None

@@ -129,7 +129,10 @@ def proxy_add_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int, vs
     if kind > _LAST_MAP:  # cpp-host checks the map type before anything else
         return _BAD_ARGUMENT
     key, value = vm.read(kp, ks), vm.read(vp, vs)
-    hmap = _writable(vm, kind)
+    ctx = vm.plugin.effective
+    if kind not in _WRITABLE:  # _writable, inline (the common host call of header filters)
+        return _BAD_ARGUMENT
+    hmap = ctx.live_maps.get(kind) if ctx.access_log_phase else ctx.maps.get(kind)
     if hmap is None:
         return _BAD_ARGUMENT
     hmap.add(key, value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoykit.wasmhost.abi import LogLevel, Status
+from envoykit.wasmhost.errors import OutOfBounds
 from envoykit.wasmhost.hostcalls.table import Table
 
 # Plain names for the enum members used per request: an attribute of an Enum class goes
@@ -25,7 +26,11 @@ def proxy_log(vm: Any, level: int, ptr: int, size: int) -> int:
     if level < 0 or level > _CRITICAL:
         return _BAD_ARGUMENT
     if level < vm.plugin.host.log_level:
-        vm.check(ptr, size)  # cpp-host reads the message before Envoy's logger drops it
+        # cpp-host reads the message before Envoy's logger drops it: VM.check, inline (u32s are
+        # never negative; most debug lines end here)
+        end = ptr + size
+        if end > vm._mem_len and end > vm._base()[1]:
+            raise OutOfBounds
         return _OK
     vm.plugin.record_log(LogLevel(level), vm.read(ptr, size))
     return _OK
