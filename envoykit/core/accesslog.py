@@ -104,3 +104,102 @@ def parse_cluster_name(name: str) -> ClusterName | None:
 def service_fqdn(name: str, namespace: str) -> str:
     """``("backend", "default")`` → ``"backend.default.svc.cluster.local"`` (Istio's ``destination_service``)."""
     return f"{name}.{namespace}.{SERVICE_DOMAIN}"
+
+
+# -- the stats transport (``envoy.access_loggers.stats``) ---------------------------------------
+#
+# Envoy counts each request into its own stats (``extensions.access_loggers.stats.v3.Config``); the
+# telemetry server reads them from Envoy's admin (``/stats/prometheus``) and labels them as Istio does.
+# Only facts whose values the mesh bounds become tags (codes, flags, gRPC status, the peer
+# certificate's URI SAN, the control plane's cluster names, the peer header its sidecars overwrite);
+# every stat lives in a scope whose ``max_counters``/``max_histograms`` the control plane sets, so a
+# value the mesh did not bound cannot grow Envoy's memory beyond that.
+
+#: reporter → the stats scope's ``prefix`` (Envoy's stat names ``envoykit_<reporter>.<STATS_*>``).
+STATS_PREFIXES = {"destination": "envoykit_destination", "source": "envoykit_source"}
+#: The counter and histograms each HTTP logger keeps, with the substitution command of each value.
+STATS_REQUESTS = "requests_total"
+STATS_HISTOGRAMS = {
+    "request_duration_milliseconds": ("Milliseconds", "%DURATION%"),
+    # Istio's request/response size: headers and body as they crossed the wire
+    "request_bytes": ("Bytes", "%DOWNSTREAM_WIRE_BYTES_RECEIVED%"),
+    "response_bytes": ("Bytes", "%DOWNSTREAM_WIRE_BYTES_SENT%"),
+}
+#: The peer header's value is cut at this many bytes before it becomes a tag (``%REQ(h):N%``).
+PEER_TAG_MAX = 256
+_STATS_COMMON = (
+    ("response_code", "%RESPONSE_CODE%"),
+    ("response_flags", "%RESPONSE_FLAGS%"),
+    ("grpc_status", "%GRPC_STATUS_NUMBER%"),
+)
+#: reporter → (tag name, value format) of every stat: the facts the server's labels come from.
+STATS_TAGS = {
+    "destination": (
+        *_STATS_COMMON,
+        ("peer_principal", "%DOWNSTREAM_PEER_URI_SAN%"),
+        ("peer", f"%REQ({PEER_HEADER}):{PEER_TAG_MAX}%"),
+    ),
+    "source": (
+        *_STATS_COMMON,
+        ("upstream_cluster", "%UPSTREAM_CLUSTER%"),
+        ("peer", f"%RESP({PEER_HEADER}):{PEER_TAG_MAX}%"),
+    ),
+}
+
+
+def _literal(value: str) -> str:
+    """``value`` as a substitution format that prints it as is (``%`` doubled)."""
+    return value.replace("%", "%%")
+
+
+def json_log_format(reporter: str, node: dict[str, str]) -> dict[str, str]:
+    """The ``json_format`` of Envoy's file access logger (stats transport): one JSON object per request
+    with the keys of the server's JSON lines (:mod:`envoykit.telemetry.accesslog`) that Envoy can
+    write itself. This side's workload and principal are literals from ``node`` (its metadata and
+    ``id``); the other side is its certificate's URI SAN and the peer header as sent (``source_peer`` /
+    ``destination_peer``: ``workload=…,app=…``). A value that is a single command operator keeps its
+    type (numbers are numbers); Envoy escapes every value.
+    """
+    me = {k: _literal(node.get(k, "")) for k in ("workload", "namespace", "principal")}
+    if reporter == "destination":
+        sides = {
+            "source_principal": "%DOWNSTREAM_PEER_URI_SAN%",
+            "source_peer": f"%REQ({PEER_HEADER})%",
+            "destination_workload": me["workload"],
+            "destination_namespace": me["namespace"],
+            "destination_principal": me["principal"],
+        }
+    else:
+        sides = {
+            "source_workload": me["workload"],
+            "source_namespace": me["namespace"],
+            "source_principal": me["principal"],
+            "destination_principal": "%UPSTREAM_PEER_URI_SAN%",
+            "destination_peer": f"%RESP({PEER_HEADER})%",
+        }
+    return {
+        "@timestamp": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
+        "kind": "http",
+        "reporter": reporter,
+        "node": _literal(node.get("id", "")),
+        "trace_id": "%REQ(x-b3-traceid)%",
+        "traceparent": "%REQ(traceparent)%",
+        "request_id": "%REQ(x-request-id)%",
+        **sides,
+        "method": "%REQ(:method)%",
+        "authority": "%REQ(:authority)%",
+        "path": "%REQ(:path)%",
+        "protocol": "%PROTOCOL%",
+        "status": "%RESPONSE_CODE%",
+        "grpc_status": "%GRPC_STATUS_NUMBER%",
+        "response_flags": "%RESPONSE_FLAGS%",
+        "response_code_details": "%RESPONSE_CODE_DETAILS%",
+        "duration_ms": "%DURATION%",
+        "upstream_service_time_ms": "%COMMON_DURATION(US_TX_END:US_RX_BEG:ms)%",
+        "request_bytes": "%DOWNSTREAM_WIRE_BYTES_RECEIVED%",
+        "response_bytes": "%DOWNSTREAM_WIRE_BYTES_SENT%",
+        "upstream_cluster": "%UPSTREAM_CLUSTER%",
+        "upstream_host": "%UPSTREAM_HOST%",
+        "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
+        "user_agent": "%REQ(user-agent)%",
+    }

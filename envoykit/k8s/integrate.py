@@ -204,7 +204,9 @@ def istio(
         def loggers(reporter: str) -> Obj:
             logs = [
                 _rename_cluster(_json(a), ACCESS_LOG_CLUSTER, cluster)
-                for a in http_access_logs(ext.access_log, reporter, tagged=False)  # Istio's Envoy version
+                for a in http_access_logs(
+                    ext.access_log, reporter, tagged=False, transport="grpc"
+                )  # Istio's Envoy version
             ]
             return {"typed_config": {"@type": hcm_type, "access_log": logs}}
 

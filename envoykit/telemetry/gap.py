@@ -19,6 +19,7 @@ import json
 import urllib.request
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -56,9 +57,10 @@ def envoy_log_stats(admin: str, timeout: float = 1.0) -> tuple[str, dict[str, in
 class EnvoyLogStats(Collector):
     """Mirrors Envoy's gRPC access-log counters of each admin URL at scrape time (see module doc)."""
 
-    def __init__(self, admins: Sequence[str], timeout: float = 1.0) -> None:
+    def __init__(self, admins: Sequence[str], timeout: float = 1.0, reader: Any = None) -> None:
         self.admins = list(admins)
         self.timeout = timeout
+        self.reader = reader  # an EnvoyStatsReader: its Envoy request counts are exported here too
 
     def collect(self) -> Iterator[Metric]:
         if not self.admins:
@@ -92,3 +94,5 @@ class EnvoyLogStats(Collector):
                 written.add_metric([node or admin], stats["logs_written"])
                 dropped.add_metric([node or admin], stats["logs_dropped"])
         yield from (written, dropped, up)
+        if self.reader is not None:
+            yield from self.reader.gap_metrics()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -97,6 +97,8 @@ class IstioMetrics(Collector):
         self.lock = threading.Lock()
         self._http: dict[tuple[str, ...], HttpSeries] = {}
         self._tcp: dict[tuple[str, ...], TcpSeries] = {}
+        #: more HTTP series read at each collect (Envoy's own stats), summed with these per label set
+        self.http_sources: list[Callable[[], list[HttpSeries]]] = []
 
     def http(self, labels: tuple[str, ...]) -> HttpSeries:
         """The series for ``labels`` (values of ``HTTP_LABELS``), created on first use."""
@@ -139,8 +141,18 @@ class IstioMetrics(Collector):
         closed = CounterMetricFamily(
             "istio_tcp_connections_closed", "TCP connections closed.", labels=TCP_LABELS
         )
+        extra = [s for source in self.http_sources for s in source()]  # outside the lock: it fetches
         with self.lock:
-            for s in self._http.values():
+            http = self._http
+            if extra:
+                http = {k: _copy(v) for k, v in http.items()}
+                for s in extra:
+                    mine = http.get(s.labels)
+                    if mine is None:
+                        http[s.labels] = s
+                    else:
+                        _add(mine, s)
+            for s in http.values():
                 labels = list(s.labels)
                 requests.add_metric(labels, s.requests)
                 duration.add_metric(labels, s.duration.buckets(), s.duration.sum)
@@ -153,6 +165,23 @@ class IstioMetrics(Collector):
                 opened.add_metric(labels, t.opened)
                 closed.add_metric(labels, t.closed)
         yield from (requests, duration, req_b, resp_b, sent, received, opened, closed)
+
+
+def _copy(s: HttpSeries) -> HttpSeries:
+    out = HttpSeries(s.labels)
+    _add(out, s)
+    return out
+
+
+def _add(into: HttpSeries, s: HttpSeries) -> None:
+    into.requests += s.requests
+    for a, b in (
+        (into.duration, s.duration),
+        (into.request_bytes, s.request_bytes),
+        (into.response_bytes, s.response_bytes),
+    ):
+        a.counts = [x + y for x, y in zip(a.counts, b.counts, strict=True)]
+        a.sum += b.sum
 
 
 class ServerMetrics:

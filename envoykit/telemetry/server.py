@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from envoykit.core import AioGrpcServer, serve_forever
 from envoykit.telemetry.accesslog import AccessLogWriter
+from envoykit.telemetry.envoystats import EnvoyStatsReader
 from envoykit.telemetry.gap import EnvoyLogStats
 from envoykit.telemetry.labels import LabelGuard
 from envoykit.telemetry.metrics import IstioMetrics, ServerMetrics
@@ -38,7 +39,8 @@ def build_server(
         access_log: JSON access-log file, ``-`` for stdout, None for no access log.
         access_log_max_bytes: rotate the file at this size (bytes; 0: never).
         access_log_backups: rotated files kept.
-        envoy_admins: Envoy admin URLs whose access-log counters are exported beside ours.
+        envoy_admins: Envoy admin URLs: their stats transport's series are read at each scrape
+            (:mod:`envoykit.telemetry.envoystats`) and their access-log counters exported beside ours.
         registry: where the metrics are registered and served from.
 
     Raises:
@@ -46,11 +48,16 @@ def build_server(
         OSError: the access-log file cannot be opened.
     """
     metrics = IstioMetrics()
-    registry.register(metrics)
-    if envoy_admins:
-        registry.register(EnvoyLogStats(envoy_admins))
+    guard = LabelGuard(max_label_values)
+    if envoy_admins:  # the stats transport's series, read from each Envoy at scrape time
+        reader = EnvoyStatsReader(envoy_admins, guard)
+        metrics.http_sources.append(reader.http_series)
+        registry.register(metrics)
+        registry.register(EnvoyLogStats(envoy_admins, reader=reader))
+    else:
+        registry.register(metrics)
     writer = AccessLogWriter(access_log, access_log_max_bytes, access_log_backups) if access_log else None
-    recorder = Recorder(metrics, ServerMetrics(registry), LabelGuard(max_label_values), writer)
+    recorder = Recorder(metrics, ServerMetrics(registry), guard, writer)
     service = AccessLogService(recorder)
     server = AioGrpcServer("telemetry", address, metrics_port=metrics_port, registry=registry)
     add_to_server(server, service)

@@ -15,7 +15,12 @@ from google.protobuf import json_format
 
 from envoykit.control.model.mesh import AccessLogServer
 from envoykit.control.model.types import Address
-from envoykit.control.translate.accesslog import ACCESS_LOG_CLUSTER, http_access_logs, tcp_access_logs
+from envoykit.control.translate.accesslog import (
+    ACCESS_LOG_CLUSTER,
+    http_access_logs,
+    logger_dict,
+    tcp_access_logs,
+)
 from envoykit.control.translate.listeners import tcp_proxy
 from envoykit.core import free_port
 from envoykit.core.peer import format_peer
@@ -42,6 +47,7 @@ BACKEND = {
     "principal": "spiffe://envoykit.local/ns/shop/sa/backend",
     "mesh_id": "mesh1",
 }
+FRONTEND_ID, BACKEND_ID = "sidecar~frontend-v1", "sidecar~backend-v2"
 #: the client sidecar's cluster towards backend, named as the control plane names it
 BACKEND_CLUSTER = "outbound|80||backend.shop"
 
@@ -85,18 +91,32 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
-def _als(port: int, tcp_flush_interval: float | None = None) -> AccessLogServer:
+def _als(
+    port: int, tcp_flush_interval: float | None = None, transport: str = "grpc", json_log: str | None = None
+) -> AccessLogServer:
     return AccessLogServer(
-        address=Address(port=port), buffer_flush_interval=0.2, tcp_flush_interval=tcp_flush_interval
+        address=Address(port=port),
+        buffer_flush_interval=0.2,
+        tcp_flush_interval=tcp_flush_interval,
+        transport=transport,  # type: ignore[arg-type]
+        json_log=json_log,
     )
 
 
-def access_logs(port: int, reporter: str, kind: str = "http") -> list[dict[str, Any]]:
-    """The control plane's access-logger list for a listener, as bootstrap JSON."""
-    build = http_access_logs if kind == "http" else tcp_access_logs
-    return [
-        json_format.MessageToDict(a, preserving_proto_field_name=True) for a in build(_als(port), reporter)
-    ]
+def access_logs(
+    port: int,
+    reporter: str,
+    kind: str = "http",
+    *,
+    transport: str = "grpc",
+    json_log: str | None = None,
+    node: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The control plane's access-logger list for a listener, as bootstrap JSON (``transport``: the
+    gRPC stream, or ``stats`` with Envoy's JSON file logger when ``json_log`` is given)."""
+    als = _als(port, transport=transport, json_log=json_log)
+    logs = http_access_logs(als, reporter, node=node) if kind == "http" else tcp_access_logs(als, reporter)
+    return [logger_dict(a) for a in logs]
 
 
 def hcm_of(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -104,12 +124,19 @@ def hcm_of(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def http_sidecars(
-    app_port: int, als_port: int, *, admin_ports: tuple[int, int] = (0, 0)
+    app_port: int,
+    als_port: int,
+    *,
+    admin_ports: tuple[int, int] = (0, 0),
+    transport: str = "grpc",
+    json_log: str | None = None,
 ) -> tuple[dict, dict, int]:
     """A client sidecar (outbound, reporter=source) in front of a server sidecar (inbound,
-    reporter=destination) in front of the app; both log to the telemetry server on ``als_port``.
+    reporter=destination) in front of the app; both log to the telemetry server on ``als_port``
+    (``transport`` as :func:`access_logs`; ``json_log``: Envoy's JSON lines, ``{node}`` the node id).
 
     The client routes ``/down`` to a cluster with nothing listening (503, flag UF)."""
+    kw: dict[str, Any] = {"transport": transport, "json_log": json_log}
     out_port, in_port = free_port(), free_port()
     inbound = http_listener(
         in_port,
@@ -118,7 +145,9 @@ def http_sidecars(
         vhost_extra={
             "response_headers_to_add": [{"header": {"key": "x-envoykit-peer", "value": format_peer(BACKEND)}}]
         },
-        hcm_extra={"access_log": access_logs(als_port, "destination")},
+        hcm_extra={
+            "access_log": access_logs(als_port, "destination", node={**BACKEND, "id": BACKEND_ID}, **kw)
+        },
     )
     outbound = http_listener(
         out_port,
@@ -130,14 +159,14 @@ def http_sidecars(
         vhost_extra={
             "request_headers_to_add": [{"header": {"key": "x-envoykit-peer", "value": format_peer(FRONTEND)}}]
         },
-        hcm_extra={"access_log": access_logs(als_port, "source")},
+        hcm_extra={"access_log": access_logs(als_port, "source", node={**FRONTEND, "id": FRONTEND_ID}, **kw)},
     )
     als = cluster(ACCESS_LOG_CLUSTER, als_port, http2=True)
     server_cfg = bootstrap([inbound], [cluster("inbound|8080||", app_port), als])
-    server_cfg["node"] = {"id": "sidecar~backend-v2", "cluster": "backend", "metadata": BACKEND}
+    server_cfg["node"] = {"id": BACKEND_ID, "cluster": "backend", "metadata": BACKEND}
     down = cluster("outbound|80||down.shop", free_port())
     client_cfg = bootstrap([outbound], [cluster(BACKEND_CLUSTER, in_port), down, dict(als)])
-    client_cfg["node"] = {"id": "sidecar~frontend-v1", "cluster": "frontend", "metadata": FRONTEND}
+    client_cfg["node"] = {"id": FRONTEND_ID, "cluster": "frontend", "metadata": FRONTEND}
     for cfg, admin in zip((server_cfg, client_cfg), admin_ports, strict=True):
         cfg["admin"] = {"address": socket_address(admin)}
     return client_cfg, server_cfg, out_port

@@ -87,6 +87,16 @@ class AccessLogServer(Strict):
     runs: 20.6 µs per entry with 16 KiB messages, 8.9 with 256 KiB), and the larger buffer holds out
     longer against a slow server before Envoy drops.
 
+    ``transport`` is how HTTP requests reach the metrics: ``stats`` (the default) has each Envoy count
+    them into its own stats (``envoy.access_loggers.stats``), which the server reads from Envoy's admin
+    (``envoykit telemetry serve --envoy-admin``) and labels as Istio does: no entry per request leaves
+    Envoy. ``grpc`` streams every entry to the server (``http_grpc``), which also writes its JSON line.
+    ``max_series`` bounds each logger's stats (``stats_scope.max_counters``/``max_histograms``): past it
+    Envoy counts no new label set, which shows as a gap beside Envoy's request count. ``json_log``
+    (stats transport): the file on the Envoys' host where Envoy's file access logger writes each
+    request's JSON line (None: no HTTP JSON lines); ``{node}`` stands for the node id. TCP connections
+    always go over ``tcp_grpc`` (one entry per connection, not per request).
+
     ``tcp_flush_interval`` is ``tcp_proxy``'s ``access_log_options.access_log_flush_interval``: an open
     TCP connection is logged this often (``TcpPeriodic`` entries, cumulative byte counts), so its bytes
     are counted while it lives, as Istio reports TCP metrics periodically; None: only at close.
@@ -94,6 +104,9 @@ class AccessLogServer(Strict):
 
     address: Address = Address(port=9293)
     enabled: bool = True
+    transport: Literal["stats", "grpc"] = "stats"
+    max_series: int = Field(default=2000, ge=1)
+    json_log: str | None = None
     buffer_flush_interval: Duration = 1.0
     buffer_size_bytes: int = Field(default=262144, ge=0)
     tcp_flush_interval: Duration | None = 5.0

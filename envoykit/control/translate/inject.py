@@ -45,10 +45,16 @@ from envoykit.control.model.traffic import RouteRateLimit
 from envoykit.control.model.types import Address
 from envoykit.control.translate import clusters as cl
 from envoykit.control.translate import filters as fl
-from envoykit.control.translate.accesslog import ACCESS_LOG_CLUSTER, http_access_logs, tcp_access_logs
+from envoykit.control.translate.accesslog import (
+    ACCESS_LOG_CLUSTER,
+    FILE,
+    http_access_logs,
+    logger_dict,
+    tcp_access_logs,
+)
 from envoykit.control.translate.inject_gate import config_gate, place_gate
 from envoykit.control.translate.routes import rate_limits
-from envoykit.core.accesslog import LOG_NAMES
+from envoykit.core.accesslog import LOG_NAMES, STATS_PREFIXES
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -352,6 +358,24 @@ def _set_identity(config: dict[str, Any], opts: InjectOptions) -> list[str]:
     return []
 
 
+def _node_ids(config: dict[str, Any]) -> dict[str, str]:
+    node = config.get("node") or {}
+    meta = node.get("metadata") or {}
+    return {**{k: str(v) for k, v in meta.items() if isinstance(v, str)}, "id": str(node.get("id", ""))}
+
+
+def _ours(log: dict[str, Any], log_names: set[str]) -> bool:
+    """Whether ``log`` is an access logger envoykit added (its gRPC log name, its stats scope, or its
+    JSON file logger, which follows the stats logger)."""
+    tc = log.get("typed_config") or {}
+    if (tc.get("common_config") or {}).get("log_name") in log_names:
+        return True
+    if (tc.get("stats_scope") or {}).get("prefix") in STATS_PREFIXES.values():
+        return True
+    fmt = (tc.get("log_format") or {}).get("json_format") or {}
+    return log.get("name") == FILE and {"kind", "reporter", "node"} <= fmt.keys()
+
+
 def _add_access_logs(config: dict[str, Any], als: AccessLogServer, opts: InjectOptions) -> list[str]:
     """Add the control plane's gRPC access logger to every static HCM and ``tcp_proxy``."""
     if opts.reporter not in (None, "destination", "source"):
@@ -361,7 +385,7 @@ def _add_access_logs(config: dict[str, Any], als: AccessLogServer, opts: InjectO
     for lst, tc in _network_filters(config):
         reporter = opts.reporter or ("destination" if lst.get("traffic_direction") == "INBOUND" else "source")
         if tc.get("@type") == _HCM:
-            new = [_d(a) for a in http_access_logs(als, reporter)]
+            new = [logger_dict(a) for a in http_access_logs(als, reporter, node=_node_ids(config))]
         elif tc.get("@type") == _TCP_PROXY:
             new = [_d(a) for a in tcp_access_logs(als, reporter)]
             options = tc.get("access_log_options")
@@ -377,7 +401,7 @@ def _add_access_logs(config: dict[str, Any], als: AccessLogServer, opts: InjectO
             logs = tc["access_log"] = []
         name = tc.get("stat_prefix", "?")
         for i, old in reversed(list(enumerate(logs))):
-            if ((old.get("typed_config") or {}).get("common_config") or {}).get("log_name") in ours:
+            if _ours(old, ours):
                 if not opts.replace:
                     raise ValueError(
                         f"{name} already has envoykit's access logger: give --replace to re-point it"

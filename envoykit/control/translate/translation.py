@@ -150,6 +150,11 @@ class _Shared:
         return out
 
 
+def _ids(node: NodeInfo) -> dict[str, str]:
+    """The node's metadata and id, for the JSON access-log lines Envoy writes."""
+    return {**node.metadata(), "id": node.id}
+
+
 def _sidecar(
     shared: _Shared, node: NodeInfo, svc: Service, wl: Workload, base_dir: Path, tls: MeshTls | None
 ) -> NodeConfig:
@@ -181,7 +186,7 @@ def _sidecar(
             extension_filters(mesh, svc.extensions, base_dir, gate=gate),
             forward_client_cert=True,
             strip_any_host_port=True,
-            access_log=http_access_logs(als, "destination"),
+            access_log=http_access_logs(als, "destination", node=_ids(node)),
         )
     downstream = (lambda s: tls.downstream(mesh, s)) if tls is not None else None
     chains = ls.mtls_chains(svc.mtls, inbound_filter, svc, downstream)
@@ -201,7 +206,7 @@ def _sidecar(
                             fault_filter(),
                             router_filter(),
                         ],
-                        access_log=http_access_logs(als, "source"),
+                        access_log=http_access_logs(als, "source", node=_ids(node)),
                     )
                 ]
             )
@@ -260,7 +265,9 @@ def _gateway(
         use_remote_address=gw.kind == "ingress",
         strip_any_host_port=gw.kind == "ingress",
         stream_idle_timeout=gw.stream_idle_timeout,
-        access_log=http_access_logs(mesh.extensions.access_log, "source"),  # gateways report as source
+        access_log=http_access_logs(  # gateways report as source
+            mesh.extensions.access_log, "source", node=_ids(node)
+        ),
     )
     downstream = (lambda g: mesh_tls.downstream(mesh, g)) if mesh_tls is not None else None
     lst = ls.gateway_listener(gw, hcm, tls, downstream)

@@ -1,0 +1,233 @@
+"""The stats transport through real Envoys: each Envoy counts into its own stats
+(``envoy.access_loggers.stats``), the server reads them from the admins and labels them as Istio does;
+Envoy's file logger writes the JSON lines. Exact counts on both reporters, a server restart mid-traffic
+loses and doubles nothing, and a label set past the scope's bound shows as a gap."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from envoykit.core import free_port
+from tests.certs import TestCA
+from tests.extproc.test_telemetry_envoy import tls_socket
+from tests.serverproc import ServerProcess, StartServer
+from tests.telemetry.helpers import (
+    BACKEND,
+    BACKEND_ID,
+    FRONTEND,
+    FRONTEND_ID,
+    http_sidecars,
+    read_lines,
+    start_telemetry,
+    total,
+    wait_total,
+)
+
+BACKEND_SERVICE = "backend.shop.svc.cluster.local"
+
+
+def _mtls_sidecars(tmp_path: Path, app_port: int, als_port: int, **kw: Any) -> tuple[dict, dict, int, tuple]:
+    admins = (free_port(), free_port())
+    ca = TestCA(tmp_path / "pki")
+    front = ca.issue("frontend", uris=[FRONTEND["principal"]])
+    back = ca.issue("backend", uris=[BACKEND["principal"]], server=True)
+    client_cfg, server_cfg, port = http_sidecars(
+        app_port, als_port, admin_ports=admins, transport="stats", **kw
+    )
+    server_cfg["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = tls_socket(
+        "downstream", ca.path, back
+    )
+    client_cfg["static_resources"]["clusters"][0]["transport_socket"] = tls_socket("upstream", ca.path, front)
+    return client_cfg, server_cfg, port, admins
+
+
+def _admin_args(admins: tuple[int, ...]) -> list[str]:
+    return [a for p in admins for a in ("--envoy-admin", f"http://127.0.0.1:{p}")]
+
+
+def _wait_lines(path: Path, n: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    lines = read_lines(path)
+    while len(lines) < n and time.monotonic() < deadline:
+        time.sleep(0.2)
+        lines = read_lines(path)
+    time.sleep(1.5)  # Envoy flushes its file buffer every second: nothing more may come
+    return read_lines(path)
+
+
+def test_envoy_counts_every_request_on_both_reporters_and_writes_json_lines(
+    envoy, echo, tmp_path: Path, server_process: StartServer
+) -> None:
+    als_port = free_port()  # TCP only (none here): nothing listens, nothing is needed
+    json_log = tmp_path / "envoy-{node}.json"
+    client_cfg, server_cfg, port, admins = _mtls_sidecars(
+        tmp_path, echo.port, als_port, json_log=str(json_log)
+    )
+    envoy(server_cfg, name="backend-sidecar")
+    envoy(client_cfg, name="frontend-sidecar")
+    srv = start_telemetry(server_process, None, *_admin_args(admins))
+
+    plan = [(9, 200, 0), (5, 404, 0), (4, 503, 0), (3, 200, 300)]  # (count, status, delay ms)
+    n_app = sum(p[0] for p in plan)
+    n_down = 3  # /down: no upstream, 503 UF on the client side only
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        for count, status, delay in plan:
+            for _ in range(count):
+                r = c.post(
+                    "/items",
+                    content=b"q" * 100,
+                    headers={"x-echo-status": str(status), "x-echo-delay-ms": str(delay)},
+                )
+                assert r.status_code == status
+        for _ in range(n_down):
+            assert c.get("/down").status_code == 503
+
+    wait_total(srv, "istio_requests_total", 2 * n_app + n_down)
+    # histograms are merged at Envoy's stats flush (every 5 s)
+    text = wait_total(srv, "istio_request_bytes_count", 2 * n_app + n_down, timeout=20)
+    assert total(text, "istio_requests_total") == 2 * n_app + n_down
+    both = {
+        "source_workload": "frontend-v1",
+        "source_canonical_service": "frontend",
+        "source_canonical_revision": "v1",
+        "source_workload_namespace": "shop",
+        "source_principal": FRONTEND["principal"],
+        "source_app": "frontend",
+        "source_version": "v1",
+        "source_cluster": "mesh1",
+        "destination_workload": "backend-v2",
+        "destination_workload_namespace": "shop",
+        "destination_principal": BACKEND["principal"],
+        "destination_app": "backend",
+        "destination_version": "v2",
+        "destination_service": BACKEND_SERVICE,
+        "destination_service_name": "backend",
+        "destination_service_namespace": "shop",
+        "destination_canonical_service": "backend",
+        "destination_canonical_revision": "v2",
+        "destination_cluster": "mesh1",
+        "request_protocol": "http",
+        "grpc_response_status": "",
+        "response_flags": "-",
+    }
+    security = {"destination": "mutual_tls", "source": "unknown"}
+    for reporter in ("source", "destination"):
+        labels = {**both, "reporter": reporter, "connection_security_policy": security[reporter]}
+        assert total(text, "istio_requests_total", **labels) == n_app
+        assert total(text, "istio_requests_total", response_code="200", **labels) == 12
+        assert total(text, "istio_requests_total", response_code="404", **labels) == 5
+        assert total(text, "istio_requests_total", response_code="503", **labels) == 4
+        assert total(text, "istio_request_duration_milliseconds_count", **labels) == n_app
+        assert total(text, "istio_request_duration_milliseconds_bucket", le="250.0", **labels) == n_app - 3
+        assert total(text, "istio_request_duration_milliseconds_bucket", le="10000.0", **labels) == n_app
+        assert total(text, "istio_request_bytes_count", **labels) == n_app
+        assert total(text, "istio_request_bytes_bucket", le="100.0", **labels) == 0  # 100 B body + headers
+        assert total(text, "istio_response_bytes_count", **labels) == n_app
+    down = {"reporter": "source", "response_code": "503", "response_flags": "UF"}
+    assert total(text, "istio_requests_total", **down) == n_down
+    assert total(text, "istio_requests_total", reporter="destination", response_flags="UF") == 0
+    # Envoy's own request counts beside them: no gap
+    assert total(text, "envoykit_telemetry_envoy_requests_total", reporter="destination") == n_app
+    assert total(text, "envoykit_telemetry_envoy_requests_total", reporter="source") == n_app + n_down
+
+    inbound = _wait_lines(Path(str(json_log).replace("{node}", BACKEND_ID)), n_app)
+    outbound = _wait_lines(Path(str(json_log).replace("{node}", FRONTEND_ID)), n_app + n_down)
+    assert len(inbound) == n_app and len(outbound) == n_app + n_down
+    for x in inbound + outbound:
+        assert x["@timestamp"].endswith("Z") and x["request_id"] and x["kind"] == "http"
+        assert x["method"] in ("POST", "GET") and isinstance(x["status"], int)
+    assert {x["reporter"] for x in inbound} == {"destination"}
+    assert all(x["source_principal"] == FRONTEND["principal"] for x in inbound)
+    assert all("workload=frontend-v1" in x["source_peer"] for x in inbound)
+    assert all(x["destination_workload"] == "backend-v2" for x in inbound)
+    assert all(x["source_workload"] == "frontend-v1" for x in outbound)
+    app = [x for x in outbound if x["path"] == "/items"]
+    assert all(x["destination_principal"] == BACKEND["principal"] for x in app)
+    assert Counter(x["status"] for x in inbound) == {200: 12, 404: 5, 503: 4}
+    assert Counter(x["status"] for x in app) == {200: 12, 404: 5, 503: 4}
+    assert all(x["request_bytes"] > 100 and x["response_bytes"] > 0 for x in app)
+    assert sum(1 for x in inbound if x["duration_ms"] >= 300) == 3
+    assert [x["response_flags"] for x in outbound if x["path"] == "/down"] == ["UF"] * n_down
+    ids = [x["request_id"] for x in inbound]
+    assert len(set(ids)) == len(ids)
+
+
+def test_server_restart_mid_traffic_loses_and_doubles_nothing(
+    envoy, echo, tmp_path: Path, server_process: StartServer
+) -> None:
+    client_cfg, server_cfg, port, admins = _mtls_sidecars(tmp_path, echo.port, free_port())
+    envoy(server_cfg, name="backend-sidecar")
+    envoy(client_cfg, name="frontend-sidecar")
+    args = ["--log-level", "warning", *_admin_args(admins)]
+    srv = ServerProcess("telemetry", args, tmp_path).start()
+    sent = 0
+    stop = threading.Event()
+
+    def traffic() -> None:
+        nonlocal sent
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            while not stop.is_set():
+                assert c.get("/items").status_code == 200
+                sent += 1
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        time.sleep(1.5)
+        assert total(srv.metrics(), "istio_requests_total") > 0
+        srv.stop()  # down mid-traffic: Envoy keeps counting
+        time.sleep(1.0)
+        srv = ServerProcess("telemetry", args, tmp_path, port=srv.port, metrics_port=srv.metrics_port).start()
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        t.join()
+        try:
+            text = wait_total(srv, "istio_requests_total", 2 * sent)
+            envoy_counts = total(text, "envoykit_telemetry_envoy_requests_total")
+            up = [v for lbl, v in _samples(text, "envoykit_telemetry_envoy_up")]
+        finally:
+            srv.stop()
+    assert sent > 0
+    assert total(text, "istio_requests_total", reporter="destination") == sent
+    assert total(text, "istio_requests_total", reporter="source") == sent
+    assert envoy_counts == 2 * sent
+    assert up == [1.0, 1.0]
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    from tests.telemetry.helpers import samples
+
+    return samples(text, name)
+
+
+def test_label_sets_past_the_scope_bound_show_as_a_gap(
+    envoy, echo, tmp_path: Path, server_process: StartServer
+) -> None:
+    """``max_series: 2``: the third distinct response code is not counted by Envoy; the server shows
+    Envoy's request count beside what it could read."""
+    from envoykit.control.model.mesh import AccessLogServer
+    from envoykit.control.model.types import Address
+    from envoykit.control.translate.accesslog import logger_dict, stats_logger
+
+    client_cfg, server_cfg, port, admins = _mtls_sidecars(tmp_path, echo.port, free_port())
+    small = AccessLogServer(address=Address(port=1), max_series=2)
+    hcm = server_cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["access_log"] = [logger_dict(stats_logger(small, "destination"))]
+    envoy(server_cfg, name="backend-sidecar")
+    envoy(client_cfg, name="frontend-sidecar")
+    srv = start_telemetry(server_process, None, *_admin_args(admins))
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        for status in (200, 200, 404, 503, 503, 200):
+            assert c.get("/items", headers={"x-echo-status": str(status)}).status_code == status
+    text = wait_total(srv, "envoykit_telemetry_envoy_requests_total", 12)
+    assert total(text, "istio_requests_total", reporter="source") == 6
+    dest = total(text, "istio_requests_total", reporter="destination")
+    assert dest == 4  # 200 and 404 counted; 503 was a third label set
+    assert total(text, "envoykit_telemetry_envoy_requests_total", reporter="destination") == 6
