@@ -124,6 +124,24 @@ def logger_dict(log: accesslog_pb2.AccessLog) -> dict[str, Any]:
     return out
 
 
+def restore_stats_scopes(obj: Any) -> Any:
+    """Give every stats logger in ``obj`` (a config turned into JSON by ``MessageToDict``, which drops
+    the ``stats_scope`` bytes) a ``stats_scope`` with its reporter's prefix, read back from its tags;
+    without limits. For ``envoy --mode validate``, which needs a prefix or a scope. Returns ``obj``."""
+    if isinstance(obj, dict):
+        tc = obj.get("typed_config")
+        if obj.get("name") == STATS and isinstance(tc, dict) and "stats_scope" not in tc:
+            tags = {t.get("name") for c in tc.get("counters", []) for t in c.get("stat", {}).get("tags", [])}
+            reporter = "destination" if "peer_principal" in tags else "source"
+            tc["stats_scope"] = {"prefix": STATS_PREFIXES[reporter]}
+        for v in obj.values():
+            restore_stats_scopes(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            restore_stats_scopes(v)
+    return obj
+
+
 def _scope_dict(data: bytes) -> dict[str, Any]:
     names = {1: "max_counters", 3: "max_histograms", 5: "prefix"}
     scope: dict[str, Any] = {}

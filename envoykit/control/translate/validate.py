@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from envoykit.control.model.nodes import NODE_KINDS
+from envoykit.control.translate.accesslog import restore_stats_scopes
 from envoykit.control.translate.bootstrap import bootstrap
 from envoykit.control.translate.translation import NodeConfig, Translation
 from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -28,7 +29,8 @@ _HCM_TYPE = (
 
 
 def _dict(msg: Message) -> dict[str, Any]:
-    return MessageToDict(msg, preserving_proto_field_name=True)
+    out: dict[str, Any] = restore_stats_scopes(MessageToDict(msg, preserving_proto_field_name=True))
+    return out
 
 
 def _strip_sds_sources(value: Any) -> Any:
