@@ -1,28 +1,26 @@
-"""Benchmark: telemetry over Envoy's gRPC access-log stream vs. no telemetry, through one Envoy.
+"""Benchmark: telemetry vs. no telemetry, through one Envoy, per transport.
 
-One Envoy (``--concurrency 1``) serves a direct-response route on two listeners in the same run:
-(a) without telemetry; (b) with the ``envoy.access_loggers.http_grpc`` logger exactly as the control
-plane wires it (``envoykit.control.translate.accesslog``, reporter=destination, the model's flush
-interval and buffer size; ``--buffer-size-bytes`` tries others), streaming to a real ``envoykit
-telemetry serve`` process that computes Istio's metrics and writes the JSON access log to a file. wrk drives each at maximum throughput (closed loop), alternating a and b
-for ``--rounds`` rounds; the ratio is b's mean requests/s over a's.
+One Envoy (``--concurrency 1``) serves a direct-response route on several listeners in the same run:
+(a) without telemetry; (b) the mesh's default, the ``stats`` transport: Envoy counts Istio's metrics
+itself (``envoy.access_loggers.stats``, exactly as the control plane wires it for a sidecar's inbound
+side) and a real ``envoykit telemetry serve --envoy-admin`` reads them from the admin; (c) the same plus
+Envoy's JSON file access logger (one line per request, ``json_log``); with ``--grpc`` also (g): the
+``http_grpc`` stream to the server, which computes the metrics and writes the JSON line per entry.
+wrk drives each at maximum throughput (closed loop), alternating them for ``--rounds`` rounds.
 
-``lost`` is the requests Envoy received on (b) (its ``downstream_rq_total``) minus the requests the
-telemetry server counted (``istio_requests_total``), read once the count stopped moving after the
-flush interval.
+``ratio`` is (b)'s mean requests/s over (a)'s; ``ratio_json`` is (c)'s. ``lost`` is the requests Envoy
+received on the telemetry listeners (``downstream_rq_total``) minus the requests the server counted
+(``istio_requests_total``), read once the count stopped moving.
 
 Prints, among the figures, exactly ``ratio = X`` (target ≥ 0.85) and ``lost = N of M`` (target 0),
-and the CPU per request of Envoy in (a) and (b) and of the telemetry server in (b), from /proc.
-``--untagged`` adds (c): the same logger without the control plane's tag (headers logged instead),
-which the server reads from the proto fields, as for an Envoy another control plane configured.
+and the CPU per request of Envoy in each scenario and of the telemetry server, from /proc.
 
-Run: ``.venv/bin/python bench/telemetry.py [--seconds 6] [--rounds 3]``.
+Run: ``.venv/bin/python bench/telemetry.py [--seconds 6] [--rounds 3] [--grpc]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import shutil
 import sys
@@ -34,19 +32,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import LoadResult, cpu_seconds, table, wrk
-from google.protobuf import json_format
 
 from envoykit.control.model.mesh import AccessLogServer
 from envoykit.control.model.types import Address
-from envoykit.control.translate.accesslog import http_access_logs
+from envoykit.control.translate.accesslog import http_access_logs, logger_dict
 from envoykit.core import EnvoyProcess, free_port
-from envoykit.core.accesslog import REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS
 from envoykit.telemetry.gap import envoy_log_stats
-from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
+from tests.envoycfg import bootstrap, cluster, direct_response, http_listener, socket_address
 from tests.serverproc import ServerProcess
 from tests.telemetry.helpers import BACKEND, total
 
 LISTENER = "telemetry"
+LISTENERS = {"a": "plain", "b": LISTENER, "c": "json_log", "g": "grpc_stream"}
+NODE_ID = "sidecar~backend-v2"
 
 
 def downstream_requests(admin: str, listener: str = LISTENER) -> int:
@@ -82,54 +80,60 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--nice", type=int, default=0, help="the telemetry server's --nice")
-    ap.add_argument("--no-access-log", action="store_true", help="metrics only, no JSON access log")
+    ap.add_argument("--grpc", action="store_true", help="also (g): the http_grpc stream to the server")
     defaults = AccessLogServer()
     ap.add_argument(
-        "--buffer-size-bytes", type=int, default=defaults.buffer_size_bytes, help="the logger's buffer"
+        "--buffer-size-bytes", type=int, default=defaults.buffer_size_bytes, help="(g): the logger's buffer"
     )
-    ap.add_argument("--flush-interval", type=float, default=defaults.buffer_flush_interval, help="seconds")
     ap.add_argument(
-        "--untagged",
-        action="store_true",
-        help="also (c): the logger without the control plane's tag, headers logged instead (the server "
-        "then reads proto fields, as for an Envoy another control plane configured)",
+        "--flush-interval", type=float, default=defaults.buffer_flush_interval, help="(g): seconds"
     )
     args = ap.parse_args()
-    keys = "abc" if args.untagged else "ab"
-    names = {"a": "(a) no telemetry", "b": "(b) access-log telemetry", "c": "(c) same, untagged entries"}
+    keys = "abcg" if args.grpc else "abc"
+    names = {
+        "a": "(a) no telemetry",
+        "b": "(b) stats transport (metrics)",
+        "c": "(c) stats + JSON file log",
+        "g": "(g) http_grpc stream",
+    }
     extra = ["--nice", str(args.nice)] if args.nice else []
     tmp = tempfile.mkdtemp(prefix="envoykit-bench-")
-    log_args = [] if args.no_access_log else ["--access-log", str(Path(tmp) / "access.json")]
-    server_args = ["--log-level", "warning", *log_args, *extra]
+    admin_port = free_port()
+    server_args = [
+        "--log-level", "warning", "--access-log", str(Path(tmp) / "access.json"),
+        "--envoy-admin", f"http://127.0.0.1:{admin_port}", *extra,
+    ]  # fmt: skip
     with ServerProcess("telemetry", server_args, Path(tmp)).start() as srv:
         als = AccessLogServer(
             address=Address(port=srv.port),
             buffer_size_bytes=args.buffer_size_bytes,
             buffer_flush_interval=args.flush_interval,
         )
+        node = {**BACKEND, "id": NODE_ID}
+        json_log = str(Path(tmp) / "envoy-{node}.json")
+
+        def loggers(transport: str, json: str | None = None) -> list[dict]:
+            conf = als.model_copy(update={"transport": transport, "json_log": json})
+            return [logger_dict(a) for a in http_access_logs(conf, "destination", node=node)]
+
+        # each logger exactly as the control plane builds it for a sidecar's inbound side
+        hcm = {
+            "a": None,
+            "b": loggers("stats"),
+            "c": loggers("stats", json_log),
+            "g": loggers("grpc"),
+        }
         ports = {k: free_port() for k in keys}
         ok = [direct_response(200, "ok")]
-        # the access logger exactly as the control plane builds it for a sidecar's inbound side
-        loggers = [
-            json_format.MessageToDict(a, preserving_proto_field_name=True)
-            for a in http_access_logs(als, "destination")
-        ]
         listeners = [
-            http_listener(ports["a"], ok, name="plain"),
-            http_listener(ports["b"], ok, name=LISTENER, hcm_extra={"access_log": loggers}),
-        ]
-        if args.untagged:
-            untagged = copy.deepcopy(loggers)
-            conf = untagged[0]["typed_config"]
-            del conf["common_config"]["custom_tags"]
-            conf["additional_request_headers_to_log"] = list(REQUEST_HEADERS)
-            conf["additional_response_headers_to_log"] = list(RESPONSE_HEADERS)
-            conf["additional_response_trailers_to_log"] = list(RESPONSE_TRAILERS)
-            listeners.append(
-                http_listener(ports["c"], ok, name="untagged", hcm_extra={"access_log": untagged})
+            http_listener(
+                ports[k], ok, name=LISTENERS[k], hcm_extra={"access_log": hcm[k]} if hcm[k] else None
             )
+            for k in keys
+        ]
         cfg = bootstrap(listeners, [cluster("envoykit_telemetry", srv.port, http2=True)])
-        cfg["node"] = {"id": "sidecar~backend-v2", "cluster": "backend", "metadata": BACKEND}
+        cfg["admin"] = {"address": socket_address(admin_port)}
+        cfg["node"] = {"id": NODE_ID, "cluster": "backend", "metadata": BACKEND}
         with EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench") as env:
             assert env.proc is not None and srv.proc is not None
             pids = {"envoy": env.proc.pid, "server": srv.proc.pid}
@@ -138,23 +142,23 @@ def main() -> None:
                 wrk("warm-up", url[k], seconds=1, connections=args.connections)
             settled_count(srv)
             runs: dict[str, list[LoadResult]] = {k: [] for k in keys}
-            # CPU seconds per scenario, summed over rounds; a logged scenario's server CPU includes its
+            # CPU seconds per scenario, summed over rounds; the gRPC scenario's server CPU includes its
             # catching up after each round (the next round starts only once the count settled)
             cpu = {k: {"envoy": 0.0, "server": 0.0} for k in keys}
             for _ in range(args.rounds):
                 for k in keys:
                     before = {n: cpu_seconds(p) for n, p in pids.items()}
                     runs[k].append(wrk(names[k], url[k], seconds=args.seconds, connections=args.connections))
-                    if k != "a":
+                    if k == "g":
                         settled_count(srv)
                     for n, p in pids.items():
                         cpu[k][n] += cpu_seconds(p) - before[n]
             counted = settled_count(srv)
-            received = downstream_requests(env.admin_url)
-            if args.untagged:
-                received += downstream_requests(env.admin_url, "untagged")
+            received = sum(downstream_requests(env.admin_url, LISTENERS[k]) for k in keys if k != "a")
             _, envoy_stats = envoy_log_stats(env.admin_url)
-            lines = sum(len(f.read_bytes().splitlines()) for f in Path(tmp).glob("access.json*"))
+            time.sleep(1.5)  # Envoy's file logger flushes every second
+            json_lines = sum(len(f.read_bytes().splitlines()) for f in Path(tmp).glob("envoy-*.json"))
+            json_sent = downstream_requests(env.admin_url, LISTENERS["c"])
     shutil.rmtree(tmp, ignore_errors=True)
     mean = {k: _mean(rs) for k, rs in runs.items()}
     sent = {k: sum(r.requests for r in rs) for k, rs in runs.items()}
@@ -164,19 +168,26 @@ def main() -> None:
     print(f"\nmeans over {args.rounds} rounds (p50/p99: worst round):")
     print(table([mean[k] for k in keys], mean["a"]))
     print(
-        f"\ntelemetry server: nice {args.nice}, JSON access log {'off' if args.no_access_log else 'on'}; "
-        f"Envoy's logger: buffer_size_bytes {als.buffer_size_bytes}, "
-        f"buffer_flush_interval {als.buffer_flush_interval:g} s"
+        f"\ntelemetry: {counted:.0f} counted, {received} requests received by Envoy on (b), (c)"
+        + (", (g)" if args.grpc else "")
     )
-    print(f"telemetry: {counted:.0f} counted, {lines} JSON lines, {received} requests received by Envoy")
-    print(
-        f"Envoy's access logger: {envoy_stats['logs_written']} written, {envoy_stats['logs_dropped']} dropped"
-    )
+    print(f"Envoy's JSON file log (c): {json_lines} lines for {json_sent} requests")
+    if args.grpc:
+        print(
+            f"(g) Envoy's gRPC logger: buffer_size_bytes {als.buffer_size_bytes}, "
+            f"{envoy_stats['logs_written']} written, {envoy_stats['logs_dropped']} dropped"
+        )
     print("CPU µs per request (from /proc, summed over the rounds):")
     print(f"  {names['a']}: Envoy {us['a']['envoy']:.1f}")
     for k in keys[1:]:
-        print(f"  {names[k]}: Envoy {us[k]['envoy']:.1f}, telemetry server {us[k]['server']:.1f}")
-    print(f"telemetry server CPU: {us['b']['server']:.1f} µs per entry")
+        ratio = us["a"]["envoy"] / us[k]["envoy"]
+        print(
+            f"  {names[k]}: Envoy {us[k]['envoy']:.1f} (bare/this {ratio:.2f}), "
+            f"telemetry server {us[k]['server']:.1f}"
+        )
+    print(f"ratio_json = {mean['c'].rps / mean['a'].rps:.2f}")
+    if args.grpc:
+        print(f"ratio_grpc = {mean['g'].rps / mean['a'].rps:.2f}")
     print(f"ratio = {mean['b'].rps / mean['a'].rps:.2f}")
     print(f"lost = {received - int(counted)} of {received}")
 

@@ -127,23 +127,18 @@ STATS_HISTOGRAMS = {
 }
 #: The peer header's value is cut at this many bytes before it becomes a tag (``%REQ(h):N%``).
 PEER_TAG_MAX = 256
-_STATS_COMMON = (
-    ("response_code", "%RESPONSE_CODE%"),
-    ("response_flags", "%RESPONSE_FLAGS%"),
-    ("grpc_status", "%GRPC_STATUS_NUMBER%"),
-)
-#: reporter → (tag name, value format) of every stat: the facts the server's labels come from.
-STATS_TAGS = {
-    "destination": (
-        *_STATS_COMMON,
-        ("peer_principal", "%DOWNSTREAM_PEER_URI_SAN%"),
-        ("peer", f"%REQ({PEER_HEADER}):{PEER_TAG_MAX}%"),
-    ),
-    "source": (
-        *_STATS_COMMON,
-        ("upstream_cluster", "%UPSTREAM_CLUSTER%"),
-        ("peer", f"%RESP({PEER_HEADER}):{PEER_TAG_MAX}%"),
-    ),
+#: The one tag of every stat (``facts``): the facts the labels come from, in one substitution format
+#: separated by spaces (no code, flag list, gRPC status, URI or cluster name holds one): response code,
+#: response flags, gRPC status, then inbound the peer certificate's URI SANs, outbound the upstream
+#: cluster, and last the peer header (its value alone may hold spaces; it is the rest of the string).
+#: One tag, not five: Envoy formats each tag of each stat per request, so one format of five commands
+#: costs less (bench/telemetry.py, one run: 29.5 µs against 33.6 µs of Envoy CPU per request, bare 25.8).
+STATS_TAG = "facts"
+STATS_TAG_FORMATS = {
+    "destination": f"%RESPONSE_CODE% %RESPONSE_FLAGS% %GRPC_STATUS_NUMBER% %DOWNSTREAM_PEER_URI_SAN% "
+    f"%REQ({PEER_HEADER}):{PEER_TAG_MAX}%",
+    "source": f"%RESPONSE_CODE% %RESPONSE_FLAGS% %GRPC_STATUS_NUMBER% %UPSTREAM_CLUSTER% "
+    f"%RESP({PEER_HEADER}):{PEER_TAG_MAX}%",
 }
 
 

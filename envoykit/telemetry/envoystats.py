@@ -40,7 +40,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from envoykit.core import get_logger
-from envoykit.core.accesslog import STATS_HISTOGRAMS, STATS_PREFIXES, STATS_REQUESTS
+from envoykit.core.accesslog import STATS_HISTOGRAMS, STATS_PREFIXES, STATS_REQUESTS, STATS_TAG
 from envoykit.core.peer import parse_peer
 from envoykit.telemetry.labels import LabelGuard, Reporter, label_values
 from envoykit.telemetry.metrics import BOUNDS, HttpSeries
@@ -217,18 +217,22 @@ class EnvoyStatsReader:
         return totals, completed
 
     def _labels(self, rep: Reporter, tags: dict[str, str]) -> tuple[str, ...]:
-        grpc = tags.get("grpc_status", "")
+        parts = tags.get(STATS_TAG, "").split(" ", 4)
+        code, flags, grpc, where, peer = parts + [""] * (5 - len(parts))
+        # Envoy writes '-' for a command without a value (no gRPC status, certificate or cluster)
         grpc = "" if grpc == "-" else grpc
+        where = "" if where == "-" else where
+        inbound = rep.reporter == "destination"
         values = label_values(
             rep,
-            parse_peer(tags.get("peer", "")),
-            tags.get("peer_principal", "").split(",", 1)[0],
-            tags.get("upstream_cluster", ""),
+            parse_peer(peer),
+            where.split(",", 1)[0] if inbound else "",
+            "" if inbound else where,
             "",
             "grpc" if grpc else "http",
-            tags.get("response_code") or "0",
+            code or "0",
             grpc,
-            tags.get("response_flags") or "-",
+            flags or "-",
         )
         return self.guard.apply(values)
 

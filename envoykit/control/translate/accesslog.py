@@ -11,7 +11,7 @@ reached; both are written out explicitly. ``tcp_proxy`` also logs when the upstr
 
 With ``transport: stats`` (the default) an HTTP connection manager instead counts each request into
 Envoy's own stats (``envoy.access_loggers.stats``: a counter and three histograms per reporter, tagged
-with :data:`envoykit.core.accesslog.STATS_TAGS`, in a scope bounded by ``max_series``), which the
+with :data:`envoykit.core.accesslog.STATS_TAG_FORMATS`, in a scope bounded by ``max_series``), which the
 server reads from Envoy's admin; with ``json_log`` Envoy's file access logger also writes each
 request's JSON line (``envoy.access_loggers.file``, ``json_format``).
 
@@ -46,7 +46,8 @@ from envoykit.core.accesslog import (
     STATS_HISTOGRAMS,
     STATS_PREFIXES,
     STATS_REQUESTS,
-    STATS_TAGS,
+    STATS_TAG,
+    STATS_TAG_FORMATS,
     TAG,
     TAG_FORMATS,
     json_log_format,
@@ -85,7 +86,7 @@ def _uint32_value(number: int, value: int) -> bytes:
 def stats_logger(srv: AccessLogServer, reporter: str) -> accesslog_pb2.AccessLog:
     """The ``envoy.access_loggers.stats`` logger of a connection manager reporting as ``reporter``:
     ``<prefix>.requests_total`` and the histograms of :data:`~envoykit.core.accesslog.STATS_HISTOGRAMS`,
-    each tagged with :data:`~envoykit.core.accesslog.STATS_TAGS`, in a scope of at most
+    each tagged with :data:`~envoykit.core.accesslog.STATS_TAG_FORMATS`, in a scope of at most
     ``srv.max_series`` counters and as many histograms of each kind.
 
     ``stats_scope`` (field 6, ``type.v3.Scope``: ``max_counters`` 1, ``max_histograms`` 3, ``prefix``
@@ -93,7 +94,7 @@ def stats_logger(srv: AccessLogServer, reporter: str) -> accesslog_pb2.AccessLog
     protobuf merges them into the message Envoy parses.
     """
     conf = stats_pb2.Config()
-    tags = [stats_pb2.Config.Tag(name=n, value_format=f) for n, f in STATS_TAGS[reporter]]
+    tags = [stats_pb2.Config.Tag(name=STATS_TAG, value_format=STATS_TAG_FORMATS[reporter])]
     counter = conf.counters.add(stat=stats_pb2.Config.Stat(name=STATS_REQUESTS, tags=tags))
     counter.value_fixed.value = 1
     for name, (unit, fmt) in STATS_HISTOGRAMS.items():
@@ -131,8 +132,10 @@ def restore_stats_scopes(obj: Any) -> Any:
     if isinstance(obj, dict):
         tc = obj.get("typed_config")
         if obj.get("name") == STATS and isinstance(tc, dict) and "stats_scope" not in tc:
-            tags = {t.get("name") for c in tc.get("counters", []) for t in c.get("stat", {}).get("tags", [])}
-            reporter = "destination" if "peer_principal" in tags else "source"
+            fmts = [
+                t.get("value_format", "") for c in tc.get("counters", []) for t in c["stat"].get("tags", [])
+            ]
+            reporter = "destination" if STATS_TAG_FORMATS["destination"] in fmts else "source"
             tc["stats_scope"] = {"prefix": STATS_PREFIXES[reporter]}
         for v in obj.values():
             restore_stats_scopes(v)
