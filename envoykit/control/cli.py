@@ -44,6 +44,13 @@ def control() -> None:
 @click.option("--webhook", default=None, help="Serve the sidecar-injection webhook (HTTPS) on host:port.")
 @click.option("--webhook-dns", multiple=True, help="DNS name of the webhook's certificate (repeatable).")
 @click.option("--sidecar-image", default=None, help="Image of the sidecar the webhook injects.")
+@click.option(
+    "--json-access-log",
+    default=None,
+    metavar="FILE",
+    help="Where Envoys write JSON access-log lines when the mesh sets no extensions.access_log.json_log "
+    "(stats transport).",
+)
 def serve(
     mesh: Path,
     address: str | None,
@@ -57,6 +64,7 @@ def serve(
     webhook: str | None,
     webhook_dns: tuple[str, ...],
     sidecar_image: str | None,
+    json_access_log: str | None,
 ) -> None:
     """Serve MESH over ADS until SIGTERM; reload it (keep-last-good) when it or its files change."""
     from envoykit.control.server import ControlPlane
@@ -82,6 +90,7 @@ def serve(
             require_tokens=not no_tokens,
             envoy_validate=envoy_validate,
             metrics_port=metrics_port,
+            json_access_log=json_access_log,
             **extra,
         )
         if source is not None:

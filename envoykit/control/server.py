@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -107,6 +108,8 @@ class ControlPlane:
         endpoints: where services' endpoints come from (the model's workloads by default; e.g.
             :class:`envoykit.k8s.discovery.KubernetesEndpoints`). When it changes, call
             :meth:`update_endpoints` (only endpoints move) or :meth:`reload`.
+        json_access_log: the file Envoys write JSON access-log lines to when the mesh's
+            ``extensions.access_log`` (stats transport) names none (``envoykit up`` gives its logs folder).
 
     Raises:
         ConfigError: the first load of the mesh fails (a control plane never starts without a good config).
@@ -126,8 +129,10 @@ class ControlPlane:
         watch: bool = True,
         metrics_port: int | None = None,
         endpoints: EndpointSource = model_endpoints,
+        json_access_log: str | None = None,
     ) -> None:
         self._log = get_logger("control")
+        self.json_access_log = json_access_log
         self.endpoints = endpoints
         self.tls = tls if tls is not None or not mtls else SpiffeMeshTls()
         self.secrets = secrets
@@ -215,6 +220,14 @@ class ControlPlane:
 
     def _compile(self, path: Path) -> Compiled:
         loaded = load_mesh(path)
+        mesh = loaded.mesh
+        als = mesh.extensions.access_log
+        if self.json_access_log and als.enabled and als.transport == "stats" and not als.json_log:
+            als = als.model_copy(update={"json_log": self.json_access_log})
+            mesh = mesh.model_copy(
+                update={"extensions": mesh.extensions.model_copy(update={"access_log": als})}
+            )
+            loaded = dataclasses.replace(loaded, mesh=mesh)
         translation = translate(loaded.mesh, loaded.base_dir, self.tls, self.endpoints)
         check_not_empty(translation, str(path))
         serving = self.config.current.translation if hasattr(self, "config") else None

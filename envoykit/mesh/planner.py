@@ -272,7 +272,7 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
         kind="control-plane",
         command=_envoykit(
             opts.python,
-            *mview.serve_args(mesh),
+            *mview.serve_args(mesh, state.logs / ACCESS_LOG if mesh.access_log is not None else None),
             "--metrics-port",
             str(cp_metrics),
             *expand(rc.control_plane.args, values, "control_plane.args"),

@@ -213,9 +213,11 @@ def view(mesh: Mesh, path: Path) -> MeshView:
     )
 
 
-def serve_args(mesh: MeshView) -> list[str]:
-    """Arguments of ``envoykit`` that run the control plane for ``mesh``."""
-    return ["control", "serve", str(mesh.path)]
+def serve_args(mesh: MeshView, json_access_log: Path | None = None) -> list[str]:
+    """Arguments of ``envoykit`` that run the control plane for ``mesh`` (``json_access_log``: where the
+    Envoys write their JSON access-log lines, unless mesh.yaml names a file)."""
+    extra = ["--json-access-log", str(json_access_log)] if json_access_log is not None else []
+    return ["control", "serve", str(mesh.path), *extra]
 
 
 def write_bootstrap(mesh: MeshView, envoy: EnvoyView, directory: Path) -> Path:

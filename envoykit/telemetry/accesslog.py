@@ -19,7 +19,10 @@ Sources: ``envoy.data.accesslog.v3`` (``AccessLogCommon``, ``HTTPRequestProperti
 or ``x-b3-traceid``.
 
 :class:`AccessLogWriter` writes a batch of lines with one write, to stdout or to a file rotated by
-size (``logging.handlers.RotatingFileHandler``: ``file``, ``file.1`` … ``file.<backups>``).
+size (``logging.handlers.RotatingFileHandler``: ``file``, ``file.1`` … ``file.<backups>``). With the
+stats transport, Envoys append their own JSON lines to the same file (Envoy's file access logger, one
+write per buffer of whole lines, ``O_APPEND``); the server then rotates it by its size on disk and has
+each Envoy reopen it (admin ``POST /reopen_logs``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import json.encoder
 import logging
 import logging.handlers
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -235,6 +239,9 @@ class AccessLogWriter:
         self.max_bytes = max_bytes
         self._files: logging.handlers.RotatingFileHandler | None = None
         self._size = 0
+        self._lock = threading.Lock()  # the gRPC loop writes, the rotation thread rotates
+        #: called after each rotation (Envoys that write the same file reopen it: ``/reopen_logs``)
+        self.on_rotate: list[Callable[[], None]] = []
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._files = logging.handlers.RotatingFileHandler(
@@ -260,15 +267,41 @@ class AccessLogWriter:
             sys.stdout.write(data)
             sys.stdout.flush()
             return len(batch)
-        if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
-            files.doRollover()
-            self._size = 0
-        stream = files.stream
-        assert stream is not None  # opened in __init__ and by every rollover
-        stream.write(data)
-        stream.flush()
-        self._size += len(data)
+        with self._lock:
+            if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
+                self._rollover()
+            stream = files.stream
+            assert stream is not None  # opened in __init__ and by every rollover
+            stream.write(data)
+            stream.flush()
+            self._size += len(data)
         return len(batch)
+
+    def rotate_if_large(self) -> bool:
+        """Rotate when the file on disk (which Envoys' file loggers may append to as well) reached
+        ``max_bytes``; then call :attr:`on_rotate`. Returns whether it rotated.
+
+        Raises:
+            OSError: the rename failed.
+        """
+        if self._files is None or not self.max_bytes or self.path is None:
+            return False
+        with self._lock:
+            try:
+                self._size = self.path.stat().st_size
+            except FileNotFoundError:
+                self._size = 0
+            if self._size < self.max_bytes:
+                return False
+            self._rollover()
+        for fn in self.on_rotate:
+            fn()
+        return True
+
+    def _rollover(self) -> None:
+        assert self._files is not None
+        self._files.doRollover()
+        self._size = 0
 
     def close(self) -> None:
         """Flush and close the file."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from envoykit.core import AioGrpcServer, serve_forever
+from envoykit.core import AioGrpcServer, get_logger, serve_forever
 from envoykit.telemetry.accesslog import AccessLogWriter
 from envoykit.telemetry.envoystats import EnvoyStatsReader
 from envoykit.telemetry.gap import EnvoyLogStats
@@ -17,6 +19,7 @@ from envoykit.telemetry.record import Recorder
 from envoykit.telemetry.service import AccessLogService, add_to_server
 
 DEFAULT_ADDRESS = "127.0.0.1:9293"
+_log = get_logger("telemetry")
 
 
 def build_server(
@@ -62,12 +65,38 @@ def build_server(
     server = AioGrpcServer("telemetry", address, metrics_port=metrics_port, registry=registry)
     add_to_server(server, service)
     if writer is not None:
+        rotation = threading.Event()
+        if writer.path is not None and writer.max_bytes:
+            writer.on_rotate.append(lambda: reopen_logs(envoy_admins))
+            threading.Thread(target=_rotate_loop, args=(writer, rotation), daemon=True).start()
 
         async def close() -> None:
+            rotation.set()
             writer.close()
 
         server.on_stop(close)
     return server, service
+
+
+def reopen_logs(admins: Sequence[str], timeout: float = 2.0) -> None:
+    """``POST /reopen_logs`` on each Envoy admin: its file access loggers reopen their files (after a
+    rotation). An admin that does not answer is logged and skipped."""
+    for admin in admins:
+        req = urllib.request.Request(f"{admin.rstrip('/')}/reopen_logs", method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout):
+                pass
+        except OSError as exc:
+            _log.warning("envoy did not reopen its logs", admin=admin, error=str(exc))
+
+
+def _rotate_loop(writer: AccessLogWriter, stop: threading.Event, every: float = 2.0) -> None:
+    """Rotate ``writer``'s file by its size on disk every ``every`` seconds until ``stop``."""
+    while not stop.wait(every):
+        try:
+            writer.rotate_if_large()
+        except OSError as exc:
+            _log.error("access log rotation failed", error=str(exc))
 
 
 async def serve(address: str = DEFAULT_ADDRESS, *, grace: float = 5.0, **kwargs: object) -> None:

@@ -5,6 +5,7 @@ loses and doubles nothing, and a label set past the scope's bound shows as a gap
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -231,3 +232,38 @@ def test_label_sets_past_the_scope_bound_show_as_a_gap(
     dest = total(text, "istio_requests_total", reporter="destination")
     assert dest == 4  # 200 and 404 counted; 503 was a third label set
     assert total(text, "envoykit_telemetry_envoy_requests_total", reporter="destination") == 6
+
+
+def test_envoys_json_lines_share_the_servers_file_which_rotates_without_losing_one(
+    envoy, echo, tmp_path: Path, server_process: StartServer
+) -> None:
+    """As ``envoykit up`` runs them: both Envoys append to the server's access-log file; the server
+    rotates it by size and has them reopen it (``/reopen_logs``): every line is in one of the files."""
+    log = tmp_path / "logs" / "access.json"
+    log.parent.mkdir()
+    client_cfg, server_cfg, port, admins = _mtls_sidecars(tmp_path, echo.port, free_port(), json_log=str(log))
+    envoy(server_cfg, name="backend-sidecar")
+    envoy(client_cfg, name="frontend-sidecar")
+    srv = start_telemetry(
+        server_process,
+        log,
+        "--access-log-max-bytes",
+        "20000",
+        "--access-log-backups",
+        "50",
+        *_admin_args(admins),
+    )
+    n = 0
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        for _ in range(5):
+            for _ in range(20):
+                assert c.get("/items").status_code == 200
+                n += 1
+            time.sleep(2.5)  # Envoy flushes each second, the server checks the size every 2 s
+    wait_total(srv, "istio_requests_total", 2 * n)
+    time.sleep(2.5)
+    files = sorted(log.parent.glob("access.json*"))
+    lines = [json.loads(x) for f in files for x in f.read_text().splitlines() if x.strip()]
+    assert len(files) > 2  # rotated, and the Envoys kept writing after each rotation
+    assert Counter(x["reporter"] for x in lines) == {"destination": n, "source": n}
+    assert len({x["request_id"] for x in lines if x["reporter"] == "destination"}) == n

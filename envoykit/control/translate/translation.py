@@ -93,6 +93,9 @@ class _Shared:
 
     def __init__(self, mesh: Mesh, tls: MeshTls | None, endpoints: cl.EndpointSource, base_dir: Path) -> None:
         self.mesh = mesh
+        self.als = mesh.extensions.access_log
+        if self.als.json_log and not Path(self.als.json_log).is_absolute():  # as the model's other files
+            self.als = self.als.model_copy(update={"json_log": str(base_dir.absolute() / self.als.json_log)})
         upstream = None
         if tls is not None:
 
@@ -168,7 +171,7 @@ def _sidecar(
         out.add(CLUSTER, g)
     out.add(ENDPOINT, shared.endpoints)
     out.add(CLUSTER, shared.access_log)
-    als = mesh.extensions.access_log
+    als = shared.als
     if svc.protocol == "tcp":
         inbound_filter = ls.tcp_proxy(
             "inbound", inbound_cluster.name, tcp_access_logs(als, "destination"), als.tcp_flush_interval
@@ -266,7 +269,7 @@ def _gateway(
         strip_any_host_port=gw.kind == "ingress",
         stream_idle_timeout=gw.stream_idle_timeout,
         access_log=http_access_logs(  # gateways report as source
-            mesh.extensions.access_log, "source", node=_ids(node)
+            shared.als, "source", node=_ids(node)
         ),
     )
     downstream = (lambda g: mesh_tls.downstream(mesh, g)) if mesh_tls is not None else None
