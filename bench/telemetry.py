@@ -134,7 +134,8 @@ def main() -> None:
         cfg = bootstrap(listeners, [cluster("envoykit_telemetry", srv.port, http2=True)])
         cfg["admin"] = {"address": socket_address(admin_port)}
         cfg["node"] = {"id": NODE_ID, "cluster": "backend", "metadata": BACKEND}
-        with EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench") as env:
+        flush = ["--file-flush-interval-msec", "1000"]  # as envoykit up runs its Envoys
+        with EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench", extra_args=flush) as env:
             assert env.proc is not None and srv.proc is not None
             pids = {"envoy": env.proc.pid, "server": srv.proc.pid}
             url = {k: f"http://127.0.0.1:{p}/x" for k, p in ports.items()}
@@ -156,7 +157,7 @@ def main() -> None:
             counted = settled_count(srv)
             received = sum(downstream_requests(env.admin_url, LISTENERS[k]) for k in keys if k != "a")
             _, envoy_stats = envoy_log_stats(env.admin_url)
-            time.sleep(1.5)  # Envoy's file logger flushes every second
+            time.sleep(2.0)  # Envoy's file logger flushes every second
             json_lines = sum(len(f.read_bytes().splitlines()) for f in Path(tmp).glob("envoy-*.json"))
             json_sent = downstream_requests(env.admin_url, LISTENERS["c"])
     shutil.rmtree(tmp, ignore_errors=True)

@@ -309,6 +309,20 @@ def envoy() -> None:
     "--telemetry", default=None, help="Access-log telemetry server host:port (envoykit telemetry serve)."
 )
 @click.option(
+    "--telemetry-transport",
+    type=click.Choice(["stats", "grpc"]),
+    default="stats",
+    show_default=True,
+    help="stats: Envoy counts Istio's metrics itself (run the server with --envoy-admin <this Envoy's "
+    "admin>); grpc: every entry streams to the server.",
+)
+@click.option(
+    "--json-log",
+    default=None,
+    metavar="FILE",
+    help="With --telemetry-transport stats: Envoy writes each request's JSON access-log line here.",
+)
+@click.option(
     "--reporter",
     type=click.Choice(["destination", "source"]),
     default=None,
@@ -340,6 +354,8 @@ def inject(
     extproc: str | None,
     wasm: tuple[str, ...],
     telemetry: str | None,
+    telemetry_transport: str,
+    json_log: str | None,
     reporter: str | None,
     replace: bool,
     workload: str | None,
@@ -368,6 +384,8 @@ def inject(
         extproc=extproc,
         wasm=list(wasm),
         telemetry=telemetry,
+        telemetry_transport=telemetry_transport,
+        json_log=json_log,
         reporter=reporter,
         replace=replace,
         workload=workload,

@@ -251,4 +251,7 @@ def envoy_command(bootstrap: Path, log_level: str) -> list[str]:
         log_level,
         "--drain-time-s",
         "1",
+        # file access loggers (the JSON access log) write their buffer every second, not every 10 s
+        "--file-flush-interval-msec",
+        "1000",
     ]

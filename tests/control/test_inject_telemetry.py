@@ -1,12 +1,15 @@
-"""`envoykit envoy inject --telemetry`: an injected Envoy reports over the gRPC access-log stream like a
-control-plane one (Istio's metrics and JSON lines for HTTP, bytes for TCP), through a real Envoy."""
+"""`envoykit envoy inject --telemetry`: an injected Envoy reports like a control-plane one (Istio's metrics
+and JSON lines for HTTP, bytes for TCP), through a real Envoy: with the stats transport (Envoy counts,
+the server reads its admin; Envoy writes the JSON lines) and with the gRPC access-log stream."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -36,10 +39,14 @@ def inject(*args: Any) -> Any:
     return CliRunner().invoke(main, ["envoy", "inject", *map(str, args)], catch_exceptions=False)
 
 
+@pytest.mark.parametrize("transport", ["stats", "grpc"])
 def test_injected_envoy_reports_http_and_tcp_telemetry(
-    tmp_path: Path, envoy: Any, server_process: StartServer
+    tmp_path: Path, envoy: Any, server_process: StartServer, transport: str
 ) -> None:
-    with Echo("app") as app, TcpEcho() as db, start_telemetry(server_process, tmp_path / "access.log") as srv:
+    admin = free_port()
+    admin_arg = ["--envoy-admin", f"http://127.0.0.1:{admin}"] if transport == "stats" else []
+    log = tmp_path / "access.log"
+    with Echo("app") as app, TcpEcho() as db, start_telemetry(server_process, log, *admin_arg) as srv:
         port, tcp_port = free_port(), free_port()
         doc = yaml.safe_load(USER.format(port=port, app=app.port))
         doc["static_resources"]["listeners"].append(_tcp_listener(tcp_port, "db"))
@@ -71,16 +78,18 @@ def test_injected_envoy_reports_http_and_tcp_telemetry(
             "--service-account",
             "shop",
         ]
-        r = inject(src, "-o", out, "--telemetry", f"127.0.0.1:{srv.port}", *identity)
+        via = ["--telemetry-transport", transport, *(["--json-log", log] if transport == "stats" else [])]
+        r = inject(src, "-o", out, "--telemetry", f"127.0.0.1:{srv.port}", *via, *identity)
         assert r.exit_code == 0 and "validate: ok" in r.output, r.output
         again = inject(out, "-o", tmp_path / "twice.yaml", "--telemetry", f"127.0.0.1:{srv.port}")
         assert again.exit_code != 0 and "--replace" in again.output  # never a second logger silently
-        replaced = inject(out, "-o", out, "--telemetry", f"127.0.0.1:{srv.port}", "--replace")
+        replaced = inject(out, "-o", out, "--telemetry", f"127.0.0.1:{srv.port}", *via, "--replace")
         assert replaced.exit_code == 0, replaced.output
         cfg = yaml.safe_load(out.read_text())
         hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        assert len(hcm["access_log"]) == 1
-        envoy(cfg, name="injected")
+        assert len(hcm["access_log"]) == (2 if transport == "stats" else 1)  # stats: and the JSON file
+        cfg["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}}
+        envoy(cfg, name="injected", extra_args=["--file-flush-interval-msec", "500"])
 
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
             for status in (200, 200, 200, 404, 503):
@@ -88,7 +97,10 @@ def test_injected_envoy_reports_http_and_tcp_telemetry(
         assert tcp_exchange(tcp_port, b"z" * 4321) == b"z" * 4321
         text = wait_total(srv, "istio_requests_total", 5)
         text = wait_total(srv, "istio_tcp_connections_closed_total", 1)
-        lines = read_lines(tmp_path / "access.log")
+        deadline = time.monotonic() + 15  # Envoy's file logger flushes every --file-flush-interval-msec
+        while len(read_lines(log)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        lines = read_lines(log)
     http = {"reporter": "source", "source_workload": "shop-v1", "source_workload_namespace": "store"}
     assert total(text, "istio_requests_total", **http) == 5  # no traffic_direction: a source (a gateway)
     assert total(text, "istio_requests_total", response_code="200", **http) == 3

@@ -31,6 +31,8 @@ from tests.telemetry.helpers import (
 )
 
 BACKEND_SERVICE = "backend.shop.svc.cluster.local"
+#: Envoy writes its file loggers' buffers this often (its default is 10 s; envoykit up sets 1 s)
+FLUSH = ["--file-flush-interval-msec", "500"]
 
 
 def _mtls_sidecars(tmp_path: Path, app_port: int, als_port: int, **kw: Any) -> tuple[dict, dict, int, tuple]:
@@ -58,7 +60,7 @@ def _wait_lines(path: Path, n: int, timeout: float = 15.0) -> list[dict[str, Any
     while len(lines) < n and time.monotonic() < deadline:
         time.sleep(0.2)
         lines = read_lines(path)
-    time.sleep(1.5)  # Envoy flushes its file buffer every second: nothing more may come
+    time.sleep(1.0)  # Envoy flushes its file buffer every 0.5 s (FLUSH): nothing more may come
     return read_lines(path)
 
 
@@ -70,8 +72,8 @@ def test_envoy_counts_every_request_on_both_reporters_and_writes_json_lines(
     client_cfg, server_cfg, port, admins = _mtls_sidecars(
         tmp_path, echo.port, als_port, json_log=str(json_log)
     )
-    envoy(server_cfg, name="backend-sidecar")
-    envoy(client_cfg, name="frontend-sidecar")
+    envoy(server_cfg, name="backend-sidecar", extra_args=FLUSH)
+    envoy(client_cfg, name="frontend-sidecar", extra_args=FLUSH)
     srv = start_telemetry(server_process, None, *_admin_args(admins))
 
     plan = [(9, 200, 0), (5, 404, 0), (4, 503, 0), (3, 200, 300)]  # (count, status, delay ms)
@@ -163,8 +165,8 @@ def test_server_restart_mid_traffic_loses_and_doubles_nothing(
     envoy, echo, tmp_path: Path, server_process: StartServer
 ) -> None:
     client_cfg, server_cfg, port, admins = _mtls_sidecars(tmp_path, echo.port, free_port())
-    envoy(server_cfg, name="backend-sidecar")
-    envoy(client_cfg, name="frontend-sidecar")
+    envoy(server_cfg, name="backend-sidecar", extra_args=FLUSH)
+    envoy(client_cfg, name="frontend-sidecar", extra_args=FLUSH)
     args = ["--log-level", "warning", *_admin_args(admins)]
     srv = ServerProcess("telemetry", args, tmp_path).start()
     sent = 0
@@ -221,8 +223,8 @@ def test_label_sets_past_the_scope_bound_show_as_a_gap(
     small = AccessLogServer(address=Address(port=1), max_series=2)
     hcm = server_cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["access_log"] = [logger_dict(stats_logger(small, "destination"))]
-    envoy(server_cfg, name="backend-sidecar")
-    envoy(client_cfg, name="frontend-sidecar")
+    envoy(server_cfg, name="backend-sidecar", extra_args=FLUSH)
+    envoy(client_cfg, name="frontend-sidecar", extra_args=FLUSH)
     srv = start_telemetry(server_process, None, *_admin_args(admins))
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
         for status in (200, 200, 404, 503, 503, 200):
@@ -242,8 +244,8 @@ def test_envoys_json_lines_share_the_servers_file_which_rotates_without_losing_o
     log = tmp_path / "logs" / "access.json"
     log.parent.mkdir()
     client_cfg, server_cfg, port, admins = _mtls_sidecars(tmp_path, echo.port, free_port(), json_log=str(log))
-    envoy(server_cfg, name="backend-sidecar")
-    envoy(client_cfg, name="frontend-sidecar")
+    envoy(server_cfg, name="backend-sidecar", extra_args=FLUSH)
+    envoy(client_cfg, name="frontend-sidecar", extra_args=FLUSH)
     srv = start_telemetry(
         server_process,
         log,
@@ -259,7 +261,7 @@ def test_envoys_json_lines_share_the_servers_file_which_rotates_without_losing_o
             for _ in range(20):
                 assert c.get("/items").status_code == 200
                 n += 1
-            time.sleep(2.5)  # Envoy flushes each second, the server checks the size every 2 s
+            time.sleep(2.5)  # Envoy flushes every 0.5 s, the server checks the size every 2 s
     wait_total(srv, "istio_requests_total", 2 * n)
     time.sleep(2.5)
     files = sorted(log.parent.glob("access.json*"))

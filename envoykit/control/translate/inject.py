@@ -3,9 +3,9 @@
 Every HTTP connection manager of the static listeners gets, before its router: the telemetry ext_proc,
 ext_authz (after the native gate, with ``--policy-dir``), the rate-limit filter and Wasm filters (the
 same messages the control plane builds for the mesh); with ``--telemetry``, every HTTP connection
-manager and ``tcp_proxy`` also gets the gRPC access logger the control plane gives a sidecar
-(:mod:`envoykit.control.translate.accesslog`: Istio's metrics and JSON access logs from ``envoykit
-telemetry serve``; reporter ``destination`` on an INBOUND listener, else ``source``, or ``--reporter``);
+manager and ``tcp_proxy`` also gets the access loggers the control plane gives a sidecar
+(:mod:`envoykit.control.translate.accesslog`: by default Envoy's stats logger for the HTTP metrics,
+which ``envoykit telemetry serve --envoy-admin`` reads, and the gRPC stream for TCP; reporter ``destination`` on an INBOUND listener, else ``source``, or ``--reporter``);
 the extension clusters are added to ``static_resources.clusters`` (STATIC for an IP literal,
 STRICT_DNS for a host name, as Envoy's ``Cluster.type`` asks); rate-limit descriptors go on every
 virtual host of inline route configs; ``--workload`` and friends go into ``node.metadata``, which the
@@ -75,6 +75,9 @@ class InjectOptions:
             ``rate_limits`` entry per virtual host.
         wasm: ``FILE[:ROOT_ID[:CONFIGURATION]]``.
         telemetry: the access-log telemetry server (``envoykit telemetry serve``), ``host:port``.
+        telemetry_transport: ``stats`` (Envoy counts Istio's metrics itself; the server reads them
+            from this Envoy's admin: ``--envoy-admin``) or ``grpc`` (the access-log stream).
+        json_log: with ``stats``, the file Envoy writes each request's JSON line to.
         reporter: ``destination`` or ``source`` for every listener; None: from each listener's
             ``traffic_direction`` (INBOUND: destination, else source).
         replace: re-point filters and clusters that are already there instead of refusing.
@@ -94,6 +97,8 @@ class InjectOptions:
     extproc: str | None = None
     wasm: list[str] = field(default_factory=list)
     telemetry: str | None = None
+    telemetry_transport: str = "stats"
+    json_log: str | None = None
     reporter: str | None = None
     replace: bool = False
     workload: str | None = None
@@ -268,9 +273,18 @@ def inject_config(config: Any, opts: InjectOptions, base_dir: Path = Path(".")) 
         new_clusters.append(server_cluster(cl.RATELIMIT_CLUSTER, servers.ratelimit.address))
     new_filters += [_d(fl.wasm_filter(_wasm(w, base_dir), base_dir)) for w in opts.wasm]
     if opts.telemetry:
-        als = AccessLogServer(address=Address.model_validate(opts.telemetry))
-        new_clusters.append(server_cluster(ACCESS_LOG_CLUSTER, als.address))
+        als = AccessLogServer(
+            address=Address.model_validate(opts.telemetry),
+            transport=opts.telemetry_transport,  # type: ignore[arg-type]
+            json_log=opts.json_log,
+        )
+        new_clusters.append(server_cluster(ACCESS_LOG_CLUSTER, als.address))  # tcp_grpc, and grpc
         notes += _add_access_logs(config, als, opts)
+        if als.transport == "stats":
+            notes.append(
+                "telemetry: Envoy counts Istio's metrics itself; run `envoykit telemetry serve "
+                "--envoy-admin http://<this Envoy's admin>` to read them"
+            )
     elif not new_filters:
         raise ValueError("nothing to inject: give --authz, --ratelimit, --extproc, --wasm or --telemetry")
     descriptors: list[dict[str, Any]] = []
