@@ -91,8 +91,10 @@ def k8s_mesh(mesh: Mesh, namespace: str, cluster_domain: str = "cluster.local") 
     if access_log is not None:
         extensions = extensions.model_copy(
             update={
+                # the gRPC stream: a pod's Envoy admin listens on loopback, where the telemetry server
+                # cannot read the stats transport's counts
                 "access_log": access_log.model_copy(
-                    update={"address": _host(access_log.address, dns(ACCESS_LOG))}
+                    update={"address": _host(access_log.address, dns(ACCESS_LOG)), "transport": "grpc"}
                 )
             }
         )

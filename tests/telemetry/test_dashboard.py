@@ -1,4 +1,5 @@
-"""The Grafana dashboard against a real Prometheus scraping the telemetry server fed by real Envoys:
+"""The Grafana dashboard against a real Prometheus scraping the telemetry server fed by real Envoys (HTTP
+over the stats transport, TCP over the access-log stream):
 every panel's query runs and returns series (HTTP on both reporters, TCP, the workload view, the
 access-log pipeline)."""
 
@@ -57,7 +58,10 @@ def test_every_panel_has_data_from_the_telemetry_server(
     args = [a for p in admins for a in ("--envoy-admin", f"http://127.0.0.1:{p}")]
     prom_port = free_port()
     with TcpEcho() as db, start_telemetry(server_process, tmp_path / "access.json", *args) as srv:
-        client_cfg, server_cfg, port = http_sidecars(echo.port, srv.port, admin_ports=admins[:2])
+        # HTTP through the mesh's default, the stats transport; TCP over the access-log stream
+        client_cfg, server_cfg, port = http_sidecars(
+            echo.port, srv.port, admin_ports=admins[:2], transport="stats"
+        )
         envoy(server_cfg, name="backend-sidecar")
         envoy(client_cfg, name="frontend-sidecar")
         tcp_port = free_port()
