@@ -112,13 +112,14 @@ def service_fqdn(name: str, namespace: str) -> str:
 # telemetry server reads them from Envoy's admin (``/stats/prometheus``) and labels them as Istio does.
 # Only facts whose values the mesh bounds become tags (codes, flags, gRPC status, the peer
 # certificate's URI SAN, the control plane's cluster names, the peer header its sidecars overwrite);
-# every stat lives in a scope whose ``max_counters``/``max_histograms`` the control plane sets, so a
+# every stat lives in a scope whose ``max_histograms`` the control plane sets, so a
 # value the mesh did not bound cannot grow Envoy's memory beyond that.
 
 #: reporter → the stats scope's ``prefix`` (Envoy's stat names ``envoykit_<reporter>.<STATS_*>``).
 STATS_PREFIXES = {"destination": "envoykit_destination", "source": "envoykit_source"}
-#: The counter and histograms each HTTP logger keeps, with the substitution command of each value.
-STATS_REQUESTS = "requests_total"
+#: The histograms each HTTP logger keeps, with the substitution command of each value. No counter: the
+#: duration histogram's count is the request count, so counts and histograms come from the same merge
+#: of Envoy's worker threads (its stats flush), and Envoy keeps one stat fewer per request.
 STATS_HISTOGRAMS = {
     "request_duration_milliseconds": ("Milliseconds", "%DURATION%"),
     # Istio's request/response size: headers and body as they crossed the wire

@@ -1,7 +1,8 @@
 """Istio's HTTP metrics from the stats Envoy keeps itself (the ``stats`` transport): nothing per request
 leaves Envoy.
 
-Each Envoy counts every request into ``envoykit_<reporter>.requests_total`` and three histograms
+Each Envoy counts every request into three histograms ``envoykit_<reporter>.<name>`` (the duration's
+count is the request count)
 (``envoy.access_loggers.stats``; names, tags and scope in :mod:`envoykit.core.accesslog`). At every
 scrape of ``/metrics`` this reader fetches, from each Envoy admin it was given, ``/server_info`` (the
 node: id and metadata, and its uptime) and ``/stats/prometheus?usedonly&filter=…`` (those stats, and
@@ -20,8 +21,9 @@ connection managers completed (``http.<prefix>.downstream_rq_completed``; ``inbo
 destination, every other prefix but ``admin`` as source): a label set Envoy did not count (its stats
 scope full: ``max_series``) shows as the difference from ``istio_requests_total``, never silently.
 
-Histogram bucket counts are Envoy's (its histograms are merged from the worker threads at each stats
-flush, every 5 s by default; counters are exact at any time). Source: Envoy docs, operations/admin
+Every figure comes from Envoy's histograms, merged from its worker threads at each stats flush
+(``stats_flush_interval``, 5 s by default): counts, buckets and sums of one scrape agree, and lag the
+requests by at most that interval. Source: Envoy docs, operations/admin
 (``/stats/prometheus``, ``usedonly``, ``filter``), ``envoy.extensions.access_loggers.stats.v3``.
 """
 
@@ -40,7 +42,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from envoykit.core import get_logger
-from envoykit.core.accesslog import STATS_HISTOGRAMS, STATS_PREFIXES, STATS_REQUESTS, STATS_TAG
+from envoykit.core.accesslog import STATS_HISTOGRAMS, STATS_PREFIXES, STATS_TAG
 from envoykit.core.peer import parse_peer
 from envoykit.telemetry.labels import LabelGuard, Reporter, label_values
 from envoykit.telemetry.metrics import BOUNDS, HttpSeries
@@ -202,10 +204,7 @@ class EnvoyStatsReader:
             for s in fam.samples:
                 labels = self._labels(who, s.labels)
                 series = totals.setdefault(labels, _Series())
-                if stat in (STATS_REQUESTS, STATS_REQUESTS.removesuffix("_total")):
-                    if s.name.endswith("_total") or s.name == fam.name:
-                        series.requests += s.value
-                elif stat in _HISTOS:
+                if stat in _HISTOS:
                     h = series.histos[_HISTOS[stat]]
                     if s.name.endswith("_bucket"):
                         le = s.labels.get("le", "")
@@ -214,6 +213,8 @@ class EnvoyStatsReader:
                             h[i] += s.value
                     elif s.name.endswith("_sum"):
                         h[-1] += s.value
+                    elif s.name.endswith("_count") and _HISTOS[stat] == 0:  # the duration's
+                        series.requests += s.value
         return totals, completed
 
     def _labels(self, rep: Reporter, tags: dict[str, str]) -> tuple[str, ...]:

@@ -24,7 +24,14 @@ from envoykit.control.translate.bootstrap import bootstrap
 from envoykit.control.translate.mtls import SpiffeMeshTls
 from envoykit.control.translate.translation import Translation, translate
 from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from envoykit.core.accesslog import TAG, TAG_FORMATS
+from envoykit.core.accesslog import (
+    STATS_HISTOGRAMS,
+    STATS_PREFIXES,
+    STATS_TAG,
+    STATS_TAG_FORMATS,
+    TAG,
+    TAG_FORMATS,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,8 +142,52 @@ def _access_log(conf: Any) -> Any:
     return out
 
 
-def test_every_listener_streams_its_access_log_to_the_telemetry_server() -> None:
+def test_every_http_listener_counts_istio_metrics_in_envoy_by_default(tmp_path: Path) -> None:
+    from envoy.extensions.access_loggers.file.v3 import file_pb2
+
+    from envoykit.control.translate.accesslog import logger_dict
+
     t = demo()
+    side = t.nodes["sidecar~frontend-v1"]
+    lists = {
+        "destination": hcm_of(side.resources(LISTENER)["inbound"]).access_log,
+        "source": hcm_of(side.resources(LISTENER)["outbound"]).access_log,
+        "ingress": hcm_of(t.nodes["ingress~ingress"].resources(LISTENER)["ingress|ingress"]).access_log,
+    }
+    for key, logs in lists.items():
+        reporter = "source" if key == "ingress" else key
+        (stats,) = logs  # no JSON file named: the stats logger alone
+        assert stats.name == "envoy.access_loggers.stats"
+        conf = logger_dict(stats)["typed_config"]
+        assert conf["stats_scope"] == {
+            "prefix": STATS_PREFIXES[reporter],
+            "max_histograms": 3 * AccessLogServer().max_series,
+        }
+        assert not conf.get("counters")
+        for h in conf["histograms"]:
+            assert h["stat"]["tags"] == [{"name": STATS_TAG, "value_format": STATS_TAG_FORMATS[reporter]}]
+        assert [h["stat"]["name"] for h in conf["histograms"]] == list(STATS_HISTOGRAMS)
+    # a JSON file, relative to mesh.yaml's folder, one per node
+    loaded = load_mesh(REPO / "examples" / "mesh.yaml")
+    mesh = loaded.mesh
+    als = mesh.extensions.access_log.model_copy(update={"json_log": "logs/{node}.json"})
+    mesh = mesh.model_copy(update={"extensions": mesh.extensions.model_copy(update={"access_log": als})})
+    withjson = translate(mesh, tmp_path, SpiffeMeshTls())
+    _, file_log = hcm_of(withjson.nodes["sidecar~frontend-v1"].resources(LISTENER)["inbound"]).access_log
+    conf = file_pb2.FileAccessLog()
+    file_log.typed_config.Unpack(conf)
+    assert conf.path == str(tmp_path / "logs" / "sidecar~frontend-v1.json")
+    fields = conf.log_format.json_format
+    assert fields["reporter"] == "destination" and fields["destination_workload"] == "frontend-v1"
+    assert fields["source_principal"] == "%DOWNSTREAM_PEER_URI_SAN%" and fields["status"] == "%RESPONSE_CODE%"
+
+
+def test_every_listener_streams_its_access_log_to_the_telemetry_server_with_grpc() -> None:
+    loaded = load_mesh(REPO / "examples" / "mesh.yaml")
+    mesh = loaded.mesh
+    als = mesh.extensions.access_log.model_copy(update={"transport": "grpc"})
+    mesh = mesh.model_copy(update={"extensions": mesh.extensions.model_copy(update={"access_log": als})})
+    t = translate(mesh, loaded.base_dir, SpiffeMeshTls())
     side = t.nodes["sidecar~frontend-v1"]
     assert "envoykit_telemetry" in side.resources(CLUSTER)
     inbound = _access_log(hcm_of(side.resources(LISTENER)["inbound"]))

@@ -64,8 +64,6 @@ def _stats(n: int, facts: str, completed: int | None = None) -> str:
     """Envoy's /stats/prometheus for ``n`` requests of one tag value (and the HCM's completions)."""
     label = f'facts="{facts}"'
     out = [
-        "# TYPE envoy_envoykit_destination_requests_total counter",
-        f"envoy_envoykit_destination_requests_total{{{label}}} {n}",
         "# TYPE envoy_envoykit_destination_request_duration_milliseconds histogram",
         f'envoy_envoykit_destination_request_duration_milliseconds_bucket{{{label},le="5"}} {n}',
         f'envoy_envoykit_destination_request_duration_milliseconds_bucket{{{label},le="+Inf"}} {n}',

@@ -10,7 +10,7 @@ reached; both are written out explicitly. ``tcp_proxy`` also logs when the upstr
 (``flush_access_log_on_connected``), so a connection is counted as opened while it lives.
 
 With ``transport: stats`` (the default) an HTTP connection manager instead counts each request into
-Envoy's own stats (``envoy.access_loggers.stats``: a counter and three histograms per reporter, tagged
+Envoy's own stats (``envoy.access_loggers.stats``: three histograms per reporter, tagged
 with :data:`envoykit.core.accesslog.STATS_TAG_FORMATS`, in a scope bounded by ``max_series``), which the
 server reads from Envoy's admin; with ``json_log`` Envoy's file access logger also writes each
 request's JSON line (``envoy.access_loggers.file``, ``json_format``).
@@ -45,7 +45,6 @@ from envoykit.core.accesslog import (
     RESPONSE_TRAILERS,
     STATS_HISTOGRAMS,
     STATS_PREFIXES,
-    STATS_REQUESTS,
     STATS_TAG,
     STATS_TAG_FORMATS,
     TAG,
@@ -85,28 +84,24 @@ def _uint32_value(number: int, value: int) -> bytes:
 
 def stats_logger(srv: AccessLogServer, reporter: str) -> accesslog_pb2.AccessLog:
     """The ``envoy.access_loggers.stats`` logger of a connection manager reporting as ``reporter``:
-    ``<prefix>.requests_total`` and the histograms of :data:`~envoykit.core.accesslog.STATS_HISTOGRAMS`,
-    each tagged with :data:`~envoykit.core.accesslog.STATS_TAG_FORMATS`, in a scope of at most
-    ``srv.max_series`` counters and as many histograms of each kind.
+    the histograms of :data:`~envoykit.core.accesslog.STATS_HISTOGRAMS` (the duration's count is the
+    request count), each tagged with :data:`~envoykit.core.accesslog.STATS_TAG_FORMATS`, in a scope of
+    at most ``srv.max_series`` label sets (``max_histograms``: that many of each histogram).
 
-    ``stats_scope`` (field 6, ``type.v3.Scope``: ``max_counters`` 1, ``max_histograms`` 3, ``prefix``
-    5; Envoy ≥ 1.39) is newer than the ``xds-protos`` descriptors, so it is appended as encoded bytes;
-    protobuf merges them into the message Envoy parses.
+    ``stats_scope`` (field 6, ``type.v3.Scope``: ``max_histograms`` 3, ``prefix`` 5; Envoy ≥ 1.39) is
+    newer than the ``xds-protos`` descriptors, so it is appended as encoded bytes; protobuf merges them
+    into the message Envoy parses.
     """
     conf = stats_pb2.Config()
     tags = [stats_pb2.Config.Tag(name=STATS_TAG, value_format=STATS_TAG_FORMATS[reporter])]
-    counter = conf.counters.add(stat=stats_pb2.Config.Stat(name=STATS_REQUESTS, tags=tags))
-    counter.value_fixed.value = 1
     for name, (unit, fmt) in STATS_HISTOGRAMS.items():
         conf.histograms.add(
             stat=stats_pb2.Config.Stat(name=name, tags=tags),
             unit=stats_pb2.Config.Histogram.Unit.Value(unit),
             value_format=fmt,
         )
-    scope = (
-        _uint32_value(1, srv.max_series)
-        + _uint32_value(3, srv.max_series * len(STATS_HISTOGRAMS))
-        + _field(5, STATS_PREFIXES[reporter].encode())
+    scope = _uint32_value(3, srv.max_series * len(STATS_HISTOGRAMS)) + _field(
+        5, STATS_PREFIXES[reporter].encode()
     )
     packed = any_pb2.Any(type_url=_STATS_CONFIG, value=conf.SerializeToString() + _field(6, scope))
     return accesslog_pb2.AccessLog(name=STATS, typed_config=packed)
@@ -133,7 +128,7 @@ def restore_stats_scopes(obj: Any) -> Any:
         tc = obj.get("typed_config")
         if obj.get("name") == STATS and isinstance(tc, dict) and "stats_scope" not in tc:
             fmts = [
-                t.get("value_format", "") for c in tc.get("counters", []) for t in c["stat"].get("tags", [])
+                t.get("value_format", "") for h in tc.get("histograms", []) for t in h["stat"].get("tags", [])
             ]
             reporter = "destination" if STATS_TAG_FORMATS["destination"] in fmts else "source"
             tc["stats_scope"] = {"prefix": STATS_PREFIXES[reporter]}
