@@ -91,7 +91,7 @@ class AccessLogServer(Strict):
     them into its own stats (``envoy.access_loggers.stats``), which the server reads from Envoy's admin
     (``envoykit telemetry serve --envoy-admin``) and labels as Istio does: no entry per request leaves
     Envoy. ``grpc`` streams every entry to the server (``http_grpc``), which also writes its JSON line.
-    ``max_series`` bounds each logger's stats (``stats_scope.max_counters``/``max_histograms``): past it
+    ``max_series`` bounds each logger's label sets (``stats_scope.max_histograms``, three per set): past it
     Envoy counts no new label set, which shows as a gap beside Envoy's request count. ``json_log``
     (stats transport): the file on the Envoys' host where Envoy's file access logger writes each
     request's JSON line (None: no HTTP JSON lines); ``{node}`` stands for the node id. TCP connections
