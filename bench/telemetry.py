@@ -55,16 +55,17 @@ def downstream_requests(admin: str, listener: str = LISTENER) -> int:
     return int(stats[0]["value"]) if stats else 0
 
 
-def settled_count(srv: ServerProcess, timeout: float = 30.0) -> float:
-    """``istio_requests_total`` once it stopped moving (Envoy flushes every second)."""
+def settled_count(srv: ServerProcess, timeout: float = 30.0, pause: float = 6.0) -> float:
+    """``istio_requests_total`` once it stopped moving: two readings ``pause`` seconds apart agree (the
+    gRPC stream flushes every second, Envoy's stats every 5 s)."""
     last = -1.0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        time.sleep(1.5)
         now = total(srv.metrics(), "istio_requests_total")
         if now == last:
             break
         last = now
+        time.sleep(pause)
     return last
 
 
@@ -141,7 +142,7 @@ def main() -> None:
             url = {k: f"http://127.0.0.1:{p}/x" for k, p in ports.items()}
             for k in keys:
                 wrk("warm-up", url[k], seconds=1, connections=args.connections)
-            settled_count(srv)
+            settled_count(srv, pause=1.5)
             runs: dict[str, list[LoadResult]] = {k: [] for k in keys}
             # CPU seconds per scenario, summed over rounds; the gRPC scenario's server CPU includes its
             # catching up after each round (the next round starts only once the count settled)
@@ -151,7 +152,7 @@ def main() -> None:
                     before = {n: cpu_seconds(p) for n, p in pids.items()}
                     runs[k].append(wrk(names[k], url[k], seconds=args.seconds, connections=args.connections))
                     if k == "g":
-                        settled_count(srv)
+                        settled_count(srv, pause=1.5)
                     for n, p in pids.items():
                         cpu[k][n] += cpu_seconds(p) - before[n]
             counted = settled_count(srv)
