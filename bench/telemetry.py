@@ -147,10 +147,16 @@ def main() -> None:
             # CPU seconds per scenario, summed over rounds; the gRPC scenario's server CPU includes its
             # catching up after each round (the next round starts only once the count settled)
             cpu = {k: {"envoy": 0.0, "server": 0.0} for k in keys}
+            # Envoy's CPU per request in each round: the lowest is the least disturbed by neighbours
+            per_round: dict[str, list[float]] = {k: [] for k in keys}
             for _ in range(args.rounds):
                 for k in keys:
                     before = {n: cpu_seconds(p) for n, p in pids.items()}
-                    runs[k].append(wrk(names[k], url[k], seconds=args.seconds, connections=args.connections))
+                    run = wrk(names[k], url[k], seconds=args.seconds, connections=args.connections)
+                    runs[k].append(run)
+                    per_round[k].append(
+                        (cpu_seconds(pids["envoy"]) - before["envoy"]) * 1e6 / max(run.requests, 1)
+                    )
                     if k == "g":
                         settled_count(srv, pause=1.5)
                     for n, p in pids.items():
@@ -187,6 +193,11 @@ def main() -> None:
             f"  {names[k]}: Envoy {us[k]['envoy']:.1f} (bare/this {ratio:.2f}), "
             f"telemetry server {us[k]['server']:.1f}"
         )
+    low = {k: min(v) for k, v in per_round.items()}
+    print(
+        "Envoy CPU µs per request, lowest round (bare/this): "
+        + ", ".join(f"{k} {low[k]:.1f}" + ("" if k == "a" else f" ({low['a'] / low[k]:.2f})") for k in keys)
+    )
     print(f"ratio_json = {mean['c'].rps / mean['a'].rps:.2f}")
     if args.grpc:
         print(f"ratio_grpc = {mean['g'].rps / mean['a'].rps:.2f}")
