@@ -62,6 +62,7 @@ DIFFS = [
     ("wat_node_metadata", "node_metadata_flat"),
     ("wat_tcp_close", "tcp_close"),
     ("wat_tcp_close", "tcp_panic"),
+    ("wat_tcp_close", "tcp_reload"),
     ("wat_envoy_properties", "envoy_properties"),
     ("wat_envoy_properties", "envoy_properties_bare"),
     ("wat_singleton", "singleton"),
