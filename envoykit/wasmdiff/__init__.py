@@ -96,13 +96,17 @@ def run_diff(
     t0 = time.perf_counter()
     for case in case_file.cases:
         host_obs.append(
-            run_tcp_case(plugin, case.messages, case_file) if tcp else run_case(plugin, case, case_file)
+            run_tcp_case(plugin, case.messages, case_file, case.wait_ms)
+            if tcp
+            else run_case(plugin, case, case_file)
         )
     report.host_seconds = time.perf_counter() - t0
     runner = TcpEnvoyRunner if tcp else EnvoyRunner
     with runner(Path(wasm), case_file, workdir=Path(workdir) if workdir else None) as envoy:
         t0 = time.perf_counter()
         for case, hobs in zip(case_file.cases, host_obs, strict=True):
+            if case.wait_ms:
+                time.sleep(case.wait_ms / 1000)  # the host moved its clock as much
             if isinstance(envoy, TcpEnvoyRunner):
                 eobs = envoy.run_tcp(case.messages)
             else:

@@ -26,9 +26,18 @@ Shape (YAML)::
 Headers may be a mapping or a list of ``[name, value]`` pairs (to repeat a name).
 
 With ``FAIL_RELOAD`` Envoy reloads a failed VM on a stream that comes at least the (jittered,
-up to 1.5 *) backoff after the last load. Envoy runs the cases a few milliseconds apart and the
-host moves its clock by 1.5 * the backoff before each case, so both reload on the first stream
-after a failure only while the backoff stays short: 2 to 20 ms (``reload_config.backoff``).
+up to 1.5 *) backoff after the last load. Envoy runs the cases a few milliseconds apart. A short
+backoff, 2 to 20 ms (``reload_config.backoff``): the host moves its clock by 1.5 * the backoff
+before each case, so both reload on the first stream after a failure. A long one, 500 to 10,000
+ms: the cases run within it, so a stream soon after a (re)load stays failed, unless the case
+waits first (``wait_ms``, at least 1.5 * the backoff to be past it: both sides wait, the host on
+its clock)::
+
+    failure_policy: FAIL_RELOAD
+    reload_backoff_ms: 1000
+    cases:
+      - {name: the panic, wait_ms: 1600, request: {headers: {x-panic: "1"}}}
+      - {name: reloaded, request: {path: /b}}   # more than the backoff since start-up
 
 A network (TCP) filter is checked with ``protocol: tcp``; each case is one connection to an echo
 upstream through ``tcp_proxy``, sending ``messages`` one by one (each waits for its echo), then
@@ -64,6 +73,7 @@ class Case:
     request: HttpRequest
     upstream: HttpResponse
     messages: list[bytes] = field(default_factory=list)
+    wait_ms: int = 0  # time passing before the case (both sides; the host on its clock)
 
 
 @dataclass
@@ -179,8 +189,8 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
     if policy not in ("FAIL_CLOSED", "FAIL_OPEN", "FAIL_RELOAD"):
         raise CasesError(f"{source}: failure_policy: FAIL_CLOSED, FAIL_OPEN or FAIL_RELOAD, got {policy!r}")
     backoff = doc.get("reload_backoff_ms", 2)
-    if not isinstance(backoff, int) or isinstance(backoff, bool) or not 2 <= backoff <= 20:
-        raise CasesError(f"{source}: reload_backoff_ms: milliseconds 2..20, got {backoff!r}")
+    if not isinstance(backoff, int) or isinstance(backoff, bool) or not _backoff_ok(backoff):
+        raise CasesError(f"{source}: reload_backoff_ms: milliseconds 2..20 or 500..10000, got {backoff!r}")
     protocol = str(doc.get("protocol", "http"))
     if protocol not in ("http", "tcp"):
         raise CasesError(f"{source}: protocol: 'http' or 'tcp', got {protocol!r}")
@@ -213,16 +223,30 @@ def parse_cases(doc: Any, source: str = "<cases>") -> CaseFile:
         if protocol == "tcp":
             out.cases.append(_tcp_case(item, i, where))
             continue
-        extra = set(item) - {"name", "request", "upstream"}
+        extra = set(item) - {"name", "request", "upstream", "wait_ms"}
         if extra:
             raise CasesError(f"{where}: unknown field(s) {sorted(extra)}")
         up = _response(item["upstream"], f"{where}.upstream") if "upstream" in item else default_up
         out.cases.append(
             Case(
-                str(item.get("name", f"case {i}")), _request(item.get("request", {}), f"{where}.request"), up
+                str(item.get("name", f"case {i}")),
+                _request(item.get("request", {}), f"{where}.request"),
+                up,
+                wait_ms=_wait(item.get("wait_ms", 0), f"{where}.wait_ms"),
             )
         )
     return out
+
+
+def _backoff_ok(ms: int) -> bool:
+    """A short backoff (every case past it) or a long one (cases within it unless they wait)."""
+    return 2 <= ms <= 20 or 500 <= ms <= 10_000
+
+
+def _wait(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 30_000:
+        raise CasesError(f"{where}: milliseconds 0..30000, got {value!r}")
+    return value
 
 
 def _node(value: Any, where: str) -> dict[str, Any]:
@@ -263,14 +287,20 @@ def _before(value: Any, where: str) -> tuple[list[tuple[str, str]], bool]:
 
 
 def _tcp_case(item: dict[str, Any], i: int, where: str) -> Case:
-    extra = set(item) - {"name", "messages"}
+    extra = set(item) - {"name", "messages", "wait_ms"}
     if extra:
-        raise CasesError(f"{where}: unknown field(s) {sorted(extra)} (a tcp case has name and messages)")
+        raise CasesError(
+            f"{where}: unknown field(s) {sorted(extra)} (a tcp case has name, messages and wait_ms)"
+        )
     messages = item.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, str) and m for m in messages):
         raise CasesError(f"{where}.messages: expected a non-empty list of non-empty strings")
     return Case(
-        str(item.get("name", f"case {i}")), HttpRequest(), HttpResponse(), [m.encode() for m in messages]
+        str(item.get("name", f"case {i}")),
+        HttpRequest(),
+        HttpResponse(),
+        [m.encode() for m in messages],
+        wait_ms=_wait(item.get("wait_ms", 0), f"{where}.wait_ms"),
     )
 
 

@@ -55,11 +55,15 @@ def start_plugin(wasm: Path | WasmModule, cases: CaseFile) -> Plugin:
     )
 
 
-def between_cases(plugin: Plugin, cases: CaseFile) -> None:
-    """Time passing between two cases, as far as it matters: with FAIL_RELOAD, past the longest
-    backoff (Envoy runs its cases more than 1.5 * a 2..20 ms backoff apart)."""
-    if cases.failure_policy == "FAIL_RELOAD":
-        plugin.host.advance(cases.reload_backoff_ms * 1.5)
+def between_cases(plugin: Plugin, cases: CaseFile, wait_ms: int = 0) -> None:
+    """Time passing before a case, as far as it matters: the case's own ``wait_ms``, and with
+    FAIL_RELOAD and a short backoff, past the longest backoff (Envoy runs its cases more than
+    1.5 * a 2..20 ms backoff apart, and well within a long one)."""
+    step: float = wait_ms
+    if cases.failure_policy == "FAIL_RELOAD" and cases.reload_backoff_ms <= 20:
+        step += cases.reload_backoff_ms * 1.5
+    if step:
+        plugin.host.advance(step)
 
 
 def observe(outcome: Outcome) -> Observation:
@@ -85,7 +89,7 @@ def observe(outcome: Outcome) -> Observation:
 
 def run_case(plugin: Plugin, case: Case, cases: CaseFile) -> Observation:
     """One case through the filter in the host."""
-    between_cases(plugin, cases)
+    between_cases(plugin, cases, case.wait_ms)
     request = case.request
     if cases.before_headers or cases.before_buffer:
         request = dataclasses.replace(

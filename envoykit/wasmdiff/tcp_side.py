@@ -178,10 +178,12 @@ class TcpEnvoyRunner(EnvoyRunner):
             time.sleep(0.005)
 
 
-def run_tcp_case(plugin: Plugin, messages: list[bytes], cases: CaseFile | None = None) -> Observation:
+def run_tcp_case(
+    plugin: Plugin, messages: list[bytes], cases: CaseFile | None = None, wait_ms: int = 0
+) -> Observation:
     """The same connection through the filter in the host (after :func:`between_cases`)."""
     if cases is not None:
-        between_cases(plugin, cases)
+        between_cases(plugin, cases, wait_ms)
     out = run_tcp_exchange(plugin, messages)
     return Observation(
         body=out.client_received,

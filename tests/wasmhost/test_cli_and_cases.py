@@ -113,7 +113,12 @@ def test_build_command_lists_paths(wasm_example) -> None:
         ({"cases": [{"upstream": {"delay_ms": 5}}]}, "cases.0.upstream: unknown field(s) ['delay_ms']"),
         ({"cases": [{}], "clusters": {"a": {"delay_ms": -1}}}, "clusters.a.delay_ms: milliseconds 0..10000"),
         ({"cases": [{}], "failure_policy": "FAIL_SOMETIMES"}, "failure_policy: FAIL_CLOSED, FAIL_OPEN or"),
-        ({"cases": [{}], "reload_backoff_ms": 1000}, "reload_backoff_ms: milliseconds 2..20"),
+        ({"cases": [{}], "reload_backoff_ms": 100}, "reload_backoff_ms: milliseconds 2..20 or 500..10000"),
+        ({"cases": [{"wait_ms": -5}]}, "cases.0.wait_ms: milliseconds 0..30000"),
+        (
+            {"protocol": "tcp", "cases": [{"messages": ["a"], "wait_ms": "1s"}]},
+            "cases.0.wait_ms: milliseconds",
+        ),
         (
             {"cases": [{}], "before": {"lua": {}}},
             "before: expected a mapping with add_request_headers and/or",
