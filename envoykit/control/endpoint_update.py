@@ -1,5 +1,6 @@
 """The endpoint-only road of a change: new ClusterLoadAssignments into the served snapshots, without
-translating listeners, routes or clusters again.
+translating listeners, routes or clusters again (and, for a mesh.yaml edit that moves workloads, only
+the sidecars of the moved workloads: :func:`recompile_endpoints`).
 
 An EndpointSlice event (or any endpoint source's change) moves addresses, nothing else. The full road
 (parse mesh.yaml, translate every node, pack) takes seconds at 5,000 services; this one rebuilds the
@@ -18,10 +19,13 @@ from typing import TYPE_CHECKING
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
+from envoykit.control.model.diff import endpoint_changes
+from envoykit.control.model.loader import LoadedMesh
 from envoykit.control.model.mesh import Mesh
 from envoykit.control.model.queries import referenced_subsets
 from envoykit.control.translate.clusters import EndpointSource, outbound_endpoints
-from envoykit.control.xds.snapshot import Part, TypeSet
+from envoykit.control.translate.translation import MeshTls, translate_nodes
+from envoykit.control.xds.snapshot import Part, PartCache, Snapshot, TypeSet
 from envoykit.control.xds.type_urls import ENDPOINT
 
 if TYPE_CHECKING:
@@ -83,3 +87,35 @@ def with_assignments(
                 for n in changed & g.keys():
                     g[n] = fresh[n]  # type: ignore[index]
     return replace(compiled, snapshots=snapshots, at=time.time()), len(changed)
+
+
+def recompile_endpoints(
+    serving: Compiled, loaded: LoadedMesh, source: EndpointSource, tls: MeshTls | None
+) -> Compiled | None:
+    """The endpoint-only road of a mesh.yaml edit: ``loaded`` (the edited mesh, validated) served by
+    changing only what its workloads' addresses reach, or None when the edit needs the full road
+    (:func:`envoykit.control.model.diff.endpoint_changes`).
+
+    The sidecars whose own addresses changed are translated again (:func:`translate_nodes`); the
+    assignments of the services whose endpoints moved are rebuilt from ``source`` and repacked
+    (:func:`with_assignments`); every other node keeps its served snapshot object, so the ADS server
+    sends each Envoy only the resources that differ. The caller checks that the files the mesh
+    references did not change as well.
+    """
+    changes = endpoint_changes(serving.loaded.mesh, loaded.mesh)
+    if changes is None:
+        return None
+    translation = translate_nodes(serving.translation, loaded.mesh, changes.nodes, loaded.base_dir, tls)
+    compiled = replace(serving, loaded=loaded, translation=translation)
+    if changes.services:
+        moved = with_assignments(compiled, assignments(loaded.mesh, source, changes.services))
+        if moved is not None:
+            compiled = moved[0]
+    if changes.nodes:
+        parts = PartCache(compiled.snapshots.values())
+        snapshots = dict(compiled.snapshots)
+        for nid in changes.nodes:
+            groups = translation.nodes[nid].groups
+            snapshots[nid] = Snapshot({t: TypeSet(parts.part(g) for g in gs) for t, gs in groups.items()})
+        compiled = replace(compiled, snapshots=snapshots)
+    return replace(compiled, at=time.time())

@@ -16,17 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
-from envoykit.control.endpoint_update import assignments, with_assignments
+from envoykit.control.endpoint_update import assignments, recompile_endpoints, with_assignments
+from envoykit.control.gcpause import gc_paused
 from envoykit.control.model.loader import LoadedMesh, load_mesh
 from envoykit.control.pki.ca import CertificateAuthority
 from envoykit.control.pki.sds import SecretProvider
@@ -60,6 +62,23 @@ class Compiled:
     translation: Translation
     snapshots: dict[str, Snapshot]
     at: float
+    files_digest: str = ""  # of the files the mesh references (:func:`referenced_digest`)
+    road: str = "full"  # how it was made: ``full``, ``endpoints`` (mesh.yaml edit) or ``discovery``
+
+
+def referenced_digest(files: Iterable[Path]) -> str:
+    """A digest of the contents of ``files`` (a directory: every file under it), so a reload knows
+    whether a policy, Wasm module or certificate changed along with mesh.yaml."""
+    h = hashlib.blake2b(digest_size=16)
+    for f in files:
+        paths = sorted(p for p in f.rglob("*") if p.is_file()) if f.is_dir() else [f]
+        for p in paths:
+            h.update(str(p).encode() + b"\0")
+            try:
+                h.update(p.read_bytes())
+            except OSError as exc:
+                h.update(f"<{exc.errno}>".encode())
+    return h.hexdigest()
 
 
 def return_large_buffers_to_os() -> None:
@@ -80,9 +99,16 @@ def return_large_buffers_to_os() -> None:
         pass
 
 
-def build_snapshots(translation: Translation) -> dict[str, Snapshot]:
-    """Pack a translation into one :class:`Snapshot` per node (shared groups are packed once)."""
-    parts = PartCache()
+def build_snapshots(
+    translation: Translation, previous: Mapping[str, Snapshot] | None = None
+) -> dict[str, Snapshot]:
+    """Pack a translation into one :class:`Snapshot` per node (shared groups are packed once).
+
+    With ``previous`` (the snapshots being served), a group whose packed content equals a served
+    part's is given that part object instead of its own copy: the new version holds memory only for
+    what changed, type sets that did not change keep their version (nothing is pushed), and the ADS
+    server skips shared parts whole when it computes what a stream lacks."""
+    parts = PartCache(previous.values() if previous else ())
     return {
         nid: Snapshot({t: TypeSet(parts.part(g) for g in groups) for t, groups in cfg.groups.items()})
         for nid, cfg in translation.nodes.items()
@@ -202,10 +228,11 @@ class ControlPlane:
             if result is None:
                 return None
             new, count = result
-            return new
+            return replace(new, road="discovery")
 
         t0 = time.perf_counter()
-        self.config.update(derive)
+        with gc_paused():
+            self.config.update(derive)
         if count:
             self._log.info(
                 "endpoints updated", assignments=count, ms=round((time.perf_counter() - t0) * 1000, 1)
@@ -219,24 +246,39 @@ class ControlPlane:
     # -- load / apply --
 
     def _compile(self, path: Path) -> Compiled:
-        loaded = load_mesh(path)
-        mesh = loaded.mesh
-        als = mesh.extensions.access_log
-        if self.json_access_log and als.enabled and als.transport == "stats" and not als.json_log:
-            als = als.model_copy(update={"json_log": self.json_access_log})
-            mesh = mesh.model_copy(
-                update={"extensions": mesh.extensions.model_copy(update={"access_log": als})}
-            )
-            loaded = dataclasses.replace(loaded, mesh=mesh)
-        translation = translate(loaded.mesh, loaded.base_dir, self.tls, self.endpoints)
-        check_not_empty(translation, str(path))
-        serving = self.config.current.translation if hasattr(self, "config") else None
-        check_connected_kept(translation, serving, self.connected_nodes(), str(path))
-        if self.envoy_validate:
-            from envoykit.control.translate.validate import validate_translation
+        serving = self.config.current if hasattr(self, "config") else None
+        with gc_paused():
+            loaded = load_mesh(path)
+            mesh = loaded.mesh
+            als = mesh.extensions.access_log
+            if self.json_access_log and als.enabled and als.transport == "stats" and not als.json_log:
+                als = als.model_copy(update={"json_log": self.json_access_log})
+                mesh = mesh.model_copy(
+                    update={"extensions": mesh.extensions.model_copy(update={"access_log": als})}
+                )
+                loaded = dataclasses.replace(loaded, mesh=mesh)
+            digest = referenced_digest(loaded.files)
+            if serving is not None and serving.files_digest == digest:
+                fast = recompile_endpoints(serving, replace(loaded, doc=None), self.endpoints, self.tls)
+                if fast is not None:  # only workloads' addresses changed (or nothing)
+                    if self.envoy_validate:
+                        from envoykit.control.translate.validate import validate_translation
 
-            validate_translation(translation, str(path))
-        return Compiled(loaded, translation, build_snapshots(translation), time.time())
+                        validate_translation(fast.translation, str(path))
+                    self._log.info("mesh change: endpoint-only road", nodes=len(fast.snapshots))
+                    return replace(fast, files_digest=digest, road="endpoints")
+            translation = translate(loaded.mesh, loaded.base_dir, self.tls, self.endpoints)
+            check_not_empty(translation, str(path))
+            check_connected_kept(
+                translation, serving.translation if serving else None, self.connected_nodes(), str(path)
+            )
+            if self.envoy_validate:
+                from envoykit.control.translate.validate import validate_translation
+
+                validate_translation(translation, str(path))
+            snapshots = build_snapshots(translation, serving.snapshots if serving else None)
+        # the YAML node tree (kept for line numbers of errors found after validation) is done with
+        return Compiled(replace(loaded, doc=None), translation, snapshots, time.time(), digest)
 
     def connected_nodes(self) -> set[str]:
         """Node ids with an open ADS stream (safe to call from the reload thread)."""

@@ -14,6 +14,7 @@ Sources: Envoy ``envoy.config.cluster.v3.Cluster``, ``CircuitBreakers``, ``Outli
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable
 
@@ -196,6 +197,7 @@ def outbound_endpoints(
     return load_assignment(outbound_cluster_name(mesh, svc, subset), source(mesh, svc, subset))
 
 
+@functools.lru_cache(maxsize=4096)  # a mesh repeats few hosts (127.0.0.1 on every inbound cluster)
 def is_ip(host: str) -> bool:
     """True when ``host`` is an IP address literal (not a DNS name)."""
     try:

@@ -21,10 +21,18 @@ from envoykit.core.spiffe import spiffe_id
 class SpiffeMeshTls:
     """:class:`~envoykit.control.translate.translation.MeshTls` built on the mesh CA's SPIFFE certificates."""
 
+    def __init__(self) -> None:
+        self._downstream: dict[str, bytes] = {}  # trust domain → the socket, serialized
+
     def downstream(self, mesh: Mesh, svc: Service | Gateway) -> base_pb2.TransportSocket:
         """The inbound TLS socket of ``svc``'s sidecars or of an egress gateway (client certificate
-        required, SANs of the trust domain)."""
-        return tls_transport_socket(inbound_tls_context(mesh.trust_domain))
+        required, SANs of the trust domain). The same for every sidecar of a trust domain: built
+        once, each caller gets its own copy."""
+        wire = self._downstream.get(mesh.trust_domain)
+        if wire is None:
+            wire = tls_transport_socket(inbound_tls_context(mesh.trust_domain)).SerializeToString()
+            self._downstream[mesh.trust_domain] = wire
+        return base_pb2.TransportSocket.FromString(wire)
 
     def upstream(self, mesh: Mesh, svc: Service | Gateway) -> base_pb2.TransportSocket:
         """The TLS socket of clusters calling ``svc``: verifies its SPIFFE ID; ALPN h2 for HTTP/2."""

@@ -60,21 +60,25 @@ def sds_secret_config(name: str) -> secret_pb2.SdsSecretConfig:
     )
 
 
+# built once: message arguments to a constructor are copied, so sharing these is safe
+_DEFAULT_SDS = sds_secret_config(DEFAULT_SECRET)
+_ROOTCA_SDS = sds_secret_config(ROOTCA_SECRET)
+_TLS_PARAMS = common_pb2.TlsParameters(tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2)
+
+
 def _uri_san(matcher: string_pb2.StringMatcher) -> common_pb2.SubjectAltNameMatcher:
     return common_pb2.SubjectAltNameMatcher(san_type=common_pb2.SubjectAltNameMatcher.URI, matcher=matcher)
 
 
 def _common(san: common_pb2.SubjectAltNameMatcher, alpn: Sequence[str]) -> tls_pb2.CommonTlsContext:
     return tls_pb2.CommonTlsContext(
-        tls_params=common_pb2.TlsParameters(
-            tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2,
-        ),
-        tls_certificate_sds_secret_configs=[sds_secret_config(DEFAULT_SECRET)],
+        tls_params=_TLS_PARAMS,
+        tls_certificate_sds_secret_configs=[_DEFAULT_SDS],
         combined_validation_context=tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
             default_validation_context=common_pb2.CertificateValidationContext(
                 match_typed_subject_alt_names=[san]
             ),
-            validation_context_sds_secret_config=sds_secret_config(ROOTCA_SECRET),
+            validation_context_sds_secret_config=_ROOTCA_SDS,
         ),
         alpn_protocols=list(alpn),
     )

@@ -20,6 +20,8 @@ Every node also gets the ``envoykit_telemetry`` cluster and gRPC access loggers 
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -81,11 +83,14 @@ class NodeConfig:
 
 @dataclass
 class Translation:
-    """The result of :func:`translate`: the mesh and each node's resources by node id."""
+    """The result of :func:`translate`: the mesh and each node's resources by node id.
+
+    ``shared`` holds the groups every node shares (internal; :func:`translate_nodes` reuses them)."""
 
     mesh: Mesh
     nodes: dict[str, NodeConfig]
     gate_digest: str | None = None  # the authz gate document used (None: none read)
+    shared: _Shared | None = field(default=None, repr=False, compare=False)
 
 
 class _Shared:
@@ -279,6 +284,14 @@ def _gateway(
     return out
 
 
+def _node(shared: _Shared, node: NodeInfo, base: Path, tls: MeshTls | None) -> NodeConfig:
+    if node.kind == "sidecar":
+        assert node.service is not None and node.workload is not None
+        return _sidecar(shared, node, node.service, node.workload, base, tls)
+    assert node.gateway is not None
+    return _gateway(shared, node, node.gateway, base, tls)
+
+
 def translate(
     mesh: Mesh,
     base_dir: Path | str = ".",
@@ -302,16 +315,53 @@ def translate(
     """
     base = Path(base_dir)
     shared = _Shared(mesh, tls, endpoints, base)
-    nodes: dict[str, NodeConfig] = {}
-    for nid, node in mesh_nodes(mesh).items():
-        if node.kind == "sidecar":
-            assert node.service is not None and node.workload is not None
-            nodes[nid] = _sidecar(shared, node, node.service, node.workload, base, tls)
-        else:
-            assert node.gateway is not None
-            nodes[nid] = _gateway(shared, node, node.gateway, base, tls)
+    nodes = {nid: _node(shared, node, base, tls) for nid, node in mesh_nodes(mesh).items()}
     digest = shared.gate_doc.digest if shared.gate_doc is not None else None
-    return Translation(mesh=mesh, nodes=nodes, gate_digest=digest)
+    return Translation(mesh=mesh, nodes=nodes, gate_digest=digest, shared=shared)
+
+
+def translate_nodes(
+    previous: Translation,
+    mesh: Mesh,
+    node_ids: Iterable[str],
+    base_dir: Path | str = ".",
+    tls: MeshTls | None = None,
+) -> Translation:
+    """``previous`` for ``mesh``, translating again only the nodes ``node_ids``: the others keep their
+    resources, and every node keeps the shared groups of ``previous`` (mesh clusters and endpoints,
+    ``outbound`` routes, extension clusters).
+
+    Only correct when ``mesh`` differs from ``previous.mesh`` in nothing the shared groups or the
+    other nodes depend on: :func:`envoykit.control.model_diff.endpoint_changes` decides that (a
+    workload's app address or its sidecar's inbound address). The shared endpoints are not rebuilt
+    here (:mod:`envoykit.control.endpoint_update` does that).
+
+    Raises:
+        ValueError: ``previous`` has no shared groups (not made by :func:`translate`), or a node id is
+            not a node of ``mesh``.
+    """
+    if previous.shared is None:
+        raise ValueError("the previous translation has no shared groups to reuse")
+    shared = copy.copy(previous.shared)
+    shared.mesh = mesh
+    # the endpoints group gets its own copy: the served translation must not change under it when
+    # the caller updates assignments in place (envoykit.control.endpoint_update)
+    old_endpoints = previous.shared.endpoints
+    shared.endpoints = dict(old_endpoints)
+    infos = mesh_nodes(mesh)
+    base = Path(base_dir)
+    nodes = {
+        nid: NodeConfig(
+            infos[nid],
+            {t: [shared.endpoints if g is old_endpoints else g for g in gs] for t, gs in cfg.groups.items()},
+        )
+        for nid, cfg in previous.nodes.items()
+    }
+    for nid in node_ids:
+        if nid not in infos:
+            raise ValueError(f"{nid} is not a node of the mesh")
+        nodes[nid] = _node(shared, infos[nid], base, tls)
+    return Translation(mesh=mesh, nodes=nodes, gate_digest=previous.gate_digest, shared=shared)
 
 
 __all__ = [
@@ -324,4 +374,5 @@ __all__ = [
     "NodeConfig",
     "Translation",
     "translate",
+    "translate_nodes",
 ]

@@ -143,16 +143,25 @@ class Snapshot:
 
 
 class PartCache:
-    """Packs each shared group once per translation (keyed by the group object's identity)."""
+    """Packs each shared group once per translation (keyed by the group object's identity).
 
-    def __init__(self) -> None:
+    ``reuse``: snapshots being served; a packed group equal to one of their parts (same digest: same
+    names and bytes) is answered with that part, so equal content is one object across versions."""
+
+    def __init__(self, reuse: Iterable[Snapshot] = ()) -> None:
         self._parts: dict[int, tuple[object, Part]] = {}
+        self._served: dict[bytes, Part] = {}
+        for snap in reuse:
+            for ts in snap.types.values():
+                for p in ts.parts:
+                    self._served.setdefault(p.digest, p)
 
     def part(self, group: Mapping[str, Message]) -> Part:
         """The :class:`Part` for ``group``, built on first use."""
         hit = self._parts.get(id(group))
         if hit is None or hit[0] is not group:
-            hit = (group, Part(group))
+            new = Part(group)
+            hit = (group, self._served.get(new.digest, new))
             self._parts[id(group)] = hit
         return hit[1]
 
