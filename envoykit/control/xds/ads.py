@@ -307,7 +307,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             return _Session(
                 state,
                 on_request,
-                lambda s: [_Out(r.type_url, r, r.nonce) for r in self._delta.responses(delta, s)],
+                lambda s: [
+                    _Out(r.type_url, _Frame(r.chunks), r.nonce) for r in self._delta.responses(delta, s)
+                ],
             )
 
         async for resp in self._serve(request_iterator, context, make):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from envoykit.control.xds.snapshot import Snapshot, TypeSet
+from envoykit.control.xds.snapshot import Part, Snapshot, TypeSet
 from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
 
 WILDCARD_TYPES = {CLUSTER, LISTENER}
@@ -59,6 +59,21 @@ class DeltaState:
     def acked(self) -> dict[str, int]:
         """Resources held per type (for status)."""
         return {t.rsplit(".", 1)[1]: len(w.known) for t, w in self.watches.items()}
+
+
+@dataclass
+class DeltaOut:
+    """A DeltaDiscoveryResponse to write, as byte chunks: the serialized header (type, version,
+    nonce, removals, resources picked one by one) followed by whole parts' shared ``resources``
+    entries (:meth:`Part.delta_wire`); protobuf merges the concatenation into one message."""
+
+    type_url: str
+    nonce: str
+    chunks: list[bytes]
+
+    def message(self) -> discovery_pb2.DeltaDiscoveryResponse:
+        """The response parsed back (tests, debugging)."""
+        return discovery_pb2.DeltaDiscoveryResponse.FromString(b"".join(self.chunks))
 
 
 class DeltaProtocol:
@@ -120,7 +135,14 @@ class DeltaProtocol:
             return True
         return all(w.known.get(n) == v for n, (v, _) in ts.entries().items() if self._wanted(w, n))
 
-    def responses(self, st: DeltaState, snap: Snapshot) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+    def _whole(self, w: _DeltaWatch, p: Part) -> bool:
+        """Every resource of ``p`` is wanted, and the client holds or refused none of them."""
+        if not (w.wildcard or p.names <= w.subscribed):
+            return False
+        known, nacked = w.known, w.nacked
+        return not any(n in known or n in nacked for n in p.names)
+
+    def responses(self, st: DeltaState, snap: Snapshot) -> list[DeltaOut]:
         """What to send now, in make-before-break order."""
         out = []
         for t in [*TYPE_ORDER, *(t for t in st.watches if t not in TYPE_ORDER)]:
@@ -143,17 +165,22 @@ class DeltaProtocol:
                 scan = list(ts.parts)
                 now = ts.names()
                 gone = list(w.known)
-            resources = []
+            chunks: list[bytes] = []  # whole parts as their shared serialized entries, the rest one by one
+            single: list[discovery_pb2.Resource] = []
             sent: dict[str, str | None] = {}
+            refused = False
             for p in scan:
+                if self._whole(w, p):  # the client wants all of it and holds none: the shared bytes
+                    chunks.append(p.delta_wire())
+                    sent.update(p.versions)
+                    continue
                 for name, packed in p.items.items():
                     version = p.versions[name]
-                    if (
-                        self._wanted(w, name)
-                        and w.known.get(name) != version
-                        and w.nacked.get(name) != version
-                    ):
-                        resources.append(discovery_pb2.Resource(name=name, version=version, resource=packed))
+                    if self._wanted(w, name) and w.known.get(name) != version:
+                        if w.nacked.get(name) == version:
+                            refused = True  # the client keeps an older one: not reconciled
+                            continue
+                        single.append(discovery_pb2.Resource(name=name, version=version, resource=packed))
                         sent[name] = version
             removed = [n for n in gone if n in w.known and n not in now and w.nacked.get(n, "") is not None]
             deferred = (
@@ -164,20 +191,19 @@ class DeltaProtocol:
             if deferred:
                 removed = []  # keep them until listeners and routes stop using them
             sent.update({n: None for n in removed})
-            if not deferred:
+            if not deferred and not refused:  # ``seen`` means the client holds all of it
                 w.seen, w.touched = ts, False
             if not sent:
                 continue
             nonce = f"d{next(self._nonce)}"
-            out.append(
-                discovery_pb2.DeltaDiscoveryResponse(
-                    type_url=t,
-                    system_version_info=ts.version,
-                    resources=resources,
-                    removed_resources=removed,
-                    nonce=nonce,
-                )
+            head = discovery_pb2.DeltaDiscoveryResponse(
+                type_url=t,
+                system_version_info=ts.version,
+                resources=single,
+                removed_resources=removed,
+                nonce=nonce,
             )
+            out.append(DeltaOut(t, nonce, [head.SerializeToString(), *chunks]))
             w.before = {n: w.known.get(n) for n in sent}
             for n, v in sent.items():
                 if v is None:

@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -27,7 +28,8 @@ def _pack(msg: Message) -> any_pb2.Any:
     return out
 
 
-_RESOURCES_TAG = b"\x12"  # DiscoveryResponse.resources: field 2, length-delimited
+_RESOURCES_TAG = b"\x12"  # (Delta)DiscoveryResponse.resources: field 2, length-delimited
+_RESOURCE = discovery_pb2.Resource
 
 
 def _varint(n: int) -> bytes:
@@ -56,7 +58,7 @@ class Part:
     """An immutable group of packed resources with a content digest and a version per resource
     (the latter for incremental xDS)."""
 
-    __slots__ = ("_wire", "digest", "items", "names", "versions")
+    __slots__ = ("_delta_wire", "_wire", "digest", "items", "names", "versions")
 
     def __init__(self, messages: Mapping[str, Message] | Mapping[str, any_pb2.Any]) -> None:
         items: dict[str, any_pb2.Any] = {}
@@ -75,12 +77,25 @@ class Part:
         self.names = frozenset(items)
         self.digest = h.digest()
         self._wire: bytes | None = None
+        self._delta_wire: bytes | None = None
 
     def wire(self) -> bytes:
         """Every resource as DiscoveryResponse ``resources`` entries (serialized on first use)."""
         if self._wire is None:
             self._wire = resources_wire(self.items.values())
         return self._wire
+
+    def delta_wire(self) -> bytes:
+        """Every resource as DeltaDiscoveryResponse ``resources`` entries (``Resource`` with name,
+        version and the packed message; serialized on first use): what a delta stream that holds
+        none of the part receives, shared by every such stream."""
+        if self._delta_wire is None:
+            out: list[bytes] = []
+            for name, packed in self.items.items():
+                body = _RESOURCE(name=name, version=self.versions[name], resource=packed).SerializeToString()
+                out += (_RESOURCES_TAG, _varint(len(body)), body)
+            self._delta_wire = b"".join(out)
+        return self._delta_wire
 
     def replace(self, changed: Mapping[str, Message]) -> Part:
         """A new part with the resources named in ``changed`` replaced (or added); the others keep
