@@ -181,7 +181,16 @@ class ControlPlane:
             self.secrets = self._provider
         self.ads = AdsServer(self.cache, self.tokens, on_stream=self._stream_opened)
         self.address = address or str(mesh.control_plane.xds)
-        self.server = AioGrpcServer("control", self.address, metrics_port=metrics_port)
+        self.server = AioGrpcServer(
+            "control",
+            self.address,
+            metrics_port=metrics_port,
+            # gRPC core cancels a call that waits longer than this (default 30 s) for the application
+            # to take it; when 1,000 Envoys connect at once to a busy process (a shared machine, a
+            # reload under way) that cancels streams that would be served a few seconds later, and
+            # each cancelled Envoy reconnects, adding load. A stream waiting is harmless here.
+            options=[("grpc.server_max_unrequested_time_in_server", 600)],
+        )
         self.server.add_service(add_ads_to_server, self.ads, ADS_SERVICE)
         for prefix, route in status_routes(self).items():
             self.server.add_json_route(prefix, route)
