@@ -54,7 +54,7 @@ def with_assignments(
 ) -> tuple[Compiled, int] | None:
     """``compiled`` with ``fresh`` in place of the served assignments of the same names, and how many
     differed; None when none did. Parts and groups are replaced, never changed in place, except the
-    translation's endpoint groups (the ``/config/<node>`` view), updated to match."""
+    translation's endpoint groups (the shared one and any a node still holds), updated to match."""
     new_parts: dict[int, Part] = {}
     changed: set[str] = set()
     seen: set[int] = set()
@@ -80,12 +80,15 @@ def with_assignments(
             snap = snap.with_type(ENDPOINT, TypeSet(new_parts.get(id(p), p) for p in ts.parts))
         snapshots[nid] = snap
     groups_done: set[int] = set()
+    shared = compiled.translation.shared  # the endpoint-only road builds sidecars with it again
+    endpoint_groups = [shared.endpoints] if shared is not None else []
     for cfg in compiled.translation.nodes.values():
-        for g in cfg.groups.get(ENDPOINT, []):
-            if id(g) not in groups_done:
-                groups_done.add(id(g))
-                for n in changed & g.keys():
-                    g[n] = fresh[n]  # type: ignore[index]
+        endpoint_groups += cfg.groups.get(ENDPOINT, [])
+    for g in endpoint_groups:
+        if id(g) not in groups_done:
+            groups_done.add(id(g))
+            for n in changed & g.keys():
+                g[n] = fresh[n]
     return replace(compiled, snapshots=snapshots, at=time.time()), len(changed)
 
 
@@ -115,7 +118,8 @@ def recompile_endpoints(
         parts = PartCache(compiled.snapshots.values())
         snapshots = dict(compiled.snapshots)
         for nid in changes.nodes:
-            groups = translation.nodes[nid].groups
-            snapshots[nid] = Snapshot({t: TypeSet(parts.part(g) for g in gs) for t, gs in groups.items()})
+            cfg = translation.nodes[nid]
+            snapshots[nid] = Snapshot({t: TypeSet(parts.part(g) for g in gs) for t, gs in cfg.groups.items()})
+            cfg.groups = {}  # served packed, as build_snapshots(release=True) leaves every node
         compiled = replace(compiled, snapshots=snapshots)
     return replace(compiled, at=time.time())

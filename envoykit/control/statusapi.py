@@ -18,7 +18,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
 from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT
 from envoykit.core.metrics import JsonRoute
@@ -92,15 +97,30 @@ def topology(compiled: Compiled) -> dict[str, Any]:
     }
 
 
+_MESSAGES: dict[str, type[Message]] = {
+    LISTENER: listener_pb2.Listener,
+    ROUTE: route_pb2.RouteConfiguration,
+    CLUSTER: cluster_pb2.Cluster,
+    ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+}
+
+
 def node_config(compiled: Compiled, node_id: str) -> dict[str, dict[str, Any]] | None:
-    """``{"LDS": {name: resource JSON}, "RDS": ..., "CDS": ..., "EDS": ...}`` of ``node_id``, or None."""
-    cfg = compiled.translation.nodes.get(node_id)
-    if cfg is None:
+    """``{"LDS": {name: resource JSON}, "RDS": ..., "CDS": ..., "EDS": ...}`` of ``node_id``, or None.
+
+    Read from the served snapshot (what the node's Envoy receives), unpacked on request."""
+    snap = compiled.snapshots.get(node_id)
+    if snap is None:
         return None
-    return {
-        SHORT[t]: {name: MessageToDict(msg) for name, msg in sorted(cfg.resources(t).items())}
-        for t in SHOWN_TYPES
-    }
+    out: dict[str, dict[str, Any]] = {}
+    for t in SHOWN_TYPES:
+        shown = {}
+        for name, (_version, packed) in sorted(snap.get(t).entries().items()):
+            msg = _MESSAGES[t]()
+            packed.Unpack(msg)
+            shown[name] = MessageToDict(msg)
+        out[SHORT[t]] = shown
+    return out
 
 
 def status_routes(cp: ControlPlane, timeout_s: float = 5.0) -> dict[str, JsonRoute]:

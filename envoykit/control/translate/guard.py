@@ -9,7 +9,7 @@ version is kept), like any other invalid change.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from envoykit.control.translate.translation import NodeConfig, Translation
 from envoykit.control.xds.type_urls import LISTENER, ROUTE
@@ -37,14 +37,23 @@ def _virtual_hosts(cfg: NodeConfig) -> int:
     return sum(len(rc.virtual_hosts) for rc in cfg.resources(ROUTE).values())  # type: ignore[attr-defined]
 
 
+def virtual_hosts(translation: Translation) -> dict[str, int]:
+    """Virtual hosts each node serves (all its RouteConfigurations), by node id."""
+    return {nid: _virtual_hosts(cfg) for nid, cfg in translation.nodes.items()}
+
+
 def check_connected_kept(
-    new: Translation, old: Translation | None, connected: Iterable[str], file: str | None = None
+    new: Translation,
+    old: Translation | Mapping[str, int] | None,
+    connected: Iterable[str],
+    file: str | None = None,
 ) -> None:
     """Refuse a change that empties a node whose Envoy is connected: the node leaves the mesh (it
     would lose every listener), or it had HTTP routes and would have none (every request a 404).
 
     Args:
-        new: the translation of the change; ``old``: the one being served (None on the first load).
+        new: the translation of the change; ``old``: the one being served, or its
+            :func:`virtual_hosts` (None on the first load).
         connected: node ids with an open ADS stream.
 
     Raises:
@@ -60,10 +69,9 @@ def check_connected_kept(
         )
     if old is None:
         return
+    served = virtual_hosts(old) if isinstance(old, Translation) else old
     emptied = sorted(
-        nid
-        for nid in connected & set(old.nodes)
-        if _virtual_hosts(old.nodes[nid]) and not _virtual_hosts(new.nodes[nid])
+        nid for nid in connected & set(served) if served[nid] and not _virtual_hosts(new.nodes[nid])
     )
     if emptied:
         raise ConfigError(
