@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from envoykit.control.xds.held import Held
 from envoykit.control.xds.snapshot import Part, Snapshot, TypeSet
 from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
 
@@ -35,13 +36,14 @@ WILDCARD_TYPES = {CLUSTER, LISTENER}
 
 @dataclass
 class _DeltaWatch:
-    subscribed: set[str] = field(default_factory=set)
+    subscribed: frozenset[str] = frozenset()  # one object for every stream naming the same set
     wildcard: bool = False
-    known: dict[str, str] = field(default_factory=dict)  # what the client holds: name → version
+    known: Held = field(default_factory=Held)  # what the client holds: name → version
     pending: str = ""  # nonce of our response awaiting ACK/NACK
     sent: dict[str, str | None] = field(
         default_factory=dict
-    )  # in that response: name → version (None: removed)
+    )  # in that response, sent on their own: name → version (None: removed)
+    sent_parts: list[Part] = field(default_factory=list)  # in that response, whole parts
     before: dict[str, str | None] = field(default_factory=dict)  # what the client held before it
     nacked: dict[str, str | None] = field(default_factory=dict)
     started: bool = False
@@ -81,6 +83,7 @@ class DeltaProtocol:
 
     def __init__(self) -> None:
         self._nonce = itertools.count(1)
+        self._name_sets: dict[frozenset[str], frozenset[str]] = {}
 
     def on_request(self, st: DeltaState, req: discovery_pb2.DeltaDiscoveryRequest) -> str | None:
         """Apply a request; returns Envoy's error message when it NACKs our last response."""
@@ -92,23 +95,32 @@ class DeltaProtocol:
             w.known.update(req.initial_resource_versions)
             if req.type_url in WILDCARD_TYPES and not req.resource_names_subscribe:
                 w.wildcard = True  # legacy wildcard: a first CDS/LDS request naming nothing
-        for name in req.resource_names_subscribe:
-            if name == "*":
-                w.wildcard = True
-            else:
-                w.subscribed.add(name)
-        for name in req.resource_names_unsubscribe:
-            if name == "*":
-                w.wildcard = False
-            else:
-                w.subscribed.discard(name)
-                w.known.pop(name, None)
+        if req.resource_names_subscribe or req.resource_names_unsubscribe:
+            subscribed = set(w.subscribed)
+            for name in req.resource_names_subscribe:
+                if name == "*":
+                    w.wildcard = True
+                else:
+                    subscribed.add(name)
+            for name in req.resource_names_unsubscribe:
+                if name == "*":
+                    w.wildcard = False
+                else:
+                    subscribed.discard(name)
+                    w.known.pop(name, None)
+            names = frozenset(subscribed)
+            if len(self._name_sets) > 1024:
+                self._name_sets.clear()
+            w.subscribed = self._name_sets.setdefault(names, names)
         error = None
         if req.response_nonce and req.response_nonce == w.pending:
             if req.HasField("error_detail"):
                 error = req.error_detail.message
                 w.touched = True
                 w.nacked.update(w.sent)
+                for p in w.sent_parts:
+                    w.nacked.update(p.versions)
+                    w.known.remove_part(p)
                 for name, old in w.before.items():  # the client kept what it had
                     if old is None:
                         w.known.pop(name, None)
@@ -116,7 +128,7 @@ class DeltaProtocol:
                         w.known[name] = old
             else:
                 w.nacked.clear()
-            w.pending, w.sent, w.before = "", {}, {}
+            w.pending, w.sent, w.before, w.sent_parts = "", {}, {}, []
         return error
 
     def _wanted(self, w: _DeltaWatch, name: str) -> bool:
@@ -133,7 +145,12 @@ class DeltaProtocol:
         ts = snap.get(t)
         if w.seen is ts and not w.touched:
             return True
-        return all(w.known.get(n) == v for n, (v, _) in ts.entries().items() if self._wanted(w, n))
+        for p in ts.parts:
+            if w.known.holds(p):
+                continue
+            if not all(w.known.get(n) == v for n, v in p.versions.items() if self._wanted(w, n)):
+                return False
+        return True
 
     def _whole(self, w: _DeltaWatch, p: Part) -> bool:
         """Every resource of ``p`` is wanted, and the client holds or refused none of them."""
@@ -168,11 +185,12 @@ class DeltaProtocol:
             chunks: list[bytes] = []  # whole parts as their shared serialized entries, the rest one by one
             single: list[discovery_pb2.Resource] = []
             sent: dict[str, str | None] = {}
+            whole: list[Part] = []
             refused = False
             for p in scan:
                 if self._whole(w, p):  # the client wants all of it and holds none: the shared bytes
                     chunks.append(p.delta_wire())
-                    sent.update(p.versions)
+                    whole.append(p)
                     continue
                 for name, packed in p.items.items():
                     version = p.versions[name]
@@ -193,7 +211,7 @@ class DeltaProtocol:
             sent.update({n: None for n in removed})
             if not deferred and not refused:  # ``seen`` means the client holds all of it
                 w.seen, w.touched = ts, False
-            if not sent:
+            if not sent and not whole:
                 continue
             nonce = f"d{next(self._nonce)}"
             head = discovery_pb2.DeltaDiscoveryResponse(
@@ -205,10 +223,13 @@ class DeltaProtocol:
             )
             out.append(DeltaOut(t, nonce, [head.SerializeToString(), *chunks]))
             w.before = {n: w.known.get(n) for n in sent}
+            for p in whole:  # names it had dropped stay dropped if Envoy refuses the part
+                w.before.update(dict.fromkeys(p.names & w.known.names.keys()))
+                w.known.add_part(p)
             for n, v in sent.items():
                 if v is None:
                     w.known.pop(n, None)
                 else:
                     w.known[n] = v
-            w.pending, w.sent = nonce, sent
+            w.pending, w.sent, w.sent_parts = nonce, sent, whole
         return out

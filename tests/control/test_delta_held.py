@@ -1,0 +1,35 @@
+"""Held: what a delta client holds, as shared whole parts plus per-name overrides (envoykit.control.xds.held)."""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import cluster_pb2
+
+from envoykit.control.xds.held import Held
+from envoykit.control.xds.snapshot import Part
+
+
+def part(**versions: str) -> Part:
+    return Part({n: cluster_pb2.Cluster(name=n, alt_stat_name=v) for n, v in versions.items()})
+
+
+def test_whole_parts_overrides_and_shadowing() -> None:
+    h = Held()
+    a, b = part(x="1", y="1"), part(x="2", z="2")
+    h.add_part(a)
+    assert h.get("x") == a.versions["x"] and h.holds(a) and len(h) == 2
+    h.pop("x")  # unsubscribed: no longer held although its part is
+    assert "x" not in h and not h.holds(a) and sorted(h) == ["y"]
+    h["y"] = "v9"  # a newer version sent on its own
+    assert h.get("y") == "v9"
+    h.add_part(b)  # the newer part shadows the older one's x
+    assert h.get("x") == b.versions["x"] and h.holds(b) and sorted(h) == ["x", "y", "z"]
+    h.remove_part(b)  # refused: back to what it held
+    h.pop("x")
+    assert "x" not in h and "z" not in h and h.get("y") == "v9"
+
+
+def test_many_parts_fold_into_names() -> None:
+    h = Held()
+    for i in range(12):
+        h.add_part(part(**{f"n{i}": "1"}))
+    assert len(h.parts) <= 8 and len(h) == 12 and all(f"n{i}" in h for i in range(12))
