@@ -1,6 +1,7 @@
 """The endpoint-only road of a mesh.yaml edit (ControlPlane reload → recompile_endpoints): which edits
 take it, and that what it serves is exactly what the full road would serve, with every untouched
-node keeping its served snapshot object (so nothing is pushed to it)."""
+node keeping its served snapshot object (so nothing is pushed to it). The control planes are built
+inside a test's event loop (gRPC's aio server needs one) but not started: reloads run in the test."""
 
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def edit_plain_endpoint(doc: dict[str, Any]) -> set[str]:
 
 
 @pytest.mark.parametrize("edit", [edit_app_address, edit_sidecar_inbound, edit_plain_endpoint])
-def test_an_address_edit_takes_the_endpoint_road_and_serves_what_the_full_road_would(
+async def test_an_address_edit_takes_the_endpoint_road_and_serves_what_the_full_road_would(
     tmp_path: Path, edit: Any
 ) -> None:
     doc = mesh_doc(tmp_path)
@@ -136,7 +137,7 @@ def test_an_address_edit_takes_the_endpoint_road_and_serves_what_the_full_road_w
     assert after.translation.nodes["ingress~ingress"].node.gateway is after.loaded.mesh.gateways[0]
 
 
-def test_other_edits_take_the_full_road(tmp_path: Path) -> None:
+async def test_other_edits_take_the_full_road(tmp_path: Path) -> None:
     doc = mesh_doc(tmp_path)
     path = write_mesh(tmp_path / "mesh.yaml", doc)
     cp = ControlPlane(path, address="127.0.0.1:0", state_dir=tmp_path / "state", watch=False)
