@@ -33,3 +33,21 @@ def test_many_parts_fold_into_names() -> None:
     for i in range(12):
         h.add_part(part(**{f"n{i}": "1"}))
     assert len(h.parts) <= 8 and len(h) == 12 and all(f"n{i}" in h for i in range(12))
+
+
+def test_an_update_of_a_held_part_takes_its_place() -> None:
+    from envoy.config.endpoint.v3 import endpoint_pb2
+
+    base = Part({n: endpoint_pb2.ClusterLoadAssignment(cluster_name=n) for n in ("a", "b", "c")})
+    new = base.replace({"b": endpoint_pb2.ClusterLoadAssignment(cluster_name="b", endpoints=[{}])})
+    assert new.base is base and new.changed == {"b"}
+    h = Held()
+    h.add_part(base)
+    h["b"] = new.versions["b"]  # what the protocol sends: the changed name on its own
+    h.rebase(new)
+    assert h.parts == [new] and h.names == {} and h.holds(new)
+    assert {n: h.get(n) for n in "abc"} == new.versions
+    h.remove_part(new)  # refused: it keeps the part it held
+    h.add_part(base)
+    h["b"] = base.versions["b"]
+    assert {n: h.get(n) for n in "abc"} == base.versions

@@ -23,6 +23,7 @@ Source: Envoy docs, "xDS REST and gRPC protocol", section "Incremental xDS".
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -44,6 +45,7 @@ class _DeltaWatch:
         default_factory=dict
     )  # in that response, sent on their own: name → version (None: removed)
     sent_parts: list[Part] = field(default_factory=list)  # in that response, whole parts
+    sent_rebased: list[Part] = field(default_factory=list)  # updates of parts it held whole
     before: dict[str, str | None] = field(default_factory=dict)  # what the client held before it
     nacked: dict[str, str | None] = field(default_factory=dict)
     started: bool = False
@@ -121,6 +123,10 @@ class DeltaProtocol:
                 for p in w.sent_parts:
                     w.nacked.update(p.versions)
                     w.known.remove_part(p)
+                for p in w.sent_rebased:  # it keeps the part it held (its changed names are in sent)
+                    w.known.remove_part(p)
+                    if p.base is not None:
+                        w.known.add_part(p.base)
                 for name, old in w.before.items():  # the client kept what it had
                     if old is None:
                         w.known.pop(name, None)
@@ -128,7 +134,7 @@ class DeltaProtocol:
                         w.known[name] = old
             else:
                 w.nacked.clear()
-            w.pending, w.sent, w.before, w.sent_parts = "", {}, {}, []
+            w.pending, w.sent, w.before, w.sent_parts, w.sent_rebased = "", {}, {}, [], []
         return error
 
     def _wanted(self, w: _DeltaWatch, name: str) -> bool:
@@ -186,13 +192,25 @@ class DeltaProtocol:
             single: list[discovery_pb2.Resource] = []
             sent: dict[str, str | None] = {}
             whole: list[Part] = []
+            rebased: list[Part] = []
             refused = False
             for p in scan:
                 if self._whole(w, p):  # the client wants all of it and holds none: the shared bytes
                     chunks.append(p.delta_wire())
                     whole.append(p)
                     continue
-                for name, packed in p.items.items():
+                names: Iterable[str] = p.items
+                base = p.base
+                if (
+                    base is not None
+                    and not w.nacked
+                    and (w.wildcard or p.changed <= w.subscribed)
+                    and w.known.holds(base)
+                ):  # an update of a part it holds whole: only the names that differ
+                    names = p.changed
+                    rebased.append(p)
+                for name in names:
+                    packed = p.items[name]
                     version = p.versions[name]
                     if self._wanted(w, name) and w.known.get(name) != version:
                         if w.nacked.get(name) == version:
@@ -231,5 +249,7 @@ class DeltaProtocol:
                     w.known.pop(n, None)
                 else:
                     w.known[n] = v
-            w.pending, w.sent, w.sent_parts = nonce, sent, whole
+            for p in rebased:  # after the names: the part makes their entries redundant
+                w.known.rebase(p)
+            w.pending, w.sent, w.sent_parts, w.sent_rebased = nonce, sent, whole, rebased
         return out

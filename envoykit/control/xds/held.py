@@ -68,6 +68,14 @@ class Held:
             self.names = {n: v for n, v in folded.items() if v is not None}
             self.parts = []
 
+    def rebase(self, part: Part) -> None:
+        """The client holds ``part``: it held ``part.base`` whole and has been sent the names that
+        differ (:attr:`Part.changed`). The new part takes the old one's place."""
+        base = part.base
+        if base is not None and base.names <= part.names:
+            self.parts = [p for p in self.parts if p is not base]
+        self.add_part(part)
+
     def remove_part(self, part: Part) -> None:
         """Undo :meth:`add_part` (the client refused the response that carried it)."""
         self.parts = [p for p in self.parts if p is not part]

@@ -58,7 +58,7 @@ class Part:
     """An immutable group of packed resources with a content digest and a version per resource
     (the latter for incremental xDS)."""
 
-    __slots__ = ("_delta_wire", "_wire", "digest", "items", "names", "versions")
+    __slots__ = ("_delta_wire", "_wire", "base", "changed", "digest", "items", "names", "versions")
 
     def __init__(self, messages: Mapping[str, Message] | Mapping[str, any_pb2.Any]) -> None:
         items: dict[str, any_pb2.Any] = {}
@@ -78,6 +78,10 @@ class Part:
         self.digest = h.digest()
         self._wire: bytes | None = None
         self._delta_wire: bytes | None = None
+        # made by :meth:`replace`: the part it replaced and the names that differ from it (new or at
+        # another version), so a stream holding ``base`` compares those only
+        self.base: Part | None = None
+        self.changed: frozenset[str] = frozenset()
 
     def wire(self) -> bytes:
         """Every resource as DiscoveryResponse ``resources`` entries (serialized on first use)."""
@@ -100,7 +104,10 @@ class Part:
     def replace(self, changed: Mapping[str, Message]) -> Part:
         """A new part with the resources named in ``changed`` replaced (or added); the others keep
         their packed form (an endpoint change repacks one ClusterLoadAssignment, not 5,000)."""
-        return Part({**self.items, **{n: _pack(m) for n, m in changed.items()}})
+        new = Part({**self.items, **{n: _pack(m) for n, m in changed.items()}})
+        new.base = self
+        new.changed = frozenset(n for n in changed if self.versions.get(n) != new.versions[n])
+        return new
 
 
 class TypeSet:
@@ -238,7 +245,8 @@ def changed_resources(
     so the unchanged ones stay out. Parts both sets share (the same object) are skipped whole."""
     if held is None or held_names is None:
         return {n: a for p in new.parts for n, a in p.items.items() if n in names}
-    common = {id(p) for p in held.parts} & {id(p) for p in new.parts}
+    held_ids = {id(p) for p in held.parts}
+    common = held_ids & {id(p) for p in new.parts}
     fresh = frozenset() if names is held_names else names - held_names  # newly subscribed
     out: dict[str, any_pb2.Any] = {}
     old_versions: dict[str, str] | None = None
@@ -246,6 +254,11 @@ def changed_resources(
         if id(p) in common:
             for n in p.names & fresh if fresh else ():
                 out[n] = p.items[n]
+            continue
+        if p.base is not None and id(p.base) in held_ids:  # an update of a part it holds
+            for n in p.changed | (p.names & fresh if fresh else frozenset()):
+                if n in names:
+                    out[n] = p.items[n]
             continue
         if old_versions is None:
             old_versions = {n: v for q in held.parts if id(q) not in common for n, v in q.versions.items()}
