@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from envoykit.control.xds.held import Held
-from envoykit.control.xds.snapshot import Part, Snapshot, TypeSet
+from envoykit.control.xds.snapshot import Part, Snapshot, TypeSet, is_subset
 from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
 
 WILDCARD_TYPES = {CLUSTER, LISTENER}
@@ -160,10 +160,10 @@ class DeltaProtocol:
 
     def _whole(self, w: _DeltaWatch, p: Part) -> bool:
         """Every resource of ``p`` is wanted, and the client holds or refused none of them."""
-        if not (w.wildcard or p.names <= w.subscribed):
-            return False
         known, nacked = w.known, w.nacked
-        return not any(n in known or n in nacked for n in p.names)
+        if any(n in known or n in nacked for n in p.names):  # usually decided by the first name
+            return False
+        return w.wildcard or is_subset(p.names, w.subscribed)
 
     def responses(self, st: DeltaState, snap: Snapshot) -> list[DeltaOut]:
         """What to send now, in make-before-break order."""
@@ -182,8 +182,13 @@ class DeltaProtocol:
             if w.seen is not None and not w.touched:  # only the parts that changed since
                 common = {id(p) for p in w.seen.parts} & {id(p) for p in ts.parts}
                 scan = [p for p in ts.parts if id(p) not in common]
-                now = {n for p in scan for n in p.items}
-                gone = [n for q in w.seen.parts if id(q) not in common for n in q.items if n not in now]
+                # a part replaced by an update that keeps all its names loses none of them
+                replaced = {
+                    id(p.base) for p in scan if p.base is not None and is_subset(p.base.names, p.names)
+                }
+                rest = [q for q in w.seen.parts if id(q) not in common and id(q) not in replaced]
+                now = {n for p in scan for n in p.items} if rest else set()
+                gone = [n for q in rest for n in q.items if n not in now]
             else:
                 scan = list(ts.parts)
                 now = ts.names()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from envoykit.control.xds.snapshot import Part
+from envoykit.control.xds.snapshot import Part, is_subset
 
 _MAX_PARTS = 8  # beyond this many whole parts, fold them into the names (lookups stay short)
 
@@ -58,7 +58,7 @@ class Held:
     def add_part(self, part: Part) -> None:
         """The client now holds every resource of ``part`` at the part's versions."""
         self.parts.insert(0, part)
-        for n in part.names & self.names.keys():
+        for n in [n for n in self.names if n in part.names]:  # the overrides are usually few
             del self.names[n]
         if len(self.parts) > _MAX_PARTS:
             folded: dict[str, str | None] = {}
@@ -72,7 +72,7 @@ class Held:
         """The client holds ``part``: it held ``part.base`` whole and has been sent the names that
         differ (:attr:`Part.changed`). The new part takes the old one's place."""
         base = part.base
-        if base is not None and base.names <= part.names:
+        if base is not None and is_subset(base.names, part.names):
             self.parts = [p for p in self.parts if p is not base]
         self.add_part(part)
 

@@ -54,6 +54,23 @@ def resources_wire(packed: Iterable[any_pb2.Any]) -> bytes:
     return b"".join(out)
 
 
+_SUBSETS: dict[tuple[int, int], tuple[frozenset[str], frozenset[str], bool]] = {}
+
+
+def is_subset(a: frozenset[str], b: frozenset[str]) -> bool:
+    """``a <= b``, remembered for the pair of objects: a part's names against a subscription set
+    shared by many streams (5,500 names each) is computed once, not once per stream and push."""
+    key = (id(a), id(b))
+    hit = _SUBSETS.get(key)
+    if hit is not None and hit[0] is a and hit[1] is b:
+        return hit[2]
+    if len(_SUBSETS) > 4096:
+        _SUBSETS.clear()
+    result = a <= b
+    _SUBSETS[key] = (a, b, result)
+    return result
+
+
 class Part:
     """An immutable group of packed resources with a content digest and a version per resource
     (the latter for incremental xDS)."""
@@ -126,9 +143,9 @@ class TypeSet:
         """Every resource name."""
         return {n for p in self.parts for n in p.items}
 
-    def covered_by(self, names: frozenset[str] | set[str]) -> bool:
+    def covered_by(self, names: frozenset[str]) -> bool:
         """True when every resource name is in ``names`` (without building the set of names)."""
-        return all(p.names <= names for p in self.parts)
+        return all(is_subset(p.names, names) for p in self.parts)
 
     def entries(self) -> dict[str, tuple[str, any_pb2.Any]]:
         """Every resource: name → (its own version, packed message)."""
