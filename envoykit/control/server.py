@@ -274,7 +274,7 @@ class ControlPlane:
                 )
                 loaded = dataclasses.replace(loaded, mesh=mesh)
             digest = referenced_digest(loaded.files)
-            if serving is not None and serving.files_digest == digest:
+            if serving is not None and serving.files_digest == digest and self._same_gate(serving, loaded):
                 fast = recompile_endpoints(serving, replace(loaded, doc=None), self.endpoints, self.tls)
                 if fast is not None:  # only workloads' addresses changed (or nothing)
                     if self.envoy_validate:
@@ -296,6 +296,15 @@ class ControlPlane:
             snapshots = build_snapshots(translation, serving.snapshots if serving else None, release=True)
         # the YAML node tree (kept for line numbers of errors found after validation) is done with
         return Compiled(replace(loaded, doc=None), translation, snapshots, time.time(), digest, vhosts=vhosts)
+
+    @staticmethod
+    def _same_gate(serving: Compiled, loaded: LoadedMesh) -> bool:
+        """The authz gate document (a file or a ``/gate`` URL the server publishes) is the one the
+        served version was translated with: otherwise the change needs the full road."""
+        from envoykit.control.translate.authz_gate import load_gate_document
+
+        doc = load_gate_document(loaded.mesh, loaded.base_dir)
+        return (doc.digest if doc is not None else None) == serving.translation.gate_digest
 
     def connected_nodes(self) -> set[str]:
         """Node ids with an open ADS stream (safe to call from the reload thread)."""

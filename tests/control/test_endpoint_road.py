@@ -189,3 +189,47 @@ def test_endpoint_changes_names_what_moved_and_refuses_the_rest(tmp_path: Path) 
         other = copy.deepcopy(doc)
         change(other)
         assert endpoint_changes(old, parse_mesh(write_mesh(tmp_path / "c.yaml", other).read_text())) is None
+
+
+async def test_a_new_gate_document_takes_the_full_road(tmp_path: Path) -> None:
+    """The authz gate served over HTTP is no file the mesh names: an endpoint edit made while the
+    published gate changed must still translate the new gate (and the endpoint road must not)."""
+    import http.server
+    import threading
+
+    from tests.control.test_authz_gate import _policy, _publish, gate_mesh
+
+    _policy(tmp_path)
+    _publish(tmp_path)
+
+    class Gate(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = (tmp_path / "gate.json").read_bytes()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gate)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        doc = gate_mesh(9, 10, "DISABLE", gate=f"http://127.0.0.1:{srv.server_address[1]}/gate")
+        path = write_mesh(tmp_path / "mesh.yaml", doc)
+        cp = ControlPlane(path, address="127.0.0.1:0", state_dir=tmp_path / "state", watch=False)
+        first = cp.current.translation.gate_digest
+        assert first is not None
+        doc["services"][0]["workloads"][0]["address"] = addr()  # an endpoint edit alone: the short road
+        write_mesh(path, doc)
+        assert cp.reload() and cp.current.road == "endpoints"
+        assert cp.current.translation.gate_digest == first
+        _policy(tmp_path, "")  # the authz server publishes another gate
+        _publish(tmp_path)
+        doc["services"][0]["workloads"][0]["address"] = addr()
+        write_mesh(path, doc)
+        assert cp.reload() and cp.current.road == "full"
+        assert cp.current.translation.gate_digest not in (None, first)
+    finally:
+        srv.shutdown()
