@@ -45,9 +45,7 @@ class ContextState:
         "upstream_reached",
     )  # fmt: skip
 
-    def __init__(
-        self, id: int, parent_id: int, kind: str, *, dirty: list[ContextState] | None = None
-    ) -> None:
+    def __init__(self, id: int, parent_id: int, kind: str, dirty: list[ContextState] | None = None) -> None:
         self.id = id
         self.parent_id = parent_id
         self.kind = kind

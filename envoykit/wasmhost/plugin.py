@@ -309,7 +309,7 @@ class Plugin:
             ctx = ContextState(0, self.root.id, kind)
             ctx.generation = self.generation
             return ctx
-        ctx = ContextState(next(self._ids), self.root.id, kind, dirty=self._dirty)
+        ctx = ContextState(next(self._ids), self.root.id, kind, self._dirty)
         ctx.generation = self.generation
         self.contexts[ctx.id] = ctx
         self.streams[ctx.id] = stream

@@ -130,6 +130,16 @@ class VM:
             raise OutOfBounds
         return self._mv[ptr:end].tobytes()
 
+    def read_two(self, ptr: int, size: int, ptr2: int, size2: int) -> tuple[bytes, bytes]:
+        """``(read(ptr, size), read(ptr2, size2))`` in one call (a key and a value: the common
+        header host calls). Raises :class:`OutOfBounds`."""
+        end, end2 = ptr + size, ptr2 + size2
+        top = end if end > end2 else end2
+        if (top > self._mem_len and top > self._base()[1]) or ptr < 0 or size < 0 or ptr2 < 0 or size2 < 0:
+            raise OutOfBounds
+        mv = self._mv
+        return mv[ptr:end].tobytes(), mv[ptr2:end2].tobytes()
+
     def check(self, ptr: int, size: int) -> None:
         """Raise :class:`OutOfBounds` unless ``[ptr, ptr + size)`` is inside memory (no copy)."""
         end = ptr + size

@@ -128,7 +128,7 @@ def proxy_add_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int, vs
     """``proxy_add_header_map_value(map_id, key_data, key_size, value_data, value_size) -> status``."""
     if kind > _LAST_MAP:  # cpp-host checks the map type before anything else
         return _BAD_ARGUMENT
-    key, value = vm.read(kp, ks), vm.read(vp, vs)
+    key, value = vm.read_two(kp, ks, vp, vs)
     ctx = vm.plugin.effective
     if kind not in _WRITABLE:  # _writable, inline (the common host call of header filters)
         return _BAD_ARGUMENT
