@@ -51,3 +51,22 @@ def test_an_update_of_a_held_part_takes_its_place() -> None:
     h.add_part(base)
     h["b"] = base.versions["b"]
     assert {n: h.get(n) for n in "abc"} == base.versions
+
+
+def test_wire_cache_shares_bytes_and_stays_bounded() -> None:
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from envoykit.control.xds.snapshot import WireCache, resources_wire
+
+    p = part(a="1", b="2")
+    cache = WireCache(max_bytes=4096)
+    one = cache.sotw(p.items.values())
+    assert one is cache.sotw(list(p.items.values())) and one == resources_wire(p.items.values())
+    entries = [(n, p.versions[n], a) for n, a in p.items.items()]
+    delta = cache.delta(entries)
+    assert delta is cache.delta(entries)
+    msg = discovery_pb2.DeltaDiscoveryResponse.FromString(delta)
+    assert [(r.name, r.version) for r in msg.resources] == [(n, v) for n, v, _ in entries]
+    for i in range(200):  # other resources push the first ones out: the bound holds
+        cache.sotw(part(**{f"n{i}": "x" * 50}).items.values())
+    assert cache._bytes <= 4096

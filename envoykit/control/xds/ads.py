@@ -45,6 +45,7 @@ from envoykit.control.xds.snapshot import (
     Snapshot,
     SnapshotCache,
     TypeSet,
+    WireCache,
     changed_resources,
     resources_wire,
 )
@@ -243,7 +244,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self.tokens = tokens
         self.on_stream = on_stream
         self.nacks: dict[tuple[str, str], NackRecord] = {}
-        self._delta = DeltaProtocol()
+        self._wires = WireCache()
+        self._delta = DeltaProtocol(self._wires)
         self._budget: SendBudget | None = None  # made on the serving loop
         self._budget_limit = send_budget
         # shared across streams: one set object per distinct subscription, one diff per change
@@ -520,7 +522,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 hit = (count, wires)
             else:
                 changed = changed_resources(w.sent, w.sent_names, ts, names)
-                hit = (len(changed), [resources_wire(changed.values())])
+                hit = (len(changed), [self._wires.sotw(changed.values())])
             self._diffs[key] = hit
         count, chunks = hit
         if not count and w.sent is not None:

@@ -27,9 +27,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
 
 from envoykit.control.xds.held import Held
-from envoykit.control.xds.snapshot import Part, Snapshot, TypeSet, is_subset
+from envoykit.control.xds.snapshot import Part, Snapshot, TypeSet, WireCache, is_subset
 from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
 
 WILDCARD_TYPES = {CLUSTER, LISTENER}
@@ -83,7 +84,8 @@ class DeltaOut:
 class DeltaProtocol:
     """The incremental protocol's decisions, kept apart from the gRPC plumbing (:class:`AdsServer`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wires: WireCache | None = None) -> None:
+        self._wires = wires or WireCache()
         self._nonce = itertools.count(1)
         self._name_sets: dict[frozenset[str], frozenset[str]] = {}
 
@@ -194,7 +196,7 @@ class DeltaProtocol:
                 now = ts.names()
                 gone = list(w.known)
             chunks: list[bytes] = []  # whole parts as their shared serialized entries, the rest one by one
-            single: list[discovery_pb2.Resource] = []
+            single: list[tuple[str, str, any_pb2.Any]] = []
             sent: dict[str, str | None] = {}
             whole: list[Part] = []
             rebased: list[Part] = []
@@ -221,7 +223,7 @@ class DeltaProtocol:
                         if w.nacked.get(name) == version:
                             refused = True  # the client keeps an older one: not reconciled
                             continue
-                        single.append(discovery_pb2.Resource(name=name, version=version, resource=packed))
+                        single.append((name, version, packed))
                         sent[name] = version
             removed = [n for n in gone if n in w.known and n not in now and w.nacked.get(n, "") is not None]
             deferred = (
@@ -238,12 +240,10 @@ class DeltaProtocol:
                 continue
             nonce = f"d{next(self._nonce)}"
             head = discovery_pb2.DeltaDiscoveryResponse(
-                type_url=t,
-                system_version_info=ts.version,
-                resources=single,
-                removed_resources=removed,
-                nonce=nonce,
+                type_url=t, system_version_info=ts.version, removed_resources=removed, nonce=nonce
             )
+            if single:  # shared with every stream sending the same resources
+                chunks.append(self._wires.delta(single))
             out.append(DeltaOut(t, nonce, [head.SerializeToString(), *chunks]))
             w.before = {n: w.known.get(n) for n in sent}
             for p in whole:  # names it had dropped stay dropped if Envoy refuses the part

@@ -71,6 +71,51 @@ def is_subset(a: frozenset[str], b: frozenset[str]) -> bool:
     return result
 
 
+class WireCache:
+    """Serialized response entries shared by every stream that sends the same resources: after a
+    route change, 1,000 sidecars each lacking the same 1 MB ``outbound`` RouteConfiguration get one
+    copy of its bytes, not one each (each held until gRPC writes it). Keyed by the identity of the
+    packed messages (kept referenced while cached), bounded in bytes, oldest dropped first."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._entries: dict[tuple[object, ...], tuple[tuple[object, ...], bytes]] = {}
+        self._bytes = 0
+
+    def sotw(self, packed: Iterable[any_pb2.Any]) -> bytes:
+        """:func:`resources_wire` of ``packed``."""
+        items = tuple(packed)
+        return self._get(("sotw", *map(id, items)), items, lambda: resources_wire(items))
+
+    def delta(self, entries: Iterable[tuple[str, str, any_pb2.Any]]) -> bytes:
+        """DeltaDiscoveryResponse ``resources`` entries for (name, version, packed) triples."""
+        items = tuple(entries)
+
+        def build() -> bytes:
+            out: list[bytes] = []
+            for name, version, packed in items:
+                body = _RESOURCE(name=name, version=version, resource=packed).SerializeToString()
+                out += (_RESOURCES_TAG, _varint(len(body)), body)
+            return b"".join(out)
+
+        key = ("delta", *((n, v, id(a)) for n, v, a in items))
+        return self._get(key, tuple(a for _, _, a in items), build)
+
+    def _get(self, key: tuple[object, ...], keep: tuple[object, ...], build: Callable[[], bytes]) -> bytes:
+        hit = self._entries.get(key)
+        if hit is not None:
+            return hit[1]
+        wire = build()
+        if len(wire) > self.max_bytes // 4:
+            return wire  # too big to keep: not shared
+        while self._entries and self._bytes + len(wire) > self.max_bytes:
+            _, old = self._entries.pop(next(iter(self._entries)))
+            self._bytes -= len(old)
+        self._entries[key] = (keep, wire)
+        self._bytes += len(wire)
+        return wire
+
+
 class Part:
     """An immutable group of packed resources with a content digest and a version per resource
     (the latter for incremental xDS)."""
