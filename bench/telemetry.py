@@ -32,10 +32,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import LoadResult, cpu_seconds, table, wrk
+from google.protobuf.json_format import MessageToDict
 
 from envoykit.control.model.mesh import AccessLogServer
 from envoykit.control.model.types import Address
 from envoykit.control.translate.accesslog import http_access_logs, logger_dict
+from envoykit.control.translate.bootstrap import inline_headers
 from envoykit.core import EnvoyProcess, free_port
 from envoykit.telemetry.gap import envoy_log_stats
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener, socket_address
@@ -135,6 +137,7 @@ def main() -> None:
         cfg = bootstrap(listeners, [cluster("envoykit_telemetry", srv.port, http2=True)])
         cfg["admin"] = {"address": socket_address(admin_port)}
         cfg["node"] = {"id": NODE_ID, "cluster": "backend", "metadata": BACKEND}
+        cfg["inline_headers"] = [MessageToDict(h) for h in inline_headers()]  # as a sidecar's bootstrap
         flush = ["--file-flush-interval-msec", "1000"]  # as envoykit up runs its Envoys
         with EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench", extra_args=flush) as env:
             assert env.proc is not None and srv.proc is not None

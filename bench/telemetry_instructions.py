@@ -32,10 +32,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from authz_instructions import _dumped_instructions, _envoy_under_callgrind, _send
+from google.protobuf.json_format import MessageToDict
 
 from envoykit.control.model.mesh import AccessLogServer
 from envoykit.control.model.types import Address
 from envoykit.control.translate.accesslog import http_access_logs, logger_dict
+from envoykit.control.translate.bootstrap import inline_headers
 from envoykit.core import EnvoyProcess, free_port
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
 from tests.serverproc import ServerProcess
@@ -83,6 +85,7 @@ def main() -> None:
         ]
         cfg = bootstrap(listeners, [cluster("envoykit_telemetry", srv.port, http2=True)])
         cfg["node"] = {"id": NODE_ID, "cluster": "backend", "metadata": BACKEND}
+        cfg["inline_headers"] = [MessageToDict(h) for h in inline_headers()]  # as a sidecar's bootstrap
         os.environ["ENVOY_BIN"] = _envoy_under_callgrind(tmp)
         flush = ["--file-flush-interval-msec", "1000"]  # as envoykit up runs its Envoys
         env = EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench-ir", extra_args=flush)

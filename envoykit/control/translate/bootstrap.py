@@ -2,8 +2,9 @@
 
 Everything else (listeners, clusters, routes, endpoints, secrets) arrives over ADS. The ADS gRPC
 service carries the node's token as ``initial_metadata`` (header ``x-envoykit-node-token``), which the
-control plane checks on every stream. Source: Envoy ``envoy.config.bootstrap.v3.Bootstrap``
-(``node``, ``dynamic_resources.ads_config``, ``static_resources.clusters``).
+control plane checks on every stream. The peer header is an inline header (:func:`inline_headers`).
+Source: Envoy ``envoy.config.bootstrap.v3.Bootstrap`` (``node``, ``dynamic_resources.ads_config``,
+``static_resources.clusters``, ``inline_headers``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,24 @@ from envoykit.control.translate.clusters import static_cluster
 from envoykit.control.translate.filters import LABELS_KEY
 from envoykit.control.translate.pb import ads_source, socket_address
 from envoykit.control.xds.tokens import NODE_TOKEN_HEADER
+from envoykit.core.peer import PEER_HEADER
 
 XDS_CLUSTER = "xds_cluster"
+
+
+def inline_headers() -> list[bootstrap_pb2.CustomInlineHeader]:
+    """``Bootstrap.inline_headers``: ``x-envoykit-peer`` registered as an inline request and response
+    header, so Envoy finds it in O(1) instead of scanning the header list. Every request reads it (the
+    stats transport's tag, ``%REQ(x-envoykit-peer)%`` / ``%RESP(…)%``) and every sidecar overwrites it:
+    bench/telemetry_instructions.py, one run, Envoy's instructions for the stats transport +16.5 kIr per
+    request without, +12.8 kIr with (bare: 83.4)."""
+    return [
+        bootstrap_pb2.CustomInlineHeader(inline_header_name=PEER_HEADER, inline_header_type=t)
+        for t in (
+            bootstrap_pb2.CustomInlineHeader.REQUEST_HEADER,
+            bootstrap_pb2.CustomInlineHeader.RESPONSE_HEADER,
+        )
+    ]
 
 
 def node_message(node: NodeInfo) -> base_pb2.Node:
@@ -71,4 +88,5 @@ def bootstrap(
             lds_config=ads_source(),
         ),
         static_resources=bootstrap_pb2.Bootstrap.StaticResources(clusters=[xds_cluster]),
+        inline_headers=inline_headers(),
     )
