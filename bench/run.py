@@ -1,6 +1,6 @@
 """Run every benchmark one after the other (``make bench``); each prints its own figures and ratios.
 
-Usage: ``python bench/run.py [authz authz_instructions ratelimit extproc telemetry wasmhost control mesh]``
+Usage: ``python bench/run.py [authz authz_instructions ratelimit extproc telemetry telemetry_instructions wasmhost control mesh]``
 (default: all).
 """
 
@@ -13,7 +13,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["authz", "authz_instructions", "ratelimit", "extproc", "telemetry", "wasmhost", "control", "mesh"]
+ALL = [
+    "authz",
+    "authz_instructions",
+    "ratelimit",
+    "extproc",
+    "telemetry",
+    "telemetry_instructions",
+    "wasmhost",
+    "control",
+    "mesh",
+]
 # the programs each benchmark runs (.ci/run installs them); checked before anything starts
 TOOLS = {
     "authz": ["wrk", "hey"],
@@ -21,6 +31,7 @@ TOOLS = {
     "ratelimit": ["wrk", "hey", "redis-server"],
     "extproc": ["wrk", "hey"],
     "telemetry": ["wrk"],
+    "telemetry_instructions": ["hey", "valgrind"],
     "wasmhost": ["npm"],  # C filters build with zig from the ziglang wheel; AssemblyScript needs npm
     "control": [],
     "mesh": ["wrk"],
