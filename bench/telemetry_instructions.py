@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from authz_instructions import _dumped_instructions, _envoy_under_callgrind, _send
+from callgrind import envoy_under_callgrind, kir_per_request, require_tools, send
 from google.protobuf.json_format import MessageToDict
 
 from envoykit.control.model.mesh import AccessLogServer
@@ -57,9 +55,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1000, help="requests per scenario")
     ap.add_argument("--connections", type=int, default=8)
     args = ap.parse_args()
-    for tool in ("valgrind", "callgrind_control", "hey"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed (apt-get install valgrind hey)")
+    require_tools()
     with tempfile.TemporaryDirectory(prefix="bench-telemetry-ir-") as tmpname:
         tmp = Path(tmpname)
         srv = ServerProcess("telemetry", ["--log-level", "warning"], tmp).start()
@@ -86,7 +82,7 @@ def main() -> None:
         cfg = bootstrap(listeners, [cluster("envoykit_telemetry", srv.port, http2=True)])
         cfg["node"] = {"id": NODE_ID, "cluster": "backend", "metadata": BACKEND}
         cfg["inline_headers"] = [MessageToDict(h) for h in inline_headers()]  # as a sidecar's bootstrap
-        os.environ["ENVOY_BIN"] = _envoy_under_callgrind(tmp)
+        os.environ["ENVOY_BIN"] = envoy_under_callgrind(tmp)
         flush = ["--file-flush-interval-msec", "1000"]  # as envoykit up runs its Envoys
         env = EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench-ir", extra_args=flush)
         try:
@@ -97,13 +93,10 @@ def main() -> None:
             print(f"{'scenario':<34} {'kIr/req':>8}")
             for label, listener in SCENARIOS:
                 urls = [f"http://127.0.0.1:{ports[listener]}/x"]
-                _send(urls, min(200, args.requests), args.connections)  # warm-up
+                send(urls, min(200, args.requests), args.connections)  # warm-up
                 time.sleep(2)
-                subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
-                sent = _send(urls, args.requests, args.connections)
-                time.sleep(2)  # the loggers' periodic flushes are Envoy's work for these requests
-                subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
-                kir[label] = _dumped_instructions(tmp, pid) / sent / 1000
+                # settle: the loggers' periodic flushes are Envoy's work for these requests
+                kir[label] = kir_per_request(tmp, pid, urls, args.requests, args.connections, settle_s=2)
                 print(f"{label:<34} {kir[label]:8.1f}", flush=True)
             bare = kir[SCENARIOS[0][0]]
             print("\nadded per request, and the ceiling if Envoy's instructions alone set the pace (a / x):")
