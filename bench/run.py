@@ -1,6 +1,6 @@
 """Run every benchmark one after the other (``make bench``); each prints its own figures and ratios.
 
-Usage: ``python bench/run.py [authz authz_instructions ratelimit extproc telemetry telemetry_instructions wasmhost control mesh]``
+Usage: ``python bench/run.py [authz authz_instructions ratelimit transport extproc telemetry telemetry_instructions wasmhost control mesh]``
 (default: all).
 """
 
@@ -17,6 +17,7 @@ ALL = [
     "authz",
     "authz_instructions",
     "ratelimit",
+    "transport",
     "extproc",
     "telemetry",
     "telemetry_instructions",
@@ -29,6 +30,7 @@ TOOLS = {
     "authz": ["wrk", "hey"],
     "authz_instructions": ["hey", "valgrind"],
     "ratelimit": ["wrk", "hey", "redis-server"],
+    "transport": ["wrk"],
     "extproc": ["wrk", "hey"],
     "telemetry": ["wrk"],
     "telemetry_instructions": ["hey", "valgrind"],
