@@ -68,7 +68,6 @@ async def main():
         await loop.create_unix_server(lambda: UnaryConnection(dispatch, conns), sock=sock)
     else:
         await loop.create_server(lambda: UnaryConnection(dispatch, conns), "127.0.0.1", int(where))
-    print("ready", flush=True)
     await asyncio.Event().wait()
 with asyncio.Runner(loop_factory=new_event_loop) as runner:
     runner.run(main())
@@ -125,7 +124,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="envoykit-bench-transport-"))
-    servers: dict[str, subprocess.Popen[str]] = {}
+    servers: dict[str, subprocess.Popen[bytes]] = {}
     tcp = {api: free_port() for api in ("authz", "ratelimit")}
     unix = {api: str(tmp / f"{api}.sock") for api in ("authz", "ratelimit")}
     try:
@@ -133,8 +132,7 @@ def main() -> None:
             for kind, where in (("tcp", str(tcp[api])), ("unix", unix[api])):
                 servers[f"{api}_{kind}"] = subprocess.Popen(
                     [sys.executable, "-c", SERVER, kind, where, api],
-                    stdout=subprocess.PIPE,
-                    text=True,
+                    stdout=subprocess.DEVNULL,
                     env={**os.environ, "PYTHONPATH": str(REPO)},
                 )
             wait_for_port(tcp[api], timeout=30)
