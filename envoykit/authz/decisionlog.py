@@ -1,6 +1,7 @@
 """The decision log: one JSON line per decision (sampled), for audits and debugging.
 
-Fields: ``time`` (RFC 3339 UTC), ``request_id`` (Envoy's x-request-id), ``principal`` (mTLS peer),
+Fields: ``time`` (RFC 3339 UTC), ``decided_by`` (``server``; the native gate's lines, which Envoy
+writes, say ``envoy``: :mod:`envoykit.core.gatelog`), ``request_id`` (Envoy's x-request-id), ``principal`` (mTLS peer),
 ``request_principal`` (JWT ``iss/sub``), ``method``, ``host``, ``path``, ``rule`` (the deciding rule),
 ``result`` (``allow``/``deny``), ``status`` (HTTP status of a deny), ``enforced`` (false under dry-run),
 ``shadow`` (dry-run rules' outcomes), ``error``, ``duration_us``.
@@ -44,6 +45,7 @@ class DecisionLog:
         line: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
             + f".{int(time.time() * 1000) % 1000:03d}Z",
+            "decided_by": "server",
             "request_id": req.request_id,
             "principal": req.identity.principal,
             "request_principal": req.identity.request_principal,

@@ -343,6 +343,20 @@ def envoy() -> None:
     "`envoykit authz compile --gate --document`): Envoy's RBAC decides what no Python rule applies to.",
 )
 @click.option("--no-gate", is_flag=True, help="With --gate: keep plain ext_authz (no native gate).")
+@click.option(
+    "--gate-decision-log",
+    default=None,
+    metavar="FILE",
+    help="With --gate: Envoy appends a decision-log line (the authz server's --decision-log schema, "
+    '"decided_by": "envoy") for each request the gate decides alone; may be the server\'s own file.',
+)
+@click.option(
+    "--gate-decision-log-sample-allow",
+    type=click.FloatRange(0.0, 1.0),
+    default=1.0,
+    show_default=True,
+    help="Fraction of the gate's native allows written (denies: all).",
+)
 @click.option("--no-validate", is_flag=True, help="Do not run envoy --mode validate on input and result.")
 def inject(
     config: Path,
@@ -367,6 +381,8 @@ def inject(
     mesh_id: str | None,
     gate: str | None,
     no_gate: bool,
+    gate_decision_log: str | None,
+    gate_decision_log_sample_allow: float,
     no_validate: bool,
 ) -> None:
     """Add envoykit's filters and clusters to the static Envoy CONFIG and validate the result.
@@ -397,6 +413,8 @@ def inject(
         mesh_id=mesh_id,
         gate=gate,
         native_gate=not no_gate,
+        gate_decision_log=gate_decision_log,
+        gate_decision_log_sample_allow=gate_decision_log_sample_allow,
     )
     try:
         done = inject_file(config, opts, output, validate=not no_validate)

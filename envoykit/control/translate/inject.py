@@ -55,6 +55,7 @@ from envoykit.control.translate.accesslog import (
 from envoykit.control.translate.inject_gate import config_gate, place_gate
 from envoykit.control.translate.routes import rate_limits
 from envoykit.core.accesslog import LOG_NAMES, STATS_PREFIXES
+from envoykit.core.gatelog import native_decision_log
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -88,6 +89,9 @@ class InjectOptions:
             file of ``--gate-file``, its ``/gate`` URL, or ``envoykit authz compile --gate
             --document``): the native gate is assembled from it (:mod:`envoykit.control.translate.inject_gate`)
             unless turned off.
+        gate_decision_log / gate_decision_log_sample_allow: with the gate, the file Envoy appends a
+            decision-log line to for each request the gate decided alone, and the fraction of native
+            allows written (denies: all) — :mod:`envoykit.core.gatelog`.
     """
 
     authz: str | None = None
@@ -110,6 +114,8 @@ class InjectOptions:
     mesh_id: str | None = None
     gate: str | None = None
     native_gate: bool = True
+    gate_decision_log: str | None = None
+    gate_decision_log_sample_allow: float = 1.0
 
 
 def _d(msg: Message) -> dict[str, Any]:
@@ -267,6 +273,15 @@ def inject_config(config: Any, opts: InjectOptions, base_dir: Path = Path(".")) 
         new_clusters.append(server_cluster(cl.AUTHZ_CLUSTER, servers.authz.address))
     elif opts.gate is not None:
         raise ValueError("--gate is for the native gate in front of --authz: give --authz too")
+    decision_log = None
+    if opts.gate_decision_log is not None:
+        if opts.gate is None:
+            raise ValueError("--gate-decision-log logs the native gate's decisions: give --gate too")
+        if gate is not None:
+            log_msg = native_decision_log(opts.gate_decision_log, opts.gate_decision_log_sample_allow)
+            decision_log = _d(log_msg) if log_msg is not None else None
+        else:
+            notes.append("no native gate, so no gate decision log: the server logs every decision")
     if opts.ratelimit:
         domain = opts.ratelimit_domain or (_existing_domain(hcms) if opts.replace else None)
         new_filters.append(_d(fl.ratelimit_filter(mesh, domain or DEFAULT_DOMAIN, False)))
@@ -322,7 +337,7 @@ def inject_config(config: Any, opts: InjectOptions, base_dir: Path = Path(".")) 
                     f"({nf['typed_config']['@type'].rsplit('.', 1)[-1]}): give --replace to re-point it"
                 )
         if gate is not None:
-            place_gate(hcm, gate, opts.replace)
+            place_gate(hcm, gate, opts.replace, decision_log)
         if descriptors:
             if "route_config" not in hcm:
                 raise ValueError(f"HCM {prefix}: routes come over RDS; cannot add descriptors")

@@ -12,6 +12,11 @@ The HCM must normalise paths as the server does (``normalize_path``, ``merge_sla
 match another path than the server. Where a route or virtual host of an inline ``route_config`` disables ext_authz
 (``ExtAuthzPerRoute.disabled``), the gate filters are disabled too (``RBACPerRoute`` without ``rbac``);
 routes over RDS cannot be seen, so such an HCM is refused (``--no-gate`` keeps plain ext_authz).
+
+``--gate-decision-log FILE`` adds the gate's decision log to every HCM that gets the gate: Envoy
+appends a JSON line for each request its RBAC decided alone (:mod:`envoykit.core.gatelog`), in the
+server's ``--decision-log`` schema with ``"decided_by": "envoy"``; the same file as the server's when
+both run on one host.
 """
 
 from __future__ import annotations
@@ -60,9 +65,17 @@ def config_gate(config: dict[str, Any], source: str) -> tuple[Gate | None, list[
     ]
 
 
-def place_gate(hcm: dict[str, Any], gate: Gate, replace: bool) -> None:
+def _is_gate_log(entry: dict[str, Any]) -> bool:
+    fmt = ((entry.get("typed_config") or {}).get("log_format") or {}).get("json_format") or {}
+    return bool(fmt.get("decided_by") == "envoy")
+
+
+def place_gate(
+    hcm: dict[str, Any], gate: Gate, replace: bool, decision_log: dict[str, Any] | None = None
+) -> None:
     """Insert the gate's filters right before ext_authz in ``hcm`` (a mapping) and turn them off where
-    the inline routes disable ext_authz.
+    the inline routes disable ext_authz; add ``decision_log`` (the gate's access logger,
+    :func:`envoykit.core.gatelog.native_decision_log` as a mapping) to its ``access_log``.
 
     Raises:
         ValueError: gate filters already there (without ``replace``), or routes over RDS.
@@ -95,6 +108,14 @@ def place_gate(hcm: dict[str, Any], gate: Gate, replace: bool) -> None:
     ext_authz_name = filters[at].get("name")
     for offset, f in enumerate(gate.filters):
         filters.insert(at + offset, _d(f))
+    logs = hcm.get("access_log") or []
+    if any(_is_gate_log(e) for e in logs) and not replace:
+        raise ValueError(f"HCM {prefix} already has the gate's decision log: give --replace to renew it")
+    logs = [e for e in logs if not _is_gate_log(e)]
+    if decision_log is not None:
+        logs.append(decision_log)
+    if logs:
+        hcm["access_log"] = logs
     for vh in hcm["route_config"].get("virtual_hosts") or []:
         for holder in [vh, *(vh.get("routes") or [])]:
             per = holder.get("typed_per_filter_config") or {}
