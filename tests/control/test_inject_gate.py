@@ -4,6 +4,8 @@ refusals and off switch."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,9 @@ def _filters(out: Path) -> list[dict[str, Any]]:
 def test_inject_gate_through_envoy(tmp_path: Path, envoy: Any) -> None:
     _policy(tmp_path)
     # started once the config naming its port is written
-    srv = ServerProcess("authz", ["--policy-dir", str(tmp_path / "policy")], tmp_path, health=True)
+    decisions = tmp_path / "decisions.log"  # the server's and Envoy's lines in one file
+    args = ["--policy-dir", str(tmp_path / "policy"), "--decision-log", str(decisions)]
+    srv = ServerProcess("authz", args, tmp_path, health=True)
     port = free_port()
     with Echo("app") as app:
         cfg = _user_config(tmp_path, port, app.port)
@@ -61,7 +65,10 @@ def test_inject_gate_through_envoy(tmp_path: Path, envoy: Any) -> None:
         srv.start()
         try:  # the gate document as the running server serves it on its metrics port
             gate_url = f"http://127.0.0.1:{srv.metrics_port}/gate"
-            r = run(cfg, "-o", out, "--authz", f"127.0.0.1:{srv.port}", "--gate", gate_url)
+            r = run(
+                cfg, "-o", out, "--authz", f"127.0.0.1:{srv.port}", "--gate", gate_url,
+                "--gate-decision-log", decisions,
+            )  # fmt: skip
             assert r.exit_code == 0, r.output
             assert "ext_authz is called only for requests matching orders_need_a_customer" in r.output
             names = [f["name"] for f in _filters(out)]
@@ -83,6 +90,16 @@ def test_inject_gate_through_envoy(tmp_path: Path, envoy: Any) -> None:
             assert called() == 2
             # ext_authz is off on /public: so is the gate (the policy would deny /public-x)
             assert httpx.get(f"{url}/public-x", trust_env=False).status_code == 200
+            # one line per decision, saying who decided; the unchecked route has none
+            want = [("envoy", "/hello", "allow"), ("envoy", "/blocked", "deny")]
+            want += [("server", "/orders/1", "deny"), ("server", "/orders/1", "allow")]
+            deadline = time.monotonic() + 10
+            while len(decisions.read_text().splitlines()) < len(want) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.2)  # one more flush of Envoy's file logs: nothing else arrives
+            lines = [json.loads(x) for x in decisions.read_text().splitlines()]
+            got = sorted((x["decided_by"], x["path"], x["result"]) for x in lines)
+            assert got == sorted(want), lines
             srv.stop()
             assert (
                 httpx.get(f"{url}/orders/1", headers={"x-customer": "c"}, trust_env=False).status_code == 403
@@ -106,11 +123,17 @@ def test_inject_gate_refusals_and_off_switch(tmp_path: Path) -> None:
     # renewing: --replace puts one gate back, not a second one
     cfg = _user_config(tmp_path, 10000, 8000)
     once, twice = tmp_path / "once.yaml", tmp_path / "twice.yaml"
-    assert run(cfg, "-o", once, "--authz", "127.0.0.1:9191", "--gate", gate).exit_code == 0
-    r = run(once, "-o", twice, "--authz", "127.0.0.1:9191", "--gate", gate, "--replace")
+    log = ("--gate-decision-log", tmp_path / "d.log")
+    assert run(cfg, "-o", once, "--authz", "127.0.0.1:9191", "--gate", gate, *log).exit_code == 0
+    r = run(once, "-o", twice, "--authz", "127.0.0.1:9191", "--gate", gate, "--replace", *log)
     assert r.exit_code == 0, r.output
     names = [f["name"] for f in _filters(twice)]
     assert names == [*GATE_FILTERS, "envoy.filters.http.ext_authz", "envoy.filters.http.router"]
+    hcm = yaml.safe_load(twice.read_text())["static_resources"]["listeners"][0]["filter_chains"][0]
+    logs = hcm["filters"][0]["typed_config"]["access_log"]
+    assert [x["typed_config"]["log_format"]["json_format"]["decided_by"] for x in logs] == ["envoy"]
+    r = run(cfg, "--authz", "127.0.0.1:9191", *log, "--no-validate")
+    assert r.exit_code == 1 and "--gate-decision-log logs the native gate's decisions" in r.output
     (tmp_path / "policy" / "all.py").write_text(
         "from envoykit.authz import deny_rule\n@deny_rule()\ndef x(req): ...\n"
     )
