@@ -126,6 +126,34 @@ def _publish_gate(model: Mesh, mesh_path: Path, authz: Component) -> None:
         authz.command.extend(["--gate-file", str((mesh_path.parent / cfg.gate).resolve())])
 
 
+def _share_decision_log(model: Mesh, mesh_path: Path, authz: Component, rc_path: Path) -> None:
+    """Have the authz server write its decision log to ``extensions.authz.decision_log``, the file the
+    proxies append their gate's native decisions to, with the same sampling: one file holds every
+    decision (docs/authz.md, "Every decision in one log").
+
+    Raises:
+        ConfigError: the server's args already name another ``--decision-log``.
+    """
+    cfg = model.extensions.authz
+    if cfg.decision_log is None:
+        return
+    path = mesh_path.parent / cfg.decision_log
+    if "--decision-log" in authz.command[:-1]:
+        given = authz.command[authz.command.index("--decision-log") + 1]
+        if given == "-" or Path(given).absolute() != path.absolute():
+            raise ConfigError(
+                f"extensions.authz.decision_log is {path.absolute()} but the authz server writes its "
+                f"decision log to {given}: drop --decision-log from its args (envoykit up passes the "
+                "same file), or unset decision_log",
+                file=str(rc_path),
+                field="servers.authz.args",
+            )
+        return
+    authz.command.extend(["--decision-log", str(path.absolute())])
+    if "--decision-log-sample-allow" not in authz.command:
+        authz.command.extend(["--decision-log-sample-allow", str(cfg.decision_log_sample_allow)])
+
+
 def _arg_value(components: list[Component], name: str, flag: str) -> Path | None:
     """The value after ``flag`` in the command of component ``name`` (None if absent)."""
     for c in components:
@@ -287,6 +315,7 @@ def plan_mesh(mesh_path: Path, state: StateDir, opts: PlanOptions | None = None)
         servers.append(_server("authz", "authz", mesh.authz, rc.servers.authz, values, ports))
         _check_gate_policy_dir(mesh.model, mesh.path, _arg_value(servers, "authz", "--policy-dir"), rc_path)
         _publish_gate(mesh.model, mesh.path, servers[-1])
+        _share_decision_log(mesh.model, mesh.path, servers[-1], rc_path)
     if "ratelimit" in used:
         servers.append(_server("ratelimit", "ratelimit", mesh.ratelimit, rc.servers.ratelimit, values, ports))
     if mesh.access_log is not None:

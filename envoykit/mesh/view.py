@@ -99,6 +99,8 @@ def absolute_paths(mesh: Mesh, base: Path) -> Mesh:
         authz = authz.model_copy(update={"policy_dir": absolute(authz.policy_dir)})
     if authz.gate is not None and not authz.gate.startswith(("http://", "https://")):
         authz = authz.model_copy(update={"gate": absolute(authz.gate)})
+    if authz.decision_log is not None:
+        authz = authz.model_copy(update={"decision_log": absolute(authz.decision_log)})
     return mesh.model_copy(
         update={
             "extensions": mesh.extensions.model_copy(update={"wasm": wasm, "authz": authz}),

@@ -62,3 +62,24 @@ def test_a_gate_on_another_directory_is_refused(tmp_path: Path) -> None:
     mesh, state = _setup(tmp_path, "{mesh_dir}/elsewhere")
     with pytest.raises(ConfigError, match="the native gate must compile from the server's directory"):
         plan_mesh(mesh, state, PlanOptions(prometheus=False, build_wasm=False))
+
+
+def test_server_and_proxies_share_the_decision_log(tmp_path: Path) -> None:
+    mesh, state = _setup(tmp_path, "{mesh_dir}/policies")
+    mesh.write_text(
+        MESH.replace("gate: state/authz-gate.json", "gate: state/authz-gate.json, decision_log: d.log")
+    )
+    opts = PlanOptions(prometheus=False, free_ports=True, build_wasm=False)
+    authz = next(c for c in plan_mesh(mesh, state, opts).components if c.name == "authz")
+    assert authz.command[-4:] == [
+        "--decision-log",
+        str(tmp_path / "d.log"),
+        "--decision-log-sample-allow",
+        "1.0",
+    ]
+    # the server's args naming another file: refused (one file holds every decision)
+    (tmp_path / "apps" / "run.yaml").write_text(
+        RUN.replace("POLICIES", '{mesh_dir}/policies", "--decision-log", "-')
+    )
+    with pytest.raises(ConfigError, match="writes its decision log to -"):
+        plan_mesh(mesh, state, opts)

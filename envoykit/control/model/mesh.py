@@ -53,6 +53,12 @@ class AuthzServer(GrpcExtension):
     proxies get the native gate: Envoy's RBAC decides the requests no Python rule applies to,
     ext_authz the rest (docs/authz.md, "The native gate"). The control plane never reads the policy
     files themselves.
+
+    ``decision_log``: with the gate, the file every proxy appends a line to for each request its gate
+    decided alone (the server's ``--decision-log`` schema with ``"decided_by": "envoy"``;
+    :mod:`envoykit.core.gatelog`), relative to mesh.yaml; ``envoykit up`` has the server write its
+    own lines to the same file. ``decision_log_sample_allow``: the fraction of allows written, by
+    the proxies and the server alike (denies: all).
     """
 
     address: Address = Address(port=9191)
@@ -60,6 +66,8 @@ class AuthzServer(GrpcExtension):
     policy_dir: str | None = None
     gate: str | None = None
     native_gate: bool = True
+    decision_log: str | None = None
+    decision_log_sample_allow: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
 class RateLimitServer(GrpcExtension):

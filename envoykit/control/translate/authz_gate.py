@@ -20,6 +20,10 @@ present any namespace. The labels are the node's ``labels``.
 
 Routes where ext_authz is disabled (``skip_paths``, a route's ``authz: {disabled: true}``) get the
 gate filters disabled too (``RBACPerRoute`` without ``rbac``), so they stay unchecked as before.
+
+With ``extensions.authz.decision_log``, every connection manager that gets the gate also gets its
+decision logger (:mod:`envoykit.core.gatelog`): the proxy appends a line for each request its gate
+decided alone, so that file and the server's decision log together account for every decision.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac
@@ -45,6 +50,7 @@ from envoykit.core.authzgate import (
     read_document,
 )
 from envoykit.core.errors import ConfigError
+from envoykit.core.gatelog import native_decision_log
 from envoykit.core.logs import get_logger
 
 log = get_logger("control")
@@ -74,6 +80,24 @@ def gate_source(mesh: Mesh, base_dir: Path) -> str | None:
         return srv.gate
     p = Path(srv.gate)
     return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
+def decision_log_path(mesh: Mesh, base_dir: Path) -> str | None:
+    """The absolute path of ``extensions.authz.decision_log`` (relative to mesh.yaml), or None."""
+    srv = mesh.extensions.authz
+    if srv.decision_log is None:
+        return None
+    p = Path(srv.decision_log)
+    return str(p if p.is_absolute() else (base_dir / p).absolute())
+
+
+def gate_decision_log(mesh: Mesh, base_dir: Path) -> accesslog_pb2.AccessLog | None:
+    """The gate's decision logger every gated connection manager gets, or None: no
+    ``extensions.authz.decision_log``, or a sampling that writes nothing."""
+    path = decision_log_path(mesh, base_dir)
+    if path is None:
+        return None
+    return native_decision_log(path, mesh.extensions.authz.decision_log_sample_allow)
 
 
 def load_gate_document(mesh: Mesh, base_dir: Path) -> GateDocument | None:

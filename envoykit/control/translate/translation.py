@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import base_pb2
 from google.protobuf.message import Message
 
@@ -36,7 +37,12 @@ from envoykit.control.translate import clusters as cl
 from envoykit.control.translate import listeners as ls
 from envoykit.control.translate import routes as rt
 from envoykit.control.translate.accesslog import ACCESS_LOG_CLUSTER, http_access_logs, tcp_access_logs
-from envoykit.control.translate.authz_gate import disable_gate_where_authz_is, load_gate_document, node_gate
+from envoykit.control.translate.authz_gate import (
+    disable_gate_where_authz_is,
+    gate_decision_log,
+    load_gate_document,
+    node_gate,
+)
 from envoykit.control.translate.filters import (
     extension_filters,
     fault_filter,
@@ -44,6 +50,7 @@ from envoykit.control.translate.filters import (
     router_filter,
 )
 from envoykit.control.xds.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from envoykit.core.authzgate import Gate
 
 Group = dict[str, Message]
 """Resources of one xDS type by resource name."""
@@ -141,10 +148,15 @@ class _Shared:
             else {}
         )
         self.gate_doc = load_gate_document(mesh, base_dir)  # None: no native gate
+        self.gate_log = gate_decision_log(mesh, base_dir)  # HCMs with a gate get it
         self.processors: dict[str, Group] = {}
         for p in ext.processors:
             name = cl.processor_cluster_name(p.name)
             self.processors[p.name] = {name: cl.static_cluster(name, [p.address], http2=True)}
+
+    def gate_logs(self, gate: Gate | None) -> list[accesslog_pb2.AccessLog]:
+        """The gate's decision logger for an HCM with ``gate`` (none without a gate or a log)."""
+        return [self.gate_log] if gate is not None and self.gate_log is not None else []
 
     def extension_clusters(self, ext: ProxyExtensions) -> list[Group]:
         out = []
@@ -194,7 +206,7 @@ def _sidecar(
             extension_filters(mesh, svc.extensions, base_dir, gate=gate),
             forward_client_cert=True,
             strip_any_host_port=True,
-            access_log=http_access_logs(als, "destination", node=_ids(node)),
+            access_log=[*http_access_logs(als, "destination", node=_ids(node)), *shared.gate_logs(gate)],
         )
     downstream = (lambda s: tls.downstream(mesh, s)) if tls is not None else None
     chains = ls.mtls_chains(svc.mtls, inbound_filter, svc, downstream)
@@ -273,9 +285,8 @@ def _gateway(
         use_remote_address=gw.kind == "ingress",
         strip_any_host_port=gw.kind == "ingress",
         stream_idle_timeout=gw.stream_idle_timeout,
-        access_log=http_access_logs(  # gateways report as source
-            shared.als, "source", node=_ids(node)
-        ),
+        # gateways report as source
+        access_log=[*http_access_logs(shared.als, "source", node=_ids(node)), *shared.gate_logs(gate)],
     )
     downstream = (lambda g: mesh_tls.downstream(mesh, g)) if mesh_tls is not None else None
     lst = ls.gateway_listener(gw, hcm, tls, downstream)
