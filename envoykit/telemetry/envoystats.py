@@ -44,13 +44,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from envoykit.core import get_logger
 from envoykit.core.accesslog import STATS_HISTOGRAMS, STATS_PREFIXES, STATS_TAG
 from envoykit.core.peer import parse_peer
+from envoykit.telemetry import gatestats
 from envoykit.telemetry.labels import LabelGuard, Reporter, label_values
 from envoykit.telemetry.metrics import BOUNDS, HttpSeries
 
 _log = get_logger("telemetry")
 _REPORTER_OF = {f"envoy_{p}": r for r, p in STATS_PREFIXES.items()}
 _FILTER = (
-    "^(" + "|".join(f"{p}\\." for p in STATS_PREFIXES.values()) + r"|http\.[^.]+\.downstream_rq_completed$)"
+    "^("
+    + "|".join(f"{p}\\." for p in STATS_PREFIXES.values())
+    + r"|http\.[^.]+\.downstream_rq_completed$|"
+    + gatestats.STATS_FILTER
+    + ")"
 )
 _COMPLETED = "envoy_http_downstream_rq_completed"
 _HCM_PREFIX = "envoy_http_conn_manager_prefix"
@@ -83,6 +88,8 @@ class _Envoy:
     current: Totals = field(default_factory=dict)
     retired: Totals = field(default_factory=dict)
     completed: dict[str, float] = field(default_factory=dict)  # reporter → downstream_rq_completed
+    native: dict[str, float] = field(default_factory=dict)  # the authz gate's decisions: result → n
+    native_retired: dict[str, float] = field(default_factory=dict)  # ... before its last restart
     up: bool = False
 
 
@@ -138,18 +145,27 @@ class EnvoyStatsReader:
         return [_export(labels, s) for labels, s in summed.items()]
 
     def gap_metrics(self) -> Iterable[Metric]:
-        """``envoykit_telemetry_envoy_requests_total{node, reporter}`` (as last read)."""
+        """``envoykit_telemetry_envoy_requests_total{node, reporter}`` and the authz native gate's
+        ``envoykit_authz_native_decisions_total{node, result}`` (:mod:`envoykit.telemetry.gatestats`;
+        only Envoys that run a gate), as last read."""
         fam = CounterMetricFamily(
             "envoykit_telemetry_envoy_requests",
             "Requests Envoy's connection managers completed (http.<prefix>.downstream_rq_completed), "
             "to compare with istio_requests_total.",
             labels=["node", "reporter"],
         )
+        native = CounterMetricFamily(gatestats.NAME, gatestats.HELP, labels=["node", "result"])
         with self._lock:
             for admin, env in self._envoys.items():
                 for reporter, n in env.completed.items():
                     fam.add_metric([env.node or admin, reporter], n)
+                if env.native or env.native_retired:
+                    for result in ("allow", "deny"):
+                        n = env.native.get(result, 0.0) + env.native_retired.get(result, 0.0)
+                        native.add_metric([env.node or admin, result], n)
         yield fam
+        if native.samples:  # only where a gate runs
+            yield native
 
     def up(self) -> dict[str, bool]:
         """admin → whether it answered the last read."""
@@ -170,24 +186,31 @@ class EnvoyStatsReader:
         if got is None:
             return  # its last totals stand
         info, text = got
-        totals, completed = self._parse(info, text)
+        families = list(text_string_to_metric_families(text))
+        totals, completed = self._parse(info, families)
+        native = gatestats.native_decisions(families)
         uptime = _uptime(info)
-        restarted = uptime < env.uptime or any(
-            s.requests < env.current[k].requests for k, s in totals.items() if k in env.current
+        restarted = (
+            uptime < env.uptime
+            or any(s.requests < env.current[k].requests for k, s in totals.items() if k in env.current)
+            or any(n < env.native.get(r, 0.0) for r, n in native.items())
         )
         if restarted:  # a new Envoy behind the same admin: its counts start again from zero
             for labels, s in env.current.items():
                 env.retired.setdefault(labels, _Series()).add(s)
+            for r, n in env.native.items():
+                env.native_retired[r] = env.native_retired.get(r, 0.0) + n
         env.uptime = uptime
         env.current = totals
         env.completed = completed
+        env.native = native if any(native.values()) or env.native else {}
         env.node = _reporter(info, "").node_id
 
-    def _parse(self, info: dict[str, Any], text: str) -> tuple[Totals, dict[str, float]]:
+    def _parse(self, info: dict[str, Any], families: list[Metric]) -> tuple[Totals, dict[str, float]]:
         totals: Totals = {}
         completed: dict[str, float] = {}
         reps: dict[str, Reporter] = {}
-        for fam in text_string_to_metric_families(text):
+        for fam in families:
             if fam.name == _COMPLETED:
                 for s in fam.samples:
                     prefix = s.labels.get(_HCM_PREFIX, "")

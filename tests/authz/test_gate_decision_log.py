@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from google.protobuf.json_format import MessageToDict
+from prometheus_client.parser import text_string_to_metric_families
 
 from envoykit.authz import load_policy
 from envoykit.authz.gate import compile_gate
@@ -156,3 +157,36 @@ def test_deny_sampling_does_not_turn_denies_into_allows(tmp_path: Path, envoy, a
     allows = {rid for rid, (c, st) in sent.items() if c[3] == NATIVE and st == 200}
     got = _lines(log, len(allows))
     assert {x["request_id"] for x in got} == allows and all(x["result"] == "allow" for x in got)
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [
+        (s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples if s.name == name
+    ]
+
+
+@pytest.mark.envoy
+def test_native_decisions_are_counted_beside_the_servers(
+    tmp_path: Path, envoy, authz_server, server_process
+) -> None:
+    """The telemetry server reads the gate's counts from Envoy's admin: native allows and denies in
+    ``envoykit_authz_native_decisions_total``, the rest in the authz server's own metric."""
+    pol_dir = _policy_dir(tmp_path)
+    srv = authz_server(pol_dir)
+    proxy, port = _gate_envoy(envoy, pol_dir, srv.port, tmp_path / "d.log")
+    rounds = 2
+    sent = _send_all(port, rounds)
+    tel = server_process("telemetry", "--log-level", "warning", "--envoy-admin", proxy.admin_url)
+    text = tel.metrics()
+    native = {lbl["result"]: v for lbl, v in _samples(text, "envoykit_authz_native_decisions_total")}
+    assert {lbl["node"] for lbl, _ in _samples(text, "envoykit_authz_native_decisions_total")} == {
+        "gate-node"
+    }
+    assert native == {
+        "allow": sum(1 for c, st in sent.values() if c[3] == NATIVE and st == 200),
+        "deny": sum(1 for c, st in sent.values() if c[3] == NATIVE and st != 200),
+    }
+    decided = _samples(srv.metrics(), "envoykit_authz_decisions_total")
+    server = sum(v for lbl, v in decided if lbl["result"] in ("allow", "deny"))  # not dry_run_deny
+    assert server == sum(1 for c, _ in sent.values() if c[3] != NATIVE)
+    assert native["allow"] + native["deny"] + server == len(CASES) * rounds  # every decision, once
