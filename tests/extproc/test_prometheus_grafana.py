@@ -144,8 +144,17 @@ def test_dashboard_queries_work_on_real_prometheus(
             assert [s["metric"] for s in query(prom_port, main)] == [{"destination_service": "backend"}]
             for key, series in results.items():
                 # no 4xx was sent; TCP, gRPC, the workload view and the access-log pipeline are the
-                # telemetry server's (tests/telemetry/test_dashboard.py), not this ext_proc's
-                skip = ("4xx", "tcp_", "grpc", "$workload", "envoykit_telemetry", "response_flags")
+                # telemetry server's (tests/telemetry/test_dashboard.py), not this ext_proc's; no authz
+                # runs here (the gate's counts: tests/authz/test_gate_decision_log.py)
+                skip = (
+                    "4xx",
+                    "tcp_",
+                    "grpc",
+                    "$workload",
+                    "envoykit_telemetry",
+                    "response_flags",
+                    "envoykit_authz",
+                )
                 if not any(k in key for k in skip):
                     assert series, f"no data for {key}"
             p99 = query(
