@@ -6,7 +6,8 @@ percent). One Envoy (``--concurrency 1``) runs under callgrind with the scenario
 on direct-response routes: (a) bare; (c) the ten YAML policies as native RBAC; (g100) the native gate
 with every request decided natively; (g) the gate with 1 request in 5 needing Python; (t) every
 request calling ext_authz on a server answering a constant; (b) every request calling the ten-rule
-Python policy. Each figure: hey sends a fixed number of requests after a warm-up, callgrind's
+Python policy; (g100l/s/n) (g100) with the gate's decision log (``envoykit.core.gatelog``) writing
+every native decision, allows sampled 1 in 10, and no allows (the access-log filter alone). Each figure: hey sends a fixed number of requests after a warm-up, callgrind's
 counters are zeroed before and dumped after, and the total is divided by the requests sent.
 
 Prints kIr (thousands of instructions) per request, what each part adds, and the ratio each
@@ -38,6 +39,7 @@ from envoykit.authz import load_policy
 from envoykit.authz.gate import compile_gate
 from envoykit.authz.rbac import compile_policy_dir
 from envoykit.core import EnvoyProcess, free_port
+from envoykit.core.gatelog import native_decision_log
 from tests.authz.conftest import ext_authz_filter
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
 from tests.serverproc import ServerProcess
@@ -48,6 +50,9 @@ SCENARIOS = [  # (label, listener, paths)
     ("(a) bare", "plain", ["/api/x"]),
     ("(c) ten YAML policies as native RBAC", "native", ["/api/x"]),
     ("(g100) gate, every request native", "gate", MIX[:4]),
+    ("(g100l) g100 + decision log, every line", "gatelog1", MIX[:4]),
+    ("(g100s) g100 + decision log, allows 1 in 10", "gatelog01", MIX[:4]),
+    ("(g100n) g100 + decision log, allows 0", "gatelog0", MIX[:4]),
     ("(g) gate, 1 in 5 needs Python", "gate", MIX),
     ("(t) ext_authz, server answering a constant", "floor", ["/api/x"]),
     ("(b) ext_authz, ten Python rules", "authz", ["/api/x"]),
@@ -100,8 +105,16 @@ def main() -> None:
         }
         ports = {name: free_port() for name in ("plain", "native", "gate", "floor", "authz")}
         ok = [direct_response(200, "ok")]
+        logged = []
+        for name, rate in (("gatelog1", 1.0), ("gatelog01", 0.1), ("gatelog0", 0.0)):
+            ports[name] = free_port()
+            logger = native_decision_log(str(tmp / f"{name}.log"), sample_allow=rate)
+            assert logger is not None
+            hcm = {**normalise, "access_log": [MessageToDict(logger, preserving_proto_field_name=True)]}
+            logged.append(http_listener(ports[name], ok, gate_filters, name=name, hcm_extra=hcm))
         cfg = bootstrap(
             [
+                *logged,
                 http_listener(ports["plain"], ok, name="plain"),
                 http_listener(ports["native"], ok, native, name="native"),
                 http_listener(ports["gate"], ok, gate_filters, name="gate", hcm_extra=normalise),
@@ -126,7 +139,9 @@ def main() -> None:
                 urls = [f"http://127.0.0.1:{ports[listener]}{p}" for p in paths]
                 send(urls, min(200, args.requests), args.connections)  # warm-up
                 before = env.stats(f"http.{listener}.ext_authz.")
-                kir[label] = kir_per_request(tmp, pid, urls, args.requests, args.connections)
+                # settle: Envoy's file logs are written by its flush thread, about every second
+                settle = 1.5 if listener.startswith("gatelog") else 0.0
+                kir[label] = kir_per_request(tmp, pid, urls, args.requests, args.connections, settle)
                 after = env.stats(f"http.{listener}.ext_authz.")
                 calls = sum(v - before.get(k, 0) for k, v in after.items() if k.endswith((".ok", ".denied")))
                 sent = max(1, args.requests // len(urls)) * len(urls)
@@ -138,6 +153,13 @@ def main() -> None:
                 f"\neach ext_authz Check adds {per_call:.0f} kIr ({per_call / bare:.1f}x a bare request); "
                 f"the gate's filters with ext_authz skipped add {gate_alone:.0f} kIr"
             )
+            g100 = kir["(g100) gate, every request native"]
+            for label in (
+                "(g100l) g100 + decision log, every line",
+                "(g100s) g100 + decision log, allows 1 in 10",
+                "(g100n) g100 + decision log, allows 0",
+            ):
+                print(f"{label}: +{kir[label] - g100:.1f} kIr per request over (g100)")
             print("ceiling if Envoy's instructions alone set the pace (a / scenario):")
             for label, v in kir.items():
                 if label != "(a) bare":

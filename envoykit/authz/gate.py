@@ -35,8 +35,15 @@ the server reads it from the request (the namespace of its own certificate's SPI
 ``labels``). The caller names every workload *view* the server may see on this listener (e.g.
 namespace known over mTLS, unknown over plaintext); when they compile differently, no gate.
 
-**What stays with the server.** Decision log, ``envoykit_authz_*`` metrics and dry-run entries cover
-only the requests it sees; a server run with ``--dry-run`` (allow everything) needs the gate off.
+**Every decision accounted for.** The server's decision log and ``envoykit_authz_decisions_total``
+cover only the requests it sees. Envoy accounts for the rest: the gate's decision logger
+(:mod:`envoykit.core.gatelog`; ``extensions.authz.decision_log``, ``envoy inject
+--gate-decision-log``) appends a line in the server's schema with ``"decided_by": "envoy"`` for every
+request the gate decided alone (sampled like the server's: denies all, allows by rate), to the
+server's own file when local; the telemetry server exposes Envoy's counts of them as
+``envoykit_authz_native_decisions_total{node, result}`` (:mod:`envoykit.telemetry.gatestats`).
+Dry-run policies stay the server's (they never reach the gate), and a server run with ``--dry-run``
+(allow everything) needs the gate off.
 """
 
 from __future__ import annotations
