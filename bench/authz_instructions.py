@@ -39,7 +39,7 @@ from envoykit.authz import load_policy
 from envoykit.authz.gate import compile_gate
 from envoykit.authz.rbac import compile_policy_dir
 from envoykit.core import EnvoyProcess, free_port
-from envoykit.core.gatelog import native_decision_log
+from envoykit.core.gatelog import native_decision_logs
 from tests.authz.conftest import ext_authz_filter
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
 from tests.serverproc import ServerProcess
@@ -108,9 +108,11 @@ def main() -> None:
         logged = []
         for name, rate in (("gatelog1", 1.0), ("gatelog01", 0.1), ("gatelog0", 0.0)):
             ports[name] = free_port()
-            logger = native_decision_log(str(tmp / f"{name}.log"), sample_allow=rate)
-            assert logger is not None
-            hcm = {**normalise, "access_log": [MessageToDict(logger, preserving_proto_field_name=True)]}
+            loggers = native_decision_logs(gate, str(tmp / f"{name}.log"), sample_allow=rate, node="bench")
+            hcm = {
+                **normalise,
+                "access_log": [MessageToDict(x, preserving_proto_field_name=True) for x in loggers],
+            }
             logged.append(http_listener(ports[name], ok, gate_filters, name=name, hcm_extra=hcm))
         cfg = bootstrap(
             [

@@ -22,7 +22,7 @@ from envoykit.authz import load_policy
 from envoykit.authz.gate import compile_gate
 from envoykit.authz.istio import Workload
 from envoykit.core import free_port, validate_envoy_config
-from envoykit.core.gatelog import log_filter, native_decision_log
+from envoykit.core.gatelog import native_decision_logs
 from tests.authz.conftest import ext_authz_filter
 from tests.authz.test_gate import CASES, HCM, NATIVE, _dicts, _policy_dir, _send
 from tests.envoycfg import bootstrap, cluster, direct_response, http_listener
@@ -32,9 +32,8 @@ def _gate_envoy(envoy: Any, pol_dir: Path, authz_port: int, log: Path, **samplin
     gate = compile_gate(load_policy(pol_dir), [Workload()])
     port = free_port()
     enabled = MessageToDict(gate.ext_authz_enabled, preserving_proto_field_name=True)
-    logger = native_decision_log(str(log), **sampling)
-    assert logger is not None
-    hcm = {**HCM, "preserve_external_request_id": True, "access_log": _dicts([logger])}
+    loggers = native_decision_logs(gate, str(log), node="gate-node", **sampling)
+    hcm = {**HCM, "preserve_external_request_id": True, "access_log": _dicts(loggers)}
     listener = http_listener(
         port,
         [direct_response(200, "ok")],
@@ -138,12 +137,11 @@ def test_sampling_keeps_every_deny_and_a_share_of_allows(tmp_path: Path, envoy, 
     assert logged_allows <= allows
     # 12 rounds x 7 native allows = 84 draws at 0.5: outside 20..64 has odds below 1e-6
     assert 20 <= len(logged_allows) <= 64, len(logged_allows)
-    # a deny share: the allow branch must not catch the denies that were not drawn
-    flt = MessageToDict(log_filter(sample_allow=1.0, sample_deny=0.5), preserving_proto_field_name=True)
-    assert "runtime_filter" in json.dumps(flt)
-    assert log_filter(0.0, 0.0) is None
+    gate = compile_gate(load_policy(pol_dir), [Workload()])
+    assert native_decision_logs(gate, "x", 0.0, 0.0) == []
+    assert len(native_decision_logs(gate, "x", 1.0, 0.0)) == 1  # the allows' logger alone
     with pytest.raises(ValueError, match="sample_allow must be between 0 and 1"):
-        log_filter(1.5)
+        native_decision_logs(gate, "x", 1.5)
 
 
 @pytest.mark.envoy

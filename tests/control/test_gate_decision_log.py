@@ -48,7 +48,9 @@ def test_translation_adds_the_logger_where_the_gate_is(tmp_path: Path) -> None:
     _publish(tmp_path)
     loaded = load_mesh(write_mesh(tmp_path / "mesh.yaml", gate_mesh(9, 10, "DISABLE", decision_log="d.log")))
     nodes = translate(loaded.mesh, loaded.base_dir).nodes
-    want = [str(tmp_path / "d.log")]  # relative to mesh.yaml; the sidecar's outbound side has no gate
+    # relative to mesh.yaml; three loggers (DENY filter's denies, ALLOW filter's, allows) on the one
+    # gated connection manager of each: the sidecar's outbound side has no gate
+    want = [str(tmp_path / "d.log")] * 3
     assert _gate_log_paths(nodes["ingress~ingress"]) == want
     assert _gate_log_paths(nodes["sidecar~frontend-v1"]) == want
     for mesh in (
@@ -60,9 +62,8 @@ def test_translation_adds_the_logger_where_the_gate_is(tmp_path: Path) -> None:
         paths = [
             p for n in translate(loaded.mesh, loaded.base_dir).nodes.values() for p in _gate_log_paths(n)
         ]
-        assert paths == (
-            want * 2 if mesh["extensions"]["authz"].get("decision_log_sample_allow") == 0.0 else []
-        )
+        sampled_out = mesh["extensions"]["authz"].get("decision_log_sample_allow") == 0.0
+        assert paths == (want[:2] * 2 if sampled_out else [])  # no allows' logger; or none at all
 
 
 @pytest.mark.envoy

@@ -131,7 +131,7 @@ def test_inject_gate_refusals_and_off_switch(tmp_path: Path) -> None:
     assert names == [*GATE_FILTERS, "envoy.filters.http.ext_authz", "envoy.filters.http.router"]
     hcm = yaml.safe_load(twice.read_text())["static_resources"]["listeners"][0]["filter_chains"][0]
     logs = hcm["filters"][0]["typed_config"]["access_log"]
-    assert [x["typed_config"]["log_format"]["json_format"]["decided_by"] for x in logs] == ["envoy"]
+    assert [x["typed_config"]["log_format"]["json_format"]["decided_by"] for x in logs] == ["envoy"] * 3
     r = run(cfg, "--authz", "127.0.0.1:9191", *log, "--no-validate")
     assert r.exit_code == 1 and "--gate-decision-log logs the native gate's decisions" in r.output
     (tmp_path / "policy" / "all.py").write_text(

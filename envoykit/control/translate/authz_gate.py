@@ -50,7 +50,7 @@ from envoykit.core.authzgate import (
     read_document,
 )
 from envoykit.core.errors import ConfigError
-from envoykit.core.gatelog import native_decision_log
+from envoykit.core.gatelog import native_decision_logs
 from envoykit.core.logs import get_logger
 
 log = get_logger("control")
@@ -91,13 +91,15 @@ def decision_log_path(mesh: Mesh, base_dir: Path) -> str | None:
     return str(p if p.is_absolute() else (base_dir / p).absolute())
 
 
-def gate_decision_log(mesh: Mesh, base_dir: Path) -> accesslog_pb2.AccessLog | None:
-    """The gate's decision logger every gated connection manager gets, or None: no
-    ``extensions.authz.decision_log``, or a sampling that writes nothing."""
+def gate_decision_logs(
+    mesh: Mesh, base_dir: Path, gate: Gate | None, node: str
+) -> list[accesslog_pb2.AccessLog]:
+    """The gate's decision loggers for a connection manager of ``node`` that runs ``gate``; none
+    without a gate or ``extensions.authz.decision_log``."""
     path = decision_log_path(mesh, base_dir)
-    if path is None:
-        return None
-    return native_decision_log(path, mesh.extensions.authz.decision_log_sample_allow)
+    if path is None or gate is None:
+        return []
+    return native_decision_logs(gate, path, mesh.extensions.authz.decision_log_sample_allow, node=node)
 
 
 def load_gate_document(mesh: Mesh, base_dir: Path) -> GateDocument | None:

@@ -55,7 +55,7 @@ from envoykit.control.translate.accesslog import (
 from envoykit.control.translate.inject_gate import config_gate, place_gate
 from envoykit.control.translate.routes import rate_limits
 from envoykit.core.accesslog import LOG_NAMES, STATS_PREFIXES
-from envoykit.core.gatelog import native_decision_log
+from envoykit.core.gatelog import native_decision_logs
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -273,13 +273,16 @@ def inject_config(config: Any, opts: InjectOptions, base_dir: Path = Path(".")) 
         new_clusters.append(server_cluster(cl.AUTHZ_CLUSTER, servers.authz.address))
     elif opts.gate is not None:
         raise ValueError("--gate is for the native gate in front of --authz: give --authz too")
-    decision_log = None
+    decision_logs: list[dict[str, Any]] = []
     if opts.gate_decision_log is not None:
         if opts.gate is None:
             raise ValueError("--gate-decision-log logs the native gate's decisions: give --gate too")
         if gate is not None:
-            log_msg = native_decision_log(opts.gate_decision_log, opts.gate_decision_log_sample_allow)
-            decision_log = _d(log_msg) if log_msg is not None else None
+            node = (config.get("node") or {}).get("id")
+            loggers = native_decision_logs(
+                gate, opts.gate_decision_log, opts.gate_decision_log_sample_allow, node=node
+            )
+            decision_logs = [_d(x) for x in loggers]
         else:
             notes.append("no native gate, so no gate decision log: the server logs every decision")
     if opts.ratelimit:
@@ -337,7 +340,7 @@ def inject_config(config: Any, opts: InjectOptions, base_dir: Path = Path(".")) 
                     f"({nf['typed_config']['@type'].rsplit('.', 1)[-1]}): give --replace to re-point it"
                 )
         if gate is not None:
-            place_gate(hcm, gate, opts.replace, decision_log)
+            place_gate(hcm, gate, opts.replace, decision_logs)
         if descriptors:
             if "route_config" not in hcm:
                 raise ValueError(f"HCM {prefix}: routes come over RDS; cannot add descriptors")

@@ -71,11 +71,11 @@ def _is_gate_log(entry: dict[str, Any]) -> bool:
 
 
 def place_gate(
-    hcm: dict[str, Any], gate: Gate, replace: bool, decision_log: dict[str, Any] | None = None
+    hcm: dict[str, Any], gate: Gate, replace: bool, decision_logs: list[dict[str, Any]] | None = None
 ) -> None:
     """Insert the gate's filters right before ext_authz in ``hcm`` (a mapping) and turn them off where
-    the inline routes disable ext_authz; add ``decision_log`` (the gate's access logger,
-    :func:`envoykit.core.gatelog.native_decision_log` as a mapping) to its ``access_log``.
+    the inline routes disable ext_authz; add ``decision_logs`` (the gate's access loggers,
+    :func:`envoykit.core.gatelog.native_decision_logs` as mappings) to its ``access_log``.
 
     Raises:
         ValueError: gate filters already there (without ``replace``), or routes over RDS.
@@ -112,8 +112,7 @@ def place_gate(
     if any(_is_gate_log(e) for e in logs) and not replace:
         raise ValueError(f"HCM {prefix} already has the gate's decision log: give --replace to renew it")
     logs = [e for e in logs if not _is_gate_log(e)]
-    if decision_log is not None:
-        logs.append(decision_log)
+    logs += decision_logs or []
     if logs:
         hcm["access_log"] = logs
     for vh in hcm["route_config"].get("virtual_hosts") or []:

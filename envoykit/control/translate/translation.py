@@ -39,7 +39,7 @@ from envoykit.control.translate import routes as rt
 from envoykit.control.translate.accesslog import ACCESS_LOG_CLUSTER, http_access_logs, tcp_access_logs
 from envoykit.control.translate.authz_gate import (
     disable_gate_where_authz_is,
-    gate_decision_log,
+    gate_decision_logs,
     load_gate_document,
     node_gate,
 )
@@ -148,15 +148,15 @@ class _Shared:
             else {}
         )
         self.gate_doc = load_gate_document(mesh, base_dir)  # None: no native gate
-        self.gate_log = gate_decision_log(mesh, base_dir)  # HCMs with a gate get it
+        self.base_dir = base_dir
         self.processors: dict[str, Group] = {}
         for p in ext.processors:
             name = cl.processor_cluster_name(p.name)
             self.processors[p.name] = {name: cl.static_cluster(name, [p.address], http2=True)}
 
-    def gate_logs(self, gate: Gate | None) -> list[accesslog_pb2.AccessLog]:
-        """The gate's decision logger for an HCM with ``gate`` (none without a gate or a log)."""
-        return [self.gate_log] if gate is not None and self.gate_log is not None else []
+    def gate_logs(self, gate: Gate | None, node: NodeInfo) -> list[accesslog_pb2.AccessLog]:
+        """The gate's decision loggers for an HCM of ``node`` with ``gate`` (none without a gate or a log)."""
+        return gate_decision_logs(self.mesh, self.base_dir, gate, node.id)
 
     def extension_clusters(self, ext: ProxyExtensions) -> list[Group]:
         out = []
@@ -206,7 +206,10 @@ def _sidecar(
             extension_filters(mesh, svc.extensions, base_dir, gate=gate),
             forward_client_cert=True,
             strip_any_host_port=True,
-            access_log=[*http_access_logs(als, "destination", node=_ids(node)), *shared.gate_logs(gate)],
+            access_log=[
+                *http_access_logs(als, "destination", node=_ids(node)),
+                *shared.gate_logs(gate, node),
+            ],
         )
     downstream = (lambda s: tls.downstream(mesh, s)) if tls is not None else None
     chains = ls.mtls_chains(svc.mtls, inbound_filter, svc, downstream)
@@ -286,7 +289,7 @@ def _gateway(
         strip_any_host_port=gw.kind == "ingress",
         stream_idle_timeout=gw.stream_idle_timeout,
         # gateways report as source
-        access_log=[*http_access_logs(shared.als, "source", node=_ids(node)), *shared.gate_logs(gate)],
+        access_log=[*http_access_logs(shared.als, "source", node=_ids(node)), *shared.gate_logs(gate, node)],
     )
     downstream = (lambda g: mesh_tls.downstream(mesh, g)) if mesh_tls is not None else None
     lst = ls.gateway_listener(gw, hcm, tls, downstream)
