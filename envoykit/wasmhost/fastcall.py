@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import operator
 import os
+import struct
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -44,14 +44,19 @@ except (ImportError, AttributeError):  # pragma: no cover - depends on the wasmt
 Caller = Callable[..., Any]
 
 
-def _raw_call() -> Any:
-    """``wasmtime_func_call_unchecked`` with every argument a plain address (no per-call ctypes
-    type checks or pointer objects). Called holding the GIL (``PYFUNCTYPE``): releasing it costs
+def _raw_call(name: str) -> Any:
+    """C function ``name`` returning a pointer, called holding the GIL (``PYFUNCTYPE``) and
+    without declared argument types: its arguments are the ``from_param`` objects made once per
+    function (:func:`_arg`), which ctypes copies as they are (declared types would run a
+    converter and build a new argument object for each, every call). Releasing the GIL costs
     more than most callbacks, and every host function the module calls takes it back at once;
     a runaway callback is cut short by its fuel budget."""
-    return ctypes.PYFUNCTYPE(
-        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p
-    )(("wasmtime_func_call_unchecked", raw.dll))
+    return ctypes.PYFUNCTYPE(ctypes.c_void_p)((name, raw.dll))
+
+
+def _arg(ctype: Any, value: int) -> Any:
+    """The ctypes argument object for ``value`` as a ``ctype`` (a C pointer or integer)."""
+    return ctype.from_param(value)
 
 
 def caller(func: wasmtime.Func, store: wasmtime.Store, params: str, results: str) -> Caller:
@@ -72,10 +77,10 @@ def caller(func: wasmtime.Func, store: wasmtime.Store, params: str, results: str
     call_raw = _CALL_UNCHECKED
     # The C call's arguments are ctypes objects made once: a Python int argument costs ctypes a
     # format-table search and a new argument object on every call.
-    fref = ctypes.c_void_p(ctypes.addressof(func._func))
-    context = ctypes.c_void_p(ctypes.cast(store._context(), ctypes.c_void_p).value)
+    fref = _arg(ctypes.c_void_p, ctypes.addressof(func._func))
+    context = _arg(ctypes.c_void_p, ctypes.cast(store._context(), ctypes.c_void_p).value or 0)
     size = max(len(params), len(results), 1)
-    c_size = ctypes.c_size_t(size)
+    c_size = _arg(ctypes.c_size_t, size)
     n_results = len(results)
     i64_result = results == "I"
     all_i32 = "I" not in params
@@ -87,7 +92,7 @@ def caller(func: wasmtime.Func, store: wasmtime.Store, params: str, results: str
         u32 = (ctypes.c_uint32 * (4 * size)).from_buffer(vals)  # a raw value is 16 bytes, i32 first
         i64 = (ctypes.c_int64 * (2 * size)).from_buffer(vals)
         at = ctypes.addressof
-        return u32, i64, trap, (context, fref, ctypes.c_void_p(at(vals)), c_size, ctypes.c_void_p(at(trap)))
+        return u32, i64, trap, (context, fref, _arg(ctypes.c_void_p, at(vals)), c_size, _arg(ctypes.c_void_p, at(trap)))
 
     own = buffers()
     busy = [False]
@@ -114,12 +119,61 @@ def caller(func: wasmtime.Func, store: wasmtime.Store, params: str, results: str
                 _raise(error, trap)
             if not n_results:
                 return None
-            return int(i64[0]) if i64_result else int(u32[0])  # u32, as cpp-host reads it
+            return i64[0] if i64_result else u32[0]  # u32, as cpp-host reads it
         finally:
             if u32 is own[0]:
                 busy[0] = False
 
+    if all_i32 and 1 <= len(params) <= 3 and results in ("", "i"):
+        return _fixed(call, own, busy, len(params), results == "i")
     return call
+
+
+def _fixed(general: Caller, own: tuple[Any, ...], busy: list[bool], n: int, has_result: bool) -> Caller:
+    """``general`` for the callbacks of one to three i32s (every stream callback and malloc):
+    the arguments stored one by one, the C call's arguments passed by name, no ``try`` (a host
+    function's exception comes back as a trap, never out of the C call). A nested call of the
+    same function, or another count of arguments, takes ``general``."""
+    u32, _i64, trap, (c0, c1, c2, c3, c4) = own
+    call_raw = _CALL_UNCHECKED
+
+    def call1(store: wasmtime.Store, a: int, *more: int) -> int | None:
+        if busy[0] or more:
+            return general(store, a, *more)
+        busy[0] = True
+        u32[0] = a
+        error = call_raw(c0, c1, c2, c3, c4)
+        busy[0] = False
+        if error or trap[0]:
+            _raise(error, trap)
+        return u32[0] if has_result else None
+
+    def call2(store: wasmtime.Store, a: int, b: int, *more: int) -> int | None:
+        if busy[0] or more:
+            return general(store, a, b, *more)
+        busy[0] = True
+        u32[0] = a
+        u32[4] = b
+        error = call_raw(c0, c1, c2, c3, c4)
+        busy[0] = False
+        if error or trap[0]:
+            _raise(error, trap)
+        return u32[0] if has_result else None
+
+    def call3(store: wasmtime.Store, a: int, b: int, c: int, *more: int) -> int | None:
+        if busy[0] or more:
+            return general(store, a, b, c, *more)
+        busy[0] = True
+        u32[0] = a
+        u32[4] = b
+        u32[8] = c
+        error = call_raw(c0, c1, c2, c3, c4)
+        busy[0] = False
+        if error or trap[0]:
+            _raise(error, trap)
+        return u32[0] if has_result else None
+
+    return (call1, call2, call3)[n - 1]
 
 
 def _raise(error: int | None, trap: Any) -> None:
@@ -135,6 +189,11 @@ def _raise(error: int | None, trap: Any) -> None:
 
 
 _TABLE: dict[int, Any] = {}  # id -> the host function's C callback
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+# The process's user address space as bytes (a view, nothing mapped or copied): a host function
+# reads its arguments at the address wasmtime passes, with no ctypes object per call.
+_PROCESS_MEMORY = memoryview((ctypes.c_char * (1 << 47)).from_address(0)).cast("B")
 _ids = itertools.count(1)
 
 
@@ -167,8 +226,8 @@ def raw_fuel_setter(store: wasmtime.Store, fuel: int) -> tuple[Callable[..., Any
     around it; :func:`set_fuel` raises the error)."""
     if not ENABLED:
         return (lambda: store.set_fuel(fuel)), ()
-    context = ctypes.cast(store._context(), ctypes.c_void_p).value
-    return _SET_FUEL, (ctypes.c_void_p(context), ctypes.c_uint64(fuel))
+    context = ctypes.cast(store._context(), ctypes.c_void_p).value or 0
+    return _SET_FUEL, (_arg(ctypes.c_void_p, context), _arg(ctypes.c_uint64, fuel))
 
 
 def memory_view(store: wasmtime.Store, memory: wasmtime.Memory) -> Callable[[], tuple[int, int]] | None:
@@ -214,36 +273,33 @@ def _handler(
     ``get<uint32_t>()``, so 0xffffffff is 4294967295, never -1. i64s stay signed: the one signed
     parameter is ``proxy_increment_metric``'s delta; u64 users mask it themselves.
     """
-    n = len(params)
-    read: Callable[[Any], Any]
-    if "I" in params:
+    # The raw values (16 bytes each, an i32 in the low 4, an i64 in the low 8) read in one
+    # struct unpack from the process memory view: u32 for i32, signed for i64.
+    read: Callable[[Any, Any], tuple[int, ...]] = (
+        struct.Struct("<" + "".join("I12x" if k == "i" else "q8x" for k in params)).unpack_from
+        if params
+        else lambda _mem, _vals: ()  # the array may be NULL (None) when empty
+    )
+    mem = _PROCESS_MEMORY
+    put32 = _U32.pack_into
+    put64 = _U64.pack_into
 
-        def read(vals: Any) -> list[int]:
-            return [vals[4 * i] if k == "i" else _i64(vals, i) for i, k in enumerate(params)]
-    elif n == 1:
-
-        def read(vals: Any) -> tuple[int]:
-            return (vals[0],)
-    else:  # a C getter: a tuple of the u32s (none: an empty tuple)
-        read = operator.itemgetter(*range(0, 4 * n, 4)) if n else (lambda _vals: ())
-
-    def handle(_env: int, _caller: int, vals: Any, _n: int) -> int:
-        # ``vals`` is the raw value array seen as u32s: value i starts at vals[4 * i].
+    def handle(_env: int, _caller: int, vals: int, _n: int) -> int:
+        # ``vals`` is the address of the raw value array; results go to its first value.
         try:
             owner: Any = owner_ref()  # alive: its store is running this call
             if gated and owner.restricted:
                 owner.deny(label)  # raises: the call is not allowed now (start-up)
             try:
-                value = fn(owner, *read(vals))
+                value = fn(owner, *read(mem, vals))
             except fault_on:
                 if fault is None:
                     raise
                 value = fault
             if result == "i":
-                vals[0] = value
+                put32(mem, vals, value & 0xFFFFFFFF)
             elif result == "I":
-                value = int(value) & 0xFFFFFFFFFFFFFFFF
-                vals[0], vals[1] = value & 0xFFFFFFFF, value >> 32
+                put64(mem, vals, int(value) & 0xFFFFFFFFFFFFFFFF)
             return 0
         except BaseException as exc:  # re-raised after the call unwinds, as wasmtime-py does
             wfunc.LAST_EXCEPTION = exc  # type: ignore[assignment]
@@ -253,27 +309,19 @@ def _handler(
     return handle
 
 
-def _i64(vals: Any, i: int) -> int:
-    value = vals[4 * i] | vals[4 * i + 1] << 32
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
 def _finalize(idx: int, table: dict[int, Any] = _TABLE) -> None:
     # the table is bound here: at interpreter exit module globals may already be gone
     table.pop(idx or 0, None)
 
 
 if ENABLED:
-    # A host function's callback sees the value array as u32s (no union object per argument); it
-    # is handed to wasmtime as the C API's callback type, which has the same C signature.
-    _CALLBACK = ctypes.CFUNCTYPE(
-        ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32), ctypes.c_size_t
-    )
+    # A host function's callback gets the value array's address as a plain int (a pointer
+    # argument would be a new ctypes object per call); it is handed to wasmtime as the C API's
+    # callback type, which has the same C signature.
+    _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
     _FINALIZE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize)
-    _CALL_UNCHECKED = _raw_call()
-    _SET_FUEL = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64)(
-        ("wasmtime_context_set_fuel", raw.dll)  # holding the GIL: a few instructions of C
-    )
+    _CALL_UNCHECKED = _raw_call("wasmtime_func_call_unchecked")
+    _SET_FUEL = _raw_call("wasmtime_context_set_fuel")  # holding the GIL: a few instructions of C
     # Stores still alive when the interpreter exits are deleted after this module's globals are
     # cleared, and each calls the finalizer: its thunk must never be freed, or wasmtime jumps
     # into freed memory (a crash at exit). One extra reference, never released. (A host
