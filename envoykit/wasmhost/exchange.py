@@ -18,7 +18,7 @@ from types import MappingProxyType
 
 from envoykit.wasmhost.callouts import HttpCall
 from envoykit.wasmhost.errors import FilterFailure
-from envoykit.wasmhost.headermap import _KEYS, HeaderMap
+from envoykit.wasmhost.headermap import _KEYS, HeaderMap, first
 from envoykit.wasmhost.headermap import _key as key
 from envoykit.wasmhost.http import HttpStream
 from envoykit.wasmhost.plugin import Plugin
@@ -131,7 +131,7 @@ def http1_read(headers: HeaderMap, body: bytes) -> tuple[bytes, bool]:
     ``content-length`` truncates it for the peer, or leaves the peer waiting; Envoy sends what the
     filter produced and the peer's parser decides (checked by the differential tests).
     """
-    length = headers.get_bytes(b"content-length")
+    length = first(headers._entries, b"content-length")
     if length is None or not length.isdigit():
         return body, True
     n = int(length)
@@ -146,11 +146,11 @@ def http1_upstream_headers(headers: HeaderMap, body: bytes) -> HeaderMap:
     """The request headers as Envoy's HTTP/1 codec writes them upstream: a request that ends with
     its headers gets ``content-length: 0`` unless its method is bodiless (a bodiless POST, PUT or
     PATCH; not GET or DELETE, observed in Envoy 1.40). The filter never sees that header."""
-    if body or headers.get_bytes(b":method") in BODILESS_METHODS:
+    if body or first(headers._entries, b":method") in BODILESS_METHODS:
         return headers
     if (
-        headers.get_bytes(b"content-length") is not None
-        or headers.get_bytes(b"transfer-encoding") is not None
+        first(headers._entries, b"content-length") is not None
+        or first(headers._entries, b"transfer-encoding") is not None
     ):
         return headers
     out = HeaderMap(headers)
@@ -159,7 +159,7 @@ def http1_upstream_headers(headers: HeaderMap, body: bytes) -> HeaderMap:
 
 
 def _client_view(out: Outcome, headers: HeaderMap, body: bytes) -> None:
-    status = headers.get_bytes(b":status") or b""
+    status = first(headers._entries, b":status") or b""
     if not status.isdigit():
         # Envoy's HTTP/1 codec refuses to encode it and answers with its own 502.
         text = b"missing required header: :status"
@@ -173,7 +173,7 @@ def _client_view(out: Outcome, headers: HeaderMap, body: bytes) -> None:
         out.reset = True  # the client sees the connection end before the promised body
         return
     out.status, out.headers, out.body = int(status), headers, read
-    if not body and headers.get_bytes(b"content-length") is None and out.status not in (204, 304):
+    if not body and first(headers._entries, b"content-length") is None and out.status not in (204, 304):
         # Envoy's HTTP/1 codec writes "content-length: 0" for a response without a body.
         out.headers = HeaderMap(headers)
         out.headers.add("content-length", "0")
@@ -233,11 +233,12 @@ def run_exchange(
     # buffered in Envoy before a callout's answer comes back (checked by the differential tests).
     stream._headers(req, request.envoy_headers(), not body)  # send_request_headers(copy=False)
     if body:
-        # Envoy's buffer filter ahead hands the whole body on with the end of stream.
-        frames = ((body, True),) if request.buffered_by_filters else ((body, False), (b"", True))
-        for chunk, eos in frames:
+        if request.buffered_by_filters:
+            # Envoy's buffer filter ahead hands the whole body on with the end of stream.
             if stream.local_response is None and stream.reset is None:
-                stream._body(req, chunk, eos)  # send_request_body
+                stream._body(req, body, True)  # send_request_body
+        elif stream.local_response is None and stream.reset is None:
+            stream._body_frames(req, body)
     root_failure = _answer_callouts(plugin, table) if plugin.http_calls else None
     # Outcome() without the dataclass __init__ (13 stores, 3 factories; one per case): the plain
     # defaults are class attributes, logs and actions are set by _finish, headers here.
@@ -258,10 +259,8 @@ def run_exchange(
             resp_body = resp_body.encode()
         # send_response_headers(copy=False): no local response was sent (the request completed)
         stream._headers(stream.resp, upstream.envoy_headers(), not resp_body)
-        if resp_body:
-            for chunk, eos in ((resp_body, False), (b"", True)):
-                if stream.reset is None and stream.local_response is None:
-                    stream._body(stream.resp, chunk, eos)  # send_response_body
+        if resp_body and stream.reset is None and stream.local_response is None:
+            stream._body_frames(stream.resp, resp_body)  # send_response_body, two frames
         if plugin.http_calls:
             root_failure = root_failure or _answer_callouts(plugin, table)
     elif req.headers_forwarded:
@@ -285,6 +284,6 @@ def _finish(
     """End the stream (on_log, on_done, on_delete) and fill in what the filter logged and did."""
     stream.complete()
     out.logs = plugin.logs[first_log:]
-    out.actions = [(name, int(action)) for name, action in stream.actions]
+    out.actions = [(name, action + 0) for name, action in stream.actions]  # + 0: the plain int, no int() call
     out.failure = stream.failure or root_failure
     return out

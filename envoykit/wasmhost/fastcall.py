@@ -92,7 +92,12 @@ def caller(func: wasmtime.Func, store: wasmtime.Store, params: str, results: str
         u32 = (ctypes.c_uint32 * (4 * size)).from_buffer(vals)  # a raw value is 16 bytes, i32 first
         i64 = (ctypes.c_int64 * (2 * size)).from_buffer(vals)
         at = ctypes.addressof
-        return u32, i64, trap, (context, fref, _arg(ctypes.c_void_p, at(vals)), c_size, _arg(ctypes.c_void_p, at(trap)))
+        return (
+            u32,
+            i64,
+            trap,
+            (context, fref, _arg(ctypes.c_void_p, at(vals)), c_size, _arg(ctypes.c_void_p, at(trap))),
+        )
 
     own = buffers()
     busy = [False]
@@ -194,6 +199,7 @@ _U64 = struct.Struct("<Q")
 # The process's user address space as bytes (a view, nothing mapped or copied): a host function
 # reads its arguments at the address wasmtime passes, with no ctypes object per call.
 _PROCESS_MEMORY = memoryview((ctypes.c_char * (1 << 47)).from_address(0)).cast("B")
+_U32_SPACE = (ctypes.c_uint32 * (1 << 45)).from_address(0)  # the same, as u32s
 _ids = itertools.count(1)
 
 
@@ -221,11 +227,11 @@ def set_fuel(store: wasmtime.Store) -> Callable[[int], None]:
 
 
 def raw_fuel_setter(store: wasmtime.Store, fuel: int) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-    """``(setter, args)``: ``setter(*args)`` sets the store's fuel to ``fuel`` and returns a
-    non-NULL error pointer on failure (one C call with arguments made once, no Python frame
-    around it; :func:`set_fuel` raises the error)."""
+    """``(setter, (context, amount))``: ``setter(context, amount)`` sets the store's fuel to
+    ``fuel`` and returns a non-NULL error pointer on failure (one C call with arguments made
+    once, no Python frame around it; :func:`set_fuel` raises the error)."""
     if not ENABLED:
-        return (lambda: store.set_fuel(fuel)), ()
+        return (lambda _context, amount: store.set_fuel(amount)), (None, fuel)
     context = ctypes.cast(store._context(), ctypes.c_void_p).value or 0
     return _SET_FUEL, (_arg(ctypes.c_void_p, context), _arg(ctypes.c_uint64, fuel))
 
@@ -273,6 +279,8 @@ def _handler(
     ``get<uint32_t>()``, so 0xffffffff is 4294967295, never -1. i64s stay signed: the one signed
     parameter is ``proxy_increment_metric``'s delta; u64 users mask it themselves.
     """
+    if params and "I" not in params and result == "i" and len(params) <= len(_ARGS):
+        return _u32_handler(fn, len(params), owner_ref, gated, label, fault, fault_on)
     # The raw values (16 bytes each, an i32 in the low 4, an i64 in the low 8) read in one
     # struct unpack from the process memory view: u32 for i32, signed for i64.
     read: Callable[[Any, Any], tuple[int, ...]] = (
@@ -302,11 +310,62 @@ def _handler(
                 put64(mem, vals, int(value) & 0xFFFFFFFFFFFFFFFF)
             return 0
         except BaseException as exc:  # re-raised after the call unwinds, as wasmtime-py does
-            wfunc.LAST_EXCEPTION = exc  # type: ignore[assignment]
-            trap = wasmtime.Trap("python exception")._consume()
-            return int(ctypes.cast(trap, ctypes.c_void_p).value or 0)
+            return _trap(exc)
 
     return handle
+
+
+def _trap(exc: BaseException) -> int:
+    """The trap a host function's exception becomes (re-raised after the call unwinds, as
+    wasmtime-py does)."""
+    wfunc.LAST_EXCEPTION = exc  # type: ignore[assignment]
+    trap = wasmtime.Trap("python exception")._consume()
+    return int(ctypes.cast(trap, ctypes.c_void_p).value or 0)
+
+
+# The argument list of a host function of n u32s, read from the u32 view of the address space
+# at index i (the raw values are 16 bytes apart: a u32 every 4 slots).
+_ARGS = ["U[i]", "U[i], U[i + 4]", "U[i], U[i + 4], U[i + 8]", "U[i], U[i + 4], U[i + 8], U[i + 12]",
+         "U[i], U[i + 4], U[i + 8], U[i + 12], U[i + 16]",
+         "U[i], U[i + 4], U[i + 8], U[i + 12], U[i + 16], U[i + 20]"]  # fmt: skip
+_U32_HANDLER = """
+def handle(_env, _caller, vals, _n):
+    try:
+        owner = owner_ref()
+        if gated and owner.restricted:
+            owner.deny(label)
+        i = vals >> 2
+        try:
+            U[i] = fn(owner, {args})
+        except fault_on:
+            if fault is None:
+                raise
+            U[i] = fault
+        return 0
+    except BaseException as exc:
+        return trap(exc)
+"""
+
+
+def _u32_handler(
+    fn: Callable[..., Any],
+    n: int,
+    owner_ref: weakref.ref[Any],
+    gated: bool,
+    label: str,
+    fault: int | None,
+    fault_on: type[BaseException],
+) -> Callable[[int, int, Any, int], int]:
+    """:func:`_handler` for the host functions of one to six u32s returning one (the hot ones):
+    each argument read and the result stored by an item of the u32 view of the address space
+    (a ctypes item costs a fifth of a struct unpack or pack); the source is made per count of
+    arguments, so the call passes them by position. A c_uint32 store keeps the low 32 bits."""
+    scope: dict[str, Any] = {
+        "U": _U32_SPACE, "owner_ref": owner_ref, "gated": gated, "label": label, "fn": fn,
+        "fault": fault, "fault_on": fault_on, "trap": _trap,
+    }  # fmt: skip
+    exec(_U32_HANDLER.format(args=_ARGS[n - 1]), scope)  # a fixed template
+    return scope["handle"]  # type: ignore[no-any-return]
 
 
 def _finalize(idx: int, table: dict[int, Any] = _TABLE) -> None:
@@ -318,7 +377,9 @@ if ENABLED:
     # A host function's callback gets the value array's address as a plain int (a pointer
     # argument would be a new ctypes object per call); it is handed to wasmtime as the C API's
     # callback type, which has the same C signature.
-    _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+    _CALLBACK = ctypes.CFUNCTYPE(
+        ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t
+    )
     _FINALIZE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize)
     _CALL_UNCHECKED = _raw_call("wasmtime_func_call_unchecked")
     _SET_FUEL = _raw_call("wasmtime_context_set_fuel")  # holding the GIL: a few instructions of C

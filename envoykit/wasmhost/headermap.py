@@ -35,6 +35,15 @@ def _key(key: str | bytes) -> bytes:
     return k
 
 
+def first(entries: Pairs, key: bytes) -> bytes | None:
+    """The first value of ``key`` (lowercase bytes, as stored) in ``entries``, or ``None``: the
+    host's own lookups of the few headers the HTTP/1 codec reads, without the name's lowering."""
+    for k, v in entries:
+        if k == key:
+            return v
+    return None
+
+
 class HeaderMap:
     """An ordered multi-map of header names to values, stored as bytes, read as text.
 
@@ -92,7 +101,7 @@ class HeaderMap:
     def get_bytes(self, key: str | bytes) -> bytes | None:
         """The first value of ``key`` or ``None``."""
         k = _KEYS.get(key) or _key(key)
-        for ek, ev in self._entries:
+        for ek, ev in self._entries:  # first(), inline: a host function's lookup
             if ek == k:
                 return ev
         return None

@@ -38,23 +38,25 @@ _PAUSE = Action.PAUSE
 _V0_1_0 = AbiVersion.V0_1_0
 
 
-# A direction's constants: its callbacks, maps, body buffer and stream type.
+# A direction's constants: its callbacks, maps, body buffer and stream type. The map and buffer
+# keys are plain ints, as the host functions look them up: an int key found under an enum
+# member (or the reverse) costs a rich comparison on every lookup.
 _REQUEST = (
     "proxy_on_request_headers",
     "proxy_on_request_body",
     "proxy_on_request_trailers",
-    MapType.HTTP_REQUEST_HEADERS,
-    MapType.HTTP_REQUEST_TRAILERS,
-    BufferType.HTTP_REQUEST_BODY,
+    int(MapType.HTTP_REQUEST_HEADERS),
+    int(MapType.HTTP_REQUEST_TRAILERS),
+    int(BufferType.HTTP_REQUEST_BODY),
     StreamType.HTTP_REQUEST,
 )
 _RESPONSE = (
     "proxy_on_response_headers",
     "proxy_on_response_body",
     "proxy_on_response_trailers",
-    MapType.HTTP_RESPONSE_HEADERS,
-    MapType.HTTP_RESPONSE_TRAILERS,
-    BufferType.HTTP_RESPONSE_BODY,
+    int(MapType.HTTP_RESPONSE_HEADERS),
+    int(MapType.HTTP_RESPONSE_TRAILERS),
+    int(BufferType.HTTP_RESPONSE_BODY),
     StreamType.HTTP_RESPONSE,
 )
 
@@ -241,11 +243,11 @@ class HttpStream:
         ctx.maps = {}
         ctx.access_log_phase = True
         if self.req.headers is not None:
-            ctx.maps[MapType.HTTP_REQUEST_HEADERS] = self.req.headers
+            ctx.maps[self.req.headers_map] = self.req.headers
         if self.resp.headers is not None:
-            ctx.maps[MapType.HTTP_RESPONSE_HEADERS] = self.resp.headers
+            ctx.maps[self.resp.headers_map] = self.resp.headers
         if self.resp.trailers is not None:
-            ctx.maps[MapType.HTTP_RESPONSE_TRAILERS] = self.resp.trailers
+            ctx.maps[self.resp.trailers_map] = self.resp.trailers
         try:
             plugin.call(ctx, "proxy_on_log", ctx.id)
         finally:
@@ -270,8 +272,9 @@ class HttpStream:
             return _CONTINUE
         index = len(self.actions)
         self.actions.append((name, _CONTINUE))  # placeholder: keeps call order under nesting
+        ctx = self.ctx
         try:
-            result = self.plugin.call(self.ctx, name, self.ctx.id, *args)  # exported: no default
+            result = plugin.call(ctx, name, ctx.id, *args)  # exported: no default
         except FilterFailure as failure:
             self.failure = failure
             self.ctx.take_deferred()
@@ -329,7 +332,7 @@ class HttpStream:
         elif plugin.module.abi_version is _V0_1_0:
             action = self._call(d, name, len(headers._entries))
         else:
-            action = self._call(d, name, len(headers._entries), int(eos))
+            action = self._call(d, name, len(headers._entries), 1 if eos else 0)
         if d.stopped or self.reset is not None:
             return action
         if action == _CONTINUE:
@@ -380,6 +383,36 @@ class HttpStream:
             return _CONTINUE
         return self._deliver_body(d, data, eos)
 
+    def _body_frames(self, d: _Direction, data: bytes) -> None:
+        """``data`` as Envoy's HTTP/1 codec hands a body of known length to the filters: one
+        frame without end of stream, then an empty one with it (``_body`` twice; in one go when
+        the filter exports no body callback, which most filters do not)."""
+        plugin = self.plugin
+        if (
+            d.headers is None
+            or d.eos_seen
+            or self.done
+            or d.stopped
+            or self.reset is not None
+            or d.headers_paused
+            or d.buffering
+            or d.body_cb in plugin.vm.funcs
+            or plugin.failed is not None
+            or self.ctx.generation != plugin.generation
+        ):
+            for chunk, eos in ((data, False), (b"", True)):
+                if self.local_response is None and self.reset is None:
+                    self._body(d, chunk, eos)
+            return
+        # _body's not-exported case, for both frames: Envoy's wrapper continues each.
+        d.eos_seen = True
+        if d is self.req:
+            self.ctx.request_bytes += len(data)
+        entry = (d.body_cb, _CONTINUE)
+        self.actions += (entry, entry)
+        d.forwarded_body += data
+        d.complete = True
+
     def _deliver_body(self, d: _Direction, data: bytes, eos: bool) -> Action | int | None:
         plugin = self.plugin
         if (
@@ -401,7 +434,7 @@ class HttpStream:
         else:
             d.buffer = bytearray(d.buffer) + data
         self.ctx.set_body(d.body_buffer, d.buffer)
-        action = self._call(d, d.body_cb, len(d.buffer), int(eos))
+        action = self._call(d, d.body_cb, len(d.buffer), 1 if eos else 0)
         if d.stopped or self.reset is not None:
             return action
         if action == _CONTINUE:

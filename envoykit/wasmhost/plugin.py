@@ -259,22 +259,22 @@ class Plugin:
         func = vm.funcs.get(name)
         if func is None:
             return default
-        outer = vm.depth == 0
+        depth = vm.depth
         saved = self.effective
         self.effective = ctx
         # VM.call inlined (the per-callback path): a fresh fuel budget, traps as FilterFailure.
-        if vm.set_fuel_raw(*vm.fuel_args):  # non-NULL: a wasmtime error
+        if vm.set_fuel_raw(vm.fuel_context, vm.fuel_amount):  # non-NULL: a wasmtime error
             vm.set_fuel(vm.fuel)  # raises it
-        vm.depth += 1
+        vm.depth = depth + 1
         try:
             result = func(vm.store, *args)
         except (wasmtime.Trap, HostTrap, wasmtime.WasmtimeError) as exc:
             self.failed = vm.failure(name, ctx.id, exc)
             raise self.failed from exc
         finally:
-            vm.depth -= 1
+            vm.depth = depth
             self.effective = saved
-        if outer and (self._dirty or self._pending_queue):
+        if not depth and (self._dirty or self._pending_queue):
             self._after_call()
         return result
 

@@ -26,13 +26,17 @@ _NOT_FOUND = Status.NOT_FOUND
 _V0_1_0 = AbiVersion.V0_1_0
 
 
-_LAST_MAP = MapType.HTTP_CALL_RESPONSE_TRAILERS
-_WRITABLE = {
-    MapType.HTTP_REQUEST_HEADERS,
-    MapType.HTTP_REQUEST_TRAILERS,
-    MapType.HTTP_RESPONSE_HEADERS,
-    MapType.HTTP_RESPONSE_TRAILERS,
-}
+# Plain ints: the map type arrives as one, and the streams key their maps by ints.
+_LAST_MAP = int(MapType.HTTP_CALL_RESPONSE_TRAILERS)
+_WRITABLE = frozenset(
+    int(m)
+    for m in (
+        MapType.HTTP_REQUEST_HEADERS,
+        MapType.HTTP_REQUEST_TRAILERS,
+        MapType.HTTP_RESPONSE_HEADERS,
+        MapType.HTTP_RESPONSE_TRAILERS,
+    )
+)
 
 
 def _map(vm: Any, kind: int) -> HeaderMap | None:

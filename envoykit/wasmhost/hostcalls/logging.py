@@ -18,7 +18,7 @@ from envoykit.wasmhost.hostcalls.table import Table
 # through EnumType.__getattr__ on Python 3.11, which costs more than the rest of the line.
 _OK = Status.OK
 _BAD_ARGUMENT = Status.BAD_ARGUMENT
-_CRITICAL = LogLevel.CRITICAL
+_CRITICAL = int(LogLevel.CRITICAL)
 
 
 def proxy_log(vm: Any, level: int, ptr: int, size: int) -> int:
