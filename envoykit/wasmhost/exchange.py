@@ -168,12 +168,16 @@ def _client_view(out: Outcome, headers: HeaderMap, body: bytes) -> None:
             [(":status", "502"), ("content-length", str(len(text))), ("content-type", "text/plain")]
         )
         return
-    read, whole = http1_read(headers, body)
-    if not whole:
-        out.reset = True  # the client sees the connection end before the promised body
-        return
+    length = first(headers._entries, b"content-length")  # http1_read, inline
+    read = body
+    if length is not None and length.isdigit():
+        n = int(length)
+        if len(body) < n:
+            out.reset = True  # the client sees the connection end before the promised body
+            return
+        read = body[:n]
     out.status, out.headers, out.body = int(status), headers, read
-    if not body and first(headers._entries, b"content-length") is None and out.status not in (204, 304):
+    if not body and length is None and out.status not in (204, 304):
         # Envoy's HTTP/1 codec writes "content-length: 0" for a response without a body.
         out.headers = HeaderMap(headers)
         out.headers.add("content-length", "0")
@@ -248,7 +252,7 @@ def run_exchange(
         out.upstream_complete = True
         sent_headers = req.headers if req.headers is not None else HeaderMap()
         sent_body = bytes(req.forwarded_body)
-        out.upstream_headers = http1_upstream_headers(sent_headers, sent_body)
+        out.upstream_headers = sent_headers if sent_body else http1_upstream_headers(sent_headers, sent_body)
         out.upstream_body, whole = http1_read(sent_headers, sent_body)
         if not whole:  # the upstream waits for bytes that never come (Envoy's route timeout)
             out.upstream_complete = False
@@ -284,6 +288,6 @@ def _finish(
     """End the stream (on_log, on_done, on_delete) and fill in what the filter logged and did."""
     stream.complete()
     out.logs = plugin.logs[first_log:]
-    out.actions = [(name, action + 0) for name, action in stream.actions]  # + 0: the plain int, no int() call
+    out.actions = stream.actions  # plain ints already; the stream is done with the list
     out.failure = stream.failure or root_failure
     return out

@@ -116,7 +116,8 @@ class HttpStream:
         self.resp = _Direction(_RESPONSE)
         self.local_response: LocalResponse | None = None
         self.reset: StreamType | None = None
-        self.actions: list[tuple[str, Action | int]] = []
+        # (callback, the action it returned as a plain int): what ``Outcome.actions`` shows
+        self.actions: list[tuple[str, int]] = []
         self.failure: FilterFailure | None = None
         self.done = False
 
@@ -268,10 +269,10 @@ class HttpStream:
         if plugin.failed is not None or self.ctx.generation != plugin.generation:  # stream_failed
             return self._failed_vm()
         if name not in plugin.vm.funcs:  # not exported: Envoy's wrapper continues
-            self.actions.append((name, _CONTINUE))
+            self.actions.append((name, 0))
             return _CONTINUE
         index = len(self.actions)
-        self.actions.append((name, _CONTINUE))  # placeholder: keeps call order under nesting
+        self.actions.append((name, 0))  # placeholder: keeps call order under nesting
         ctx = self.ctx
         try:
             result = plugin.call(ctx, name, ctx.id, *args)  # exported: no default
@@ -279,10 +280,10 @@ class HttpStream:
             self.failure = failure
             self.ctx.take_deferred()
             failed = self._failed_vm()
-            self.actions[index] = (name, failed)
+            self.actions[index] = (name, int(failed))
             return failed
         action = _ACTIONS.get(result, result)  # Action.of: the member, or the raw int
-        self.actions[index] = (name, action)
+        self.actions[index] = (name, result)  # the u32 the module returned
         return action
 
     def _failed_vm(self) -> Action:
@@ -327,7 +328,7 @@ class HttpStream:
         name = d.headers_cb
         if live and name not in plugin.vm.funcs:
             # not exported: Envoy's wrapper continues (``_call``'s first answer, without a call)
-            self.actions.append((name, _CONTINUE))
+            self.actions.append((name, 0))
             action: Action | int = _CONTINUE
         elif plugin.module.abi_version is _V0_1_0:
             action = self._call(d, name, len(headers._entries))
@@ -335,8 +336,15 @@ class HttpStream:
             action = self._call(d, name, len(headers._entries), 1 if eos else 0)
         if d.stopped or self.reset is not None:
             return action
-        if action == _CONTINUE:
-            self._forward_headers(d)
+        if action is _CONTINUE or action == _CONTINUE:  # the member first: no comparison
+            # _forward_headers(d), inline
+            d.headers_paused = False
+            d.headers_forwarded = True
+            if d is self.req:
+                ctx.upstream_reached = True
+            ctx.maps.pop(d.headers_map, None)
+            if d.eos_seen and not d.held_any:
+                d.complete = True
         else:
             d.headers_paused = True
         return action
@@ -376,7 +384,7 @@ class HttpStream:
             and self.ctx.generation == plugin.generation
         ):
             # _deliver_body's first case inline (most filters export no body callback)
-            self.actions.append((d.body_cb, _CONTINUE))
+            self.actions.append((d.body_cb, 0))
             d.forwarded_body += data
             if eos:
                 d.complete = True
@@ -408,7 +416,7 @@ class HttpStream:
         d.eos_seen = True
         if d is self.req:
             self.ctx.request_bytes += len(data)
-        entry = (d.body_cb, _CONTINUE)
+        entry = (d.body_cb, 0)
         self.actions += (entry, entry)
         d.forwarded_body += data
         d.complete = True
@@ -422,7 +430,7 @@ class HttpStream:
             and self.ctx.generation == plugin.generation  # not stream_failed
         ):
             # Not exported: Envoy's wrapper continues and the filter never sees the buffer.
-            self.actions.append((d.body_cb, _CONTINUE))
+            self.actions.append((d.body_cb, 0))
             d.forwarded_body += data
             if eos:
                 d.complete = True
