@@ -1,6 +1,6 @@
 """Run every benchmark one after the other (``make bench``); each prints its own figures and ratios.
 
-Usage: ``python bench/run.py [authz authz_instructions ratelimit transport extproc telemetry telemetry_instructions wasmhost control mesh]``
+Usage: ``python bench/run.py [authz authz_instructions ratelimit transport extproc telemetry telemetry_instructions wasmhost wasmhost_instructions control mesh]``
 (default: all).
 """
 
@@ -22,6 +22,7 @@ ALL = [
     "telemetry",
     "telemetry_instructions",
     "wasmhost",
+    "wasmhost_instructions",
     "control",
     "mesh",
 ]
@@ -35,6 +36,7 @@ TOOLS = {
     "telemetry": ["wrk"],
     "telemetry_instructions": ["hey", "valgrind"],
     "wasmhost": ["npm"],  # C filters build with zig from the ziglang wheel; AssemblyScript needs npm
+    "wasmhost_instructions": ["valgrind"],
     "control": [],
     "mesh": ["wrk"],
 }

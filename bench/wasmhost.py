@@ -72,6 +72,18 @@ def module_load(example: str) -> dict[str, float]:
     return out
 
 
+def suite_cases(n_cases: int, prefix: str = "/case") -> list[Case]:
+    """The suite's mix: GET, POST and PUT in turn (the latter two with a small body), upstream
+    200 or 201 with a body; every request its own path under ``prefix``."""
+    cases = []
+    for i in range(n_cases):
+        method = ("GET", "POST", "PUT")[i % 3]
+        body = b"" if method == "GET" else f"body {i}".encode()
+        req = HttpRequest(method, f"{prefix}/{i}", headers=[("x-case", str(i))], body=body)
+        cases.append(Case(f"case {i}", req, HttpResponse(200 + (i % 2), [("x-up", "1")], b"ok")))
+    return cases
+
+
 def suite(n_cases: int, rounds: int) -> None:
     """The same ``n_cases`` in the host and through Envoy, ``rounds`` times alternately.
 
@@ -83,11 +95,7 @@ def suite(n_cases: int, rounds: int) -> None:
     """
     wasm = build_example("add_header")
     cases = CaseFile(root_id="add_header", configuration=CONFIG)
-    for i in range(n_cases):
-        method = ("GET", "POST", "PUT")[i % 3]
-        body = b"" if method == "GET" else f"body {i}".encode()
-        req = HttpRequest(method, f"/case/{i}", headers=[("x-case", str(i))], body=body)
-        cases.cases.append(Case(f"case {i}", req, HttpResponse(200 + (i % 2), [("x-up", "1")], b"ok")))
+    cases.cases.extend(suite_cases(n_cases))
 
     print(f"\n{n_cases}-case suite (add_header, one connection per case), {rounds} rounds alternating:")
     host_runs: list[tuple[float, float]] = []

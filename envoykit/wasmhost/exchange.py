@@ -55,12 +55,13 @@ class HttpRequest:
         entries.append((b":scheme", b"http"))
         entries += client
         if body:
-            entries.append((b"content-length", str(len(body)).encode()))
+            entries.append((b"content-length", b"%d" % len(body)))
         entries.append((b"x-forwarded-proto", b"http"))
         hmap = HeaderMap.__new__(HeaderMap)  # HeaderMap.of_entries, inline
         hmap._entries, hmap._encoded = entries, None
-        for k, v in self.added_by_filters:
-            hmap.add(k, v)  # a header_mutation filter ahead appends (APPEND_IF_EXISTS_OR_ADD)
+        if self.added_by_filters:
+            for k, v in self.added_by_filters:
+                hmap.add(k, v)  # a header_mutation filter ahead appends (APPEND_IF_EXISTS_OR_ADD)
         return hmap
 
 
@@ -82,7 +83,7 @@ class HttpResponse:
             if name != b"content-length":
                 entries.append((name, v.encode()))
         if self.status != 204:  # Envoy's HTTP/1 codec drops it from a 204 (RFC 9110 section 8.6)
-            entries.append((b"content-length", str(len(self.body)).encode()))
+            entries.append((b"content-length", b"%d" % len(self.body)))
         hmap = HeaderMap.__new__(HeaderMap)  # HeaderMap.of_entries, inline
         hmap._entries, hmap._encoded = entries, None
         return hmap

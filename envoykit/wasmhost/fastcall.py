@@ -358,7 +358,7 @@ def _u32_handler(
 ) -> Callable[[int, int, Any, int], int]:
     """:func:`_handler` for the host functions of one to six u32s returning one (the hot ones):
     each argument read and the result stored by an item of the u32 view of the address space
-    (a ctypes item costs a fifth of a struct unpack or pack); the source is made per count of
+    (a ctypes item costs a fraction of a struct unpack or pack); the source is made per count of
     arguments, so the call passes them by position. A c_uint32 store keeps the low 32 bits."""
     scope: dict[str, Any] = {
         "U": _U32_SPACE, "owner_ref": owner_ref, "gated": gated, "label": label, "fn": fn,
