@@ -17,6 +17,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoykit.control.model.loader import load_mesh
 from envoykit.control.translate.translation import translate
 from envoykit.control.xds.type_urls import LISTENER
+from envoykit.core.errors import ConfigError
 from tests.control.apps import Echo
 from tests.control.meshkit import control_plane, get, start_nodes, write_mesh
 from tests.control.test_authz_gate import _policy, _publish, gate_mesh
@@ -64,6 +65,12 @@ def test_translation_adds_the_logger_where_the_gate_is(tmp_path: Path) -> None:
         ]
         sampled_out = mesh["extensions"]["authz"].get("decision_log_sample_allow") == 0.0
         assert paths == (want[:2] * 2 if sampled_out else [])  # no allows' logger; or none at all
+    path = write_mesh(tmp_path / "mesh.yaml", gate_mesh(9, 10, "DISABLE", decision_log="nowhere/d.log"))
+    with pytest.raises(ConfigError, match=r"extensions.authz.decision_log: no such directory: .*nowhere"):
+        load_mesh(path)
+    path = write_mesh(tmp_path / "mesh.yaml", gate_mesh(9, 10, "DISABLE", decision_log_sample_allow=2))
+    with pytest.raises(ConfigError, match="decision_log_sample_allow"):
+        load_mesh(path)
 
 
 @pytest.mark.envoy

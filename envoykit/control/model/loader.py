@@ -117,6 +117,11 @@ def load_mesh(path: str | Path) -> LoadedMesh:
     policy_dir = mesh.extensions.authz.policy_dir
     if policy_dir is not None and not (base / policy_dir).is_dir():
         raise yaml_error(doc, ("extensions", "authz", "policy_dir"), f"no such directory: {policy_dir}")
+    decision_log = mesh.extensions.authz.decision_log
+    if decision_log is not None and not (base / decision_log).parent.is_dir():
+        # Envoy would refuse every gated listener (it cannot open the file): say so here
+        where = ("extensions", "authz", "decision_log")
+        raise yaml_error(doc, where, f"no such directory: {(base / decision_log).parent}")
     return LoadedMesh(mesh=mesh, path=p, base_dir=base, files=_referenced(mesh, base), doc=doc)
 
 
