@@ -318,7 +318,9 @@ def telemetry(target: DemoTarget) -> Check:
 
 
 def decisions(target: DemoTarget) -> Check:
-    """What the authz and rate-limit servers decided, by rule, from their own ``/metrics``."""
+    """What the authz and rate-limit servers decided, by rule, from their own ``/metrics``; with the
+    native gate, what Envoy decided too (``envoykit_authz_native_decisions_total``, from the telemetry
+    server's)."""
     try:
         authz = pm.scrape(target.authz_metrics)
         limits = pm.scrape(target.ratelimit_metrics)
@@ -326,6 +328,13 @@ def decisions(target: DemoTarget) -> Check:
         return Check("decisions", False, f"cannot read the servers' metrics: {exc}")
     by_rule = pm.sum_by(authz, "envoykit_authz_decisions_total", ("result", "rule"))
     rules = {f"{result} by {rule}": int(n) for (result, rule), n in sorted(by_rule.items()) if n}
+    try:  # with the native gate, Envoy decided the rest (read by the telemetry server)
+        native = pm.sum_by(
+            pm.scrape(target.telemetry_metrics), "envoykit_authz_native_decisions_total", ("result",)
+        )
+    except (OSError, ValueError):
+        native = {}
+    rules.update({f"{result} by Envoy's native gate": int(n) for (result,), n in sorted(native.items()) if n})
     hits = pm.sum_by(limits, "envoykit_ratelimit_hits_total", ("key",))
     over = pm.sum_by(limits, "envoykit_ratelimit_over_limit_total", ("key",))
     keys = {
