@@ -27,6 +27,7 @@ WANTED = (
     "istio_requests_total",
     "istio_request_duration_milliseconds_bucket",
     "envoykit_authz_decisions_total",
+    "envoykit_authz_native_decisions_total",
     "envoykit_ratelimit_hits_total",
     "envoykit_ratelimit_over_limit_total",
     "envoykit_ratelimit_near_limit_total",

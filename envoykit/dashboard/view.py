@@ -303,17 +303,25 @@ def _by(
     return [rows[k] for k in sorted(rows)]
 
 
+#: the row of the authz native gate's decisions (Envoy's, without the server) in the authz table
+NATIVE_GATE_ROW = "<Envoy native gate>"
+
+
 def authz_rows(new: Snapshot, old: Snapshot | None, window_s: float) -> list[dict[str, Any]]:
-    """Per rule: ``allow``, ``deny``, ``dry_run_deny`` totals and ``*_rps`` rates."""
+    """Per rule: ``allow``, ``deny``, ``dry_run_deny`` totals and ``*_rps`` rates; with the native gate,
+    a :data:`NATIVE_GATE_ROW` row of what Envoy decided alone (``envoykit_authz_native_decisions_total``,
+    summed over the Envoys), so the table counts every decision."""
     rows: dict[str, dict[str, Any]] = {}
-    deltas = counter_deltas(new, old, "envoykit_authz_decisions_total")
-    for labels, v in new.samples.get("envoykit_authz_decisions_total", {}).items():
-        d = dict(labels)
-        row = rows.setdefault(d.get("rule", ""), {"rule": d.get("rule", "")})
-        result = d.get("result", "")
-        row[result] = row.get(result, 0.0) + v
-        rate = deltas.get(labels, 0.0) / window_s if window_s > 0 else 0.0
-        row[f"{result}_rps"] = row.get(f"{result}_rps", 0.0) + rate
+    for name in ("envoykit_authz_decisions_total", "envoykit_authz_native_decisions_total"):
+        deltas = counter_deltas(new, old, name)
+        for labels, v in new.samples.get(name, {}).items():
+            d = dict(labels)
+            rule = d.get("rule", "") if name == "envoykit_authz_decisions_total" else NATIVE_GATE_ROW
+            row = rows.setdefault(rule, {"rule": rule})
+            result = d.get("result", "")
+            row[result] = row.get(result, 0.0) + v
+            rate = deltas.get(labels, 0.0) / window_s if window_s > 0 else 0.0
+            row[f"{result}_rps"] = row.get(f"{result}_rps", 0.0) + rate
     return [rows[k] for k in sorted(rows)]
 
 

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from envoykit.dashboard.sources import Snapshot, parse_exposition
-from envoykit.dashboard.view import counter_deltas, histogram_quantile, page_state
+from envoykit.dashboard.view import NATIVE_GATE_ROW, counter_deltas, histogram_quantile, page_state
 
 TOPOLOGY: dict[str, Any] = {
     "nodes": [
@@ -150,6 +150,10 @@ def test_exposition_parsing_and_decision_tables() -> None:
     decisions.labels("deny", "admin_needs_token").inc(3)
     decisions.labels("dry_run_deny", "new_rule").inc(2)
     decisions.labels("allow", "everyone").inc(7)
+    native = Counter("envoykit_authz_native_decisions", "n", ["node", "result"], registry=reg)
+    native.labels("sidecar~a", "allow").inc(40)
+    native.labels("ingress~ingress", "allow").inc(2)
+    native.labels("ingress~ingress", "deny").inc(5)
     hist = Histogram("istio_request_duration_milliseconds", "h", ["reporter"], buckets=(1, 10), registry=reg)
     hist.labels("destination").observe(4)
     s = Snapshot(1.0)
@@ -163,5 +167,7 @@ def test_exposition_parsing_and_decision_tables() -> None:
     rows = {r["rule"]: r for r in page_state(s, None, None)["authz"]}
     assert rows["admin_needs_token"]["deny"] == 3 and rows["new_rule"]["dry_run_deny"] == 2
     assert rows["everyone"]["allow"] == 7
+    # what Envoy's native gate decided alone, over every Envoy, beside the server's rules
+    assert rows[NATIVE_GATE_ROW]["allow"] == 42 and rows[NATIVE_GATE_ROW]["deny"] == 5
     with pytest.raises(ValueError):
         parse_exposition("this is { not prometheus", Snapshot(0.0))
