@@ -49,11 +49,13 @@ def allow(
     response_headers: Mapping[str, str] | None = None,
 ) -> Allow:
     """An :class:`Allow`; header names are lower-cased."""
+    # Every field passed: a rule may call this on every Check, and the dataclass's default
+    # factories and generator expressions cost more than the answer itself.
     return Allow(
-        headers={k.lower(): v for k, v in (headers or {}).items()},
-        remove_headers=tuple(h.lower() for h in remove_headers),
-        metadata=dict(metadata or {}),
-        response_headers={k.lower(): v for k, v in (response_headers or {}).items()},
+        {k.lower(): v for k, v in headers.items()} if headers else {},
+        tuple([h.lower() for h in remove_headers]) if remove_headers else (),
+        dict(metadata) if metadata else {},
+        {k.lower(): v for k, v in response_headers.items()} if response_headers else {},
     )
 
 

@@ -94,6 +94,11 @@ def _normalize(raw: str) -> tuple[str, str | None]:
     return path, why
 
 
+def normalize(raw: str) -> tuple[str, str | None]:
+    """``(normalize_path(raw), path_ambiguity(raw))`` in one call (cached for 4096 targets)."""
+    return _normalize(raw)
+
+
 def normalize_path(raw: str) -> str:
     """The normalised path of a request target ``raw`` (see the module docstring).
 

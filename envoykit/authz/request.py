@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar, overload
 from urllib.parse import parse_qsl
 
 from envoykit.authz.identity import Identity
-from envoykit.authz.paths import normalize_path, path_ambiguity
+from envoykit.authz.paths import normalize
 from envoykit.core.spiffe import SpiffeId, peer_spiffe_id
 
 _T = TypeVar("_T")
@@ -183,20 +183,30 @@ class Request:
         """
         return _CheckRequestView(req)
 
+    def _split_path(self) -> None:
+        # the three path facts at once: every Check reads the ambiguity and the path
+        raw = self.target.partition("?")[0].partition("#")[0]
+        d = self.__dict__
+        d["raw_path"] = raw
+        d["path"], d["path_ambiguity"] = normalize(raw)
+
     @cached_property
     def raw_path(self) -> str:
         """The request target without ``?query`` and ``#fragment``, not decoded."""
-        return self.target.split("?", 1)[0].split("#", 1)[0]
+        self._split_path()
+        return self.__dict__["raw_path"]  # type: ignore[no-any-return]
 
     @cached_property
     def path(self) -> str:
         """The normalised path (see :mod:`envoykit.authz.paths`)."""
-        return normalize_path(self.raw_path)
+        self._split_path()
+        return self.__dict__["path"]  # type: ignore[no-any-return]
 
     @cached_property
     def path_ambiguity(self) -> str | None:
         """Why upstreams could read this path differently (``/..;/``, ``%3B``), or None."""
-        return path_ambiguity(self.raw_path)
+        self._split_path()
+        return self.__dict__["path_ambiguity"]  # type: ignore[no-any-return]
 
     @cached_property
     def raw_query(self) -> str:
@@ -277,6 +287,27 @@ def _headers(http: Any) -> Headers:
     return Headers(multi)
 
 
+class _Field:
+    """A view attribute read from the CheckRequest on first access, then a plain instance attribute.
+
+    A class-level descriptor rather than ``__getattr__``: a missed attribute lookup raises and catches
+    an AttributeError inside CPython before ``__getattr__`` runs (~0.45 µs per field on the bench
+    machine, and a view reads a dozen fields per Check).
+    """
+
+    __slots__ = ("name", "read")
+
+    def __init__(self, name: str, read: Callable[[Any, Any], Any]) -> None:
+        self.name = name
+        self.read = read
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.read(obj._message, obj)
+        return value
+
+
 # How each attribute of a view is read from the CheckRequest (``m``) and the view (``v``).
 _FIELDS: dict[str, Callable[[Any, Any], Any]] = {
     "_http": lambda m, v: m.attributes.request.http,
@@ -309,9 +340,6 @@ class _CheckRequestView(Request):
     def __init__(self, message: Any) -> None:  # no super().__init__(): nothing is read up front
         self._message = message
 
-    def __getattr__(self, name: str) -> Any:  # only called for attributes not read yet
-        read = _FIELDS.get(name)
-        if read is None:
-            raise AttributeError(name)
-        value = self.__dict__[name] = read(self._message, self)
-        return value
+
+for _name, _read in _FIELDS.items():
+    setattr(_CheckRequestView, _name, _Field(_name, _read))

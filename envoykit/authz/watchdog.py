@@ -9,7 +9,7 @@ timeout (200 ms by default) answers the client meanwhile, denied because our con
 ``failure_mode_allow: false``.
 
 Cost per rule matters (it runs for every rule of every Check): arming and disarming are plain dict
-stores; only :meth:`Watchdog.leave`, once per check, takes the lock that the watchdog holds while it
+stores (the engine writes :attr:`Watchdog.deadlines` itself, without a method call); only :meth:`Watchdog.leave`, once per check, takes the lock that the watchdog holds while it
 shoots, so a shot always lands before ``leave`` returns, inside the engine's handling.
 """
 
@@ -43,7 +43,10 @@ class Watchdog:
     def __init__(self, budget_s: float) -> None:
         self.budget_s = budget_s
         self._lock = threading.Lock()
-        self._running: dict[int, float] = {}  # thread id -> deadline of its rule (perf_counter s)
+        #: thread id -> deadline of the rule it runs (perf_counter s), or IDLE: ``arm``/``disarm`` as
+        #: plain stores for callers that run them per rule
+        self.deadlines: dict[int, float] = {}
+        self._running = self.deadlines
         self.fired = 0
         self._interval = max(budget_s / 4, 0.005)
         self._thread = threading.Thread(target=self._loop, daemon=True, name="authz-watchdog")

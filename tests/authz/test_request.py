@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2 as ea
 
-from envoykit.authz import Request, normalize_path, peer_spiffe_id
+from envoykit.authz import Request, allow, normalize_path, peer_spiffe_id
+from envoykit.authz.decisions import Allow
+from envoykit.authz.request import _FIELDS, Headers
 
 
 @pytest.mark.parametrize(
@@ -149,3 +151,77 @@ def test_envoy_side_ambiguity_parts_agree(raw: str) -> None:
     assert any(p in raw.lower() for p in AMBIGUOUS_PATH_PARTS) == (
         Request(path=raw).path_ambiguity is not None
     )
+
+
+def test_view_reads_every_field_as_an_eager_request_would() -> None:
+    """The lazy view (one descriptor per field, read on first access) equals a Request built up front
+    from the same message, field by field, whichever field is read first."""
+    cr = _check_request()
+    cr.attributes.destination.address.socket_address.address = "10.9.9.9"
+    cr.attributes.destination.address.socket_address.port_value = 8443
+    cr.attributes.destination.labels["app"] = "backend"
+    cr.attributes.source.certificate = "-----BEGIN CERTIFICATE-----"
+    h, a = cr.attributes.request.http, cr.attributes
+    h.scheme, h.protocol = "https", "HTTP/2"
+    eager = Request(
+        method=h.method,
+        path=h.path,
+        host=h.host,
+        headers=Headers.from_pairs([(x.key, x.raw_value.decode()) for x in h.header_map.headers]),
+        scheme=h.scheme,
+        protocol=h.protocol,
+        source_address=a.source.address.socket_address.address,
+        source_port=a.source.address.socket_address.port_value,
+        source_principal=a.source.principal,
+        destination_principal=a.destination.principal,
+        source_certificate=a.source.certificate,
+        sni=a.tls_session.sni,
+        context_extensions=dict(a.context_extensions),
+        body=h.raw_body,
+        request_id=h.id,
+        destination_address=a.destination.address.socket_address.address,
+        destination_port=a.destination.address.socket_address.port_value,
+        destination_labels=dict(a.destination.labels),
+    )
+    names = [n for n in _FIELDS if not n.startswith("_")]
+    names += ["raw_path", "path", "path_ambiguity", "raw_query", "query", "hostname", "remote_address"]
+    for first in names:  # the order of reads must not matter
+        view = Request.from_check_request(cr)
+        for name in [first, *names]:
+            got, want = getattr(view, name), getattr(eager, name)
+            if name == "headers":
+                got, want = {k: got.getall(k) for k in got}, {k: want.getall(k) for k in want}
+            elif name == "context_extensions":
+                got = dict(got)
+            assert got == want, (first, name)
+    view = Request.from_check_request(cr)
+    with pytest.raises(AttributeError):
+        _ = view.no_such_field  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("first", ["raw_path", "path", "path_ambiguity"])
+def test_path_facts_agree_whichever_is_read_first(first: str) -> None:
+    cr = _check_request()
+    cr.attributes.request.http.path = "/v1/..;/a/%2e%2e/b?x=1#f"
+    view = Request.from_check_request(cr)
+    getattr(view, first)
+    assert (view.raw_path, view.path, view.path_ambiguity) == (
+        "/v1/..;/a/%2e%2e/b",
+        normalize_path("/v1/..;/a/%2e%2e/b"),
+        "';' parameters on the segment '..;'",
+    )
+
+
+def test_allow_lowers_names_and_keeps_empty_fields_empty() -> None:
+    a = allow(
+        {"X-User": "alice"}, remove_headers=["X-Secret"], metadata={"t": 1}, response_headers={"X-R": "1"}
+    )
+    assert (a.headers, a.remove_headers, a.metadata, a.response_headers) == (
+        {"x-user": "alice"},
+        ("x-secret",),
+        {"t": 1},
+        {"x-r": "1"},
+    )
+    assert allow() == Allow() and allow({}, remove_headers=[]) == Allow()
+    src: dict[str, object] = {"t": 1}
+    assert allow(metadata=src).metadata is not src  # a copy: the rule's dict may change later
