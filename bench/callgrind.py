@@ -52,8 +52,9 @@ def send(urls: list[str], n: int, connections: int) -> int:
     return per * len(urls)
 
 
-def _dumped_instructions(tmp: Path, pid: int) -> int:
-    newest = max(tmp.glob(f"callgrind.{pid}*"), key=lambda p: p.stat().st_mtime)
+def dumped_instructions(tmp: Path, pid: int, prefix: str = "callgrind") -> int:
+    """Instructions in the newest callgrind dump of process ``pid`` (``tmp/<prefix>.<pid>*``)."""
+    newest = max(tmp.glob(f"{prefix}.{pid}*"), key=lambda p: p.stat().st_mtime)
     m = re.search(r"^(?:summary|totals):\s+(\d+)", newest.read_text(), re.M)
     if m is None:
         raise RuntimeError(f"no instruction total in {newest}")
@@ -72,4 +73,4 @@ def kir_per_request(
     sent = send(urls, n, connections)
     time.sleep(settle_s)
     subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
-    return _dumped_instructions(tmp, pid) / sent / 1000
+    return dumped_instructions(tmp, pid) / sent / 1000

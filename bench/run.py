@@ -1,6 +1,6 @@
 """Run every benchmark one after the other (``make bench``); each prints its own figures and ratios.
 
-Usage: ``python bench/run.py [authz authz_instructions ratelimit transport extproc telemetry telemetry_instructions wasmhost wasmhost_instructions control mesh]``
+Usage: ``python bench/run.py [authz authz_instructions authz_server_instructions ratelimit transport extproc telemetry telemetry_instructions wasmhost wasmhost_instructions control mesh]``
 (default: all).
 """
 
@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 ALL = [
     "authz",
     "authz_instructions",
+    "authz_server_instructions",
     "ratelimit",
     "transport",
     "extproc",
@@ -30,6 +31,7 @@ ALL = [
 TOOLS = {
     "authz": ["wrk", "hey"],
     "authz_instructions": ["hey", "valgrind"],
+    "authz_server_instructions": ["hey", "valgrind"],
     "ratelimit": ["wrk", "hey", "redis-server"],
     "transport": ["wrk"],
     "extproc": ["wrk", "hey"],
