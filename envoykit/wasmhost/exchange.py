@@ -159,7 +159,7 @@ def http1_upstream_headers(headers: HeaderMap, body: bytes) -> HeaderMap:
     return out
 
 
-def _client_view(out: Outcome, headers: HeaderMap, body: bytes) -> None:
+def _client_view(out: Outcome, headers: HeaderMap, body: bytes, head: bool = False) -> None:
     status = first(headers._entries, b":status") or b""
     if not status.isdigit():
         # Envoy's HTTP/1 codec refuses to encode it and answers with its own 502.
@@ -170,6 +170,11 @@ def _client_view(out: Outcome, headers: HeaderMap, body: bytes) -> None:
         )
         return
     length = first(headers._entries, b"content-length")  # http1_read, inline
+    if head:
+        # A response to HEAD: Envoy's downstream codec writes the headers as they are (the
+        # content-length of the body a GET would get, no "content-length: 0" added) and no body.
+        out.status, out.headers, out.body = int(status), headers, b""
+        return
     read = body
     if length is not None and length.isdigit():
         n = int(length)
@@ -259,7 +264,10 @@ def run_exchange(
             out.upstream_complete = False
             out.stalled = True
             return _finish(out, plugin, stream, first_log, root_failure)
-        resp_body = upstream.body if upstream.status != 204 else b""
+        # Envoy's upstream codec reads no body after the headers of a response to HEAD (RFC 9110
+        # section 9.3.2), whatever its content-length says; nor of a 204.
+        head = first(sent_headers._entries, b":method") == b"HEAD"
+        resp_body = upstream.body if upstream.status != 204 and not head else b""
         if isinstance(resp_body, str):
             resp_body = resp_body.encode()
         # send_response_headers(copy=False): no local response was sent (the request completed)
@@ -277,7 +285,7 @@ def run_exchange(
     resp = stream.resp
     if resp.complete and not out.reset:
         headers = resp.headers if resp.headers is not None else HeaderMap()  # response_headers
-        _client_view(out, headers, bytes(resp.forwarded_body))
+        _client_view(out, headers, bytes(resp.forwarded_body), request.method == "HEAD")
     elif not out.reset:
         out.stalled = True
     return _finish(out, plugin, stream, first_log, root_failure)

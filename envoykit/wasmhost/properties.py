@@ -78,6 +78,11 @@ def encode_value(value: Any) -> bytes:
 
 _MISSING = object()
 
+# The attributes Envoy 1.40 answers with a CEL wrapper map in a stream's context: read whole,
+# they are SERIALIZATION_FAILURE even when nothing below them is set (property_paths.yaml).
+WRAPPERS = frozenset({"request", "response", "connection", "upstream", "source", "destination", "xds",
+                      "filter_state"})  # fmt: skip
+
 
 def _walk(value: Any, rest: list[str]) -> Any:
     """The value at ``rest`` below ``value``, or ``_MISSING`` (``None`` is a ``null`` value)."""
@@ -161,6 +166,10 @@ def builtins(plugin: Plugin, ctx: ContextState | None) -> dict[str, Any]:
             request["duration"] = max(0, plugin.host.clock.wall_ns - ctx.start_ns)
         if ctx.upstream_reached:
             attrs["upstream"] = {"address": DEFAULT_UPSTREAM_ADDRESS}
+        # Headers out of reach read as an empty map, not NOT_FOUND (Envoy's wrapper over no
+        # headers); the stream's dynamic metadata, empty here, as its empty message.
+        request.setdefault("headers", {})
+        attrs["metadata"] = b""
     if request:
         attrs["request"] = request
     response: dict[str, Any] = {}
@@ -171,6 +180,8 @@ def builtins(plugin: Plugin, ctx: ContextState | None) -> dict[str, Any]:
     resp = ctx.maps.get(MapType.HTTP_RESPONSE_HEADERS)
     if resp is not None:
         response["headers"] = resp.to_dict()
+    elif ctx.kind == "http":
+        response["headers"] = {}  # out of reach: an empty map, as request.headers above
     if response:
         attrs["response"] = response
     if ctx.connection_id is not None:
@@ -217,6 +228,8 @@ def lookup(plugin: Plugin, ctx: ContextState | None, segments: list[bytes]) -> b
             return state
     if names == ["xds", "node"]:
         return node_message(plugin, ctx)
+    if ctx is not None and len(names) == 1 and names[0] in WRAPPERS:
+        raise Unserializable  # Envoy's CEL wrapper maps list no keys: serializeValue fails
     for source in (
         _nest(ctx.properties) if ctx is not None else {},
         _nest(plugin.host.properties),

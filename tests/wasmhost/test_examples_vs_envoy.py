@@ -71,6 +71,8 @@ DIFFS = [
     ("wat_stream", "stream_close"),
     ("wat_stream", "stream_buffer"),
     ("wat_stream", "stream_local"),
+    ("wat_hostile_args", "hostile_args"),
+    ("wat_property_paths", "property_paths"),
     ("tcp_inspect", "tcp_inspect"),
 ]
 
@@ -250,3 +252,53 @@ def test_singleton_and_filter_before_outcome(wasm_example) -> None:
         "greeting=missing",
         "x-before=missing",
     ]
+
+
+def test_head_response_has_no_body(wasm_example) -> None:
+    """What hostile_args.yaml's HEAD case pins against Envoy: the upstream's content-length is
+    kept, no body reaches the filter or the client, and the stream is not reset."""
+    plugin = load_plugin(wasm_example("wat_hostile_args"))
+    out = run_exchange(plugin, HttpRequest(method="HEAD", path="/h"), HttpResponse(body=b"upstream body"))
+    assert (out.status, out.body, out.reset, out.stalled) == (200, b"", False, False)
+    assert out.headers["content-length"] == "13"
+    assert [name for name, _ in out.actions] == ["proxy_on_request_headers", "proxy_on_response_headers"]
+    got = run_exchange(plugin, HttpRequest(method="GET", path="/g"), HttpResponse(body=b"upstream body"))
+    assert got.body == b"upstream body"
+
+
+def test_hostile_arguments_answers(wasm_example) -> None:
+    """hostile_args.wat's answers as hostile_args.yaml pins them against Envoy: 6
+    (INVALID_MEMORY_ACCESS) for every range or out-pointer outside memory, OK for an empty range
+    at its very end and for an out-pointer that malloc's memory.grow brought inside."""
+    plugin = load_plugin(wasm_example("wat_hostile_args"))
+    out = run_exchange(plugin, HttpRequest(path="/g"), HttpResponse(body=b"upstream body"))
+    got = dict(m.split("=", 1) for m in (r.message for r in out.logs) if m[2:3] == "=")
+    assert {k: got[k] for k in ("aa", "ab", "ac", "ad", "ae", "af", "ag", "ah", "ai", "aj")} == {
+        "aa": "0", "ab": "6", "ac": "0", "ad": "6", "ae": "6", "af": "6", "ag": "6", "ah": "0", "ai": "0",
+        "aj": "1",
+    }  # fmt: skip
+    assert (got["ii"], got["ao"], got["ap"], got["ar"], got["as"], got["at"]) == (
+        "2",
+        "6",
+        "3",
+        "6",
+        "6",
+        "6",
+    )
+    assert (got["au"], got["av"]) == ("6", "6")  # malloc answering outside memory
+    assert out.upstream_headers is not None and out.upstream_headers["x-upper-key"] == "v2"
+
+
+def test_property_path_rules(wasm_example) -> None:
+    """property_paths.wat in on_request_headers, as property_paths.yaml pins it against Envoy."""
+    plugin = load_plugin(wasm_example("wat_property_paths"))
+    out = run_exchange(plugin, HttpRequest(path="/g"), HttpResponse(body=b"up"))
+    got = {m[:2]: int(m[3:]) for m in (r.message for r in out.logs) if m[:1] == "A"}
+    status = {k: v // 1_000_000 for k, v in got.items()}
+    assert status["Aa"] == 3  # an empty path
+    assert (status["Ab"], status["Ac"], status["Ad"]) == (3, 3, 1)  # request, request\0, request\0\0
+    assert (status["Ae"], status["Af"]) == (0, 1)  # request\0path\0, request\0path\0\0
+    assert all(status[k] == 3 for k in ("Ag", "Ah", "Ai", "Aj", "Ak", "Al", "Ar"))  # CEL wrappers
+    assert (status["As"], status["At"]) == (1, 1)  # "\0", nosuch\0
+    assert got["Av"] == 4  # response.headers before the response: an empty map
+    assert got["Aq"] == 0  # metadata: the empty message
