@@ -269,12 +269,16 @@ class Plugin:
         try:
             result = func(vm.store, *args)
         except (wasmtime.Trap, HostTrap, wasmtime.WasmtimeError) as exc:
+            vm.host_failure = None
             self.failed = vm.failure(name, ctx.id, exc)
             raise self.failed from exc
         finally:
             vm.depth = depth
             self.effective = saved
-        if not depth and (self._dirty or self._pending_queue):
+        if not depth and (self._dirty or self._pending_queue or vm.host_failure):
+            if vm.host_failure:  # malloc trapped in a host call: the callback fails as it ends
+                self.failed, vm.host_failure = vm.host_failure, None
+                raise self.failed
             self._after_call()
         return result
 

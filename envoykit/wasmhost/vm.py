@@ -51,6 +51,9 @@ class VM:
         self.store = wasmtime.Store(engine())
         self.store.set_limits(memory_size=memory_limit)
         self.depth = 0  # nesting of calls into the module (malloc inside a host call...)
+        # The allocator's trap inside a host call: the VM failed, the module ran on (see
+        # return_bytes); whoever made the outer call raises it once the call returns.
+        self.host_failure: FilterFailure | None = None
         self.restricted = False  # only start-up-safe host calls during _initialize/_start
         linker = wasmtime.Linker(engine())
         table = host_functions(module.abi_version)
@@ -186,6 +189,13 @@ class VM:
         self.depth += 1
         try:
             addr = self.malloc(self.store, len(data))
+        except (wasmtime.Trap, HostTrap, wasmtime.WasmtimeError) as exc:
+            # cpp-host allocMemory: the trap fails the VM and malloc reads as 0, so the host call
+            # answers INVALID_MEMORY_ACCESS and the module runs on to the end of its callback,
+            # whose stream then fails (observed in Envoy 1.40, malloc_trap.yaml).
+            if self.host_failure is None:
+                self.host_failure = self.failure("malloc", self.plugin.effective.id, exc)
+            raise OutOfBounds from exc
         finally:
             self.depth -= 1
         if not isinstance(addr, int) or addr == 0:
@@ -209,11 +219,16 @@ class VM:
         self.set_fuel(self.fuel)
         self.depth += 1
         try:
-            return func(self.store, *args)
+            result = func(self.store, *args)
         except (wasmtime.Trap, HostTrap, wasmtime.WasmtimeError) as exc:
+            self.host_failure = None
             raise self.failure(name, context_id, exc) from exc
         finally:
             self.depth -= 1
+        if self.host_failure is not None and not self.depth:
+            failure, self.host_failure = self.host_failure, None
+            raise failure
+        return result
 
     def failure(self, name: str, context_id: int, exc: Exception) -> FilterFailure:
         """The :class:`FilterFailure` for ``exc`` raised by a call of ``name`` for ``context_id``."""

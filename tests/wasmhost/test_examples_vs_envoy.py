@@ -73,6 +73,7 @@ DIFFS = [
     ("wat_stream", "stream_local"),
     ("wat_hostile_args", "hostile_args"),
     ("wat_property_paths", "property_paths"),
+    ("wat_malloc_trap", "malloc_trap"),
     ("tcp_inspect", "tcp_inspect"),
 ]
 
@@ -302,3 +303,15 @@ def test_property_path_rules(wasm_example) -> None:
     assert (status["As"], status["At"]) == (1, 1)  # "\0", nosuch\0
     assert got["Av"] == 4  # response.headers before the response: an empty map
     assert got["Aq"] == 0  # metadata: the empty message
+
+
+def test_malloc_trap_in_a_host_call_lets_the_callback_finish(wasm_example) -> None:
+    """malloc_trap.yaml against Envoy, pinned: the host call answers 6, the module runs on (the
+    next call allocates again), then the stream and the next one get the 503 of a failed VM."""
+    plugin = load_plugin(wasm_example("wat_malloc_trap"))
+    out = run_exchange(plugin, HttpRequest(path="/a"), HttpResponse(body=b"up"))
+    assert [r.message for r in out.logs] == ["before", "in malloc", "6", "m", "0", "/a", "after"]
+    assert (out.status, out.body, out.upstream_headers) == (503, b"", None)
+    assert out.failure is not None and out.failure.callback == "malloc"
+    later = run_exchange(plugin, HttpRequest(path="/b"), HttpResponse(body=b"up"))
+    assert (later.status, later.logs) == (503, [])

@@ -1,0 +1,40 @@
+;; The allocator traps inside a host call. Envoy fails the VM, the host call answers 6
+;; (INVALID_MEMORY_ACCESS) and the module runs on to the end of its callback; the stream then
+;; gets the failure policy's answer. on_request_headers logs "before", arms the trap, logs the
+;; status of get_header_map_value(:path) ("6"), then a second call's status and value ("0", the
+;; path: malloc works again) and "after". malloc logs "m" on each call, "in malloc" as it traps.
+(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $ghv (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 32768))
+  (global $trap (mut i32) (i32.const 0))
+  (func (export "malloc") (param $n i32) (result i32) (local $p i32)
+    (if (global.get $trap) (then (drop (call $log (i32.const 2) (i32.const 2100) (i32.const 9))) (unreachable)))
+    (drop (call $log (i32.const 2) (i32.const 2210) (i32.const 1)))
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+  (data (i32.const 2080) ":path")
+  (data (i32.const 2090) "before")
+  (data (i32.const 2100) "in malloc")
+  (data (i32.const 2110) "after")
+  (data (i32.const 2210) "m")
+  ;; log the status digit of a host call
+  (func $status (param $rc i32)
+    (i32.store8 (i32.const 2200) (i32.add (i32.const 48) (local.get $rc)))
+    (drop (call $log (i32.const 2) (i32.const 2200) (i32.const 1))))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $log (i32.const 2) (i32.const 2090) (i32.const 6)))
+    (global.set $trap (i32.const 1))
+    (call $status (call $ghv (i32.const 0) (i32.const 2080) (i32.const 5) (i32.const 1024) (i32.const 1028)))
+    (global.set $trap (i32.const 0))
+    (call $status (call $ghv (i32.const 0) (i32.const 2080) (i32.const 5) (i32.const 1024) (i32.const 1028)))
+    (drop (call $log (i32.const 2) (i32.load (i32.const 1024)) (i32.load (i32.const 1028))))
+    (drop (call $log (i32.const 2) (i32.const 2110) (i32.const 5)))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (drop (call $log (i32.const 2) (i32.const 2110) (i32.const 5)))
+    (i32.const 0)))
