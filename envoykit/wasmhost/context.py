@@ -24,6 +24,7 @@ class ContextState:
 
     __slots__ = (
         "access_log_phase",
+        "bad_request_header",
         "bodies",
         "connection_id",
         "created",
@@ -60,6 +61,7 @@ class ContextState:
         self.start_ns = 0  # request.time: when the stream began (wall clock)
         self.request_bytes = 0  # request body bytes received from the client so far
         self.upstream_reached = False  # the router sent the request upstream (upstream.address)
+        self.bad_request_header = False  # the module wrote a name or value HTTP/1 cannot carry
         self.access_log_phase = False
         self.route_cache_cleared = 0
         self.created = False

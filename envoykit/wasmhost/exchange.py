@@ -18,7 +18,7 @@ from types import MappingProxyType
 
 from envoykit.wasmhost.callouts import HttpCall
 from envoykit.wasmhost.errors import FilterFailure
-from envoykit.wasmhost.headermap import _KEYS, HeaderMap, first
+from envoykit.wasmhost.headermap import _KEYS, HeaderMap, first, invalid_header
 from envoykit.wasmhost.headermap import _key as key
 from envoykit.wasmhost.http import HttpStream
 from envoykit.wasmhost.plugin import Plugin
@@ -254,7 +254,27 @@ def run_exchange(
     # defaults are class attributes, logs and actions are set by _finish, headers here.
     out = Outcome.__new__(Outcome)
     out.headers = HeaderMap()
-    if req.complete and stream.local_response is None and stream.reset is None:  # request_complete
+    refusal = (
+        invalid_header(req.headers._entries)
+        if stream.ctx.bad_request_header and req.headers is not None
+        else None
+    )
+    if refusal is not None and req.complete and stream.local_response is None and stream.reset is None:
+        # Envoy's HTTP/1 upstream codec refuses the headers the module wrote; the router answers
+        # the client itself (503, the reason as a text/plain body), through the filter's response
+        # callbacks, and the upstream sees nothing (observed in Envoy 1.40, bad_headers.yaml).
+        text = refusal.encode()
+        reply = [
+            (b":status", b"503"),
+            (b"content-length", b"%d" % len(text)),
+            (b"content-type", b"text/plain"),
+        ]
+        stream._headers(stream.resp, HeaderMap.of_entries(reply), False)
+        if stream.reset is None and stream.local_response is None:
+            stream._body(stream.resp, text, True)  # a local reply's body: one frame
+        if plugin.http_calls:
+            root_failure = root_failure or _answer_callouts(plugin, table)
+    elif req.complete and stream.local_response is None and stream.reset is None:  # request_complete
         out.upstream_complete = True
         sent_headers = req.headers if req.headers is not None else HeaderMap()
         sent_body = bytes(req.forwarded_body)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Union
 
@@ -33,6 +34,25 @@ def _key(key: str | bytes) -> bytes:
         if len(_KEYS) < 4096:
             _KEYS[key] = k
     return k
+
+
+# Envoy's HeaderUtility::headerNameIsValid / headerValueIsValid (nghttp2's rules): a name is
+# token characters (lowercase: names are lowered first), a pseudo-header's after its ":"; a value
+# has no control character but HTAB. Envoy's HTTP/1 upstream codec checks both for every request.
+valid_name = re.compile(rb":?[!#$%&'*+\-.^_`|~0-9a-z]+").fullmatch
+bad_value = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
+
+
+def invalid_header(entries: Pairs) -> str | None:
+    """Envoy's refusal of a request whose headers HTTP/1 cannot carry (``invalid header name:
+    <name>`` / ``invalid header value for: <name>``, the first bad entry), or ``None``. An empty
+    name is not refused (Envoy sends the request without it; not modelled)."""
+    for k, v in entries:
+        if k and not valid_name(k):
+            return f"invalid header name: {k.decode(errors='replace')}"
+        if bad_value(v):
+            return f"invalid header value for: {k.decode(errors='replace')}"
+    return None
 
 
 def first(entries: Pairs, key: bytes) -> bytes | None:

@@ -74,6 +74,7 @@ DIFFS = [
     ("wat_hostile_args", "hostile_args"),
     ("wat_property_paths", "property_paths"),
     ("wat_malloc_trap", "malloc_trap"),
+    ("wat_bad_headers", "bad_headers"),
     ("tcp_inspect", "tcp_inspect"),
 ]
 
@@ -315,3 +316,21 @@ def test_malloc_trap_in_a_host_call_lets_the_callback_finish(wasm_example) -> No
     assert out.failure is not None and out.failure.callback == "malloc"
     later = run_exchange(plugin, HttpRequest(path="/b"), HttpResponse(body=b"up"))
     assert (later.status, later.logs) == (503, [])
+
+
+@pytest.mark.parametrize(
+    ("method", "reason"),
+    [("GET", "invalid header value for: x-bad"), ("DELETE", "invalid header name: x a"), ("HEAD", None)],
+)
+def test_request_headers_http1_cannot_carry(wasm_example, method, reason) -> None:
+    """bad_headers.yaml against Envoy, pinned: Envoy's 503 with the reason, through the filter's
+    response callbacks, the upstream never reached; a valid header goes through."""
+    plugin = load_plugin(wasm_example("wat_bad_headers"))
+    out = run_exchange(plugin, HttpRequest(method=method, path="/x"), HttpResponse(body=b"up"))
+    if reason is None:
+        assert out.status == 200 and out.upstream_headers is not None
+        assert out.upstream_headers["x-up"] == "b\tc"
+        return
+    assert (out.status, out.body, out.upstream_headers) == (503, reason.encode(), None)
+    assert out.headers["content-type"] == "text/plain"
+    assert [r.message for r in out.logs] == ["reqh", "resh", "resb"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoykit.wasmhost.abi import AbiVersion, MapType, Status
-from envoykit.wasmhost.headermap import HeaderMap
+from envoykit.wasmhost.headermap import HeaderMap, bad_value, invalid_header, valid_name
 from envoykit.wasmhost.hostcalls.table import Table
 from envoykit.wasmhost.pairs import decode_pairs
 
@@ -125,6 +125,8 @@ def proxy_set_header_map_pairs(vm: Any, kind: int, ptr: int, size: int) -> int:
         return _BAD_ARGUMENT
     pairs = decode_pairs(data)
     hmap.set_pairs(pairs or [])  # cpp-host: a malformed buffer reads as an empty map
+    if kind == 0 and invalid_header(hmap._entries):
+        vm.plugin.effective.bad_request_header = True
     return _OK
 
 
@@ -140,6 +142,8 @@ def proxy_add_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int, vs
     if hmap is None:
         return _BAD_ARGUMENT
     hmap.add(key, value)
+    if kind == 0 and (bad_value(value) or not valid_name(key.lower())):
+        ctx.bad_request_header = True  # checked when the request goes upstream
     return _OK
 
 
@@ -152,6 +156,8 @@ def proxy_replace_header_map_value(vm: Any, kind: int, kp: int, ks: int, vp: int
     if hmap is None:
         return _BAD_ARGUMENT
     hmap.replace(key, value)
+    if kind == 0 and (bad_value(value) or not valid_name(key.lower())):
+        vm.plugin.effective.bad_request_header = True
     return _OK
 
 
