@@ -286,7 +286,7 @@ def run_exchange(
             return _finish(out, plugin, stream, first_log, root_failure)
         # Envoy's upstream codec reads no body after the headers of a response to HEAD (RFC 9110
         # section 9.3.2), whatever its content-length says; nor of a 204.
-        head = first(sent_headers._entries, b":method") == b"HEAD"
+        head = (b":method", b"HEAD") in sent_headers._entries  # no Python frame: the hot path
         resp_body = upstream.body if upstream.status != 204 and not head else b""
         if isinstance(resp_body, str):
             resp_body = resp_body.encode()

@@ -275,14 +275,17 @@ class Plugin:
         finally:
             vm.depth = depth
             self.effective = saved
-        if not depth and (self._dirty or self._pending_queue or vm.host_failure):
-            if vm.host_failure:  # malloc trapped in a host call: the callback fails as it ends
-                self.failed, vm.host_failure = vm.host_failure, None
-                raise self.failed
+        if not depth and (self._dirty or self._pending_queue):
             self._after_call()
         return result
 
     def _after_call(self) -> None:
+        vm = self.vm
+        if vm.host_failure is not None:
+            # malloc trapped in a host call (VM.return_bytes, which marked the plugin dirty to get
+            # here): the callback that made it fails as it ends, as in cpp-host.
+            self.failed, vm.host_failure = vm.host_failure, None
+            raise self.failed
         while self._dirty:
             ctx = self._dirty.pop(0)
             if not ctx.deferred:

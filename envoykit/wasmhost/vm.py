@@ -194,7 +194,9 @@ class VM:
             # answers INVALID_MEMORY_ACCESS and the module runs on to the end of its callback,
             # whose stream then fails (observed in Envoy 1.40, malloc_trap.yaml).
             if self.host_failure is None:
-                self.host_failure = self.failure("malloc", self.plugin.effective.id, exc)
+                ctx = self.plugin.effective
+                self.host_failure = self.failure("malloc", ctx.id, exc)
+                self.plugin._dirty.append(ctx)  # Plugin.call's after-call step raises it
             raise OutOfBounds from exc
         finally:
             self.depth -= 1
