@@ -72,7 +72,7 @@ def proxy_send_local_response(
     pairs = decode_pairs(vm.read(headers_ptr, headers_size)) or []
     grpc = grpc_status if 0 <= grpc_status <= 16 else None
     response = LocalResponse(
-        status=status_code,
+        status=status_code & 0xFFFF,  # Envoy's Http::Code is 16 bits: 65736 answers 200 (local_reply.yaml)
         body=body,
         headers=[(k.decode(errors="replace").lower(), v.decode(errors="replace")) for k, v in pairs],
         details="_".join(details.split(" ")) if details else "",

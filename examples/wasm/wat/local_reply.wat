@@ -3,6 +3,7 @@
 ;;   e  204 without a body
 ;;   r  503, repeated x-a headers, body "50% off\n", gRPC status 14; returns CONTINUE anyway
 ;;   g  200 without a body but with gRPC status 7 (ignored for a non-gRPC request)
+;;   w  status 0x100c8 with body "50% off\n": Envoy's status is 16 bits, so the client gets 200
 ;; For gRPC requests (content-type application/grpc) Envoy turns each into a trailers-only gRPC
 ;; answer; the differential test covers both kinds.
 (module
@@ -34,4 +35,6 @@
       (then (drop (call $local (i32.const 503) (i32.const 0) (i32.const 0) (i32.const 2200) (i32.const 8) (i32.const 2144) (i32.const 32) (i32.const 14))) (return (i32.const 0))))
     (if (i32.eq (local.get $c) (i32.const 103)) ;; g: grpc status with a plain request
       (then (drop (call $local (i32.const 200) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 7))) (return (i32.const 1))))
+    (if (i32.eq (local.get $c) (i32.const 119)) ;; w: a status past 16 bits
+      (then (drop (call $local (i32.const 0x100c8) (i32.const 0) (i32.const 0) (i32.const 2200) (i32.const 8) (i32.const 0) (i32.const 0) (i32.const -1))) (return (i32.const 1))))
     (i32.const 0)))
