@@ -74,6 +74,7 @@ DIFFS = [
     ("wat_hostile_args", "hostile_args"),
     ("wat_property_paths", "property_paths"),
     ("wat_malloc_trap", "malloc_trap"),
+    ("wat_malloc_trap", "malloc_trap_tcp"),
     ("wat_bad_headers", "bad_headers"),
     ("tcp_inspect", "tcp_inspect"),
 ]

@@ -3,9 +3,11 @@
 ;; gets the failure policy's answer. on_request_headers logs "before", arms the trap, logs the
 ;; status of get_header_map_value(:path) ("6"), then a second call's status and value ("0", the
 ;; path: malloc works again) and "after". malloc logs "m" on each call, "in malloc" as it traps.
+;; As a network filter, on_downstream_data does the same with get_buffer_bytes(downstream data).
 (module
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
   (import "env" "proxy_get_header_map_value" (func $ghv (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_bytes" (func $gbb (param i32 i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
   (global $heap (mut i32) (i32.const 32768))
   (global $trap (mut i32) (i32.const 0))
@@ -32,6 +34,16 @@
     (call $status (call $ghv (i32.const 0) (i32.const 2080) (i32.const 5) (i32.const 1024) (i32.const 1028)))
     (global.set $trap (i32.const 0))
     (call $status (call $ghv (i32.const 0) (i32.const 2080) (i32.const 5) (i32.const 1024) (i32.const 1028)))
+    (drop (call $log (i32.const 2) (i32.load (i32.const 1024)) (i32.load (i32.const 1028))))
+    (drop (call $log (i32.const 2) (i32.const 2110) (i32.const 5)))
+    (i32.const 0))
+  (func (export "proxy_on_new_connection") (param i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_downstream_data") (param i32 i32 i32) (result i32)
+    (drop (call $log (i32.const 2) (i32.const 2090) (i32.const 6)))
+    (global.set $trap (i32.const 1))
+    (call $status (call $gbb (i32.const 2) (i32.const 0) (i32.const -1) (i32.const 1024) (i32.const 1028)))
+    (global.set $trap (i32.const 0))
+    (call $status (call $gbb (i32.const 2) (i32.const 0) (i32.const -1) (i32.const 1024) (i32.const 1028)))
     (drop (call $log (i32.const 2) (i32.load (i32.const 1024)) (i32.load (i32.const 1028))))
     (drop (call $log (i32.const 2) (i32.const 2110) (i32.const 5)))
     (i32.const 0))
