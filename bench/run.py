@@ -1,6 +1,6 @@
 """Run every benchmark one after the other (``make bench``); each prints its own figures and ratios.
 
-Usage: ``python bench/run.py [authz authz_instructions authz_server_instructions ratelimit transport extproc telemetry telemetry_instructions wasmhost wasmhost_instructions control mesh]``
+Usage: ``python bench/run.py [authz authz_instructions authz_server_instructions ratelimit ratelimit_instructions transport extproc telemetry telemetry_instructions wasmhost wasmhost_instructions control mesh]``
 (default: all).
 """
 
@@ -18,6 +18,7 @@ ALL = [
     "authz_instructions",
     "authz_server_instructions",
     "ratelimit",
+    "ratelimit_instructions",
     "transport",
     "extproc",
     "telemetry",
@@ -33,6 +34,7 @@ TOOLS = {
     "authz_instructions": ["hey", "valgrind"],
     "authz_server_instructions": ["hey", "valgrind"],
     "ratelimit": ["wrk", "hey", "redis-server"],
+    "ratelimit_instructions": ["hey", "valgrind"],
     "transport": ["wrk"],
     "extproc": ["wrk", "hey"],
     "telemetry": ["wrk"],
