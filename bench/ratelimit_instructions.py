@@ -73,6 +73,9 @@ ANSWERS = {
     "min": R(overall_code=R.OK).SerializeToString(),
     "over": R(overall_code=R.OVER_LIMIT, statuses=[R.DescriptorStatus(code=R.OVER_LIMIT)]).SerializeToString(),
 }
+if sys.argv[2:] == ["two-headers"]:  # :status and content-type only (no grpc-accept-encoding)
+    import envoykit.core.unary.protocol as p
+    p.RESPONSE_HEADERS = p.RESPONSE_HEADERS[:2]
 def build():
     server = UnaryServer("const", "127.0.0.1:" + sys.argv[1])
     server.add_service("envoy.service.ratelimit.v3.RateLimitService", [UnaryMethod(
@@ -125,6 +128,8 @@ def scenarios(google_port: int) -> list[tuple[str, str, list[dict[str, Any]], li
         ("t_full", "const server, full answer (as b)", [variant("full", "const")], LIMITED),
         ("t_code", "const, statuses[].code only", [variant("code", "const")], LIMITED),
         ("t_min", "const, overall_code only", [variant("min", "const")], LIMITED),
+        ("t_2h", "const full, no grpc-accept-encoding header", [variant("full", "const2h")], LIMITED),
+        ("over", "const OVER_LIMIT (every request a 429)", [variant("over", "const")], LIMITED),
         ("hdrs", "x-ratelimit headers (DRAFT_VERSION_03)", [variant("bench", **draft)], LIMITED),
         ("noxe", "disable_x_envoy_ratelimited_header", [variant("bench", disable_x_envoy_ratelimited_header=True)], LIMITED),
         ("skiph", "envoy_grpc skip_envoy_headers", [variant("bench", grpc={"skip_envoy_headers": True})], LIMITED),
@@ -147,12 +152,19 @@ def main() -> None:
         (tmp / "limits" / "bench.yaml").write_text(LIMITS)
         memory = ServerProcess("ratelimit", ["--config-dir", str(tmp / "limits")], tmp, health=True).start()
         atexit.register(memory.stop)
-        const = subprocess.Popen(
-            [sys.executable, "-c", CONST_SERVER, str(free_port())], stdout=subprocess.PIPE, text=True
-        )
-        atexit.register(const.kill)
-        assert const.stdout is not None
-        const_port = int(const.stdout.readline())
+        consts = [
+            subprocess.Popen(
+                [sys.executable, "-c", CONST_SERVER, str(free_port()), *extra],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for extra in ([], ["two-headers"])
+        ]
+        const_ports = []
+        for const in consts:
+            atexit.register(const.kill)
+            assert const.stdout is not None
+            const_ports.append(int(const.stdout.readline()))
 
         chosen = scenarios(memory.port)
         if args.only:
@@ -172,7 +184,8 @@ def main() -> None:
                 preserving_proto_field_name=True,
             ),
             envoykit_cluster("rate_limit_service", memory.port),
-            envoykit_cluster("const", const_port),
+            envoykit_cluster("const", const_ports[0]),
+            envoykit_cluster("const2h", const_ports[1]),
             copy.deepcopy(windows),
         ]
         cfg = bootstrap(listeners, clusters)
@@ -206,7 +219,8 @@ def main() -> None:
         finally:
             env.cleanup()
             memory.stop()
-            const.kill()
+            for const in consts:
+                const.kill()
 
 
 if __name__ == "__main__":
