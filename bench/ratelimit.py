@@ -29,13 +29,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from common import cpu_seconds  # noqa: E402
+from google.protobuf.json_format import MessageToDict  # noqa: E402
 
+from envoykit.control.translate.filters import ratelimit_filter  # noqa: E402
 from envoykit.core import EnvoyProcess, free_port, wait_for_port  # noqa: E402
 from tests.envoycfg import cluster, http_listener  # noqa: E402
 
@@ -105,19 +108,12 @@ def hey(name: str, url: str, rate: float, seconds: int, header: str) -> Result:
 
 
 def _rl_filter(cluster: str) -> dict[str, Any]:
-    return {
-        "name": "envoy.filters.http.ratelimit",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
-            "domain": "bench",
-            "timeout": "1s",
-            "failure_mode_deny": True,
-            "rate_limit_service": {
-                "transport_api_version": "V3",
-                "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
-            },
-        },
-    }
+    """The rate-limit filter as envoykit's control plane builds it (``envoy inject`` and the mesh use the
+    same builder), failing closed, with a 1 s timeout, calling ``cluster``."""
+    mesh: Any = SimpleNamespace(extensions=SimpleNamespace(ratelimit=SimpleNamespace(timeout=1.0)))
+    f = MessageToDict(ratelimit_filter(mesh, "bench", True), preserving_proto_field_name=True)
+    f["typed_config"]["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"] = cluster
+    return f
 
 
 LOCAL_RL = {

@@ -144,6 +144,11 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=800, help="requests per scenario")
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--only", default="", help="comma-separated scenario names (a and b always run)")
+    ap.add_argument(
+        "--reject-stats",
+        default="",
+        help="one-off: Envoy keeps no stats named with this prefix (bootstrap stats_matcher), or none: 'all'",
+    )
     args = ap.parse_args()
     require_tools()
     with tempfile.TemporaryDirectory(prefix="bench-rl-ir-") as tmpname:
@@ -189,6 +194,11 @@ def main() -> None:
             copy.deepcopy(windows),
         ]
         cfg = bootstrap(listeners, clusters)
+        if args.reject_stats == "all":
+            cfg["stats_config"] = {"stats_matcher": {"reject_all": True}}
+        elif args.reject_stats:
+            exclude = {"patterns": [{"prefix": args.reject_stats}]}
+            cfg["stats_config"] = {"stats_matcher": {"exclusion_list": exclude}}
         os.environ["ENVOY_BIN"] = envoy_under_callgrind(tmp)
         env = EnvoyProcess(cfg, concurrency=1, log_level="error", name="bench-rl-ir")
         try:
