@@ -19,6 +19,7 @@ manager):
 from __future__ import annotations
 
 import itertools
+from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from envoykit.wasmhost.abi import _ACTIONS, AbiVersion, Action, BufferType, MapType, StreamType
@@ -92,6 +93,23 @@ class _Direction:
         self.eos_seen = False
         self.complete = False  # everything forwarded
         self.stopped = False  # a local reply or reset ended this direction
+
+
+def _as_sent(headers: HeaderMap, wall_ns: int) -> HeaderMap:
+    """The response headers as Envoy's access log has them: the connection manager sets ``date``
+    and ``server: envoy`` after the filters, appended (observed in Envoy 1.40,
+    property_paths.yaml; one already there is overwritten in place, Envoy's ``setReference`` on
+    an inline header: not diffed). A copy: the client's view leaves them out, as the diff does."""
+    date = formatdate(wall_ns / 1e9, usegmt=True).encode()
+    out: list[tuple[bytes, bytes]] = []
+    missing = {b"date": date, b"server": b"envoy"}
+    for k, v in headers._entries:
+        if k in missing:
+            out.append((k, missing.pop(k)))
+        elif k != b"date" and k != b"server":
+            out.append((k, v))
+    out += missing.items()
+    return HeaderMap.of_entries(out)
 
 
 class HttpStream:
@@ -246,7 +264,7 @@ class HttpStream:
         if self.req.headers is not None:
             ctx.maps[self.req.headers_map] = self.req.headers
         if self.resp.headers is not None:
-            ctx.maps[self.resp.headers_map] = self.resp.headers
+            ctx.maps[self.resp.headers_map] = _as_sent(self.resp.headers, plugin.host.clock.wall_ns)
         if self.resp.trailers is not None:
             ctx.maps[self.resp.trailers_map] = self.resp.trailers
         try:

@@ -2,8 +2,8 @@
 ;; allowed, an empty path SERIALIZATION_FAILURE, "\0" alone NOT_FOUND, Envoy's CEL wrapper maps
 ;; (request, response, connection, upstream, source, destination, xds, filter_state) read whole
 ;; SERIALIZATION_FAILURE, headers out of reach an empty map, dynamic metadata an empty message.
-;; Each path is read in on_request_headers (A), on_response_headers (B) and on_log (C, all but the
-;; last: Envoy's access-log response headers carry its own date/server), logged as
+;; Each path is read in on_request_headers (A), on_response_headers (B) and on_log (C: the
+;; response headers there carry Envoy's date and server), logged as
 ;; "<phase><path letter>=<status * 1000000 + returned size>". malloc grows memory by a page per
 ;; call (every returned value lands past the memory's size when the host call began).
 ;;   a  b''
@@ -89,4 +89,4 @@
   (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
     (call $all (i32.const 66) (i32.const 22)) (i32.const 0))
   (func (export "proxy_on_log") (param i32)
-    (call $all (i32.const 67) (i32.const 21))))
+    (call $all (i32.const 67) (i32.const 22))))
