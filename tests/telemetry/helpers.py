@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from google.protobuf import json_format
 
 from envoykit.control.model.mesh import AccessLogServer
@@ -220,3 +221,73 @@ def tcp_exchange(port: int, payload: bytes) -> bytes:
         while chunk := s.recv(65536):
             out += chunk
     return bytes(out)
+
+
+BACKEND_SERVICE = "backend.shop.svc.cluster.local"
+#: (count, x-echo-status, x-echo-delay-ms) of the requests :func:`send_http_plan` sends through a sidecar pair
+HTTP_PLAN = [(9, 200, 0), (5, 404, 0), (4, 503, 0), (3, 200, 300)]
+#: requests to /down (no upstream: 503 UF on the client side only)
+N_DOWN = 3
+
+
+def send_http_plan(port: int) -> tuple[int, int]:
+    """Send :data:`HTTP_PLAN` (100-byte POSTs to /items) and :data:`N_DOWN` GETs of /down through the
+    client sidecar on ``port``, checking each status; returns (requests reaching the app, /down requests)."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        for count, status, delay in HTTP_PLAN:
+            for _ in range(count):
+                r = c.post(
+                    "/items",
+                    content=b"q" * 100,
+                    headers={"x-echo-status": str(status), "x-echo-delay-ms": str(delay)},
+                )
+                assert r.status_code == status
+        for _ in range(N_DOWN):
+            assert c.get("/down").status_code == 503
+    return sum(p[0] for p in HTTP_PLAN), N_DOWN
+
+
+def assert_http_plan_metrics(text: str, n_app: int, n_down: int) -> None:
+    """Istio's HTTP metrics in ``text`` (a /metrics page) are exactly those of :func:`send_http_plan`
+    through the frontend → backend sidecar pair, on both reporters."""
+    assert total(text, "istio_requests_total") == 2 * n_app + n_down  # one per reporter, nothing else
+    both = {
+        "source_workload": "frontend-v1",
+        "source_canonical_service": "frontend",
+        "source_canonical_revision": "v1",
+        "source_workload_namespace": "shop",
+        "source_principal": FRONTEND["principal"],
+        "source_app": "frontend",
+        "source_version": "v1",
+        "source_cluster": "mesh1",
+        "destination_workload": "backend-v2",
+        "destination_workload_namespace": "shop",
+        "destination_principal": BACKEND["principal"],
+        "destination_app": "backend",
+        "destination_version": "v2",
+        "destination_service": BACKEND_SERVICE,
+        "destination_service_name": "backend",
+        "destination_service_namespace": "shop",
+        "destination_canonical_service": "backend",
+        "destination_canonical_revision": "v2",
+        "destination_cluster": "mesh1",
+        "request_protocol": "http",
+        "grpc_response_status": "",
+        "response_flags": "-",
+    }
+    security = {"destination": "mutual_tls", "source": "unknown"}
+    for reporter in ("source", "destination"):
+        labels = {**both, "reporter": reporter, "connection_security_policy": security[reporter]}
+        assert total(text, "istio_requests_total", **labels) == n_app
+        assert total(text, "istio_requests_total", response_code="200", **labels) == 12
+        assert total(text, "istio_requests_total", response_code="404", **labels) == 5
+        assert total(text, "istio_requests_total", response_code="503", **labels) == 4
+        assert total(text, "istio_request_duration_milliseconds_count", **labels) == n_app
+        assert total(text, "istio_request_duration_milliseconds_bucket", le="250.0", **labels) == n_app - 3
+        assert total(text, "istio_request_duration_milliseconds_bucket", le="10000.0", **labels) == n_app
+        assert total(text, "istio_request_bytes_count", **labels) == n_app
+        assert total(text, "istio_request_bytes_bucket", le="100.0", **labels) == 0  # 100 B body + headers
+        assert total(text, "istio_response_bytes_count", **labels) == n_app
+    down = {"reporter": "source", "response_code": "503", "response_flags": "UF"}
+    assert total(text, "istio_requests_total", **down) == n_down
+    assert total(text, "istio_requests_total", reporter="destination", response_flags="UF") == 0

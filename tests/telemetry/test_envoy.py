@@ -8,7 +8,6 @@ from collections import Counter
 from pathlib import Path
 
 import grpc
-import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from envoykit.core import AioGrpcServer, free_port
@@ -18,19 +17,20 @@ from tests.extproc.test_telemetry_envoy import tls_socket
 from tests.serverproc import StartServer
 from tests.telemetry.helpers import (
     BACKEND,
+    BACKEND_SERVICE,
     FRONTEND,
     TcpEcho,
     access_logs,
+    assert_http_plan_metrics,
     http_sidecars,
     read_lines,
+    send_http_plan,
     start_telemetry,
     tcp_exchange,
     tcp_listener,
     total,
     wait_total,
 )
-
-BACKEND_SERVICE = "backend.shop.svc.cluster.local"
 
 
 def test_http_requests_counted_exactly_on_both_reporters_with_istio_labels(
@@ -51,63 +51,10 @@ def test_http_requests_counted_exactly_on_both_reporters_with_istio_labels(
         envoy(server_cfg, name="backend-sidecar")
         envoy(client_cfg, name="frontend-sidecar")
 
-        plan = [(9, 200, 0), (5, 404, 0), (4, 503, 0), (3, 200, 300)]  # (count, status, delay ms)
-        n_app = sum(p[0] for p in plan)
-        n_down = 3  # /down: no upstream, 503 UF on the client side only
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
-            for count, status, delay in plan:
-                for _ in range(count):
-                    r = c.post(
-                        "/items",
-                        content=b"q" * 100,
-                        headers={"x-echo-status": str(status), "x-echo-delay-ms": str(delay)},
-                    )
-                    assert r.status_code == status
-            for _ in range(n_down):
-                assert c.get("/down").status_code == 503
+        n_app, n_down = send_http_plan(port)
 
         text = wait_total(srv, "istio_requests_total", 2 * n_app + n_down)
-    assert total(text, "istio_requests_total") == 2 * n_app + n_down  # one per reporter, nothing else
-    both = {
-        "source_workload": "frontend-v1",
-        "source_canonical_service": "frontend",
-        "source_canonical_revision": "v1",
-        "source_workload_namespace": "shop",
-        "source_principal": FRONTEND["principal"],
-        "source_app": "frontend",
-        "source_version": "v1",
-        "source_cluster": "mesh1",
-        "destination_workload": "backend-v2",
-        "destination_workload_namespace": "shop",
-        "destination_principal": BACKEND["principal"],
-        "destination_app": "backend",
-        "destination_version": "v2",
-        "destination_service": BACKEND_SERVICE,
-        "destination_service_name": "backend",
-        "destination_service_namespace": "shop",
-        "destination_canonical_service": "backend",
-        "destination_canonical_revision": "v2",
-        "destination_cluster": "mesh1",
-        "request_protocol": "http",
-        "grpc_response_status": "",
-        "response_flags": "-",
-    }
-    security = {"destination": "mutual_tls", "source": "unknown"}
-    for reporter in ("source", "destination"):
-        labels = {**both, "reporter": reporter, "connection_security_policy": security[reporter]}
-        assert total(text, "istio_requests_total", **labels) == n_app
-        assert total(text, "istio_requests_total", response_code="200", **labels) == 12
-        assert total(text, "istio_requests_total", response_code="404", **labels) == 5
-        assert total(text, "istio_requests_total", response_code="503", **labels) == 4
-        assert total(text, "istio_request_duration_milliseconds_count", **labels) == n_app
-        assert total(text, "istio_request_duration_milliseconds_bucket", le="250.0", **labels) == n_app - 3
-        assert total(text, "istio_request_duration_milliseconds_bucket", le="10000.0", **labels) == n_app
-        assert total(text, "istio_request_bytes_count", **labels) == n_app
-        assert total(text, "istio_request_bytes_bucket", le="100.0", **labels) == 0  # 100 B body + headers
-        assert total(text, "istio_response_bytes_count", **labels) == n_app
-    down = {"reporter": "source", "response_code": "503", "response_flags": "UF"}
-    assert total(text, "istio_requests_total", **down) == n_down
-    assert total(text, "istio_requests_total", reporter="destination", response_flags="UF") == 0
+    assert_http_plan_metrics(text, n_app, n_down)
 
     lines = read_lines(log)
     assert len(lines) == 2 * n_app + n_down

@@ -23,14 +23,15 @@ from tests.telemetry.helpers import (
     BACKEND_ID,
     FRONTEND,
     FRONTEND_ID,
+    assert_http_plan_metrics,
     http_sidecars,
     read_lines,
+    send_http_plan,
     start_telemetry,
     total,
     wait_total,
 )
 
-BACKEND_SERVICE = "backend.shop.svc.cluster.local"
 #: Envoy writes its file loggers' buffers this often (its default is 10 s; envoykit up sets 1 s)
 FLUSH = ["--file-flush-interval-msec", "500"]
 
@@ -78,64 +79,11 @@ def test_envoy_counts_every_request_on_both_reporters_and_writes_json_lines(
     envoy(client_cfg, name="frontend-sidecar", extra_args=FLUSH)
     srv = start_telemetry(server_process, None, *_admin_args(admins))
 
-    plan = [(9, 200, 0), (5, 404, 0), (4, 503, 0), (3, 200, 300)]  # (count, status, delay ms)
-    n_app = sum(p[0] for p in plan)
-    n_down = 3  # /down: no upstream, 503 UF on the client side only
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
-        for count, status, delay in plan:
-            for _ in range(count):
-                r = c.post(
-                    "/items",
-                    content=b"q" * 100,
-                    headers={"x-echo-status": str(status), "x-echo-delay-ms": str(delay)},
-                )
-                assert r.status_code == status
-        for _ in range(n_down):
-            assert c.get("/down").status_code == 503
+    n_app, n_down = send_http_plan(port)
 
     # every figure comes from Envoy's histograms, merged at its stats flush
     text = wait_total(srv, "istio_requests_total", 2 * n_app + n_down)
-    assert total(text, "istio_requests_total") == 2 * n_app + n_down
-    both = {
-        "source_workload": "frontend-v1",
-        "source_canonical_service": "frontend",
-        "source_canonical_revision": "v1",
-        "source_workload_namespace": "shop",
-        "source_principal": FRONTEND["principal"],
-        "source_app": "frontend",
-        "source_version": "v1",
-        "source_cluster": "mesh1",
-        "destination_workload": "backend-v2",
-        "destination_workload_namespace": "shop",
-        "destination_principal": BACKEND["principal"],
-        "destination_app": "backend",
-        "destination_version": "v2",
-        "destination_service": BACKEND_SERVICE,
-        "destination_service_name": "backend",
-        "destination_service_namespace": "shop",
-        "destination_canonical_service": "backend",
-        "destination_canonical_revision": "v2",
-        "destination_cluster": "mesh1",
-        "request_protocol": "http",
-        "grpc_response_status": "",
-        "response_flags": "-",
-    }
-    security = {"destination": "mutual_tls", "source": "unknown"}
-    for reporter in ("source", "destination"):
-        labels = {**both, "reporter": reporter, "connection_security_policy": security[reporter]}
-        assert total(text, "istio_requests_total", **labels) == n_app
-        assert total(text, "istio_requests_total", response_code="200", **labels) == 12
-        assert total(text, "istio_requests_total", response_code="404", **labels) == 5
-        assert total(text, "istio_requests_total", response_code="503", **labels) == 4
-        assert total(text, "istio_request_duration_milliseconds_count", **labels) == n_app
-        assert total(text, "istio_request_duration_milliseconds_bucket", le="250.0", **labels) == n_app - 3
-        assert total(text, "istio_request_duration_milliseconds_bucket", le="10000.0", **labels) == n_app
-        assert total(text, "istio_request_bytes_count", **labels) == n_app
-        assert total(text, "istio_request_bytes_bucket", le="100.0", **labels) == 0  # 100 B body + headers
-        assert total(text, "istio_response_bytes_count", **labels) == n_app
-    down = {"reporter": "source", "response_code": "503", "response_flags": "UF"}
-    assert total(text, "istio_requests_total", **down) == n_down
-    assert total(text, "istio_requests_total", reporter="destination", response_flags="UF") == 0
+    assert_http_plan_metrics(text, n_app, n_down)
     # Envoy's own request counts beside them: no gap
     assert total(text, "envoykit_telemetry_envoy_requests_total", reporter="destination") == n_app
     assert total(text, "envoykit_telemetry_envoy_requests_total", reporter="source") == n_app + n_down
