@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from callgrind import envoy_under_callgrind, kir_per_request, require_tools, send
 from google.protobuf.json_format import MessageToDict
+from ratelimit import LIMITS as BENCH_LIMITS
 
 from envoykit.control.model.types import Address
 from envoykit.control.translate.clusters import static_cluster
@@ -44,14 +45,7 @@ from envoykit.core import EnvoyProcess, free_port
 from tests.envoycfg import bootstrap, direct_response, http_listener
 from tests.serverproc import ServerProcess
 
-LIMITS = """
-domain: bench
-descriptors:
-  - key: client
-    rate_limit: {unit: second, requests_per_unit: 1000000000}
-  - key: tight
-    rate_limit: {unit: minute, requests_per_unit: 1}
-"""
+LIMITS = BENCH_LIMITS % {"tight": 1}  # the limits bench/ratelimit.py serves
 
 # A server answering a constant per domain (the request's domain picks the answer), to see what each part
 # of the response costs Envoy. "full" is what the memory store answers for the bench's descriptor.
