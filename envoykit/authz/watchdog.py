@@ -8,9 +8,10 @@ C call (``time.sleep``, a socket read) is only interrupted when that call return
 timeout (200 ms by default) answers the client meanwhile, denied because our configs keep
 ``failure_mode_allow: false``.
 
-Cost per rule matters (it runs for every rule of every Check): arming and disarming are plain dict
-stores (the engine writes :attr:`Watchdog.deadlines` itself, without a method call); only :meth:`Watchdog.leave`, once per check, takes the lock that the watchdog holds while it
-shoots, so a shot always lands before ``leave`` returns, inside the engine's handling.
+Cost per rule matters (it runs for every rule of every Check): arming and disarming are plain stores
+into :attr:`Watchdog.deadlines`, written by the engine itself; only :meth:`Watchdog.leave`, once per
+check, takes the lock that the watchdog holds while it shoots, so a shot always lands before ``leave``
+returns, inside the engine's handling.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ class RuleTimeout(BaseException):
 class Watchdog:
     """Raises :class:`RuleTimeout` in the thread of a rule that runs past its deadline.
 
-    Use per check: ``tid = enter()``, then ``arm(tid, deadline)`` before each rule and
-    ``disarm(tid)`` after it, and ``leave(tid)`` in a ``finally`` inside the code that handles
-    :class:`RuleTimeout`. Deadlines are ``time.perf_counter()`` seconds.
+    Use per check: ``tid = enter()``, then ``deadlines[tid] = deadline`` before each rule and
+    ``deadlines[tid] = IDLE`` after it, and ``leave(tid)`` in a ``finally`` inside the code that
+    handles :class:`RuleTimeout`. Deadlines are ``time.perf_counter()`` seconds.
 
     Args:
         budget_s: a rule's time budget in seconds; the check runs every ``budget_s / 4`` (≥ 5 ms).
@@ -43,10 +44,8 @@ class Watchdog:
     def __init__(self, budget_s: float) -> None:
         self.budget_s = budget_s
         self._lock = threading.Lock()
-        #: thread id -> deadline of the rule it runs (perf_counter s), or IDLE: ``arm``/``disarm`` as
-        #: plain stores for callers that run them per rule
+        #: thread id -> deadline of the rule it runs (perf_counter s), or IDLE between rules
         self.deadlines: dict[int, float] = {}
-        self._running = self.deadlines
         self.fired = 0
         self._interval = max(budget_s / 4, 0.005)
         self._thread = threading.Thread(target=self._loop, daemon=True, name="authz-watchdog")
@@ -55,32 +54,24 @@ class Watchdog:
     def enter(self) -> int:
         """Register the calling thread for one check; returns its id for the calls below."""
         tid = threading.get_ident()
-        self._running[tid] = IDLE
+        self.deadlines[tid] = IDLE
         return tid
-
-    def arm(self, tid: int, deadline: float) -> None:
-        """A rule starts in thread ``tid`` and must end by ``deadline``."""
-        self._running[tid] = deadline
-
-    def disarm(self, tid: int) -> None:
-        """The rule of thread ``tid`` returned."""
-        self._running[tid] = IDLE
 
     def leave(self, tid: int) -> None:
         """End of the check in thread ``tid``; after this no timeout is raised for it."""
         with self._lock:
-            self._running.pop(tid, None)
+            self.deadlines.pop(tid, None)
 
     def _loop(self) -> None:
         while True:
             time.sleep(self._interval)
             with self._lock:
                 now = time.perf_counter()
-                for tid, deadline in list(self._running.items()):
+                for tid, deadline in list(self.deadlines.items()):
                     if now > deadline:
                         ctypes.pythonapi.PyThreadState_SetAsyncExc(
                             ctypes.c_ulong(tid), ctypes.py_object(RuleTimeout)
                         )
                         # stays registered (IDLE) until leave(): the shot lands before leave returns
-                        self._running[tid] = IDLE
+                        self.deadlines[tid] = IDLE
                         self.fired += 1
